@@ -1,0 +1,34 @@
+//! `custody`, the operator CLI. The `verify` subcommands follow the architecture's CLI
+//! contract: one JSON object on stdout, exit 0 verified, 1 evidence rejected (the failed
+//! check named on stderr), 2 bad usage or unreadable input.
+#![forbid(unsafe_code)]
+
+mod verify;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "custody",
+    version,
+    about = "Attested chain of custody for AI workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify one piece of hardware evidence offline, from files.
+    #[command(subcommand)]
+    Verify(verify::VerifyCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify(cmd) => verify::run(cmd),
+    }
+}

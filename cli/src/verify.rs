@@ -1,0 +1,199 @@
+//! `custody verify tpm|snp|nvgpu`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use custody_verifier::{FailedCheck, Outcome, Report, UnixTime};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Subcommand)]
+pub enum VerifyCmd {
+    /// A TPM 2.0 quote as `tpm2_quote -m/-s/-o` writes it.
+    Tpm(TpmArgs),
+    /// An AMD SEV-SNP attestation report with its VCEK or VLEK.
+    Snp(SnpArgs),
+    /// An NVIDIA confidential-GPU SPDM measurement report with its certificate chain.
+    Nvgpu(NvgpuArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TpmArgs {
+    /// TPMS_ATTEST (`tpm2_quote -m`).
+    #[arg(long)]
+    quote: PathBuf,
+    /// TPMT_SIGNATURE (`tpm2_quote -s`).
+    #[arg(long)]
+    sig: PathBuf,
+    /// Attestation key: PEM/DER SubjectPublicKeyInfo, or TPMT_PUBLIC / TPM2B_PUBLIC.
+    #[arg(long)]
+    ak: PathBuf,
+    /// PCR values (`tpm2_quote -o`).
+    #[arg(long)]
+    pcrs: PathBuf,
+    /// Expected extraData, hex (exact bytes).
+    #[arg(long)]
+    nonce: String,
+    /// TCG PC Client measured-boot event log to replay against the quoted PCRs.
+    #[arg(long)]
+    eventlog: Option<PathBuf>,
+    /// Appraisal time (RFC 3339); default now.
+    #[arg(long)]
+    at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnpArgs {
+    /// The 0x4A0-byte report (.bin) or its hex (.hex/.txt).
+    #[arg(long)]
+    report: PathBuf,
+    /// VCEK or VLEK certificate (DER or PEM).
+    #[arg(long)]
+    vcek: PathBuf,
+    /// ASK/ASVK and ARK (PEM); the ARK must be one of the built-in AMD roots.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Expected report_data, hex: 32 bytes (binding; the rest must be zero) or 64 bytes.
+    #[arg(long)]
+    report_data: Option<String>,
+    /// Accept guests launched with the debug policy bit set.
+    #[arg(long)]
+    allow_debug: bool,
+    /// Appraisal time (RFC 3339); default now.
+    #[arg(long)]
+    at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NvgpuArgs {
+    /// SPDM GET_MEASUREMENTS request||response, hex (.hex/.txt) or binary (.bin).
+    #[arg(long)]
+    report: PathBuf,
+    /// Device certificate chain, PEM (leaf first).
+    #[arg(long)]
+    certs: PathBuf,
+    /// Expected requester nonce, hex (32 bytes).
+    #[arg(long)]
+    nonce: String,
+    /// Signed RIM (driver or VBIOS), repeatable.
+    #[arg(long)]
+    rim: Vec<PathBuf>,
+    /// Pinned NVIDIA Device Identity root (PEM); default: the built-in one.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Pinned NVIDIA RIM signing root (PEM); default: the built-in one.
+    #[arg(long)]
+    rim_root: Option<PathBuf>,
+    /// Appraisal time (RFC 3339); default now.
+    #[arg(long)]
+    at: Option<String>,
+}
+
+/// Unusable input: exit 2.
+#[derive(Debug)]
+struct Usage(anyhow::Error);
+
+pub fn run(cmd: VerifyCmd) -> ExitCode {
+    let r = match cmd {
+        VerifyCmd::Tpm(a) => tpm(a),
+        VerifyCmd::Snp(a) => snp(a),
+        VerifyCmd::Nvgpu(a) => nvgpu(a),
+    };
+    match r {
+        Ok(code) => code,
+        Err(Usage(e)) => {
+            eprintln!("custody: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read(p: &Path, what: &str) -> Result<Vec<u8>, Usage> {
+    std::fs::read(p)
+        .with_context(|| format!("cannot read {what} {}", p.display()))
+        .map_err(Usage)
+}
+
+/// Binary evidence that may also come as a hex text file (`.hex`, `.txt`, or all hex digits).
+fn read_maybe_hex(p: &Path, what: &str) -> Result<Vec<u8>, Usage> {
+    let raw = read(p, what)?;
+    let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let looks_hex = !raw.is_empty()
+        && raw
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace());
+    if ext == "hex" || ext == "txt" || (ext != "bin" && looks_hex) {
+        let s: String = raw
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .map(|&b| char::from(b))
+            .collect();
+        return hex::decode(&s)
+            .with_context(|| format!("{what} {} is not valid hex", p.display()))
+            .map_err(Usage);
+    }
+    Ok(raw)
+}
+
+fn hex_arg(s: &str, what: &str) -> Result<Vec<u8>, Usage> {
+    hex::decode(s.trim())
+        .with_context(|| format!("{what} is not valid hex"))
+        .map_err(Usage)
+}
+
+fn at_arg(at: Option<&str>) -> Result<UnixTime, Usage> {
+    match at {
+        Some(s) => {
+            let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .with_context(|| format!("--at {s:?} is not an RFC 3339 time"))
+                .map_err(Usage)?;
+            Ok(UnixTime(t.unix_timestamp()))
+        }
+        None => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("system clock is before 1970")
+                .map_err(Usage)?;
+            Ok(UnixTime(i64::try_from(now.as_secs()).unwrap_or(i64::MAX)))
+        }
+    }
+}
+
+/// Print the report and map the outcome to the exit code.
+fn emit<C: Serialize, E: FailedCheck>(kind: &str, outcome: Outcome<C, E>) -> Result<ExitCode, Usage> {
+    let (report, rejected) = Report::from_outcome(kind, outcome);
+    let json = serde_json::to_string_pretty(&report)
+        .context("encode report")
+        .map_err(Usage)?;
+    println!("{json}");
+    match rejected {
+        None => Ok(ExitCode::SUCCESS),
+        Some(r) => {
+            eprintln!("custody: {kind} evidence rejected: {r}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn tpm(a: TpmArgs) -> Result<ExitCode, Usage> {
+    let _ = (&a, bail_unimplemented("tpm"));
+    unreachable_usage()
+}
+
+fn snp(a: SnpArgs) -> Result<ExitCode, Usage> {
+    let _ = (&a, bail_unimplemented("snp"));
+    unreachable_usage()
+}
+
+fn nvgpu(a: NvgpuArgs) -> Result<ExitCode, Usage> {
+    let _ = (&a, bail_unimplemented("nvgpu"));
+    unreachable_usage()
+}
+
+fn bail_unimplemented(k: &str) -> Result<()> {
+    bail!("{k}: wiring in progress")
+}
+
+fn unreachable_usage() -> Result<ExitCode, Usage> {
+    Err(Usage(anyhow::anyhow!("not wired yet")))
+}

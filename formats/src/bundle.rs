@@ -1,0 +1,218 @@
+//! The evidence bundle an agent sends for one attestation round (CBOR, RATS CMW-collection
+//! shaped): `{ version, nonce, session_keys, tpm?, snp?, gpus[], platform }`.
+//!
+//! Every evidence entry carries the raw vendor bytes unchanged, so signatures are checked
+//! over exactly the bytes the hardware signed.
+
+use crate::binding::{serde_bytes_vec, Nonce, SessionKeys};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// Bundle format version this code writes and accepts.
+pub const BUNDLE_VERSION: u32 = 1;
+
+/// Upper bound on an encoded bundle; larger input is refused before decoding.
+pub const MAX_BUNDLE_LEN: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum BundleError {
+    #[error("bundle is {0} bytes, more than the {MAX_BUNDLE_LEN}-byte limit")]
+    TooLarge(usize),
+    #[error("bundle is not valid CBOR for this schema: {0}")]
+    Decode(String),
+    #[error("bundle version {0} is not supported (expected {BUNDLE_VERSION})")]
+    Version(u32),
+    #[error("bundle has trailing bytes after the CBOR item")]
+    Trailing,
+    #[error("could not encode bundle: {0}")]
+    Encode(String),
+}
+
+/// TPM 2.0 evidence: what `TPM2_Quote` returned plus the PCR values it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmEvidence {
+    /// TPMS_ATTEST, marshalled, exactly as signed.
+    #[serde(with = "serde_bytes_vec")]
+    pub quote: Vec<u8>,
+    /// TPMT_SIGNATURE, marshalled.
+    #[serde(with = "serde_bytes_vec")]
+    pub signature: Vec<u8>,
+    /// PCR values in the layout `tpm2_quote -o` writes (TPML_PCR_SELECTION + TPML_DIGEST list).
+    #[serde(with = "serde_bytes_vec")]
+    pub pcrs: Vec<u8>,
+    /// The attestation key, TPMT_PUBLIC (marshalled, no TPM2B size prefix).
+    #[serde(with = "serde_bytes_vec")]
+    pub ak_public: Vec<u8>,
+    /// TCG PC Client measured-boot event log, when the node exposes one.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
+    pub event_log: Option<Vec<u8>>,
+}
+
+/// AMD SEV-SNP evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpEvidence {
+    /// The 0x4A0-byte attestation report.
+    #[serde(with = "serde_bytes_vec")]
+    pub report: Vec<u8>,
+    /// VCEK or VLEK certificate, DER.
+    #[serde(with = "serde_bytes_vec")]
+    pub vcek: Vec<u8>,
+    /// Optional ASK/ASVK + ARK (PEM); the built-in roots are used when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
+    pub ca_chain: Option<Vec<u8>>,
+}
+
+/// One NVIDIA GPU's evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuEvidence {
+    /// Index of the GPU on the node (submod name `gpu<index>`).
+    pub index: u32,
+    /// SPDM GET_MEASUREMENTS request || response, as the driver returns it.
+    #[serde(with = "serde_bytes_vec")]
+    pub report: Vec<u8>,
+    /// The device certificate chain (concatenated PEM or DER), leaf first.
+    #[serde(with = "serde_bytes_vec")]
+    pub cert_chain: Vec<u8>,
+}
+
+/// All evidence of one round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceBundle {
+    pub version: u32,
+    pub nonce: Nonce,
+    pub session_keys: SessionKeys,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmEvidence>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snp: Option<SnpEvidence>,
+    #[serde(default)]
+    pub gpus: Vec<GpuEvidence>,
+    /// Unattested platform facts (hostname, agent version, ...), for display only.
+    #[serde(default)]
+    pub platform: BTreeMap<String, String>,
+}
+
+impl EvidenceBundle {
+    pub fn to_cbor(&self) -> Result<Vec<u8>, BundleError> {
+        let mut out = Vec::new();
+        ciborium::into_writer(self, &mut out).map_err(|e| BundleError::Encode(e.to_string()))?;
+        Ok(out)
+    }
+
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, BundleError> {
+        if bytes.len() > MAX_BUNDLE_LEN {
+            return Err(BundleError::TooLarge(bytes.len()));
+        }
+        let mut rd = bytes;
+        let b: Self = ciborium::from_reader(&mut rd).map_err(|e| BundleError::Decode(e.to_string()))?;
+        if !rd.is_empty() {
+            return Err(BundleError::Trailing);
+        }
+        if b.version != BUNDLE_VERSION {
+            return Err(BundleError::Version(b.version));
+        }
+        Ok(b)
+    }
+}
+
+mod opt_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_bytes(b),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        type Buf = crate::binding::serde_bytes_array::serde_bytes_vec::ByteBuf;
+        let b: Option<Buf> = Option::deserialize(d)?;
+        Ok(b.map(|b| b.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> EvidenceBundle {
+        EvidenceBundle {
+            version: BUNDLE_VERSION,
+            nonce: Nonce([7; 32]),
+            session_keys: SessionKeys {
+                x25519: [1; 32],
+                ed25519: [2; 32],
+            },
+            tpm: Some(TpmEvidence {
+                quote: vec![0xff, 0x54, 0x43, 0x47],
+                signature: vec![0, 0x14],
+                pcrs: vec![],
+                ak_public: vec![0, 1],
+                event_log: None,
+            }),
+            snp: None,
+            gpus: vec![GpuEvidence {
+                index: 0,
+                report: vec![0x11, 0xe0],
+                cert_chain: vec![],
+            }],
+            platform: BTreeMap::from([("hostname".into(), "node-a".into())]),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_uses_byte_strings() {
+        let b = sample();
+        let cbor = b.to_cbor().unwrap();
+        assert_eq!(EvidenceBundle::from_cbor(&cbor).unwrap(), b);
+        // The nonce is a CBOR byte string of 32 bytes (major type 2, 0x58 0x20), not an array.
+        let needle = [&[0x58u8, 0x20][..], &[7u8; 32][..]].concat();
+        assert!(cbor.windows(needle.len()).any(|w| w == needle.as_slice()));
+    }
+
+    #[test]
+    fn rejects_trailing_wrong_version_and_wrong_lengths() {
+        let mut cbor = sample().to_cbor().unwrap();
+        cbor.push(0);
+        assert!(matches!(
+            EvidenceBundle::from_cbor(&cbor),
+            Err(BundleError::Trailing)
+        ));
+
+        let mut b = sample();
+        b.version = 2;
+        assert!(matches!(
+            EvidenceBundle::from_cbor(&b.to_cbor().unwrap()),
+            Err(BundleError::Version(2))
+        ));
+
+        // A 31-byte nonce must not be padded.
+        let cbor = sample().to_cbor().unwrap();
+        let needle = [&[0x58u8, 0x20][..], &[7u8; 32][..]].concat();
+        let at = cbor
+            .windows(needle.len())
+            .position(|w| w == needle.as_slice())
+            .unwrap();
+        let mut short = cbor[..at].to_vec();
+        short.extend_from_slice(&[0x58, 0x1f]);
+        short.extend_from_slice(&[7u8; 31]);
+        short.extend_from_slice(&cbor[at + 34..]);
+        assert!(matches!(
+            EvidenceBundle::from_cbor(&short),
+            Err(BundleError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for g in [&[][..], &[0xff], &[0xa1, 0x61], &[0x9f; 64]] {
+            assert!(EvidenceBundle::from_cbor(g).is_err());
+        }
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything Custody needs on a fresh Debian (bookworm) machine: the system
+# packages for the real-TPM tests (swtpm, tpm2-tools, tpm2-tss), libxmlsec1 for NVIDIA RIM
+# signatures, and the Rust tools CI uses. CI and a new user run this same script.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+PKGS=(
+  build-essential pkg-config clang libclang-dev cmake
+  swtpm swtpm-tools tpm2-tools libtss2-dev
+  libxml2-dev libxmlsec1-dev libxmlsec1-openssl
+  openssl iproute2
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install the stable Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+echo "setup: ok ($(cargo --version), $(swtpm --version 2>&1 | head -1))"

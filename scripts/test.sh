@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up and run every test: formatting, lints, unit and end-to-end tests (real swtpm),
+# and a short run of every fuzz target. This is the README's test command and .ci/run's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
+# Fuzz smoke run (each target briefly); FUZZ_SECONDS=0 skips it.
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"

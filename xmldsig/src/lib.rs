@@ -1,0 +1,1 @@
+//! XML-DSig verification through libxmlsec1 (in progress).
