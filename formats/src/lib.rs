@@ -6,6 +6,7 @@
 //! in `fuzz/`.
 #![forbid(unsafe_code)]
 
+pub mod alg;
 pub mod binding;
 pub mod bundle;
 pub mod eventlog;

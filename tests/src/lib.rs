@@ -1,7 +1,12 @@
 //! Helpers for Custody's end-to-end tests: locate the built binaries and the shared test
 //! vectors, run the CLI and capture its JSON.
 #![forbid(unsafe_code)]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -103,7 +103,7 @@ pub fn split_certs(input: &[u8]) -> Result<Vec<Vec<u8>>, ChainError> {
     let trimmed = input
         .iter()
         .position(|b| !b.is_ascii_whitespace())
-        .map(|i| &input[i..]);
+        .and_then(|i| input.get(i..));
     let Some(body) = trimmed else {
         return Err(ChainError::Empty);
     };
@@ -380,7 +380,7 @@ pub fn verify_chain(
         .iter()
         .enumerate()
         .map(|(index, der)| match X509Certificate::from_der(der) {
-            Ok((rest, c)) if rest.is_empty() => Ok(c),
+            Ok(([], c)) => Ok(c),
             Ok(_) => Err(ChainError::Parse {
                 index,
                 reason: "trailing bytes after certificate".into(),
