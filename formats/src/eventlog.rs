@@ -12,9 +12,10 @@
 //!   rejected. Every TCG_PCR_EVENT2 must carry exactly one digest per table algorithm (the
 //!   spec says each event extends every active bank), in any order; a digest whose
 //!   algorithm is not in the table, or a repeated one, is rejected.
-//! - PCR indices must be below 24; at most [`MAX_EVENTS`] events of at most
-//!   [`MAX_EVENT_SIZE`] bytes each; the input must end exactly after the last event (no
-//!   trailing padding).
+//! - PCR indices must be below 24; at most [`MAX_EVENTS`] records (the Spec ID header
+//!   included) of at most [`MAX_EVENT_SIZE`] bytes each, at most [`MAX_ALGORITHMS`] banks;
+//!   the input must end exactly after the last event (trailing zero padding, as some
+//!   firmware buffers have, is rejected; Linux's `binary_bios_measurements` has none).
 //! - A `StartupLocality` EV_NO_ACTION event must be on PCR 0, 17 bytes long, appear at
 //!   most once and precede every measurement into PCR 0.
 
@@ -28,6 +29,9 @@ use thiserror::Error;
 pub const MAX_EVENTS: usize = 100_000;
 /// Largest single event body accepted.
 pub const MAX_EVENT_SIZE: usize = 16 << 20;
+/// Most rows the Spec ID algorithm table may have. TPM_ALG_ID defines about a dozen hash
+/// algorithms; the cap keeps per-event digest lookups cheap on hostile input.
+pub const MAX_ALGORITHMS: usize = 32;
 /// PCR indices must be below this (PC Client TPMs have 24 PCRs).
 pub const PCR_COUNT: u32 = 24;
 
@@ -157,6 +161,8 @@ pub enum Malformed {
     SpecIdSize { declared: usize, actual: usize },
     #[error("Spec ID event lists no algorithms")]
     NoAlgorithms,
+    #[error("Spec ID event lists {count} algorithms; at most {max} are accepted")]
+    TooManyAlgorithms { count: u32, max: usize },
     #[error("Spec ID event lists {0} twice")]
     DuplicateAlgorithm(AlgId),
     #[error("Spec ID event gives {alg} a digest size of {table} bytes; it is {real}")]
@@ -195,7 +201,7 @@ pub enum EventLogError {
     BankNotInLog(HashAlg),
     #[error("event {event}: no {} digest of the right length to replay", .alg.name())]
     MissingDigest { event: usize, alg: HashAlg },
-    #[error("event {event}: StartupLocality event after PCR 0 was extended or set")]
+    #[error("event {event}: StartupLocality event not on PCR 0 ahead of every PCR 0 measurement")]
     StartupLocalityLate { event: usize },
     #[error("event {event}: UEFI_VARIABLE_DATA malformed: {reason}")]
     VariableData { event: usize, reason: &'static str },
@@ -493,6 +499,12 @@ fn parse_spec_id(data: &[u8]) -> Result<SpecId, Malformed> {
     let n = r.u32_le("numberOfAlgorithms").map_err(t)?;
     if n == 0 {
         return Err(Malformed::NoAlgorithms);
+    }
+    if usize::try_from(n).map_or(true, |n| n > MAX_ALGORITHMS) {
+        return Err(Malformed::TooManyAlgorithms {
+            count: n,
+            max: MAX_ALGORITHMS,
+        });
     }
     // Each row takes 4 bytes; a count the body cannot hold is rejected before sizing a Vec.
     let n = usize::try_from(n)
@@ -997,6 +1009,53 @@ mod tests {
     }
 
     #[test]
+    fn random_corruptions_never_panic() {
+        // Deterministic xorshift so failures reproduce; parse, replay and secure_boot must
+        // return, never panic, whatever bytes are changed.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for full in [MAIN, SECUREBOOT] {
+            for _ in 0..300 {
+                let mut bytes = full.to_vec();
+                for _ in 0..1 + next() % 4 {
+                    let i = usize::try_from(next() % bytes.len() as u64).unwrap();
+                    bytes[i] = next() as u8;
+                }
+                if let Ok(log) = parse(&bytes) {
+                    for bank in log.banks() {
+                        log.replay(bank).unwrap();
+                    }
+                    let _ = log.secure_boot();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefixes_at_event_boundaries_are_shorter_valid_logs() {
+        let log = parse(MAIN).unwrap();
+        let spec = log.spec_id.as_ref().unwrap();
+        let digests: usize = spec
+            .algorithms
+            .iter()
+            .map(|a| 2 + usize::from(a.digest_size))
+            .sum();
+        let mut end = 32 + 37; // header event: 32-byte SHA-1 style header + Spec ID body
+        for (i, e) in log.events.iter().enumerate() {
+            let prefix = parse(&MAIN[..end]).unwrap();
+            assert_eq!(prefix.events.len(), i);
+            assert_eq!(prefix.events[..], log.events[..i]);
+            end += 16 + digests + e.data.len();
+        }
+        assert_eq!(end, MAIN.len());
+    }
+
+    #[test]
     fn flipped_digest_changes_only_its_pcr() {
         // Event 2 (PCR 0, EV_S_CRTM_CONTENTS) starts at 0x9e; its SHA-256 digest at 0xc2.
         let mut bytes = MAIN.to_vec();
@@ -1138,6 +1197,24 @@ mod tests {
             }
         );
         assert_eq!(event_err(&agile(&[], &[])), Malformed::NoAlgorithms);
+        let many: Vec<(u16, u16)> = (0x100..0x100 + 33).map(|id| (id, 1)).collect();
+        assert_eq!(
+            event_err(&agile(&many, &[])),
+            Malformed::TooManyAlgorithms {
+                count: 33,
+                max: MAX_ALGORITHMS
+            }
+        );
+        // A declared count larger than the body is a truncation, found before allocating.
+        let mut lying = agile(&[(0x000B, 32)], &[]);
+        lying[32 + 24..32 + 28].copy_from_slice(&5u32.to_le_bytes());
+        assert!(matches!(
+            event_err(&lying),
+            Malformed::Truncated {
+                field: "algorithm table",
+                ..
+            }
+        ));
         assert_eq!(
             event_err(&agile(&[(0x000B, 32), (0x000B, 32)], &[])),
             Malformed::DuplicateAlgorithm(AlgId(0x000B))
