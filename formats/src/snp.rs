@@ -13,6 +13,10 @@
 //! - a v3+ report from a CPU family/model it does not know;
 //! - any non-zero byte in an area it treats as reserved (newer ABIs define some of them).
 //!
+//! On the other hand this parser is stricter in one place: the reserved bytes after `s`
+//! (0x330..0x4A0) are not signed, so they must be zero; otherwise one signed report would
+//! have many accepted encodings.
+//!
 //! Where it does parse, every field it decodes agrees with the raw decoding on the test
 //! vectors (tested below). The TCB layout differs per CPU generation (Milan/Genoa:
 //! bl, tee, -, -, -, -, snp, ucode; Turin: fmc, bl, tee, snp, -, -, -, ucode), so each
@@ -44,6 +48,8 @@ pub enum SnpParseError {
     Length(usize),
     #[error("report version {0} is not supported (2 to 5)")]
     Version(u32),
+    #[error("{0} non-zero bytes in the unsigned reserved area after the signature")]
+    UnsignedTail(usize),
     #[error(transparent)]
     Truncated(#[from] Truncated),
 }
@@ -349,6 +355,12 @@ impl SnpReport {
         r.take(SIG_R_OFFSET - r.position(), "reserved 0x208")?;
         let sig_r = r.array("signature r")?;
         let sig_s = r.array("signature s")?;
+        // Not covered by the signature: refuse anything there, so that one signed report
+        // has exactly one accepted byte encoding.
+        let tail = r.rest().iter().filter(|&&b| b != 0).count();
+        if tail != 0 {
+            return Err(SnpParseError::UnsignedTail(tail));
+        }
         Ok(Self {
             bytes: bytes.to_vec(),
             version,
@@ -582,6 +594,9 @@ mod tests {
             Err(SnpParseError::Length(REPORT_LEN + 1))
         );
         assert_eq!(SnpReport::parse(&[]), Err(SnpParseError::Length(0)));
+        let mut x = b.clone();
+        x[REPORT_LEN - 1] = 1;
+        assert_eq!(SnpReport::parse(&x), Err(SnpParseError::UnsignedTail(1)));
         for v in [0u32, 1, 6, u32::MAX] {
             let mut x = b.clone();
             x[..4].copy_from_slice(&v.to_le_bytes());
@@ -598,7 +613,10 @@ mod tests {
             Err(SnpSignatureError::Oversized { component: "s" })
         );
         r.sig_s = [0; 72];
-        assert_eq!(r.signature_p384(), Err(SnpSignatureError::Zero { component: "s" }));
+        assert_eq!(
+            r.signature_p384(),
+            Err(SnpSignatureError::Zero { component: "s" })
+        );
     }
 
     #[test]

@@ -26,13 +26,41 @@ use x509_parser::prelude::*;
 /// (`src/certs/snp/builtin/*`) and, for the Milan ASVK, from AMD KDS via trustee's test
 /// data; see `roots/amd/README.md`.
 const BUILTIN: &[(Generation, Role, &[u8])] = &[
-    (Generation::Milan, Role::Ark, include_bytes!("../roots/amd/milan-ark.pem")),
-    (Generation::Milan, Role::Intermediate, include_bytes!("../roots/amd/milan-ask.pem")),
-    (Generation::Milan, Role::Intermediate, include_bytes!("../roots/amd/milan-asvk.pem")),
-    (Generation::Genoa, Role::Ark, include_bytes!("../roots/amd/genoa-ark.pem")),
-    (Generation::Genoa, Role::Intermediate, include_bytes!("../roots/amd/genoa-ask.pem")),
-    (Generation::Turin, Role::Ark, include_bytes!("../roots/amd/turin-ark.pem")),
-    (Generation::Turin, Role::Intermediate, include_bytes!("../roots/amd/turin-ask.pem")),
+    (
+        Generation::Milan,
+        Role::Ark,
+        include_bytes!("../roots/amd/milan-ark.pem"),
+    ),
+    (
+        Generation::Milan,
+        Role::Intermediate,
+        include_bytes!("../roots/amd/milan-ask.pem"),
+    ),
+    (
+        Generation::Milan,
+        Role::Intermediate,
+        include_bytes!("../roots/amd/milan-asvk.pem"),
+    ),
+    (
+        Generation::Genoa,
+        Role::Ark,
+        include_bytes!("../roots/amd/genoa-ark.pem"),
+    ),
+    (
+        Generation::Genoa,
+        Role::Intermediate,
+        include_bytes!("../roots/amd/genoa-ask.pem"),
+    ),
+    (
+        Generation::Turin,
+        Role::Ark,
+        include_bytes!("../roots/amd/turin-ark.pem"),
+    ),
+    (
+        Generation::Turin,
+        Role::Intermediate,
+        include_bytes!("../roots/amd/turin-ask.pem"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,7 +287,12 @@ impl SnpVerifier {
     }
 
     /// Leaf, its ASK/ASVK and (if supplied) the ARK, leaf first.
-    fn build_chain(&self, leaf: &[u8], leaf_issuer: &[u8], ca: Option<&[u8]>) -> Result<Vec<Vec<u8>>, SnpError> {
+    fn build_chain(
+        &self,
+        leaf: &[u8],
+        leaf_issuer: &[u8],
+        ca: Option<&[u8]>,
+    ) -> Result<Vec<Vec<u8>>, SnpError> {
         let mut chain = vec![leaf.to_vec()];
         let Some(ca) = ca else {
             let inter = self
@@ -275,7 +308,8 @@ impl SnpVerifier {
         let certs = split_certs(ca).map_err(|e| SnpError::CaChain(e.to_string()))?;
         let mut parsed = Vec::new();
         for der in &certs {
-            let (subject, issuer) = names(der).ok_or_else(|| SnpError::CaChain("a certificate does not parse".into()))?;
+            let (subject, issuer) =
+                names(der).ok_or_else(|| SnpError::CaChain("a certificate does not parse".into()))?;
             // A root we were handed is only acceptable if it is one we already pin.
             if subject == issuer && !self.arks.iter().any(|(_, a)| a.der() == der.as_slice()) {
                 return Err(SnpError::UntrustedArk {
@@ -372,14 +406,11 @@ impl EvidenceVerifier for SnpVerifier {
         );
 
         // key_kind
-        let cert_kind = tri!(vek.kind());
-        if report.key_info.signing_key != cert_kind {
-            return Err(log.reject(SnpError::KeyKind {
-                report: report.key_info.signing_key,
-                cert: vek.kind_name(),
-            }));
-        }
-        log.pass("key_kind", format!("report and certificate agree: {}", vek.kind_name()));
+        let cert_kind = tri!(check_key_kind(report.key_info.signing_key, &vek));
+        log.pass(
+            "key_kind",
+            format!("report and certificate agree: {}", vek.kind_name()),
+        );
 
         // tcb
         let layout = generation.tcb_layout();
@@ -469,6 +500,18 @@ fn claims(r: &SnpReport, vek: &VekInfo, generation: Generation, layout: TcbLayou
         current_version: ver(r.current_version),
         committed_version: ver(r.committed_version),
     }
+}
+
+/// The report's SIGNING_KEY must name the kind of certificate presented.
+fn check_key_kind(report: SigningKey, vek: &VekInfo) -> Result<SigningKey, SnpError> {
+    let cert = vek.kind()?;
+    if report != cert {
+        return Err(SnpError::KeyKind {
+            report,
+            cert: vek.kind_name(),
+        });
+    }
+    Ok(cert)
 }
 
 fn check_tcb(r: &SnpReport, vek: &VekInfo, generation: Generation, kind: SigningKey) -> Result<(), SnpError> {
@@ -619,7 +662,10 @@ impl VekInfo {
     }
 
     fn ext(&self, oid: &str) -> Option<&[u8]> {
-        self.exts.iter().find(|(o, _)| o == oid).map(|(_, v)| v.as_slice())
+        self.exts
+            .iter()
+            .find(|(o, _)| o == oid)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// An SPL extension: a DER INTEGER in 0..=255.
@@ -672,6 +718,7 @@ fn der_ia5(v: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use custody_formats::snp::REPORT_LEN;
 
     const TV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/snp");
     /// 2025-06-01T00:00:00Z: inside the VCEK (2023-01-24..2030-01-24) and the VLEK
@@ -848,6 +895,19 @@ mod tests {
         assert_eq!(e.check(), "signature");
     }
 
+    /// No single-byte change anywhere in the report yields a verified report: the signed
+    /// area and r/s fail the signature, the unsigned reserved tail must be zero.
+    #[test]
+    fn every_byte_is_covered() {
+        for off in (0..REPORT_LEN).step_by(3) {
+            let mut ev = Ev::vcek();
+            ev.report[off] ^= 0x40;
+            let e = ev.run().unwrap_err().error;
+            assert!(matches!(e.check(), "parse" | "signature"), "{off:#x}: {e}");
+        }
+        assert!(Ev::vcek().run().is_ok());
+    }
+
     #[test]
     fn sig_algo_must_be_p384() {
         let mut ev = Ev::vcek();
@@ -899,7 +959,10 @@ mod tests {
         assert!(ExpectedReportData::from_slice(&[0; 32]).is_ok());
         assert!(ExpectedReportData::from_slice(&[0; 64]).is_ok());
         for n in [0, 31, 33, 48, 63, 65] {
-            assert_eq!(ExpectedReportData::from_slice(&vec![0; n]), Err(ReportDataLength(n)));
+            assert_eq!(
+                ExpectedReportData::from_slice(&vec![0; n]),
+                Err(ReportDataLength(n))
+            );
         }
         let e = ExpectedReportData::from_slice(&[7; 32]).unwrap().expected();
         assert_eq!(e[..32], [7; 32]);
@@ -936,13 +999,22 @@ mod tests {
         let ask = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/roots/amd/milan-ask.pem")).unwrap();
         let mut ev = Ev::vcek();
         ev.ca = Some([ask, genoa].concat());
-        assert!(ev.run().is_ok(), "the unused Genoa ARK is a pinned root; the ASK still chains to Milan");
+        assert!(
+            ev.run().is_ok(),
+            "the unused Genoa ARK is a pinned root; the ASK still chains to Milan"
+        );
         // An ARK that is not byte-identical: the pinned Milan ARK with one bit changed.
-        let milan_ark = split_certs(&std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/roots/amd/milan-ark.pem")).unwrap()).unwrap();
+        let milan_ark = split_certs(
+            &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/roots/amd/milan-ark.pem")).unwrap(),
+        )
+        .unwrap();
         let mut fake = milan_ark[0].clone();
         let n = fake.len();
         fake[n - 10] ^= 1;
-        let ask = split_certs(&std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/roots/amd/milan-ask.pem")).unwrap()).unwrap();
+        let ask = split_certs(
+            &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/roots/amd/milan-ask.pem")).unwrap(),
+        )
+        .unwrap();
         let mut ev = Ev::vcek();
         ev.ca = Some([ask[0].clone(), fake].concat());
         let e = ev.run().unwrap_err().error;
@@ -975,10 +1047,87 @@ mod tests {
         assert_eq!(evaluate_policy(&on, true), Ok(()));
         assert_eq!(
             evaluate_policy(&on, false),
-            Err(PolicyError::Debug {
-                policy: 0xb_0000
-            })
+            Err(PolicyError::Debug { policy: 0xb_0000 })
         );
+    }
+
+    /// key_kind and tcb sit behind the signature, so real vectors cannot reach them with
+    /// a mismatch; the pure helpers are tested on the real certificates instead.
+    #[test]
+    fn key_kind_mismatch() {
+        let vcek = VekInfo::from_der(&read("trustee-test-vcek.der")).unwrap();
+        let vlek = VekInfo::from_der(&read("trustee-test-vlek.der")).unwrap();
+        assert_eq!(check_key_kind(SigningKey::Vcek, &vcek).unwrap(), SigningKey::Vcek);
+        assert_eq!(check_key_kind(SigningKey::Vlek, &vlek).unwrap(), SigningKey::Vlek);
+        for (k, c) in [
+            (SigningKey::Vlek, &vcek),
+            (SigningKey::Vcek, &vlek),
+            (SigningKey::None, &vcek),
+            (SigningKey::Reserved(3), &vlek),
+        ] {
+            let e = check_key_kind(k, c).unwrap_err();
+            assert_eq!(e.check(), "key_kind");
+        }
+        let mut odd = vcek.clone();
+        odd.cn = "SEV-Milan".into();
+        assert!(matches!(
+            check_key_kind(SigningKey::Vcek, &odd),
+            Err(SnpError::UnknownVekKind(_))
+        ));
+    }
+
+    #[test]
+    fn tcb_mismatches() {
+        let report = SnpReport::parse(&read("trustee-test-report.bin")).unwrap();
+        let vek = |f: &str| VekInfo::from_der(&read(f)).unwrap();
+        let m = Generation::Milan;
+        assert!(check_tcb(&report, &vek("trustee-test-vcek.der"), m, SigningKey::Vcek).is_ok());
+        // invalid-legacy: snpSPL 10 (report 8); invalid-new: blSPL 0 (report 3).
+        let e = check_tcb(
+            &report,
+            &vek("trustee-test-vcek-invalid-legacy.der"),
+            m,
+            SigningKey::Vcek,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SnpError::TcbMismatch { what: "snpSPL", .. }), "{e}");
+        let e = check_tcb(
+            &report,
+            &vek("trustee-test-vcek-invalid-new.der"),
+            m,
+            SigningKey::Vcek,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SnpError::TcbMismatch { what: "blSPL", .. }), "{e}");
+        assert_eq!(e.check(), "tcb");
+        // The "new" hwID encoding (OCTET STRING inside the extension) is read too.
+        let hw = vek("trustee-test-vcek-invalid-new.der").hwid().unwrap();
+        assert_eq!(hw[..3], [0, 1, 2]);
+        // chip_id differing from hwID.
+        let mut r2 = report.clone();
+        r2.chip_id[5] ^= 1;
+        let e = check_tcb(&r2, &vek("trustee-test-vcek.der"), m, SigningKey::Vcek).unwrap_err();
+        assert!(matches!(e, SnpError::TcbMismatch { what: "hwID", .. }), "{e}");
+        // Under the Genoa chain the productName "Milan-B0" does not fit.
+        let e = check_tcb(
+            &report,
+            &vek("trustee-test-vcek.der"),
+            Generation::Genoa,
+            SigningKey::Vcek,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SnpError::TcbMismatch { what: "product", .. }), "{e}");
+        // A v3 report whose CPUID says Milan cannot pass under another generation.
+        let vr = SnpReport::parse(&read("trustee-test-vlek-report.bin")).unwrap();
+        let e = check_tcb(
+            &vr,
+            &vek("trustee-test-vlek.der"),
+            Generation::Turin,
+            SigningKey::Vlek,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SnpError::TcbMismatch { what: "product", .. }), "{e}");
+        assert!(check_tcb(&vr, &vek("trustee-test-vlek.der"), m, SigningKey::Vlek).is_ok());
     }
 
     #[test]
