@@ -181,8 +181,34 @@ fn tpm(a: TpmArgs) -> Result<ExitCode, Usage> {
 }
 
 fn snp(a: SnpArgs) -> Result<ExitCode, Usage> {
-    let _ = (&a, bail_unimplemented("snp"));
-    unreachable_usage()
+    use custody_verifier::snp::{ExpectedReportData, SnpEvidence, SnpVerifier};
+    use custody_verifier::EvidenceVerifier;
+    let at = at_arg(a.at.as_deref())?;
+    let report = read_maybe_hex(&a.report, "report")?;
+    let vek = read(&a.vcek, "VCEK/VLEK certificate")?;
+    let ca = a.ca.as_deref().map(|p| read(p, "CA chain")).transpose()?;
+    let expected_report_data = match a.report_data.as_deref() {
+        Some(h) => Some(
+            ExpectedReportData::from_slice(&hex_arg(h, "--report-data")?)
+                .context("--report-data")
+                .map_err(Usage)?,
+        ),
+        None => None,
+    };
+    let verifier = SnpVerifier::builtin()
+        .context("built-in AMD roots")
+        .map_err(Usage)?;
+    let outcome = verifier.verify(
+        SnpEvidence {
+            report: &report,
+            vek: &vek,
+            ca_chain: ca.as_deref(),
+            expected_report_data,
+            allow_debug: a.allow_debug,
+        },
+        at,
+    );
+    emit(SnpVerifier::KIND, outcome)
 }
 
 fn nvgpu(a: NvgpuArgs) -> Result<ExitCode, Usage> {
