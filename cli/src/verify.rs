@@ -212,8 +212,49 @@ fn snp(a: SnpArgs) -> Result<ExitCode, Usage> {
 }
 
 fn nvgpu(a: NvgpuArgs) -> Result<ExitCode, Usage> {
-    let _ = (&a, bail_unimplemented("nvgpu"));
-    unreachable_usage()
+    use custody_verifier::nvgpu::{NvgpuEvidence, NvgpuVerifier, DEVICE_IDENTITY_ROOT_PEM, RIM_ROOT_PEM};
+    use custody_verifier::x509::TrustAnchor;
+    use custody_verifier::EvidenceVerifier;
+
+    let report = read_maybe_hex(&a.report, "report")?;
+    let certs = read(&a.certs, "certificate chain")?;
+    let nonce = hex_arg(&a.nonce, "--nonce")?;
+    if nonce.len() != 32 {
+        return Err(Usage(anyhow::anyhow!(
+            "--nonce must be exactly 32 bytes (64 hex digits), got {}",
+            nonce.len()
+        )));
+    }
+    let rims = a
+        .rim
+        .iter()
+        .map(|p| read(p, "RIM"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let anchors = |path: Option<&PathBuf>, builtin: &[u8], what: &str| -> Result<Vec<TrustAnchor>, Usage> {
+        let bytes = match path {
+            Some(p) => read(p, what)?,
+            None => builtin.to_vec(),
+        };
+        TrustAnchor::from_pem_or_der(&bytes)
+            .with_context(|| format!("{what} is not a usable certificate"))
+            .map_err(Usage)
+    };
+    let device_roots = anchors(a.root.as_ref(), DEVICE_IDENTITY_ROOT_PEM, "--root")?;
+    let rim_roots = anchors(a.rim_root.as_ref(), RIM_ROOT_PEM, "--rim-root")?;
+    let at = at_arg(a.at.as_deref())?;
+
+    let verifier = NvgpuVerifier::with_roots(device_roots, rim_roots);
+    let rim_refs: Vec<&[u8]> = rims.iter().map(Vec::as_slice).collect();
+    let outcome = verifier.verify(
+        NvgpuEvidence {
+            report: &report,
+            cert_chain: &certs,
+            nonce: &nonce,
+            rims: &rim_refs,
+        },
+        at,
+    );
+    emit(NvgpuVerifier::KIND, outcome)
 }
 
 fn bail_unimplemented(k: &str) -> Result<()> {
