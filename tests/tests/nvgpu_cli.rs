@@ -66,8 +66,8 @@ fn hopper_sdk_report_verifies() {
             "nonce",
             "cert_chain",
             "cert_validity",
-            "fwid",
             "signature",
+            "fwid",
             "revocation"
         ]
     );
@@ -126,14 +126,14 @@ fn wrong_nonce_is_rejected_at_nonce() {
 
 #[test]
 fn invalid_signature_vector_is_rejected() {
-    // Its FWID matches no vector chain, and `fwid` runs before `signature`.
+    // The shared README's expected outcome: reject at `signature`.
     let r = verify(
         "sdk-hopperAttestationReportInvalidSignature.txt",
         "sdk-hopperCertChain.txt",
         BLACKWELL_NONCE,
         &["--at", AT],
     );
-    assert_rejected(&r, "fwid");
+    assert_rejected(&r, "signature");
 }
 
 #[test]
@@ -198,14 +198,14 @@ fn broken_chains_are_rejected_at_cert_chain() {
 }
 
 #[test]
-fn foreign_chain_is_rejected_at_fwid() {
+fn foreign_chain_is_rejected_at_signature() {
     let r = verify(
         "trustee-hopper_coco_report1.txt",
         "sdk-blackwellCertChain.txt",
         COCO_NONCE,
         &["--at", AT],
     );
-    assert_rejected(&r, "fwid");
+    assert_rejected(&r, "signature");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! the NVIDIA Device Identity CA.
 //!
 //! Checks, in order (stable names): `parse`, `nonce`, `cert_chain` / `cert_validity`,
-//! `fwid`, `signature`, `rim` (only when RIMs are given), `revocation`.
+//! `signature`, `fwid`, `rim` (only when RIMs are given), `revocation`.
 //!
 //! - `fwid` binds the signing key to the measured firmware: the report's opaque-data FWID
 //!   must equal the FWID the device CA put in the leaf's TCG DICE extension. Hopper
@@ -478,33 +478,7 @@ impl EvidenceVerifier for NvgpuVerifier {
             Err(e) => return Err(log.reject(NvgpuError::Leaf(e.to_string()))),
         };
 
-        // fwid
-        let report_fwid = report.opaque.fwid();
-        let fwid_checked = match report_fwid {
-            Some(rf) => {
-                let lf = match leaf_fwid(&leaf) {
-                    Ok(f) => f,
-                    Err(e) => return Err(log.reject(NvgpuError::LeafFwid(e))),
-                };
-                if &lf != rf {
-                    return Err(log.reject(NvgpuError::FwidMismatch {
-                        report: hex::encode(rf),
-                        leaf: hex::encode(lf),
-                    }));
-                }
-                log.pass("fwid", "report FWID equals the leaf certificate's TCG DICE FWID");
-                true
-            }
-            None => {
-                log.pass(
-                    "fwid",
-                    "not compared: the report carries no FWID field (driver predates it)",
-                );
-                false
-            }
-        };
-
-        // signature
+        // signature (before fwid: a report the leaf did not sign says nothing about its FWID)
         if !report_signature_valid(&report, &validated.leaf_key) {
             return Err(log.reject(NvgpuError::Signature));
         }
@@ -515,6 +489,23 @@ impl EvidenceVerifier for NvgpuVerifier {
                 report.signed.len()
             ),
         );
+
+        // fwid
+        let report_fwid = report.opaque.fwid();
+        let fwid_checked = match check_fwid(report_fwid, &leaf) {
+            Ok(true) => {
+                log.pass("fwid", "report FWID equals the leaf certificate's TCG DICE FWID");
+                true
+            }
+            Ok(false) => {
+                log.pass(
+                    "fwid",
+                    "not compared: the report carries no FWID field (driver predates it)",
+                );
+                false
+            }
+            Err(e) => return Err(log.reject(e)),
+        };
 
         // rim
         let measured: Vec<(u32, &[u8])> = report
@@ -580,6 +571,22 @@ impl EvidenceVerifier for NvgpuVerifier {
         };
         Ok(log.finish(claims))
     }
+}
+
+/// The report's FWID (when it carries one) must equal the leaf's DICE FWID. `Ok(false)`:
+/// the report has no FWID field, so nothing was compared.
+fn check_fwid(report_fwid: Option<&[u8; FWID_LEN]>, leaf: &X509Certificate<'_>) -> Result<bool, NvgpuError> {
+    let Some(rf) = report_fwid else {
+        return Ok(false);
+    };
+    let lf = leaf_fwid(leaf).map_err(NvgpuError::LeafFwid)?;
+    if &lf != rf {
+        return Err(NvgpuError::FwidMismatch {
+            report: hex::encode(rf),
+            leaf: hex::encode(lf),
+        });
+    }
+    Ok(true)
 }
 
 /// RIM versions are compared as NVIDIA's verifier does: the report's value against the
@@ -692,8 +699,8 @@ mod tests {
                 "nonce",
                 "cert_chain",
                 "cert_validity",
-                "fwid",
                 "signature",
+                "fwid",
                 "revocation"
             ]
         );
@@ -773,8 +780,8 @@ mod tests {
     fn invalid_signature_vector() {
         let v = NvgpuVerifier::new().unwrap();
         let rep = report("sdk-hopperAttestationReportInvalidSignature.txt");
-        // Its FWID belongs to a GPU whose chain is not among the vectors, so through the
-        // full pipeline `fwid` (which runs first) refuses it with every chain we have.
+        // Its signature verifies under no leaf we have: `signature` refuses it with every
+        // chain (its FWID also belongs to a GPU whose chain is not among the vectors).
         for chain in [
             "sdk-hopperCertChain.txt",
             "sdk-hopperCertChainExpired.txt",
@@ -783,7 +790,7 @@ mod tests {
         ] {
             assert_eq!(
                 failed(run(&v, &rep, chain, BLACKWELL_NONCE, AT)),
-                "fwid",
+                "signature",
                 "{chain}"
             );
         }
@@ -810,14 +817,7 @@ mod tests {
         assert_eq!(err.error.check(), "signature");
         assert_eq!(
             names(&err.checks()),
-            [
-                "parse",
-                "nonce",
-                "cert_chain",
-                "cert_validity",
-                "fwid",
-                "signature"
-            ]
+            ["parse", "nonce", "cert_chain", "cert_validity", "signature"]
         );
     }
 
@@ -916,16 +916,24 @@ mod tests {
     #[test]
     fn fwid_mismatch() {
         let v = NvgpuVerifier::new().unwrap();
-        // Blackwell chain with a Hopper report: valid chain, foreign FWID.
+        // Blackwell chain with a Hopper report: valid chain, but the Blackwell leaf did not
+        // sign it, so the pipeline stops at `signature`; the FWID comparison on its own
+        // refuses the pair too.
         let rep = report("trustee-hopper_coco_report1.txt");
         let e = run(&v, &rep, "sdk-blackwellCertChain.txt", COCO_NONCE, AT).unwrap_err();
-        assert!(
-            matches!(e.error, NvgpuError::FwidMismatch { .. }),
-            "{:?}",
-            e.error
-        );
-        // One FWID byte altered in the report: fwid refuses it (the signature, checked
-        // after, would fail as well).
+        assert_eq!(e.error.check(), "signature");
+        let parsed = spdm::parse(&rep).unwrap();
+        let bw = split_certs(&read("sdk-blackwellCertChain.txt")).unwrap();
+        let (_, bw_leaf) = X509Certificate::from_der(&bw[0]).unwrap();
+        assert!(matches!(
+            check_fwid(parsed.opaque.fwid(), &bw_leaf),
+            Err(NvgpuError::FwidMismatch { .. })
+        ));
+        let own = split_certs(&read("trustee-hopper_coco_certs1.txt")).unwrap();
+        let (_, own_leaf) = X509Certificate::from_der(&own[0]).unwrap();
+        assert!(check_fwid(parsed.opaque.fwid(), &own_leaf).unwrap());
+        assert!(!check_fwid(None, &own_leaf).unwrap());
+        // One FWID byte altered in the report: the signature (checked first) refuses it.
         let parsed = spdm::parse(&rep).unwrap();
         let fwid = parsed.opaque.get(spdm::field::FWID).unwrap().raw;
         let off = fwid.as_ptr() as usize - rep.as_ptr() as usize;
@@ -933,7 +941,7 @@ mod tests {
         bad[off] ^= 0x01;
         assert_eq!(
             failed(run(&v, &bad, "trustee-hopper_coco_certs1.txt", COCO_NONCE, AT)),
-            "fwid"
+            "signature"
         );
         let vc = v
             .verify_device_chain(&read("trustee-hopper_coco_certs1.txt"), AT)
