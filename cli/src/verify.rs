@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use custody_verifier::{FailedCheck, Outcome, Report, UnixTime};
 use serde::Serialize;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -165,7 +166,9 @@ fn emit<C: Serialize, E: FailedCheck>(kind: &str, outcome: Outcome<C, E>) -> Res
     let json = serde_json::to_string_pretty(&report)
         .context("encode report")
         .map_err(Usage)?;
-    println!("{json}");
+    // A closed stdout (`custody verify ... | head -0`) must not panic; the exit code still
+    // carries the verdict.
+    let _ = writeln!(std::io::stdout().lock(), "{json}");
     match rejected {
         None => Ok(ExitCode::SUCCESS),
         Some(r) => {
