@@ -1,1 +1,107 @@
-fn main() {}
+//! `cargo bench -p custody-verifier --bench appraise`: full offline appraisal of real
+//! evidence, one id per evidence kind and path. `bench/appraise.sh` runs this beside the
+//! Keylime and NVIDIA anchors and prints the ratios.
+//!
+//! - `tpm/quote`: parse + RSASSA-SHA256 signature + nonce + PCR selection + pcrDigest of a
+//!   real swtpm quote over 24 SHA-256 PCRs (Trustee's vector).
+//! - `snp/milan-cold`: VCEK -> ASK -> built-in Milan ARK (two RSA-4096 PSS verifies), the
+//!   P-384 report signature, TCB and policy. SNP chains are not cached.
+//! - `nvgpu/hopper-cold`: a fresh verifier (empty chain cache) per iteration: 4 P-384
+//!   certificate signatures to the pinned root + the report signature.
+//! - `nvgpu/hopper-warm`: the same chain bytes seen before: validated chain from the cache
+//!   (time window re-checked), then the report signature.
+//! - `floor/p384-verify`: one ECDSA P-384/SHA-384 verify with aws-lc-rs, the physical floor.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use custody_formats::spdm;
+use custody_verifier::nvgpu::{NvgpuEvidence, NvgpuVerifier};
+use custody_verifier::snp::{SnpEvidence, SnpVerifier};
+use custody_verifier::x509::split_certs;
+use custody_verifier::{EvidenceVerifier, UnixTime};
+use std::hint::black_box;
+
+const TD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
+/// 2025-06-01T00:00:00Z: inside every vector's certificate validity.
+const AT: UnixTime = UnixTime(1_748_736_000);
+const HOPPER_NONCE: &str = "27a328247bf7935c993341cf587be6f05986ccce4fe7ba2c54100bd616a58f66";
+
+fn read(p: &str) -> Vec<u8> {
+    std::fs::read(format!("{TD}/{p}")).unwrap()
+}
+
+fn hex_file(p: &str) -> Vec<u8> {
+    let s: String = String::from_utf8(read(p))
+        .unwrap()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    hex::decode(s).unwrap()
+}
+
+fn snp(c: &mut Criterion) {
+    let v = SnpVerifier::builtin().unwrap();
+    let report = read("snp/trustee-test-report.bin");
+    let vcek = read("snp/trustee-test-vcek.der");
+    let ev = SnpEvidence {
+        report: &report,
+        vek: &vcek,
+        ca_chain: None,
+        expected_report_data: None,
+        allow_debug: false,
+    };
+    assert!(v.verify(ev, AT).is_ok(), "SNP vector must verify");
+    let mut g = c.benchmark_group("snp");
+    g.bench_function("milan-cold", |b| b.iter(|| v.verify(black_box(ev), AT).is_ok()));
+    g.finish();
+}
+
+fn nvgpu(c: &mut Criterion) {
+    let report = hex_file("nvidia/sdk-hopperAttestationReport.txt");
+    let chain = read("nvidia/sdk-hopperCertChain.txt");
+    let nonce = hex::decode(HOPPER_NONCE).unwrap();
+    let ev = NvgpuEvidence {
+        report: &report,
+        cert_chain: &chain,
+        nonce: &nonce,
+        rims: &[],
+    };
+    let warm = NvgpuVerifier::new().unwrap();
+    let first = warm.verify(ev, AT).expect("Hopper vector must verify");
+    assert!(!first.claims.chain_cached);
+    assert!(warm.verify(ev, AT).unwrap().claims.chain_cached);
+
+    let mut g = c.benchmark_group("nvgpu");
+    g.bench_function("hopper-cold", |b| {
+        b.iter_batched(
+            || NvgpuVerifier::new().unwrap(),
+            |v| {
+                let r = v.verify(black_box(ev), AT).unwrap();
+                assert!(!r.claims.chain_cached);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("hopper-warm", |b| {
+        b.iter(|| {
+            let r = warm.verify(black_box(ev), AT).unwrap();
+            debug_assert!(r.claims.chain_cached);
+        })
+    });
+    g.finish();
+
+    // The floor: one P-384 verify of the same report signature with the leaf key.
+    let parsed = spdm::parse(&report).unwrap();
+    let certs = split_certs(&chain).unwrap();
+    let leaf_key = warm.verify_device_chain(&chain, AT).unwrap().leaf_key;
+    assert_eq!(certs.len(), 5);
+    assert!(leaf_key.verify_p384_fixed(parsed.signed, &parsed.signature));
+    let mut g = c.benchmark_group("floor");
+    g.bench_function("p384-verify", |b| {
+        b.iter(|| leaf_key.verify_p384_fixed(black_box(parsed.signed), black_box(&parsed.signature)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, snp, nvgpu);
+criterion_main!(benches);
