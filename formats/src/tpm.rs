@@ -146,11 +146,7 @@ fn hash_alg(r: &mut Reader<'_>, field: &'static str) -> Result<HashAlg, TpmError
     HashAlg::from_tpm_alg_id(alg).ok_or(TpmError::UnsupportedHash { field, alg })
 }
 
-fn bounded_tpm2b<'a>(
-    r: &mut Reader<'a>,
-    field: &'static str,
-    max: usize,
-) -> Result<&'a [u8], TpmError> {
+fn bounded_tpm2b<'a>(r: &mut Reader<'a>, field: &'static str, max: usize) -> Result<&'a [u8], TpmError> {
     let len = usize::from(r.u16_be(field)?);
     if len > max {
         return Err(TpmError::TooLong { field, len, max });
@@ -334,11 +330,7 @@ pub fn parse_signature(bytes: &[u8]) -> Result<Signature, TpmError> {
             let hash = hash_alg(&mut r, "signature.hash")?;
             let sr = bounded_tpm2b(&mut r, "signature.r", MAX_ECC_BYTES)?.to_vec();
             let ss = bounded_tpm2b(&mut r, "signature.s", MAX_ECC_BYTES)?.to_vec();
-            Signature::Ecdsa {
-                hash,
-                r: sr,
-                s: ss,
-            }
+            Signature::Ecdsa { hash, r: sr, s: ss }
         }
         other => return Err(TpmError::UnsupportedSignatureAlg(other)),
     };
@@ -550,14 +542,7 @@ pub fn parse_public(bytes: &[u8]) -> Result<Public, TpmError> {
         let symmetric = sym_def(&mut r)?;
         let scheme = scheme(
             &mut r,
-            &[
-                ALG_ECDSA,
-                ALG_ECDH,
-                ALG_ECDAA,
-                ALG_SM2,
-                ALG_ECSCHNORR,
-                ALG_ECMQV,
-            ],
+            &[ALG_ECDSA, ALG_ECDH, ALG_ECDAA, ALG_SM2, ALG_ECSCHNORR, ALG_ECMQV],
         )?;
         let curve = match r.u16_be("parameters.curveID")? {
             ECC_NIST_P256 => EccCurve::P256,
@@ -640,10 +625,7 @@ impl Public {
                 point.push(0x04);
                 point.extend_from_slice(x);
                 point.extend_from_slice(y);
-                VerifyingKey::Ec {
-                    curve: *curve,
-                    point,
-                }
+                VerifyingKey::Ec { curve: *curve, point }
             }
         }
     }
@@ -673,13 +655,13 @@ pub mod der {
     ];
     /// AlgorithmIdentifier { id-ecPublicKey, prime256v1 }.
     pub const EC_P256_ALG_ID: &[u8] = &[
-        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
-        0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+        0x3d, 0x03, 0x01, 0x07,
     ];
     /// AlgorithmIdentifier { id-ecPublicKey, secp384r1 }.
     pub const EC_P384_ALG_ID: &[u8] = &[
-        0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b, 0x81,
-        0x04, 0x00, 0x22,
+        0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00,
+        0x22,
     ];
 
     pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -835,9 +817,7 @@ pub fn parse_pcr_file(bytes: &[u8]) -> Result<PcrFile, TpmError> {
 
     let lists = r.u32_le("pcrs.digests.count")? as usize;
     if lists > PCR_FILE_MAX_LISTS {
-        return Err(bad(format!(
-            "{lists} digest lists, at most {PCR_FILE_MAX_LISTS}"
-        )));
+        return Err(bad(format!("{lists} digest lists, at most {PCR_FILE_MAX_LISTS}")));
     }
     let expected_len = PCR_FILE_SELECTION_LEN + 4 + lists * PCR_FILE_DIGEST_LIST_LEN;
     if bytes.len() != expected_len {

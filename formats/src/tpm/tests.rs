@@ -107,15 +107,9 @@ fn spki_from_tpmt_public_equals_tpm2_tools_pem() {
         out
     }
     let rsa = parse_public_2b(RSA_AK).unwrap();
-    assert_eq!(
-        rsa.verifying_key().spki_der(),
-        pem_der(fixture!("ak-rsa.pem"))
-    );
+    assert_eq!(rsa.verifying_key().spki_der(), pem_der(fixture!("ak-rsa.pem")));
     let ecc = parse_public_2b(ECC_AK).unwrap();
-    assert_eq!(
-        ecc.verifying_key().spki_der(),
-        pem_der(fixture!("ak-ecc.pem"))
-    );
+    assert_eq!(ecc.verifying_key().spki_der(), pem_der(fixture!("ak-ecc.pem")));
 }
 
 #[test]
@@ -210,10 +204,7 @@ fn trailing_bytes_are_rejected() {
     ));
     let mut f = RSA_PCRS.to_vec();
     f.push(0);
-    assert!(matches!(
-        parse_pcr_file(&f),
-        Err(TpmError::WrongLength { .. })
-    ));
+    assert!(matches!(parse_pcr_file(&f), Err(TpmError::WrongLength { .. })));
 }
 
 #[test]
@@ -267,10 +258,7 @@ fn duplicate_bank_rejected() {
     }
     q.extend((a.pcr_digest.len() as u16).to_be_bytes());
     q.extend(&a.pcr_digest);
-    assert!(matches!(
-        parse_attest(&q),
-        Err(TpmError::DuplicateBank { .. })
-    ));
+    assert!(matches!(parse_attest(&q), Err(TpmError::DuplicateBank { .. })));
 }
 
 #[test]
@@ -299,10 +287,7 @@ fn signature_field_tampering() {
     // RSA signature size one larger than the bytes present.
     let mut s = RSA_SIG.to_vec();
     s[4..6].copy_from_slice(&257u16.to_be_bytes());
-    assert!(matches!(
-        parse_signature(&s),
-        Err(TpmError::Truncated(_))
-    ));
+    assert!(matches!(parse_signature(&s), Err(TpmError::Truncated(_))));
 }
 
 #[test]
@@ -313,19 +298,13 @@ fn public_field_tampering() {
     assert_eq!(parse_public(&p), Err(TpmError::UnsupportedKeyType(0x0008)));
     let mut p = inner.to_vec();
     p[3] = 0x12; // nameAlg SM3
-    assert!(matches!(
-        parse_public(&p),
-        Err(TpmError::UnsupportedHash { .. })
-    ));
+    assert!(matches!(parse_public(&p), Err(TpmError::UnsupportedHash { .. })));
     // keyBits 2048 -> 1024 without changing the modulus.
     let kb = 2 + 2 + 4 + 2 + 2 + 4;
     assert_eq!(&inner[kb..kb + 2], &2048u16.to_be_bytes());
     let mut p = inner.to_vec();
     p[kb..kb + 2].copy_from_slice(&1024u16.to_be_bytes());
-    assert!(matches!(
-        parse_public(&p),
-        Err(TpmError::KeyBitsMismatch { .. })
-    ));
+    assert!(matches!(parse_public(&p), Err(TpmError::KeyBitsMismatch { .. })));
     // TPM2B_PUBLIC size one short.
     let mut p = RSA_AK.to_vec();
     p[1] -= 1;
@@ -371,10 +350,7 @@ fn pcr_file_inconsistencies() {
     // Selection count over 16, unknown bank, sizeofSelect over 4.
     let mut f = RSA_PCRS.to_vec();
     f[0] = 17;
-    assert!(matches!(
-        parse_pcr_file(&f),
-        Err(TpmError::TooManyBanks { .. })
-    ));
+    assert!(matches!(parse_pcr_file(&f), Err(TpmError::TooManyBanks { .. })));
     let mut f = RSA_PCRS.to_vec();
     f[4] = 0x12;
     assert!(matches!(
@@ -390,10 +366,7 @@ fn pcr_file_inconsistencies() {
     // Declared list count larger than the file.
     let mut f = RSA_PCRS.to_vec();
     f[132..136].copy_from_slice(&2u32.to_le_bytes());
-    assert!(matches!(
-        parse_pcr_file(&f),
-        Err(TpmError::WrongLength { .. })
-    ));
+    assert!(matches!(parse_pcr_file(&f), Err(TpmError::WrongLength { .. })));
     let mut f = RSA_PCRS.to_vec();
     f[132..136].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(parse_pcr_file(&f).is_err());
