@@ -183,11 +183,7 @@ fn tpm(a: TpmArgs) -> Result<ExitCode, Usage> {
     let ak = read(&a.ak, "attestation key")?;
     let pcrs = read(&a.pcrs, "PCR file")?;
     let nonce = hex_arg(&a.nonce, "--nonce")?;
-    let event_log = a
-        .eventlog
-        .as_deref()
-        .map(|p| read(p, "event log"))
-        .transpose()?;
+    let event_log = a.eventlog.as_deref().map(|p| read(p, "event log")).transpose()?;
     let at = at_arg(a.at.as_deref())?;
     let evidence = TpmEvidence {
         quote: &quote,
