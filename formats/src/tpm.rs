@@ -751,7 +751,9 @@ impl PcrFile {
                 }
                 let [h0, h1] = s.bank.tpm_alg_id().to_le_bytes();
                 let [b0, b1, b2, b3] = bits;
-                entry = [h0, h1, 3, b0, b1, b2, b3, 0];
+                // tpm2-tools writes 3 (24 PCRs); PCRs 24..31 need the fourth byte.
+                let size = if b3 != 0 { 4 } else { 3 };
+                entry = [h0, h1, size, b0, b1, b2, b3, 0];
             }
             out.extend(entry);
         }

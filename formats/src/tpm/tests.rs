@@ -160,6 +160,15 @@ fn pcr_file_round_trip_many_values() {
     let bytes = f.to_bytes().unwrap();
     assert_eq!(bytes.len(), 136 + 6 * 532);
     assert_eq!(parse_pcr_file(&bytes).unwrap(), f);
+    // PCR 31 survives the round trip.
+    let high = PcrFile {
+        selection: vec![sel(HashAlg::Sha256, &[0, 31])],
+        values: vec![
+            (HashAlg::Sha256, 0, vec![1; 32]),
+            (HashAlg::Sha256, 31, vec![2; 32]),
+        ],
+    };
+    assert_eq!(parse_pcr_file(&high.to_bytes().unwrap()).unwrap(), high);
 }
 
 #[test]
