@@ -179,8 +179,24 @@ fn emit<C: Serialize, E: FailedCheck>(kind: &str, outcome: Outcome<C, E>) -> Res
 }
 
 fn tpm(a: TpmArgs) -> Result<ExitCode, Usage> {
-    let _ = (&a, bail_unimplemented("tpm"));
-    unreachable_usage()
+    use custody_verifier::tpm::{TpmEvidence, TpmVerifier};
+    use custody_verifier::EvidenceVerifier;
+    let quote = read(&a.quote, "quote")?;
+    let signature = read(&a.sig, "signature")?;
+    let ak = read(&a.ak, "attestation key")?;
+    let pcrs = read(&a.pcrs, "PCR file")?;
+    let nonce = hex_arg(&a.nonce, "--nonce")?;
+    let event_log = a.eventlog.as_deref().map(|p| read(p, "event log")).transpose()?;
+    let at = at_arg(a.at.as_deref())?;
+    let evidence = TpmEvidence {
+        quote: &quote,
+        signature: &signature,
+        ak: &ak,
+        pcrs: &pcrs,
+        nonce: &nonce,
+        event_log: event_log.as_deref(),
+    };
+    emit(TpmVerifier::KIND, TpmVerifier::new().verify(evidence, at))
 }
 
 fn snp(a: SnpArgs) -> Result<ExitCode, Usage> {

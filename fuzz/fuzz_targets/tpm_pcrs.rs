@@ -1,0 +1,14 @@
+#![no_main]
+//! The `tpm2_quote -o` PCR file parser never panics; an accepted file has one value of the
+//! bank's length per selected PCR and re-encodes to the same bytes' meaning.
+use custody_formats::tpm;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(f) = tpm::parse_pcr_file(data) {
+        assert_eq!(f.values.len(), tpm::selection_len(&f.selection));
+        assert!(f.values.iter().all(|(b, _, v)| v.len() == b.digest_len()));
+        let again = f.to_bytes().expect("re-encode");
+        assert_eq!(tpm::parse_pcr_file(&again).expect("re-parse"), f);
+    }
+});

@@ -1,0 +1,437 @@
+//! `custody verify tpm` against live quotes from a real swtpm driven by tpm2-tools.
+//! swtpm and tpm2-tools are required: these tests fail (not skip) without them.
+// Test helpers outside #[test] fns: a failed unwrap is a failed test here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use custody_e2e::{custody, testvectors, Run};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A running swtpm in its own temp dir; killed and removed on drop.
+struct Swtpm {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair");
+}
+
+impl Swtpm {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "custody-swtpm-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        std::fs::create_dir_all(dir.join("xdg")).unwrap();
+        let setup = |args: &[&str]| {
+            Command::new("swtpm_setup")
+                .args(args)
+                .env("XDG_CONFIG_HOME", dir.join("xdg"))
+                .output()
+                .unwrap_or_else(|e| panic!("swtpm_setup is required (CI installs it): {e}"))
+        };
+        let ok = |args: &[&str], out: std::process::Output| {
+            assert!(
+                out.status.success(),
+                "swtpm_setup {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // As root, swtpm_setup wants the `root` flag to write configs that shadow /etc's.
+        let plain = ["--tpm2", "--create-config-files", "skip-if-exist"];
+        let out = setup(&plain);
+        if out.status.success() {
+            ok(&plain, out);
+        } else {
+            let as_root = ["--tpm2", "--create-config-files", "skip-if-exist,root"];
+            ok(&as_root, setup(&as_root));
+        }
+        let state = dir.join("state");
+        let args = [
+            "--tpm2",
+            "--tpmstate",
+            state.to_str().unwrap(),
+            "--create-ek-cert",
+            "--create-platform-cert",
+        ];
+        ok(&args, setup(&args));
+        let port = free_port_pair();
+        let child = Command::new("swtpm")
+            .args([
+                "socket",
+                "--tpm2",
+                "--tpmstate",
+                &format!("dir={}", state.display()),
+                "--server",
+                &format!("type=tcp,port={port}"),
+                "--ctrl",
+                &format!("type=tcp,port={}", port + 1),
+                "--flags",
+                "not-need-init,startup-clear",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("swtpm is required (CI installs it): {e}"));
+        let t = Self { child, dir, port };
+        for _ in 0..100 {
+            if t.try_tool(&["tpm2_pcrread", "sha256:0"]) {
+                return t;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("swtpm did not come up on port {port}");
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(args[0]);
+        c.args(&args[1..])
+            .current_dir(&self.dir)
+            .env(
+                "TPM2TOOLS_TCTI",
+                format!("swtpm:host=127.0.0.1,port={}", self.port),
+            )
+            .env("XDG_CONFIG_HOME", self.dir.join("xdg"));
+        c
+    }
+
+    fn try_tool(&self, args: &[&str]) -> bool {
+        self.cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Run a tpm2-tools command, then flush transient objects: swtpm has no resource
+    /// manager and runs out of object slots otherwise.
+    fn tool(&self, args: &[&str]) {
+        let out = self
+            .cmd(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{} is required (CI installs tpm2-tools): {e}", args[0]));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(self.try_tool(&["tpm2_flushcontext", "-t"]));
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// EK plus RSA (PEM) and ECC P-256 (TPM2B_PUBLIC) AKs: `rsa.ctx`, `ecc.ctx`.
+    fn create_aks(&self) {
+        self.tool(&["tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"]);
+        self.tool(&[
+            "tpm2_createak",
+            "-C",
+            "ek.ctx",
+            "-c",
+            "rsa.ctx",
+            "-G",
+            "rsa",
+            "-g",
+            "sha256",
+            "-s",
+            "rsassa",
+            "-u",
+            "ak-rsa.pem",
+            "-f",
+            "pem",
+            "-n",
+            "ak-rsa.name",
+        ]);
+        self.tool(&[
+            "tpm2_createak",
+            "-C",
+            "ek.ctx",
+            "-c",
+            "ecc.ctx",
+            "-G",
+            "ecc",
+            "-g",
+            "sha256",
+            "-s",
+            "ecdsa",
+            "-u",
+            "ak-ecc.pub",
+            "-f",
+            "tss",
+            "-n",
+            "ak-ecc.name",
+        ]);
+    }
+
+    /// Quote with `ctx` over `pcrs`; writes `<prefix>-quote.bin`, `-sig.bin`, `-pcrs.bin`.
+    fn quote(&self, ctx: &str, pcrs: &str, nonce: &str, prefix: &str) {
+        let (m, s, o) = (
+            format!("{prefix}-quote.bin"),
+            format!("{prefix}-sig.bin"),
+            format!("{prefix}-pcrs.bin"),
+        );
+        self.tool(&[
+            "tpm2_quote",
+            "-c",
+            ctx,
+            "-l",
+            pcrs,
+            "-q",
+            nonce,
+            "-m",
+            &m,
+            "-s",
+            &s,
+            "-o",
+            &o,
+            "-g",
+            "sha256",
+        ]);
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn random_nonce() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    hex::encode(b)
+}
+
+fn verify(quote: &Path, sig: &Path, ak: &Path, pcrs: &Path, nonce: &str, log: Option<&Path>) -> Run {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "verify".into(),
+        "tpm".into(),
+        "--quote".into(),
+        quote.into(),
+        "--sig".into(),
+        sig.into(),
+        "--ak".into(),
+        ak.into(),
+        "--pcrs".into(),
+        pcrs.into(),
+        "--nonce".into(),
+        nonce.into(),
+    ];
+    if let Some(l) = log {
+        args.push("--eventlog".into());
+        args.push(l.into());
+    }
+    custody(args)
+}
+
+#[track_caller]
+fn assert_accepted(r: &Run, checks: &[&str]) {
+    assert_eq!(r.code, 0, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["kind"], "tpm");
+    assert_eq!(v["verified"], true);
+    let got: Vec<(&str, bool)> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["ok"].as_bool().unwrap()))
+        .collect();
+    let want: Vec<(&str, bool)> = checks.iter().map(|c| (*c, true)).collect();
+    assert_eq!(got, want);
+}
+
+#[track_caller]
+fn assert_rejected(r: &Run, check: &str) {
+    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert_eq!(r.json()["verified"], false);
+    assert_eq!(r.failed_check().as_deref(), Some(check), "{}", r.stdout);
+    assert!(r.stderr.contains(&format!("`{check}`")), "{}", r.stderr);
+}
+
+const CHECKS: [&str; 5] = ["parse", "signature", "nonce", "pcr_selection", "pcr_digest"];
+
+fn tampered(src: &Path, name: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut b = std::fs::read(src).unwrap();
+    f(&mut b);
+    let p = src.with_file_name(name);
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
+#[test]
+fn swtpm_quotes_verify_and_tampering_is_named() {
+    let t = Swtpm::start();
+    t.create_aks();
+    let m = "66d2b1a2e0c8f4b7a0f1d3c5e7a9b1c3d5e7f9a1b3c5d7e9f1a3b5c7d9e1f3a5";
+    t.tool(&["tpm2_pcrextend", &format!("16:sha256={m}")]);
+    let nonce = random_nonce();
+    let sel = "sha256:0,1,2,3,7,16";
+    t.quote("rsa.ctx", sel, &nonce, "rsa");
+    t.quote("ecc.ctx", sel, &nonce, "ecc");
+
+    let (q, s, p) = (
+        t.path("rsa-quote.bin"),
+        t.path("rsa-sig.bin"),
+        t.path("rsa-pcrs.bin"),
+    );
+    let ak = t.path("ak-rsa.pem");
+    let ok = verify(&q, &s, &ak, &p, &nonce, None);
+    assert_accepted(&ok, &CHECKS);
+    let claims = &ok.json()["claims"];
+    assert_eq!(claims["pcrs"]["sha256"].as_object().unwrap().len(), 6);
+    assert_eq!(claims["extra_data"], nonce.as_str());
+    assert_eq!(claims["signature"]["scheme"], "rsassa");
+
+    let ecc = verify(
+        &t.path("ecc-quote.bin"),
+        &t.path("ecc-sig.bin"),
+        &t.path("ak-ecc.pub"),
+        &t.path("ecc-pcrs.bin"),
+        &nonce,
+        None,
+    );
+    assert_accepted(&ecc, &CHECKS);
+    let ecc_claims = &ecc.json()["claims"];
+    assert_eq!(ecc_claims["signature"]["scheme"], "ecdsa");
+    assert_eq!(
+        ecc_claims["ak"]["name"].as_str().unwrap(),
+        hex::encode(std::fs::read(t.path("ak-ecc.name")).unwrap())
+    );
+
+    // One bit of the quote (inside pcrDigest, so it still parses).
+    let bad_q = tampered(&q, "bad-quote.bin", |b| *b.last_mut().unwrap() ^= 1);
+    assert_rejected(&verify(&bad_q, &s, &ak, &p, &nonce, None), "signature");
+    // One bit of the signature, RSA and ECDSA.
+    let bad_s = tampered(&s, "bad-sig.bin", |b| *b.last_mut().unwrap() ^= 1);
+    assert_rejected(&verify(&q, &bad_s, &ak, &p, &nonce, None), "signature");
+    let bad_es = tampered(&t.path("ecc-sig.bin"), "bad-ecc-sig.bin", |b| b[10] ^= 1);
+    assert_rejected(
+        &verify(
+            &t.path("ecc-quote.bin"),
+            &bad_es,
+            &t.path("ak-ecc.pub"),
+            &t.path("ecc-pcrs.bin"),
+            &nonce,
+            None,
+        ),
+        "signature",
+    );
+    // A PCR value in the PCR file (first digest's first byte: header 136 + count 4 + size 2).
+    let bad_p = tampered(&p, "bad-pcrs.bin", |b| b[142] ^= 1);
+    assert_rejected(&verify(&q, &s, &ak, &bad_p, &nonce, None), "pcr_digest");
+    // Another round's nonce.
+    assert_rejected(&verify(&q, &s, &ak, &p, &random_nonce(), None), "nonce");
+    // Truncated quote.
+    let short_q = tampered(&q, "short-quote.bin", |b| {
+        b.pop();
+    });
+    assert_rejected(&verify(&short_q, &s, &ak, &p, &nonce, None), "parse");
+    // Unreadable input and bad hex are usage errors.
+    let missing = verify(&t.path("missing.bin"), &s, &ak, &p, &nonce, None);
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    let bad_hex = verify(&q, &s, &ak, &p, "zz", None);
+    assert_eq!(bad_hex.code, 2, "{}", bad_hex.stderr);
+}
+
+/// Replays Keylime's real UEFI log into swtpm (PCRs 1-9, 14: PCR 0 starts at locality 3 on
+/// that machine, which swtpm cannot reproduce), quotes, and checks the log against it.
+#[test]
+fn swtpm_event_log_replay() {
+    use custody_formats::alg::HashAlg;
+    use custody_formats::eventlog;
+    const EV_NO_ACTION: u32 = 3;
+
+    let log_path = testvectors().join("eventlog/keylime-binary_bios_measurements");
+    let log_bytes = std::fs::read(&log_path).unwrap();
+    let log = eventlog::parse(&log_bytes).unwrap();
+    let t = Swtpm::start();
+    t.create_aks();
+    let specs: Vec<String> = log
+        .events
+        .iter()
+        .filter(|e| e.event_type != EV_NO_ACTION && e.pcr != 0)
+        .map(|e| {
+            format!(
+                "{}:sha256={}",
+                e.pcr,
+                hex::encode(e.digest(HashAlg::Sha256).unwrap())
+            )
+        })
+        .collect();
+    assert!(specs.len() > 100);
+    for chunk in specs.chunks(16) {
+        let mut args = vec!["tpm2_pcrextend"];
+        args.extend(chunk.iter().map(String::as_str));
+        t.tool(&args);
+    }
+    let nonce = random_nonce();
+    t.quote("rsa.ctx", "sha256:1,2,3,4,5,6,7,8,9,14", &nonce, "el");
+    let (q, s, p, ak) = (
+        t.path("el-quote.bin"),
+        t.path("el-sig.bin"),
+        t.path("el-pcrs.bin"),
+        t.path("ak-rsa.pem"),
+    );
+    let all: Vec<&str> = CHECKS.iter().copied().chain(["event_log"]).collect();
+    let ok = verify(&q, &s, &ak, &p, &nonce, Some(&log_path));
+    assert_accepted(&ok, &all);
+    let el = &ok.json()["claims"]["event_log"];
+    assert_eq!(
+        el["pcrs_replayed"]["sha256"],
+        serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8, 9, 14])
+    );
+
+    // The same log with one PCR 4 event's sha256 digest changed.
+    let victim = log
+        .events
+        .iter()
+        .find(|e| e.pcr == 4 && e.event_type != EV_NO_ACTION)
+        .unwrap()
+        .digest(HashAlg::Sha256)
+        .unwrap()
+        .to_vec();
+    let at = log_bytes
+        .windows(victim.len())
+        .position(|w| w == victim.as_slice())
+        .unwrap();
+    let bad_log = t.path("bad-log.bin");
+    let mut b = log_bytes.clone();
+    b[at] ^= 1;
+    std::fs::write(&bad_log, b).unwrap();
+    let r = verify(&q, &s, &ak, &p, &nonce, Some(&bad_log));
+    assert_rejected(&r, "event_log");
+    assert!(r.stdout.contains("sha256:4"), "{}", r.stdout);
+
+    let bogus = testvectors().join("eventlog/keylime-binary_bios_measurements-bogus");
+    assert_rejected(&verify(&q, &s, &ak, &p, &nonce, Some(&bogus)), "event_log");
+}
