@@ -1,6 +1,6 @@
 //! `custody verify tpm|snp|nvgpu`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use custody_verifier::{FailedCheck, Outcome, Report, UnixTime};
 use serde::Serialize;
@@ -274,12 +274,4 @@ fn nvgpu(a: NvgpuArgs) -> Result<ExitCode, Usage> {
         at,
     );
     emit(NvgpuVerifier::KIND, outcome)
-}
-
-fn bail_unimplemented(k: &str) -> Result<()> {
-    bail!("{k}: wiring in progress")
-}
-
-fn unreachable_usage() -> Result<ExitCode, Usage> {
-    Err(Usage(anyhow::anyhow!("not wired yet")))
 }

@@ -289,3 +289,66 @@ fn rim_given_runs_the_rim_check() {
     assert_rejected(&r, "rim");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every RIM vector through the CLI with the sdk Hopper report, each rejected at `rim` for
+/// its own named reason (the shared README's expected outcomes).
+#[test]
+fn rim_vectors_are_rejected_for_their_named_reasons() {
+    let cases = [
+        (
+            "NV_GPU_DRIVER_GH100_535.86.09_measurement_mismatch.xml",
+            "RIM signature",
+        ),
+        ("incorrect_signature_driver_rim.xml", "RIM signature"),
+        (
+            "incorrect_cert_chain_driver_rim.xml",
+            "RIM signing certificate chain",
+        ),
+        ("NV_GPU_DRIVER_GH100_570.124.03_expired.xml", "expired"),
+        (
+            "NV_GPU_VBIOS_1010_0200_882_96005E0001_measurement_mismatch.xml",
+            "measurement index 9",
+        ),
+        // Validly signed, but for another driver than the report's 535.86.09.
+        ("NV_GPU_DRIVER_GH100_550.144.03.xml", "the report says 535.86.09"),
+    ];
+    for (rim, reason) in cases {
+        let path = nv("rims").join(rim).display().to_string();
+        let r = verify(
+            "sdk-hopperAttestationReport.txt",
+            "sdk-hopperCertChain.txt",
+            HOPPER_NONCE,
+            &["--at", "2025-06-01T00:00:00Z", "--rim", &path],
+        );
+        assert_rejected(&r, "rim");
+        let j = r.json();
+        let failed = j["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["ok"] == false)
+            .unwrap();
+        let detail = failed["detail"].as_str().unwrap();
+        assert!(detail.contains(reason), "{rim}: {detail}");
+        // Every check before `rim` passed: the device evidence itself is genuine.
+        let passed: Vec<&str> = j["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ok"] == true)
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            passed,
+            [
+                "parse",
+                "nonce",
+                "cert_chain",
+                "cert_validity",
+                "signature",
+                "fwid"
+            ],
+            "{rim}"
+        );
+    }
+}

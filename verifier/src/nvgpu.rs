@@ -32,6 +32,9 @@ pub const RIM_ROOT_PEM: &[u8] = include_bytes!("../roots/nvidia/nvidia-rim-root.
 /// NVIDIA device chains: leaf (FMC), BROM, provisioner ICA, per-chip identity CA, root.
 pub const DEVICE_CHAIN_LEN: usize = 5;
 
+/// RIM index of the NVDEC0 measurement.
+const NVDEC0_RIM_INDEX: u32 = 35;
+
 const CACHE_CAPACITY: usize = 256;
 
 const OID_DICE_TCB_INFO: &str = "2.23.133.5.4.1";
@@ -508,10 +511,12 @@ impl EvidenceVerifier for NvgpuVerifier {
         };
 
         // rim
+        // RIMs number measurements from 0, SPDM blocks from 1 (the parser refuses index 0),
+        // as NVIDIA's verifier maps them.
         let measured: Vec<(u32, &[u8])> = report
             .blocks
             .iter()
-            .map(|b| (u32::from(b.index), b.value))
+            .map(|b| (u32::from(b.index).saturating_sub(1), b.value))
             .collect();
         let rim_outcome = if ev.rims.is_empty() {
             None
@@ -623,7 +628,13 @@ impl NvgpuVerifier {
             }
             verified.push(r);
         }
-        rim::compare(&verified, measured).map_err(NvgpuError::RimCompare)
+        // NVIDIA's verifier does not compare the NVDEC0 measurement (RIM index 35) when the
+        // report says NVDEC0 is disabled; the comparison result lists it as skipped.
+        let skip: &[u32] = match report.opaque.nvdec0_status() {
+            Some(spdm::Status::Disabled) => &[NVDEC0_RIM_INDEX],
+            _ => &[],
+        };
+        rim::compare_skipping(&verified, measured, skip).map_err(NvgpuError::RimCompare)
     }
 }
 

@@ -171,9 +171,27 @@ fn mismatch_rims() {
     assert_eq!(e, RimError::Signature(XmlDsigError::Invalid));
     let d = parse_swid(&read(DRIVER_535)).unwrap();
     assert_eq!((d.kind, d.version.as_str()), (RimKind::Driver, "535.86.09"));
-    // TODO(lead): once the SPDM parser lands, compare the VBIOS RIM (with the 550.144.03
-    // driver RIM) against the blocks of sdk-hopperAttestationReport.txt and expect
-    // `rim_measurements` naming the differing index.
+    // Against the real sdk-hopper report (VBIOS 96.00.5e.00.01, as the RIM says): the
+    // VBIOS RIM's reference for RIM index 9 (SPDM block 10) differs from what the GPU
+    // measured, and the comparison names that index.
+    let hex_report: String = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/nvidia/sdk-hopperAttestationReport.txt"
+    ))
+    .unwrap()
+    .split_whitespace()
+    .collect();
+    let report_bytes = hex::decode(hex_report).unwrap();
+    let report = custody_formats::spdm::parse(&report_bytes).unwrap();
+    assert!(v.version_matches(report.opaque.vbios_version().unwrap()));
+    let measured: Vec<(u32, &[u8])> = report
+        .blocks
+        .iter()
+        .map(|b| (u32::from(b.index) - 1, b.value))
+        .collect();
+    let e = compare(std::slice::from_ref(&v), &measured).unwrap_err();
+    assert!(matches!(e, RimError::Mismatch { index: 9, .. }), "{e:?}");
+    assert_eq!(e.check(), "rim_measurements");
 }
 
 #[test]
