@@ -44,8 +44,9 @@ if ((anchors_only)); then
 fi
 
 echo "== custody (criterion)" >&2
+started=$(date +%s)
 cargo bench -p custody-verifier --bench appraise -- --noplot
 
 criterion=${CRITERION_HOME:-$target/criterion}
 echo
-"$py" bench/anchors/report.py --criterion "$criterion" --anchors "$anchors" "${strict[@]}"
+"$py" bench/anchors/report.py --criterion "$criterion" --anchors "$anchors" --since "$started" "${strict[@]}"

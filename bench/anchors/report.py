@@ -8,7 +8,7 @@ one made with `c.bench_function("tpm/quote", ..)` under <criterion>/tpm_quote/ne
 replaces '/' in a group name with '_'). Both layouts are accepted. The median point estimate
 in estimates.json is in nanoseconds.
 
-Exit status: 2 if a criterion result is missing or unreadable (or an anchor is missing),
+Exit status: 2 if a criterion result is missing, unreadable or stale (or an anchor is missing),
 1 with --strict if a goal is not met, else 0.
 """
 
@@ -51,11 +51,14 @@ def estimate_paths(criterion_dir, bench_id):
     return [os.path.join(p, "new", "estimates.json") for p in paths]
 
 
-def criterion_median_ns(criterion_dir, bench_id):
-    """(median ns, path) or (None, reason)."""
+def criterion_median_ns(criterion_dir, bench_id, since=None):
+    """(median ns, path) or (None, reason). `since`: epoch seconds the bench run started;
+    an older estimates.json is left over from an earlier run and does not count."""
     for path in estimate_paths(criterion_dir, bench_id):
         if not os.path.isfile(path):
             continue
+        if since is not None and os.path.getmtime(path) < since:
+            return None, f"{path}: stale (older than this bench run)"
         try:
             with open(path, encoding="utf-8") as f:
                 v = json.load(f)["median"]["point_estimate"]
@@ -87,11 +90,11 @@ def fmt_ns(ns):
     return f"{ns:.0f} ns"
 
 
-def build(criterion_dir, anchors):
+def build(criterion_dir, anchors, since=None):
     """Rows, floor lines, problems (missing results)."""
     rows, problems, custody = [], [], {}
     for bench_id, anchor_name, goal in BENCHES:
-        ns, where = criterion_median_ns(criterion_dir, bench_id)
+        ns, where = criterion_median_ns(criterion_dir, bench_id, since)
         if ns is None:
             problems.append(f"{bench_id}: {where}")
         custody[bench_id] = ns
@@ -171,10 +174,11 @@ def main(argv=None):
     ap.add_argument("--criterion", required=True, help="criterion output dir (target/criterion)")
     ap.add_argument("--anchors", required=True, help="file with the anchors' JSON lines")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met")
+    ap.add_argument("--since", type=float, help="epoch seconds; reject older estimates.json files")
     args = ap.parse_args(argv)
     with open(args.anchors, encoding="utf-8") as f:
         anchors = load_anchors(f)
-    rows, floors, problems = build(args.criterion, anchors)
+    rows, floors, problems = build(args.criterion, anchors, args.since)
     print(render(rows, floors, problems))
     if problems:
         return 2

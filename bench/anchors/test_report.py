@@ -99,6 +99,16 @@ class ReportTest(unittest.TestCase):
         self.assertIn("MISSING tpm/quote:", out)
         self.assertIn("unreadable", out)
 
+    def test_stale_result_fails(self):
+        self.write_all()
+        old = os.path.join(self.crit, "nvgpu", "hopper-cold", "new", "estimates.json")
+        os.utime(old, (1_000_000, 1_000_000))
+        rc, out = self.run_main("--since", "2000000")
+        self.assertEqual(rc, 2)
+        self.assertIn("MISSING nvgpu/hopper-cold:", out)
+        self.assertIn("stale", out)
+        self.assertEqual(out.count("MISSING"), 2)  # the row and the problem line
+
     def test_missing_anchor_fails(self):
         self.write_all()
         with open(self.anchors, "w", encoding="utf-8") as f:
