@@ -2,8 +2,9 @@
 //! evidence, one id per evidence kind and path. `bench/appraise.sh` runs this beside the
 //! Keylime and NVIDIA anchors and prints the ratios.
 //!
-//! - `tpm/quote`: parse + RSASSA-SHA256 signature + nonce + PCR selection + pcrDigest of a
-//!   real swtpm quote over 24 SHA-256 PCRs (Trustee's vector).
+//! - `tpm/quote`: parse + RSASSA-SHA256 signature (RSA-2048 AK given as SPKI PEM) + nonce +
+//!   PCR selection + pcrDigest of a swtpm quote over sha256:0,1,2,3,7,16 (what
+//!   `tpm2_quote -m/-s/-o` wrote; Keylime's anchor quote covers one PCR).
 //! - `snp/milan-cold`: VCEK -> ASK -> built-in Milan ARK (two RSA-4096 PSS verifies), the
 //!   P-384 report signature, TCB and policy. SNP chains are not cached.
 //! - `nvgpu/hopper-cold`: a fresh verifier (empty chain cache) per iteration: 4 P-384
@@ -17,6 +18,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use custody_formats::spdm;
 use custody_verifier::nvgpu::{NvgpuEvidence, NvgpuVerifier};
 use custody_verifier::snp::{SnpEvidence, SnpVerifier};
+use custody_verifier::tpm::{TpmEvidence, TpmVerifier};
 use custody_verifier::x509::split_certs;
 use custody_verifier::{EvidenceVerifier, UnixTime};
 use std::hint::black_box;
@@ -37,6 +39,30 @@ fn hex_file(p: &str) -> Vec<u8> {
         .filter(|c| !c.is_whitespace())
         .collect();
     hex::decode(s).unwrap()
+}
+
+fn tpm(c: &mut Criterion) {
+    let fx = |n: &str| std::fs::read(format!("{TD}/../../formats/testdata/tpm/{n}")).unwrap();
+    let (quote, sig, ak, pcrs) = (
+        fx("rsa-quote.bin"),
+        fx("rsa-sig.bin"),
+        fx("ak-rsa.pem"),
+        fx("rsa-pcrs.bin"),
+    );
+    let nonce = hex::decode(String::from_utf8(fx("nonce.hex")).unwrap().trim()).unwrap();
+    let ev = TpmEvidence {
+        quote: &quote,
+        signature: &sig,
+        ak: &ak,
+        pcrs: &pcrs,
+        nonce: &nonce,
+        event_log: None,
+    };
+    let v = TpmVerifier::new();
+    assert!(v.verify(ev, AT).is_ok(), "TPM fixture must verify");
+    let mut g = c.benchmark_group("tpm");
+    g.bench_function("quote", |b| b.iter(|| v.verify(black_box(ev), AT).is_ok()));
+    g.finish();
 }
 
 fn snp(c: &mut Criterion) {
@@ -103,5 +129,5 @@ fn nvgpu(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, snp, nvgpu);
+criterion_group!(benches, tpm, snp, nvgpu);
 criterion_main!(benches);
