@@ -4,6 +4,7 @@
 //! One module per evidence kind, each implementing [`check::EvidenceVerifier`].
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod check;
 pub mod nvgpu;
 pub mod rim;
@@ -12,3 +13,22 @@ pub mod tpm;
 pub mod x509;
 
 pub use check::{Check, EvidenceVerifier, FailedCheck, Outcome, Rejected, Report, UnixTime, Verified};
+
+/// Lower-case hex. The `hex` crate's `encode` goes a char at a time; claims hex-encode
+/// every PCR and digest on the hot path, so this uses its table-based slice encoder.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut buf = vec![0u8; bytes.len() * 2];
+    // Cannot fail: the buffer is exactly twice the input length.
+    let _ = ::hex::encode_to_slice(bytes, &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod hex_tests {
+    #[test]
+    fn hex_matches_the_hex_crate() {
+        let b: Vec<u8> = (0..=255u8).collect();
+        assert_eq!(super::hex(&b), ::hex::encode(&b));
+        assert_eq!(super::hex(&[]), "");
+    }
+}

@@ -14,8 +14,9 @@
 //! signing key: an unrestricted key can sign any digest, including one of a forged
 //! TPMS_ATTEST.
 
+use crate::cache::{cache_key, BoundedCache};
 use crate::check::{CheckLog, EvidenceVerifier, FailedCheck, Outcome, UnixTime};
-use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
+use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
 use custody_formats::alg::HashAlg;
 use custody_formats::eventlog::{self, EventLogError};
 use custody_formats::tpm::{
@@ -24,6 +25,7 @@ use custody_formats::tpm::{
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use thiserror::Error;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
@@ -75,6 +77,8 @@ pub enum TpmVerifyError {
     EcdsaComponentTooLong { len: usize, curve: &'static str },
     #[error("signature does not verify over the quote with the attestation key")]
     BadSignature,
+    #[error("attestation key unusable for {alg}: {reason}")]
+    KeyRejected { alg: &'static str, reason: String },
     #[error("extraData {got} does not equal the expected {expected}")]
     Nonce { got: String, expected: String },
     #[error("PCR file selects {file}, the quote selects {quote}")]
@@ -115,7 +119,8 @@ impl FailedCheck for TpmVerifyError {
             | E::SchemeMismatch { .. }
             | E::WeakHash(_)
             | E::EcdsaComponentTooLong { .. }
-            | E::BadSignature => "signature",
+            | E::BadSignature
+            | E::KeyRejected { .. } => "signature",
             E::Nonce { .. } => "nonce",
             E::PcrSelection { .. } | E::PcrValueMissing { .. } => "pcr_selection",
             E::PcrDigestLength { .. } | E::PcrDigest { .. } => "pcr_digest",
@@ -274,14 +279,74 @@ pub struct TpmClaims {
     pub event_log: Option<EventLogClaims>,
 }
 
-/// TPM quote verifier. Stateless: the AK is part of the evidence (its provenance is
-/// established at enrollment).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TpmVerifier;
+/// TPM quote verifier. The AK is part of the evidence (its provenance is established at
+/// enrollment). A node presents the same AK every round, so parsed AKs and the aws-lc keys
+/// prepared from them are kept in small bounded caches keyed by the exact AK bytes (and
+/// the algorithm); the signature, nonce and PCRs are checked afresh every time.
+#[derive(Debug)]
+pub struct TpmVerifier {
+    aks: BoundedCache<Arc<(AttestationKey, AkClaims)>>,
+    keys: BoundedCache<Arc<ParsedPublicKey>>,
+}
+
+/// Distinct AKs remembered (one per enrolled node a verifier replica appraises).
+const AK_CACHE: usize = 4096;
+
+impl Default for TpmVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl TpmVerifier {
     pub fn new() -> Self {
-        Self
+        Self {
+            aks: BoundedCache::new(AK_CACHE),
+            keys: BoundedCache::new(AK_CACHE),
+        }
+    }
+
+    /// The parsed AK and its claims (which depend on the AK bytes alone).
+    fn attestation_key(&self, bytes: &[u8]) -> Result<Arc<(AttestationKey, AkClaims)>, String> {
+        let k = cache_key([bytes]);
+        if let Some(ak) = self.aks.get(&k) {
+            return Ok(ak);
+        }
+        let ak = AttestationKey::parse(bytes)?;
+        let claims = AkClaims {
+            format: ak.format,
+            key: ak.describe(),
+            name: ak.public.as_ref().map(|p| crate::hex(&p.name())),
+            fingerprint_sha256: crate::hex(&HashAlg::Sha256.hash(&[&ak.key.spki_der()])),
+        };
+        let entry = Arc::new((ak, claims));
+        self.aks.insert(k, Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    fn check_signature(
+        &self,
+        quote: &[u8],
+        sig: &Signature,
+        ak: &AttestationKey,
+    ) -> Result<(), TpmVerifyError> {
+        let plan = signature_plan(sig, ak)?;
+        let k = cache_key([plan.label.as_bytes(), plan.key]);
+        let key = match self.keys.get(&k) {
+            Some(key) => key,
+            None => {
+                let key = ParsedPublicKey::new(plan.alg, plan.key)
+                    .map(Arc::new)
+                    .map_err(|e| TpmVerifyError::KeyRejected {
+                        alg: plan.label,
+                        reason: e.to_string(),
+                    })?;
+                self.keys.insert(k, Arc::clone(&key));
+                key
+            }
+        };
+        key.verify_sig(quote, &plan.sig)
+            .map_err(|_| TpmVerifyError::BadSignature)
     }
 }
 
@@ -300,7 +365,22 @@ fn selection_text(sel: &[PcrSelection]) -> String {
     }
 }
 
-fn check_signature(attest_bytes: &[u8], sig: &Signature, ak: &AttestationKey) -> Result<(), TpmVerifyError> {
+/// What verifying a quote's signature takes: the algorithm (scheme, hash, key type), the
+/// key bytes aws-lc parses, and the signature bytes in the form that algorithm expects.
+struct SignaturePlan<'a> {
+    alg: &'static dyn VerificationAlgorithm,
+    /// Names `alg` in cache keys.
+    label: &'static str,
+    key: &'a [u8],
+    sig: std::borrow::Cow<'a, [u8]>,
+}
+
+/// Checks the AK may have made `sig` (restricted signing key, matching scheme) and picks
+/// the verification algorithm. The signature itself is checked by the caller.
+fn signature_plan<'a>(
+    sig: &'a Signature,
+    ak: &'a AttestationKey,
+) -> Result<SignaturePlan<'a>, TpmVerifyError> {
     use signature as s;
     if let Some(p) = &ak.public {
         let need = ATTR_RESTRICTED | ATTR_SIGN;
@@ -323,20 +403,23 @@ fn check_signature(attest_bytes: &[u8], sig: &Signature, ak: &AttestationKey) ->
         key: ak.describe(),
     };
     let weak = |h: HashAlg| TpmVerifyError::WeakHash(h.name());
-    let ok = match (sig, &ak.key) {
+    match (sig, &ak.key) {
         (Signature::Rsa { padding, hash, sig }, VerifyingKey::Rsa { pkcs1_der, .. }) => {
-            let alg: &'static dyn VerificationAlgorithm = match (padding, hash) {
-                (RsaPadding::Pkcs1v15, HashAlg::Sha256) => &s::RSA_PKCS1_2048_8192_SHA256,
-                (RsaPadding::Pkcs1v15, HashAlg::Sha384) => &s::RSA_PKCS1_2048_8192_SHA384,
-                (RsaPadding::Pkcs1v15, HashAlg::Sha512) => &s::RSA_PKCS1_2048_8192_SHA512,
-                (RsaPadding::Pss, HashAlg::Sha256) => &s::RSA_PSS_2048_8192_SHA256,
-                (RsaPadding::Pss, HashAlg::Sha384) => &s::RSA_PSS_2048_8192_SHA384,
-                (RsaPadding::Pss, HashAlg::Sha512) => &s::RSA_PSS_2048_8192_SHA512,
+            let (alg, label): (&'static dyn VerificationAlgorithm, _) = match (padding, hash) {
+                (RsaPadding::Pkcs1v15, HashAlg::Sha256) => (&s::RSA_PKCS1_2048_8192_SHA256, "rsassa-sha256"),
+                (RsaPadding::Pkcs1v15, HashAlg::Sha384) => (&s::RSA_PKCS1_2048_8192_SHA384, "rsassa-sha384"),
+                (RsaPadding::Pkcs1v15, HashAlg::Sha512) => (&s::RSA_PKCS1_2048_8192_SHA512, "rsassa-sha512"),
+                (RsaPadding::Pss, HashAlg::Sha256) => (&s::RSA_PSS_2048_8192_SHA256, "rsapss-sha256"),
+                (RsaPadding::Pss, HashAlg::Sha384) => (&s::RSA_PSS_2048_8192_SHA384, "rsapss-sha384"),
+                (RsaPadding::Pss, HashAlg::Sha512) => (&s::RSA_PSS_2048_8192_SHA512, "rsapss-sha512"),
                 (_, h) => return Err(weak(*h)),
             };
-            UnparsedPublicKey::new(alg, pkcs1_der)
-                .verify(attest_bytes, sig)
-                .is_ok()
+            Ok(SignaturePlan {
+                alg,
+                label,
+                key: pkcs1_der,
+                sig: std::borrow::Cow::Borrowed(sig),
+            })
         }
         (Signature::Ecdsa { hash, r, s: sv }, VerifyingKey::Ec { curve, point }) => {
             // r and s are integers: DER-encode their values (a TPM may drop leading
@@ -349,26 +432,23 @@ fn check_signature(attest_bytes: &[u8], sig: &Signature, ak: &AttestationKey) ->
                     });
                 }
             }
-            let alg: &'static dyn VerificationAlgorithm = match (curve, hash) {
-                (EccCurve::P256, HashAlg::Sha256) => &s::ECDSA_P256_SHA256_ASN1,
-                (EccCurve::P256, HashAlg::Sha384) => &s::ECDSA_P256_SHA384_ASN1,
-                (EccCurve::P256, HashAlg::Sha512) => &s::ECDSA_P256_SHA512_ASN1,
-                (EccCurve::P384, HashAlg::Sha256) => &s::ECDSA_P384_SHA256_ASN1,
-                (EccCurve::P384, HashAlg::Sha384) => &s::ECDSA_P384_SHA384_ASN1,
-                (EccCurve::P384, HashAlg::Sha512) => &s::ECDSA_P384_SHA512_ASN1,
+            let (alg, label): (&'static dyn VerificationAlgorithm, _) = match (curve, hash) {
+                (EccCurve::P256, HashAlg::Sha256) => (&s::ECDSA_P256_SHA256_ASN1, "ecdsa-p256-sha256"),
+                (EccCurve::P256, HashAlg::Sha384) => (&s::ECDSA_P256_SHA384_ASN1, "ecdsa-p256-sha384"),
+                (EccCurve::P256, HashAlg::Sha512) => (&s::ECDSA_P256_SHA512_ASN1, "ecdsa-p256-sha512"),
+                (EccCurve::P384, HashAlg::Sha256) => (&s::ECDSA_P384_SHA256_ASN1, "ecdsa-p384-sha256"),
+                (EccCurve::P384, HashAlg::Sha384) => (&s::ECDSA_P384_SHA384_ASN1, "ecdsa-p384-sha384"),
+                (EccCurve::P384, HashAlg::Sha512) => (&s::ECDSA_P384_SHA512_ASN1, "ecdsa-p384-sha512"),
                 (_, h) => return Err(weak(*h)),
             };
-            let der = tpm::der::ecdsa_sig(r, sv);
-            UnparsedPublicKey::new(alg, point)
-                .verify(attest_bytes, &der)
-                .is_ok()
+            Ok(SignaturePlan {
+                alg,
+                label,
+                key: point,
+                sig: std::borrow::Cow::Owned(tpm::der::ecdsa_sig(r, sv)),
+            })
         }
-        _ => return Err(mismatch()),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(TpmVerifyError::BadSignature)
+        _ => Err(mismatch()),
     }
 }
 
@@ -406,8 +486,8 @@ fn check_pcr_digest(attest: &Attest, pcrs: &PcrFile, hash: HashAlg) -> Result<()
     .unwrap_or_default();
     if computed != attest.pcr_digest {
         return Err(TpmVerifyError::PcrDigest {
-            quoted: hex::encode(&attest.pcr_digest),
-            computed: hex::encode(computed),
+            quoted: crate::hex(&attest.pcr_digest),
+            computed: crate::hex(&computed),
         });
     }
     Ok(())
@@ -436,8 +516,8 @@ fn check_event_log(
                 return Err(TpmVerifyError::EventLogMismatch {
                     bank: s.bank.name(),
                     pcr: p,
-                    replayed: hex::encode(r),
-                    quoted: hex::encode(q),
+                    replayed: crate::hex(r),
+                    quoted: crate::hex(q),
                 });
             }
             covered.push(p);
@@ -470,7 +550,8 @@ impl EvidenceVerifier for TpmVerifier {
 
         let attest = step!(tpm::parse_attest(ev.quote).map_err(TpmVerifyError::Quote));
         let sig = step!(tpm::parse_signature(ev.signature).map_err(TpmVerifyError::SignatureFormat));
-        let ak = step!(AttestationKey::parse(ev.ak).map_err(TpmVerifyError::Ak));
+        let ak_entry = step!(self.attestation_key(ev.ak).map_err(TpmVerifyError::Ak));
+        let (ak, ak_claims) = &*ak_entry;
         let pcrs = step!(tpm::parse_pcr_file(ev.pcrs).map_err(TpmVerifyError::PcrFile));
         log.pass(
             "parse",
@@ -485,7 +566,7 @@ impl EvidenceVerifier for TpmVerifier {
             ),
         );
 
-        step!(check_signature(ev.quote, &sig, &ak));
+        step!(self.check_signature(ev.quote, &sig, ak));
         log.pass(
             "signature",
             format!(
@@ -498,8 +579,8 @@ impl EvidenceVerifier for TpmVerifier {
 
         if attest.extra_data != ev.nonce {
             step!(Err(TpmVerifyError::Nonce {
-                got: hex::encode(&attest.extra_data),
-                expected: hex::encode(ev.nonce),
+                got: crate::hex(&attest.extra_data),
+                expected: crate::hex(ev.nonce),
             }));
         }
         log.pass(
@@ -534,9 +615,8 @@ impl EvidenceVerifier for TpmVerifier {
 
         let mut pcr_claims: BTreeMap<HashAlg, BTreeMap<u32, String>> = BTreeMap::new();
         for (bank, idx, v) in &pcrs.values {
-            pcr_claims.entry(*bank).or_default().insert(*idx, hex::encode(v));
+            pcr_claims.entry(*bank).or_default().insert(*idx, crate::hex(v));
         }
-        let fingerprint = HashAlg::Sha256.hash(&[&ak.key.spki_der()]);
         let claims = TpmClaims {
             pcrs: pcr_claims,
             clock: attest.clock_info.clock,
@@ -544,14 +624,9 @@ impl EvidenceVerifier for TpmVerifier {
             restart_count: attest.clock_info.restart_count,
             safe: attest.clock_info.safe,
             firmware_version: attest.firmware_version,
-            qualified_signer: hex::encode(&attest.qualified_signer),
-            extra_data: hex::encode(&attest.extra_data),
-            ak: AkClaims {
-                format: ak.format,
-                key: ak.describe(),
-                name: ak.public.as_ref().map(|p| hex::encode(p.name())),
-                fingerprint_sha256: hex::encode(fingerprint),
-            },
+            qualified_signer: crate::hex(&attest.qualified_signer),
+            extra_data: crate::hex(&attest.extra_data),
+            ak: ak_claims.clone(),
             signature: SignatureClaims {
                 scheme: sig.scheme_name(),
                 hash: sig.hash(),

@@ -9,10 +9,10 @@
 //! [`ChainCache`] remembers chains already validated (keyed by the exact bytes); a cache
 //! hit still checks the time window, so a cached chain expires like a fresh one.
 
+use crate::cache::{cache_key, BoundedCache};
 use crate::check::UnixTime;
-use aws_lc_rs::{digest, signature};
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use aws_lc_rs::signature;
+use std::sync::Arc;
 use thiserror::Error;
 use x509_parser::prelude::*;
 use x509_parser::signature_algorithm::SignatureAlgorithm;
@@ -520,38 +520,11 @@ fn verify_cert_sig(index: usize, c: &X509Certificate<'_>, key: &PublicKey) -> Re
 /// Bounded cache of validated chains, keyed by a SHA-256 over the exact certificate bytes
 /// and the anchor set. Oldest entries are evicted first.
 #[derive(Debug)]
-pub struct ChainCache {
-    capacity: usize,
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Debug, Default)]
-struct CacheInner {
-    map: HashMap<[u8; 32], Arc<ValidatedChain>>,
-    order: VecDeque<[u8; 32]>,
-}
+pub struct ChainCache(BoundedCache<Arc<ValidatedChain>>);
 
 impl ChainCache {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            inner: Mutex::new(CacheInner::default()),
-        }
-    }
-
-    fn key(chain: &[Vec<u8>], anchors: &[TrustAnchor]) -> [u8; 32] {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        for part in chain
-            .iter()
-            .map(Vec::as_slice)
-            .chain(anchors.iter().map(|a| a.der.as_slice()))
-        {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part);
-        }
-        let mut k = [0u8; 32];
-        k.copy_from_slice(ctx.finish().as_ref());
-        k
+        Self(BoundedCache::new(capacity))
     }
 
     /// Validate through the cache. Only successes are cached; failures are recomputed.
@@ -561,35 +534,29 @@ impl ChainCache {
         anchors: &[TrustAnchor],
         at: UnixTime,
     ) -> Result<ValidatedChain, ChainError> {
-        let key = Self::key(chain, anchors);
-        let hit = self.inner.lock().ok().and_then(|g| g.map.get(&key).cloned());
-        if let Some(v) = hit {
+        let key = cache_key(
+            chain
+                .iter()
+                .map(Vec::as_slice)
+                .chain(anchors.iter().map(|a| a.der.as_slice())),
+        );
+        if let Some(v) = self.0.get(&key) {
             v.check_time(at)?;
             let mut v = (*v).clone();
             v.cached = true;
             return Ok(v);
         }
         let v = verify_chain(chain, anchors, at)?;
-        if let Ok(mut g) = self.inner.lock() {
-            if !g.map.contains_key(&key) {
-                if g.map.len() >= self.capacity {
-                    if let Some(old) = g.order.pop_front() {
-                        g.map.remove(&old);
-                    }
-                }
-                g.order.push_back(key);
-                g.map.insert(key, Arc::new(v.clone()));
-            }
-        }
+        self.0.insert(key, Arc::new(v.clone()));
         Ok(v)
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|g| g.map.len()).unwrap_or(0)
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
 }
 

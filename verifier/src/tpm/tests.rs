@@ -369,3 +369,53 @@ fn event_log_failure_is_named() {
     e.event_log = Some(&[]);
     assert_eq!(verify(e).unwrap_err().error.check(), "event_log");
 }
+
+/// One verifier across rounds, as the service uses it: the AK's parsed key comes from the
+/// cache after the first round, and every evidence check still runs on every round.
+#[test]
+fn cached_ak_still_checks_everything() {
+    let v = TpmVerifier::new();
+    let n = nonce();
+    let (q, s, ak, p) = (
+        fx!("rsa-quote.bin"),
+        fx!("rsa-sig.bin"),
+        fx!("ak-rsa.pem"),
+        fx!("rsa-pcrs.bin"),
+    );
+    let first = v.verify(ev(q, s, ak, p, &n), AT).unwrap();
+    assert_eq!((v.aks.len(), v.keys.len()), (1, 1));
+    let again = v.verify(ev(q, s, ak, p, &n), AT).unwrap();
+    assert_eq!(
+        first.claims.ak.fingerprint_sha256,
+        again.claims.ak.fingerprint_sha256
+    );
+    // Same AK (cached), tampered signature / other nonce / other PCR value: all refused.
+    let mut bad_sig = s.to_vec();
+    let last = bad_sig.len() - 1;
+    bad_sig[last] ^= 1;
+    rejected_at(v.verify(ev(q, &bad_sig, ak, p, &n), AT), "signature");
+    let mut other = n.clone();
+    other[0] ^= 1;
+    rejected_at(v.verify(ev(q, s, ak, p, &other), AT), "nonce");
+    let mut bad_pcrs = p.to_vec();
+    let pcr16 = hex::decode("7f0cc2bc7786a5e57a372d18fea5a9ac").unwrap();
+    let at = bad_pcrs.windows(16).position(|w| w == pcr16.as_slice()).unwrap();
+    bad_pcrs[at] ^= 1;
+    rejected_at(v.verify(ev(q, s, ak, &bad_pcrs, &n), AT), "pcr_digest");
+    // A different AK (ECC) is a different cache entry, and the RSA quote does not verify
+    // with it.
+    rejected_at(v.verify(ev(q, s, fx!("ak-ecc.pem"), p, &n), AT), "signature");
+    assert_eq!(v.aks.len(), 2);
+    // The ECC AK's own quote verifies through the same verifier.
+    v.verify(
+        ev(
+            fx!("ecc-quote.bin"),
+            fx!("ecc-sig.bin"),
+            fx!("ak-ecc.pem"),
+            fx!("ecc-pcrs.bin"),
+            &n,
+        ),
+        AT,
+    )
+    .unwrap();
+}
