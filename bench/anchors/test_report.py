@@ -48,6 +48,7 @@ class ReportTest(unittest.TestCase):
 
     def write_all(self, hopper_warm_ns=400_000.0):
         fake_estimates(self.crit, "tpm/quote", 30_000.0)  # 5.0x Keylime: met
+        fake_estimates(self.crit, "tpm/quote-cold", 40_000.0)  # no goal
         fake_estimates(self.crit, "snp/milan-cold", 2_000_000.0)
         fake_estimates(self.crit, "nvgpu/hopper-cold", 1_500_000.0)  # 10x: met
         fake_estimates(self.crit, "nvgpu/hopper-warm", hopper_warm_ns)  # 37.5x: met
