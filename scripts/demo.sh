@@ -36,7 +36,8 @@ except Exception: print("(no report)")')
 echo "== live TPM 2.0 quote from swtpm"
 mkdir -p "$work/tpm" "$work/xdg"
 export XDG_CONFIG_HOME="$work/xdg"
-swtpm_setup --tpm2 --create-config-files skip-if-exist >/dev/null 2>&1 || true
+swtpm_setup --tpm2 --create-config-files skip-if-exist >/dev/null 2>&1 ||
+  swtpm_setup --tpm2 --create-config-files skip-if-exist,root >/dev/null 2>&1 || true
 swtpm_setup --tpm2 --tpmstate "$work/tpm" --create-ek-cert --create-platform-cert --overwrite >/dev/null
 port=$((20000 + RANDOM % 20000))
 swtpm socket --tpm2 --tpmstate dir="$work/tpm" --server type=tcp,port=$port \
@@ -45,15 +46,21 @@ swtpm_pid=$!
 export TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=$port"
 for _ in $(seq 50); do tpm2_pcrread sha256:0 >/dev/null 2>&1 && break; sleep 0.1; done
 cd "$work"
+# swtpm has no resource manager: flush transient objects after each tool, or it runs out
+# of object slots.
 tpm2_createek -c ek.ctx -G rsa -u ek.pub >/dev/null
-tpm2_createak -C ek.ctx -c ak.ctx -G rsa -g sha256 -s rsassa -u ak.pub -n ak.name -f pem -p "" >/dev/null 2>&1 ||
-  tpm2_createak -C ek.ctx -c ak.ctx -G rsa -g sha256 -s rsassa -u ak.pem -n ak.name -f pem >/dev/null
-[ -f ak.pem ] || cp ak.pub ak.pem
+tpm2_flushcontext -t
+tpm2_createak -C ek.ctx -c ak.ctx -G rsa -g sha256 -s rsassa -u ak.pem -n ak.name -f pem >/dev/null
+tpm2_flushcontext -t
 echo -n "model weights v1" | tpm2_pcrextend 16:sha256=$(echo -n "model weights v1" | sha256sum | cut -c1-64)
 nonce=$(openssl rand -hex 32)
 tpm2_quote -c ak.ctx -l sha256:0,1,2,3,7,16 -q "$nonce" -m quote.bin -s sig.bin -o pcrs.bin -g sha256 >/dev/null
+tpm2_flushcontext -t
 cd - >/dev/null
 show "swtpm quote, this round's nonce" 0 "$CUSTODY" verify tpm --quote "$work/quote.bin" --sig "$work/sig.bin" --ak "$work/ak.pem" --pcrs "$work/pcrs.bin" --nonce "$nonce"
+cp "$work/quote.bin" "$work/quote-tampered.bin"
+printf '\x01' | dd of="$work/quote-tampered.bin" bs=1 seek=40 conv=notrunc status=none
+show "swtpm quote, one byte changed" 1 "$CUSTODY" verify tpm --quote "$work/quote-tampered.bin" --sig "$work/sig.bin" --ak "$work/ak.pem" --pcrs "$work/pcrs.bin" --nonce "$nonce"
 show "swtpm quote replayed into another round" 1 "$CUSTODY" verify tpm --quote "$work/quote.bin" --sig "$work/sig.bin" --ak "$work/ak.pem" --pcrs "$work/pcrs.bin" --nonce "$(openssl rand -hex 32)"
 
 echo
@@ -68,6 +75,8 @@ NV="$TV/nvidia"
 show "H100 report" 0 "$CUSTODY" verify nvgpu --report "$NV/sdk-hopperAttestationReport.txt" --certs "$NV/sdk-hopperCertChain.txt" --nonce 27a328247bf7935c993341cf587be6f05986ccce4fe7ba2c54100bd616a58f66
 show "Blackwell report" 0 "$CUSTODY" verify nvgpu --report "$NV/sdk-blackwellAttestationReport.txt" --certs "$NV/sdk-blackwellCertChain.txt" --nonce 931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb
 show "H100 report, corrupted signature" 1 "$CUSTODY" verify nvgpu --report "$NV/sdk-hopperAttestationReportInvalidSignature.txt" --certs "$NV/sdk-hopperCertChain.txt" --nonce 27a328247bf7935c993341cf587be6f05986ccce4fe7ba2c54100bd616a58f66
+show "H100 report + RIM for another driver" 1 "$CUSTODY" verify nvgpu --report "$NV/sdk-hopperAttestationReport.txt" --certs "$NV/sdk-hopperCertChain.txt" --nonce 27a328247bf7935c993341cf587be6f05986ccce4fe7ba2c54100bd616a58f66 --rim "$NV/rims/NV_GPU_DRIVER_GH100_550.144.03.xml"
+show "H100 report + VBIOS RIM, measurement differs" 1 "$CUSTODY" verify nvgpu --report "$NV/sdk-hopperAttestationReport.txt" --certs "$NV/sdk-hopperCertChain.txt" --nonce 27a328247bf7935c993341cf587be6f05986ccce4fe7ba2c54100bd616a58f66 --rim "$NV/rims/NV_GPU_VBIOS_1010_0200_882_96005E0001_measurement_mismatch.xml" --at 2025-06-01T00:00:00Z
 show "H100 report, another round's nonce" 1 "$CUSTODY" verify nvgpu --report "$NV/sdk-hopperAttestationReport.txt" --certs "$NV/sdk-hopperCertChain.txt" --nonce "$(openssl rand -hex 32)"
 echo
 echo "demo: every outcome as expected"

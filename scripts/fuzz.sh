@@ -15,7 +15,8 @@ for t in $targets; do
   mkdir -p "corpus/$t"
   seeds="seeds/$t"; [ -d "$seeds" ] || seeds=""
   echo "fuzz: $t for ${secs}s"
-  cargo fuzz run -O "$t" "corpus/$t" $seeds -- -max_total_time="$secs" -print_final_stats=0 2>&1 | grep -E "^(#[0-9]+ +DONE|==[0-9]+==|SUMMARY|thread|panicked)" || true
+  cargo fuzz run -O "$t" "corpus/$t" $seeds -- -max_total_time="$secs" -print_final_stats=1 2>&1 |
+    grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|thread|panicked)" || true
   if ls "artifacts/$t"/crash-* >/dev/null 2>&1; then
     echo "fuzz: $t found a crash: $(ls artifacts/$t/crash-* | head -1)" >&2
     exit 1
