@@ -16,7 +16,8 @@ pub use check::{Check, EvidenceVerifier, FailedCheck, Outcome, Rejected, Report,
 
 /// Lower-case hex. The `hex` crate's `encode` goes a char at a time; claims hex-encode
 /// every PCR and digest on the hot path, so this uses its table-based slice encoder.
-pub fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: impl AsRef<[u8]>) -> String {
+    let bytes = bytes.as_ref();
     let mut buf = vec![0u8; bytes.len() * 2];
     // Cannot fail: the buffer is exactly twice the input length.
     let _ = ::hex::encode_to_slice(bytes, &mut buf);
@@ -29,6 +30,6 @@ mod hex_tests {
     fn hex_matches_the_hex_crate() {
         let b: Vec<u8> = (0..=255u8).collect();
         assert_eq!(super::hex(&b), ::hex::encode(&b));
-        assert_eq!(super::hex(&[]), "");
+        assert_eq!(super::hex([]), "");
     }
 }

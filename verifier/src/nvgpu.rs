@@ -444,8 +444,8 @@ impl EvidenceVerifier for NvgpuVerifier {
         }
         if report.nonce().as_slice() != ev.nonce {
             return Err(log.reject(NvgpuError::NonceMismatch {
-                expected: hex::encode(ev.nonce),
-                got: hex::encode(report.nonce()),
+                expected: crate::hex(ev.nonce),
+                got: crate::hex(report.nonce()),
             }));
         }
         log.pass("nonce", "request nonce equals the expected nonce");
@@ -562,12 +562,12 @@ impl EvidenceVerifier for NvgpuVerifier {
             measurements: report
                 .blocks
                 .iter()
-                .map(|b| (b.index, hex::encode(b.value)))
+                .map(|b| (b.index, crate::hex(b.value)))
                 .collect(),
             fwid: report_fwid.map(hex::encode),
             fwid_checked,
             leaf_subject: validated.leaf_subject.clone(),
-            leaf_serial: hex::encode(leaf.raw_serial()),
+            leaf_serial: crate::hex(leaf.raw_serial()),
             ueid: leaf_ueid(&leaf).map(hex::encode),
             chain_cached: validated.cached,
             revocation: "unchecked",
@@ -587,8 +587,8 @@ fn check_fwid(report_fwid: Option<&[u8; FWID_LEN]>, leaf: &X509Certificate<'_>) 
     let lf = leaf_fwid(leaf).map_err(NvgpuError::LeafFwid)?;
     if &lf != rf {
         return Err(NvgpuError::FwidMismatch {
-            report: hex::encode(rf),
-            leaf: hex::encode(lf),
+            report: crate::hex(rf),
+            leaf: crate::hex(lf),
         });
     }
     Ok(true)
@@ -975,7 +975,7 @@ mod tests {
         ] {
             let der = split_certs(&read(chain)).unwrap().remove(0);
             let (_, c) = X509Certificate::from_der(&der).unwrap();
-            assert_eq!(hex::encode(leaf_fwid(&c).unwrap()), want);
+            assert_eq!(crate::hex(leaf_fwid(&c).unwrap()), want);
             assert_eq!(leaf_ueid(&c), None);
         }
         // A non-leaf has no DICE extension.

@@ -505,7 +505,7 @@ pub fn compare_skipping(
                 index,
                 name: m.name.clone(),
                 rim: rim.id.clone(),
-                measured: hex::encode(digest),
+                measured: crate::hex(digest),
                 alternatives: m.digests.len(),
             });
         }

@@ -435,8 +435,8 @@ impl EvidenceVerifier for SnpVerifier {
             let want = exp.expected();
             if want != report.report_data {
                 return Err(log.reject(SnpError::ReportData {
-                    expected: hex::encode(want),
-                    got: hex::encode(report.report_data),
+                    expected: crate::hex(want),
+                    got: crate::hex(report.report_data),
                 }));
             }
             log.pass(
@@ -474,10 +474,10 @@ fn claims(r: &SnpReport, vek: &VekInfo, generation: Generation, layout: TcbLayou
             _ => "vcek",
         },
         version: r.version,
-        measurement: hex::encode(r.measurement),
-        host_data: hex::encode(r.host_data),
-        report_data: hex::encode(r.report_data),
-        chip_id: hex::encode(r.chip_id),
+        measurement: crate::hex(r.measurement),
+        host_data: crate::hex(r.host_data),
+        report_data: crate::hex(r.report_data),
+        chip_id: crate::hex(r.chip_id),
         reported_tcb: r.reported_tcb(layout),
         current_tcb: r.current_tcb(layout),
         committed_tcb: r.committed_tcb(layout),
@@ -485,11 +485,11 @@ fn claims(r: &SnpReport, vek: &VekInfo, generation: Generation, layout: TcbLayou
         policy: r.policy,
         vmpl: r.vmpl,
         guest_svn: r.guest_svn,
-        family_id: hex::encode(r.family_id),
-        image_id: hex::encode(r.image_id),
-        id_key_digest: hex::encode(r.id_key_digest),
-        author_key_digest: hex::encode(r.author_key_digest),
-        report_id: hex::encode(r.report_id),
+        family_id: crate::hex(r.family_id),
+        image_id: crate::hex(r.image_id),
+        id_key_digest: crate::hex(r.id_key_digest),
+        author_key_digest: crate::hex(r.author_key_digest),
+        report_id: crate::hex(r.report_id),
         platform_info: r.platform_info,
         key_info: r.key_info,
         cpuid: r.cpuid.map(|(family, model, stepping)| Cpuid {
@@ -573,8 +573,8 @@ fn check_tcb(r: &SnpReport, vek: &VekInfo, generation: Generation, kind: Signing
         if hwid != r.chip_id {
             return Err(SnpError::TcbMismatch {
                 what: "hwID",
-                cert: hex::encode(hwid),
-                report: hex::encode(r.chip_id),
+                cert: crate::hex(hwid),
+                report: crate::hex(r.chip_id),
             });
         }
     }
@@ -604,7 +604,7 @@ fn subject_raw(der: &[u8]) -> Option<Vec<u8>> {
 fn name_string(raw: &[u8]) -> String {
     X509Name::from_der(raw)
         .map(|(_, n)| n.to_string())
-        .unwrap_or_else(|_| hex::encode(raw))
+        .unwrap_or_else(|_| crate::hex(raw))
 }
 
 /// What the verifier reads from the VCEK/VLEK.
@@ -676,7 +676,7 @@ impl VekInfo {
         der_u8(v).map(Some).ok_or_else(|| SnpError::Extension {
             name,
             oid,
-            reason: format!("not a DER INTEGER in 0..=255: {}", hex::encode(v)),
+            reason: format!("not a DER INTEGER in 0..=255: {}", crate::hex(v)),
         })
     }
 

@@ -316,8 +316,8 @@ impl TpmVerifier {
         let claims = AkClaims {
             format: ak.format,
             key: ak.describe(),
-            name: ak.public.as_ref().map(|p| crate::hex(&p.name())),
-            fingerprint_sha256: crate::hex(&HashAlg::Sha256.hash(&[&ak.key.spki_der()])),
+            name: ak.public.as_ref().map(|p| crate::hex(p.name())),
+            fingerprint_sha256: crate::hex(HashAlg::Sha256.hash(&[&ak.key.spki_der()])),
         };
         let entry = Arc::new((ak, claims));
         self.aks.insert(k, Arc::clone(&entry));
