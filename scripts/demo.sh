@@ -74,7 +74,8 @@ echo "== NVIDIA confidential GPUs (real SPDM reports, pinned NVIDIA Device Ident
 NV="$TV/nvidia"
 show "H100 report" 0 "$CUSTODY" verify nvgpu --report "$NV/sdk-hopperAttestationReport.txt" --certs "$NV/sdk-hopperCertChain.txt" --nonce 27a328247bf7935c993341cf587be6f05986ccce4fe7ba2c54100bd616a58f66
 show "Blackwell report" 0 "$CUSTODY" verify nvgpu --report "$NV/sdk-blackwellAttestationReport.txt" --certs "$NV/sdk-blackwellCertChain.txt" --nonce 931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb
-show "H100 report, corrupted signature" 1 "$CUSTODY" verify nvgpu --report "$NV/sdk-hopperAttestationReportInvalidSignature.txt" --certs "$NV/sdk-hopperCertChain.txt" --nonce 27a328247bf7935c993341cf587be6f05986ccce4fe7ba2c54100bd616a58f66
+# (NVIDIA's corrupted-signature sample was taken in the Blackwell sample's round.)
+show "H100 report, corrupted signature" 1 "$CUSTODY" verify nvgpu --report "$NV/sdk-hopperAttestationReportInvalidSignature.txt" --certs "$NV/sdk-hopperCertChain.txt" --nonce 931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb
 show "H100 report + RIM for another driver" 1 "$CUSTODY" verify nvgpu --report "$NV/sdk-hopperAttestationReport.txt" --certs "$NV/sdk-hopperCertChain.txt" --nonce 27a328247bf7935c993341cf587be6f05986ccce4fe7ba2c54100bd616a58f66 --rim "$NV/rims/NV_GPU_DRIVER_GH100_550.144.03.xml"
 show "H100 report + VBIOS RIM, measurement differs" 1 "$CUSTODY" verify nvgpu --report "$NV/sdk-hopperAttestationReport.txt" --certs "$NV/sdk-hopperCertChain.txt" --nonce 27a328247bf7935c993341cf587be6f05986ccce4fe7ba2c54100bd616a58f66 --rim "$NV/rims/NV_GPU_VBIOS_1010_0200_882_96005E0001_measurement_mismatch.xml" --at 2025-06-01T00:00:00Z
 show "H100 report, another round's nonce" 1 "$CUSTODY" verify nvgpu --report "$NV/sdk-hopperAttestationReport.txt" --certs "$NV/sdk-hopperCertChain.txt" --nonce "$(openssl rand -hex 32)"
