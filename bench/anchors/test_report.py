@@ -118,6 +118,12 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(rc, 2)
         self.assertIn("anchor 'nv-local-gpu-verifier offline' was not measured", out)
 
+    def test_faster_anchor_run_counts(self):
+        slow = '{"anchor": "keylime checkquote", "version": "7.14.3", "median_us": 300.0, "mean_us": 1, "iters": 1}'
+        a = report.load_anchors([slow, ANCHORS[0], slow])
+        self.assertEqual(a["keylime checkquote"]["median_us"], 150.0)
+        self.assertEqual(a["keylime checkquote"]["runs"], 3)
+
 
 if __name__ == "__main__":
     unittest.main()
