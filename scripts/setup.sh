@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Custody needs on a fresh Debian (bookworm) machine: the system
 # packages for the real-TPM tests (swtpm, tpm2-tools, tpm2-tss), libxmlsec1 for NVIDIA RIM
-# signatures, and the Rust tools CI uses. CI and a new user run this same script.
+# signatures, python3 (the demo reads JSON with it; bench/appraise.sh makes a venv), and the
+# Rust tools CI uses. CI and a new user run this same script.
 set -euo pipefail
 
 SUDO=""
@@ -11,7 +12,7 @@ PKGS=(
   build-essential pkg-config clang libclang-dev cmake
   swtpm swtpm-tools tpm2-tools libtss2-dev
   libxml2-dev libxmlsec1-dev libxmlsec1-openssl
-  openssl iproute2
+  openssl iproute2 python3 python3-venv
 )
 
 missing=()
