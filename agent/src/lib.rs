@@ -8,3 +8,4 @@
 
 pub mod collector;
 pub mod session;
+pub mod tpm;

@@ -1,0 +1,605 @@
+//! The TPM 2.0 collector: the only place in the agent that talks to a TPM (through
+//! tss-esapi and the system tpm2-tss; no unsafe code here).
+//!
+//! On first use it creates the RSA-2048 endorsement key (EK) from the TCG default template,
+//! reads the EK certificate from NV (index 0x01C00002) and creates a restricted RSASSA-SHA256
+//! attestation key (AK) under the EK. The EK is flushed once the AK is loaded, so the
+//! collector holds one transient object slot (swtpm and a TPM without a resource manager
+//! have only three). The AK's blob stays in memory: after [`TpmCollector::release`] or a
+//! lost connection the EK is re-created (the same key: it derives from the endorsement
+//! seed) and the same AK is loaded again, so enrollment sees one AK for the whole process.
+//!
+//! `collect` quotes the configured PCRs with the round's binding as qualifyingData, reads
+//! the PCR values, and accepts them only if they hash to the quote's pcrDigest (a PCR
+//! extended between the quote and the read is caught and the pair retried once).
+//!
+//! Availability: a TCTI that cannot be opened (no `/dev/tpmrm0`, nothing listening on the
+//! swtpm port) is [`CollectError::NotAvailable`]; any failure after the TPM was opened is
+//! [`CollectError::Failed`] with the TSS response code.
+
+use crate::collector::{CollectError, Collector, Evidence};
+use custody_formats::alg::HashAlg;
+use custody_formats::binding::Binding;
+use custody_formats::bundle::TpmEvidence;
+use custody_formats::tpm::{self as tpmfmt, PcrFile, PcrSelection};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+use thiserror::Error;
+use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection, DefaultKey};
+use tss_esapi::constants::response_code::Tss2ResponseCode;
+use tss_esapi::handles::KeyHandle;
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::structures::{
+    Data, HashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private, Public, SignatureScheme,
+};
+use tss_esapi::traits::Marshall;
+use tss_esapi::{Context, TctiNameConf};
+
+const KIND: &str = "tpm";
+
+/// The production TCTI: the kernel's resource manager.
+pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+/// Where Linux exposes the firmware's measured-boot log (securityfs, root only).
+pub const DEFAULT_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+/// Largest event log carried; a longer one is refused, never cut (bundles are at most 16 MiB).
+pub const MAX_EVENT_LOG: usize = 4 * 1024 * 1024;
+/// PC Client TPMs have 24 PCRs.
+const PCR_COUNT: u32 = 24;
+/// Quote + read attempts before PCRs that keep changing fail the round.
+const QUOTE_ATTEMPTS: usize = 2;
+
+/// The default PCR selection, SHA-256 bank:
+/// - 0-7: the static root of trust (firmware code and configuration, option ROMs, boot
+///   manager code and data, GPT, Secure Boot policy in 7): what the event log replays;
+/// - 14: shim's MOK lists and SBAT (the distribution's Secure Boot trust).
+///
+/// Not selected by default: 8-9 (GRUB commands and files: change with every kernel or
+/// command-line update), 10 (IMA: changes continuously at run time), 11-13 (systemd-stub
+/// and others: distribution specific), 16 (debug, resettable) and 23 (application,
+/// resettable). A site that appraises them adds them in [`TpmConfig::pcrs`].
+pub fn default_pcrs() -> Vec<PcrSelection> {
+    vec![PcrSelection {
+        bank: HashAlg::Sha256,
+        pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 14],
+    }]
+}
+
+/// Where the TPM is and what to quote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmConfig {
+    /// tpm2-tss TCTI string: `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, ...
+    pub tcti: String,
+    /// Banks and PCRs to quote; each bank at most once, PCRs 0-23.
+    pub pcrs: Vec<PcrSelection>,
+    /// Measured-boot event log, carried when the file exists.
+    pub event_log: Option<PathBuf>,
+}
+
+impl Default for TpmConfig {
+    fn default() -> Self {
+        Self {
+            tcti: DEFAULT_TCTI.into(),
+            pcrs: default_pcrs(),
+            event_log: Some(PathBuf::from(DEFAULT_EVENT_LOG)),
+        }
+    }
+}
+
+/// A configuration the collector refuses before touching the TPM.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TpmConfigError {
+    #[error("TCTI `{tcti}` is not a valid tpm2-tss TCTI string: {reason}")]
+    Tcti { tcti: String, reason: String },
+    #[error("PCR selection: {0}")]
+    Selection(String),
+    #[error("PCR selection is empty")]
+    EmptySelection,
+    #[error("PCR selection names the {0} bank twice")]
+    DuplicateBank(&'static str),
+    #[error("PCR selection for {bank}: PCR {pcr} is not one of 0-23 or is repeated or unordered")]
+    BadPcr { bank: &'static str, pcr: u32 },
+}
+
+/// What enrollment needs: the EK certificate and the EK and AK public areas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmKeys {
+    /// EK certificate (DER) exactly as stored in NV index 0x01C00002 (some TPMs pad it
+    /// with zero bytes after the DER); `None` when the index is not defined.
+    pub ek_certificate: Option<Vec<u8>>,
+    /// EK TPMT_PUBLIC, marshalled.
+    pub ek_public: Vec<u8>,
+    /// AK TPMT_PUBLIC, marshalled (what [`TpmEvidence::ak_public`] carries).
+    pub ak_public: Vec<u8>,
+}
+
+/// The AK as created: enough to load it again under the re-created EK.
+struct AkBlob {
+    private: Private,
+    public: Public,
+}
+
+/// An open TPM connection with the AK loaded.
+struct Open {
+    ctx: Context,
+    ak: KeyHandle,
+}
+
+#[derive(Default)]
+struct State {
+    keys: Option<(TpmKeys, AkBlob)>,
+    open: Option<Open>,
+}
+
+/// The TPM 2.0 evidence collector.
+pub struct TpmCollector {
+    config: TpmConfig,
+    tcti: TctiNameConf,
+    selection: PcrSelectionList,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for TpmCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpmCollector")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TpmCollector {
+    /// Validate the configuration; the TPM is opened on first use.
+    pub fn new(config: TpmConfig) -> Result<Self, TpmConfigError> {
+        let tcti = TctiNameConf::from_str(&config.tcti).map_err(|e| TpmConfigError::Tcti {
+            tcti: config.tcti.clone(),
+            reason: e.to_string(),
+        })?;
+        let selection = selection_list(&config.pcrs)?;
+        Ok(Self {
+            config,
+            tcti,
+            selection,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    pub fn config(&self) -> &TpmConfig {
+        &self.config
+    }
+
+    /// EK certificate and EK/AK public areas, creating the keys on first use.
+    pub fn keys(&self) -> Result<TpmKeys, CollectError> {
+        let mut st = self.lock();
+        self.ensure_open(&mut st)?;
+        match &st.keys {
+            Some((keys, _)) => Ok(keys.clone()),
+            None => Err(failed("keys missing after opening the TPM".into())),
+        }
+    }
+
+    /// The EK certificate (DER, as stored in NV), `None` when the TPM has none.
+    pub fn ek_certificate(&self) -> Result<Option<Vec<u8>>, CollectError> {
+        self.keys().map(|k| k.ek_certificate)
+    }
+
+    /// The EK as a marshalled TPMT_PUBLIC.
+    pub fn ek_public(&self) -> Result<Vec<u8>, CollectError> {
+        self.keys().map(|k| k.ek_public)
+    }
+
+    /// The AK as a marshalled TPMT_PUBLIC.
+    pub fn ak_public(&self) -> Result<Vec<u8>, CollectError> {
+        self.keys().map(|k| k.ak_public)
+    }
+
+    /// Close the TPM connection (flushing the AK), keeping the AK blob: the next use
+    /// reopens the TPM and loads the same AK. swtpm and `/dev/tpm0` serve one client at a
+    /// time; this lets another one (tpm2-tools, a test) in between rounds.
+    pub fn release(&self) {
+        self.lock().open = None;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves at worst a stale connection, which the
+        // next failure drops; the AK blob is never half-written.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ensure_open(&self, st: &mut State) -> Result<(), CollectError> {
+        if st.open.is_some() {
+            return Ok(());
+        }
+        let mut ctx = Context::new(self.tcti.clone()).map_err(|e| CollectError::NotAvailable {
+            kind: KIND,
+            reason: format!("cannot open TCTI `{}`: {}", self.config.tcti, describe(&e)),
+        })?;
+        let ek = tpm("create the EK (TPM2_CreatePrimary)", ek_create(&mut ctx))?;
+        let loaded = match &st.keys {
+            Some((_, blob)) => tpm(
+                "load the AK (TPM2_Load)",
+                ak::load_ak(&mut ctx, ek, None, blob.private.clone(), blob.public.clone()),
+            )
+            .map(|h| (h, None)),
+            None => create_keys(&mut ctx, ek).map(|(h, k)| (h, Some(k))),
+        };
+        // Flush the EK whatever happened: it is re-created from the seed when needed.
+        let flushed = tpm("flush the EK (TPM2_FlushContext)", ctx.flush_context(ek.into()));
+        let (ak, new_keys) = loaded?;
+        flushed?;
+        if let Some(k) = new_keys {
+            st.keys = Some(k);
+        }
+        st.open = Some(Open { ctx, ak });
+        Ok(())
+    }
+
+    fn collect_locked(&self, st: &mut State, binding: &Binding) -> Result<TpmEvidence, CollectError> {
+        self.ensure_open(st)?;
+        let ak_public = match &st.keys {
+            Some((k, _)) => k.ak_public.clone(),
+            None => return Err(failed("keys missing after opening the TPM".into())),
+        };
+        let Some(open) = st.open.as_mut() else {
+            return Err(failed("TPM connection missing after opening it".into()));
+        };
+        // Read before the TPM is asked, so a bad file fails the round before any TPM work.
+        let event_log = self.read_event_log()?;
+        for _ in 0..QUOTE_ATTEMPTS {
+            let (quote, signature, attest) = quote(open, binding, &self.selection)?;
+            let values = read_pcrs(&mut open.ctx, &self.selection)?;
+            let digest = tpmfmt::pcr_digest(HashAlg::Sha256, &attest.pcr_select, |b, p| {
+                values.get(&(b, p)).cloned()
+            })
+            .ok_or_else(|| failed("the TPM quoted a PCR it did not return in TPM2_PCR_Read".into()))?;
+            if digest != attest.pcr_digest {
+                // A PCR was extended between the quote and the read: quote again.
+                continue;
+            }
+            let mut file_values = Vec::new();
+            for s in &attest.pcr_select {
+                for &p in &s.pcrs {
+                    if let Some(v) = values.get(&(s.bank, p)) {
+                        file_values.push((s.bank, p, v.clone()));
+                    }
+                }
+            }
+            let pcrs = PcrFile {
+                selection: attest.pcr_select.clone(),
+                values: file_values,
+            }
+            .to_bytes()
+            .map_err(|e| failed(format!("encode the PCR file: {e}")))?;
+            return Ok(TpmEvidence {
+                quote,
+                signature,
+                pcrs,
+                ak_public,
+                event_log,
+            });
+        }
+        Err(failed(format!(
+            "PCR values changed between TPM2_Quote and TPM2_PCR_Read {QUOTE_ATTEMPTS} times"
+        )))
+    }
+
+    fn read_event_log(&self) -> Result<Option<Vec<u8>>, CollectError> {
+        let Some(path) = &self.config.event_log else {
+            return Ok(None);
+        };
+        match std::fs::read(path) {
+            Ok(b) if b.len() > MAX_EVENT_LOG => Err(failed(format!(
+                "event log {} is {} bytes, more than {MAX_EVENT_LOG}",
+                path.display(),
+                b.len()
+            ))),
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(failed(format!("read event log {}: {e}", path.display()))),
+        }
+    }
+}
+
+impl Collector for TpmCollector {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn collect(&self, binding: &Binding) -> Result<Evidence, CollectError> {
+        let mut st = self.lock();
+        let r = self.collect_locked(&mut st, binding);
+        if matches!(r, Err(CollectError::Failed { .. })) {
+            // The connection may be broken or the AK gone: start afresh next round (the AK
+            // blob is kept, so it is the same AK).
+            st.open = None;
+        }
+        r.map(Evidence::Tpm)
+    }
+}
+
+fn failed(reason: String) -> CollectError {
+    CollectError::Failed { kind: KIND, reason }
+}
+
+/// A TSS error after the TPM was opened, naming the step and the response code.
+fn tpm<T>(step: &str, r: tss_esapi::Result<T>) -> Result<T, CollectError> {
+    r.map_err(|e| failed(format!("{step}: {}", describe(&e))))
+}
+
+/// The TSS2 response code (value, kind and meaning) or the wrapper's error.
+fn describe(e: &tss_esapi::Error) -> String {
+    match e {
+        tss_esapi::Error::Tss2Error(rc) => {
+            let value = match rc {
+                Tss2ResponseCode::FormatZero(z) => z.to_string(),
+                Tss2ResponseCode::FormatOne(o) => o.to_string(),
+                Tss2ResponseCode::Success => "Response code value: 0x0".into(),
+            };
+            match rc.kind() {
+                Some(k) => format!("TPM {value} ({k:?}: {rc})"),
+                None => format!("TPM {value} (TSS layer error)"),
+            }
+        }
+        tss_esapi::Error::WrapperError(w) => format!("tss-esapi: {w}"),
+    }
+}
+
+fn ek_create(ctx: &mut Context) -> tss_esapi::Result<KeyHandle> {
+    ek::create_ek_object_2(
+        ctx,
+        AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+        DefaultKey,
+    )
+}
+
+/// First use: EK certificate and public, a new AK, loaded.
+fn create_keys(
+    ctx: &mut Context,
+    ek_handle: KeyHandle,
+) -> Result<(KeyHandle, (TpmKeys, AkBlob)), CollectError> {
+    let (ek_pub, _, _) = tpm("read the EK (TPM2_ReadPublic)", ctx.read_public(ek_handle))?;
+    let ek_public = tpm("marshal the EK public area", ek_pub.marshall())?;
+    let ek_certificate = read_ek_certificate(ctx)?;
+    let created = tpm(
+        "create the AK (TPM2_Create)",
+        ak::create_ak(
+            ctx,
+            ek_handle,
+            HashingAlgorithm::Sha256,
+            SignatureSchemeAlgorithm::RsaSsa,
+            None,
+            DefaultKey,
+        ),
+    )?;
+    let ak_public = tpm("marshal the AK public area", created.out_public.marshall())?;
+    let blob = AkBlob {
+        private: created.out_private,
+        public: created.out_public,
+    };
+    let handle = tpm(
+        "load the AK (TPM2_Load)",
+        ak::load_ak(ctx, ek_handle, None, blob.private.clone(), blob.public.clone()),
+    )?;
+    let keys = TpmKeys {
+        ek_certificate,
+        ek_public,
+        ak_public,
+    };
+    Ok((handle, (keys, blob)))
+}
+
+fn read_ek_certificate(ctx: &mut Context) -> Result<Option<Vec<u8>>, CollectError> {
+    match ek::retrieve_ek_pubcert(ctx, AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048)) {
+        Ok(c) => Ok(Some(c)),
+        // TPM_RC_HANDLE from TPM2_NV_ReadPublic: the index is not defined (no EK certificate
+        // provisioned, common on virtual TPMs). Enrollment then needs another EK anchor.
+        Err(tss_esapi::Error::Tss2Error(rc))
+            if rc.kind() == Some(tss_esapi::constants::response_code::Tss2ResponseCodeKind::Handle) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(failed(format!(
+            "read the EK certificate (NV 0x01C00002): {}",
+            describe(&e)
+        ))),
+    }
+}
+
+/// TPM2_Quote with the binding as qualifyingData; the TPMS_ATTEST and TPMT_SIGNATURE
+/// marshalled back to bytes, and the attest parsed with the verifier's own parser.
+fn quote(
+    open: &mut Open,
+    binding: &Binding,
+    selection: &PcrSelectionList,
+) -> Result<(Vec<u8>, Vec<u8>, tpmfmt::Attest), CollectError> {
+    let data = tpm("qualifying data", Data::try_from(binding.as_bytes().to_vec()))?;
+    let scheme = SignatureScheme::RsaSsa {
+        hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
+    };
+    let ak = open.ak;
+    let (attest, sig) = tpm(
+        "TPM2_Quote",
+        open.ctx
+            .execute_with_nullauth_session(|ctx| ctx.quote(ak, data, scheme, selection.clone())),
+    )?;
+    // tss-esapi hands back parsed structures; marshalling them reproduces the bytes the TPM
+    // signed (the verifier's signature check over these bytes is what proves it).
+    let quote = tpm("marshal TPMS_ATTEST", attest.marshall())?;
+    let signature = tpm("marshal TPMT_SIGNATURE", sig.marshall())?;
+    let parsed = tpmfmt::parse_attest(&quote).map_err(|e| failed(format!("the TPM's TPMS_ATTEST: {e}")))?;
+    if parsed.extra_data != binding.as_bytes() {
+        return Err(failed(
+            "the TPM's quote does not carry the binding as extraData".into(),
+        ));
+    }
+    Ok((quote, signature, parsed))
+}
+
+/// TPM2_PCR_Read until every selected PCR is read (at most 8 digests per call), keyed by
+/// (bank, PCR index).
+fn read_pcrs(
+    ctx: &mut Context,
+    selection: &PcrSelectionList,
+) -> Result<BTreeMap<(HashAlg, u32), Vec<u8>>, CollectError> {
+    let mut out = BTreeMap::new();
+    let mut left = selection.clone();
+    // 4 banks x 24 PCRs / 8 per call, plus slack: a TPM that keeps returning nothing
+    // (an unallocated bank) must not loop forever.
+    for _ in 0..16 {
+        if left.is_empty() {
+            return Ok(out);
+        }
+        let (_, read, digests) = tpm(
+            "TPM2_PCR_Read",
+            ctx.execute_without_session(|c| c.pcr_read(left.clone())),
+        )?;
+        let mut values = digests.value().iter();
+        let mut got = 0usize;
+        for s in read.get_selections() {
+            let bank = hash_alg(s.hashing_algorithm()).ok_or_else(|| {
+                failed(format!(
+                    "TPM2_PCR_Read returned a {:?} bank",
+                    s.hashing_algorithm()
+                ))
+            })?;
+            for slot in s.selected() {
+                let v = values
+                    .next()
+                    .ok_or_else(|| failed("TPM2_PCR_Read returned fewer digests than PCRs".into()))?;
+                out.insert((bank, u32::from(slot).trailing_zeros()), v.value().to_vec());
+                got += 1;
+            }
+        }
+        if got == 0 {
+            return Err(failed(format!(
+                "TPM2_PCR_Read returned none of the {} PCRs still wanted: bank not allocated?",
+                left.len()
+            )));
+        }
+        tpm("PCR selection bookkeeping", left.subtract(&read))?;
+    }
+    Err(failed("TPM2_PCR_Read did not return every selected PCR".into()))
+}
+
+/// The configured selection, validated, as tss-esapi's list.
+fn selection_list(sel: &[PcrSelection]) -> Result<PcrSelectionList, TpmConfigError> {
+    if sel.iter().all(|s| s.pcrs.is_empty()) {
+        return Err(TpmConfigError::EmptySelection);
+    }
+    let mut builder = PcrSelectionListBuilder::new();
+    let mut seen = Vec::new();
+    for s in sel {
+        if seen.contains(&s.bank) {
+            return Err(TpmConfigError::DuplicateBank(s.bank.name()));
+        }
+        seen.push(s.bank);
+        let mut slots = Vec::new();
+        let mut prev = None;
+        for &p in &s.pcrs {
+            let bad = TpmConfigError::BadPcr {
+                bank: s.bank.name(),
+                pcr: p,
+            };
+            if p >= PCR_COUNT || prev.is_some_and(|q| q >= p) {
+                return Err(bad);
+            }
+            prev = Some(p);
+            slots.push(PcrSlot::try_from(1u32 << p).map_err(|_| bad)?);
+        }
+        builder = builder.with_selection(hashing(s.bank), &slots);
+    }
+    builder
+        .build()
+        .map_err(|e| TpmConfigError::Selection(e.to_string()))
+}
+
+fn hashing(h: HashAlg) -> HashingAlgorithm {
+    match h {
+        HashAlg::Sha1 => HashingAlgorithm::Sha1,
+        HashAlg::Sha256 => HashingAlgorithm::Sha256,
+        HashAlg::Sha384 => HashingAlgorithm::Sha384,
+        HashAlg::Sha512 => HashingAlgorithm::Sha512,
+    }
+}
+
+fn hash_alg(h: HashingAlgorithm) -> Option<HashAlg> {
+    match h {
+        HashingAlgorithm::Sha1 => Some(HashAlg::Sha1),
+        HashingAlgorithm::Sha256 => Some(HashAlg::Sha256),
+        HashingAlgorithm::Sha384 => Some(HashAlg::Sha384),
+        HashingAlgorithm::Sha512 => Some(HashAlg::Sha512),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(tcti: &str, pcrs: Vec<PcrSelection>) -> TpmConfig {
+        TpmConfig {
+            tcti: tcti.into(),
+            pcrs,
+            event_log: None,
+        }
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        let c = TpmCollector::new(TpmConfig::default()).unwrap();
+        assert_eq!(c.config().tcti, "device:/dev/tpmrm0");
+        assert_eq!(c.selection.len(), 1);
+        assert_eq!(c.kind(), "tpm");
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let sha = |pcrs: Vec<u32>| PcrSelection {
+            bank: HashAlg::Sha256,
+            pcrs,
+        };
+        assert!(matches!(
+            TpmCollector::new(cfg("nonsense:foo", default_pcrs())),
+            Err(TpmConfigError::Tcti { .. })
+        ));
+        assert_eq!(
+            TpmCollector::new(cfg(DEFAULT_TCTI, vec![])).unwrap_err(),
+            TpmConfigError::EmptySelection
+        );
+        assert_eq!(
+            TpmCollector::new(cfg(DEFAULT_TCTI, vec![sha(vec![1, 24])])).unwrap_err(),
+            TpmConfigError::BadPcr {
+                bank: "sha256",
+                pcr: 24
+            }
+        );
+        assert!(matches!(
+            TpmCollector::new(cfg(DEFAULT_TCTI, vec![sha(vec![3, 2])])),
+            Err(TpmConfigError::BadPcr { pcr: 2, .. })
+        ));
+        assert_eq!(
+            TpmCollector::new(cfg(DEFAULT_TCTI, vec![sha(vec![0]), sha(vec![1])])).unwrap_err(),
+            TpmConfigError::DuplicateBank("sha256")
+        );
+    }
+
+    #[test]
+    fn missing_device_is_not_available() {
+        let c = TpmCollector::new(cfg("device:/nonexistent/tpmrm9", default_pcrs())).unwrap();
+        let e = c.collect(&Binding([0; 32])).unwrap_err();
+        match e {
+            CollectError::NotAvailable { kind, reason } => {
+                assert_eq!(kind, "tpm");
+                assert!(reason.contains("/nonexistent/tpmrm9"), "{reason}");
+            }
+            other => panic!("expected NotAvailable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn collector_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<TpmCollector>();
+    }
+}
