@@ -248,6 +248,15 @@ impl TpmCollector {
         let event_log = self.read_event_log()?;
         for _ in 0..QUOTE_ATTEMPTS {
             let (quote, signature, attest) = quote(open, binding, &self.selection)?;
+            // A TPM leaves unallocated banks (and PCRs it lacks) out of the quote instead of
+            // failing: evidence must cover what was configured, or say why not.
+            if !same_selection(&attest.pcr_select, &self.config.pcrs) {
+                return Err(failed(format!(
+                    "the TPM quoted {} when asked for {}: bank not allocated?",
+                    selection_text(&attest.pcr_select),
+                    selection_text(&self.config.pcrs)
+                )));
+            }
             let values = read_pcrs(&mut open.ctx, &self.selection)?;
             let digest = tpmfmt::pcr_digest(HashAlg::Sha256, &attest.pcr_select, |b, p| {
                 values.get(&(b, p)).cloned()
@@ -327,23 +336,79 @@ fn tpm<T>(step: &str, r: tss_esapi::Result<T>) -> Result<T, CollectError> {
     r.map_err(|e| failed(format!("{step}: {}", describe(&e))))
 }
 
-/// The TSS2 response code (value, kind and meaning) or the wrapper's error.
+/// The TSS2 response code: its value, the layer that produced it and its meaning, or the
+/// wrapper's error.
 fn describe(e: &tss_esapi::Error) -> String {
-    match e {
-        tss_esapi::Error::Tss2Error(rc) => {
-            let value = match rc {
-                Tss2ResponseCode::FormatZero(z) => z.to_string(),
-                Tss2ResponseCode::FormatOne(o) => o.to_string(),
-                Tss2ResponseCode::Success => "Response code value: 0x0".into(),
-            };
-            match rc.kind() {
-                Some(k) => format!("TPM {value} ({k:?}: {rc})"),
-                None => format!("TPM {value} (TSS layer error)"),
-            }
-        }
-        tss_esapi::Error::WrapperError(w) => format!("tss-esapi: {w}"),
+    let rc = match e {
+        tss_esapi::Error::Tss2Error(rc) => rc,
+        tss_esapi::Error::WrapperError(w) => return format!("tss-esapi: {w}"),
+    };
+    // tss-esapi shows the raw TSS2_RC only through Display ("Response code value: 0x...").
+    let shown = match rc {
+        Tss2ResponseCode::FormatZero(z) => z.to_string(),
+        Tss2ResponseCode::FormatOne(o) => o.to_string(),
+        Tss2ResponseCode::Success => return "success".into(),
+    };
+    let value = shown
+        .rsplit("0x")
+        .next()
+        .and_then(|h| u32::from_str_radix(h, 16).ok());
+    let Some(value) = value else {
+        return format!("TSS2 {shown}");
+    };
+    let layer = (value >> 16) & 0xff;
+    if layer == 0 {
+        return match rc.kind() {
+            Some(k) => format!("TPM response code {value:#x} (TPM_RC {k:?}: {rc})"),
+            None => format!("TPM response code {value:#x}"),
+        };
     }
+    let layer_name = match layer {
+        6 => "SYS",
+        7 => "ESYS",
+        8 => "MU",
+        10 => "TCTI",
+        11 | 12 => "resource manager",
+        _ => "TSS",
+    };
+    let base = BASE_RC
+        .get((value & 0xffff) as usize)
+        .copied()
+        .unwrap_or("unknown");
+    format!("TSS2 response code {value:#x} ({layer_name} layer: TSS2_BASE_RC_{base})")
 }
+
+/// tpm2-tss's TSS2_BASE_RC_* names, by value.
+const BASE_RC: [&str; 28] = [
+    "SUCCESS",
+    "GENERAL_FAILURE",
+    "NOT_IMPLEMENTED",
+    "BAD_CONTEXT",
+    "ABI_MISMATCH",
+    "BAD_REFERENCE",
+    "INSUFFICIENT_BUFFER",
+    "BAD_SEQUENCE",
+    "NO_CONNECTION",
+    "TRY_AGAIN",
+    "IO_ERROR",
+    "BAD_VALUE",
+    "NOT_PERMITTED",
+    "INVALID_SESSIONS",
+    "NO_DECRYPT_PARAM",
+    "NO_ENCRYPT_PARAM",
+    "BAD_SIZE",
+    "MALFORMED_RESPONSE",
+    "INSUFFICIENT_CONTEXT",
+    "INSUFFICIENT_RESPONSE",
+    "INCOMPATIBLE_TCTI",
+    "NOT_SUPPORTED",
+    "BAD_TCTI_STRUCTURE",
+    "MEMORY",
+    "BAD_TR",
+    "MULTIPLE_DECRYPT_SESSIONS",
+    "MULTIPLE_ENCRYPT_SESSIONS",
+    "RSP_AUTH_FAILED",
+];
 
 fn ek_create(ctx: &mut Context) -> tss_esapi::Result<KeyHandle> {
     ek::create_ek_object_2(
@@ -473,7 +538,7 @@ fn read_pcrs(
         }
         if got == 0 {
             return Err(failed(format!(
-                "TPM2_PCR_Read returned none of the {} PCRs still wanted: bank not allocated?",
+                "TPM2_PCR_Read returned none of the {} banks' PCRs still wanted: bank not allocated?",
                 left.len()
             )));
         }
@@ -512,6 +577,32 @@ fn selection_list(sel: &[PcrSelection]) -> Result<PcrSelectionList, TpmConfigErr
     builder
         .build()
         .map_err(|e| TpmConfigError::Selection(e.to_string()))
+}
+
+/// Equal as sets of (bank, PCR), ignoring empty banks and bank order.
+fn same_selection(a: &[PcrSelection], b: &[PcrSelection]) -> bool {
+    let set = |s: &[PcrSelection]| {
+        s.iter()
+            .flat_map(|x| x.pcrs.iter().map(move |p| (x.bank, *p)))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    set(a) == set(b)
+}
+
+fn selection_text(s: &[PcrSelection]) -> String {
+    let banks: Vec<String> = s
+        .iter()
+        .filter(|x| !x.pcrs.is_empty())
+        .map(|x| {
+            let pcrs: Vec<String> = x.pcrs.iter().map(u32::to_string).collect();
+            format!("{}:{}", x.bank.name(), pcrs.join(","))
+        })
+        .collect();
+    if banks.is_empty() {
+        "no PCRs".into()
+    } else {
+        banks.join("+")
+    }
 }
 
 fn hashing(h: HashAlg) -> HashingAlgorithm {

@@ -1,5 +1,5 @@
 //! Helpers for Custody's end-to-end tests: locate the built binaries and the shared test
-//! vectors, run the CLI and capture its JSON.
+//! vectors, run the CLI and capture its JSON, run a real swtpm.
 #![forbid(unsafe_code)]
 #![allow(
     clippy::unwrap_used,
@@ -8,9 +8,12 @@
     clippy::indexing_slicing
 )]
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// Repository root (the workspace directory).
 pub fn repo_root() -> PathBuf {
@@ -92,5 +95,228 @@ where
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A running swtpm in its own temp dir, with an EK certificate (RSA, NV 0x01C00002) and a
+/// platform certificate; killed and removed on drop. swtpm serves one client at a time.
+#[derive(Debug)]
+pub struct Swtpm {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+/// A port `p` with `p` and `p + 1` free (swtpm's server and control ports) at the time of
+/// the call.
+pub fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair");
+}
+
+impl Swtpm {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "custody-swtpm-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        std::fs::create_dir_all(dir.join("xdg")).unwrap();
+        let setup = |args: &[&str]| {
+            Command::new("swtpm_setup")
+                .args(args)
+                .env("XDG_CONFIG_HOME", dir.join("xdg"))
+                .output()
+                .unwrap_or_else(|e| panic!("swtpm_setup is required (CI installs it): {e}"))
+        };
+        let ok = |args: &[&str], out: std::process::Output| {
+            assert!(
+                out.status.success(),
+                "swtpm_setup {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // As root, swtpm_setup wants the `root` flag to write configs that shadow /etc's.
+        let plain = ["--tpm2", "--create-config-files", "skip-if-exist"];
+        let out = setup(&plain);
+        if out.status.success() {
+            ok(&plain, out);
+        } else {
+            let as_root = ["--tpm2", "--create-config-files", "skip-if-exist,root"];
+            ok(&as_root, setup(&as_root));
+        }
+        let state = dir.join("state");
+        let args = [
+            "--tpm2",
+            "--tpmstate",
+            state.to_str().unwrap(),
+            "--create-ek-cert",
+            "--create-platform-cert",
+        ];
+        ok(&args, setup(&args));
+        let port = free_port_pair();
+        let child = Command::new("swtpm")
+            .args([
+                "socket",
+                "--tpm2",
+                "--tpmstate",
+                &format!("dir={}", state.display()),
+                "--server",
+                &format!("type=tcp,port={port}"),
+                "--ctrl",
+                &format!("type=tcp,port={}", port + 1),
+                "--flags",
+                "not-need-init,startup-clear",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("swtpm is required (CI installs it): {e}"));
+        let t = Self { child, dir, port };
+        for _ in 0..100 {
+            if t.try_tool(&["tpm2_pcrread", "sha256:0"]) {
+                return t;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("swtpm did not come up on port {port}");
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(args[0]);
+        c.args(&args[1..])
+            .current_dir(&self.dir)
+            .env("TPM2TOOLS_TCTI", self.tcti())
+            .env("XDG_CONFIG_HOME", self.dir.join("xdg"));
+        c
+    }
+
+    pub fn try_tool(&self, args: &[&str]) -> bool {
+        self.cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Run a tpm2-tools command, then flush transient objects: swtpm has no resource
+    /// manager and runs out of object slots otherwise.
+    pub fn tool(&self, args: &[&str]) {
+        let out = self
+            .cmd(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{} is required (CI installs tpm2-tools): {e}", args[0]));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(self.try_tool(&["tpm2_flushcontext", "-t"]));
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The tpm2-tss TCTI string for this swtpm.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// Stop swtpm now (the directory stays until drop).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// EK plus RSA (PEM) and ECC P-256 (TPM2B_PUBLIC) AKs: `rsa.ctx`, `ecc.ctx`.
+    pub fn create_aks(&self) {
+        self.tool(&["tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"]);
+        self.tool(&[
+            "tpm2_createak",
+            "-C",
+            "ek.ctx",
+            "-c",
+            "rsa.ctx",
+            "-G",
+            "rsa",
+            "-g",
+            "sha256",
+            "-s",
+            "rsassa",
+            "-u",
+            "ak-rsa.pem",
+            "-f",
+            "pem",
+            "-n",
+            "ak-rsa.name",
+        ]);
+        self.tool(&[
+            "tpm2_createak",
+            "-C",
+            "ek.ctx",
+            "-c",
+            "ecc.ctx",
+            "-G",
+            "ecc",
+            "-g",
+            "sha256",
+            "-s",
+            "ecdsa",
+            "-u",
+            "ak-ecc.pub",
+            "-f",
+            "tss",
+            "-n",
+            "ak-ecc.name",
+        ]);
+    }
+
+    /// Quote with `ctx` over `pcrs`; writes `<prefix>-quote.bin`, `-sig.bin`, `-pcrs.bin`.
+    pub fn quote(&self, ctx: &str, pcrs: &str, nonce: &str, prefix: &str) {
+        let (m, s, o) = (
+            format!("{prefix}-quote.bin"),
+            format!("{prefix}-sig.bin"),
+            format!("{prefix}-pcrs.bin"),
+        );
+        self.tool(&[
+            "tpm2_quote",
+            "-c",
+            ctx,
+            "-l",
+            pcrs,
+            "-q",
+            nonce,
+            "-m",
+            &m,
+            "-s",
+            &s,
+            "-o",
+            &o,
+            "-g",
+            "sha256",
+        ]);
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
