@@ -1,9 +1,9 @@
 //! The node agent's core: per-boot session keys, the collector seam every evidence source
 //! implements, and the assembly of one attestation round into an evidence bundle.
 //!
-//! The hardware collectors (TPM through tss-esapi, SNP through `/dev/sev-guest`, NVIDIA
-//! GPUs through NVML), the daemon and its mTLS endpoint arrive with the services issue;
-//! they plug into [`collector::Collector`].
+//! Collectors plug into [`collector::Collector`]: the TPM 2.0 one ([`tpm`], through
+//! tss-esapi) is here; SNP (`/dev/sev-guest`), NVIDIA GPUs (NVML), the daemon and its mTLS
+//! endpoint arrive with the services issue.
 #![forbid(unsafe_code)]
 
 pub mod collector;

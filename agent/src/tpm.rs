@@ -244,7 +244,7 @@ impl TpmCollector {
         let Some(open) = st.open.as_mut() else {
             return Err(failed("TPM connection missing after opening it".into()));
         };
-        // Read before the TPM is asked, so a bad file fails the round before any TPM work.
+        // Read before quoting, so an unreadable log fails the round before any TPM work.
         let event_log = self.read_event_log()?;
         for _ in 0..QUOTE_ATTEMPTS {
             let (quote, signature, attest) = quote(open, binding, &self.selection)?;
@@ -258,6 +258,7 @@ impl TpmCollector {
                 )));
             }
             let values = read_pcrs(&mut open.ctx, &self.selection)?;
+            // pcrDigest is computed with the signing scheme's hash (SHA-256 here).
             let digest = tpmfmt::pcr_digest(HashAlg::Sha256, &attest.pcr_select, |b, p| {
                 values.get(&(b, p)).cloned()
             })
