@@ -154,7 +154,7 @@ impl Tree {
         if n == 0 {
             return empty_root();
         }
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start & (n - 1) == 0 {
             let k = n.trailing_zeros() as usize;
             let i = (start >> k) as usize;
             if let Some(h) = self.levels.get(k).and_then(|l| l.get(i)) {
