@@ -26,10 +26,7 @@ pub enum ExportError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{0} exists and is not empty; export into a new directory")]
     NotEmpty(PathBuf),
     #[error("the log has no checkpoint yet, so nothing an auditor could verify")]

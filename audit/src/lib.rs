@@ -3,10 +3,10 @@
 //! verified offline with only the log's public key.
 #![forbid(unsafe_code)]
 
-pub mod tree;
+pub mod export;
 pub mod note;
 pub mod store;
-pub mod export;
+pub mod tree;
 pub mod verify;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,12 @@ use serde::{Deserialize, Serialize};
 /// One log record. The leaf is the exact JSON bytes written when it was appended
 /// (`{"kind":...,"body":...}`); verification hashes those bytes, never a re-encoding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "body", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    content = "body",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum Entry {
     /// An attestation result issued (EAR digest, node, status).
     AttestationResult(serde_json::Value),

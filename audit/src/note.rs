@@ -46,16 +46,18 @@ impl FailedCheck for NoteError {
     fn check(&self) -> &'static str {
         match self {
             NoteError::Malformed(_) | NoteError::Checkpoint(_) | NoteError::Key(_) => "parse",
-            NoteError::Unsigned { .. } | NoteError::BadSignature { .. } | NoteError::KeyGen => {
-                "signature"
-            }
+            NoteError::Unsigned { .. } | NoteError::BadSignature { .. } | NoteError::KeyGen => "signature",
         }
     }
 }
 
 /// A key name as signed notes allow: non-empty, valid text, no whitespace and no `+`.
 fn check_name(name: &str) -> Result<(), NoteError> {
-    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+' || c.is_control()) {
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
+    {
         return Err(NoteError::Key("name empty or with space, '+' or control"));
     }
     Ok(())
@@ -82,7 +84,11 @@ fn parse_key_string<'a>(s: &'a str, prefix: &str) -> Result<(&'a str, u32, [u8; 
         return Err(NoteError::Key("expected name+keyid+key"));
     };
     check_name(name)?;
-    if id.len() != 8 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if id.len() != 8
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(NoteError::Key("key id is not 8 lower-case hex digits"));
     }
     let id = u32::from_str_radix(id, 16).map_err(|_| NoteError::Key("key id"))?;
@@ -201,8 +207,7 @@ impl Signer {
     /// Parse `PRIVATE+KEY+name+hex8+base64(0x01 || seed)`; the key id must match.
     pub fn parse(skey: &str) -> Result<Self, NoteError> {
         let (name, id, seed) = parse_key_string(skey.trim_end_matches('\n'), "PRIVATE+KEY+")?;
-        let pair =
-            Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| NoteError::Key("bad seed"))?;
+        let pair = Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| NoteError::Key("bad seed"))?;
         let s = Self::from_pair(name, pair);
         if s.key_id != id {
             return Err(NoteError::Key("key id does not match name and key"));
@@ -286,12 +291,8 @@ pub fn parse_note(note: &str) -> Result<ParsedNote<'_>, NoteError> {
     let split = note
         .rfind("\n\n")
         .ok_or(NoteError::Malformed("no blank line before signatures"))?;
-    let text = note
-        .get(..split + 1)
-        .ok_or(NoteError::Malformed("split"))?;
-    let sigs = note
-        .get(split + 2..)
-        .ok_or(NoteError::Malformed("split"))?;
+    let text = note.get(..split + 1).ok_or(NoteError::Malformed("split"))?;
+    let sigs = note.get(split + 2..).ok_or(NoteError::Malformed("split"))?;
     check_text(text)?;
     if !sigs.ends_with('\n') {
         return Err(NoteError::Malformed("signature block does not end in a newline"));
@@ -301,9 +302,9 @@ pub fn parse_note(note: &str) -> Result<ParsedNote<'_>, NoteError> {
         if signatures.len() == MAX_SIGS {
             return Err(NoteError::Malformed("more than 100 signatures"));
         }
-        let rest = line
-            .strip_prefix(SIG_PREFIX)
-            .ok_or(NoteError::Malformed("signature line does not start with an em dash"))?;
+        let rest = line.strip_prefix(SIG_PREFIX).ok_or(NoteError::Malformed(
+            "signature line does not start with an em dash",
+        ))?;
         let (name, b64) = rest
             .split_once(' ')
             .ok_or(NoteError::Malformed("signature line has no space"))?;
@@ -504,7 +505,12 @@ mod tests {
         assert_eq!(c.to_body(), ex);
         // Signed by the right key but for a different origin.
         let other = Signer::generate("other").unwrap();
-        let n = Checkpoint { origin: "x".into(), ..cp }.sign(&other).unwrap();
+        let n = Checkpoint {
+            origin: "x".into(),
+            ..cp
+        }
+        .sign(&other)
+        .unwrap();
         assert!(Checkpoint::open(&n, &other.verifier()).is_err());
     }
 }

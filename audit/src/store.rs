@@ -128,11 +128,9 @@ impl Store {
     pub fn leaf(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT leaf FROM entries WHERE idx = ?1",
-                [index as i64],
-                |r| r.get(0),
-            )
+            .query_row("SELECT leaf FROM entries WHERE idx = ?1", [index as i64], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
@@ -141,9 +139,7 @@ impl Store {
         &self,
         mut f: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT idx, leaf FROM entries ORDER BY idx")?;
+        let mut stmt = self.conn.prepare("SELECT idx, leaf FROM entries ORDER BY idx")?;
         let mut rows = stmt.query([])?;
         let mut expected = 0u64;
         while let Some(row) = rows.next()? {
@@ -161,9 +157,7 @@ impl Store {
     pub fn log_key(&self) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'log_key'", [], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT value FROM meta WHERE key = 'log_key'", [], |r| r.get(0))
             .optional()?)
     }
 
@@ -172,18 +166,11 @@ impl Store {
     pub fn checkpoint(&mut self, signer: &Signer) -> Result<String, StoreError> {
         let vkey = signer.verifier().to_key_string();
         match self.log_key()? {
-            Some(k) if k != vkey => {
-                return Err(StoreError::WrongSigner {
-                    signer: vkey,
-                    log: k,
-                })
-            }
+            Some(k) if k != vkey => return Err(StoreError::WrongSigner { signer: vkey, log: k }),
             Some(_) => {}
             None => {
-                self.conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('log_key', ?1)",
-                    [&vkey],
-                )?;
+                self.conn
+                    .execute("INSERT INTO meta(key, value) VALUES ('log_key', ?1)", [&vkey])?;
             }
         }
         let size = self.tree.size();
@@ -227,11 +214,7 @@ impl Store {
     }
 
     /// Inclusion proof of entry `index` in the tree of `size`, with its leaf hash and root.
-    pub fn inclusion_proof(
-        &self,
-        index: u64,
-        size: u64,
-    ) -> Result<(Hash, Hash, Vec<Hash>), StoreError> {
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<(Hash, Hash, Vec<Hash>), StoreError> {
         let proof = self.tree.inclusion_proof(index, size)?;
         let leaf = self
             .tree
@@ -241,11 +224,7 @@ impl Store {
     }
 
     /// Consistency proof from `old` to `new` entries, with both roots.
-    pub fn consistency_proof(
-        &self,
-        old: u64,
-        new: u64,
-    ) -> Result<(Hash, Hash, Vec<Hash>), StoreError> {
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<(Hash, Hash, Vec<Hash>), StoreError> {
         let proof = self.tree.consistency_proof(old, new)?;
         Ok((self.tree.root_at(old)?, self.tree.root_at(new)?, proof))
     }

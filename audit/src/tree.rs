@@ -475,7 +475,9 @@ mod tests {
             (
                 2,
                 3,
-                vec![h("fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125")],
+                vec![h(
+                    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+                )],
             ),
             (
                 1,

@@ -156,8 +156,10 @@ fn run(
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let note = fs::read_to_string(path).map_err(|e| read_err(path, e))?;
-        let cp = Checkpoint::open(&note, key)
-            .map_err(|error| AuditError::CheckpointSignature { file: file.clone(), error })?;
+        let cp = Checkpoint::open(&note, key).map_err(|error| AuditError::CheckpointSignature {
+            file: file.clone(),
+            error,
+        })?;
         cps.push(SignedCheckpoint { file, cp });
     }
     if cps.is_empty() {
@@ -193,9 +195,9 @@ fn run(
     let mut last_good = 0u64;
     let mut kept_ok = false;
     let check_at = |tree: &CompactTree,
-                        next: &mut usize,
-                        last_good: &mut u64,
-                        kept_ok: &mut bool|
+                    next: &mut usize,
+                    last_good: &mut u64,
+                    kept_ok: &mut bool|
      -> Result<(), AuditError> {
         let size = tree.size();
         let mut root: Option<Hash> = None;
@@ -261,10 +263,7 @@ fn run(
             file: c.file.clone(),
         });
     }
-    log.pass(
-        "tree_root",
-        format!("{} checkpoint roots recomputed", cps.len()),
-    );
+    log.pass("tree_root", format!("{} checkpoint roots recomputed", cps.len()));
     if let Some(k) = &kept {
         if !kept_ok {
             return Err(AuditError::Inconsistent {
@@ -272,7 +271,10 @@ fn run(
                 reason: format!("the log holds only {} entries", tree.size()),
             });
         }
-        log.pass("consistency", format!("kept checkpoint of size {} is a prefix", k.size));
+        log.pass(
+            "consistency",
+            format!("kept checkpoint of size {} is a prefix", k.size),
+        );
     }
     log.pass("coverage", format!("every entry signed by checkpoint {latest}"));
     Ok(AuditSummary {

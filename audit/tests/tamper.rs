@@ -1,6 +1,13 @@
 //! The log behind its own back: an attacker with the SQLite file (but not the log key)
 //! drops the triggers and edits, deletes, reorders or inserts rows; the offline auditor
 //! must name the entry. Also forks, wrong keys and the append-only triggers themselves.
+// `is_multiple_of` is newer than the workspace's rust-version.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::manual_is_multiple_of
+)]
 
 use custody_audit::export::{self, checkpoint_file};
 use custody_audit::note::{Checkpoint, Signer, Verifier};
@@ -78,7 +85,15 @@ fn untouched_log_verifies() {
     let names: Vec<_> = v.checks.iter().map(|c| c.name).collect();
     assert_eq!(
         names,
-        ["read", "log_key", "checkpoint_signature", "fork", "entry_parse", "tree_root", "coverage"]
+        [
+            "read",
+            "log_key",
+            "checkpoint_signature",
+            "fork",
+            "entry_parse",
+            "tree_root",
+            "coverage"
+        ]
     );
     // Exporting again into the same directory is refused.
     assert!(export::export(&s, &out).is_err());
@@ -88,13 +103,21 @@ fn untouched_log_verifies() {
 fn triggers_refuse_update_delete_and_out_of_order_insert() {
     let (_tmp, _signer, db) = setup(5);
     let c = Connection::open(&db).unwrap();
-    assert!(c.execute("UPDATE entries SET leaf = x'00' WHERE idx = 3", []).is_err());
+    assert!(c
+        .execute("UPDATE entries SET leaf = x'00' WHERE idx = 3", [])
+        .is_err());
     assert!(c.execute("DELETE FROM entries WHERE idx = 3", []).is_err());
-    assert!(c.execute("INSERT INTO entries(idx, leaf) VALUES (25, x'00')", []).is_err());
-    assert!(c.execute("INSERT INTO entries(idx, leaf) VALUES (3, x'00')", []).is_err());
+    assert!(c
+        .execute("INSERT INTO entries(idx, leaf) VALUES (25, x'00')", [])
+        .is_err());
+    assert!(c
+        .execute("INSERT INTO entries(idx, leaf) VALUES (3, x'00')", [])
+        .is_err());
     assert!(c.execute("DELETE FROM checkpoints", []).is_err());
     assert!(c.execute("UPDATE checkpoints SET note = 'x'", []).is_err());
-    assert!(c.execute("INSERT INTO checkpoints(size, note) VALUES (1, 'x')", []).is_err());
+    assert!(c
+        .execute("INSERT INTO checkpoints(size, note) VALUES (1, 'x')", [])
+        .is_err());
 }
 
 fn expect_entry(db: &Path, tmp: &Path, key: &Verifier, check: &str, entry: u64) {
@@ -107,7 +130,10 @@ fn expect_entry(db: &Path, tmp: &Path, key: &Verifier, check: &str, entry: u64) 
 #[test]
 fn edited_row_is_named() {
     let (tmp, signer, db) = setup(1);
-    let forged = serde_json::to_vec(&Entry::AttestationResult(json!({"node":"n6","status":"affirming","site":"us"}))).unwrap();
+    let forged = serde_json::to_vec(&Entry::AttestationResult(
+        json!({"node":"n6","status":"affirming","site":"us"}),
+    ))
+    .unwrap();
     attacker(&db)
         .execute("UPDATE entries SET leaf = ?1 WHERE idx = 6", [forged])
         .unwrap();
@@ -133,7 +159,8 @@ fn deleted_row_is_named() {
     // Opening the store re-created the triggers; the attacker drops them again.
     drop(c);
     let c = attacker(&db);
-    c.execute("UPDATE entries SET idx = idx - 1 WHERE idx > 4", []).unwrap();
+    c.execute("UPDATE entries SET idx = idx - 1 WHERE idx > 4", [])
+        .unwrap();
     expect_entry(&db, tmp.path(), &signer.verifier(), "tree_root", 4);
 }
 
@@ -323,10 +350,17 @@ fn perf_append_and_verify_million() {
     let t = Instant::now();
     let v = verify_dir(&out, &signer.verifier(), None).unwrap();
     let secs = t.elapsed().as_secs_f64();
-    println!("verify of {} entries, {} checkpoints: {secs:.2} s", v.claims.entries, v.claims.checkpoints);
+    println!(
+        "verify of {} entries, {} checkpoints: {secs:.2} s",
+        v.claims.entries, v.claims.checkpoints
+    );
     let t = Instant::now();
     let s = Store::open(&tmp.path().join("audit.db")).unwrap();
-    println!("store open (tree rebuild) of {} entries: {:.2} s", s.size(), t.elapsed().as_secs_f64());
+    println!(
+        "store open (tree rebuild) of {} entries: {:.2} s",
+        s.size(),
+        t.elapsed().as_secs_f64()
+    );
     assert!(single >= 10_000.0, "append rate {single:.0}/s below 10,000/s");
     assert!(secs < 60.0, "verify took {secs:.1} s");
 }

@@ -120,10 +120,9 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
     };
     let key = Verifier::parse(key_text.trim_end()).context("--key is not a log public key")?;
     let since = match &a.since {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read --since {}", p.display()))?,
-        ),
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("cannot read --since {}", p.display()))?)
+        }
         None => None,
     };
     let outcome = verify_dir(&a.dir, &key, since.as_deref());
