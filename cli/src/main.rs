@@ -3,6 +3,7 @@
 //! check named on stderr), 2 bad usage or unreadable input.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -24,11 +25,15 @@ enum Command {
     /// Verify one piece of hardware evidence offline, from files.
     #[command(subcommand)]
     Verify(verify::VerifyCmd),
+    /// Export or check the tamper-evident audit log offline.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify(cmd) => verify::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     }
 }
