@@ -197,7 +197,8 @@ fn other_algorithms_and_critical_headers_are_refused() {
 #[test]
 fn invalid_results_are_not_signed() {
     let key = EarSigningKey::generate().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut AttestationResult)>)> = vec![
+    type Edit = Box<dyn Fn(&mut AttestationResult)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("short nonce", Box::new(|r| r.nonce = vec![1; 7])),
         ("long nonce", Box::new(|r| r.nonce = vec![1; 65])),
         ("exp before iat", Box::new(|r| r.exp = r.iat)),
