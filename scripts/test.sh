@@ -7,5 +7,8 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# Interop with Veraison's `ear` (own workspace: its dependencies stay out of Custody's).
+cargo fmt --manifest-path interop/Cargo.toml -- --check
+cargo test --manifest-path interop/Cargo.toml --locked
 # Fuzz smoke run (each target briefly); FUZZ_SECONDS=0 skips it.
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod check;
+pub mod ear;
 pub mod nvgpu;
 pub mod rim;
 pub mod snp;
