@@ -78,6 +78,18 @@ impl Run {
     }
 }
 
+/// The CLI contract for a rejection: exit 1, the failed check named in the JSON and on
+/// stderr, `verified: false` and no claims.
+#[track_caller]
+pub fn assert_rejected(r: &Run, check: &str) {
+    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert_eq!(r.failed_check().as_deref(), Some(check), "{}", r.stdout);
+    assert!(r.stderr.contains(&format!("`{check}`")), "{}", r.stderr);
+    let j = r.json();
+    assert_eq!(j["verified"], false);
+    assert!(j["claims"].is_null());
+}
+
 pub fn custody<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,

@@ -2,7 +2,7 @@
 //! check's name, the JSON shape.
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
 
-use custody_e2e::{custody, testvectors, Run};
+use custody_e2e::{assert_rejected, custody, testvectors, Run};
 use std::path::PathBuf;
 
 const HOPPER_NONCE: &str = "27a328247bf7935c993341cf587be6f05986ccce4fe7ba2c54100bd616a58f66";
@@ -30,15 +30,6 @@ fn verify(report: &str, certs: &str, nonce: &str, extra: &[&str]) -> Run {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     custody(args)
-}
-
-fn assert_rejected(r: &Run, check: &str) {
-    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-    assert_eq!(r.failed_check().as_deref(), Some(check), "{}", r.stdout);
-    assert!(r.stderr.contains(&format!("`{check}`")), "{}", r.stderr);
-    let j = r.json();
-    assert_eq!(j["verified"], false);
-    assert!(j["claims"].is_null());
 }
 
 #[test]

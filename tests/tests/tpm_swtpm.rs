@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-use custody_e2e::{custody, testvectors, Run, Swtpm};
+use custody_e2e::{assert_rejected, custody, testvectors, Run, Swtpm};
 use std::path::{Path, PathBuf};
 
 fn random_nonce() -> String {
@@ -57,14 +57,6 @@ fn assert_accepted(r: &Run, checks: &[&str]) {
         .collect();
     let want: Vec<(&str, bool)> = checks.iter().map(|c| (*c, true)).collect();
     assert_eq!(got, want);
-}
-
-#[track_caller]
-fn assert_rejected(r: &Run, check: &str) {
-    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-    assert_eq!(r.json()["verified"], false);
-    assert_eq!(r.failed_check().as_deref(), Some(check), "{}", r.stdout);
-    assert!(r.stderr.contains(&format!("`{check}`")), "{}", r.stderr);
 }
 
 const CHECKS: [&str; 5] = ["parse", "signature", "nonce", "pcr_selection", "pcr_digest"];
