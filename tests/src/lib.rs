@@ -67,6 +67,16 @@ impl Run {
         })
     }
 
+    /// Names of the checks in the JSON report, in order.
+    pub fn check_names(&self) -> Vec<String> {
+        self.json()["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Name of the failed check in the JSON report, if any.
     pub fn failed_check(&self) -> Option<String> {
         let v = self.json();
@@ -234,6 +244,32 @@ impl Swtpm {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(self.try_tool(&["tpm2_flushcontext", "-t"]));
+    }
+
+    /// Extend every sha256 measurement of `log` into this TPM, except EV_NO_ACTION events
+    /// and PCR 0 (whose StartupLocality start value a swtpm cannot reproduce). Returns the
+    /// number of extends.
+    pub fn replay_event_log(&self, log: &custody_formats::eventlog::EventLog) -> usize {
+        use custody_formats::alg::HashAlg;
+        use custody_formats::eventlog::EV_NO_ACTION;
+        let specs: Vec<String> = log
+            .events
+            .iter()
+            .filter(|e| e.event_type != EV_NO_ACTION && e.pcr != 0)
+            .map(|e| {
+                format!(
+                    "{}:sha256={}",
+                    e.pcr,
+                    hex::encode(e.digest(HashAlg::Sha256).unwrap())
+                )
+            })
+            .collect();
+        for chunk in specs.chunks(16) {
+            let mut args = vec!["tpm2_pcrextend"];
+            args.extend(chunk.iter().map(String::as_str));
+            self.tool(&args);
+        }
+        specs.len()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

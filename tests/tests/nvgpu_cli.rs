@@ -44,12 +44,7 @@ fn hopper_sdk_report_verifies() {
     let j = r.json();
     assert_eq!(j["kind"], "nvgpu");
     assert_eq!(j["verified"], true);
-    let names: Vec<&str> = j["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = r.check_names();
     assert_eq!(
         names,
         [

@@ -41,12 +41,7 @@ fn vcek_report_verifies_with_builtin_roots() {
     let j = run.json();
     assert_eq!(j["kind"], "snp");
     assert_eq!(j["verified"], true);
-    let names: Vec<&str> = j["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = run.check_names();
     assert_eq!(
         names,
         [

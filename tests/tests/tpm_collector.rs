@@ -248,28 +248,11 @@ fn unreachable_tpm_is_not_available_and_a_lost_one_fails() {
 #[test]
 fn event_log_is_carried_and_replays() {
     use custody_formats::eventlog;
-    const EV_NO_ACTION: u32 = 3;
     let log_path = testvectors().join("eventlog/keylime-binary_bios_measurements");
     let log_bytes = std::fs::read(&log_path).unwrap();
     let log = eventlog::parse(&log_bytes).unwrap();
     let t = Swtpm::start();
-    let specs: Vec<String> = log
-        .events
-        .iter()
-        .filter(|e| e.event_type != EV_NO_ACTION && e.pcr != 0)
-        .map(|e| {
-            format!(
-                "{}:sha256={}",
-                e.pcr,
-                hex::encode(e.digest(HashAlg::Sha256).unwrap())
-            )
-        })
-        .collect();
-    for chunk in specs.chunks(16) {
-        let mut args = vec!["tpm2_pcrextend"];
-        args.extend(chunk.iter().map(String::as_str));
-        t.tool(&args);
-    }
+    t.replay_event_log(&log);
     let sel = vec![PcrSelection {
         bank: HashAlg::Sha256,
         pcrs: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 14],
