@@ -120,7 +120,7 @@ impl EvidenceBundle {
     }
 }
 
-mod opt_bytes {
+pub(crate) mod opt_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {

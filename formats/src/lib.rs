@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alg;
+pub mod api;
 pub mod binding;
 pub mod bundle;
 pub mod eventlog;

@@ -1,0 +1,203 @@
+//! Wire messages between `custody-agent` and `custody-verifier` (CBOR on the wire,
+//! `application/cbor`). People-facing endpoints speak JSON and are described in the
+//! verifier's OpenAPI document; these are the machine-to-machine ones.
+//!
+//! ```text
+//! agent -> verifier  POST /v1/enroll            EnrollRequest    -> EnrollChallenge
+//! agent -> verifier  POST /v1/enroll/activate   ActivateRequest  -> Enrolled
+//! verifier -> agent  POST /v1/round             RoundRequest     -> EvidenceBundle  (mTLS)
+//! agent -> verifier  POST /v1/nonce             (empty)          -> NonceGrant      (mTLS, push mode)
+//! agent -> verifier  POST /v1/evidence          EvidenceBundle   -> PushResult      (mTLS, push mode)
+//! ```
+//!
+//! Enrollment runs over server-authenticated TLS (the agent pins the verifier's CA); it
+//! ends with the verifier issuing the node a certificate for the TLS key the agent
+//! generated, and every later exchange is mutual TLS with that certificate.
+
+use crate::binding::{serde_bytes_vec, Nonce};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Upper bound on an agent-facing message other than an evidence bundle.
+pub const MAX_MESSAGE_LEN: usize = 256 * 1024;
+
+/// CBOR media type used by every message here.
+pub const CBOR: &str = "application/cbor";
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("message is {0} bytes, more than the {MAX_MESSAGE_LEN}-byte limit")]
+    TooLarge(usize),
+    #[error("message is not valid CBOR for {what}: {reason}")]
+    Decode { what: &'static str, reason: String },
+    #[error("message has trailing bytes after the CBOR item")]
+    Trailing,
+    #[error("could not encode {what}: {reason}")]
+    Encode { what: &'static str, reason: String },
+}
+
+/// Encode any wire message as CBOR.
+pub fn to_cbor<T: Serialize>(what: &'static str, msg: &T) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    ciborium::into_writer(msg, &mut out).map_err(|e| ApiError::Encode {
+        what,
+        reason: e.to_string(),
+    })?;
+    Ok(out)
+}
+
+/// Decode one wire message, refusing oversized input and trailing bytes.
+pub fn from_cbor<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.len() > MAX_MESSAGE_LEN {
+        return Err(ApiError::TooLarge(bytes.len()));
+    }
+    let mut rd = bytes;
+    let v: T = ciborium::from_reader(&mut rd).map_err(|e| ApiError::Decode {
+        what,
+        reason: e.to_string(),
+    })?;
+    if !rd.is_empty() {
+        return Err(ApiError::Trailing);
+    }
+    Ok(v)
+}
+
+/// First enrollment message: who the node says it is and which TPM keys it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// Operator-chosen node name (unique; `[A-Za-z0-9._-]{1,64}`).
+    pub name: String,
+    /// Where the verifier reaches the agent's round endpoint: `host:port`.
+    pub endpoint: String,
+    /// EK certificate as read from NV (DER, possibly zero-padded), when the TPM has one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::bundle::opt_bytes"
+    )]
+    pub ek_cert: Option<Vec<u8>>,
+    /// EK TPMT_PUBLIC, marshalled.
+    #[serde(with = "serde_bytes_vec")]
+    pub ek_public: Vec<u8>,
+    /// AK TPMT_PUBLIC, marshalled.
+    #[serde(with = "serde_bytes_vec")]
+    pub ak_public: Vec<u8>,
+    /// The agent's TLS key (SubjectPublicKeyInfo, DER) the node certificate will carry.
+    #[serde(with = "serde_bytes_vec")]
+    pub tls_spki: Vec<u8>,
+}
+
+/// The verifier's answer: a credential only the TPM holding both the EK and the AK can
+/// open (TPM2_MakeCredential outputs, marshalled with their size prefixes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollChallenge {
+    /// Opaque handle of this pending enrollment (16 random bytes, hex).
+    pub enrollment_id: String,
+    #[serde(with = "serde_bytes_vec")]
+    pub id_object: Vec<u8>,
+    #[serde(with = "serde_bytes_vec")]
+    pub encrypted_secret: Vec<u8>,
+}
+
+/// The secret TPM2_ActivateCredential released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateRequest {
+    pub enrollment_id: String,
+    #[serde(with = "serde_bytes_vec")]
+    pub secret: Vec<u8>,
+}
+
+/// Enrollment done: the node's identity and its mTLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrolled {
+    pub node_id: String,
+    /// Node certificate, PEM, issued by the verifier CA for `EnrollRequest::tls_spki`.
+    pub certificate_pem: String,
+    /// The verifier CA certificate, PEM (the agent trusts only it for mTLS peers).
+    pub ca_pem: String,
+}
+
+/// The verifier asks the agent for one round of evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundRequest {
+    pub nonce: Nonce,
+}
+
+/// Push mode: a fresh nonce the node must use within `ttl_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NonceGrant {
+    pub nonce: Nonce,
+    pub ttl_seconds: u64,
+}
+
+/// Push mode: the appraisal outcome and the signed result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushResult {
+    /// `affirming`, `warning`, `contraindicated` (AR4SI / EAR status).
+    pub status: String,
+    /// The failed check when the evidence was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_check: Option<String>,
+    /// EAR, COSE_Sign1 bytes.
+    #[serde(with = "serde_bytes_vec")]
+    pub ear: Vec<u8>,
+}
+
+/// Refusal body for agent-facing endpoints (CBOR), naming the check that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    pub check: String,
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let m = EnrollRequest {
+            name: "n1".into(),
+            endpoint: "127.0.0.1:1".into(),
+            ek_cert: None,
+            ek_public: vec![1, 2],
+            ak_public: vec![3],
+            tls_spki: vec![4],
+        };
+        let b = to_cbor("enroll", &m).unwrap();
+        assert_eq!(from_cbor::<EnrollRequest>("enroll", &b).unwrap(), m);
+        let mut t = b.clone();
+        t.push(0);
+        assert!(matches!(
+            from_cbor::<EnrollRequest>("enroll", &t),
+            Err(ApiError::Trailing)
+        ));
+        for n in 0..b.len() {
+            assert!(from_cbor::<EnrollRequest>("enroll", &b[..n]).is_err());
+        }
+        let big = vec![0u8; MAX_MESSAGE_LEN + 1];
+        assert!(matches!(
+            from_cbor::<RoundRequest>("round", &big),
+            Err(ApiError::TooLarge(_))
+        ));
+        // Unknown fields are refused, so a message cannot smuggle extra claims.
+        let r = RoundRequest {
+            nonce: Nonce([7; 32]),
+        };
+        let mut v: ciborium::Value = ciborium::Value::serialized(&r).unwrap();
+        if let ciborium::Value::Map(m) = &mut v {
+            m.push(("extra".into(), 1.into()));
+        }
+        let mut b = Vec::new();
+        ciborium::into_writer(&v, &mut b).unwrap();
+        assert!(from_cbor::<RoundRequest>("round", &b).is_err());
+    }
+}

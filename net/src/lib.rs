@@ -1,0 +1,441 @@
+//! Custody's transport, shared by the agent and the verifier service so both speak the
+//! same TLS: rustls on aws-lc-rs only (TLS 1.3 preferred, 1.2 allowed for operators'
+//! proxies), HTTP/2 negotiated by ALPN with HTTP/1.1 as fallback, and mutual TLS where the
+//! peer's certificate reaches every handler as a [`PeerCert`] request extension so
+//! authorization is decided per route, not per listener.
+#![forbid(unsafe_code)]
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+#[derive(Debug, Error)]
+pub enum NetError {
+    #[error("PEM: {0}")]
+    Pem(String),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
+    #[error("request to {url}: {reason}")]
+    Request { url: String, reason: String },
+    #[error("request to {url} timed out after {secs} s")]
+    Timeout { url: String, secs: u64 },
+    #[error("response from {url} is larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+}
+
+/// The one crypto provider: aws-lc-rs.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A certificate chain (leaf first) and its private key.
+#[derive(Debug)]
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl Identity {
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, NetError> {
+        let chain = certs_from_pem(chain_pem)?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| NetError::Pem(format!("private key: {e}")))?;
+        Ok(Self { chain, key })
+    }
+}
+
+/// Every certificate in a PEM bundle; an empty bundle is an error.
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, NetError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| NetError::Pem(format!("certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(NetError::Pem("no certificate in PEM".into()));
+    }
+    Ok(certs)
+}
+
+/// A root store holding exactly the certificates of `pem` (a private CA: no system roots).
+pub fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, NetError> {
+    let mut roots = RootCertStore::empty();
+    for c in certs_from_pem(pem)? {
+        roots.add(c)?;
+    }
+    Ok(roots)
+}
+
+/// Whether a server asks for client certificates.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// No client certificates.
+    None,
+    /// Accept connections without one (enrollment), verify any that is offered: routes
+    /// that need a peer check [`PeerCert`].
+    Optional(RootCertStore),
+    /// Refuse the handshake without a certificate from these roots.
+    Required(RootCertStore),
+}
+
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+pub fn server_config(id: Identity, auth: ClientAuth) -> Result<Arc<ServerConfig>, NetError> {
+    let provider = provider();
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Optional(roots) | ClientAuth::Required(roots) if roots.is_empty() => {
+            return Err(NetError::Verifier("client CA store is empty".into()));
+        }
+        ClientAuth::Optional(roots) => builder.with_client_cert_verifier(
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| NetError::Verifier(e.to_string()))?,
+        ),
+        ClientAuth::Required(roots) => builder.with_client_cert_verifier(
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| NetError::Verifier(e.to_string()))?,
+        ),
+    };
+    let mut cfg = builder.with_single_cert(id.chain, id.key)?;
+    cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+pub fn client_config(roots: RootCertStore, id: Option<Identity>) -> Result<Arc<ClientConfig>, NetError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    // ALPN is left empty: the HTTPS connector fills it (h2, http/1.1).
+    let cfg = match id {
+        Some(id) => builder.with_client_auth_cert(id.chain, id.key)?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// The verified client certificate of the connection a request came on, if any.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCert(pub Option<Arc<CertificateDer<'static>>>);
+
+impl PeerCert {
+    /// The subject's common name (Custody's CA names roles there: `node:<id>`,
+    /// `verifier`, `operator`). Only meaningful because the TLS layer verified the chain.
+    pub fn common_name(&self) -> Option<String> {
+        let der = self.0.as_ref()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let cn = cert.subject().iter_common_name().next()?;
+        cn.as_str().ok().map(str::to_owned)
+    }
+}
+
+/// Serve `router` over TLS on `listener` until `shutdown` completes. Each connection's
+/// verified client certificate is attached to its requests as [`PeerCert`].
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = PeerCert(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| Arc::new(c.clone().into_owned())),
+            );
+            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer.clone());
+                req.extensions_mut().insert(RemoteAddr(remote));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The TCP peer of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// An HTTPS-only client (HTTP/2 where the server offers it) with bounded responses.
+#[derive(Debug, Clone)]
+pub struct HttpsClient {
+    inner: hyper_util::client::legacy::Client<Connector, Full<Bytes>>,
+    timeout: Duration,
+    max_response: usize,
+}
+
+/// A response: status, content type and body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl HttpsClient {
+    pub fn new(tls: Arc<ClientConfig>, timeout: Duration, max_response: usize) -> Self {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        let conn = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_only()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(conn);
+        Self {
+            inner,
+            timeout,
+            max_response,
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Response, NetError> {
+        let err = |reason: String| NetError::Request {
+            url: url.to_owned(),
+            reason,
+        };
+        let mut req = Request::builder().method(method).uri(url);
+        if let Some(ct) = content_type {
+            req = req
+                .header(http::header::CONTENT_TYPE, ct)
+                .header(http::header::ACCEPT, ct);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| err(e.to_string()))?;
+        let fut = async {
+            let resp = self.inner.request(req).await.map_err(|e| {
+                // The source chain carries the TLS alert or connect error worth showing.
+                let mut s = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(x) = src {
+                    s.push_str(": ");
+                    s.push_str(&x.to_string());
+                    src = x.source();
+                }
+                err(s)
+            })?;
+            let status = resp.status();
+            let content_type = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = Limited::new(resp.into_body(), self.max_response)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        NetError::TooLarge {
+                            url: url.to_owned(),
+                            limit: self.max_response,
+                        }
+                    } else {
+                        err(e.to_string())
+                    }
+                })?
+                .to_bytes()
+                .to_vec();
+            Ok(Response {
+                status,
+                content_type,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| NetError::Timeout {
+                url: url.to_owned(),
+                secs: self.timeout.as_secs(),
+            })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+
+    struct Ca {
+        params: rcgen::CertificateParams,
+        key: rcgen::KeyPair,
+        cert: rcgen::Certificate,
+    }
+
+    fn ca() -> Ca {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test ca");
+        let cert = params.clone().self_signed(&key).unwrap();
+        Ca { params, key, cert }
+    }
+
+    fn issue(ca: &Ca, cn: &str) -> Identity {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let issuer = rcgen::Issuer::from_params(&ca.params, &ca.key);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        Identity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap()
+    }
+
+    async fn who(axum::Extension(p): axum::Extension<PeerCert>) -> String {
+        p.common_name().unwrap_or_else(|| "anonymous".into())
+    }
+
+    #[tokio::test]
+    async fn mtls_peer_reaches_handler_and_strangers_are_refused() {
+        let ca1 = ca();
+        let stranger_ca = ca();
+        let roots = roots_from_pem(ca1.cert.pem().as_bytes()).unwrap();
+        let server = server_config(issue(&ca1, "server"), ClientAuth::Optional(roots.clone())).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let router = axum::Router::new().route("/who", get(who));
+        let task = tokio::spawn(serve(listener, server, router, async {
+            let _ = rx.await;
+        }));
+        let url = format!("https://{addr}/who");
+        let t = Duration::from_secs(5);
+
+        let c = HttpsClient::new(
+            client_config(roots.clone(), Some(issue(&ca1, "node:a"))).unwrap(),
+            t,
+            1024,
+        );
+        let r = c.request(Method::GET, &url, None, vec![]).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body, b"node:a");
+
+        let anon = HttpsClient::new(client_config(roots.clone(), None).unwrap(), t, 1024);
+        let r = anon.request(Method::GET, &url, None, vec![]).await.unwrap();
+        assert_eq!(r.body, b"anonymous");
+
+        // A client certificate from another CA fails the handshake.
+        let bad = HttpsClient::new(
+            client_config(roots, Some(issue(&stranger_ca, "node:x"))).unwrap(),
+            t,
+            1024,
+        );
+        assert!(bad.request(Method::GET, &url, None, vec![]).await.is_err());
+
+        // A client that does not trust the server's CA refuses it.
+        let other_roots = roots_from_pem(stranger_ca.cert.pem().as_bytes()).unwrap();
+        let c2 = HttpsClient::new(client_config(other_roots, None).unwrap(), t, 1024);
+        let e = c2.request(Method::GET, &url, None, vec![]).await.unwrap_err();
+        assert!(
+            e.to_string().contains("UnknownIssuer") || e.to_string().contains("certificate"),
+            "{e}"
+        );
+
+        // Oversized responses are cut off with an error, not buffered.
+        let tiny = HttpsClient::new(
+            client_config(
+                roots_from_pem(ca1.cert.pem().as_bytes()).unwrap(),
+                Some(issue(&ca1, "node:long-name")),
+            )
+            .unwrap(),
+            t,
+            4,
+        );
+        assert!(matches!(
+            tiny.request(Method::GET, &url, None, vec![]).await,
+            Err(NetError::TooLarge { .. })
+        ));
+        let _ = tx.send(());
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn pem_errors() {
+        assert!(certs_from_pem(b"").is_err());
+        assert!(Identity::from_pem(b"junk", b"junk").is_err());
+        assert!(server_config(
+            Identity {
+                chain: vec![],
+                key: PrivateKeyDer::from_pem_slice(
+                    rcgen::KeyPair::generate().unwrap().serialize_pem().as_bytes()
+                )
+                .unwrap()
+            },
+            ClientAuth::Optional(RootCertStore::empty())
+        )
+        .is_err());
+    }
+}
