@@ -7,12 +7,14 @@
 pub mod cache;
 pub mod check;
 pub mod ear;
+pub mod enroll;
 pub mod nvgpu;
 pub mod rim;
 pub mod snp;
 pub mod tpm;
 pub mod x509;
 
+pub use enroll::{check_ak, make_credential, verify_ek, AkInfo, Credential, EkIdentity, EnrollError};
 pub use check::{Check, EvidenceVerifier, FailedCheck, Outcome, Rejected, Report, UnixTime, Verified};
 
 /// Lower-case hex. The `hex` crate's `encode` goes a char at a time; claims hex-encode
