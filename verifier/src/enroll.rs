@@ -661,3 +661,348 @@ pub fn make_credential(ek_public: &[u8], ak_name: &[u8], secret: &[u8]) -> Resul
         encrypted_secret,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+    use super::*;
+    use aws_lc_rs::encoding::AsDer;
+    use crate::x509::split_certs;
+
+    const TV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/enroll");
+    // 2026-11-25T00:00:00Z, after the swtpm EK certificate's notBefore.
+    const AT: UnixTime = UnixTime(1_795_564_800);
+    const NOT_BEFORE: i64 = 1_795_502_526;
+
+    fn read(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{TV}/{name}")).unwrap()
+    }
+
+    fn cas() -> Vec<Vec<u8>> {
+        let mut v = split_certs(&read("swtpm-localca-root.pem")).unwrap();
+        v.extend(split_certs(&read("swtpm-localca-issuer.pem")).unwrap());
+        v
+    }
+
+    #[track_caller]
+    fn check_of<T: std::fmt::Debug>(r: Result<T, EnrollError>) -> &'static str {
+        r.unwrap_err().check()
+    }
+
+    #[test]
+    fn kdfa_matches_the_reference_self_test() {
+        // libtpms/TCG reference KdfTestData.h: key, "KDFSELFTESTLABEL" (its NUL is the one
+        // KDFa adds), contextU, contextV, 160 bits.
+        let key = hex::decode("271fa08bbdc5060ec3dfa928ff9b73123a12da0c").unwrap();
+        let u = hex::decode("ce244f395dca7391").unwrap();
+        let v = hex::decode("da504031ddf12e83").unwrap();
+        for (h, want) in [
+            (HashAlg::Sha1, "55b5a7184aa07423c47dae766c26a2377d7cf851"),
+            (HashAlg::Sha256, "bb0259e1c8ba607e6a2cd704b69a902e9ade84c4"),
+            (HashAlg::Sha384, "1dce70c9113eb2dba47bd9cfc72bf46f45b09312"),
+            (HashAlg::Sha512, "8be2c1b85b78569b9fa759f5857c56d684810fd3"),
+        ] {
+            assert_eq!(hex::encode(kdfa(h, &key, b"KDFSELFTESTLABEL", &u, &v, 160)), want);
+        }
+        // Longer than one block: the counter goes on.
+        let long = kdfa(HashAlg::Sha256, &key, b"L", &u, &v, 512);
+        assert_eq!(long.len(), 64);
+        assert_ne!(long[..32], long[32..]);
+    }
+
+    #[test]
+    fn kdfe_is_the_concatenation_kdf() {
+        let z = [7u8; 32];
+        let one = kdfe(HashAlg::Sha256, &z, b"IDENTITY", b"U", b"V", 256);
+        let want = HashAlg::Sha256.hash(&[&1u32.to_be_bytes(), &z, b"IDENTITY\0", b"U", b"V"]);
+        assert_eq!(one, want);
+        let two = kdfe(HashAlg::Sha256, &z, b"IDENTITY", b"U", b"V", 384);
+        assert_eq!(two[..32], want[..]);
+        assert_eq!(two.len(), 48);
+    }
+
+    #[test]
+    fn swtpm_ek_verifies_and_ak_name_is_the_tpms() {
+        let id = verify_ek(&read("swtpm-ek-cert.der"), &read("swtpm-ek-public.bin"), &cas(), AT).unwrap();
+        assert_eq!(id.kind, KeyKind::Rsa2048);
+        assert_eq!(id.issuer, "CN=swtpm-localca");
+        assert_eq!(id.subject, "CN=unknown");
+        assert_eq!(id.anchor, "CN=swtpm-localca-rootca");
+        assert_eq!(id.cert_sha256, sha256(&read("swtpm-ek-cert.der")));
+        let ak = check_ak(&read("swtpm-ak-public.bin")).unwrap();
+        assert_eq!(ak.name, read("swtpm-ak-name.bin"));
+        assert_eq!(ak.kind, KeyKind::Rsa2048);
+        // CA order does not matter.
+        let mut rev = cas();
+        rev.reverse();
+        assert!(verify_ek(&read("swtpm-ek-cert.der"), &read("swtpm-ek-public.bin"), &rev, AT).is_ok());
+    }
+
+    #[test]
+    fn padding_rule() {
+        let cert = read("swtpm-ek-cert.der");
+        assert_eq!(strip_nv_padding(&cert).unwrap(), &cert[..]);
+        let mut padded = cert.clone();
+        padded.resize(2048, 0);
+        assert_eq!(strip_nv_padding(&padded).unwrap(), &cert[..]);
+        let ek = read("swtpm-ek-public.bin");
+        let a = verify_ek(&cert, &ek, &cas(), AT).unwrap();
+        assert_eq!(verify_ek(&padded, &ek, &cas(), AT).unwrap(), a);
+        // Non-zero after the DER, 0xff padding, a cut DER, no DER at all.
+        for bad in [
+            {
+                let mut p = padded.clone();
+                p[2047] = 1;
+                p
+            },
+            {
+                let mut p = cert.clone();
+                p.extend([0xff; 8]);
+                p
+            },
+            cert[..cert.len() - 1].to_vec(),
+            vec![0; 16],
+            vec![],
+            vec![0x30],
+            vec![0x30, 0x80, 0, 0],
+            vec![0x30, 0x85, 1, 1, 1, 1, 1],
+            vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+        ] {
+            assert_eq!(check_of(verify_ek(&bad, &ek, &cas(), AT)), "ek_format", "{bad:02x?}");
+        }
+        let huge = vec![0u8; MAX_EK_CERT + 1];
+        assert_eq!(check_of(verify_ek(&huge, &ek, &cas(), AT)), "ek_format");
+    }
+
+    #[test]
+    fn chain_time_key_and_attribute_failures() {
+        let cert = read("swtpm-ek-cert.der");
+        let ek = read("swtpm-ek-public.bin");
+        let ak = read("swtpm-ak-public.bin");
+        assert_eq!(check_of(verify_ek(&cert, &ek, &cas(), UnixTime(NOT_BEFORE - 1))), "ek_cert_validity");
+        assert_eq!(check_of(verify_ek(&cert, &ek, &cas(), UnixTime(253_402_300_800))), "ek_cert_validity");
+        assert_eq!(check_of(verify_ek(&cert, &ek, &cas()[..1], AT)), "ek_cert_chain");
+        assert_eq!(check_of(verify_ek(&cert, &ek, &cas()[1..], AT)), "ek_cert_chain");
+        let nv = read("../nvidia/nvidia-device-identity-root.pem");
+        assert_eq!(check_of(verify_ek(&cert, &ek, &split_certs(&nv).unwrap(), AT)), "ek_cert_chain");
+        // A CA that does not parse is a chain (configuration) failure, not a panic.
+        assert_eq!(check_of(verify_ek(&cert, &ek, &[vec![1u8, 2, 3]], AT)), "ek_cert_chain");
+        // One bit of the signature flipped.
+        let mut tampered = cert.clone();
+        let n = tampered.len();
+        tampered[n - 3] ^= 1;
+        assert_eq!(check_of(verify_ek(&tampered, &ek, &cas(), AT)), "ek_cert_chain");
+        // Another key in the EK public area (the AK's modulus is another RSA-2048 key).
+        assert_eq!(check_of(verify_ek(&cert, &ak, &cas(), AT)), "ek_key_match");
+        let mut other = ek.clone();
+        let m = other.len() - 10;
+        other[m] ^= 1;
+        assert_eq!(check_of(verify_ek(&cert, &other, &cas(), AT)), "ek_key_match");
+        // EK public garbage, and attributes that are not a storage key's.
+        assert_eq!(check_of(verify_ek(&cert, &ek[..100], &cas(), AT)), "ek_format");
+        let mut sign = ek.clone();
+        sign[5] |= 0x04; // sign (bit 18)
+        assert_eq!(check_of(verify_ek(&cert, &sign, &cas(), AT)), "ek_attributes");
+        let mut unrestricted = ek.clone();
+        unrestricted[5] &= !0x01; // restricted (bit 16)
+        assert_eq!(check_of(verify_ek(&cert, &unrestricted, &cas(), AT)), "ek_attributes");
+    }
+
+    #[test]
+    fn ak_attribute_checks() {
+        let ak = read("swtpm-ak-public.bin");
+        let attrs = u32::from_be_bytes(ak[4..8].try_into().unwrap());
+        let with = |v: u32| {
+            let mut p = ak.clone();
+            p[4..8].copy_from_slice(&v.to_be_bytes());
+            p
+        };
+        for bit in [
+            ATTR_RESTRICTED,
+            ATTR_SIGN,
+            ATTR_FIXED_TPM,
+            ATTR_FIXED_PARENT,
+            ATTR_SENSITIVE_DATA_ORIGIN,
+        ] {
+            assert_eq!(check_of(check_ak(&with(attrs & !bit))), "ak_attributes", "{bit:#x}");
+        }
+        assert_eq!(check_of(check_ak(&with(attrs | ATTR_DECRYPT))), "ak_attributes");
+        assert_eq!(check_of(check_ak(&read("swtpm-ek-public.bin"))), "ak_attributes");
+        // SHA-1 nameAlg.
+        let mut sha1 = ak.clone();
+        sha1[2..4].copy_from_slice(&[0x00, 0x04]);
+        assert_eq!(check_of(check_ak(&sha1)), "ak_attributes");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let cert = read("swtpm-ek-cert.der");
+        let ek = read("swtpm-ek-public.bin");
+        let ak = read("swtpm-ak-public.bin");
+        for n in 0..ak.len() {
+            assert_eq!(check_of(check_ak(&ak[..n])), "ak_format");
+        }
+        let mut long = ak.clone();
+        long.push(0);
+        assert_eq!(check_of(check_ak(&long)), "ak_format");
+        for n in (0..cert.len()).step_by(7) {
+            assert!(verify_ek(&cert[..n], &ek, &cas(), AT).is_err());
+        }
+        for n in (0..ek.len()).step_by(3) {
+            assert!(verify_ek(&cert, &ek[..n], &cas(), AT).is_err());
+            assert!(make_credential(&ek[..n], &[0; 34], &[1; 32]).is_err());
+        }
+        // Bytes flipped one at a time through the EK public area and the AK.
+        for i in 0..ek.len() {
+            let mut e = ek.clone();
+            e[i] ^= 0xa5;
+            let _ = verify_ek(&cert, &e, &cas(), AT);
+            let _ = make_credential(&e, &check_ak(&ak).unwrap().name, &[1; 32]);
+        }
+        for i in 0..ak.len() {
+            let mut a = ak.clone();
+            a[i] ^= 0xa5;
+            let _ = check_ak(&a);
+        }
+    }
+
+    /// TPMT_PUBLIC of an EK-like storage key (TCG template attributes and policy).
+    fn ek_template(unique: &[u8], ecc: Option<EccCurve>) -> Vec<u8> {
+        let mut p = Vec::new();
+        p.extend(if ecc.is_some() { 0x0023u16 } else { 0x0001 }.to_be_bytes());
+        p.extend(0x000bu16.to_be_bytes());
+        p.extend(0x0003_00b2u32.to_be_bytes());
+        p.extend(32u16.to_be_bytes());
+        p.extend([0x83; 32]);
+        p.extend([0x00, 0x06, 0x00, 0x80, 0x00, 0x43]); // AES-128-CFB
+        p.extend([0x00, 0x10]); // scheme NULL
+        match ecc {
+            None => {
+                p.extend(2048u16.to_be_bytes());
+                p.extend(0u32.to_be_bytes());
+            }
+            Some(c) => {
+                p.extend(c.tpm_id().to_be_bytes());
+                p.extend([0x00, 0x10]); // kdf NULL
+            }
+        }
+        p.extend_from_slice(unique);
+        p
+    }
+
+    /// The TPM's side in software: outer HMAC, then decrypt, as TPM2_ActivateCredential.
+    fn unwrap_identity(seed: &[u8], ak_name: &[u8], id_object: &[u8]) -> Option<Vec<u8>> {
+        let body = id_object.get(2..)?;
+        let hl = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let (mac, enc) = body.get(2..)?.split_at(hl);
+        let hmac_key = kdfa(HashAlg::Sha256, seed, b"INTEGRITY", &[], &[], 256);
+        let mut msg = enc.to_vec();
+        msg.extend_from_slice(ak_name);
+        hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, &hmac_key), &msg, mac).ok()?;
+        let sym = kdfa(HashAlg::Sha256, seed, b"STORAGE", ak_name, &[], 128);
+        let key = cipher::DecryptingKey::cfb128(cipher::UnboundCipherKey::new(&cipher::AES_128, &sym).ok()?).ok()?;
+        let mut buf = enc.to_vec();
+        let plain = key
+            .decrypt(
+                &mut buf,
+                cipher::DecryptionContext::Iv128(aws_lc_rs::iv::FixedLength::from([0u8; 16])),
+            )
+            .ok()?;
+        let n = usize::from(u16::from_be_bytes([plain[0], plain[1]]));
+        (plain.len() == 2 + n).then(|| plain[2..].to_vec())
+    }
+
+    #[test]
+    fn rsa_credential_opens_with_the_private_key_and_name_only() {
+        let sk = rsa::PrivateDecryptingKey::generate(rsa::KeySize::Rsa2048).unwrap();
+        let spki = sk.public_key().as_der().unwrap();
+        let (_, info) = SubjectPublicKeyInfo::from_der(spki.as_ref()).unwrap();
+        let X509Key::RSA(k) = info.parsed().unwrap() else { panic!() };
+        let mut unique = 256u16.to_be_bytes().to_vec();
+        unique.extend_from_slice(trim(k.modulus));
+        let ek = ek_template(&unique, None);
+        let name = check_ak(&read("swtpm-ak-public.bin")).unwrap().name;
+        let secret = [0x5a; 32];
+        let cred = make_credential(&ek, &name, &secret).unwrap();
+        assert_eq!(cred.encrypted_secret.len(), 2 + 256);
+        let oaep = rsa::OaepPrivateDecryptingKey::new(sk).unwrap();
+        let mut seed = vec![0u8; 256];
+        let seed = oaep
+            .decrypt(
+                &rsa::OAEP_SHA256_MGF1SHA256,
+                &cred.encrypted_secret[2..],
+                &mut seed,
+                Some(b"IDENTITY\0"),
+            )
+            .unwrap()
+            .to_vec();
+        assert_eq!(seed.len(), 32);
+        assert_eq!(unwrap_identity(&seed, &name, &cred.id_object).unwrap(), secret);
+        // Another Name fails the integrity check.
+        let mut other = name.clone();
+        other[33] ^= 1;
+        assert!(unwrap_identity(&seed, &other, &cred.id_object).is_none());
+        // Sizes: TPM2B(TPM2B(hmac 32) || TPM2B(secret 32) encrypted).
+        assert_eq!(cred.id_object.len(), 2 + 2 + 32 + 2 + 32);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([cred.id_object[0], cred.id_object[1]])),
+            cred.id_object.len() - 2
+        );
+    }
+
+    #[test]
+    fn ecc_credential_opens_with_the_private_key() {
+        let sk = agreement::PrivateKey::generate(&agreement::ECDH_P256).unwrap();
+        let pk = sk.compute_public_key().unwrap();
+        let (x, y) = pk.as_ref()[1..].split_at(32);
+        let mut unique = 32u16.to_be_bytes().to_vec();
+        unique.extend_from_slice(x);
+        unique.extend(32u16.to_be_bytes());
+        unique.extend_from_slice(y);
+        let ek = ek_template(&unique, Some(EccCurve::P256));
+        let name = check_ak(&read("swtpm-ak-public.bin")).unwrap().name;
+        let cred = make_credential(&ek, &name, b"abc").unwrap();
+        // TPM2B_ENCRYPTED_SECRET(TPMS_ECC_POINT(TPM2B x, TPM2B y)).
+        let es = &cred.encrypted_secret;
+        assert_eq!(es.len(), 2 + 2 + 32 + 2 + 32);
+        let (ex, ey) = (&es[4..36], &es[38..70]);
+        let mut point = vec![0x04];
+        point.extend_from_slice(ex);
+        point.extend_from_slice(ey);
+        let z = agreement::agree(
+            &sk,
+            agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &point),
+            (),
+            |z| Ok(z.to_vec()),
+        )
+        .unwrap();
+        let seed = kdfe(HashAlg::Sha256, &z, b"IDENTITY", ex, x, 256);
+        assert_eq!(unwrap_identity(&seed, &name, &cred.id_object).unwrap(), b"abc");
+        // An EK point that is not on the curve is refused, not panicked on.
+        let mut bad = unique.clone();
+        bad[5] ^= 1;
+        let e = make_credential(&ek_template(&bad, Some(EccCurve::P256)), &name, b"abc").unwrap_err();
+        assert_eq!(e.check(), "credential");
+    }
+
+    #[test]
+    fn credential_input_lengths() {
+        let ek = read("swtpm-ek-public.bin");
+        let name = read("swtpm-ak-name.bin");
+        assert!(make_credential(&ek, &name, &[1; 32]).is_ok());
+        for (n, s) in [
+            (&name[..33], &[1u8; 32][..]),
+            (&name[..], &[1u8; 33][..]),
+            (&name[..], &[][..]),
+            (&[0x00, 0x0b][..], &[1u8; 32][..]),
+            (&[][..], &[1u8; 32][..]),
+            (&[0x00, 0x12, 0, 0][..], &[1u8; 32][..]), // SM3: unknown nameAlg
+        ] {
+            assert_eq!(check_of(make_credential(&ek, n, s)), "credential", "{n:02x?}");
+        }
+        // A longer Name of a known algorithm (SHA-384 Name) is fine.
+        let mut n384 = vec![0x00, 0x0c];
+        n384.extend([9u8; 48]);
+        assert!(make_credential(&ek, &n384, &[1; 32]).is_ok());
+    }
+}
