@@ -202,10 +202,17 @@ impl TpmCollector {
     /// EK for the AK's Name. `id_object` and `encrypted_secret` are marshalled TPM2B_ID_OBJECT
     /// and TPM2B_ENCRYPTED_SECRET (size first). A credential made for another EK or another
     /// Name fails the TPM's integrity check and comes back as [`CollectError::Failed`].
-    pub fn activate_credential(&self, id_object: &[u8], encrypted_secret: &[u8]) -> Result<Vec<u8>, CollectError> {
+    pub fn activate_credential(
+        &self,
+        id_object: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, CollectError> {
         let id = tpm2b_body(id_object, "TPM2B_ID_OBJECT")?;
         let secret = tpm2b_body(encrypted_secret, "TPM2B_ENCRYPTED_SECRET")?;
-        let id = tpm("credential blob (TPM2B_ID_OBJECT)", IdObject::try_from(id.to_vec()))?;
+        let id = tpm(
+            "credential blob (TPM2B_ID_OBJECT)",
+            IdObject::try_from(id.to_vec()),
+        )?;
         let secret = tpm(
             "encrypted secret (TPM2B_ENCRYPTED_SECRET)",
             EncryptedSecret::try_from(secret.to_vec()),

@@ -126,16 +126,22 @@ fn enrollment_round_trip_on_one_tpm() {
         let secret = random32();
         let cred = make_credential(&a.keys.ek_public, &ak.name, &secret).unwrap();
         assert_eq!(
-            usize::from(u16::from_be_bytes([cred.encrypted_secret[0], cred.encrypted_secret[1]])),
+            usize::from(u16::from_be_bytes([
+                cred.encrypted_secret[0],
+                cred.encrypted_secret[1]
+            ])),
             256
         );
-        let got = a.c.activate_credential(&cred.id_object, &cred.encrypted_secret).unwrap();
+        let got =
+            a.c.activate_credential(&cred.id_object, &cred.encrypted_secret)
+                .unwrap();
         assert_eq!(got, secret);
     }
     // Shorter secrets too (up to the EK nameAlg digest size).
     let cred = make_credential(&a.keys.ek_public, &ak.name, b"x").unwrap();
     assert_eq!(
-        a.c.activate_credential(&cred.id_object, &cred.encrypted_secret).unwrap(),
+        a.c.activate_credential(&cred.id_object, &cred.encrypted_secret)
+            .unwrap(),
         b"x"
     );
 
@@ -161,14 +167,23 @@ fn enrollment_round_trip_on_one_tpm() {
     }
     // After the failures the untouched credential still activates (the AK was reloaded).
     assert_eq!(
-        a.c.activate_credential(&cred.id_object, &cred.encrypted_secret).unwrap(),
+        a.c.activate_credential(&cred.id_object, &cred.encrypted_secret)
+            .unwrap(),
         secret
     );
 
     // tpm2-tools agree on the AK's Name.
     a.c.release();
     std::fs::write(a.t.path("ak.pub"), with_size(&a.keys.ak_public)).unwrap();
-    a.t.tool(&["tpm2_loadexternal", "-u", "ak.pub", "-c", "ak-ext.ctx", "-n", "ak.name"]);
+    a.t.tool(&[
+        "tpm2_loadexternal",
+        "-u",
+        "ak.pub",
+        "-c",
+        "ak-ext.ctx",
+        "-n",
+        "ak.name",
+    ]);
     assert_eq!(std::fs::read(a.t.path("ak.name")).unwrap(), ak.name);
 }
 
@@ -225,7 +240,10 @@ fn padding_time_and_attribute_rejections() {
         "ek_cert_chain",
     );
     let none: &[Vec<u8>] = &[];
-    assert_check(verify_ek(&a.cert, &a.keys.ek_public, none, now()), "ek_cert_chain");
+    assert_check(
+        verify_ek(&a.cert, &a.keys.ek_public, none, now()),
+        "ek_cert_chain",
+    );
 
     // AK attributes: the real AK's bytes with a bit changed (objectAttributes is the u32 at
     // offset 4 of TPMT_PUBLIC), and the EK (a decryption key) offered as the AK.
@@ -236,7 +254,10 @@ fn padding_time_and_attribute_rejections() {
         p
     };
     let ak_attrs = attrs(&a.keys.ak_public);
-    assert_check(check_ak(&with_attrs(ak_attrs & !ATTR_RESTRICTED)), "ak_attributes");
+    assert_check(
+        check_ak(&with_attrs(ak_attrs & !ATTR_RESTRICTED)),
+        "ak_attributes",
+    );
     assert_check(check_ak(&with_attrs(ak_attrs | ATTR_DECRYPT)), "ak_attributes");
     assert_check(check_ak(&with_attrs(ak_attrs & !(1 << 1))), "ak_attributes"); // fixedTPM
     assert_check(check_ak(&a.keys.ek_public), "ak_attributes");
@@ -256,7 +277,10 @@ fn padding_time_and_attribute_rejections() {
 
     // Credential inputs of the wrong length.
     let name = a.ak_name();
-    assert_check(make_credential(&a.keys.ek_public, &name[..33], &random32()), "credential");
+    assert_check(
+        make_credential(&a.keys.ek_public, &name[..33], &random32()),
+        "credential",
+    );
     assert_check(make_credential(&a.keys.ek_public, &name, &[0; 33]), "credential");
     assert_check(make_credential(&a.keys.ek_public, &name, &[]), "credential");
 }
@@ -276,11 +300,20 @@ fn another_tpm_is_told_apart() {
     // Both CAs configured (as a verifier trusting several vendors would): each chains to its
     // own, whatever the order.
     let both: Vec<Vec<u8>> = b.cas.iter().chain(&a.cas).cloned().collect();
-    assert_eq!(verify_ek(&a.cert, &a.keys.ek_public, &both, now()).unwrap(), a.verify());
-    assert_eq!(verify_ek(&b.cert, &b.keys.ek_public, &both, now()).unwrap(), b.verify());
+    assert_eq!(
+        verify_ek(&a.cert, &a.keys.ek_public, &both, now()).unwrap(),
+        a.verify()
+    );
+    assert_eq!(
+        verify_ek(&b.cert, &b.keys.ek_public, &both, now()).unwrap(),
+        b.verify()
+    );
     // B's issuing CA with A's root (or the reverse): the issuing CA's signature fails.
     let mixed = vec![a.cas[0].clone(), b.cas[1].clone()];
-    assert_check(verify_ek(&a.cert, &a.keys.ek_public, &mixed, now()), "ek_cert_chain");
+    assert_check(
+        verify_ek(&a.cert, &a.keys.ek_public, &mixed, now()),
+        "ek_cert_chain",
+    );
 
     // A's certificate with B's EK public area.
     assert_check(
@@ -299,7 +332,8 @@ fn another_tpm_is_told_apart() {
     for n in [&a, &b] {
         let cred = make_credential(&n.keys.ek_public, &n.ak_name(), &secret).unwrap();
         assert_eq!(
-            n.c.activate_credential(&cred.id_object, &cred.encrypted_secret).unwrap(),
+            n.c.activate_credential(&cred.id_object, &cred.encrypted_secret)
+                .unwrap(),
             secret
         );
     }

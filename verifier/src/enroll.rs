@@ -213,32 +213,46 @@ fn chain_error(e: ChainError) -> EnrollError {
     }
 }
 
+/// A path being extended: its certificates, the issuer its last one names, and which
+/// intermediates it already uses.
+struct Partial<'a> {
+    path: Vec<&'a [u8]>,
+    issuer: Vec<u8>,
+    used: Vec<usize>,
+}
+
 /// Every path leaf -> intermediates (by issuer/subject) up to the chain limit, shortest
 /// first, at most [`MAX_PATHS`]. Several CAs may share a subject (every swtpm's local CA
 /// does), so all candidates are tried and the signatures decide.
 fn candidate_paths<'a>(leaf: &'a [u8], leaf_issuer: &[u8], inter: &[&Ca<'a>]) -> Vec<Vec<&'a [u8]>> {
     let mut out = Vec::new();
-    // (path, issuer of its last certificate, intermediates used)
-    let mut frontier: Vec<(Vec<&'a [u8]>, Vec<u8>, Vec<usize>)> =
-        vec![(vec![leaf], leaf_issuer.to_vec(), Vec::new())];
+    let mut frontier = vec![Partial {
+        path: vec![leaf],
+        issuer: leaf_issuer.to_vec(),
+        used: Vec::new(),
+    }];
     while !frontier.is_empty() && out.len() < MAX_PATHS {
         let mut next = Vec::new();
-        for (path, issuer, used) in frontier {
+        for p in frontier {
             if out.len() >= MAX_PATHS {
                 break;
             }
-            if path.len() < MAX_CHAIN_LEN - 1 {
+            if p.path.len() < MAX_CHAIN_LEN - 1 {
                 for (i, ca) in inter.iter().enumerate() {
-                    if ca.subject == issuer && !used.contains(&i) {
-                        let mut p = path.clone();
-                        p.push(ca.der);
-                        let mut u = used.clone();
-                        u.push(i);
-                        next.push((p, ca.issuer.clone(), u));
+                    if ca.subject == p.issuer && !p.used.contains(&i) {
+                        let mut path = p.path.clone();
+                        path.push(ca.der);
+                        let mut used = p.used.clone();
+                        used.push(i);
+                        next.push(Partial {
+                            path,
+                            issuer: ca.issuer.clone(),
+                            used,
+                        });
                     }
                 }
             }
-            out.push(path);
+            out.push(p.path);
         }
         frontier = next;
     }
@@ -300,7 +314,12 @@ fn verify_ek_chain<C: AsRef<[u8]>>(
     cas: &[C],
     at: UnixTime,
 ) -> Result<String, EnrollError> {
-    if cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca) {
+    if cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca)
+    {
         return Err(EnrollError::EkCertChain(ChainError::Unsupported {
             index: 0,
             what: "the EK certificate is a CA certificate".into(),
@@ -363,7 +382,12 @@ fn key_matches(cert: &X509Certificate<'_>, public: &Public) -> Result<(), Enroll
         .parsed()
         .map_err(|e| mismatch(&format!("certificate key does not parse: {e}")))?;
     match (&parsed, &public.key) {
-        (X509Key::RSA(k), PublicKey::Rsa { exponent, modulus, .. }) => {
+        (
+            X509Key::RSA(k),
+            PublicKey::Rsa {
+                exponent, modulus, ..
+            },
+        ) => {
             let e = if *exponent == 0 { 65537 } else { *exponent };
             let e_bytes = e.to_be_bytes();
             if trim(k.modulus) != trim(modulus) {
@@ -492,7 +516,14 @@ fn hmac_alg(h: HashAlg) -> hmac::Algorithm {
 /// KDFa (TPM 2.0 Part 1 §11.4.10.2, SP 800-108 counter mode with HMAC):
 /// HMAC(key, [i]32 || label || 0x00 || contextU || contextV || [bits]32) for i = 1, 2, ...
 /// `bits` must be a multiple of 8 (every use here is).
-pub fn kdfa(hash: HashAlg, key: &[u8], label: &[u8], context_u: &[u8], context_v: &[u8], bits: u32) -> Vec<u8> {
+pub fn kdfa(
+    hash: HashAlg,
+    key: &[u8],
+    label: &[u8],
+    context_u: &[u8],
+    context_v: &[u8],
+    bits: u32,
+) -> Vec<u8> {
     let k = hmac::Key::new(hmac_alg(hash), key);
     let want = (bits as usize).div_ceil(8);
     let mut out = Vec::with_capacity(want + hash.digest_len());
@@ -666,8 +697,8 @@ pub fn make_credential(ek_public: &[u8], ak_name: &[u8], secret: &[u8]) -> Resul
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
     use super::*;
-    use aws_lc_rs::encoding::AsDer;
     use crate::x509::split_certs;
+    use aws_lc_rs::encoding::AsDer;
 
     const TV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/enroll");
     // 2026-11-25T00:00:00Z, after the swtpm EK certificate's notBefore.
@@ -723,7 +754,13 @@ mod tests {
 
     #[test]
     fn swtpm_ek_verifies_and_ak_name_is_the_tpms() {
-        let id = verify_ek(&read("swtpm-ek-cert.der"), &read("swtpm-ek-public.bin"), &cas(), AT).unwrap();
+        let id = verify_ek(
+            &read("swtpm-ek-cert.der"),
+            &read("swtpm-ek-public.bin"),
+            &cas(),
+            AT,
+        )
+        .unwrap();
         assert_eq!(id.kind, KeyKind::Rsa2048);
         assert_eq!(id.issuer, "CN=swtpm-localca");
         assert_eq!(id.subject, "CN=unknown");
@@ -768,7 +805,11 @@ mod tests {
             vec![0x30, 0x85, 1, 1, 1, 1, 1],
             vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
         ] {
-            assert_eq!(check_of(verify_ek(&bad, &ek, &cas(), AT)), "ek_format", "{bad:02x?}");
+            assert_eq!(
+                check_of(verify_ek(&bad, &ek, &cas(), AT)),
+                "ek_format",
+                "{bad:02x?}"
+            );
         }
         let huge = vec![0u8; MAX_EK_CERT + 1];
         assert_eq!(check_of(verify_ek(&huge, &ek, &cas(), AT)), "ek_format");
@@ -779,14 +820,26 @@ mod tests {
         let cert = read("swtpm-ek-cert.der");
         let ek = read("swtpm-ek-public.bin");
         let ak = read("swtpm-ak-public.bin");
-        assert_eq!(check_of(verify_ek(&cert, &ek, &cas(), UnixTime(NOT_BEFORE - 1))), "ek_cert_validity");
-        assert_eq!(check_of(verify_ek(&cert, &ek, &cas(), UnixTime(253_402_300_800))), "ek_cert_validity");
+        assert_eq!(
+            check_of(verify_ek(&cert, &ek, &cas(), UnixTime(NOT_BEFORE - 1))),
+            "ek_cert_validity"
+        );
+        assert_eq!(
+            check_of(verify_ek(&cert, &ek, &cas(), UnixTime(253_402_300_800))),
+            "ek_cert_validity"
+        );
         assert_eq!(check_of(verify_ek(&cert, &ek, &cas()[..1], AT)), "ek_cert_chain");
         assert_eq!(check_of(verify_ek(&cert, &ek, &cas()[1..], AT)), "ek_cert_chain");
         let nv = read("../nvidia/nvidia-device-identity-root.pem");
-        assert_eq!(check_of(verify_ek(&cert, &ek, &split_certs(&nv).unwrap(), AT)), "ek_cert_chain");
+        assert_eq!(
+            check_of(verify_ek(&cert, &ek, &split_certs(&nv).unwrap(), AT)),
+            "ek_cert_chain"
+        );
         // A CA that does not parse is a chain (configuration) failure, not a panic.
-        assert_eq!(check_of(verify_ek(&cert, &ek, &[vec![1u8, 2, 3]], AT)), "ek_cert_chain");
+        assert_eq!(
+            check_of(verify_ek(&cert, &ek, &[vec![1u8, 2, 3]], AT)),
+            "ek_cert_chain"
+        );
         // One bit of the signature flipped.
         let mut tampered = cert.clone();
         let n = tampered.len();
@@ -805,7 +858,10 @@ mod tests {
         assert_eq!(check_of(verify_ek(&cert, &sign, &cas(), AT)), "ek_attributes");
         let mut unrestricted = ek.clone();
         unrestricted[5] &= !0x01; // restricted (bit 16)
-        assert_eq!(check_of(verify_ek(&cert, &unrestricted, &cas(), AT)), "ek_attributes");
+        assert_eq!(
+            check_of(verify_ek(&cert, &unrestricted, &cas(), AT)),
+            "ek_attributes"
+        );
     }
 
     #[test]
@@ -824,7 +880,11 @@ mod tests {
             ATTR_FIXED_PARENT,
             ATTR_SENSITIVE_DATA_ORIGIN,
         ] {
-            assert_eq!(check_of(check_ak(&with(attrs & !bit))), "ak_attributes", "{bit:#x}");
+            assert_eq!(
+                check_of(check_ak(&with(attrs & !bit))),
+                "ak_attributes",
+                "{bit:#x}"
+            );
         }
         assert_eq!(check_of(check_ak(&with(attrs | ATTR_DECRYPT))), "ak_attributes");
         assert_eq!(check_of(check_ak(&read("swtpm-ek-public.bin"))), "ak_attributes");
@@ -900,7 +960,8 @@ mod tests {
         msg.extend_from_slice(ak_name);
         hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, &hmac_key), &msg, mac).ok()?;
         let sym = kdfa(HashAlg::Sha256, seed, b"STORAGE", ak_name, &[], 128);
-        let key = cipher::DecryptingKey::cfb128(cipher::UnboundCipherKey::new(&cipher::AES_128, &sym).ok()?).ok()?;
+        let key = cipher::DecryptingKey::cfb128(cipher::UnboundCipherKey::new(&cipher::AES_128, &sym).ok()?)
+            .ok()?;
         let mut buf = enc.to_vec();
         let plain = key
             .decrypt(
@@ -917,7 +978,9 @@ mod tests {
         let sk = rsa::PrivateDecryptingKey::generate(rsa::KeySize::Rsa2048).unwrap();
         let spki = sk.public_key().as_der().unwrap();
         let (_, info) = SubjectPublicKeyInfo::from_der(spki.as_ref()).unwrap();
-        let X509Key::RSA(k) = info.parsed().unwrap() else { panic!() };
+        let X509Key::RSA(k) = info.parsed().unwrap() else {
+            panic!()
+        };
         let mut unique = 256u16.to_be_bytes().to_vec();
         unique.extend_from_slice(trim(k.modulus));
         let ek = ek_template(&unique, None);

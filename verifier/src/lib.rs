@@ -14,8 +14,8 @@ pub mod snp;
 pub mod tpm;
 pub mod x509;
 
-pub use enroll::{check_ak, make_credential, verify_ek, AkInfo, Credential, EkIdentity, EnrollError};
 pub use check::{Check, EvidenceVerifier, FailedCheck, Outcome, Rejected, Report, UnixTime, Verified};
+pub use enroll::{check_ak, make_credential, verify_ek, AkInfo, Credential, EkIdentity, EnrollError};
 
 /// Lower-case hex. The `hex` crate's `encode` goes a char at a time; claims hex-encode
 /// every PCR and digest on the hot path, so this uses its table-based slice encoder.
