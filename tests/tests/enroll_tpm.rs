@@ -338,3 +338,68 @@ fn another_tpm_is_told_apart() {
         );
     }
 }
+
+/// An ECC P-256 EK (TCG template L-2, tpm2-tools) and an ECC AK: the ECDH/KDFe credential
+/// made in software is activated by the TPM (tpm2-tools' credential file: magic, version,
+/// TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET).
+#[test]
+fn ecc_ek_credential_activates_in_the_tpm() {
+    let t = Swtpm::start();
+    t.tool(&["tpm2_createek", "-c", "ek.ctx", "-G", "ecc", "-u", "ek.pub"]);
+    t.tool(&[
+        "tpm2_createak",
+        "-C",
+        "ek.ctx",
+        "-c",
+        "ak.ctx",
+        "-G",
+        "ecc",
+        "-g",
+        "sha256",
+        "-s",
+        "ecdsa",
+        "-u",
+        "ak.pub",
+        "-f",
+        "tss",
+        "-n",
+        "ak.name",
+    ]);
+    let ek_public = std::fs::read(t.path("ek.pub")).unwrap()[2..].to_vec();
+    let ak_public = std::fs::read(t.path("ak.pub")).unwrap()[2..].to_vec();
+    let ak = check_ak(&ak_public).unwrap();
+    assert_eq!(ak.kind, KeyKind::EccP256);
+    assert_eq!(ak.name, std::fs::read(t.path("ak.name")).unwrap());
+    let secret = random32();
+    let activate = |ak_name: &[u8]| {
+        let cred = make_credential(&ek_public, ak_name, &secret).unwrap();
+        let mut file = 0xBADC_C0DEu32.to_be_bytes().to_vec();
+        file.extend(1u32.to_be_bytes());
+        file.extend(&cred.id_object);
+        file.extend(&cred.encrypted_secret);
+        std::fs::write(t.path("cred.bin"), file).unwrap();
+        let _ = std::fs::remove_file(t.path("secret.bin"));
+        t.tool(&["tpm2_startauthsession", "--policy-session", "-S", "s.ctx"]);
+        t.tool(&["tpm2_policysecret", "-S", "s.ctx", "-c", "e"]);
+        let ok = t.try_tool(&[
+            "tpm2_activatecredential",
+            "-c",
+            "ak.ctx",
+            "-C",
+            "ek.ctx",
+            "-i",
+            "cred.bin",
+            "-o",
+            "secret.bin",
+            "-P",
+            "session:s.ctx",
+        ]);
+        let _ = t.try_tool(&["tpm2_flushcontext", "s.ctx"]);
+        assert!(t.try_tool(&["tpm2_flushcontext", "-t"]));
+        ok.then(|| std::fs::read(t.path("secret.bin")).unwrap())
+    };
+    assert_eq!(activate(&ak.name).as_deref(), Some(&secret[..]));
+    let mut other = ak.name.clone();
+    other[10] ^= 1;
+    assert_eq!(activate(&other), None);
+}
