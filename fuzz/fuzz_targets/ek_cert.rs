@@ -14,15 +14,14 @@ use std::sync::OnceLock;
 /// 2026-11-25T00:00:00Z: inside the swtpm CA's validity; fixed for reproducible runs.
 const AT: UnixTime = UnixTime(1_795_564_800);
 
+const ROOT: &[u8] = include_bytes!("../../verifier/testdata/enroll/swtpm-localca-root.pem");
+const ISSUER: &[u8] = include_bytes!("../../verifier/testdata/enroll/swtpm-localca-issuer.pem");
+
 fn cas() -> &'static [Vec<u8>] {
     static C: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     C.get_or_init(|| {
-        let mut v = split_certs(include_bytes!("../../verifier/testdata/enroll/swtpm-localca-root.pem"))
-            .expect("root parses");
-        v.extend(
-            split_certs(include_bytes!("../../verifier/testdata/enroll/swtpm-localca-issuer.pem"))
-                .expect("issuer parses"),
-        );
+        let mut v = split_certs(ROOT).expect("root parses");
+        v.extend(split_certs(ISSUER).expect("issuer parses"));
         v
     })
 }
