@@ -29,11 +29,14 @@ use std::sync::{Mutex, MutexGuard};
 use thiserror::Error;
 use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection, DefaultKey};
 use tss_esapi::constants::response_code::Tss2ResponseCode;
-use tss_esapi::handles::KeyHandle;
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{AuthHandle, KeyHandle, SessionHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Data, HashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private, Public, SignatureScheme,
+    Data, EncryptedSecret, HashScheme, IdObject, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private,
+    Public, SignatureScheme, SymmetricDefinition,
 };
 use tss_esapi::traits::Marshall;
 use tss_esapi::{Context, TctiNameConf};
@@ -192,6 +195,39 @@ impl TpmCollector {
     /// The AK as a marshalled TPMT_PUBLIC.
     pub fn ak_public(&self) -> Result<Vec<u8>, CollectError> {
         self.keys().map(|k| k.ak_public)
+    }
+
+    /// TPM2_ActivateCredential with the AK as the credentialed object and the EK as the
+    /// decryption key: the secret the verifier protected (TPM2_MakeCredential) to this TPM's
+    /// EK for the AK's Name. `id_object` and `encrypted_secret` are marshalled TPM2B_ID_OBJECT
+    /// and TPM2B_ENCRYPTED_SECRET (size first). A credential made for another EK or another
+    /// Name fails the TPM's integrity check and comes back as [`CollectError::Failed`].
+    pub fn activate_credential(
+        &self,
+        id_object: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, CollectError> {
+        let id = tpm2b_body(id_object, "TPM2B_ID_OBJECT")?;
+        let secret = tpm2b_body(encrypted_secret, "TPM2B_ENCRYPTED_SECRET")?;
+        let id = tpm(
+            "credential blob (TPM2B_ID_OBJECT)",
+            IdObject::try_from(id.to_vec()),
+        )?;
+        let secret = tpm(
+            "encrypted secret (TPM2B_ENCRYPTED_SECRET)",
+            EncryptedSecret::try_from(secret.to_vec()),
+        )?;
+        let mut st = self.lock();
+        self.ensure_open(&mut st)?;
+        let Some(open) = st.open.as_mut() else {
+            return Err(failed("TPM connection missing after opening it".into()));
+        };
+        let r = activate(open, id, secret);
+        if r.is_err() {
+            // As after a failed round: start afresh next time (same AK, from its blob).
+            st.open = None;
+        }
+        r
     }
 
     /// Close the TPM connection (flushing the AK), keeping the AK blob: the next use
@@ -470,6 +506,71 @@ fn read_ek_certificate(ctx: &mut Context) -> Result<Option<Vec<u8>>, CollectErro
             describe(&e)
         ))),
     }
+}
+
+/// The body of a marshalled TPM2B whose size must cover exactly the rest of the input.
+fn tpm2b_body<'a>(b: &'a [u8], what: &str) -> Result<&'a [u8], CollectError> {
+    match b {
+        [hi, lo, body @ ..] if usize::from(u16::from_be_bytes([*hi, *lo])) == body.len() => Ok(body),
+        _ => Err(failed(format!(
+            "{what}: the size field does not match the {} bytes given",
+            b.len()
+        ))),
+    }
+}
+
+/// Re-create the EK, satisfy its policy (PolicySecret on the endorsement hierarchy, as the
+/// TCG EK template's authPolicy demands), activate, then flush the EK and the session.
+fn activate(open: &mut Open, id: IdObject, secret: EncryptedSecret) -> Result<Vec<u8>, CollectError> {
+    let ctx = &mut open.ctx;
+    let ak = open.ak;
+    let ek = tpm("create the EK (TPM2_CreatePrimary)", ek_create(ctx))?;
+    let session = match ctx.start_auth_session(
+        None,
+        None,
+        None,
+        SessionType::Policy,
+        SymmetricDefinition::AES_128_CFB,
+        HashingAlgorithm::Sha256,
+    ) {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(failed("TPM2_StartAuthSession returned no session".into())),
+        Err(e) => Err(failed(format!("TPM2_StartAuthSession: {}", describe(&e)))),
+    };
+    let result = session.and_then(|session| {
+        let r = PolicySession::try_from(session)
+            .map_err(|e| failed(format!("policy session: {}", describe(&e))))
+            .and_then(|policy| {
+                tpm(
+                    "TPM2_PolicySecret (endorsement hierarchy)",
+                    ctx.execute_with_session(Some(AuthSession::Password), |c| {
+                        c.policy_secret(
+                            policy,
+                            AuthHandle::Endorsement,
+                            Default::default(),
+                            Default::default(),
+                            Default::default(),
+                            None,
+                        )
+                    }),
+                )
+            })
+            .and_then(|_| {
+                tpm(
+                    "TPM2_ActivateCredential",
+                    ctx.execute_with_sessions((Some(AuthSession::Password), Some(session), None), |c| {
+                        c.activate_credential(ak, ek, id, secret)
+                    }),
+                )
+            });
+        // The session may already be gone (a failed command can end it); nothing to do then.
+        let _ = ctx.flush_context(SessionHandle::from(session).into());
+        r
+    });
+    let flushed = tpm("flush the EK (TPM2_FlushContext)", ctx.flush_context(ek.into()));
+    let digest = result?;
+    flushed?;
+    Ok(digest.value().to_vec())
 }
 
 /// TPM2_Quote with the binding as qualifyingData; the TPMS_ATTEST and TPMT_SIGNATURE

@@ -272,6 +272,39 @@ impl Swtpm {
         specs.len()
     }
 
+    /// PEM files of the swtpm local CA that signed this instance's EK certificate: root
+    /// first, then the issuing CA. `swtpm_setup --create-config-files` points the CA's
+    /// statedir into this instance's XDG_CONFIG_HOME, so every instance has its own CA
+    /// (all with the same subject names: only the keys tell them apart).
+    pub fn ek_ca_certs(&self) -> Vec<PathBuf> {
+        let conf = std::fs::read_to_string(self.dir.join("xdg/swtpm-localca.conf"))
+            .expect("swtpm-localca.conf in this instance's XDG_CONFIG_HOME");
+        let value = |key: &str| {
+            conf.lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == key)
+                .map(|(_, v)| PathBuf::from(v.trim()))
+        };
+        let statedir = value("statedir").expect("statedir in swtpm-localca.conf");
+        assert!(
+            statedir.starts_with(&self.dir),
+            "swtpm local CA at {} is shared, not per instance",
+            statedir.display()
+        );
+        let issuer = value("issuercert").unwrap_or_else(|| statedir.join("issuercert.pem"));
+        let root = statedir.join("swtpm-localca-rootca-cert.pem");
+        for p in [&root, &issuer] {
+            assert!(p.is_file(), "{} missing", p.display());
+        }
+        vec![root, issuer]
+    }
+
+    /// The RSA EK certificate exactly as stored in NV index 0x01C00002 (`tpm2_nvread`).
+    pub fn ek_cert_der(&self) -> Vec<u8> {
+        self.tool(&["tpm2_nvread", "0x1c00002", "-o", "ek-cert.der"]);
+        std::fs::read(self.path("ek-cert.der")).unwrap()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod check;
 pub mod ear;
+pub mod enroll;
 pub mod nvgpu;
 pub mod rim;
 pub mod snp;
@@ -14,6 +15,7 @@ pub mod tpm;
 pub mod x509;
 
 pub use check::{Check, EvidenceVerifier, FailedCheck, Outcome, Rejected, Report, UnixTime, Verified};
+pub use enroll::{check_ak, make_credential, verify_ek, AkInfo, Credential, EkIdentity, EnrollError};
 
 /// Lower-case hex. The `hex` crate's `encode` goes a char at a time; claims hex-encode
 /// every PCR and digest on the hot path, so this uses its table-based slice encoder.
