@@ -1,1 +1,308 @@
+//! `custody-verifier`, the service around the pure appraisal core:
+//!
+//! - enrollment: EK certificate chain to a manufacturer CA, AK proven to share the TPM
+//!   by credential activation, then a node certificate from the verifier's CA ([`enroll`]);
+//! - rounds: single-use nonces with a TTL, evidence pulled from the agent over mutual TLS
+//!   (or pushed by it), appraised by `custody-verifier`'s per-kind verifiers, reference
+//!   values, Rego policy, an EAR signed as COSE_Sign1 ([`round`]);
+//! - continuous attestation: every node re-attested on an interval; failing nodes move to
+//!   `failed`, then `revoked`, with the reason stored and an event emitted ([`events`]);
+//! - storage behind the [`store::Store`] trait (SQLite, WAL) and the audit log
+//!   (`custody-audit`) in the same database file;
+//! - the HTTP/2 API over rustls ([`api`]) with `/metrics` and an OpenAPI document.
+#![forbid(unsafe_code)]
 
+pub mod api;
+pub mod config;
+pub mod enroll;
+pub mod events;
+pub mod metrics;
+pub mod nonce;
+pub mod pki;
+pub mod round;
+pub mod store;
+
+use config::Config;
+use custody_audit::note::Signer;
+use custody_net::{ClientAuth, HttpsClient};
+use custody_verifier::ear::EarSigningKey;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use store::{SqliteStore, Store};
+use thiserror::Error;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Net(#[from] custody_net::NetError),
+    #[error("audit log: {0}")]
+    Audit(String),
+    #[error("policy: {0}")]
+    Policy(#[from] custody_policy::PolicyError),
+    #[error("key file {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("EK CA directory {path}: {reason}")]
+    EkCas { path: String, reason: String },
+    #[error("verifier core: {0}")]
+    Core(String),
+    #[error("no node `{0}`")]
+    NoNode(String),
+}
+
+/// Everything a request handler or the scheduler needs.
+#[derive(Debug)]
+pub struct Service {
+    pub cfg: Config,
+    pub store: Arc<dyn Store>,
+    pub pki: pki::Pki,
+    pub appraiser: round::Appraiser,
+    pub ear_key: EarSigningKey,
+    audit: Mutex<custody_audit::store::Store>,
+    log_signer: Signer,
+    pub nonces: nonce::Nonces,
+    pub enrollments: enroll::Pending,
+    /// TPM manufacturer CA certificates (DER).
+    pub ek_cas: Vec<Vec<u8>>,
+    /// Asks agents for evidence, presenting the `verifier` identity.
+    pub agents: HttpsClient,
+    pub events: events::Emitter,
+    pub metrics: metrics::Metrics,
+    /// One round per node at a time: a scheduled round and `custody attest` don't race.
+    pub in_flight: Mutex<std::collections::HashSet<String>>,
+}
+
+fn load_or_create_key<T>(
+    path: &Path,
+    load: impl FnOnce(&[u8]) -> Result<T, String>,
+    create: impl FnOnce() -> Result<(T, Vec<u8>), String>,
+) -> Result<T, ServiceError> {
+    let err = |reason: String| ServiceError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    if path.exists() {
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        load(&bytes).map_err(err)
+    } else {
+        let (key, bytes) = create().map_err(err)?;
+        pki::write_file(path, &bytes, true)?;
+        Ok(key)
+    }
+}
+
+/// Every certificate (PEM or DER) in the files of `dir`.
+pub fn load_ek_cas(dir: &Path) -> Result<Vec<Vec<u8>>, ServiceError> {
+    let err = |reason: String| ServiceError::EkCas {
+        path: dir.display().to_string(),
+        reason,
+    };
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| err(e.to_string()))?;
+    let mut paths: Vec<_> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    for p in paths {
+        let bytes = std::fs::read(&p).map_err(|e| err(format!("{}: {e}", p.display())))?;
+        if bytes.starts_with(b"-----BEGIN") {
+            let certs =
+                custody_net::certs_from_pem(&bytes).map_err(|e| err(format!("{}: {e}", p.display())))?;
+            out.extend(certs.into_iter().map(|c| c.as_ref().to_vec()));
+        } else {
+            out.push(bytes);
+        }
+    }
+    if out.is_empty() {
+        return Err(err(
+            "no CA certificate found: EK certificates could never verify".into()
+        ));
+    }
+    Ok(out)
+}
+
+impl Service {
+    /// Open (creating on first start) the data directory: CA, EAR key, log key, database.
+    pub fn open(cfg: Config) -> Result<Arc<Self>, ServiceError> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| ServiceError::Key {
+            path: cfg.data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let pki = pki::Pki::open(&cfg.data_dir)?;
+        let ear_key = load_or_create_key(
+            &cfg.data_dir.join("ear-key.pk8"),
+            |b| EarSigningKey::from_pkcs8(b).map_err(|e| e.to_string()),
+            || {
+                let k = EarSigningKey::generate().map_err(|e| e.to_string())?;
+                let b = k.to_pkcs8().map_err(|e| e.to_string())?;
+                Ok((k, b))
+            },
+        )?;
+        // The log key is separate from the EAR key: a leaked EAR key cannot rewrite history.
+        let log_signer = load_or_create_key(
+            &cfg.data_dir.join("log-key"),
+            |b| {
+                let s = std::str::from_utf8(b).map_err(|e| e.to_string())?;
+                Signer::parse(s.trim()).map_err(|e| e.to_string())
+            },
+            || {
+                let s = Signer::generate("custody-verifier").map_err(|e| e.to_string())?;
+                let b = s.to_private_key_string().map_err(|e| e.to_string())?.into_bytes();
+                Ok((s, b))
+            },
+        )?;
+        pki::write_file(
+            &cfg.data_dir.join("log-key.pub"),
+            format!("{}\n", log_signer.verifier().to_key_string()).as_bytes(),
+            false,
+        )?;
+        pki::write_file(
+            &cfg.data_dir.join("ear-key.jwk"),
+            ear_key.public_key().to_jwk().as_bytes(),
+            false,
+        )?;
+        let db = cfg.db_path();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
+        let audit = custody_audit::store::Store::open(&db).map_err(|e| ServiceError::Audit(e.to_string()))?;
+        let ek_cas = load_ek_cas(&cfg.ek_ca_dir)?;
+        let policy = match &cfg.policy {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ServiceError::Key {
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                let id = p.file_stem().and_then(|s| s.to_str()).unwrap_or("policy");
+                custody_policy::Policy::new(id, &text)?
+            }
+            None => custody_policy::Policy::default_policy()?,
+        };
+        let roots = custody_net::roots_from_pem(pki.ca_pem().as_bytes())?;
+        let agents = HttpsClient::new(
+            custody_net::client_config(roots, Some(pki.client_identity()?))?,
+            Duration::from_secs(cfg.round_timeout_secs),
+            custody_formats::bundle::MAX_BUNDLE_LEN,
+        );
+        let events = events::Emitter::new(&cfg)?;
+        let appraiser = round::Appraiser::new(policy).map_err(ServiceError::Core)?;
+        Ok(Arc::new(Self {
+            nonces: nonce::Nonces::new(Duration::from_secs(cfg.nonce_ttl_secs)),
+            enrollments: enroll::Pending::default(),
+            cfg,
+            store,
+            pki,
+            appraiser,
+            ear_key,
+            audit: Mutex::new(audit),
+            log_signer,
+            ek_cas,
+            agents,
+            events,
+            metrics: metrics::Metrics::default(),
+            in_flight: Mutex::new(Default::default()),
+        }))
+    }
+
+    fn audit(&self) -> MutexGuard<'_, custody_audit::store::Store> {
+        // Appends are single transactions; a poisoned lock holds a consistent log.
+        self.audit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Append to the audit log. A failure is logged and counted, never hidden: the
+    /// decision already stands, and the gap shows as a missing entry to an auditor.
+    pub fn log(&self, entry: custody_audit::Entry) {
+        let kind = entry.kind();
+        if let Err(e) = self.audit().append(&entry) {
+            self.metrics
+                .audit_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(kind, error = %e, "audit append failed");
+        }
+    }
+
+    /// Sign a checkpoint if the log grew since the last one.
+    pub fn checkpoint(&self) -> Result<Option<String>, ServiceError> {
+        let mut a = self.audit();
+        let last = a
+            .checkpoints()
+            .map_err(|e| ServiceError::Audit(e.to_string()))?
+            .last()
+            .map(|(size, _)| *size);
+        if last == Some(a.size()) || a.size() == 0 {
+            return Ok(None);
+        }
+        a.checkpoint(&self.log_signer)
+            .map(Some)
+            .map_err(|e| ServiceError::Audit(e.to_string()))
+    }
+
+    pub fn log_public_key(&self) -> String {
+        self.log_signer.verifier().to_key_string()
+    }
+
+    /// TLS for the API: the verifier's certificate, client certificates optional at the
+    /// handshake (enrollment has none yet) and checked per route.
+    pub fn tls(&self) -> Result<Arc<rustls::ServerConfig>, ServiceError> {
+        let roots = custody_net::roots_from_pem(self.pki.ca_pem().as_bytes())?;
+        Ok(custody_net::server_config(
+            self.pki.server_identity(&self.cfg.server_names)?,
+            ClientAuth::Optional(roots),
+        )?)
+    }
+}
+
+/// Run the service until `shutdown` resolves: API listener, continuous attestation,
+/// checkpoints.
+pub async fn run(
+    svc: Arc<Service>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    let tls = svc.tls()?;
+    let router = api::router(svc.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(round::schedule(svc.clone(), stop_rx.clone()));
+    let checkpoints = tokio::spawn(checkpoint_loop(svc.clone(), stop_rx));
+    tracing::info!(addr = ?listener.local_addr().ok(), "custody-verifier listening");
+    custody_net::serve(listener, tls, router, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = scheduler.await;
+    let _ = checkpoints.await;
+    // A final checkpoint so everything appended is covered by a signature.
+    if let Err(e) = svc.checkpoint() {
+        tracing::error!(error = %e, "final checkpoint failed");
+    }
+    Ok(())
+}
+
+async fn checkpoint_loop(svc: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(svc.cfg.checkpoint_secs.max(1)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let s = svc.clone();
+        match tokio::task::spawn_blocking(move || s.checkpoint()).await {
+            Ok(Ok(Some(_))) => tracing::debug!("checkpoint signed"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "checkpoint failed"),
+            Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+        }
+    }
+}

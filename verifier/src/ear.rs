@@ -501,7 +501,62 @@ pub struct AttestationResult {
     pub attributes: Claims,
 }
 
+impl ClaimValue {
+    /// A JSON view for people (bytes as hex); not an encoding that round-trips.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Self::Bool(b) => J::Bool(*b),
+            Self::Int(i) => i64::try_from(*i).map_or_else(|_| J::String(i.to_string()), |v| J::from(v)),
+            Self::Text(t) => J::String(t.clone()),
+            Self::Bytes(b) => J::String(crate::hex(b)),
+            Self::Array(a) => J::Array(a.iter().map(Self::to_json).collect()),
+            Self::Map(m) => claims_to_json(m),
+        }
+    }
+}
+
+fn claims_to_json(c: &Claims) -> serde_json::Value {
+    serde_json::Value::Object(c.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+}
+
 impl AttestationResult {
+    /// A JSON view for people (`custody result`), with EAR's claim names.
+    pub fn to_json(&self) -> serde_json::Value {
+        let submods: serde_json::Map<String, serde_json::Value> = self
+            .submods
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    serde_json::json!({
+                        "ear.status": s.status.as_str(),
+                        "ear.trustworthiness-vector": s.trust_vector,
+                        "ear.appraisal-policy-ids": s.policy_ids,
+                        "ear.veraison.annotated-evidence": claims_to_json(&s.device_claims),
+                        "ear.veraison.policy-claims": claims_to_json(&s.annotations),
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "eat_profile": EAR_PROFILE,
+            "iat": self.iat,
+            "exp": self.exp,
+            "eat_nonce": crate::hex(&self.nonce),
+            "ear.status": self.status.as_str(),
+            "ear.verifier-id": {"build": self.verifier_id.build, "developer": self.verifier_id.developer},
+            "submods": submods,
+            "custody.node-id": self.node_id,
+            "custody.site": self.site,
+            "custody.country": self.country,
+            "custody.operator": self.operator,
+            "custody.policy-id": self.policy_id,
+            "custody.policy-digest": self.policy_digest.as_ref().map(crate::hex),
+            "custody.attributes": claims_to_json(&self.attributes),
+        })
+    }
+
     /// The least trustworthy submod status.
     pub fn worst_submod_status(&self) -> TrustTier {
         self.submods

@@ -1,0 +1,525 @@
+//! The HTTP API (HTTP/2 over rustls; HTTP/1.1 for clients without ALPN h2).
+//!
+//! Authorization is by the role in the mTLS client certificate's CN (issued by this
+//! verifier's CA): enrollment needs none; `node:<id>` may push its own evidence;
+//! `operator` reads and drives everything else. `/healthz`, `/metrics`, `/openapi.json`
+//! and `/v1/keys` (public keys) are open. Agents speak CBOR, people JSON.
+
+use crate::round::RoundSummary;
+use crate::store::{NodeRecord, NodeState, Reference};
+use crate::{now, Service, ServiceError};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use custody_formats::api::{self as wire, Refusal};
+use custody_net::PeerCert;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The OpenAPI document served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every route, for the router and for the test that the OpenAPI document lists them all.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("get", "/v1/keys"),
+    ("post", "/v1/enroll"),
+    ("post", "/v1/enroll/activate"),
+    ("post", "/v1/nonce"),
+    ("post", "/v1/evidence"),
+    ("get", "/v1/nodes"),
+    ("get", "/v1/nodes/{node}"),
+    ("post", "/v1/nodes/{node}/attest"),
+    ("get", "/v1/nodes/{node}/result"),
+    ("get", "/v1/events"),
+    ("put", "/v1/groups/{group}/reference"),
+    ("get", "/v1/audit/checkpoint"),
+];
+
+pub fn router(svc: Arc<Service>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route("/v1/keys", get(keys))
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/enroll/activate", post(activate))
+        .route("/v1/nonce", post(push_nonce))
+        .route("/v1/evidence", post(push_evidence))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{node}", get(node))
+        .route("/v1/nodes/{node}/attest", post(attest))
+        .route("/v1/nodes/{node}/result", get(result))
+        .route("/v1/events", get(events))
+        .route("/v1/groups/{group}/reference", put(set_reference))
+        .route("/v1/audit/checkpoint", get(checkpoint))
+        .layer(DefaultBodyLimit::max(custody_formats::bundle::MAX_BUNDLE_LEN))
+        .layer(axum::middleware::from_fn(trace))
+        .with_state(svc)
+}
+
+/// One span per request, with method, path, peer role and outcome.
+async fn trace(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let role = req
+        .extensions()
+        .get::<PeerCert>()
+        .and_then(PeerCert::common_name)
+        .unwrap_or_else(|| "anonymous".into());
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), peer = %role);
+    async move {
+        let t = std::time::Instant::now();
+        let resp = next.run(req).await;
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            micros = t.elapsed().as_micros() as u64,
+            "done"
+        );
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+fn cbor<T: serde::Serialize>(status: StatusCode, what: &'static str, v: &T) -> Response {
+    match wire::to_cbor(what, v) {
+        Ok(b) => (status, [(header::CONTENT_TYPE, wire::CBOR)], b).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn refusal(status: StatusCode, r: &Refusal) -> Response {
+    cbor(status, "refusal", r)
+}
+
+/// JSON error for people: `{"error": ..., "check": ...}`.
+fn json_error(status: StatusCode, check: &str, detail: impl std::fmt::Display) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"check": check, "error": detail.to_string()})),
+    )
+        .into_response()
+}
+
+fn service_error(e: ServiceError) -> Response {
+    match e {
+        ServiceError::NoNode(n) => json_error(StatusCode::NOT_FOUND, "node", format!("no node `{n}`")),
+        other => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", other),
+    }
+}
+
+fn role(peer: &PeerCert) -> Option<String> {
+    peer.common_name()
+}
+
+fn require_operator(peer: &PeerCert) -> Result<(), Response> {
+    match role(peer).as_deref() {
+        Some("operator") => Ok(()),
+        Some(other) => Err(json_error(
+            StatusCode::FORBIDDEN,
+            "peer_role",
+            format!("`{other}` is not an operator"),
+        )),
+        None => Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            "peer_role",
+            "an operator client certificate is required",
+        )),
+    }
+}
+
+fn require_node(peer: &PeerCert) -> Result<String, Response> {
+    match role(peer).as_deref().and_then(|r| r.strip_prefix("node:")) {
+        Some(id) => Ok(id.to_owned()),
+        None => Err(refusal(
+            StatusCode::FORBIDDEN,
+            &Refusal {
+                check: "peer_role".into(),
+                detail: "an enrolled node's client certificate is required".into(),
+            },
+        )),
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, body: &[u8]) -> Result<T, Response> {
+    wire::from_cbor(what, body).map_err(|e| {
+        refusal(
+            StatusCode::BAD_REQUEST,
+            &Refusal {
+                check: "message_format".into(),
+                detail: e.to_string(),
+            },
+        )
+    })
+}
+
+/// Run blocking work (SQLite, signing) off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
+}
+
+async fn metrics(State(svc): State<Arc<Service>>) -> Response {
+    let nodes = svc.store.nodes().unwrap_or_default();
+    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in [
+        NodeState::Enrolled,
+        NodeState::Trusted,
+        NodeState::Failed,
+        NodeState::Revoked,
+    ] {
+        by_state.insert(s.as_str(), 0);
+    }
+    for n in &nodes {
+        *by_state.entry(n.state.as_str()).or_default() += 1;
+    }
+    let v: Vec<(&str, usize)> = by_state.into_iter().collect();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        svc.metrics.render(&v, svc.nonces.outstanding()),
+    )
+        .into_response()
+}
+
+async fn keys(State(svc): State<Arc<Service>>) -> Response {
+    Json(serde_json::json!({
+        "ear_jwk": serde_json::from_str::<serde_json::Value>(&svc.ear_key.public_key().to_jwk()).unwrap_or_default(),
+        "log_key": svc.log_public_key(),
+        "ca_pem": svc.pki.ca_pem(),
+    }))
+    .into_response()
+}
+
+async fn enroll(State(svc): State<Arc<Service>>, body: Bytes) -> Response {
+    let req: wire::EnrollRequest = match decode("enroll request", &body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match blocking(move || svc.enroll_begin(req)).await {
+        Ok(Ok(ch)) => cbor(StatusCode::OK, "enroll challenge", &ch),
+        Ok(Err(f)) => refusal(StatusCode::FORBIDDEN, &f),
+        Err(r) => r,
+    }
+}
+
+async fn activate(State(svc): State<Arc<Service>>, body: Bytes) -> Response {
+    let req: wire::ActivateRequest = match decode("activate request", &body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match blocking(move || svc.enroll_finish(req)).await {
+        Ok(Ok(e)) => cbor(StatusCode::OK, "enrolled", &e),
+        Ok(Err(f)) => refusal(StatusCode::FORBIDDEN, &f),
+        Err(r) => r,
+    }
+}
+
+async fn push_nonce(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
+    let id = match require_node(&peer) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match svc.nonces.issue(&id) {
+        Ok(nonce) => cbor(
+            StatusCode::OK,
+            "nonce grant",
+            &wire::NonceGrant {
+                nonce,
+                ttl_seconds: svc.nonces.ttl().as_secs(),
+            },
+        ),
+        Err(e) => refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Refusal {
+                check: "nonce".into(),
+                detail: e.to_string(),
+            },
+        ),
+    }
+}
+
+async fn push_evidence(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    body: Bytes,
+) -> Response {
+    let id = match require_node(&peer) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match blocking(move || svc.appraise_pushed(&id, &body)).await {
+        Ok(Ok((s, ear))) => cbor(
+            StatusCode::OK,
+            "push result",
+            &wire::PushResult {
+                status: s.status,
+                failed_check: s.failed_check,
+                ear,
+            },
+        ),
+        Ok(Err(e)) => refusal(
+            StatusCode::FORBIDDEN,
+            &Refusal {
+                check: "node".into(),
+                detail: e.to_string(),
+            },
+        ),
+        Err(r) => r,
+    }
+}
+
+/// The node view people see: no key bytes.
+fn node_json(n: &NodeRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": n.id,
+        "name": n.name,
+        "group": n.group,
+        "endpoint": n.endpoint,
+        "state": n.state.as_str(),
+        "reason": n.reason,
+        "ek_cert_sha256": n.ek_cert_sha256,
+        "enrolled_at": n.enrolled_at,
+        "updated_at": n.updated_at,
+        "last_round_at": n.last_round_at,
+        "consecutive_failures": n.failures,
+    })
+}
+
+/// A node by id or by name.
+fn find(svc: &Service, key: &str) -> Result<NodeRecord, ServiceError> {
+    if let Some(n) = svc.store.node(key)? {
+        return Ok(n);
+    }
+    svc.store
+        .node_by_name(key)?
+        .ok_or_else(|| ServiceError::NoNode(key.into()))
+}
+
+async fn nodes(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    match blocking(move || svc.store.nodes()).await {
+        Ok(Ok(ns)) => Json(ns.iter().map(node_json).collect::<Vec<_>>()).into_response(),
+        Ok(Err(e)) => service_error(e.into()),
+        Err(r) => r,
+    }
+}
+
+fn result_json(r: &crate::store::ResultRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id,
+        "at": r.at,
+        "status": r.status,
+        "failed_check": r.failed_check,
+        "reasons": r.reasons,
+        "evidence_sha256": r.evidence_sha256,
+    })
+}
+
+async fn node(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(key): Path<String>,
+) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    let out = blocking(move || -> Result<serde_json::Value, ServiceError> {
+        let n = find(&svc, &key)?;
+        let results = svc.store.results(&n.id, 20)?;
+        let events = svc.store.events(Some(&n.id), 50)?;
+        Ok(serde_json::json!({
+            "node": node_json(&n),
+            "results": results.iter().map(result_json).collect::<Vec<_>>(),
+            "events": events,
+        }))
+    })
+    .await;
+    match out {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => service_error(e),
+        Err(r) => r,
+    }
+}
+
+async fn attest(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(key): Path<String>,
+) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    let s2 = svc.clone();
+    let id = match blocking(move || find(&s2, &key)).await {
+        Ok(Ok(n)) => n.id,
+        Ok(Err(e)) => return service_error(e),
+        Err(r) => return r,
+    };
+    match svc.attest(&id).await {
+        Ok(s) => Json::<RoundSummary>(s).into_response(),
+        Err(ServiceError::Core(m)) if m.contains("already running") => {
+            json_error(StatusCode::CONFLICT, "busy", m)
+        }
+        Err(e) => service_error(e),
+    }
+}
+
+async fn result(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(key): Path<String>,
+) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    let out = blocking(move || -> Result<serde_json::Value, ServiceError> {
+        let n = find(&svc, &key)?;
+        let r = svc
+            .store
+            .latest_result(&n.id)?
+            .ok_or_else(|| ServiceError::Core(format!("`{}` has no result yet", n.name)))?;
+        // Decoded through the same verification a relying party runs (at the time it
+        // was issued, so an expired result still displays).
+        let decoded = custody_verifier::ear::verify(
+            &r.ear,
+            svc.ear_key.public_key(),
+            custody_verifier::check::UnixTime(r.at),
+        )
+        .map(|a| a.to_json())
+        .map_err(|e| ServiceError::Core(format!("stored EAR does not verify: {e}")))?;
+        Ok(serde_json::json!({
+            "node": node_json(&n),
+            "result": result_json(&r),
+            "expired": now() > decoded["exp"].as_i64().unwrap_or(0),
+            "ear": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&r.ear),
+            "ear_claims": decoded,
+        }))
+    })
+    .await;
+    match out {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(ServiceError::Core(m))) => json_error(StatusCode::NOT_FOUND, "result", m),
+        Ok(Err(e)) => service_error(e),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EventQuery {
+    node: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn events(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Query(q): Query<EventQuery>,
+) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    match blocking(move || -> Result<Vec<crate::store::Event>, ServiceError> {
+        let node = q.node.map(|k| find(&svc, &k)).transpose()?;
+        Ok(svc.store.events(node.as_ref().map(|n| n.id.as_str()), limit)?)
+    })
+    .await
+    {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => service_error(e),
+        Err(r) => r,
+    }
+}
+
+/// Operator-provisioned golden PCRs: `{"pcrs": {"sha256": {"0": "hex", ...}}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReferenceBody {
+    pcrs: BTreeMap<String, BTreeMap<u32, String>>,
+}
+
+async fn set_reference(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(group): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    let b: ReferenceBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "reference_format", e),
+    };
+    for (bank, pcrs) in &b.pcrs {
+        let want = match bank.as_str() {
+            "sha1" => 20,
+            "sha256" => 32,
+            "sha384" => 48,
+            "sha512" => 64,
+            _ => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "reference_format",
+                    format!("unknown bank `{bank}`"),
+                )
+            }
+        };
+        for (i, d) in pcrs {
+            if *i > 23 || hex::decode(d).map(|v| v.len()) != Ok(want) {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "reference_format",
+                    format!("{bank} PCR {i}: want an index 0-23 and {want} bytes of hex"),
+                );
+            }
+        }
+    }
+    let r = Reference {
+        pcrs: b.pcrs,
+        source: "operator".into(),
+        at: now(),
+        learned_from: None,
+    };
+    let g = group.clone();
+    match blocking(move || -> Result<(), ServiceError> {
+        svc.store.set_reference(&g, &r)?;
+        svc.log(custody_audit::Entry::PolicyChange(serde_json::json!({
+            "reference_values": g,
+            "source": "operator",
+            "at": r.at,
+            "pcrs": r.pcrs,
+        })));
+        Ok(())
+    })
+    .await
+    {
+        Ok(Ok(())) => Json(serde_json::json!({"group": group, "source": "operator"})).into_response(),
+        Ok(Err(e)) => service_error(e),
+        Err(r) => r,
+    }
+}
+
+async fn checkpoint(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    match blocking(move || svc.checkpoint()).await {
+        Ok(Ok(c)) => Json(serde_json::json!({"new_checkpoint": c})).into_response(),
+        Ok(Err(e)) => service_error(e),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,88 @@
+//! `custody-verifier`: the verifier service.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use custody_service::config::Config;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "custody-verifier", version, about = "Custody verifier service")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the service.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create the data directory (CA, EAR key, log key, database) and write an operator
+    /// identity for the CLI into DIR (default: <data_dir>/operator).
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        operator_dir: Option<PathBuf>,
+    },
+    /// Print the default configuration.
+    Config,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Config => {
+            print!("{}", Config::defaults_toml());
+            Ok(())
+        }
+        Cmd::Init { config, operator_dir } => {
+            let cfg = Config::load(&config)?;
+            let dir = operator_dir.unwrap_or_else(|| cfg.data_dir.join("operator"));
+            let svc = custody_service::Service::open(cfg)?;
+            svc.pki.write_operator_identity(&dir)?;
+            println!("{}", dir.display());
+            Ok(())
+        }
+        Cmd::Run { config } => {
+            let cfg = Config::load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
+            rt.block_on(async move {
+                let listen = cfg.listen.clone();
+                let svc = custody_service::Service::open(cfg)?;
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("bind {listen}"))?;
+                let shutdown = async {
+                    let mut term =
+                        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                            Ok(s) => s,
+                            Err(_) => {
+                                let _ = tokio::signal::ctrl_c().await;
+                                return;
+                            }
+                        };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                    tracing::info!("shutting down");
+                };
+                custody_service::run(svc, listener, shutdown).await?;
+                Ok(())
+            })
+        }
+    }
+}

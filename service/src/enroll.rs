@@ -1,0 +1,262 @@
+//! Enrollment: a node proves its TPM, then gets a certificate.
+//!
+//! 1. `POST /v1/enroll`: the EK certificate must chain to a configured manufacturer CA and
+//!    carry the EK public key presented; the AK must be a restricted, TPM-resident signing
+//!    key. The verifier makes a credential (TPM2_MakeCredential, in software) of a random
+//!    secret to that EK and the AK's Name, and keeps the pending enrollment for 60 s.
+//! 2. `POST /v1/enroll/activate`: only a TPM holding both the EK and the AK can release
+//!    the secret (TPM2_ActivateCredential). On a match the node is registered and its TLS
+//!    key certified as `node:<id>`.
+
+use crate::store::{NodeRecord, NodeState};
+use crate::{now, Service, ServiceError};
+use custody_formats::api::{ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, Refusal};
+use custody_verifier::check::{FailedCheck, UnixTime};
+use custody_verifier::enroll as core;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long a credential challenge stays open.
+const PENDING_TTL: Duration = Duration::from_secs(60);
+/// Pending enrollments held at most (a flood cannot grow memory without bound).
+const MAX_PENDING: usize = 10_000;
+
+#[derive(Debug)]
+struct PendingEnrollment {
+    request: EnrollRequest,
+    secret: [u8; 32],
+    ek_cert_sha256: String,
+    expires: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct Pending(Mutex<HashMap<String, PendingEnrollment>>);
+
+impl Pending {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, PendingEnrollment>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn refuse(check: &str, detail: impl Into<String>) -> Refusal {
+    Refusal {
+        check: check.into(),
+        detail: detail.into(),
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The host part of `host:port` (brackets removed from IPv6).
+pub fn endpoint_host(endpoint: &str) -> Option<String> {
+    let (host, port) = endpoint.rsplit_once(':')?;
+    port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') {
+        return None;
+    }
+    Some(host.to_owned())
+}
+
+/// Node ids derive from the EK certificate, so re-enrolling the same TPM keeps its id.
+fn node_id(ek_cert_sha256: &str) -> String {
+    format!("n-{}", ek_cert_sha256.get(..16).unwrap_or(ek_cert_sha256))
+}
+
+impl Service {
+    /// Step 1: check the TPM's identity and answer with a credential challenge.
+    #[tracing::instrument(skip_all, fields(name = %req.name))]
+    pub fn enroll_begin(&self, req: EnrollRequest) -> Result<EnrollChallenge, Refusal> {
+        let r = self.enroll_begin_inner(req);
+        if let Err(f) = &r {
+            self.metrics
+                .enrollments_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(check = %f.check, detail = %f.detail, "enrollment refused");
+        }
+        r
+    }
+
+    fn enroll_begin_inner(&self, req: EnrollRequest) -> Result<EnrollChallenge, Refusal> {
+        if !valid_name(&req.name) {
+            return Err(refuse(
+                "node_name",
+                "names are 1-64 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        if endpoint_host(&req.endpoint).is_none() {
+            return Err(refuse("endpoint", format!("`{}` is not host:port", req.endpoint)));
+        }
+        let Some(ek_cert) = &req.ek_cert else {
+            return Err(refuse("ek_cert_chain", "the TPM has no EK certificate; this verifier enrolls only TPMs whose EK a manufacturer CA certified"));
+        };
+        let cas: Vec<&[u8]> = self.ek_cas.iter().map(Vec::as_slice).collect();
+        let ek = core::verify_ek(ek_cert, &req.ek_public, &cas, UnixTime(now()))
+            .map_err(|e| refuse(e.check(), e.to_string()))?;
+        let ak = core::check_ak(&req.ak_public).map_err(|e| refuse(e.check(), e.to_string()))?;
+        let ek_cert_sha256 = hex::encode(ek.cert_sha256);
+        match self.store.node_by_name(&req.name) {
+            Ok(Some(n)) if n.ek_cert_sha256.as_deref() != Some(ek_cert_sha256.as_str()) => {
+                return Err(refuse(
+                    "node_name",
+                    format!("`{}` is enrolled with another TPM", req.name),
+                ))
+            }
+            Ok(Some(n)) if n.state == NodeState::Revoked => {
+                return Err(refuse(
+                    "revoked",
+                    format!(
+                        "`{}` was revoked ({}); an operator must remove it first",
+                        req.name,
+                        n.reason.unwrap_or_default()
+                    ),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(refuse("store", e.to_string())),
+        }
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).map_err(|e| refuse("rng", e.to_string()))?;
+        let cred = core::make_credential(&req.ek_public, &ak.name, &secret)
+            .map_err(|e| refuse(e.check(), e.to_string()))?;
+        let mut id = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut id).map_err(|e| refuse("rng", e.to_string()))?;
+        let enrollment_id = hex::encode(id);
+        let mut pending = self.enrollments.lock();
+        if pending.len() >= MAX_PENDING {
+            let t = Instant::now();
+            pending.retain(|_, p| p.expires > t);
+            if pending.len() >= MAX_PENDING {
+                return Err(refuse("busy", "too many enrollments in progress"));
+            }
+        }
+        pending.insert(
+            enrollment_id.clone(),
+            PendingEnrollment {
+                request: req,
+                secret,
+                ek_cert_sha256,
+                expires: Instant::now() + PENDING_TTL,
+            },
+        );
+        Ok(EnrollChallenge {
+            enrollment_id,
+            id_object: cred.id_object,
+            encrypted_secret: cred.encrypted_secret,
+        })
+    }
+
+    /// Step 2: the TPM released the secret; register the node and certify its TLS key.
+    #[tracing::instrument(skip_all)]
+    pub fn enroll_finish(&self, req: ActivateRequest) -> Result<Enrolled, Refusal> {
+        let r = self.enroll_finish_inner(req);
+        let counter = match &r {
+            Ok(_) => &self.metrics.enrollments_ok,
+            Err(_) => &self.metrics.enrollments_refused,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(f) = &r {
+            tracing::warn!(check = %f.check, detail = %f.detail, "enrollment refused");
+        }
+        r
+    }
+
+    fn enroll_finish_inner(&self, req: ActivateRequest) -> Result<Enrolled, Refusal> {
+        // Single use: removed before anything else, so a wrong guess burns the challenge.
+        let p = self
+            .enrollments
+            .lock()
+            .remove(&req.enrollment_id)
+            .ok_or_else(|| {
+                refuse(
+                    "enrollment",
+                    "no such pending enrollment (unknown, used or expired)",
+                )
+            })?;
+        if Instant::now() > p.expires {
+            return Err(refuse("enrollment", "the credential challenge expired"));
+        }
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&req.secret, &p.secret).is_err() {
+            return Err(refuse(
+                "credential",
+                "the activated secret does not match: the AK is not in the TPM that holds this EK",
+            ));
+        }
+        let at = now();
+        let id = node_id(&p.ek_cert_sha256);
+        let previous = self.store.node(&id).map_err(|e| refuse("store", e.to_string()))?;
+        let host = endpoint_host(&p.request.endpoint).ok_or_else(|| refuse("endpoint", "bad endpoint"))?;
+        let cert = self
+            .pki
+            .issue_node(&id, &host, &p.request.tls_spki)
+            .map_err(|e| refuse("tls_key", e.to_string()))?;
+        let node = NodeRecord {
+            id: id.clone(),
+            name: p.request.name.clone(),
+            group: previous
+                .as_ref()
+                .map_or_else(|| "default".to_owned(), |n| n.group.clone()),
+            endpoint: p.request.endpoint.clone(),
+            state: NodeState::Enrolled,
+            reason: None,
+            ek_cert_sha256: Some(p.ek_cert_sha256.clone()),
+            ek_public: p.request.ek_public.clone(),
+            ak_public: p.request.ak_public.clone(),
+            enrolled_at: at,
+            updated_at: at,
+            last_round_at: None,
+            failures: 0,
+            // Same TPM, same clock: keep the monotonicity baseline across re-enrollment.
+            tpm_clock: previous.as_ref().and_then(|n| n.tpm_clock),
+        };
+        self.store
+            .put_node(&node)
+            .map_err(|e| refuse("store", e.to_string()))?;
+        self.log(custody_audit::Entry::Enrollment(serde_json::json!({
+            "node": id,
+            "name": node.name,
+            "at": at,
+            "ek_cert_sha256": p.ek_cert_sha256,
+            "ak_sha256": hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &node.ak_public).as_ref()),
+            "endpoint": node.endpoint,
+            "re_enrollment": previous.is_some(),
+        })));
+        let kind = if previous.is_some() {
+            "re_enrolled"
+        } else {
+            "enrolled"
+        };
+        self.emit(&node, kind, serde_json::json!({"endpoint": node.endpoint}))
+            .map_err(|e: ServiceError| refuse("store", e.to_string()))?;
+        Ok(Enrolled {
+            node_id: id,
+            certificate_pem: cert,
+            ca_pem: self.pki.ca_pem().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_endpoints() {
+        assert!(valid_name("node-1.eu_west"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name(&"x".repeat(65)));
+        assert_eq!(endpoint_host("127.0.0.1:8443").as_deref(), Some("127.0.0.1"));
+        assert_eq!(endpoint_host("[::1]:8443").as_deref(), Some("::1"));
+        assert_eq!(endpoint_host("node.example:1").as_deref(), Some("node.example"));
+        assert_eq!(endpoint_host("nohost"), None);
+        assert_eq!(endpoint_host("h:0"), None);
+        assert_eq!(endpoint_host(":80"), None);
+        assert_eq!(node_id("0123456789abcdef0123"), "n-0123456789abcdef");
+    }
+}

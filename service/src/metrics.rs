@@ -1,0 +1,135 @@
+//! Prometheus text exposition, written by hand: a few counters and one histogram do not
+//! earn a metrics framework.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the round-duration histogram.
+const BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub rounds_passed: AtomicU64,
+    pub rounds_failed: AtomicU64,
+    pub enrollments_ok: AtomicU64,
+    pub enrollments_refused: AtomicU64,
+    pub audit_errors: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Metrics {
+    pub fn observe_round(&self, passed: bool, d: Duration) {
+        if passed {
+            self.rounds_passed.fetch_add(1, Relaxed);
+        } else {
+            self.rounds_failed.fetch_add(1, Relaxed);
+        }
+        let s = d.as_secs_f64();
+        for (b, le) in self.buckets.iter().zip(BUCKETS) {
+            if s <= le {
+                b.fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// The exposition text; `nodes` is the count per state.
+    pub fn render(&self, nodes: &[(&str, usize)], nonces: usize) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# HELP custody_rounds_total Attestation rounds appraised, by outcome."
+        );
+        let _ = writeln!(o, "# TYPE custody_rounds_total counter");
+        let _ = writeln!(
+            o,
+            "custody_rounds_total{{outcome=\"passed\"}} {}",
+            self.rounds_passed.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "custody_rounds_total{{outcome=\"failed\"}} {}",
+            self.rounds_failed.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP custody_enrollments_total Enrollment attempts, by outcome."
+        );
+        let _ = writeln!(o, "# TYPE custody_enrollments_total counter");
+        let _ = writeln!(
+            o,
+            "custody_enrollments_total{{outcome=\"enrolled\"}} {}",
+            self.enrollments_ok.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "custody_enrollments_total{{outcome=\"refused\"}} {}",
+            self.enrollments_refused.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP custody_audit_append_errors_total Audit log appends that failed."
+        );
+        let _ = writeln!(o, "# TYPE custody_audit_append_errors_total counter");
+        let _ = writeln!(
+            o,
+            "custody_audit_append_errors_total {}",
+            self.audit_errors.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP custody_round_duration_seconds Time from nonce to stored result."
+        );
+        let _ = writeln!(o, "# TYPE custody_round_duration_seconds histogram");
+        for (b, le) in self.buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                o,
+                "custody_round_duration_seconds_bucket{{le=\"{le}\"}} {}",
+                b.load(Relaxed)
+            );
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(o, "custody_round_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            o,
+            "custody_round_duration_seconds_sum {}",
+            self.sum_micros.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(o, "custody_round_duration_seconds_count {count}");
+        let _ = writeln!(o, "# HELP custody_nodes Enrolled nodes, by state.");
+        let _ = writeln!(o, "# TYPE custody_nodes gauge");
+        for (state, n) in nodes {
+            let _ = writeln!(o, "custody_nodes{{state=\"{state}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP custody_nonces_outstanding Issued nonces not yet used or expired."
+        );
+        let _ = writeln!(o, "# TYPE custody_nonces_outstanding gauge");
+        let _ = writeln!(o, "custody_nonces_outstanding {nonces}");
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.observe_round(true, Duration::from_micros(800));
+        m.observe_round(false, Duration::from_millis(30));
+        let t = m.render(&[("trusted", 1)], 0);
+        assert!(t.contains("custody_round_duration_seconds_bucket{le=\"0.001\"} 1\n"));
+        assert!(t.contains("custody_round_duration_seconds_bucket{le=\"0.05\"} 2\n"));
+        assert!(t.contains("custody_round_duration_seconds_bucket{le=\"0.025\"} 1\n"));
+        assert!(t.contains("custody_rounds_total{outcome=\"failed\"} 1\n"));
+        assert!(t.contains("custody_nodes{state=\"trusted\"} 1\n"));
+    }
+}

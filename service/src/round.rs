@@ -1,0 +1,754 @@
+//! One attestation round: nonce, evidence, appraisal, signed result, node state.
+//!
+//! Appraisal order (the first failure names the round's failed check):
+//! `bundle_format` -> `nonce` (the bundle carries the nonce issued for this node) ->
+//! `tpm_present` -> `ak_enrolled` (the quote's AK is the one credential activation bound
+//! to the EK) -> the TPM verifier's own checks against the round's binding ->
+//! `clock_monotonic` (TPM clock never goes back within one reset) -> `reference_values`
+//! (golden PCRs of the node's group, learnt on first use or provisioned) -> SNP and GPU
+//! evidence when present -> `policy` (Rego).
+
+use crate::config::ReferenceMode;
+use crate::store::{Event, NodeRecord, NodeState, Reference, ResultRecord, TpmClock};
+use crate::{now, Service, ServiceError};
+use custody_formats::api::{self, RoundRequest};
+use custody_formats::binding::{Binding, Nonce};
+use custody_formats::bundle::EvidenceBundle;
+use custody_policy::Policy;
+use custody_verifier::check::{EvidenceVerifier, FailedCheck, UnixTime};
+use custody_verifier::ear::{
+    self, AttestationResult, ClaimValue, Claims, Corroboration, Submod, TrustTier, VerifierId,
+};
+use custody_verifier::nvgpu::{NvgpuEvidence, NvgpuVerifier};
+use custody_verifier::snp::{ExpectedReportData, SnpEvidence, SnpVerifier};
+use custody_verifier::tpm::{TpmEvidence, TpmVerifier};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The appraisal engines, built once.
+#[derive(Debug)]
+pub struct Appraiser {
+    tpm: TpmVerifier,
+    snp: SnpVerifier,
+    gpu: NvgpuVerifier,
+    pub policy: Policy,
+}
+
+/// What arrived for appraisal.
+#[derive(Debug)]
+pub enum Arrived<'a> {
+    Bundle(&'a [u8]),
+    /// No evidence: the agent could not be reached, refused, or the nonce was unusable.
+    Nothing {
+        check: &'static str,
+        detail: String,
+    },
+}
+
+/// The appraisal of one round, before it is stored.
+#[derive(Debug, Clone)]
+pub struct Appraisal {
+    pub status: TrustTier,
+    pub failed_check: Option<String>,
+    pub reasons: Vec<String>,
+    pub ear: Vec<u8>,
+    pub evidence_sha256: String,
+    pub tpm_clock: Option<TpmClock>,
+    /// Reference values learnt from this round (trust on first use).
+    pub learned: Option<Reference>,
+    /// `tofu` or `operator` when reference values were compared.
+    pub reference_source: Option<String>,
+}
+
+/// What `custody attest` and the API print for a round.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RoundSummary {
+    pub node_id: String,
+    pub name: String,
+    pub state: NodeState,
+    pub status: String,
+    pub failed_check: Option<String>,
+    pub reasons: Vec<String>,
+    pub reference: Option<String>,
+    pub result_id: i64,
+    pub at: i64,
+    pub duration_ms: u64,
+}
+
+struct Failure {
+    check: String,
+    reason: String,
+}
+
+const CONTRA: i8 = TrustTier::Contraindicated as i8;
+
+fn failed_submod(check: &str, reason: &str) -> Submod {
+    let mut s = Submod {
+        status: TrustTier::Contraindicated,
+        ..Default::default()
+    };
+    match check {
+        "reference_values" | "event_log" | "pcr_digest" => s.trust_vector.executables = Some(CONTRA),
+        _ => s.trust_vector.instance_identity = Some(CONTRA),
+    }
+    s.annotations
+        .insert("failed-check".into(), ClaimValue::Text(check.into()));
+    s.annotations
+        .insert("failure".into(), ClaimValue::Text(reason.into()));
+    s
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b).as_ref())
+}
+
+/// Compare quoted PCRs with the reference; the differences, one line each.
+fn compare_reference(reference: &Reference, quoted: &BTreeMap<String, BTreeMap<u32, String>>) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (bank, pcrs) in &reference.pcrs {
+        for (idx, want) in pcrs {
+            match quoted.get(bank).and_then(|b| b.get(idx)) {
+                None => diffs.push(format!("{bank} PCR {idx} is not quoted")),
+                Some(got) if !got.eq_ignore_ascii_case(want) => {
+                    diffs.push(format!("{bank} PCR {idx} is {got}, reference {want}"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    diffs
+}
+
+impl Appraiser {
+    pub fn new(policy: Policy) -> Result<Self, String> {
+        Ok(Self {
+            tpm: TpmVerifier::new(),
+            snp: SnpVerifier::builtin().map_err(|e| format!("SNP roots: {e}"))?,
+            gpu: NvgpuVerifier::new().map_err(|e| format!("NVIDIA roots: {e}"))?,
+            policy,
+        })
+    }
+
+    /// Appraise one round for `node`. Pure but for the clock passed in and the signing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn appraise(
+        &self,
+        node: &NodeRecord,
+        nonce: &Nonce,
+        arrived: Arrived<'_>,
+        reference: Option<&Reference>,
+        mode: ReferenceMode,
+        at: i64,
+        ear_ttl: i64,
+        key: &ear::EarSigningKey,
+    ) -> Result<Appraisal, String> {
+        let mut submods: BTreeMap<String, Submod> = BTreeMap::new();
+        let mut devices = serde_json::Map::new();
+        let mut failure: Option<Failure> = None;
+        let mut tpm_clock = None;
+        let mut learned = None;
+        let mut reference_source = None;
+        let mut evidence_sha256 = String::new();
+        let fail = |f: &mut Option<Failure>, check: &str, reason: String| {
+            if f.is_none() {
+                *f = Some(Failure {
+                    check: check.to_owned(),
+                    reason,
+                });
+            }
+        };
+
+        let bundle = match arrived {
+            Arrived::Nothing { check, detail } => {
+                fail(&mut failure, check, detail);
+                None
+            }
+            Arrived::Bundle(bytes) => {
+                evidence_sha256 = sha256_hex(bytes);
+                match EvidenceBundle::from_cbor(bytes) {
+                    Ok(b) if b.nonce != *nonce => {
+                        fail(
+                            &mut failure,
+                            "nonce",
+                            "the bundle carries another nonce than the one issued".into(),
+                        );
+                        None
+                    }
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        fail(&mut failure, "bundle_format", e.to_string());
+                        None
+                    }
+                }
+            }
+        };
+
+        if let Some(b) = &bundle {
+            let binding = Binding::compute(nonce, &b.session_keys);
+            match &b.tpm {
+                None => fail(
+                    &mut failure,
+                    "tpm_present",
+                    "the bundle has no TPM evidence".into(),
+                ),
+                Some(t) if t.ak_public != node.ak_public => fail(
+                    &mut failure,
+                    "ak_enrolled",
+                    "the quote's AK is not the one enrolled for this node".into(),
+                ),
+                Some(t) => {
+                    let outcome = self.tpm.verify(
+                        TpmEvidence {
+                            quote: &t.quote,
+                            signature: &t.signature,
+                            ak: &t.ak_public,
+                            pcrs: &t.pcrs,
+                            nonce: binding.as_bytes(),
+                            event_log: t.event_log.as_deref(),
+                        },
+                        UnixTime(at),
+                    );
+                    let mut extra_failure: Option<(String, String)> = None;
+                    let mut matched = false;
+                    match &outcome {
+                        Err(r) => fail(&mut failure, r.error.check(), r.error.to_string()),
+                        Ok(v) => {
+                            let c = &v.claims;
+                            let clock = TpmClock {
+                                reset_count: c.reset_count,
+                                restart_count: c.restart_count,
+                                clock: c.clock,
+                            };
+                            tpm_clock = Some(clock);
+                            if let Some(last) = node.tpm_clock {
+                                let back = (clock.reset_count, clock.restart_count)
+                                    < (last.reset_count, last.restart_count)
+                                    || ((clock.reset_count, clock.restart_count)
+                                        == (last.reset_count, last.restart_count)
+                                        && clock.clock < last.clock);
+                                if back {
+                                    extra_failure = Some((
+                                        "clock_monotonic".into(),
+                                        format!(
+                                            "TPM clock went back: reset {} restart {} clock {} after reset {} restart {} clock {} (an old quote?)",
+                                            clock.reset_count, clock.restart_count, clock.clock,
+                                            last.reset_count, last.restart_count, last.clock
+                                        ),
+                                    ));
+                                }
+                            }
+                            let quoted: BTreeMap<String, BTreeMap<u32, String>> = c
+                                .pcrs
+                                .iter()
+                                .map(|(alg, p)| (alg.name().to_owned(), p.clone()))
+                                .collect();
+                            if extra_failure.is_none() {
+                                match (reference, mode) {
+                                    (Some(r), _) => {
+                                        reference_source = Some(r.source.clone());
+                                        let diffs = compare_reference(r, &quoted);
+                                        if diffs.is_empty() {
+                                            matched = true;
+                                        } else {
+                                            extra_failure =
+                                                Some(("reference_values".into(), diffs.join("; ")));
+                                        }
+                                    }
+                                    (None, ReferenceMode::Tofu) => {
+                                        reference_source = Some("tofu".into());
+                                        matched = true;
+                                        learned = Some(Reference {
+                                            pcrs: quoted,
+                                            source: "tofu".into(),
+                                            at,
+                                            learned_from: Some(node.id.clone()),
+                                        });
+                                    }
+                                    (None, ReferenceMode::Operator) => {
+                                        extra_failure = Some((
+                                            "reference_values".into(),
+                                            format!(
+                                                "no reference values are provisioned for group `{}`",
+                                                node.group
+                                            ),
+                                        ))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let corroboration = Corroboration {
+                        identity_key_endorsed: true,
+                        executables_matched: matched,
+                        configuration_matched: matched,
+                    };
+                    let mut sub = Submod::from_outcome(&outcome, corroboration).map_err(|e| e.to_string())?;
+                    if let Some(src) = &reference_source {
+                        sub.annotations
+                            .insert("reference".into(), ClaimValue::Text(src.clone()));
+                    }
+                    let mut device = serde_json::json!({
+                        "kind": "tpm",
+                        "verified": outcome.is_ok() && extra_failure.is_none(),
+                        "claims": outcome.as_ref().ok().map(|v| serde_json::to_value(&v.claims).unwrap_or_default()),
+                    });
+                    if let Err(r) = &outcome {
+                        device["failed_check"] = r.error.check().into();
+                    }
+                    if let Some((check, reason)) = extra_failure {
+                        sub = failed_submod(&check, &reason);
+                        device["failed_check"] = check.clone().into();
+                        fail(&mut failure, &check, reason);
+                    }
+                    devices.insert("tpm".into(), device);
+                    submods.insert("tpm".into(), sub);
+                }
+            }
+            if let Some(s) = &b.snp {
+                let outcome = self.snp.verify(
+                    SnpEvidence {
+                        report: &s.report,
+                        vek: &s.vcek,
+                        ca_chain: s.ca_chain.as_deref(),
+                        expected_report_data: Some(ExpectedReportData::Binding(*binding.as_bytes())),
+                        allow_debug: false,
+                    },
+                    UnixTime(at),
+                );
+                if let Err(r) = &outcome {
+                    fail(
+                        &mut failure,
+                        &format!("snp.{}", r.error.check()),
+                        r.error.to_string(),
+                    );
+                }
+                devices.insert("snp".into(), device_json("snp", &outcome));
+                submods.insert(
+                    "snp".into(),
+                    Submod::from_outcome(&outcome, Corroboration::default()).map_err(|e| e.to_string())?,
+                );
+            }
+            for g in &b.gpus {
+                let name = format!("gpu{}", g.index);
+                let outcome = self.gpu.verify(
+                    NvgpuEvidence {
+                        report: &g.report,
+                        cert_chain: &g.cert_chain,
+                        nonce: binding.as_bytes(),
+                        rims: &[],
+                    },
+                    UnixTime(at),
+                );
+                if let Err(r) = &outcome {
+                    fail(
+                        &mut failure,
+                        &format!("{name}.{}", r.error.check()),
+                        r.error.to_string(),
+                    );
+                }
+                devices.insert(name.clone(), device_json("nvgpu", &outcome));
+                submods.insert(
+                    name,
+                    Submod::from_outcome(&outcome, Corroboration::default()).map_err(|e| e.to_string())?,
+                );
+            }
+        }
+        if let Some(f) = &failure {
+            submods
+                .entry("tpm".into())
+                .or_insert_with(|| failed_submod(&f.check, &f.reason));
+        }
+
+        // Policy sees every device, the node and the reference source; its reasons are
+        // what operators read.
+        let input = serde_json::json!({
+            "devices": devices,
+            "node": {"id": node.id, "name": node.name, "group": node.group, "state": node.state.as_str()},
+            "reference": {"source": reference_source},
+        });
+        let decision = self.policy.evaluate(&input).map_err(|e| e.to_string())?;
+        let mut reasons = Vec::new();
+        if let Some(f) = &failure {
+            reasons.push(format!("{}: {}", f.check, f.reason));
+        }
+        for r in &decision.reasons {
+            if !reasons.iter().any(|x| x.contains(r.as_str())) {
+                reasons.push(r.clone());
+            }
+        }
+        let failed_check = failure
+            .as_ref()
+            .map(|f| f.check.clone())
+            .or_else(|| (!decision.allow).then(|| "policy".to_owned()));
+        let mut status = submods
+            .values()
+            .map(|s| s.status)
+            .max()
+            .unwrap_or(TrustTier::None);
+        if !decision.allow || failed_check.is_some() {
+            status = TrustTier::Contraindicated;
+        }
+        let policy_digest = hex::decode(&decision.policy_digest)
+            .ok()
+            .filter(|d| d.len() == 32);
+        let mut attributes = Claims::new();
+        if let Some(src) = &reference_source {
+            attributes.insert("reference-source".into(), ClaimValue::Text(src.clone()));
+        }
+        let result = AttestationResult {
+            iat: at,
+            exp: at + ear_ttl,
+            nonce: nonce.as_bytes().to_vec(),
+            status,
+            verifier_id: VerifierId {
+                build: concat!("custody-verifier ", env!("CARGO_PKG_VERSION")).into(),
+                developer: "https://example.invalid/custody".into(),
+            },
+            submods,
+            node_id: node.id.clone(),
+            site: None,
+            country: None,
+            operator: None,
+            policy_id: Some(decision.policy_id.clone()),
+            policy_digest,
+            attributes,
+        };
+        let ear = ear::sign(&result, key).map_err(|e| e.to_string())?;
+        Ok(Appraisal {
+            status,
+            failed_check,
+            reasons,
+            ear,
+            evidence_sha256,
+            tpm_clock,
+            learned,
+            reference_source,
+        })
+    }
+}
+
+fn device_json<C: Serialize, E: FailedCheck>(
+    kind: &str,
+    o: &custody_verifier::check::Outcome<C, E>,
+) -> serde_json::Value {
+    match o {
+        Ok(v) => {
+            serde_json::json!({"kind": kind, "verified": true, "claims": serde_json::to_value(&v.claims).unwrap_or_default()})
+        }
+        Err(r) => serde_json::json!({"kind": kind, "verified": false, "failed_check": r.error.check()}),
+    }
+}
+
+/// Releases a node's in-flight mark when the round ends, however it ends.
+struct InFlight<'a> {
+    svc: &'a Service,
+    node: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.svc
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.node);
+    }
+}
+
+impl Service {
+    fn claim_round(&self, node_id: &str) -> Option<InFlight<'_>> {
+        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(node_id.to_owned()).then(|| InFlight {
+            svc: self,
+            node: node_id.to_owned(),
+        })
+    }
+
+    /// Pull one round from the node's agent now.
+    #[tracing::instrument(skip(self), fields(node = %node_id))]
+    pub async fn attest(self: &Arc<Self>, node_id: &str) -> Result<RoundSummary, ServiceError> {
+        let node = self
+            .store
+            .node(node_id)?
+            .ok_or_else(|| ServiceError::NoNode(node_id.into()))?;
+        let started = Instant::now();
+        let Some(_guard) = self.claim_round(&node.id) else {
+            return Err(ServiceError::Core(format!(
+                "a round with `{}` is already running",
+                node.name
+            )));
+        };
+        let nonce = self
+            .nonces
+            .issue(&node.id)
+            .map_err(|e| ServiceError::Core(e.to_string()))?;
+        let body = api::to_cbor("round request", &RoundRequest { nonce })
+            .map_err(|e| ServiceError::Core(e.to_string()))?;
+        let url = format!("https://{}/v1/round", node.endpoint);
+        let reply = self
+            .agents
+            .request(http::Method::POST, &url, Some(api::CBOR), body)
+            .await;
+        // The nonce is spent whatever happened; evidence after its TTL is refused.
+        let nonce_state = self.nonces.take(&nonce, &node.id);
+        let bytes;
+        let arrived = match reply {
+            Err(e) => Arrived::Nothing {
+                check: "agent_reachable",
+                detail: e.to_string(),
+            },
+            Ok(r) if r.status != http::StatusCode::OK => Arrived::Nothing {
+                check: "agent_round",
+                detail: match api::from_cbor::<api::Refusal>("refusal", &r.body) {
+                    Ok(f) => format!("agent refused the round: {}: {}", f.check, f.detail),
+                    Err(_) => format!("agent answered HTTP {}", r.status),
+                },
+            },
+            Ok(r) => match nonce_state {
+                Err(e) => Arrived::Nothing {
+                    check: "nonce",
+                    detail: e.to_string(),
+                },
+                Ok(()) => {
+                    bytes = r.body;
+                    Arrived::Bundle(&bytes)
+                }
+            },
+        };
+        self.conclude(node, nonce, arrived, started)
+    }
+
+    /// Push mode: appraise a bundle the node sent with a nonce it asked for.
+    #[tracing::instrument(skip(self, bundle), fields(node = %node_id))]
+    pub fn appraise_pushed(
+        &self,
+        node_id: &str,
+        bundle: &[u8],
+    ) -> Result<(RoundSummary, Vec<u8>), ServiceError> {
+        let started = Instant::now();
+        let node = self
+            .store
+            .node(node_id)?
+            .ok_or_else(|| ServiceError::NoNode(node_id.into()))?;
+        // The nonce is read from the bundle only to find the issued one; appraisal then
+        // checks the whole bundle against it.
+        let nonce = match EvidenceBundle::from_cbor(bundle) {
+            Ok(b) => b.nonce,
+            Err(e) => {
+                let s = self.conclude(
+                    node,
+                    Nonce([0; 32]),
+                    Arrived::Nothing {
+                        check: "bundle_format",
+                        detail: e.to_string(),
+                    },
+                    started,
+                )?;
+                return Ok((s, Vec::new()));
+            }
+        };
+        let arrived = match self.nonces.take(&nonce, &node.id) {
+            Ok(()) => Arrived::Bundle(bundle),
+            Err(e) => Arrived::Nothing {
+                check: "nonce",
+                detail: e.to_string(),
+            },
+        };
+        let s = self.conclude(node, nonce, arrived, started)?;
+        let ear = self
+            .store
+            .latest_result(node_id)?
+            .map(|r| r.ear)
+            .unwrap_or_default();
+        Ok((s, ear))
+    }
+
+    /// Appraise, store, move the node's state, log and emit.
+    fn conclude(
+        &self,
+        mut node: NodeRecord,
+        nonce: Nonce,
+        arrived: Arrived<'_>,
+        started: Instant,
+    ) -> Result<RoundSummary, ServiceError> {
+        let at = now();
+        let reference = self.store.reference(&node.group)?;
+        let a = self
+            .appraiser
+            .appraise(
+                &node,
+                &nonce,
+                arrived,
+                reference.as_ref(),
+                self.cfg.reference,
+                at,
+                self.cfg.ear_ttl_secs,
+                &self.ear_key,
+            )
+            .map_err(ServiceError::Core)?;
+        let previous = node.state;
+        let passed = a.failed_check.is_none();
+        if passed {
+            node.failures = 0;
+            node.reason = None;
+            if node.state != NodeState::Revoked {
+                node.state = NodeState::Trusted;
+            }
+        } else {
+            node.failures = node.failures.saturating_add(1);
+            node.reason = Some(a.reasons.join("; "));
+            if node.state != NodeState::Revoked {
+                node.state = if node.failures >= self.cfg.revoke_after {
+                    NodeState::Revoked
+                } else {
+                    NodeState::Failed
+                };
+            }
+        }
+        if let Some(c) = a.tpm_clock {
+            if passed {
+                node.tpm_clock = Some(c);
+            }
+        }
+        node.last_round_at = Some(at);
+        node.updated_at = at;
+        if let (Some(learned), true) = (&a.learned, passed) {
+            // Set only if still absent: two nodes of a new group racing their first round
+            // must not both define the baseline.
+            if self.store.reference(&node.group)?.is_none() {
+                self.store.set_reference(&node.group, learned)?;
+                self.emit(
+                    &node,
+                    "reference_learned",
+                    serde_json::json!({
+                        "group": node.group,
+                        "source": "tofu",
+                        "note": "trust on first use: these PCR values were not provisioned by the operator",
+                    }),
+                )?;
+            }
+        }
+        let result_id = self.store.record_round(
+            &node,
+            &ResultRecord {
+                id: 0,
+                node_id: node.id.clone(),
+                at,
+                status: a.status.as_str().into(),
+                failed_check: a.failed_check.clone(),
+                reasons: a.reasons.clone(),
+                ear: a.ear.clone(),
+                evidence_sha256: a.evidence_sha256.clone(),
+            },
+        )?;
+        self.log(custody_audit::Entry::AttestationResult(serde_json::json!({
+            "node": node.id,
+            "name": node.name,
+            "at": at,
+            "status": a.status.as_str(),
+            "failed_check": a.failed_check,
+            "policy_id": self.appraiser.policy.id(),
+            "policy_digest": self.appraiser.policy.digest(),
+            "reference": a.reference_source,
+            "evidence_sha256": a.evidence_sha256,
+            "ear_sha256": sha256_hex(&a.ear),
+        })));
+        let elapsed = started.elapsed();
+        self.metrics.observe_round(passed, elapsed);
+        if node.state != previous {
+            self.emit(
+                &node,
+                node.state.as_str(),
+                serde_json::json!({
+                    "previous": previous.as_str(),
+                    "reason": node.reason,
+                    "failed_check": a.failed_check,
+                }),
+            )?;
+            if node.state == NodeState::Revoked {
+                self.log(custody_audit::Entry::Revocation(serde_json::json!({
+                    "node": node.id,
+                    "name": node.name,
+                    "at": at,
+                    "reason": node.reason,
+                    "failed_check": a.failed_check,
+                })));
+            }
+        }
+        match &a.failed_check {
+            None => tracing::info!(node = %node.name, status = a.status.as_str(), "round passed"),
+            Some(c) => {
+                tracing::warn!(node = %node.name, check = %c, state = node.state.as_str(), "round failed")
+            }
+        }
+        Ok(RoundSummary {
+            node_id: node.id,
+            name: node.name,
+            state: node.state,
+            status: a.status.as_str().into(),
+            failed_check: a.failed_check,
+            reasons: a.reasons,
+            reference: a.reference_source,
+            result_id,
+            at,
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Store an event, log it and send it to the webhooks.
+    pub fn emit(&self, node: &NodeRecord, kind: &str, detail: serde_json::Value) -> Result<(), ServiceError> {
+        let ev = Event {
+            id: 0,
+            at: now(),
+            node_id: node.id.clone(),
+            kind: kind.into(),
+            detail,
+        };
+        let id = self.store.add_event(&ev)?;
+        tracing::info!(node = %node.name, event = kind, detail = %ev.detail, "node event");
+        self.events.send(Event { id, ..ev }, &node.name);
+        Ok(())
+    }
+}
+
+/// Continuous attestation: every node that is not revoked gets a round once per interval.
+pub async fn schedule(svc: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let interval = svc.cfg.interval_secs;
+    let tick = Duration::from_secs(interval.clamp(1, 5));
+    // Rounds in flight at most; the rest wait for the next tick.
+    let limit = Arc::new(tokio::sync::Semaphore::new(256));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => return,
+        }
+        let nodes = match svc.store.nodes() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list nodes");
+                continue;
+            }
+        };
+        let t = now();
+        for n in nodes {
+            let due = n
+                .last_round_at
+                .is_none_or(|l| t.saturating_sub(l) >= i64::try_from(interval).unwrap_or(i64::MAX));
+            if n.state == NodeState::Revoked || !due {
+                continue;
+            }
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                break;
+            };
+            let s = svc.clone();
+            tokio::spawn(async move {
+                if let Err(e) = s.attest(&n.id).await {
+                    tracing::debug!(node = %n.name, error = %e, "scheduled round not run");
+                }
+                drop(permit);
+            });
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! Where the verifier keeps nodes, results, reference values and events. [`Store`] is the
+//! seam (a PostgreSQL implementation can follow for replicated verifiers); [`SqliteStore`]
+//! is the embedded default: one file, WAL, versioned schema migrations applied at open.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database schema version {found} is newer than this build knows ({known})")]
+    FutureSchema { found: i64, known: i64 },
+}
+
+/// A node's life: enrolled -> trusted <-> failed -> revoked (terminal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Enrolled, no round passed yet.
+    Enrolled,
+    /// The latest round passed.
+    Trusted,
+    /// The latest round failed (evidence refused, policy denied or agent unreachable).
+    Failed,
+    /// Failed `revoke_after` rounds in a row; no longer attested until re-enrolled by
+    /// the operator.
+    Revoked,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enrolled => "enrolled",
+            Self::Trusted => "trusted",
+            Self::Failed => "failed",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "enrolled" => Self::Enrolled,
+            "trusted" => Self::Trusted,
+            "failed" => Self::Failed,
+            "revoked" => Self::Revoked,
+            other => return Err(StoreError::Corrupt(format!("node state `{other}`"))),
+        })
+    }
+}
+
+/// The last TPM clock seen from a node: a later quote with the same reset count must not
+/// go back in time (replayed or forged old quote).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmClock {
+    pub reset_count: u32,
+    pub restart_count: u32,
+    pub clock: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: String,
+    pub name: String,
+    /// Reference values are shared by a group.
+    pub group: String,
+    /// `host:port` of the agent's round endpoint.
+    pub endpoint: String,
+    pub state: NodeState,
+    /// Why the node is failed or revoked.
+    pub reason: Option<String>,
+    /// SHA-256 of the EK certificate (DER): the TPM's hardware identity.
+    pub ek_cert_sha256: Option<String>,
+    #[serde(with = "hex_bytes")]
+    pub ek_public: Vec<u8>,
+    #[serde(with = "hex_bytes")]
+    pub ak_public: Vec<u8>,
+    pub enrolled_at: i64,
+    pub updated_at: i64,
+    pub last_round_at: Option<i64>,
+    /// Consecutive failed rounds.
+    pub failures: u32,
+    pub tpm_clock: Option<TpmClock>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub id: i64,
+    pub node_id: String,
+    pub at: i64,
+    /// EAR status: affirming, warning, contraindicated.
+    pub status: String,
+    pub failed_check: Option<String>,
+    /// Human-readable reasons for a refusal.
+    pub reasons: Vec<String>,
+    /// The signed EAR (COSE_Sign1).
+    #[serde(with = "hex_bytes")]
+    pub ear: Vec<u8>,
+    /// SHA-256 of the evidence bundle appraised, hex (empty when none arrived).
+    pub evidence_sha256: String,
+}
+
+/// Golden PCR values of a group: bank -> PCR -> hex digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    pub pcrs: BTreeMap<String, BTreeMap<u32, String>>,
+    /// `tofu` (learned from the first trusted round) or `operator` (provisioned).
+    pub source: String,
+    pub at: i64,
+    /// For TOFU: the node whose round the values were learned from.
+    pub learned_from: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: i64,
+    pub node_id: String,
+    /// `enrolled`, `trusted`, `failed`, `revoked`, `reference_learned`, ...
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// The storage seam.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Insert or replace a node by id.
+    fn put_node(&self, node: &NodeRecord) -> Result<(), StoreError>;
+    fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
+    fn node_by_name(&self, name: &str) -> Result<Option<NodeRecord>, StoreError>;
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// The node's new state and the round's result, in one transaction; returns the
+    /// result id.
+    fn record_round(&self, node: &NodeRecord, result: &ResultRecord) -> Result<i64, StoreError>;
+    fn latest_result(&self, node_id: &str) -> Result<Option<ResultRecord>, StoreError>;
+    fn results(&self, node_id: &str, limit: u32) -> Result<Vec<ResultRecord>, StoreError>;
+    fn reference(&self, group: &str) -> Result<Option<Reference>, StoreError>;
+    fn set_reference(&self, group: &str, reference: &Reference) -> Result<(), StoreError>;
+    fn add_event(&self, event: &Event) -> Result<i64, StoreError>;
+    /// Latest events first; all nodes when `node_id` is `None`.
+    fn events(&self, node_id: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError>;
+}
+
+/// Schema migrations, applied in order; the index + 1 is the schema version. Never edit
+/// a shipped entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: nodes, results, reference values, events.
+    "CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        grp TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        ek_cert_sha256 TEXT,
+        ek_public BLOB NOT NULL,
+        ak_public BLOB NOT NULL,
+        enrolled_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        last_round_at INTEGER,
+        failures INTEGER NOT NULL,
+        tpm_clock TEXT
+    );
+    CREATE TABLE results (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        node_id TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        failed_check TEXT,
+        reasons TEXT NOT NULL,
+        ear BLOB NOT NULL,
+        evidence_sha256 TEXT NOT NULL
+    );
+    CREATE INDEX results_node ON results(node_id, id);
+    CREATE TABLE reference_values (
+        grp TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        node_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_node ON events(node_id, id);",
+];
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<rusqlite::Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = rusqlite::Connection::open(path)?;
+        // WAL: readers (operator API) never block the writer (rounds); NORMAL: a commit
+        // survives a process crash; a power cut may lose the last commits, never corrupt.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let s = Self {
+            conn: Mutex::new(conn),
+        };
+        s.migrate()?;
+        Ok(s)
+    }
+
+    /// Current schema version (number of migrations applied).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self.lock().query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )?;
+        let have: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?;
+        let known = MIGRATIONS.len() as i64;
+        if have > known {
+            return Err(StoreError::FutureSchema { found: have, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(have as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations(version, applied_at) VALUES (?1, ?2)",
+                rusqlite::params![i as i64 + 1, crate::now()],
+            )?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {
+        // A panic while holding the lock cannot leave a half-applied write: every write
+        // is one SQLite transaction.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+const NODE_COLS: &str = "id, name, grp, endpoint, state, reason, ek_cert_sha256, ek_public, ak_public, enrolled_at, updated_at, last_round_at, failures, tpm_clock";
+
+fn node_from_row(r: &rusqlite::Row<'_>) -> Result<NodeRecord, StoreError> {
+    let state: String = r.get(4)?;
+    let clock: Option<String> = r.get(13)?;
+    let failures: i64 = r.get(12)?;
+    Ok(NodeRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        group: r.get(2)?,
+        endpoint: r.get(3)?,
+        state: NodeState::parse(&state)?,
+        reason: r.get(5)?,
+        ek_cert_sha256: r.get(6)?,
+        ek_public: r.get(7)?,
+        ak_public: r.get(8)?,
+        enrolled_at: r.get(9)?,
+        updated_at: r.get(10)?,
+        last_round_at: r.get(11)?,
+        failures: u32::try_from(failures).map_err(|_| StoreError::Corrupt("failures".into()))?,
+        tpm_clock: clock
+            .map(|c| serde_json::from_str(&c).map_err(|e| StoreError::Corrupt(format!("tpm_clock: {e}"))))
+            .transpose()?,
+    })
+}
+
+fn result_from_row(r: &rusqlite::Row<'_>) -> Result<ResultRecord, StoreError> {
+    let reasons: String = r.get(5)?;
+    Ok(ResultRecord {
+        id: r.get(0)?,
+        node_id: r.get(1)?,
+        at: r.get(2)?,
+        status: r.get(3)?,
+        failed_check: r.get(4)?,
+        reasons: serde_json::from_str(&reasons).map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?,
+        ear: r.get(6)?,
+        evidence_sha256: r.get(7)?,
+    })
+}
+
+fn put_node_in(conn: &rusqlite::Connection, n: &NodeRecord) -> Result<(), StoreError> {
+    let clock = n
+        .tpm_clock
+        .map(|c| serde_json::to_string(&c).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()?;
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO nodes ({NODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    ))?
+    .execute(rusqlite::params![
+        n.id,
+        n.name,
+        n.group,
+        n.endpoint,
+        n.state.as_str(),
+        n.reason,
+        n.ek_cert_sha256,
+        n.ek_public,
+        n.ak_public,
+        n.enrolled_at,
+        n.updated_at,
+        n.last_round_at,
+        i64::from(n.failures),
+        clock
+    ])?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn put_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        put_node_in(&self.lock(), node)
+    }
+
+    fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"))?;
+        let mut rows = st.query([id])?;
+        rows.next()?.map(node_from_row).transpose()
+    }
+
+    fn node_by_name(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE name = ?1"))?;
+        let mut rows = st.query([name])?;
+        rows.next()?.map(node_from_row).transpose()
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes ORDER BY name"))?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(node_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn record_round(&self, node: &NodeRecord, result: &ResultRecord) -> Result<i64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        put_node_in(&tx, node)?;
+        let reasons =
+            serde_json::to_string(&result.reasons).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tx.prepare_cached(
+            "INSERT INTO results (node_id, at, status, failed_check, reasons, ear, evidence_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(rusqlite::params![
+            result.node_id,
+            result.at,
+            result.status,
+            result.failed_check,
+            reasons,
+            result.ear,
+            result.evidence_sha256
+        ])?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn latest_result(&self, node_id: &str) -> Result<Option<ResultRecord>, StoreError> {
+        Ok(self.results(node_id, 1)?.into_iter().next())
+    }
+
+    fn results(&self, node_id: &str, limit: u32) -> Result<Vec<ResultRecord>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT id, node_id, at, status, failed_check, reasons, ear, evidence_sha256 FROM results WHERE node_id = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let mut rows = st.query(rusqlite::params![node_id, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(result_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn reference(&self, group: &str) -> Result<Option<Reference>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached("SELECT body FROM reference_values WHERE grp = ?1")?;
+        let mut rows = st.query([group])?;
+        match rows.next()? {
+            None => Ok(None),
+            Some(r) => {
+                let body: String = r.get(0)?;
+                serde_json::from_str(&body)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt(format!("reference values: {e}")))
+            }
+        }
+    }
+
+    fn set_reference(&self, group: &str, reference: &Reference) -> Result<(), StoreError> {
+        let body = serde_json::to_string(reference).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.lock().execute(
+            "INSERT OR REPLACE INTO reference_values (grp, body) VALUES (?1, ?2)",
+            rusqlite::params![group, body],
+        )?;
+        Ok(())
+    }
+
+    fn add_event(&self, e: &Event) -> Result<i64, StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached("INSERT INTO events (at, node_id, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(rusqlite::params![e.at, e.node_id, e.kind, e.detail.to_string()])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn events(&self, node_id: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT id, at, node_id, kind, detail FROM events WHERE (?1 IS NULL OR node_id = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let mut rows = st.query(rusqlite::params![node_id, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let detail: String = r.get(4)?;
+            out.push(Event {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                node_id: r.get(2)?,
+                kind: r.get(3)?,
+                detail: serde_json::from_str(&detail)
+                    .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> NodeRecord {
+        NodeRecord {
+            id: id.into(),
+            name: format!("name-{id}"),
+            group: "default".into(),
+            endpoint: "127.0.0.1:1".into(),
+            state: NodeState::Enrolled,
+            reason: None,
+            ek_cert_sha256: Some("ab".into()),
+            ek_public: vec![1, 2, 3],
+            ak_public: vec![4, 5],
+            enrolled_at: 10,
+            updated_at: 10,
+            last_round_at: None,
+            failures: 0,
+            tpm_clock: Some(TpmClock {
+                reset_count: 1,
+                restart_count: 2,
+                clock: 3,
+            }),
+        }
+    }
+
+    #[test]
+    fn survives_reopen_and_keeps_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        {
+            let s = SqliteStore::open(&p).unwrap();
+            assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+            s.put_node(&node("a")).unwrap();
+            let mut n = node("a");
+            n.state = NodeState::Failed;
+            n.reason = Some("pcr changed".into());
+            n.failures = 1;
+            let r = ResultRecord {
+                id: 0,
+                node_id: "a".into(),
+                at: 11,
+                status: "contraindicated".into(),
+                failed_check: Some("reference_values".into()),
+                reasons: vec!["PCR 14 changed".into()],
+                ear: vec![9; 4],
+                evidence_sha256: "00".into(),
+            };
+            let id = s.record_round(&n, &r).unwrap();
+            assert!(id > 0);
+            s.add_event(&Event {
+                id: 0,
+                at: 11,
+                node_id: "a".into(),
+                kind: "failed".into(),
+                detail: serde_json::json!({"reason": "pcr changed"}),
+            })
+            .unwrap();
+            s.set_reference(
+                "default",
+                &Reference {
+                    pcrs: BTreeMap::from([("sha256".into(), BTreeMap::from([(0, "00".into())]))]),
+                    source: "tofu".into(),
+                    at: 1,
+                    learned_from: Some("a".into()),
+                },
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&p).unwrap();
+        let n = s.node("a").unwrap().unwrap();
+        assert_eq!(n.state, NodeState::Failed);
+        assert_eq!(n.tpm_clock.unwrap().clock, 3);
+        assert_eq!(s.node_by_name("name-a").unwrap().unwrap().id, "a");
+        let r = s.latest_result("a").unwrap().unwrap();
+        assert_eq!(r.failed_check.as_deref(), Some("reference_values"));
+        assert_eq!(r.reasons, vec!["PCR 14 changed".to_string()]);
+        assert_eq!(s.events(Some("a"), 10).unwrap().len(), 1);
+        assert_eq!(s.events(None, 10).unwrap().len(), 1);
+        assert_eq!(s.reference("default").unwrap().unwrap().source, "tofu");
+        assert!(s.node("b").unwrap().is_none());
+        let mode: String = s
+            .lock()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        drop(SqliteStore::open(&p).unwrap());
+        let c = rusqlite::Connection::open(&p).unwrap();
+        c.execute("INSERT INTO schema_migrations VALUES (99, 0)", [])
+            .unwrap();
+        drop(c);
+        assert!(matches!(
+            SqliteStore::open(&p),
+            Err(StoreError::FutureSchema { found: 99, .. })
+        ));
+    }
+}
