@@ -89,7 +89,10 @@ fn main() -> ExitCode {
             out.errors.push(format!("{}: {e}", dir.display()));
         }
     }
-    out.write("nonce.hex", format!("{}\n", hex(args.binding.as_bytes())).as_bytes());
+    out.write(
+        "nonce.hex",
+        format!("{}\n", hex(args.binding.as_bytes())).as_bytes(),
+    );
 
     let gpu = probe_gpus(&args.binding, &mut out);
     let snp = probe_snp(&args.binding, &mut out);
@@ -125,7 +128,11 @@ fn probe_gpus(binding: &Binding, out: &mut Out) -> Value {
     let gpus: Vec<Value> = readings.iter().map(|r| gpu_json(r, out)).collect();
     // What the collector's `collect` would answer for a round.
     let round = match nvml::assemble(readings) {
-        Ok(r) => format!("ok: {} report(s), {} identit(y/ies)", r.evidence.len(), r.identities.len()),
+        Ok(r) => format!(
+            "ok: {} report(s), {} identit(y/ies)",
+            r.evidence.len(),
+            r.identities.len()
+        ),
         Err(e) => format!("error: {e}"),
     };
     json!({ "available": true, "collect": round, "gpus": gpus })
@@ -174,7 +181,7 @@ fn probe_snp(binding: &Binding, out: &mut Out) -> Value {
             json!({
                 "available": true,
                 "report_len": s.report.len(),
-                "report_version": s.report.get(..4).map(|b| hex(b)),
+                "report_version": s.report.get(..4).map(hex),
                 "vcek_len": s.vcek.len(),
                 "ca_chain_certs": s.ca_chain.as_deref().map(pem::count_pem),
             })

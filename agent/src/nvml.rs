@@ -97,7 +97,9 @@ impl NvmlCollector {
             Err(e) => return Err(failed(format!("nvmlDeviceGetCount: {e}"))),
         };
         if count == 0 {
-            return Err(not_available(format!("{NVML_LIBRARY} loaded but NVML lists no GPU")));
+            return Err(not_available(format!(
+                "{NVML_LIBRARY} loaded but NVML lists no GPU"
+            )));
         }
         let driver = guarded("nvmlSystemGetDriverVersion", || nvml.sys_driver_version())?;
         let mut out = Vec::new();
@@ -174,7 +176,10 @@ fn read_device(
         cc,
     };
 
-    let on = cc_on(&cc_enabled.map_err(|e| e.to_string()), &cc_status.map_err(|e| e.to_string()));
+    let on = cc_on(
+        &cc_enabled.map_err(|e| e.to_string()),
+        &cc_status.map_err(|e| e.to_string()),
+    );
     let attestation = if on {
         Some(attest(index, d, binding)?)
     } else {
@@ -188,7 +193,11 @@ fn read_device(
 }
 
 /// Report and chain of a CC-on GPU; `Err` holds the NVML failure (a panic is `Failed`).
-fn attest(index: u32, d: &Device<'_>, binding: &Binding) -> Result<Result<GpuAttestation, String>, CollectError> {
+fn attest(
+    index: u32,
+    d: &Device<'_>,
+    binding: &Binding,
+) -> Result<Result<GpuAttestation, String>, CollectError> {
     // `*binding.as_bytes()` is `[u8; 32]`: this only compiles while NVML's nonce is 32 bytes.
     let nonce = *binding.as_bytes();
     let report = match guarded("nvmlDeviceGetConfComputeGpuAttestationReport", || {
@@ -207,7 +216,9 @@ fn attest(index: u32, d: &Device<'_>, binding: &Binding) -> Result<Result<GpuAtt
         return Ok(Err("the driver returned an empty attestation report".into()));
     }
     if certs.attestation_cert_chain.is_empty() {
-        return Ok(Err("the driver returned an empty attestation certificate chain".into()));
+        return Ok(Err(
+            "the driver returned an empty attestation certificate chain".into()
+        ));
     }
     Ok(Ok(GpuAttestation {
         evidence: GpuEvidence {
@@ -306,7 +317,9 @@ fn guarded<T>(call: &'static str, f: impl FnOnce() -> T) -> Result<T, CollectErr
             .map(|s| (*s).to_string())
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        failed(format!("{call} panicked in nvml-wrapper (inconsistent driver answer?): {msg}"))
+        failed(format!(
+            "{call} panicked in nvml-wrapper (inconsistent driver answer?): {msg}"
+        ))
     })
 }
 
@@ -347,9 +360,7 @@ mod tests {
         if std::path::Path::new("/dev/nvidiactl").exists() {
             return;
         }
-        let e = NvmlCollector::new()
-            .collect(&Binding([9; 32]))
-            .unwrap_err();
+        let e = NvmlCollector::new().collect(&Binding([9; 32])).unwrap_err();
         match e {
             CollectError::NotAvailable { kind, reason } => {
                 assert_eq!(kind, "nvgpu");
@@ -389,7 +400,10 @@ mod tests {
     fn cc_is_on_only_when_nvml_says_so() {
         let e = || Err::<bool, String>("NotSupported".into());
         assert!(cc_on(&Ok(true), &e()));
-        assert!(!cc_on(&Ok(false), &Ok(true)), "the settings query decides when it answers");
+        assert!(
+            !cc_on(&Ok(false), &Ok(true)),
+            "the settings query decides when it answers"
+        );
         assert!(cc_on(&e(), &Ok(true)));
         assert!(!cc_on(&e(), &Ok(false)));
         assert!(!cc_on(&e(), &e()));
@@ -414,13 +428,19 @@ mod tests {
 
         let e = assemble(vec![
             reading(0, Some(Ok(att(0)))),
-            reading(1, Some(Err("nvmlDeviceGetConfComputeGpuAttestationReport: Unknown".into()))),
+            reading(
+                1,
+                Some(Err("nvmlDeviceGetConfComputeGpuAttestationReport: Unknown".into())),
+            ),
         ])
         .unwrap_err();
         match e {
             CollectError::Failed { kind, reason } => {
                 assert_eq!(kind, "nvgpu");
-                assert!(reason.contains("GPU 1") && reason.contains("AttestationReport"), "{reason}");
+                assert!(
+                    reason.contains("GPU 1") && reason.contains("AttestationReport"),
+                    "{reason}"
+                );
             }
             other => panic!("expected Failed, got {other:?}"),
         }
@@ -439,7 +459,10 @@ mod tests {
         match e {
             CollectError::Failed { kind, reason } => {
                 assert_eq!(kind, "nvgpu");
-                assert!(reason.starts_with("nvmlDeviceGetConfComputeGpuCertificate panicked"), "{reason}");
+                assert!(
+                    reason.starts_with("nvmlDeviceGetConfComputeGpuCertificate panicked"),
+                    "{reason}"
+                );
                 assert!(reason.contains("index out of bounds"), "{reason}");
             }
             other => panic!("expected Failed, got {other:?}"),

@@ -90,8 +90,12 @@ pub fn evidence(report: Vec<u8>, certs: Vec<CertTableEntry>) -> Result<SnpEviden
         })?;
     let mut ca = Vec::new();
     for entry in [find(&CertType::ASK), find(&CertType::ARK)].into_iter().flatten() {
-        let pem = pem::chain_to_pem(&entry.data)
-            .ok_or_else(|| failed(format!("the {} certificate in the table is neither PEM nor DER", entry.cert_type)))?;
+        let pem = pem::chain_to_pem(&entry.data).ok_or_else(|| {
+            failed(format!(
+                "the {} certificate in the table is neither PEM nor DER",
+                entry.cert_type
+            ))
+        })?;
         ca.extend_from_slice(&pem);
     }
     Ok(SnpEvidence {
@@ -169,7 +173,10 @@ mod tests {
     #[test]
     fn missing_vcek_wrong_report_size_and_bad_ca_fail() {
         let report = vec![0u8; REPORT_LEN];
-        for certs in [vec![], vec![entry(CertType::ASK, der(1)), entry(CertType::VCEK, vec![])]] {
+        for certs in [
+            vec![],
+            vec![entry(CertType::ASK, der(1)), entry(CertType::VCEK, vec![])],
+        ] {
             match evidence(report.clone(), certs).unwrap_err() {
                 CollectError::Failed { kind, reason } => {
                     assert_eq!(kind, "snp");

@@ -307,7 +307,10 @@ mod tests {
         // Absent optional answers decode as None; `attested` is required.
         let mut enc = Vec::new();
         ciborium::into_writer(
-            &ciborium::Value::Map(vec![("index".into(), 1.into()), ("attested".into(), false.into())]),
+            &ciborium::Value::Map(vec![
+                ("index".into(), 1.into()),
+                ("attested".into(), false.into()),
+            ]),
             &mut enc,
         )
         .unwrap();
