@@ -125,7 +125,7 @@ fn probe_gpus(binding: &Binding, out: &mut Out) -> Value {
         Ok(r) => r,
         Err(e) => return error_json(&e),
     };
-    let gpus: Vec<Value> = readings.iter().map(|r| gpu_json(r, out)).collect();
+    let gpus: Vec<Value> = readings.iter().map(|r| gpu_json(r, binding, out)).collect();
     // What the collector's `collect` would answer for a round.
     let round = match nvml::assemble(readings) {
         Ok(r) => format!(
@@ -138,7 +138,7 @@ fn probe_gpus(binding: &Binding, out: &mut Out) -> Value {
     json!({ "available": true, "collect": round, "gpus": gpus })
 }
 
-fn gpu_json(r: &GpuReading, out: &mut Out) -> Value {
+fn gpu_json(r: &GpuReading, binding: &Binding, out: &mut Out) -> Value {
     let identity = serde_json::to_value(&r.identity).unwrap_or_else(|e| json!(format!("error: {e}")));
     let attestation = match &r.attestation {
         None => json!("not requested: confidential computing is off"),
@@ -160,6 +160,8 @@ fn gpu_json(r: &GpuReading, out: &mut Out) -> Value {
                 "report_len": ev.report.len(),
                 "spdm_version": ev.report.first().map(|v| format!("0x{v:02x}")),
                 "request_code": ev.report.get(1).map(|v| format!("0x{v:02x}")),
+                // SPDM 1.1 GET_MEASUREMENTS request: version, code, param1, param2, nonce[32].
+                "request_nonce_is_binding": ev.report.get(4..36) == Some(&binding.as_bytes()[..]),
                 "cert_chain_len": ev.cert_chain.len(),
                 "cert_chain_encoding": encoding,
                 "cert_count": count,
