@@ -5,7 +5,9 @@
 
 use crate::session::Session;
 use custody_formats::binding::{Binding, Nonce};
-use custody_formats::bundle::{EvidenceBundle, GpuEvidence, SnpEvidence, TpmEvidence, BUNDLE_VERSION};
+use custody_formats::bundle::{
+    EvidenceBundle, GpuEvidence, GpuIdentity, SnpEvidence, TpmEvidence, BUNDLE_VERSION,
+};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -16,6 +18,17 @@ pub enum Evidence {
     Snp(SnpEvidence),
     /// One entry per GPU on the node.
     Gpus(Vec<GpuEvidence>),
+    /// What the NVML collector returns: reports of the GPUs in confidential-computing mode
+    /// and the unattested identity of every GPU it saw (both may be empty on their own).
+    Nvgpu(GpuRound),
+}
+
+/// The GPU part of a round: `evidence` goes to the bundle's `gpus`, `identities` to
+/// `gpu_identities`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GpuRound {
+    pub evidence: Vec<GpuEvidence>,
+    pub identities: Vec<GpuIdentity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -66,14 +79,26 @@ pub fn collect_round(
         tpm: None,
         snp: None,
         gpus: Vec::new(),
+        gpu_identities: Vec::new(),
         platform,
     };
     let mut unavailable = Vec::new();
+    // A GPU collector may rightly return no reports (no GPU in CC mode), so "already seen"
+    // is tracked here, not read off an empty `gpus`.
+    let mut gpus_seen = false;
     for c in collectors {
         match c.collect(&binding) {
             Ok(Evidence::Tpm(t)) if bundle.tpm.is_none() => bundle.tpm = Some(t),
             Ok(Evidence::Snp(s)) if bundle.snp.is_none() => bundle.snp = Some(s),
-            Ok(Evidence::Gpus(g)) if bundle.gpus.is_empty() => bundle.gpus = g,
+            Ok(Evidence::Gpus(g)) if !gpus_seen => {
+                gpus_seen = true;
+                bundle.gpus = g;
+            }
+            Ok(Evidence::Nvgpu(g)) if !gpus_seen => {
+                gpus_seen = true;
+                bundle.gpus = g.evidence;
+                bundle.gpu_identities = g.identities;
+            }
             Ok(_) => return Err(RoundError::Duplicate(c.kind())),
             Err(CollectError::NotAvailable { kind, reason }) => unavailable.push((kind, reason)),
             Err(e) => return Err(RoundError::Collect(e)),
@@ -148,6 +173,50 @@ mod tests {
         // The bundle survives CBOR unchanged.
         let cbor = r.bundle.to_cbor().unwrap();
         assert_eq!(EvidenceBundle::from_cbor(&cbor).unwrap(), r.bundle);
+    }
+
+    /// A GPU collector that saw GPUs but none in CC mode: identities only.
+    struct CcOff;
+    impl Collector for CcOff {
+        fn kind(&self) -> &'static str {
+            "nvgpu"
+        }
+        fn collect(&self, _: &Binding) -> Result<Evidence, CollectError> {
+            Ok(Evidence::Nvgpu(GpuRound {
+                evidence: Vec::new(),
+                identities: vec![GpuIdentity {
+                    index: 0,
+                    name: Some("NVIDIA L4".into()),
+                    uuid: None,
+                    driver_version: None,
+                    vbios_version: None,
+                    architecture: None,
+                    compute_capability: None,
+                    memory_bytes: None,
+                    serial: None,
+                    pci_bus_id: None,
+                    cc: BTreeMap::new(),
+                    attested: false,
+                }],
+            }))
+        }
+    }
+
+    #[test]
+    fn identities_fill_the_bundle_and_an_empty_gpu_answer_still_counts() {
+        let s = Session::generate().unwrap();
+        let r = collect_round(Nonce([1; 32]), &s, &[&CcOff], BTreeMap::new()).unwrap();
+        assert!(r.bundle.gpus.is_empty());
+        assert_eq!(r.bundle.gpu_identities.len(), 1);
+        assert!(!r.bundle.gpu_identities[0].attested);
+        let cbor = r.bundle.to_cbor().unwrap();
+        assert_eq!(EvidenceBundle::from_cbor(&cbor).unwrap(), r.bundle);
+        // No reports from the first GPU collector must not let a second one in.
+        let gpu = Gpu(RefCell::new(None));
+        for pair in [[&CcOff as &dyn Collector, &gpu], [&gpu, &CcOff], [&CcOff, &CcOff]] {
+            let e = collect_round(Nonce([1; 32]), &s, &pair, BTreeMap::new()).unwrap_err();
+            assert_eq!(e, RoundError::Duplicate("nvgpu"));
+        }
     }
 
     #[test]

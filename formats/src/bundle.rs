@@ -1,8 +1,11 @@
 //! The evidence bundle an agent sends for one attestation round (CBOR, RATS CMW-collection
-//! shaped): `{ version, nonce, session_keys, tpm?, snp?, gpus[], platform }`.
+//! shaped): `{ version, nonce, session_keys, tpm?, snp?, gpus[], gpu_identities[]?, platform }`.
 //!
 //! Every evidence entry carries the raw vendor bytes unchanged, so signatures are checked
-//! over exactly the bytes the hardware signed.
+//! over exactly the bytes the hardware signed. `gpu_identities` and `platform` are what the
+//! node says about itself, signed by nothing: for display and for matching against attested
+//! values, never a basis for a decision on their own. `gpu_identities` is omitted when empty,
+//! and bundles written before it existed decode unchanged.
 
 use crate::binding::{serde_bytes_vec, Nonce, SessionKeys};
 use serde::{Deserialize, Serialize};
@@ -79,6 +82,45 @@ pub struct GpuEvidence {
     pub cert_chain: Vec<u8>,
 }
 
+/// What NVML says about one GPU: **unattested** (the driver answers, nothing signs it).
+/// Every field NVML may decline to answer is an `Option`; `cc` maps each confidential
+/// computing query to its answer or to `"error: ..."`, so a reader sees what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuIdentity {
+    /// NVML device index; equals [`GpuEvidence::index`] of this GPU's report, if any.
+    pub index: u32,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub uuid: Option<String>,
+    /// System driver version (the same for every GPU of a node).
+    #[serde(default)]
+    pub driver_version: Option<String>,
+    #[serde(default)]
+    pub vbios_version: Option<String>,
+    /// NVML's architecture name (`Hopper`, `Blackwell`, ...).
+    #[serde(default)]
+    pub architecture: Option<String>,
+    /// CUDA compute capability, `major.minor`.
+    #[serde(default)]
+    pub compute_capability: Option<String>,
+    /// Total framebuffer memory.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// Board serial; not supported on every board.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// PCI bus id (`00000000:1A:00.0`).
+    #[serde(default)]
+    pub pci_bus_id: Option<String>,
+    /// Confidential-computing queries: name -> answer, or `error: <NVML error>`.
+    #[serde(default)]
+    pub cc: BTreeMap<String, String>,
+    /// Whether this GPU's attestation report is in the bundle's `gpus`.
+    pub attested: bool,
+}
+
 /// All evidence of one round.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +134,9 @@ pub struct EvidenceBundle {
     pub snp: Option<SnpEvidence>,
     #[serde(default)]
     pub gpus: Vec<GpuEvidence>,
+    /// Unattested identity of every GPU NVML listed, attested or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_identities: Vec<GpuIdentity>,
     /// Unattested platform facts (hostname, agent version, ...), for display only.
     #[serde(default)]
     pub platform: BTreeMap<String, String>,
@@ -162,6 +207,7 @@ mod tests {
                 report: vec![0x11, 0xe0],
                 cert_chain: vec![],
             }],
+            gpu_identities: vec![],
             platform: BTreeMap::from([("hostname".into(), "node-a".into())]),
         }
     }
@@ -207,6 +253,72 @@ mod tests {
             EvidenceBundle::from_cbor(&short),
             Err(BundleError::Decode(_))
         ));
+    }
+
+    /// `sample()` as encoded before `gpu_identities` existed (captured from that code).
+    const OLD_SAMPLE_HEX: &str = "a66776657273696f6e01656e6f6e6365582007070707070707070707070707070707070707070707070707070707070707076c73657373696f6e5f6b657973a266783235353139582001010101010101010101010101010101010101010101010101010101010101016765643235353139582002020202020202020202020202020202020202020202020202020202020202026374706da46571756f746544ff544347697369676e617475726542001464706372734069616b5f7075626c6963420001646770757381a365696e64657800667265706f72744211e06a636572745f636861696e4068706c6174666f726da168686f73746e616d65666e6f64652d61";
+
+    fn identity() -> GpuIdentity {
+        GpuIdentity {
+            index: 0,
+            name: Some("NVIDIA H100 80GB HBM3".into()),
+            uuid: Some("GPU-00000000-1111-2222-3333-444444444444".into()),
+            driver_version: Some("550.90.07".into()),
+            vbios_version: None,
+            architecture: Some("Hopper".into()),
+            compute_capability: Some("9.0".into()),
+            memory_bytes: Some(85_520_809_984),
+            serial: None,
+            pci_bus_id: Some("00000000:1A:00.0".into()),
+            cc: BTreeMap::from([
+                ("cc_enabled".into(), "true".into()),
+                ("cc_dev_mode".into(), "error: NotSupported".into()),
+            ]),
+            attested: true,
+        }
+    }
+
+    #[test]
+    fn bundles_without_gpu_identities_still_decode_and_encode_the_same() {
+        let old = hex::decode(OLD_SAMPLE_HEX).unwrap();
+        let b = EvidenceBundle::from_cbor(&old).unwrap();
+        assert_eq!(b, sample());
+        assert!(b.gpu_identities.is_empty());
+        // Empty identities are omitted, so an old bundle re-encodes byte for byte.
+        assert_eq!(b.to_cbor().unwrap(), old);
+    }
+
+    #[test]
+    fn gpu_identities_round_trip_and_refuse_unknown_fields() {
+        let mut b = sample();
+        b.gpu_identities = vec![identity()];
+        let cbor = b.to_cbor().unwrap();
+        assert_eq!(EvidenceBundle::from_cbor(&cbor).unwrap(), b);
+
+        // An identity field this code does not know is refused, not skipped.
+        let mut map = ciborium::Value::serialized(&identity()).unwrap();
+        if let ciborium::Value::Map(m) = &mut map {
+            m.push(("extra".into(), true.into()));
+        }
+        let mut enc = Vec::new();
+        ciborium::into_writer(&map, &mut enc).unwrap();
+        assert!(ciborium::from_reader::<GpuIdentity, _>(enc.as_slice()).is_err());
+
+        // Absent optional answers decode as None; `attested` is required.
+        let mut enc = Vec::new();
+        ciborium::into_writer(
+            &ciborium::Value::Map(vec![
+                ("index".into(), 1.into()),
+                ("attested".into(), false.into()),
+            ]),
+            &mut enc,
+        )
+        .unwrap();
+        let id: GpuIdentity = ciborium::from_reader(enc.as_slice()).unwrap();
+        assert_eq!((id.index, id.name, id.cc.len(), id.attested), (1, None, 0, false));
+        let mut enc = Vec::new();
+        ciborium::into_writer(&ciborium::Value::Map(vec![("index".into(), 1.into())]), &mut enc).unwrap();
+        assert!(ciborium::from_reader::<GpuIdentity, _>(enc.as_slice()).is_err());
     }
 
     #[test]
