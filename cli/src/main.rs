@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod ops;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,23 @@ enum Command {
     /// Export or check the tamper-evident audit log offline.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Enrolled nodes, as the verifier sees them.
+    #[command(subcommand)]
+    Nodes(ops::NodesCmd),
+    /// Run an attestation round with NODE now and print the decision and why.
+    Attest {
+        /// Node id or name.
+        node: String,
+        #[command(flatten)]
+        conn: ops::Conn,
+    },
+    /// The latest attestation result (EAR) of NODE, verified and decoded.
+    Result {
+        /// Node id or name.
+        node: String,
+        #[command(flatten)]
+        conn: ops::Conn,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,5 +53,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Verify(cmd) => verify::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Nodes(cmd) => ops::nodes(cmd),
+        Command::Attest { node, conn } => ops::attest(node, conn),
+        Command::Result { node, conn } => ops::result(node, conn),
     }
 }

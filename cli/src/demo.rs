@@ -1,0 +1,399 @@
+//! `custody demo`: the whole system on one machine, from real parts.
+//!
+//! A verifier on embedded SQLite in a temporary directory; two agents, each with its own
+//! software TPM (swtpm) whose EK certificate comes from swtpm's local CA; enrollment with
+//! credential activation; rounds over mutual TLS; then one node's PCR 14 is extended
+//! behind its back, the next rounds fail and the verifier revokes it with the reason.
+//! It ends with the audit log exported and verified offline.
+
+use crate::ops::{Client, Conn};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Work here instead of a fresh temporary directory (kept afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the temporary directory (logs, database, audit export).
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Children killed when the demo ends, however it ends.
+#[derive(Default)]
+struct Procs(Vec<(String, Child)>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in self.0.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A port `p` with `p + 1` also free (swtpm's server and control ports).
+fn free_port_pair() -> Result<u16> {
+    for _ in 0..100 {
+        let p = free_port()?;
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return Ok(p);
+        }
+    }
+    bail!("no free port pair")
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name(name);
+    if p.is_file() {
+        return Ok(p);
+    }
+    bail!("{} not found next to {} (build the workspace: cargo build --release)", name, exe.display())
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("{what}: cannot start"))?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<Stdio> {
+    Ok(Stdio::from(std::fs::File::create(dir.join(format!("{name}.log")))?))
+}
+
+struct Tpm {
+    port: u16,
+}
+
+impl Tpm {
+    fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+}
+
+/// Provision a swtpm (EK certificate from the shared local CA under `xdg`) and start it.
+fn start_swtpm(dir: &Path, xdg: &Path, name: &str, procs: &mut Procs) -> Result<Tpm> {
+    let state = dir.join(name);
+    std::fs::create_dir_all(&state)?;
+    let setup = |args: &[&str]| {
+        Command::new("swtpm_setup")
+            .args(args)
+            .env("XDG_CONFIG_HOME", xdg)
+            .output()
+    };
+    let plain = ["--tpm2", "--create-config-files", "skip-if-exist"];
+    let ok = setup(&plain).map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        // As root, swtpm_setup wants the `root` flag to write configs shadowing /etc's.
+        let o = setup(&["--tpm2", "--create-config-files", "skip-if-exist,root"])
+            .context("swtpm_setup is required (scripts/setup.sh installs it)")?;
+        if !o.status.success() {
+            bail!("swtpm_setup --create-config-files: {}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    let state_s = state.display().to_string();
+    let o = setup(&["--tpm2", "--tpmstate", &state_s, "--create-ek-cert", "--create-platform-cert"])?;
+    if !o.status.success() {
+        bail!("swtpm_setup: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let port = free_port_pair()?;
+    let child = Command::new("swtpm")
+        .args([
+            "socket",
+            "--tpm2",
+            "--tpmstate",
+            &format!("dir={state_s}"),
+            "--server",
+            &format!("type=tcp,port={port}"),
+            "--ctrl",
+            &format!("type=tcp,port={}", port + 1),
+            "--flags",
+            "not-need-init,startup-clear",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, name)?)
+        .spawn()
+        .context("swtpm is required (scripts/setup.sh installs it)")?;
+    procs.0.push((name.into(), child));
+    let t = Tpm { port };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("{name} did not come up");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(t)
+}
+
+/// The local CA's root and issuing certificates, read from its configuration.
+fn local_ca_certs(xdg: &Path) -> Result<Vec<PathBuf>> {
+    let conf = std::fs::read_to_string(xdg.join("swtpm-localca.conf")).context("swtpm-localca.conf")?;
+    let value = |key: &str| {
+        conf.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| PathBuf::from(v.trim()))
+    };
+    let statedir = value("statedir").context("statedir in swtpm-localca.conf")?;
+    let issuer = value("issuercert").unwrap_or_else(|| statedir.join("issuercert.pem"));
+    Ok(vec![statedir.join("swtpm-localca-rootca-cert.pem"), issuer])
+}
+
+fn step(n: u32, s: &str) {
+    println!("\n[{n}] {s}");
+}
+
+async fn wait_for<F, Fut>(what: &str, secs: u64, mut f: F) -> Result<serde_json::Value>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<serde_json::Value>>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+            Ok(None) => bail!("timed out waiting for {what}"),
+            Err(e) => return Err(e.context(format!("waiting for {what}"))),
+        }
+    }
+}
+
+fn node_by_name(list: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    list.as_array()?.iter().find(|n| n["name"] == name).cloned()
+}
+
+pub fn run_demo(a: DemoArgs) -> ExitCode {
+    let keep = a.keep || a.dir.is_some();
+    let dir = a
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("custody-demo-{}", std::process::id())));
+    let r = demo(&dir);
+    if keep || r.is_err() {
+        println!("\nfiles kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("custody demo: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn demo(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let verifier_bin = sibling("custody-verifier")?;
+    let agent_bin = sibling("custody-agent")?;
+    let custody_bin = std::env::current_exe()?;
+    let mut procs = Procs::default();
+    let xdg = dir.join("xdg");
+    std::fs::create_dir_all(&xdg)?;
+
+    step(1, "two software TPMs, EK certificates from swtpm's local CA");
+    let tpms = [
+        start_swtpm(&dir, &xdg, "tpm-paris", &mut procs)?,
+        start_swtpm(&dir, &xdg, "tpm-frankfurt", &mut procs)?,
+    ];
+    let ek_ca = dir.join("ek-ca");
+    std::fs::create_dir_all(&ek_ca)?;
+    for p in local_ca_certs(&xdg)? {
+        let name = p.file_name().context("CA file name")?;
+        std::fs::copy(&p, ek_ca.join(name)).with_context(|| format!("copy {}", p.display()))?;
+    }
+    println!("    swtpm on ports {} and {}; EK CA: {}", tpms[0].port, tpms[1].port, ek_ca.display());
+
+    step(2, "verifier on embedded SQLite; continuous attestation every 2 s, revoke after 2 failures");
+    let vport = free_port()?;
+    let vdir = dir.join("verifier");
+    let vcfg = dir.join("verifier.toml");
+    std::fs::write(
+        &vcfg,
+        format!(
+            "listen = \"127.0.0.1:{vport}\"\ndata_dir = \"{}\"\nek_ca_dir = \"{}\"\ninterval_secs = 2\nrevoke_after = 2\nnonce_ttl_secs = 10\ncheckpoint_secs = 2\n",
+            vdir.display(),
+            ek_ca.display()
+        ),
+    )?;
+    let opdir = dir.join("operator");
+    run(
+        Command::new(&verifier_bin).args(["init", "--config"]).arg(&vcfg).arg("--operator-dir").arg(&opdir),
+        "custody-verifier init",
+    )?;
+    let child = Command::new(&verifier_bin)
+        .args(["run", "--config"])
+        .arg(&vcfg)
+        .stdout(Stdio::null())
+        .stderr(log_file(&dir, "verifier")?)
+        .spawn()?;
+    procs.0.push(("verifier".into(), child));
+    println!("    https://127.0.0.1:{vport} (HTTP/2, rustls); data in {}", vdir.display());
+
+    step(3, "two agents enroll: EK chain, credential activation, node certificates");
+    let names = ["paris-gpu-1", "frankfurt-gpu-2"];
+    for (i, (name, tpm)) in names.iter().zip(&tpms).enumerate() {
+        let aport = free_port()?;
+        let cfg = dir.join(format!("agent-{i}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"{name}\"\nlisten = \"127.0.0.1:{aport}\"\nverifier_url = \"https://127.0.0.1:{vport}\"\nverifier_ca = \"{}\"\nstate_dir = \"{}\"\n\n[tpm]\ntcti = \"{}\"\nevent_log = \"\"\n\n[collectors]\nsnp = false\nnvml = false\n",
+                vdir.join("ca.pem").display(),
+                dir.join(format!("agent-{i}")).display(),
+                tpm.tcti()
+            ),
+        )?;
+        let child = Command::new(&agent_bin)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log_file(&dir, &format!("agent-{i}"))?)
+            .spawn()?;
+        procs.0.push((name.to_string(), child));
+    }
+
+    let conn = Conn {
+        verifier: format!("https://127.0.0.1:{vport}"),
+        identity: opdir.clone(),
+        json: false,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = Client::new(&conn)?;
+        let c = &client;
+        wait_for("the verifier", 20, || async move {
+            Ok(c.call(http::Method::GET, "/v1/nodes", None).await.ok())
+        })
+        .await?;
+        let list = wait_for("both agents to enroll", 60, || async move {
+            let l = c.call(http::Method::GET, "/v1/nodes", None).await?;
+            Ok(names.iter().all(|n| node_by_name(&l, n).is_some()).then_some(l))
+        })
+        .await?;
+        for n in names {
+            let node = node_by_name(&list, n).context("enrolled node")?;
+            println!(
+                "    {n}: enrolled as {} (EK certificate sha256:{}...)",
+                node["id"].as_str().unwrap_or(""),
+                node["ek_cert_sha256"].as_str().unwrap_or("").get(..16).unwrap_or("")
+            );
+        }
+
+        step(4, "a round with each node now (custody attest)");
+        for n in names {
+            let v = c.call(http::Method::POST, &format!("/v1/nodes/{n}/attest"), None).await?;
+            println!(
+                "    {n}: {} -> node {}{}",
+                v["status"].as_str().unwrap_or(""),
+                v["state"].as_str().unwrap_or(""),
+                if v["reference"] == "tofu" { " (reference PCRs learnt on first use)" } else { "" }
+            );
+            if !v["failed_check"].is_null() {
+                bail!("{n} failed its first round: {}", v["reasons"]);
+            }
+        }
+
+        step(5, "someone changes frankfurt-gpu-2's boot state: PCR 14 extended behind the agent's back");
+        let tcti = tpms[1].tcti();
+        let mut extended = false;
+        for _ in 0..100 {
+            // swtpm serves one client at a time; the agent releases the TPM between rounds.
+            let out = Command::new("tpm2_pcrextend")
+                .arg(format!("14:sha256={}", "ab".repeat(32)))
+                .env("TPM2TOOLS_TCTI", &tcti)
+                .stderr(Stdio::null())
+                .output()
+                .context("tpm2_pcrextend is required (scripts/setup.sh installs tpm2-tools)")?;
+            if out.status.success() {
+                extended = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !extended {
+            bail!("could not reach frankfurt-gpu-2's TPM to extend PCR 14");
+        }
+        println!("    tpm2_pcrextend 14:sha256=abab...ab");
+
+        step(6, "continuous attestation notices; the node fails, then is revoked");
+        let mut seen_failed = false;
+        let revoked = wait_for("frankfurt-gpu-2 to be revoked", 40, || {
+            let seen = &mut seen_failed;
+            async move {
+                let v = c.call(http::Method::GET, "/v1/nodes/frankfurt-gpu-2", None).await?;
+                let state = v["node"]["state"].as_str().unwrap_or("").to_owned();
+                if state == "failed" && !*seen {
+                    *seen = true;
+                    println!("    frankfurt-gpu-2: failed");
+                }
+                Ok((state == "revoked").then_some(v))
+            }
+        })
+        .await?;
+        println!("    frankfurt-gpu-2: revoked");
+        println!("    reason: {}", revoked["node"]["reason"].as_str().unwrap_or(""));
+        let paris = c.call(http::Method::GET, "/v1/nodes/paris-gpu-1", None).await?;
+        println!("    paris-gpu-1 meanwhile: {}", paris["node"]["state"].as_str().unwrap_or(""));
+        if paris["node"]["state"] != "trusted" {
+            bail!("paris-gpu-1 should still be trusted: {}", paris["node"]);
+        }
+        let r = c.call(http::Method::GET, "/v1/nodes/frankfurt-gpu-2/result", None).await?;
+        println!(
+            "    latest EAR for frankfurt-gpu-2: status {}, failed check {}, signed COSE_Sign1 of {} bytes",
+            r["ear_claims"]["ear.status"].as_str().unwrap_or(""),
+            r["result"]["failed_check"].as_str().unwrap_or(""),
+            r["ear"].as_str().map_or(0, |s| s.len() * 3 / 4)
+        );
+        c.call(http::Method::GET, "/v1/audit/checkpoint", None).await?;
+        Ok::<(), anyhow::Error>(())
+    })?;
+
+    step(7, "the auditor: export the log and verify it offline with only the log's public key");
+    // Stop the verifier first: it signs a final checkpoint on shutdown.
+    if let Some((_, v)) = procs.0.iter_mut().find(|(n, _)| n == "verifier") {
+        let _ = Command::new("kill").arg("-TERM").arg(v.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while v.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let export = dir.join("audit-export");
+    let _ = std::fs::remove_dir_all(&export);
+    run(
+        Command::new(&custody_bin)
+            .args(["audit", "export", "--db"])
+            .arg(vdir.join("custody.db"))
+            .arg("--out")
+            .arg(&export),
+        "custody audit export",
+    )?;
+    let out = run(
+        Command::new(&custody_bin)
+            .args(["audit", "verify"])
+            .arg(&export)
+            .arg("--key")
+            .arg(vdir.join("log-key.pub")),
+        "custody audit verify",
+    )?;
+    println!("    {}", out.trim().replace('\n', "\n    "));
+
+    println!("\nsummary: 2 nodes enrolled by credential activation; paris-gpu-1 trusted; frankfurt-gpu-2 revoked after its PCR 14 changed; audit log verified offline.");
+    Ok(())
+}
