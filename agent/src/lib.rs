@@ -7,5 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod collector;
+pub mod config;
+pub mod daemon;
 pub mod session;
 pub mod tpm;
