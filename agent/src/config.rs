@@ -350,6 +350,39 @@ mod tests {
         assert_eq!(back, AgentConfig::default());
     }
 
+    /// The documented example is the defaults plus the required CA, and names every key.
+    #[test]
+    fn documented_example_is_the_defaults() {
+        let text = include_str!("../../docs/agent.toml");
+        let c = AgentConfig::from_toml(text).unwrap();
+        assert_eq!(
+            c,
+            AgentConfig {
+                verifier_ca: Some("/etc/custody/verifier-ca.pem".into()),
+                ..AgentConfig::default()
+            }
+        );
+        for key in [
+            "name =",
+            "listen =",
+            "endpoint =",
+            "verifier_url =",
+            "verifier_ca =",
+            "state_dir =",
+            "round_timeout_secs =",
+            "[tpm]",
+            "tcti =",
+            "pcrs =",
+            "event_log =",
+            "[collectors]",
+            "tpm =",
+            "snp =",
+            "nvml =",
+        ] {
+            assert!(text.contains(key), "{key}");
+        }
+    }
+
     #[test]
     fn full_file() {
         let c = AgentConfig::from_toml(
