@@ -419,14 +419,19 @@ async fn post_cbor<T: DeserializeOwned>(
     match api::from_cbor::<Refusal>("Refusal", &r.body) {
         Ok(Refusal { check, detail }) => Err(DaemonError::Refused {
             status: r.status.as_u16(),
-            check,
-            detail,
+            check: printable(&check),
+            detail: printable(&detail),
         }),
         Err(_) => Err(DaemonError::UnexpectedStatus {
             what,
             status: r.status.as_u16(),
         }),
     }
+}
+
+/// The peer's text with control characters replaced, so it cannot forge log lines.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -848,6 +853,7 @@ mod tests {
             RoundFailure::Timeout(Duration::from_secs(1)).check(),
             "round_timeout"
         );
+        assert_eq!(printable("a\nb\u{1b}[31m"), "a b [31m");
     }
 
     #[tokio::test]
