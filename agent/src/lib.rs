@@ -22,6 +22,10 @@
 #![forbid(unsafe_code)]
 
 pub mod collector;
+#[cfg(feature = "tpm")]
+pub mod config;
+#[cfg(feature = "tpm")]
+pub mod daemon;
 #[cfg(feature = "nvml")]
 pub mod nvml;
 pub mod pem;

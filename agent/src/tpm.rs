@@ -172,6 +172,13 @@ impl TpmCollector {
         &self.config
     }
 
+    /// TCTIs to simulators that accept one client at a time (the kernel resource manager
+    /// `/dev/tpmrm0` multiplexes, so a real node keeps its connection).
+    fn single_client(&self) -> bool {
+        let t = self.config.tcti.trim_start();
+        t.starts_with("swtpm") || t.starts_with("mssim")
+    }
+
     /// EK certificate and EK/AK public areas, creating the keys on first use.
     pub fn keys(&self) -> Result<TpmKeys, CollectError> {
         let mut st = self.lock();
@@ -355,9 +362,10 @@ impl Collector for TpmCollector {
     fn collect(&self, binding: &Binding) -> Result<Evidence, CollectError> {
         let mut st = self.lock();
         let r = self.collect_locked(&mut st, binding);
-        if matches!(r, Err(CollectError::Failed { .. })) {
-            // The connection may be broken or the AK gone: start afresh next round (the AK
-            // blob is kept, so it is the same AK).
+        if matches!(r, Err(CollectError::Failed { .. })) || self.single_client() {
+            // Failed: the connection may be broken or the AK gone, so start afresh next
+            // round (the AK blob is kept: same AK). Single-client simulators (swtpm,
+            // mssim) serve one connection at a time: let tools in between rounds.
             st.open = None;
         }
         r.map(Evidence::Tpm)

@@ -1,0 +1,875 @@
+//! The `custody-agent` daemon: enrollment with the verifier, then the mutual-TLS round
+//! endpoint the verifier calls (see `custody_formats::api` for the exchange).
+//!
+//! State directory (`AgentConfig::state_dir`):
+//! - `tls-key.pem`: the agent's P-256 TLS key, generated on first start, mode 0600; a key
+//!   readable by group or others is refused;
+//! - `node-cert.pem`, `ca.pem`, `node-id`: the last enrollment's result.
+//!
+//! The agent enrolls on every start: its AK lives only in this process's memory, so the
+//! verifier must see the new AK activated against the same EK before it trusts quotes.
+//! The per-boot [`Session`] likewise lives as long as the process.
+
+use crate::collector::{collect_round, CollectError, Collector, Evidence, RoundError};
+use crate::config::{AgentConfig, ConfigError};
+use crate::session::{Session, SessionError};
+use crate::tpm::{TpmCollector, TpmKeys};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use custody_formats::api::{
+    self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, Refusal, RoundRequest, CBOR,
+    MAX_MESSAGE_LEN,
+};
+use custody_formats::binding::{Binding, Nonce};
+use custody_formats::bundle::EvidenceBundle;
+use custody_net::{ClientAuth, HttpsClient, Identity, NetError, PeerCert, RemoteAddr};
+use rcgen::PublicKeyData;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+pub const TLS_KEY_FILE: &str = "tls-key.pem";
+pub const NODE_CERT_FILE: &str = "node-cert.pem";
+pub const CA_FILE: &str = "ca.pem";
+pub const NODE_ID_FILE: &str = "node-id";
+/// The only peer common name allowed to ask for a round.
+pub const VERIFIER_CN: &str = "verifier";
+pub const ENROLL_PATH: &str = "/v1/enroll";
+pub const ACTIVATE_PATH: &str = "/v1/enroll/activate";
+pub const ROUND_PATH: &str = "/v1/round";
+pub const HEALTH_PATH: &str = "/healthz";
+/// Bound on one enrollment request (connect and answer).
+const ENROLL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest state file read (certificates, ids).
+const MAX_STATE_FILE: u64 = 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("state directory {path}: {reason}")]
+    State { path: PathBuf, reason: String },
+    #[error("TLS key {path}: {reason}")]
+    TlsKey { path: PathBuf, reason: String },
+    #[error("verifier CA {path}: {reason}")]
+    VerifierCa { path: PathBuf, reason: String },
+    #[error("session keys: {0}")]
+    Session(#[from] SessionError),
+    #[error("enrollment needs the TPM: {0}")]
+    Tpm(CollectError),
+    #[error("enrollment: {0}")]
+    Transport(NetError),
+    #[error("enrollment refused: {check}: {detail}")]
+    Refused {
+        status: u16,
+        check: String,
+        detail: String,
+    },
+    #[error("enrollment: {what} answered HTTP {status} without a CBOR refusal")]
+    UnexpectedStatus { what: &'static str, status: u16 },
+    #[error("enrollment: bad {what} from the verifier: {reason}")]
+    BadResponse { what: &'static str, reason: String },
+    #[error("enrollment: the verifier sent a CA certificate other than the pinned `verifier_ca`")]
+    CaMismatch,
+    #[error("node certificate: {0}")]
+    NodeCert(String),
+    #[error("listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    Tls(NetError),
+    #[error("blocking task: {0}")]
+    Task(String),
+}
+
+impl DaemonError {
+    /// Stable name of what failed.
+    pub fn check(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::State { .. } => "state_dir",
+            Self::TlsKey { .. } => "tls_key",
+            Self::VerifierCa { .. } => "verifier_ca",
+            Self::Session(_) => "session",
+            Self::Tpm(_) => "tpm",
+            Self::Transport(_) => "transport",
+            Self::Refused { .. } => "refused",
+            Self::UnexpectedStatus { .. } => "unexpected_status",
+            Self::BadResponse { .. } => "bad_response",
+            Self::CaMismatch => "ca_mismatch",
+            Self::NodeCert(_) => "node_cert",
+            Self::Listen { .. } => "listen",
+            Self::Tls(_) => "tls",
+            Self::Task(_) => "task",
+        }
+    }
+}
+
+/// TPM credential activation, as enrollment needs it.
+pub trait Activator {
+    /// TPM2_ActivateCredential with the EK and the AK: the secret the verifier sealed.
+    fn activate(&self, id_object: &[u8], encrypted_secret: &[u8]) -> Result<Vec<u8>, CollectError>;
+    /// EK certificate and EK/AK public areas.
+    fn keys(&self) -> Result<TpmKeys, CollectError>;
+}
+
+impl Activator for TpmCollector {
+    fn activate(&self, id_object: &[u8], encrypted_secret: &[u8]) -> Result<Vec<u8>, CollectError> {
+        let r = self.activate_credential(id_object, encrypted_secret);
+        if self.config().tcti.starts_with("swtpm") || self.config().tcti.starts_with("mssim") {
+            self.release();
+        }
+        r
+    }
+
+    fn keys(&self) -> Result<TpmKeys, CollectError> {
+        TpmCollector::keys(self)
+    }
+}
+
+/// A collector the daemon shares between rounds and blocking threads.
+pub type SharedCollector = Arc<dyn Collector + Send + Sync>;
+/// The activator the daemon runs on a blocking thread.
+pub type SharedActivator = Arc<dyn Activator + Send + Sync>;
+
+/// Stands in for a collector this build does not include, so the bundle says why its
+/// evidence is missing (`unavailable.<kind>`).
+#[derive(Debug, Clone, Copy)]
+pub struct NotBuilt(pub &'static str);
+
+impl Collector for NotBuilt {
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+    fn collect(&self, _: &Binding) -> Result<Evidence, CollectError> {
+        Err(CollectError::NotAvailable {
+            kind: self.0,
+            reason: "this agent was built without this collector".into(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// State directory
+
+fn state_err(path: &Path, e: impl fmt::Display) -> DaemonError {
+    DaemonError::State {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Create the state directory (mode 0700) if needed.
+pub fn ensure_state_dir(dir: &Path) -> Result<(), DaemonError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| state_err(dir, e))
+}
+
+/// Write `name` in `dir` atomically (temporary file, fsync, rename) with `mode`.
+fn write_state_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), DaemonError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    // A leftover from a crash would make create_new fail.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| state_err(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| state_err(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| state_err(&path, e))
+}
+
+fn read_state_file(path: &Path) -> Result<String, DaemonError> {
+    let meta = std::fs::metadata(path).map_err(|e| state_err(path, e))?;
+    if meta.len() > MAX_STATE_FILE {
+        return Err(state_err(path, format!("larger than {MAX_STATE_FILE} bytes")));
+    }
+    std::fs::read_to_string(path).map_err(|e| state_err(path, e))
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS key
+
+/// The agent's TLS key (P-256). `Debug` shows the public key only.
+pub struct TlsKey {
+    pem: String,
+    spki: Vec<u8>,
+}
+
+impl fmt::Debug for TlsKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsKey")
+            .field("spki_len", &self.spki.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsKey {
+    /// `state_dir/tls-key.pem`, generated (mode 0600) if absent. An existing key readable
+    /// by group or others is refused rather than used.
+    pub fn load_or_generate(state_dir: &Path) -> Result<Self, DaemonError> {
+        let path = state_dir.join(TLS_KEY_FILE);
+        let err = |reason: String| DaemonError::TlsKey {
+            path: path.clone(),
+            reason,
+        };
+        match std::fs::metadata(&path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(err(format!(
+                        "mode is {mode:04o}; the key must be readable by its owner only (0600)"
+                    )));
+                }
+                let pem = read_state_file(&path)?;
+                let kp = rcgen::KeyPair::from_pem(&pem).map_err(|e| err(e.to_string()))?;
+                if kp.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+                    return Err(err("not a P-256 key".into()));
+                }
+                Ok(Self {
+                    spki: kp.subject_public_key_info(),
+                    pem,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ensure_state_dir(state_dir)?;
+                let kp = rcgen::KeyPair::generate().map_err(|e| err(e.to_string()))?;
+                let pem = kp.serialize_pem();
+                write_state_file(state_dir, TLS_KEY_FILE, pem.as_bytes(), 0o600)?;
+                tracing::info!(path = %path.display(), "generated the TLS key");
+                Ok(Self {
+                    spki: kp.subject_public_key_info(),
+                    pem,
+                })
+            }
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// SubjectPublicKeyInfo, DER: what the node certificate must carry.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Node identity
+
+/// An enrolled node: its id, its certificate for the TLS key, and the verifier CA.
+pub struct NodeIdentity {
+    pub node_id: String,
+    /// Node certificate, PEM.
+    pub certificate_pem: String,
+    /// Verifier CA, PEM: the only roots for mTLS peers.
+    pub ca_pem: String,
+    key: TlsKey,
+}
+
+impl fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeIdentity")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_node_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
+impl NodeIdentity {
+    /// Check that the certificate is for `key` and the CA parses.
+    pub fn new(
+        node_id: String,
+        certificate_pem: String,
+        ca_pem: String,
+        key: TlsKey,
+    ) -> Result<Self, DaemonError> {
+        if !valid_node_id(&node_id) {
+            return Err(DaemonError::NodeCert(format!(
+                "node id {node_id:?} is not 1-128 characters of A-Z a-z 0-9 . _ - :"
+            )));
+        }
+        let chain = custody_net::certs_from_pem(certificate_pem.as_bytes())
+            .map_err(|e| DaemonError::NodeCert(e.to_string()))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| DaemonError::NodeCert("no certificate".into()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| DaemonError::NodeCert(format!("not X.509: {e}")))?;
+        if cert.public_key().raw != key.spki_der() {
+            return Err(DaemonError::NodeCert(
+                "the certificate is not for this agent's TLS key".into(),
+            ));
+        }
+        custody_net::roots_from_pem(ca_pem.as_bytes())
+            .map_err(|e| DaemonError::NodeCert(format!("CA: {e}")))?;
+        Ok(Self {
+            node_id,
+            certificate_pem,
+            ca_pem,
+            key,
+        })
+    }
+
+    /// The identity a previous enrollment stored in `state_dir`.
+    pub fn load(state_dir: &Path) -> Result<Self, DaemonError> {
+        let key = TlsKey::load_or_generate(state_dir)?;
+        let node_id = read_state_file(&state_dir.join(NODE_ID_FILE))?.trim().to_owned();
+        let cert = read_state_file(&state_dir.join(NODE_CERT_FILE))?;
+        let ca = read_state_file(&state_dir.join(CA_FILE))?;
+        Self::new(node_id, cert, ca, key)
+    }
+
+    /// Store the certificate, CA and node id in `state_dir` (the key is already there).
+    pub fn store(&self, state_dir: &Path) -> Result<(), DaemonError> {
+        ensure_state_dir(state_dir)?;
+        write_state_file(state_dir, NODE_CERT_FILE, self.certificate_pem.as_bytes(), 0o644)?;
+        write_state_file(state_dir, CA_FILE, self.ca_pem.as_bytes(), 0o644)?;
+        write_state_file(
+            state_dir,
+            NODE_ID_FILE,
+            format!("{}\n", self.node_id).as_bytes(),
+            0o644,
+        )
+    }
+
+    /// Node certificate and TLS key for rustls.
+    pub fn tls_identity(&self) -> Result<Identity, DaemonError> {
+        Identity::from_pem(self.certificate_pem.as_bytes(), self.key.pem.as_bytes()).map_err(DaemonError::Tls)
+    }
+
+    /// The round endpoint's TLS: this node's certificate, client certificates required
+    /// and verified against the verifier CA only.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, DaemonError> {
+        let roots = custody_net::roots_from_pem(self.ca_pem.as_bytes()).map_err(DaemonError::Tls)?;
+        custody_net::server_config(self.tls_identity()?, ClientAuth::Required(roots))
+            .map_err(DaemonError::Tls)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Enrollment
+
+/// The pinned verifier CA (PEM) from `cfg.verifier_ca`.
+pub fn pinned_ca(cfg: &AgentConfig) -> Result<String, DaemonError> {
+    let path = cfg.verifier_ca_path()?;
+    let err = |reason: String| DaemonError::VerifierCa {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if meta.len() > MAX_STATE_FILE {
+        return Err(err(format!("larger than {MAX_STATE_FILE} bytes")));
+    }
+    let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    custody_net::roots_from_pem(pem.as_bytes()).map_err(|e| err(e.to_string()))?;
+    Ok(pem)
+}
+
+/// The enrollment client: server-authenticated TLS trusting only the pinned CA, no
+/// client certificate.
+pub fn enrollment_client(cfg: &AgentConfig) -> Result<HttpsClient, DaemonError> {
+    let path = cfg.verifier_ca_path()?.to_owned();
+    let roots =
+        custody_net::roots_from_pem(pinned_ca(cfg)?.as_bytes()).map_err(|e| DaemonError::VerifierCa {
+            path,
+            reason: e.to_string(),
+        })?;
+    let tls = custody_net::client_config(roots, None).map_err(DaemonError::Tls)?;
+    Ok(HttpsClient::new(tls, ENROLL_TIMEOUT, MAX_MESSAGE_LEN))
+}
+
+async fn post_cbor<T: DeserializeOwned>(
+    client: &HttpsClient,
+    url: &str,
+    what: &'static str,
+    body: Vec<u8>,
+) -> Result<T, DaemonError> {
+    let r = client
+        .request(Method::POST, url, Some(CBOR), body)
+        .await
+        .map_err(DaemonError::Transport)?;
+    if r.status == StatusCode::OK {
+        return api::from_cbor(what, &r.body).map_err(|e| DaemonError::BadResponse {
+            what,
+            reason: e.to_string(),
+        });
+    }
+    match api::from_cbor::<Refusal>("Refusal", &r.body) {
+        Ok(Refusal { check, detail }) => Err(DaemonError::Refused {
+            status: r.status.as_u16(),
+            check: printable(&check),
+            detail: printable(&detail),
+        }),
+        Err(_) => Err(DaemonError::UnexpectedStatus {
+            what,
+            status: r.status.as_u16(),
+        }),
+    }
+}
+
+/// The peer's text with control characters replaced, so it cannot forge log lines.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CollectError> + Send + 'static,
+) -> Result<T, DaemonError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DaemonError::Task(e.to_string()))?
+        .map_err(DaemonError::Tpm)
+}
+
+/// Enroll with the verifier: send the TPM keys and the TLS key, activate the credential
+/// the verifier sealed to them, check and store the node certificate. Needs `keys()`
+/// before `activate` (the AK must exist); both run on a blocking thread.
+pub async fn enroll(
+    cfg: &AgentConfig,
+    activator: SharedActivator,
+    client: &HttpsClient,
+) -> Result<NodeIdentity, DaemonError> {
+    let base = cfg.verifier_base_url()?;
+    let pinned = pinned_ca(cfg)?;
+    let key = TlsKey::load_or_generate(&cfg.state_dir)?;
+    let a = activator.clone();
+    let keys = blocking(move || a.keys()).await?;
+    let req = EnrollRequest {
+        name: cfg.name.clone(),
+        endpoint: cfg.endpoint()?,
+        ek_cert: keys.ek_certificate,
+        ek_public: keys.ek_public,
+        ak_public: keys.ak_public,
+        tls_spki: key.spki_der().to_vec(),
+    };
+    let encode = |what: &'static str, e: api::ApiError| DaemonError::BadResponse {
+        what,
+        reason: e.to_string(),
+    };
+    let body = api::to_cbor("EnrollRequest", &req).map_err(|e| encode("EnrollRequest", e))?;
+    tracing::info!(name = %req.name, endpoint = %req.endpoint, "enrolling");
+    let ch: EnrollChallenge =
+        post_cbor(client, &format!("{base}{ENROLL_PATH}"), "EnrollChallenge", body).await?;
+    let EnrollChallenge {
+        enrollment_id,
+        id_object,
+        encrypted_secret,
+    } = ch;
+    let secret = blocking(move || activator.activate(&id_object, &encrypted_secret)).await?;
+    let body = api::to_cbor(
+        "ActivateRequest",
+        &ActivateRequest {
+            enrollment_id,
+            secret,
+        },
+    )
+    .map_err(|e| encode("ActivateRequest", e))?;
+    let done: Enrolled = post_cbor(client, &format!("{base}{ACTIVATE_PATH}"), "Enrolled", body).await?;
+    // The CA the node will trust for mTLS peers must be the one the operator pinned: a
+    // verifier cannot widen the agent's trust.
+    let same = |a: &str| custody_net::certs_from_pem(a.as_bytes()).ok();
+    match (same(&done.ca_pem), same(&pinned)) {
+        (Some(got), Some(want)) if got == want => {}
+        _ => return Err(DaemonError::CaMismatch),
+    }
+    let id = NodeIdentity::new(done.node_id, done.certificate_pem, done.ca_pem, key)?;
+    id.store(&cfg.state_dir)?;
+    tracing::info!(node_id = %id.node_id, "enrolled");
+    Ok(id)
+}
+
+// ---------------------------------------------------------------------------------------
+// Rounds
+
+/// Unattested platform facts every bundle carries.
+pub fn platform_facts(name: &str) -> BTreeMap<String, String> {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    BTreeMap::from([
+        ("hostname".to_owned(), hostname),
+        ("node_name".to_owned(), name.to_owned()),
+        ("agent_version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+    ])
+}
+
+/// Why a round produced no bundle.
+#[derive(Debug, Error)]
+pub enum RoundFailure {
+    #[error(transparent)]
+    Round(#[from] RoundError),
+    #[error("the round took longer than {0:?}")]
+    Timeout(Duration),
+    #[error("round task: {0}")]
+    Task(String),
+    #[error("encode the bundle: {0}")]
+    Encode(String),
+}
+
+impl RoundFailure {
+    /// The refusal's check: `collect.<kind>` for a collector, else what failed.
+    pub fn check(&self) -> String {
+        match self {
+            Self::Round(RoundError::Collect(CollectError::Failed { kind, .. }))
+            | Self::Round(RoundError::Collect(CollectError::NotAvailable { kind, .. }))
+            | Self::Round(RoundError::Duplicate(kind)) => format!("collect.{kind}"),
+            Self::Timeout(_) => "round_timeout".into(),
+            Self::Task(_) => "round_task".into(),
+            Self::Encode(_) => "encode".into(),
+        }
+    }
+}
+
+/// Everything a round needs; one round at a time (a TPM serves one command at a time,
+/// and swtpm one client).
+pub struct Rounds {
+    session: Session,
+    collectors: Vec<SharedCollector>,
+    platform: BTreeMap<String, String>,
+    timeout: Duration,
+    one_at_a_time: Mutex<()>,
+}
+
+impl fmt::Debug for Rounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kinds: Vec<&str> = self.collectors.iter().map(|c| c.kind()).collect();
+        f.debug_struct("Rounds")
+            .field("session", &self.session)
+            .field("collectors", &kinds)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rounds {
+    pub fn new(
+        session: Session,
+        collectors: Vec<SharedCollector>,
+        platform: BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            session,
+            collectors,
+            platform,
+            timeout,
+            one_at_a_time: Mutex::new(()),
+        }
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// One round for `nonce` on a blocking thread, bounded by the round timeout. A round
+    /// that times out still holds the lock until its collectors return.
+    pub async fn round(self: &Arc<Self>, nonce: Nonce) -> Result<EvidenceBundle, RoundFailure> {
+        let me = Arc::clone(self);
+        let task = tokio::task::spawn_blocking(move || {
+            let _one = me.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+            let refs: Vec<&dyn Collector> = me
+                .collectors
+                .iter()
+                .map(|c| c.as_ref() as &dyn Collector)
+                .collect();
+            collect_round(nonce, &me.session, &refs, me.platform.clone())
+        });
+        let round = tokio::time::timeout(self.timeout, task)
+            .await
+            .map_err(|_| RoundFailure::Timeout(self.timeout))?
+            .map_err(|e| RoundFailure::Task(e.to_string()))??;
+        let mut bundle = round.bundle;
+        for (kind, reason) in round.unavailable {
+            bundle.platform.insert(format!("unavailable.{kind}"), reason);
+        }
+        Ok(bundle)
+    }
+}
+
+fn cbor_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, CBOR)], body).into_response()
+}
+
+fn refuse(status: StatusCode, check: &str, detail: impl Into<String>) -> Response {
+    let r = Refusal {
+        check: check.to_owned(),
+        detail: detail.into(),
+    };
+    match api::to_cbor("Refusal", &r) {
+        Ok(b) => cbor_response(status, b),
+        Err(_) => status.into_response(),
+    }
+}
+
+fn is_cbor(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(CBOR))
+}
+
+async fn round_handler(State(rounds): State<Arc<Rounds>>, req: Request) -> Response {
+    let peer = req.extensions().get::<PeerCert>().and_then(PeerCert::common_name);
+    let remote = req
+        .extensions()
+        .get::<RemoteAddr>()
+        .map(|r| r.0.to_string())
+        .unwrap_or_default();
+    let span = tracing::info_span!("round", peer = peer.as_deref().unwrap_or("-"), %remote);
+    async move {
+        if peer.as_deref() != Some(VERIFIER_CN) {
+            tracing::warn!("round refused: peer is not the verifier");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "peer_role",
+                format!("only a `{VERIFIER_CN}` certificate may ask for a round"),
+            );
+        }
+        if !is_cbor(req.headers()) {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content_type",
+                format!("the body must be {CBOR}"),
+            );
+        }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let too_large = || {
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("a RoundRequest is at most {MAX_MESSAGE_LEN} bytes"),
+            )
+        };
+        if declared.is_some_and(|n| n > MAX_MESSAGE_LEN as u64) {
+            return too_large();
+        }
+        let body = match axum::body::to_bytes(req.into_body(), MAX_MESSAGE_LEN).await {
+            Ok(b) => b,
+            Err(e) => {
+                let e = e.into_inner();
+                if e.is::<http_body_util::LengthLimitError>() {
+                    return too_large();
+                }
+                return refuse(StatusCode::BAD_REQUEST, "request", format!("read the body: {e}"));
+            }
+        };
+        let rr: RoundRequest = match api::from_cbor("RoundRequest", &body) {
+            Ok(r) => r,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, "request", e.to_string()),
+        };
+        match rounds.round(rr.nonce).await.and_then(|b| {
+            b.to_cbor()
+                .map(|c| (c, b))
+                .map_err(|e| RoundFailure::Encode(e.to_string()))
+        }) {
+            Ok((cbor, b)) => {
+                let missing: Vec<&str> = b
+                    .platform
+                    .keys()
+                    .filter_map(|k| k.strip_prefix("unavailable."))
+                    .collect();
+                tracing::info!(bytes = cbor.len(), unavailable = ?missing, "round served");
+                cbor_response(StatusCode::OK, cbor)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "round failed");
+                refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.check(), e.to_string())
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The round endpoint's routes: `POST /v1/round`, `GET /healthz`.
+pub fn router(rounds: Arc<Rounds>) -> axum::Router {
+    axum::Router::new()
+        .route(ROUND_PATH, post(round_handler))
+        .route(HEALTH_PATH, get(|| async { "ok" }))
+        .with_state(rounds)
+}
+
+/// Serve rounds for an already-enrolled node on `listener` until `shutdown`.
+pub async fn serve_rounds(
+    listener: TcpListener,
+    identity: &NodeIdentity,
+    rounds: Arc<Rounds>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    let tls = identity.server_config()?;
+    if let Ok(a) = listener.local_addr() {
+        tracing::info!(listen = %a, node_id = %identity.node_id, "serving rounds");
+    }
+    custody_net::serve(listener, tls, router(rounds), shutdown).await;
+    Ok(())
+}
+
+/// The daemon: bind, enroll (retrying while the verifier is unreachable), serve rounds
+/// with one per-boot session until `shutdown`.
+pub async fn run(
+    cfg: AgentConfig,
+    collectors: Vec<SharedCollector>,
+    activator: SharedActivator,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    cfg.validate()?;
+    let session = Session::generate()?;
+    let addr = cfg.listen_addr()?;
+    // Bound before enrolling: a taken port fails now, and a verifier that calls right
+    // after enrollment finds the port open.
+    let listener = TcpListener::bind(addr).await.map_err(|e| DaemonError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })?;
+    let client = enrollment_client(&cfg)?;
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_secs(1);
+    let identity = loop {
+        let attempt = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = enroll(&cfg, activator.clone(), &client) => r,
+        };
+        match attempt {
+            Ok(id) => break id,
+            Err(DaemonError::Transport(e)) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "verifier unreachable");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let rounds = Arc::new(Rounds::new(
+        session,
+        collectors,
+        platform_facts(&cfg.name),
+        cfg.round_timeout()?,
+    ));
+    serve_rounds(listener, &identity, rounds, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_key_is_generated_private_and_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        let k1 = TlsKey::load_or_generate(&dir).unwrap();
+        let meta = std::fs::metadata(dir.join(TLS_KEY_FILE)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let k2 = TlsKey::load_or_generate(&dir).unwrap();
+        assert_eq!(k1.spki_der(), k2.spki_der());
+        // SPKI DER of a P-256 key: SEQUENCE, 91 bytes.
+        assert_eq!(k1.spki_der().len(), 91);
+        assert!(!format!("{k1:?}").contains("PRIVATE"));
+        // A key others can read is refused, not used.
+        std::fs::set_permissions(dir.join(TLS_KEY_FILE), std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = TlsKey::load_or_generate(&dir).unwrap_err();
+        assert_eq!(e.check(), "tls_key");
+        assert!(e.to_string().contains("0640"), "{e}");
+    }
+
+    #[test]
+    fn node_identity_must_match_the_key() {
+        let d = tempfile::tempdir().unwrap();
+        let key = TlsKey::load_or_generate(d.path()).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let other = rcgen::KeyPair::generate().unwrap();
+        let p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let wrong = p.signed_by(&other, &issuer).unwrap();
+        let e = NodeIdentity::new("n1".into(), wrong.pem(), ca.pem(), key).unwrap_err();
+        assert!(e.to_string().contains("not for this agent's TLS key"), "{e}");
+
+        let key = TlsKey::load_or_generate(d.path()).unwrap();
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(key.spki_der()).unwrap();
+        let right = p.signed_by(&spki, &issuer).unwrap();
+        let e = NodeIdentity::new("bad id\n".into(), right.pem(), ca.pem(), key).unwrap_err();
+        assert_eq!(e.check(), "node_cert");
+        let key = TlsKey::load_or_generate(d.path()).unwrap();
+        let id = NodeIdentity::new("n1".into(), right.pem(), ca.pem(), key).unwrap();
+        id.store(d.path()).unwrap();
+        let back = NodeIdentity::load(d.path()).unwrap();
+        assert_eq!(back.node_id, "n1");
+        assert_eq!(back.certificate_pem, right.pem());
+        assert!(back.server_config().is_ok());
+        assert!(!format!("{back:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn content_type_and_failure_checks() {
+        let mut h = HeaderMap::new();
+        assert!(!is_cbor(&h));
+        h.insert(header::CONTENT_TYPE, "application/CBOR; x=1".parse().unwrap());
+        assert!(is_cbor(&h));
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        assert!(!is_cbor(&h));
+        let f = RoundFailure::Round(RoundError::Collect(CollectError::Failed {
+            kind: "tpm",
+            reason: "x".into(),
+        }));
+        assert_eq!(f.check(), "collect.tpm");
+        assert_eq!(
+            RoundFailure::Timeout(Duration::from_secs(1)).check(),
+            "round_timeout"
+        );
+        assert_eq!(printable("a\nb\u{1b}[31m"), "a b [31m");
+    }
+
+    #[tokio::test]
+    async fn unavailable_kinds_reach_the_platform_map() {
+        let rounds = Arc::new(Rounds::new(
+            Session::generate().unwrap(),
+            vec![Arc::new(NotBuilt("snp")), Arc::new(NotBuilt("nvgpu"))],
+            platform_facts("n1"),
+            Duration::from_secs(5),
+        ));
+        let b = rounds.round(Nonce([5; 32])).await.unwrap();
+        assert_eq!(b.nonce, Nonce([5; 32]));
+        assert_eq!(b.session_keys, *rounds.session().public_keys());
+        assert_eq!(b.platform["node_name"], "n1");
+        assert_eq!(b.platform["agent_version"], env!("CARGO_PKG_VERSION"));
+        assert!(b.platform["unavailable.snp"].contains("built without"));
+        assert!(b.platform.contains_key("unavailable.nvgpu"));
+    }
+}
