@@ -58,7 +58,11 @@ fn sibling(name: &str) -> Result<PathBuf> {
     if p.is_file() {
         return Ok(p);
     }
-    bail!("{} not found next to {} (build the workspace: cargo build --release)", name, exe.display())
+    bail!(
+        "{} not found next to {} (build the workspace: cargo build --release)",
+        name,
+        exe.display()
+    )
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<String> {
@@ -70,7 +74,9 @@ fn run(cmd: &mut Command, what: &str) -> Result<String> {
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<Stdio> {
-    Ok(Stdio::from(std::fs::File::create(dir.join(format!("{name}.log")))?))
+    Ok(Stdio::from(std::fs::File::create(
+        dir.join(format!("{name}.log")),
+    )?))
 }
 
 struct Tpm {
@@ -100,11 +106,20 @@ fn start_swtpm(dir: &Path, xdg: &Path, name: &str, procs: &mut Procs) -> Result<
         let o = setup(&["--tpm2", "--create-config-files", "skip-if-exist,root"])
             .context("swtpm_setup is required (scripts/setup.sh installs it)")?;
         if !o.status.success() {
-            bail!("swtpm_setup --create-config-files: {}", String::from_utf8_lossy(&o.stderr));
+            bail!(
+                "swtpm_setup --create-config-files: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
     }
     let state_s = state.display().to_string();
-    let o = setup(&["--tpm2", "--tpmstate", &state_s, "--create-ek-cert", "--create-platform-cert"])?;
+    let o = setup(&[
+        "--tpm2",
+        "--tpmstate",
+        &state_s,
+        "--create-ek-cert",
+        "--create-platform-cert",
+    ])?;
     if !o.status.success() {
         bail!("swtpm_setup: {}", String::from_utf8_lossy(&o.stderr));
     }
@@ -165,7 +180,9 @@ where
     loop {
         match f().await {
             Ok(Some(v)) => return Ok(v),
-            Ok(None) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+            Ok(None) | Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
             Ok(None) => bail!("timed out waiting for {what}"),
             Err(e) => return Err(e.context(format!("waiting for {what}"))),
         }
@@ -218,9 +235,17 @@ fn demo(dir: &Path) -> Result<()> {
         let name = p.file_name().context("CA file name")?;
         std::fs::copy(&p, ek_ca.join(name)).with_context(|| format!("copy {}", p.display()))?;
     }
-    println!("    swtpm on ports {} and {}; EK CA: {}", tpms[0].port, tpms[1].port, ek_ca.display());
+    println!(
+        "    swtpm on ports {} and {}; EK CA: {}",
+        tpms[0].port,
+        tpms[1].port,
+        ek_ca.display()
+    );
 
-    step(2, "verifier on embedded SQLite; continuous attestation every 2 s, revoke after 2 failures");
+    step(
+        2,
+        "verifier on embedded SQLite; continuous attestation every 2 s, revoke after 2 failures",
+    );
     let vport = free_port()?;
     let vdir = dir.join("verifier");
     let vcfg = dir.join("verifier.toml");
@@ -234,7 +259,11 @@ fn demo(dir: &Path) -> Result<()> {
     )?;
     let opdir = dir.join("operator");
     run(
-        Command::new(&verifier_bin).args(["init", "--config"]).arg(&vcfg).arg("--operator-dir").arg(&opdir),
+        Command::new(&verifier_bin)
+            .args(["init", "--config"])
+            .arg(&vcfg)
+            .arg("--operator-dir")
+            .arg(&opdir),
         "custody-verifier init",
     )?;
     let child = Command::new(&verifier_bin)
@@ -244,9 +273,15 @@ fn demo(dir: &Path) -> Result<()> {
         .stderr(log_file(&dir, "verifier")?)
         .spawn()?;
     procs.0.push(("verifier".into(), child));
-    println!("    https://127.0.0.1:{vport} (HTTP/2, rustls); data in {}", vdir.display());
+    println!(
+        "    https://127.0.0.1:{vport} (HTTP/2, rustls); data in {}",
+        vdir.display()
+    );
 
-    step(3, "two agents enroll: EK chain, credential activation, node certificates");
+    step(
+        3,
+        "two agents enroll: EK chain, credential activation, node certificates",
+    );
     let names = ["paris-gpu-1", "frankfurt-gpu-2"];
     for (i, (name, tpm)) in names.iter().zip(&tpms).enumerate() {
         let aport = free_port()?;
@@ -274,7 +309,9 @@ fn demo(dir: &Path) -> Result<()> {
         identity: opdir.clone(),
         json: false,
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let client = Client::new(&conn)?;
         let c = &client;
@@ -292,25 +329,38 @@ fn demo(dir: &Path) -> Result<()> {
             println!(
                 "    {n}: enrolled as {} (EK certificate sha256:{}...)",
                 node["id"].as_str().unwrap_or(""),
-                node["ek_cert_sha256"].as_str().unwrap_or("").get(..16).unwrap_or("")
+                node["ek_cert_sha256"]
+                    .as_str()
+                    .unwrap_or("")
+                    .get(..16)
+                    .unwrap_or("")
             );
         }
 
         step(4, "a round with each node now (custody attest)");
         for n in names {
-            let v = c.call(http::Method::POST, &format!("/v1/nodes/{n}/attest"), None).await?;
+            let v = c
+                .call(http::Method::POST, &format!("/v1/nodes/{n}/attest"), None)
+                .await?;
             println!(
                 "    {n}: {} -> node {}{}",
                 v["status"].as_str().unwrap_or(""),
                 v["state"].as_str().unwrap_or(""),
-                if v["reference"] == "tofu" { " (reference PCRs learnt on first use)" } else { "" }
+                if v["reference"] == "tofu" {
+                    " (reference PCRs learnt on first use)"
+                } else {
+                    ""
+                }
             );
             if !v["failed_check"].is_null() {
                 bail!("{n} failed its first round: {}", v["reasons"]);
             }
         }
 
-        step(5, "someone changes frankfurt-gpu-2's boot state: PCR 14 extended behind the agent's back");
+        step(
+            5,
+            "someone changes frankfurt-gpu-2's boot state: PCR 14 extended behind the agent's back",
+        );
         let tcti = tpms[1].tcti();
         let mut extended = false;
         for _ in 0..100 {
@@ -332,29 +382,37 @@ fn demo(dir: &Path) -> Result<()> {
         }
         println!("    tpm2_pcrextend 14:sha256=abab...ab");
 
-        step(6, "continuous attestation notices; the node fails, then is revoked");
-        let mut seen_failed = false;
-        let revoked = wait_for("frankfurt-gpu-2 to be revoked", 40, || {
-            let seen = &mut seen_failed;
-            async move {
-                let v = c.call(http::Method::GET, "/v1/nodes/frankfurt-gpu-2", None).await?;
-                let state = v["node"]["state"].as_str().unwrap_or("").to_owned();
-                if state == "failed" && !*seen {
-                    *seen = true;
-                    println!("    frankfurt-gpu-2: failed");
-                }
-                Ok((state == "revoked").then_some(v))
+        step(
+            6,
+            "continuous attestation notices; the node fails, then is revoked",
+        );
+        let seen_failed = std::cell::Cell::new(false);
+        let seen = &seen_failed;
+        let revoked = wait_for("frankfurt-gpu-2 to be revoked", 40, || async move {
+            let v = c
+                .call(http::Method::GET, "/v1/nodes/frankfurt-gpu-2", None)
+                .await?;
+            let state = v["node"]["state"].as_str().unwrap_or("").to_owned();
+            if state == "failed" && !seen.get() {
+                seen.set(true);
+                println!("    frankfurt-gpu-2: failed");
             }
+            Ok((state == "revoked").then_some(v))
         })
         .await?;
         println!("    frankfurt-gpu-2: revoked");
         println!("    reason: {}", revoked["node"]["reason"].as_str().unwrap_or(""));
         let paris = c.call(http::Method::GET, "/v1/nodes/paris-gpu-1", None).await?;
-        println!("    paris-gpu-1 meanwhile: {}", paris["node"]["state"].as_str().unwrap_or(""));
+        println!(
+            "    paris-gpu-1 meanwhile: {}",
+            paris["node"]["state"].as_str().unwrap_or("")
+        );
         if paris["node"]["state"] != "trusted" {
             bail!("paris-gpu-1 should still be trusted: {}", paris["node"]);
         }
-        let r = c.call(http::Method::GET, "/v1/nodes/frankfurt-gpu-2/result", None).await?;
+        let r = c
+            .call(http::Method::GET, "/v1/nodes/frankfurt-gpu-2/result", None)
+            .await?;
         println!(
             "    latest EAR for frankfurt-gpu-2: status {}, failed check {}, signed COSE_Sign1 of {} bytes",
             r["ear_claims"]["ear.status"].as_str().unwrap_or(""),
@@ -365,7 +423,10 @@ fn demo(dir: &Path) -> Result<()> {
         Ok::<(), anyhow::Error>(())
     })?;
 
-    step(7, "the auditor: export the log and verify it offline with only the log's public key");
+    step(
+        7,
+        "the auditor: export the log and verify it offline with only the log's public key",
+    );
     // Stop the verifier first: it signs a final checkpoint on shutdown.
     if let Some((_, v)) = procs.0.iter_mut().find(|(n, _)| n == "verifier") {
         let _ = Command::new("kill").arg("-TERM").arg(v.id().to_string()).status();
@@ -392,7 +453,18 @@ fn demo(dir: &Path) -> Result<()> {
             .arg(vdir.join("log-key.pub")),
         "custody audit verify",
     )?;
-    println!("    {}", out.trim().replace('\n', "\n    "));
+    let v: serde_json::Value = serde_json::from_str(&out).context("audit verify output")?;
+    if v["verified"] != true {
+        bail!("the audit log did not verify: {out}");
+    }
+    let c = &v["claims"];
+    println!(
+        "    verified: {} entries (enrollments, results, revocation), {} signed checkpoints, root {}",
+        c["entries"],
+        c["checkpoints"],
+        c["root"].as_str().unwrap_or("")
+    );
+    println!("    export: {}", export.display());
 
     println!("\nsummary: 2 nodes enrolled by credential activation; paris-gpu-1 trusted; frankfurt-gpu-2 revoked after its PCR 14 changed; audit log verified offline.");
     Ok(())

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod demo;
 mod ops;
 mod verify;
 
@@ -29,6 +30,9 @@ enum Command {
     /// Export or check the tamper-evident audit log offline.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// The whole system on this machine: a verifier, two agents with their own swtpm,
+    /// enrollment, rounds, a revocation and an offline audit.
+    Demo(demo::DemoArgs),
     /// Enrolled nodes, as the verifier sees them.
     #[command(subcommand)]
     Nodes(ops::NodesCmd),
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Verify(cmd) => verify::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Demo(a) => demo::run_demo(a),
         Command::Nodes(cmd) => ops::nodes(cmd),
         Command::Attest { node, conn } => ops::attest(node, conn),
         Command::Result { node, conn } => ops::result(node, conn),

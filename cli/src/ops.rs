@@ -15,10 +15,20 @@ use std::time::Duration;
 #[derive(Debug, Args, Clone)]
 pub struct Conn {
     /// Verifier base URL.
-    #[arg(long, env = "CUSTODY_VERIFIER", default_value = "https://127.0.0.1:8442", global = true)]
+    #[arg(
+        long,
+        env = "CUSTODY_VERIFIER",
+        default_value = "https://127.0.0.1:8442",
+        global = true
+    )]
     pub verifier: String,
     /// Directory with the operator identity: ca.pem, cert.pem, key.pem.
-    #[arg(long, env = "CUSTODY_IDENTITY", default_value = "/var/lib/custody-verifier/operator", global = true)]
+    #[arg(
+        long,
+        env = "CUSTODY_IDENTITY",
+        default_value = "/var/lib/custody-verifier/operator",
+        global = true
+    )]
     pub identity: PathBuf,
     /// Print the verifier's JSON instead of a summary.
     #[arg(long, global = true)]
@@ -62,10 +72,19 @@ impl Client {
     }
 
     /// Request a path; the JSON body on success, an error naming the failed check otherwise.
-    pub async fn call(&self, method: http::Method, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+    pub async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{}", self.base, path);
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let ct = if bytes.is_empty() { None } else { Some("application/json") };
+        let ct = if bytes.is_empty() {
+            None
+        } else {
+            Some("application/json")
+        };
         let r = self.http.request(method, &url, ct, bytes).await?;
         let v: serde_json::Value = serde_json::from_slice(&r.body)
             .with_context(|| format!("{url}: HTTP {} and a body that is not JSON", r.status))?;
@@ -82,12 +101,16 @@ impl Client {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn enc(s: &str) -> String {
     // Node names are [A-Za-z0-9._-]; anything else is refused rather than escaped.
-    s.chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).collect()
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .collect()
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -121,7 +144,10 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
                 if conn.json {
                     print_json(&v);
                 } else {
-                    println!("{:<20} {:<20} {:<9} {:<22} REASON", "ID", "NAME", "STATE", "LAST ROUND");
+                    println!(
+                        "{:<20} {:<20} {:<9} {:<22} REASON",
+                        "ID", "NAME", "STATE", "LAST ROUND"
+                    );
                     for n in v.as_array().into_iter().flatten() {
                         println!(
                             "{:<20} {:<20} {:<9} {:<22} {}",
@@ -141,7 +167,11 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
                     print_json(&v);
                 } else {
                     let n = &v["node"];
-                    println!("node      {} ({})", n["name"].as_str().unwrap_or(""), n["id"].as_str().unwrap_or(""));
+                    println!(
+                        "node      {} ({})",
+                        n["name"].as_str().unwrap_or(""),
+                        n["id"].as_str().unwrap_or("")
+                    );
                     println!("state     {}", n["state"].as_str().unwrap_or(""));
                     if let Some(r) = n["reason"].as_str() {
                         println!("reason    {r}");
@@ -160,7 +190,12 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
                     }
                     println!("events (newest first):");
                     for e in v["events"].as_array().into_iter().flatten().take(10) {
-                        println!("  {}  {:<18} {}", ts(&e["at"]), e["kind"].as_str().unwrap_or(""), e["detail"]);
+                        println!(
+                            "  {}  {:<18} {}",
+                            ts(&e["at"]),
+                            e["kind"].as_str().unwrap_or(""),
+                            e["detail"]
+                        );
                     }
                 }
             }
@@ -172,7 +207,11 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
 pub fn attest(node: String, conn: Conn) -> ExitCode {
     finish((|| {
         let c = Client::new(&conn)?;
-        let v = runtime()?.block_on(c.call(http::Method::POST, &format!("/v1/nodes/{}/attest", enc(&node)), None))?;
+        let v = runtime()?.block_on(c.call(
+            http::Method::POST,
+            &format!("/v1/nodes/{}/attest", enc(&node)),
+            None,
+        ))?;
         let passed = v["failed_check"].is_null();
         if conn.json {
             print_json(&v);
@@ -194,31 +233,54 @@ pub fn attest(node: String, conn: Conn) -> ExitCode {
             }
         }
         if !passed {
-            eprintln!("custody: round failed: {}", v["failed_check"].as_str().unwrap_or("?"));
+            eprintln!(
+                "custody: round failed: {}",
+                v["failed_check"].as_str().unwrap_or("?")
+            );
         }
-        Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Ok(if passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
     })())
 }
 
 pub fn result(node: String, conn: Conn) -> ExitCode {
     finish((|| {
         let c = Client::new(&conn)?;
-        let v = runtime()?.block_on(c.call(http::Method::GET, &format!("/v1/nodes/{}/result", enc(&node)), None))?;
+        let v = runtime()?.block_on(c.call(
+            http::Method::GET,
+            &format!("/v1/nodes/{}/result", enc(&node)),
+            None,
+        ))?;
         if conn.json {
             print_json(&v);
         } else {
             let e = &v["ear_claims"];
-            println!("node      {} ({})", v["node"]["name"].as_str().unwrap_or(""), e["custody.node-id"].as_str().unwrap_or(""));
+            println!(
+                "node      {} ({})",
+                v["node"]["name"].as_str().unwrap_or(""),
+                e["custody.node-id"].as_str().unwrap_or("")
+            );
             println!("status    {}", e["ear.status"].as_str().unwrap_or(""));
             println!("issued    {}", ts(&e["iat"]));
-            println!("expires   {}{}", ts(&e["exp"]), if v["expired"] == true { " (expired)" } else { "" });
+            println!(
+                "expires   {}{}",
+                ts(&e["exp"]),
+                if v["expired"] == true { " (expired)" } else { "" }
+            );
             println!(
                 "policy    {} sha256:{}",
                 e["custody.policy-id"].as_str().unwrap_or("-"),
                 e["custody.policy-digest"].as_str().unwrap_or("-")
             );
             for (name, s) in e["submods"].as_object().into_iter().flatten() {
-                println!("submod {name}: {} {}", s["ear.status"].as_str().unwrap_or(""), s["ear.trustworthiness-vector"]);
+                println!(
+                    "submod {name}: {} {}",
+                    s["ear.status"].as_str().unwrap_or(""),
+                    s["ear.trustworthiness-vector"]
+                );
                 let pc = &s["ear.veraison.policy-claims"];
                 if let Some(f) = pc["failed-check"].as_str() {
                     println!("  failed check: {f}: {}", pc["failure"].as_str().unwrap_or(""));
