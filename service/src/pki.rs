@@ -192,6 +192,7 @@ impl Pki {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::PublicKeyData;
 
     #[test]
     fn ca_persists_and_issues_roles() {
@@ -210,7 +211,7 @@ mod tests {
         }
         let node_key = KeyPair::generate().unwrap();
         let pem = b
-            .issue_node("n1", "127.0.0.1", &node_key.public_key_der())
+            .issue_node("n1", "127.0.0.1", &node_key.subject_public_key_info())
             .unwrap();
         let der = custody_net::certs_from_pem(pem.as_bytes()).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&der[0]).unwrap();
@@ -223,7 +224,10 @@ mod tests {
                 .unwrap(),
             "node:n1"
         );
-        assert_eq!(cert.public_key().raw, node_key.public_key_der().as_slice());
+        assert_eq!(
+            cert.public_key().raw,
+            node_key.subject_public_key_info().as_slice()
+        );
         assert!(b.issue_node("n1", "127.0.0.1", b"not a key").is_err());
         b.write_operator_identity(&dir.path().join("op")).unwrap();
         assert!(dir.path().join("op/key.pem").exists());

@@ -294,12 +294,15 @@ impl Appraiser {
                         "verified": outcome.is_ok() && extra_failure.is_none(),
                         "claims": outcome.as_ref().ok().map(|v| serde_json::to_value(&v.claims).unwrap_or_default()),
                     });
-                    if let Err(r) = &outcome {
-                        device["failed_check"] = r.error.check().into();
+                    if let (Err(r), Some(o)) = (&outcome, device.as_object_mut()) {
+                        o.insert("failed_check".into(), r.error.check().into());
                     }
                     if let Some((check, reason)) = extra_failure {
                         sub = failed_submod(&check, &reason);
-                        device["failed_check"] = check.clone().into();
+                        if let Some(o) = device.as_object_mut() {
+                            o.insert("failed_check".into(), check.clone().into());
+                            o.insert("verified".into(), false.into());
+                        }
                         fail(&mut failure, &check, reason);
                     }
                     devices.insert("tpm".into(), device);

@@ -507,7 +507,7 @@ impl ClaimValue {
         use serde_json::Value as J;
         match self {
             Self::Bool(b) => J::Bool(*b),
-            Self::Int(i) => i64::try_from(*i).map_or_else(|_| J::String(i.to_string()), |v| J::from(v)),
+            Self::Int(i) => i64::try_from(*i).map_or_else(|_| J::String(i.to_string()), J::from),
             Self::Text(t) => J::String(t.clone()),
             Self::Bytes(b) => J::String(crate::hex(b)),
             Self::Array(a) => J::Array(a.iter().map(Self::to_json).collect()),
