@@ -540,7 +540,7 @@ impl Service {
         let nonce = match EvidenceBundle::from_cbor(bundle) {
             Ok(b) => b.nonce,
             Err(e) => {
-                let s = self.conclude(
+                return self.conclude_with_ear(
                     node,
                     Nonce([0; 32]),
                     Arrived::Nothing {
@@ -548,8 +548,7 @@ impl Service {
                         detail: e.to_string(),
                     },
                     started,
-                )?;
-                return Ok((s, Vec::new()));
+                );
             }
         };
         let arrived = match self.nonces.take(&nonce, &node.id) {
@@ -571,11 +570,23 @@ impl Service {
     /// Appraise, store, move the node's state, log and emit.
     fn conclude(
         &self,
-        mut node: NodeRecord,
+        node: NodeRecord,
         nonce: Nonce,
         arrived: Arrived<'_>,
         started: Instant,
     ) -> Result<RoundSummary, ServiceError> {
+        self.conclude_with_ear(node, nonce, arrived, started)
+            .map(|(s, _)| s)
+    }
+
+    /// Appraise, store, move the node's state, log and emit; the summary and the EAR.
+    fn conclude_with_ear(
+        &self,
+        mut node: NodeRecord,
+        nonce: Nonce,
+        arrived: Arrived<'_>,
+        started: Instant,
+    ) -> Result<(RoundSummary, Vec<u8>), ServiceError> {
         let at = now();
         let reference = self.store.reference(&node.group)?;
         let a = self
@@ -686,18 +697,21 @@ impl Service {
                 tracing::warn!(node = %node.name, check = %c, state = node.state.as_str(), "round failed")
             }
         }
-        Ok(RoundSummary {
-            node_id: node.id,
-            name: node.name,
-            state: node.state,
-            status: a.status.as_str().into(),
-            failed_check: a.failed_check,
-            reasons: a.reasons,
-            reference: a.reference_source,
-            result_id,
-            at,
-            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-        })
+        Ok((
+            RoundSummary {
+                node_id: node.id,
+                name: node.name,
+                state: node.state,
+                status: a.status.as_str().into(),
+                failed_check: a.failed_check,
+                reasons: a.reasons,
+                reference: a.reference_source,
+                result_id,
+                at,
+                duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            },
+            a.ear,
+        ))
     }
 
     /// Store an event, log it and send it to the webhooks.
