@@ -1,0 +1,130 @@
+//! `custody-loadgen`: see the crate documentation.
+
+use anyhow::Result;
+use clap::Parser;
+use custody_loadgen::driver::{self, Options, Report};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "custody-loadgen",
+    about = "Drive custody-verifier's push API with simulated attesters and report appraisals/s and latency"
+)]
+struct Cli {
+    /// Verifier base URL, e.g. https://127.0.0.1:8442 (ignored with --spawn).
+    #[arg(long)]
+    verifier: Option<String>,
+    /// The verifier's CA certificate (PEM), to trust its server certificate.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Directory the test EK CA certificates are written to (the verifier's `ek_ca_dir`).
+    #[arg(long)]
+    ek_ca_out: Option<PathBuf>,
+    /// Write the test EK CA to --ek-ca-out and exit (for a verifier started by hand;
+    /// the CA is fresh on every start, so run the load with --spawn or restart it).
+    #[arg(long)]
+    prepare: bool,
+    #[arg(long, default_value_t = 100)]
+    attesters: usize,
+    /// Seconds of measured load (after enrollment).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Concurrent round loops (at most one per attester).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Start custody-verifier (next to this executable) with a throwaway data directory.
+    #[arg(long)]
+    spawn: bool,
+    /// The custody-verifier binary for --spawn.
+    #[arg(long)]
+    verifier_bin: Option<PathBuf>,
+    /// RUST_LOG of the spawned verifier (its default is info: one line per round).
+    #[arg(long, default_value = "info")]
+    service_log: String,
+    /// Worker threads of this process's runtime (default: available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Instead of HTTP load: time each stage of one appraisal in process, N iterations.
+    #[arg(long, value_name = "N")]
+    stages: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn print(r: &Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        let l = &r.latency;
+        println!(
+            "latency ms: p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} | nonce p50 {:.2} p99 {:.2} | bundle p50 {:.2} | evidence p50 {:.2} p99 {:.2}",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms,
+            r.nonce_request.p50_ms, r.nonce_request.p99_ms,
+            r.build_bundle.p50_ms,
+            r.evidence_request.p50_ms, r.evidence_request.p99_ms,
+        );
+        if let Some(v) = &r.verifier_cpu {
+            println!(
+                "verifier cpu: user {:.2} s sys {:.2} s = {:.2} cores",
+                v.user_s, v.sys_s, v.cores
+            );
+        }
+        println!(
+            "loadgen cpu: user {:.2} s sys {:.2} s = {:.2} cores; enrollment took {:.1} s",
+            r.loadgen_cpu.user_s, r.loadgen_cpu.sys_s, r.loadgen_cpu.cores, r.enroll_s
+        );
+        for e in &r.first_errors {
+            println!("error: {e}");
+        }
+    }
+    // The summary is always the last line.
+    println!(
+        "loadgen: {} attesters, {:.0} appraisals/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+        r.attesters, r.appraisals_per_s, r.latency.p50_ms, r.latency.p99_ms, r.errors
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.stages {
+        let r = custody_loadgen::stages::run(n)?;
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            print!("{}", custody_loadgen::stages::table(&r));
+        }
+        return Ok(());
+    }
+    if cli.prepare {
+        let dir = cli
+            .ek_ca_out
+            .ok_or_else(|| anyhow::anyhow!("--prepare needs --ek-ca-out"))?;
+        driver::prepare_ca(&dir)?;
+        println!("{}", dir.display());
+        return Ok(());
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(t) = cli.threads {
+        rt.worker_threads(t.max(1));
+    }
+    let rt = rt.enable_all().build()?;
+    let opt = Options {
+        verifier: cli.verifier,
+        ca: cli.ca,
+        ek_ca_out: cli.ek_ca_out,
+        attesters: cli.attesters.max(1),
+        duration: Duration::from_secs_f64(cli.duration.max(0.1)),
+        concurrency: cli.concurrency.max(1),
+        spawn: cli.spawn,
+        verifier_bin: cli.verifier_bin,
+        service_log: cli.service_log,
+    };
+    let r = rt.block_on(driver::run(opt))?;
+    print(&r, cli.json)?;
+    if r.errors > 0 || r.appraisals == 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! A tiny load against a spawned verifier (debug build): every round must affirm.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+}
+
+#[test]
+fn two_attesters_two_seconds_no_errors() {
+    // The verifier binary lives in another package: build it with the same cargo.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "custody-service",
+            "--bin",
+            "custody-verifier",
+        ])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .status()
+        .unwrap();
+    assert!(st.success(), "building custody-verifier failed");
+    let verifier = target_dir().join("debug/custody-verifier");
+    let out = Command::new(env!("CARGO_BIN_EXE_custody-loadgen"))
+        .args([
+            "--spawn",
+            "--attesters",
+            "2",
+            "--duration",
+            "2",
+            "--concurrency",
+            "2",
+            "--json",
+        ])
+        .arg("--verifier-bin")
+        .arg(&verifier)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.len() >= 2,
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = lines[lines.len() - 1];
+    assert!(last.starts_with("loadgen: 2 attesters,"), "{last}");
+    let r: serde_json::Value = serde_json::from_str(lines[lines.len() - 2]).unwrap();
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["appraisals"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["latency"]["p99_ms"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["verifier_cpu"]["user_s"].as_f64().is_some(), "{r}");
+    assert!(out.status.success());
+}
