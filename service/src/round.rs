@@ -517,7 +517,7 @@ impl Service {
                 }
             },
         };
-        self.conclude(node, nonce, arrived, started)
+        self.conclude(node, nonce, arrived, started).map(|(s, _)| s)
     }
 
     /// Push mode: appraise a bundle the node sent with a nonce it asked for.
@@ -537,7 +537,7 @@ impl Service {
         let nonce = match EvidenceBundle::from_cbor(bundle) {
             Ok(b) => b.nonce,
             Err(e) => {
-                let s = self.conclude(
+                return self.conclude(
                     node,
                     Nonce([0; 32]),
                     Arrived::Nothing {
@@ -545,8 +545,7 @@ impl Service {
                         detail: e.to_string(),
                     },
                     started,
-                )?;
-                return Ok((s, Vec::new()));
+                );
             }
         };
         let arrived = match self.nonces.take(&nonce, &node.id) {
@@ -556,23 +555,19 @@ impl Service {
                 detail: e.to_string(),
             },
         };
-        let s = self.conclude(node, nonce, arrived, started)?;
-        let ear = self
-            .store
-            .latest_result(node_id)?
-            .map(|r| r.ear)
-            .unwrap_or_default();
-        Ok((s, ear))
+        // This round's own EAR: re-reading the latest result could return one of a pull
+        // round that finished meanwhile (pushes do not hold the node's in-flight mark).
+        self.conclude(node, nonce, arrived, started)
     }
 
-    /// Appraise, store, move the node's state, log and emit.
+    /// Appraise, store, move the node's state, log and emit; the summary and the EAR.
     fn conclude(
         &self,
         mut node: NodeRecord,
         nonce: Nonce,
         arrived: Arrived<'_>,
         started: Instant,
-    ) -> Result<RoundSummary, ServiceError> {
+    ) -> Result<(RoundSummary, Vec<u8>), ServiceError> {
         let at = now();
         let reference = self.store.reference(&node.group)?;
         let a = self
@@ -683,18 +678,21 @@ impl Service {
                 tracing::warn!(node = %node.name, check = %c, state = node.state.as_str(), "round failed")
             }
         }
-        Ok(RoundSummary {
-            node_id: node.id,
-            name: node.name,
-            state: node.state,
-            status: a.status.as_str().into(),
-            failed_check: a.failed_check,
-            reasons: a.reasons,
-            reference: a.reference_source,
-            result_id,
-            at,
-            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-        })
+        Ok((
+            RoundSummary {
+                node_id: node.id,
+                name: node.name,
+                state: node.state,
+                status: a.status.as_str().into(),
+                failed_check: a.failed_check,
+                reasons: a.reasons,
+                reference: a.reference_source,
+                result_id,
+                at,
+                duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            },
+            a.ear,
+        ))
     }
 
     /// Store an event, log it and send it to the webhooks.
