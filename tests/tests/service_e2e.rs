@@ -789,6 +789,17 @@ async fn push_mode_refuses_a_replay_and_detects_a_pcr_change() {
         n["node"]["reason"].as_str().unwrap().contains("sha256 PCR 14 is"),
         "{n}"
     );
+
+    // Not a bundle at all: refused as such, with a signed result saying so.
+    let r = p.push(&v, b"not a bundle").await;
+    assert_eq!(r.status, "contraindicated");
+    assert_eq!(r.failed_check.as_deref(), Some("bundle_format"));
+    let ear = ear::verify(&r.ear, &key, UnixTime(now())).unwrap();
+    assert_eq!(ear.status, TrustTier::Contraindicated);
+    assert_eq!(
+        ear.submods["tpm"].annotations.get("failed-check"),
+        Some(&ClaimValue::Text("bundle_format".into()))
+    );
 }
 
 // ---------------------------------------------------------------------------------------
