@@ -42,11 +42,48 @@ pub fn custody_bin() -> &'static Path {
             .status()
             .expect("run cargo build");
         assert!(st.success(), "building custody failed");
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| repo_root().join("target"));
-        target.join("debug/custody")
+        target_dir().join("debug/custody")
     })
+}
+
+/// The cargo target directory these tests were built into.
+pub fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"))
+}
+
+/// Path to `custody-verifier` or `custody-agent`. Cargo builds only the tested package's
+/// binaries for integration tests, so both are built once per test process here.
+pub fn service_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "custody-service",
+                "-p",
+                "custody-agent",
+                "--bins",
+            ])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(st.success(), "building custody-verifier and custody-agent failed");
+    });
+    target_dir().join("debug").join(name)
+}
+
+/// A TCP port free on 127.0.0.1 at the time of the call.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Result of one CLI run.

@@ -1,0 +1,1018 @@
+//! The verifier service end to end: real `custody-verifier` and `custody-agent` processes,
+//! each agent on its own swtpm (each swtpm with its own local CA), driven through the
+//! `custody` CLI and through in-process clients that speak the wire messages of
+//! `custody_formats::api` where a test needs to forge or replay one. Every test starts its
+//! own verifier (temporary data directory, free port) and kills what it started on drop.
+//! swtpm, swtpm_setup and tpm2-tools are required: these tests fail (not skip) without them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use axum::http::{Method, StatusCode};
+use base64::Engine as _;
+use custody_agent::collector::{collect_round, CollectError, Collector};
+use custody_agent::config::{AgentConfig, CollectorsSection, TpmSection};
+use custody_agent::daemon::{self, NodeIdentity};
+use custody_agent::session::Session;
+use custody_agent::tpm::{default_pcrs, TpmCollector, TpmConfig};
+use custody_e2e::{custody, free_port, service_bin, Run, Swtpm};
+use custody_formats::api::{
+    self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, NonceGrant, PushResult, Refusal, CBOR,
+};
+use custody_formats::bundle::{EvidenceBundle, MAX_BUNDLE_LEN};
+use custody_net::{client_config, roots_from_pem, HttpsClient, Identity, Response};
+use custody_verifier::check::{FailedCheck, UnixTime};
+use custody_verifier::ear::{self, ClaimValue, EarPublicKey, EarSigningKey, TrustTier};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(20);
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Poll `f` every 100 ms until it returns `Some`, for at most `secs`.
+fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGTERM `child` and wait up to 10 s for it to exit.
+fn terminate(child: &mut Child) -> ExitStatus {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    eventually("the process to exit after SIGTERM", 10, || {
+        child.try_wait().unwrap()
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// A verifier process
+
+struct Opts {
+    interval_secs: u64,
+    revoke_after: u32,
+    /// Webhook URL and the CA file its certificate chains to.
+    webhook: Option<(String, PathBuf)>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            interval_secs: 2,
+            revoke_after: 2,
+            webhook: None,
+        }
+    }
+}
+
+struct Verifier {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Verifier {
+    /// `custody-verifier init` then `run`, trusting the EK CAs of `ek_ca_of` only; waits
+    /// until it answers.
+    fn start(ek_ca_of: &[&Swtpm], o: Opts) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ek = dir.path().join("ek-ca");
+        std::fs::create_dir_all(&ek).unwrap();
+        // Every swtpm's CA files have the same names: prefix them per instance.
+        for (i, t) in ek_ca_of.iter().enumerate() {
+            for p in t.ek_ca_certs() {
+                let name = format!("{i}-{}", p.file_name().unwrap().to_str().unwrap());
+                std::fs::copy(&p, ek.join(name)).unwrap();
+            }
+        }
+        let port = free_port();
+        let mut cfg = format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nek_ca_dir = \"{}\"\n\
+             interval_secs = {}\nrevoke_after = {}\nnonce_ttl_secs = 10\nround_timeout_secs = 5\n\
+             checkpoint_secs = 1\n",
+            dir.path().join("data").display(),
+            ek.display(),
+            o.interval_secs,
+            o.revoke_after,
+        );
+        if let Some((url, ca)) = &o.webhook {
+            cfg.push_str(&format!(
+                "webhooks = [\"{url}\"]\nwebhook_ca = \"{}\"\n",
+                ca.display()
+            ));
+        }
+        std::fs::write(dir.path().join("verifier.toml"), cfg).unwrap();
+        let out = Command::new(service_bin("custody-verifier"))
+            .args(["init", "--config"])
+            .arg(dir.path().join("verifier.toml"))
+            .arg("--operator-dir")
+            .arg(dir.path().join("operator"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "custody-verifier init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut v = Self {
+            dir,
+            port,
+            child: None,
+        };
+        v.spawn();
+        v
+    }
+
+    /// Start `custody-verifier run` on the existing data directory and wait until it serves.
+    fn spawn(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("verifier.log"))
+            .unwrap();
+        let child = Command::new(service_bin("custody-verifier"))
+            .args(["run", "--config"])
+            .arg(self.path("verifier.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        eventually("the verifier to listen", 20, || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()
+        });
+    }
+
+    /// SIGTERM and wait: the verifier signs a final checkpoint on the way out.
+    fn stop(&mut self) -> ExitStatus {
+        let mut c = self.child.take().unwrap();
+        terminate(&mut c)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("verifier.log")).unwrap_or_default()
+    }
+
+    /// `custody ARGS --verifier URL --identity OPERATOR --json`.
+    fn cli(&self, args: &[&str]) -> Run {
+        let id = self.path("operator");
+        let mut a: Vec<&str> = args.to_vec();
+        let url = self.url();
+        a.extend(["--verifier", &url, "--identity", id.to_str().unwrap(), "--json"]);
+        custody(a)
+    }
+
+    /// `custody ARGS --json`, which must succeed: its JSON.
+    #[track_caller]
+    fn cli_json(&self, args: &[&str]) -> Value {
+        let r = self.cli(args);
+        assert_eq!(
+            r.code,
+            0,
+            "custody {args:?}: {}\n{}\nverifier log:\n{}",
+            r.stdout,
+            r.stderr,
+            self.log()
+        );
+        r.json()
+    }
+
+    /// `custody attest NAME`, again while a scheduled round with the node is in flight
+    /// (the verifier answers 409 `busy` then).
+    fn attest(&self, name: &str) -> Run {
+        eventually("a round not colliding with a scheduled one", 20, || {
+            let r = self.cli(&["attest", name]);
+            (!(r.code == 2 && r.stderr.contains("busy"))).then_some(r)
+        })
+    }
+
+    fn node(&self, name: &str) -> Value {
+        self.cli_json(&["nodes", "show", name])
+    }
+
+    fn node_listed(&self, name: &str) -> Option<Value> {
+        let l = self.cli_json(&["nodes", "list"]);
+        l.as_array().unwrap().iter().find(|n| n["name"] == name).cloned()
+    }
+
+    fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.data().join("ca.pem")).unwrap()
+    }
+
+    /// An HTTPS client that trusts this verifier's CA and presents `id`.
+    fn client(&self, id: Option<Identity>) -> HttpsClient {
+        let roots = roots_from_pem(&self.ca_pem()).unwrap();
+        HttpsClient::new(client_config(roots, id).unwrap(), T, MAX_BUNDLE_LEN)
+    }
+
+    fn operator_client(&self) -> HttpsClient {
+        let read = |f: &str| std::fs::read(self.path("operator").join(f)).unwrap();
+        self.client(Some(
+            Identity::from_pem(&read("cert.pem"), &read("key.pem")).unwrap(),
+        ))
+    }
+
+    async fn request(
+        &self,
+        c: &HttpsClient,
+        method: Method,
+        path: &str,
+        ct: Option<&str>,
+        body: Vec<u8>,
+    ) -> Response {
+        c.request(method, &format!("{}{path}", self.url()), ct, body)
+            .await
+            .unwrap()
+    }
+
+    /// `custody_enrollments_total{outcome="OUTCOME"}` from the open /metrics.
+    async fn enrollments(&self, outcome: &str) -> u64 {
+        let r = self
+            .request(&self.client(None), Method::GET, "/metrics", None, vec![])
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let text = String::from_utf8(r.body).unwrap();
+        let key = format!("custody_enrollments_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// An agent process
+
+struct Agent {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+fn agent_toml(v: &Verifier, t: &Swtpm, name: &str, listen: &str, state: &Path) -> String {
+    format!(
+        "name = \"{name}\"\nlisten = \"{listen}\"\nverifier_url = \"{}\"\nverifier_ca = \"{}\"\n\
+         state_dir = \"{}\"\nround_timeout_secs = 10\n\n[tpm]\ntcti = \"{}\"\nevent_log = \"\"\n\n\
+         [collectors]\nsnp = false\nnvml = false\n",
+        v.url(),
+        v.data().join("ca.pem").display(),
+        state.display(),
+        t.tcti()
+    )
+}
+
+impl Agent {
+    /// `custody-agent run` on swtpm `t`, enrolling with `v` as `name`.
+    fn start(v: &Verifier, t: &Swtpm, name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let cfg = dir.path().join("agent.toml");
+        std::fs::write(&cfg, agent_toml(v, t, name, &listen, &dir.path().join("state"))).unwrap();
+        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let child = Command::new(service_bin("custody-agent"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        Self { child, dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait until `name` is listed; its node JSON. An agent that exits fails the test at once.
+fn enrolled(v: &Verifier, a: &mut Agent, name: &str) -> Value {
+    eventually(&format!("{name} to enroll"), 60, || {
+        if let Some(st) = a.child.try_wait().unwrap() {
+            panic!("the agent exited ({st}):\n{}", a.log());
+        }
+        v.node_listed(name)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// In-process pieces: a TPM collector, enrollment and push mode
+
+fn collector(t: &Swtpm) -> Arc<TpmCollector> {
+    Arc::new(
+        TpmCollector::new(TpmConfig {
+            tcti: t.tcti(),
+            pcrs: default_pcrs(),
+            event_log: None,
+        })
+        .unwrap(),
+    )
+}
+
+/// The agent's configuration for an in-process enrollment (its round endpoint is not
+/// served: the address is free, so a pull from the verifier finds nobody).
+fn agent_config(v: &Verifier, t: &Swtpm, name: &str, state: &Path) -> AgentConfig {
+    let cfg = AgentConfig {
+        name: name.into(),
+        listen: format!("127.0.0.1:{}", free_port()),
+        endpoint: None,
+        verifier_url: v.url(),
+        verifier_ca: Some(v.data().join("ca.pem")),
+        state_dir: state.to_owned(),
+        tpm: TpmSection {
+            tcti: t.tcti(),
+            event_log: PathBuf::new(),
+            ..TpmSection::default()
+        },
+        collectors: CollectorsSection {
+            tpm: true,
+            snp: false,
+            nvml: false,
+        },
+        ..AgentConfig::default()
+    };
+    cfg.validate().unwrap();
+    cfg
+}
+
+async fn enroll_in_process(cfg: &AgentConfig, tpm: Arc<TpmCollector>) -> NodeIdentity {
+    let client = daemon::enrollment_client(cfg).unwrap();
+    daemon::enroll(cfg, tpm, &client).await.unwrap()
+}
+
+/// A CBOR answer of the type the binding asks for.
+macro_rules! decode {
+    ($what:expr, $r:expr) => {{
+        let r: &Response = $r;
+        assert_eq!(r.content_type.as_deref(), Some(CBOR), "{}: {:?}", $what, r.status);
+        api::from_cbor($what, &r.body).unwrap()
+    }};
+}
+
+#[track_caller]
+fn assert_refusal(r: &Response, status: StatusCode, check: &str) -> Refusal {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    let f: Refusal = decode!("refusal", r);
+    assert_eq!(f.check, check, "{f:?}");
+    f
+}
+
+/// The EAR verification key the verifier publishes (`GET /v1/keys`, a JWK).
+async fn ear_key(v: &Verifier) -> EarPublicKey {
+    let r = v
+        .request(&v.client(None), Method::GET, "/v1/keys", None, vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let keys: Value = serde_json::from_slice(&r.body).unwrap();
+    let jwk = &keys["ear_jwk"];
+    assert_eq!(
+        (jwk["kty"].as_str(), jwk["crv"].as_str()),
+        (Some("EC"), Some("P-256"))
+    );
+    let coord = |k: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwk[k].as_str().unwrap())
+            .unwrap()
+    };
+    let mut sec1 = vec![0x04];
+    sec1.extend(coord("x"));
+    sec1.extend(coord("y"));
+    EarPublicKey::from_sec1(&sec1).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Enrollment accepted, a round, the signed result
+
+#[test]
+fn real_agent_enrolls_and_passes_a_round() {
+    let t = Swtpm::start();
+    let v = Verifier::start(&[&t], Opts::default());
+    let mut a = Agent::start(&v, &t, "node-a");
+    let n = enrolled(&v, &mut a, "node-a");
+    let id = n["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("n-"), "{n}");
+    assert_eq!(n["ek_cert_sha256"].as_str().unwrap().len(), 64);
+    // Enrolled and not yet attested, or already through a scheduled round that passed.
+    match n["state"].as_str().unwrap() {
+        "enrolled" => assert!(n["last_round_at"].is_null(), "{n}"),
+        "trusted" => assert!(n["last_round_at"].is_i64(), "{n}"),
+        other => panic!("state {other}: {n}\n{}", v.log()),
+    }
+
+    let r = v.attest("node-a");
+    assert_eq!(r.code, 0, "{}\n{}\n{}", r.stdout, r.stderr, v.log());
+    let s = r.json();
+    assert_eq!(s["status"], "affirming", "{s}");
+    assert_eq!(s["reference"], "tofu", "{s}");
+    assert_eq!(s["state"], "trusted", "{s}");
+    assert!(s["failed_check"].is_null(), "{s}");
+    assert_eq!(s["node_id"], id.as_str());
+
+    let res = v.cli_json(&["result", "node-a"]);
+    let e = &res["ear_claims"];
+    assert_eq!(e["ear.status"], "affirming", "{res}");
+    assert_eq!(e["custody.node-id"], id.as_str());
+    assert_eq!(e["submods"]["tpm"]["ear.status"], "affirming", "{res}");
+    assert_eq!(
+        e["submods"]["tpm"]["ear.veraison.policy-claims"]["reference"],
+        "tofu"
+    );
+    assert_eq!(res["expired"], false);
+    assert!(res["result"]["failed_check"].is_null());
+
+    let show = v.node("node-a");
+    assert_eq!(show["node"]["state"], "trusted");
+    let results = show["results"].as_array().unwrap();
+    assert!(
+        results
+            .iter()
+            .any(|x| x["id"] == s["result_id"] && x["status"] == "affirming"),
+        "{show}"
+    );
+    let kinds: Vec<&str> = show["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"enrolled"), "{kinds:?}");
+    assert!(kinds.contains(&"reference_learned"), "{kinds:?}");
+    assert!(kinds.contains(&"trusted"), "{kinds:?}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(rt.block_on(v.enrollments("enrolled")), 1);
+    assert_eq!(rt.block_on(v.enrollments("refused")), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. An EK certificate from a CA the verifier does not trust
+
+#[test]
+fn ek_from_an_untrusted_ca_is_refused() {
+    // The verifier trusts swtpm A's CA; the agent runs on B, whose CA has the same subject
+    // names but other keys.
+    let a = Swtpm::start();
+    let b = Swtpm::start();
+    let v = Verifier::start(&[&a], Opts::default());
+    let mut agent = Agent::start(&v, &b, "node-b");
+    let st = eventually("the agent to give up", 60, || agent.child.try_wait().unwrap());
+    let log = agent.log();
+    assert!(!st.success(), "{log}");
+    assert!(log.contains("enrollment refused: ek_cert_chain"), "{log}");
+    assert!(v.log().contains("enrollment refused"), "{}", v.log());
+    assert_eq!(v.cli_json(&["nodes", "list"]), serde_json::json!([]));
+    let r = v.cli(&["nodes", "show", "node-b"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("404") && r.stderr.contains("node"),
+        "{}",
+        r.stderr
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert!(rt.block_on(v.enrollments("refused")) >= 1);
+    assert_eq!(rt.block_on(v.enrollments("enrolled")), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. An AK from another TPM than the EK's
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ak_from_another_tpm_is_refused() {
+    let (ta, tb) = (Swtpm::start(), Swtpm::start());
+    let v = Verifier::start(&[&ta, &tb], Opts::default());
+    let (ca, cb) = (collector(&ta), collector(&tb));
+    let (ka, kb) = (ca.keys().unwrap(), cb.keys().unwrap());
+    let tls_spki = {
+        use rcgen::PublicKeyData;
+        rcgen::KeyPair::generate().unwrap().subject_public_key_info()
+    };
+    let anon = v.client(None);
+    let enroll = |ak_public: Vec<u8>| {
+        api::to_cbor(
+            "enroll",
+            &EnrollRequest {
+                name: "mixed".into(),
+                endpoint: "127.0.0.1:9".into(),
+                ek_cert: ka.ek_certificate.clone(),
+                ek_public: ka.ek_public.clone(),
+                ak_public,
+                tls_spki: tls_spki.clone(),
+            },
+        )
+        .unwrap()
+    };
+
+    // A's EK (its certificate verifies) with B's AK: the verifier cannot tell yet and
+    // answers with a credential for A's EK and B's AK Name.
+    let r = v
+        .request(
+            &anon,
+            Method::POST,
+            "/v1/enroll",
+            Some(CBOR),
+            enroll(kb.ak_public.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let ch: EnrollChallenge = decode!("challenge", &r);
+    // Neither TPM can open it: A holds the EK but not an AK of that Name, B the AK but not
+    // the EK.
+    for c in [&ca, &cb] {
+        match c.activate_credential(&ch.id_object, &ch.encrypted_secret) {
+            Err(CollectError::Failed { kind: "tpm", reason }) => {
+                assert!(reason.contains("TPM2_ActivateCredential"), "{reason}")
+            }
+            other => panic!("activation should fail, got {other:?}"),
+        }
+    }
+    // So the secret must be guessed: refused, and the challenge is spent.
+    let guess = |id: &str| {
+        api::to_cbor(
+            "activate",
+            &ActivateRequest {
+                enrollment_id: id.into(),
+                secret: vec![0x5a; 32],
+            },
+        )
+        .unwrap()
+    };
+    let r = v
+        .request(
+            &anon,
+            Method::POST,
+            "/v1/enroll/activate",
+            Some(CBOR),
+            guess(&ch.enrollment_id),
+        )
+        .await;
+    let f = assert_refusal(&r, StatusCode::FORBIDDEN, "credential");
+    assert!(f.detail.contains("AK is not in the TPM"), "{}", f.detail);
+    let r = v
+        .request(
+            &anon,
+            Method::POST,
+            "/v1/enroll/activate",
+            Some(CBOR),
+            guess(&ch.enrollment_id),
+        )
+        .await;
+    assert_refusal(&r, StatusCode::FORBIDDEN, "enrollment");
+    assert_eq!(v.cli_json(&["nodes", "list"]), serde_json::json!([]));
+    assert_eq!(v.enrollments("refused").await, 2);
+
+    // The control: A's EK with A's own AK activates on A and enrolls.
+    let r = v
+        .request(
+            &anon,
+            Method::POST,
+            "/v1/enroll",
+            Some(CBOR),
+            enroll(ka.ak_public.clone()),
+        )
+        .await;
+    let ch: EnrollChallenge = decode!("challenge", &r);
+    let secret = ca
+        .activate_credential(&ch.id_object, &ch.encrypted_secret)
+        .unwrap();
+    assert_eq!(secret.len(), 32);
+    let body = api::to_cbor(
+        "activate",
+        &ActivateRequest {
+            enrollment_id: ch.enrollment_id,
+            secret,
+        },
+    )
+    .unwrap();
+    let r = v
+        .request(&anon, Method::POST, "/v1/enroll/activate", Some(CBOR), body)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let done: Enrolled = decode!("enrolled", &r);
+    assert_eq!(done.ca_pem.as_bytes(), v.ca_pem());
+    let n = v.node_listed("mixed").unwrap();
+    assert_eq!(n["id"], done.node_id.as_str());
+    assert_eq!(n["state"], "enrolled");
+    assert_eq!(v.enrollments("enrolled").await, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Push mode: a replayed bundle, then a changed PCR
+
+struct Pusher {
+    tpm: Arc<TpmCollector>,
+    session: Session,
+    client: HttpsClient,
+    name: String,
+}
+
+impl Pusher {
+    async fn nonce(&self, v: &Verifier) -> NonceGrant {
+        let r = v
+            .request(&self.client, Method::POST, "/v1/nonce", Some(CBOR), vec![])
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        decode!("nonce grant", &r)
+    }
+
+    /// A fresh bundle for a fresh nonce.
+    async fn bundle(&self, v: &Verifier) -> Vec<u8> {
+        let g = self.nonce(v).await;
+        let c: &dyn Collector = self.tpm.as_ref();
+        let round = collect_round(g.nonce, &self.session, &[c], daemon::platform_facts(&self.name)).unwrap();
+        assert_eq!(round.bundle.nonce, g.nonce);
+        round.bundle.to_cbor().unwrap()
+    }
+
+    async fn push(&self, v: &Verifier, bundle: &[u8]) -> PushResult {
+        let r = v
+            .request(
+                &self.client,
+                Method::POST,
+                "/v1/evidence",
+                Some(CBOR),
+                bundle.to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        decode!("push result", &r)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_mode_refuses_a_replay_and_detects_a_pcr_change() {
+    let t = Swtpm::start();
+    // Pulls would find no agent here (the round endpoint is not served): a long interval
+    // keeps the scheduler to at most one pull, and `revoke_after` above the failures this
+    // test causes keeps the node from being revoked by it.
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 3600,
+            revoke_after: 5,
+            webhook: None,
+        },
+    );
+    let state = tempfile::tempdir().unwrap();
+    let cfg = agent_config(&v, &t, "pusher", state.path());
+    let tpm = collector(&t);
+    let id = enroll_in_process(&cfg, tpm.clone()).await;
+    let roots = roots_from_pem(id.ca_pem.as_bytes()).unwrap();
+    let p = Pusher {
+        tpm,
+        session: Session::generate().unwrap(),
+        client: HttpsClient::new(
+            client_config(roots, Some(id.tls_identity().unwrap())).unwrap(),
+            T,
+            MAX_BUNDLE_LEN,
+        ),
+        name: "pusher".into(),
+    };
+    let key = ear_key(&v).await;
+
+    // Push needs a node's certificate: neither anonymous nor the operator may.
+    for c in [v.client(None), v.operator_client()] {
+        let r = v.request(&c, Method::POST, "/v1/nonce", Some(CBOR), vec![]).await;
+        assert_refusal(&r, StatusCode::FORBIDDEN, "peer_role");
+    }
+
+    let first = p.bundle(&v).await;
+    let r = p.push(&v, &first).await;
+    assert_eq!(
+        (r.status.as_str(), r.failed_check.as_deref()),
+        ("affirming", None)
+    );
+    let ear = ear::verify(&r.ear, &key, UnixTime(now())).unwrap();
+    assert_eq!(ear.status, TrustTier::Affirming);
+    assert_eq!(ear.node_id, id.node_id);
+    assert_eq!(v.node("pusher")["node"]["state"], "trusted");
+
+    // The same bundle again: its nonce was spent.
+    let r = p.push(&v, &first).await;
+    assert_eq!(r.status, "contraindicated");
+    assert_eq!(r.failed_check.as_deref(), Some("nonce"));
+    let n = v.node("pusher");
+    assert_eq!(n["node"]["state"], "failed", "{n}");
+    assert!(
+        n["node"]["reason"].as_str().unwrap().starts_with("nonce: "),
+        "{n}"
+    );
+
+    // A fresh nonce and bundle: trusted again.
+    let r = p.push(&v, &p.bundle(&v).await).await;
+    assert_eq!(
+        (r.status.as_str(), r.failed_check.as_deref()),
+        ("affirming", None)
+    );
+    let n = v.node("pusher");
+    assert_eq!(n["node"]["state"], "trusted", "{n}");
+    assert!(n["node"]["reason"].is_null());
+
+    // PCR 14 changes behind the agent's back (swtpm serves one client: let go first).
+    p.tpm.release();
+    t.tool(&["tpm2_pcrextend", &format!("14:sha256={}", "ab".repeat(32))]);
+    let b = p.bundle(&v).await;
+    let nonce = EvidenceBundle::from_cbor(&b).unwrap().nonce;
+    let r = p.push(&v, &b).await;
+    assert_eq!(r.status, "contraindicated");
+    assert_eq!(r.failed_check.as_deref(), Some("reference_values"));
+    // The signed result says so too, under the key the verifier publishes.
+    let ear = ear::verify(&r.ear, &key, UnixTime(now())).unwrap();
+    assert_eq!(ear.status, TrustTier::Contraindicated);
+    assert_eq!(ear.nonce, nonce.as_bytes().to_vec());
+    assert_eq!(ear.node_id, id.node_id);
+    let tpm_sub = &ear.submods["tpm"];
+    assert_eq!(tpm_sub.status, TrustTier::Contraindicated);
+    assert_eq!(
+        tpm_sub.annotations.get("failed-check"),
+        Some(&ClaimValue::Text("reference_values".into()))
+    );
+    match tpm_sub.annotations.get("failure") {
+        Some(ClaimValue::Text(f)) => assert!(f.contains("sha256 PCR 14 is "), "{f}"),
+        other => panic!("{other:?}"),
+    }
+    // ... and not under another key.
+    let other = EarSigningKey::generate().unwrap();
+    let e = ear::verify(&r.ear, other.public_key(), UnixTime(now())).unwrap_err();
+    assert_eq!(e.check(), "ear_signature");
+    let n = v.node("pusher");
+    assert_eq!(n["node"]["state"], "failed", "{n}");
+    assert!(
+        n["node"]["reason"].as_str().unwrap().contains("sha256 PCR 14 is"),
+        "{n}"
+    );
+
+    // Not a bundle at all: refused as such, with a signed result saying so.
+    let r = p.push(&v, b"not a bundle").await;
+    assert_eq!(r.status, "contraindicated");
+    assert_eq!(r.failed_check.as_deref(), Some("bundle_format"));
+    let ear = ear::verify(&r.ear, &key, UnixTime(now())).unwrap();
+    assert_eq!(ear.status, TrustTier::Contraindicated);
+    assert_eq!(
+        ear.submods["tpm"].annotations.get("failed-check"),
+        Some(&ClaimValue::Text("bundle_format".into()))
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. A restart keeps nodes, results, events, reference values and the audit log
+
+#[test]
+fn verifier_restart_keeps_nodes_and_history() {
+    let t = Swtpm::start();
+    let mut v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 60,
+            ..Opts::default()
+        },
+    );
+    let mut a = Agent::start(&v, &t, "node-r");
+    let id = enrolled(&v, &mut a, "node-r")["id"].as_str().unwrap().to_owned();
+    let r = v.attest("node-r");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let result_id = r.json()["result_id"].clone();
+    let before = v.node("node-r");
+
+    let st = v.stop();
+    assert!(st.success(), "{st}\n{}", v.log());
+    // Offline audit of what the first run wrote, with only the log's public key.
+    let export = v.path("audit-export");
+    let db = v.data().join("custody.db");
+    let r = custody([
+        "audit".as_ref(),
+        "export".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--out".as_ref(),
+        export.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let key = v.data().join("log-key.pub");
+    let r = custody([
+        "audit".as_ref(),
+        "verify".as_ref(),
+        export.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let j = r.json();
+    assert_eq!(j["verified"], true, "{j}");
+    assert!(j["claims"]["entries"].as_u64().unwrap() >= 2, "{j}");
+    assert!(j["claims"]["checkpoints"].as_u64().unwrap() >= 1, "{j}");
+
+    v.spawn();
+    let after = v.node("node-r");
+    assert_eq!(after["node"]["id"], id.as_str());
+    assert_eq!(after["node"]["ek_cert_sha256"], before["node"]["ek_cert_sha256"]);
+    assert!(
+        after["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == result_id),
+        "{after}"
+    );
+    let kinds = |n: &Value| -> Vec<String> {
+        n["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(kinds(&after).contains(&"enrolled".to_string()), "{after}");
+    // Same CA and keys: the running agent accepts the restarted verifier, and the
+    // reference values learnt before the restart are the ones compared (not learnt again).
+    let r = v.attest("node-r");
+    assert_eq!(r.code, 0, "{}\n{}\n{}", r.stdout, r.stderr, v.log());
+    assert_eq!(r.json()["reference"], "tofu");
+    let n = v.node("node-r");
+    let learnt = kinds(&n).iter().filter(|k| *k == "reference_learned").count();
+    assert_eq!(learnt, 1, "{n}");
+    let res = v.cli_json(&["result", "node-r"]);
+    assert_eq!(res["ear_claims"]["ear.status"], "affirming");
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. An agent that disappears
+
+#[test]
+fn vanished_agent_goes_failed_then_revoked() {
+    let t = Swtpm::start();
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 1,
+            revoke_after: 2,
+            webhook: None,
+        },
+    );
+    let mut a = Agent::start(&v, &t, "node-gone");
+    enrolled(&v, &mut a, "node-gone");
+    eventually("a scheduled round to pass", 20, || {
+        (v.node("node-gone")["node"]["state"] == "trusted").then_some(())
+    });
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    let n = eventually("the node to be revoked", 15, || {
+        let n = v.node("node-gone");
+        (n["node"]["state"] == "revoked").then_some(n)
+    });
+    assert!(
+        killed.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        killed.elapsed()
+    );
+    let reason = n["node"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("agent_reachable: "), "{reason}");
+    // Events, newest first: revoked after failed, both naming the check.
+    let events: Vec<&Value> = n["events"].as_array().unwrap().iter().collect();
+    let pos = |kind: &str| events.iter().position(|e| e["kind"] == kind);
+    let (failed, revoked) = (pos("failed").unwrap(), pos("revoked").unwrap());
+    assert!(revoked < failed, "{n}");
+    for i in [failed, revoked] {
+        assert_eq!(events[i]["detail"]["failed_check"], "agent_reachable", "{n}");
+    }
+    assert_eq!(events[failed]["detail"]["previous"], "trusted");
+    assert_eq!(events[revoked]["detail"]["previous"], "failed");
+    assert_eq!(n["node"]["consecutive_failures"], 2);
+    // A revoked node is no longer attested.
+    let rounds = n["results"].as_array().unwrap().len();
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = v.node("node-gone");
+    assert_eq!(later["results"].as_array().unwrap().len(), rounds);
+    assert_eq!(later["node"]["state"], "revoked");
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Webhooks
+
+/// A CA and a leaf for 127.0.0.1 it signed, PEM: (ca, leaf chain, leaf key).
+fn test_ca() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "webhook test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_is_posted_to_the_webhook() {
+    let (ca, leaf, key) = test_ca();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tls = custody_net::server_config(
+        Identity::from_pem(leaf.as_bytes(), key.as_bytes()).unwrap(),
+        custody_net::ClientAuth::None,
+    )
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(custody_net::serve(listener, tls, router, async {
+        let _ = stopped.await;
+    }));
+
+    let t = Swtpm::start();
+    let hook_dir = tempfile::tempdir().unwrap();
+    let ca_path = hook_dir.path().join("webhook-ca.pem");
+    std::fs::write(&ca_path, ca).unwrap();
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 3600,
+            webhook: Some((format!("https://127.0.0.1:{port}/hook"), ca_path)),
+            ..Opts::default()
+        },
+    );
+    let state = tempfile::tempdir().unwrap();
+    let cfg = agent_config(&v, &t, "hooked", state.path());
+    let id = enroll_in_process(&cfg, collector(&t)).await;
+    let ev = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let e = rx.recv().await.unwrap();
+            if e["event"] == "enrolled" {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `enrolled` event posted\n{}", v.log()));
+    assert_eq!(ev["node"], "hooked", "{ev}");
+    assert_eq!(ev["node_id"], id.node_id.as_str(), "{ev}");
+    assert_eq!(ev["detail"]["endpoint"], cfg.listen.as_str(), "{ev}");
+    assert!(
+        ev["id"].as_i64().unwrap() >= 1 && ev["at"].as_i64().unwrap() > 0,
+        "{ev}"
+    );
+    let _ = stop.send(());
+}
