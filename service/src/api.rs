@@ -174,6 +174,22 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
 }
 
+/// An operator-only JSON endpoint whose work blocks (SQLite, signing).
+async fn operator_json<T, F>(peer: &PeerCert, work: F) -> Response
+where
+    T: serde::Serialize + Send + 'static,
+    F: FnOnce() -> Result<T, ServiceError> + Send + 'static,
+{
+    if let Err(r) = require_operator(peer) {
+        return r;
+    }
+    match blocking(work).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => service_error(e),
+        Err(r) => r,
+    }
+}
+
 async fn metrics(State(svc): State<Arc<Service>>) -> Response {
     let nodes = svc.store.nodes().unwrap_or_default();
     let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
@@ -311,14 +327,10 @@ fn find(svc: &Service, key: &str) -> Result<NodeRecord, ServiceError> {
 }
 
 async fn nodes(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
-    if let Err(r) = require_operator(&peer) {
-        return r;
-    }
-    match blocking(move || svc.store.nodes()).await {
-        Ok(Ok(ns)) => Json(ns.iter().map(node_json).collect::<Vec<_>>()).into_response(),
-        Ok(Err(e)) => service_error(e.into()),
-        Err(r) => r,
-    }
+    operator_json(&peer, move || {
+        Ok(svc.store.nodes()?.iter().map(node_json).collect::<Vec<_>>())
+    })
+    .await
 }
 
 fn result_json(r: &crate::store::ResultRecord) -> serde_json::Value {
@@ -337,10 +349,7 @@ async fn node(
     Extension(peer): Extension<PeerCert>,
     Path(key): Path<String>,
 ) -> Response {
-    if let Err(r) = require_operator(&peer) {
-        return r;
-    }
-    let out = blocking(move || -> Result<serde_json::Value, ServiceError> {
+    operator_json(&peer, move || {
         let n = find(&svc, &key)?;
         let results = svc.store.results(&n.id, 20)?;
         let events = svc.store.events(Some(&n.id), 50)?;
@@ -350,12 +359,7 @@ async fn node(
             "events": events,
         }))
     })
-    .await;
-    match out {
-        Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(e)) => service_error(e),
-        Err(r) => r,
-    }
+    .await
 }
 
 async fn attest(
@@ -432,20 +436,12 @@ async fn events(
     Extension(peer): Extension<PeerCert>,
     Query(q): Query<EventQuery>,
 ) -> Response {
-    if let Err(r) = require_operator(&peer) {
-        return r;
-    }
     let limit = q.limit.unwrap_or(100).min(10_000);
-    match blocking(move || -> Result<Vec<crate::store::Event>, ServiceError> {
+    operator_json(&peer, move || {
         let node = q.node.map(|k| find(&svc, &k)).transpose()?;
         Ok(svc.store.events(node.as_ref().map(|n| n.id.as_str()), limit)?)
     })
     .await
-    {
-        Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(e)) => service_error(e),
-        Err(r) => r,
-    }
 }
 
 /// Operator-provisioned golden PCRs: `{"pcrs": {"sha256": {"0": "hex", ...}}}`.
@@ -518,14 +514,10 @@ async fn set_reference(
 }
 
 async fn checkpoint(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
-    if let Err(r) = require_operator(&peer) {
-        return r;
-    }
-    match blocking(move || svc.checkpoint()).await {
-        Ok(Ok(c)) => Json(serde_json::json!({"new_checkpoint": c})).into_response(),
-        Ok(Err(e)) => service_error(e),
-        Err(r) => r,
-    }
+    operator_json(&peer, move || {
+        Ok(serde_json::json!({"new_checkpoint": svc.checkpoint()?}))
+    })
+    .await
 }
 
 #[cfg(test)]
