@@ -254,9 +254,15 @@ impl TpmCollector {
         if st.open.is_some() {
             return Ok(());
         }
-        let mut ctx = Context::new(self.tcti.clone()).map_err(|e| CollectError::NotAvailable {
-            kind: KIND,
-            reason: format!("cannot open TCTI `{}`: {}", self.config.tcti, describe(&e)),
+        let mut ctx = Context::new(self.tcti.clone()).map_err(|e| {
+            let reason = format!("cannot open TCTI `{}`: {}", self.config.tcti, describe(&e));
+            // A TPM this collector has used before is not "absent" when it stops
+            // answering: that is a failure, and the round must say so.
+            if st.keys.is_some() {
+                failed(reason)
+            } else {
+                CollectError::NotAvailable { kind: KIND, reason }
+            }
         })?;
         let ek = tpm("create the EK (TPM2_CreatePrimary)", ek_create(&mut ctx))?;
         let loaded = match &st.keys {

@@ -325,7 +325,13 @@ async fn round_endpoint_serves_the_verifier_only() {
     t.kill();
     let r = post_round(&verifier, &ep.url, Some(CBOR), round_body(random_nonce())).await;
     let f = assert_refused(&r, StatusCode::INTERNAL_SERVER_ERROR, "collect.tpm");
-    assert!(f.detail.contains("TPM2_Quote"), "{}", f.detail);
+    // swtpm serves one client, so the collector reconnects each round: the loss shows
+    // when it reopens the TCTI (or, on a kept connection, at TPM2_Quote).
+    assert!(
+        f.detail.contains("TPM2_Quote") || f.detail.contains("cannot open TCTI"),
+        "{}",
+        f.detail
+    );
     ep.stop().await;
 }
 

@@ -230,7 +230,12 @@ fn unreachable_tpm_is_not_available_and_a_lost_one_fails() {
     match c.collect(&b) {
         Err(CollectError::Failed { kind, reason }) => {
             assert_eq!(kind, "tpm");
-            assert!(reason.contains("TPM2_Quote"), "{reason}");
+            // swtpm serves one client, so the collector reconnects every round and the
+            // loss shows when it reopens the TCTI; on a kept connection, at TPM2_Quote.
+            assert!(
+                reason.contains("TPM2_Quote") || reason.contains("cannot open TCTI"),
+                "{reason}"
+            );
             assert!(
                 reason.contains("TSS2 response code 0xa000a (TCTI layer: TSS2_BASE_RC_IO_ERROR)"),
                 "{reason}"
@@ -238,8 +243,8 @@ fn unreachable_tpm_is_not_available_and_a_lost_one_fails() {
         }
         other => panic!("expected Failed, got {other:?}"),
     }
-    // The broken connection was dropped: the next round finds no TPM listening.
-    assert!(matches!(c.collect(&b), Err(CollectError::NotAvailable { .. })));
+    // A TPM this collector has used stays a failure while it is gone, never "absent".
+    assert!(matches!(c.collect(&b), Err(CollectError::Failed { .. })));
 }
 
 /// Keylime's real UEFI log replayed into swtpm (PCRs 1-9, 14, as in tpm_swtpm.rs): the
