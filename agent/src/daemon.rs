@@ -125,11 +125,7 @@ pub trait Activator {
 
 impl Activator for TpmCollector {
     fn activate(&self, id_object: &[u8], encrypted_secret: &[u8]) -> Result<Vec<u8>, CollectError> {
-        let r = self.activate_credential(id_object, encrypted_secret);
-        if self.config().tcti.starts_with("swtpm") || self.config().tcti.starts_with("mssim") {
-            self.release();
-        }
-        r
+        self.activate_credential(id_object, encrypted_secret)
     }
 
     fn keys(&self) -> Result<TpmKeys, CollectError> {

@@ -230,8 +230,9 @@ impl TpmCollector {
             return Err(failed("TPM connection missing after opening it".into()));
         };
         let r = activate(open, id, secret);
-        if r.is_err() {
-            // As after a failed round: start afresh next time (same AK, from its blob).
+        if r.is_err() || self.single_client() {
+            // As after a round: start afresh next time (same AK, from its blob), and let
+            // other clients reach a single-client simulator in between.
             st.open = None;
         }
         r

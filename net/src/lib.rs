@@ -139,18 +139,35 @@ pub fn client_config(roots: RootCertStore, id: Option<Identity>) -> Result<Arc<C
     Ok(Arc::new(cfg))
 }
 
-/// The verified client certificate of the connection a request came on, if any.
+/// The verified client certificate of the connection a request came on, if any, with its
+/// subject CN read once per connection (handlers and the request span both ask for it).
 #[derive(Debug, Clone, Default)]
-pub struct PeerCert(pub Option<Arc<CertificateDer<'static>>>);
+pub struct PeerCert {
+    cert: Option<Arc<CertificateDer<'static>>>,
+    cn: Option<Arc<str>>,
+}
 
 impl PeerCert {
+    pub fn new(cert: Option<CertificateDer<'static>>) -> Self {
+        let cn = cert.as_ref().and_then(|der| {
+            let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+            let cn = c.subject().iter_common_name().next()?;
+            cn.as_str().ok().map(Arc::from)
+        });
+        Self {
+            cert: cert.map(Arc::new),
+            cn,
+        }
+    }
+
+    pub fn certificate(&self) -> Option<&CertificateDer<'static>> {
+        self.cert.as_deref()
+    }
+
     /// The subject's common name (Custody's CA names roles there: `node:<id>`,
     /// `verifier`, `operator`). Only meaningful because the TLS layer verified the chain.
     pub fn common_name(&self) -> Option<String> {
-        let der = self.0.as_ref()?;
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-        let cn = cert.subject().iter_common_name().next()?;
-        cn.as_str().ok().map(str::to_owned)
+        self.cn.as_deref().map(str::to_owned)
     }
 }
 
@@ -192,12 +209,12 @@ pub async fn serve(
                     return;
                 }
             };
-            let peer = PeerCert(
+            let peer = PeerCert::new(
                 tls.get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .map(|c| Arc::new(c.clone().into_owned())),
+                    .map(|c| c.clone().into_owned()),
             );
             let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(peer.clone());

@@ -221,28 +221,37 @@ async fn keys(State(svc): State<Arc<Service>>) -> Response {
     .into_response()
 }
 
-async fn enroll(State(svc): State<Arc<Service>>, body: Bytes) -> Response {
-    let req: wire::EnrollRequest = match decode("enroll request", &body) {
+/// An agent-facing CBOR exchange: decode the request, run the blocking step, answer
+/// with its message or its refusal.
+async fn cbor_exchange<Req, Resp, F>(what: (&'static str, &'static str), body: &[u8], step: F) -> Response
+where
+    Req: for<'de> Deserialize<'de> + Send + 'static,
+    Resp: serde::Serialize + Send + 'static,
+    F: FnOnce(Req) -> Result<Resp, Refusal> + Send + 'static,
+{
+    let req: Req = match decode(what.0, body) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    match blocking(move || svc.enroll_begin(req)).await {
-        Ok(Ok(ch)) => cbor(StatusCode::OK, "enroll challenge", &ch),
+    match blocking(move || step(req)).await {
+        Ok(Ok(m)) => cbor(StatusCode::OK, what.1, &m),
         Ok(Err(f)) => refusal(StatusCode::FORBIDDEN, &f),
         Err(r) => r,
     }
 }
 
+async fn enroll(State(svc): State<Arc<Service>>, body: Bytes) -> Response {
+    cbor_exchange(("enroll request", "enroll challenge"), &body, move |r| {
+        svc.enroll_begin(r)
+    })
+    .await
+}
+
 async fn activate(State(svc): State<Arc<Service>>, body: Bytes) -> Response {
-    let req: wire::ActivateRequest = match decode("activate request", &body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    match blocking(move || svc.enroll_finish(req)).await {
-        Ok(Ok(e)) => cbor(StatusCode::OK, "enrolled", &e),
-        Ok(Err(f)) => refusal(StatusCode::FORBIDDEN, &f),
-        Err(r) => r,
-    }
+    cbor_exchange(("activate request", "enrolled"), &body, move |r| {
+        svc.enroll_finish(r)
+    })
+    .await
 }
 
 async fn push_nonce(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {

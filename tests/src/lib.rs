@@ -438,3 +438,14 @@ impl Drop for Swtpm {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A fresh random round nonce.
+pub fn random_nonce() -> custody_formats::binding::Nonce {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    custody_formats::binding::Nonce(b)
+}

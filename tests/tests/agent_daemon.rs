@@ -18,7 +18,7 @@ use custody_agent::daemon::{
 };
 use custody_agent::session::Session;
 use custody_agent::tpm::{default_pcrs, TpmCollector, TpmConfig, TpmKeys};
-use custody_e2e::{repo_root, Swtpm};
+use custody_e2e::{random_nonce, repo_root, Swtpm};
 use custody_formats::api::{
     self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, Refusal, RoundRequest, CBOR,
     MAX_MESSAGE_LEN,
@@ -36,16 +36,6 @@ use tokio::sync::oneshot;
 
 const CHECKS: [&str; 5] = ["parse", "signature", "nonce", "pcr_selection", "pcr_digest"];
 const T: Duration = Duration::from_secs(30);
-
-fn random_nonce() -> Nonce {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut b)
-        .unwrap();
-    Nonce(b)
-}
 
 struct Ca {
     params: rcgen::CertificateParams,

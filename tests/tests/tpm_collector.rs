@@ -12,7 +12,7 @@
 use custody_agent::collector::{CollectError, Collector, Evidence};
 use custody_agent::session::Session;
 use custody_agent::tpm::{default_pcrs, TpmCollector, TpmConfig};
-use custody_e2e::{free_port_pair, testvectors, Swtpm};
+use custody_e2e::{free_port_pair, random_nonce, testvectors, Swtpm};
 use custody_formats::alg::HashAlg;
 use custody_formats::binding::{Binding, Nonce};
 use custody_formats::bundle::TpmEvidence;
@@ -22,16 +22,6 @@ use custody_verifier::tpm::{TpmClaims, TpmVerifier, TpmVerifyError};
 use std::path::PathBuf;
 
 const CHECKS: [&str; 5] = ["parse", "signature", "nonce", "pcr_selection", "pcr_digest"];
-
-fn random_nonce() -> Nonce {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut b)
-        .unwrap();
-    Nonce(b)
-}
 
 fn collector(t: &Swtpm, pcrs: Vec<PcrSelection>, event_log: Option<PathBuf>) -> TpmCollector {
     TpmCollector::new(TpmConfig {

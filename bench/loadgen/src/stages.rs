@@ -257,10 +257,10 @@ pub fn run(iterations: usize) -> Result<Stages> {
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("no node certificate"))?;
-    let peer = custody_net::PeerCert(Some(std::sync::Arc::new(der)));
+    let peer = custody_net::PeerCert::new(Some(der));
     add(
-        "PeerCert::common_name (x509 parse)",
-        "twice per request (trace middleware + require_node): 4x per round",
+        "PeerCert::common_name",
+        "twice per request (trace middleware + role check); the CN is parsed once per connection",
         time(n, || {
             peer.common_name().ok_or_else(|| anyhow!("no CN"))?;
             Ok(())
