@@ -86,6 +86,9 @@ pub struct EnrollRequest {
     /// The agent's TLS key (SubjectPublicKeyInfo, DER) the node certificate will carry.
     #[serde(with = "serde_bytes_vec")]
     pub tls_spki: Vec<u8>,
+    /// Where landmarks reach the agent's locality responder (`host:port`), if it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_endpoint: Option<String>,
 }
 
 /// The verifier's answer: a credential only the TPM holding both the EK and the AK can
@@ -171,6 +174,7 @@ mod tests {
             ek_public: vec![1, 2],
             ak_public: vec![3],
             tls_spki: vec![4],
+            locality_endpoint: None,
         };
         let b = to_cbor("enroll", &m).unwrap();
         assert_eq!(from_cbor::<EnrollRequest>("enroll", &b).unwrap(), m);

@@ -213,6 +213,8 @@ impl Service {
             failures: 0,
             // Same TPM, same clock: keep the monotonicity baseline across re-enrollment.
             tpm_clock: previous.as_ref().and_then(|n| n.tpm_clock),
+            locality_endpoint: p.request.locality_endpoint.clone(),
+            session_keys: None,
         };
         self.store
             .put_node(&node)

@@ -12,7 +12,7 @@ use crate::config::ReferenceMode;
 use crate::store::{Event, NodeRecord, NodeState, Reference, ResultRecord, TpmClock};
 use crate::{now, Service, ServiceError};
 use custody_formats::api::{self, RoundRequest};
-use custody_formats::binding::{Binding, Nonce};
+use custody_formats::binding::{Binding, Nonce, SessionKeys};
 use custody_formats::bundle::EvidenceBundle;
 use custody_policy::Policy;
 use custody_verifier::check::{EvidenceVerifier, FailedCheck, UnixTime};
@@ -60,6 +60,97 @@ pub struct Appraisal {
     pub learned: Option<Reference>,
     /// `tofu` or `operator` when reference values were compared.
     pub reference_source: Option<String>,
+    /// What the policy decided on (JSON): kept with the result for `custody policy explain`.
+    pub input: serde_json::Value,
+    /// The session keys this round's evidence vouched for (only when it passed).
+    pub session_keys: Option<SessionKeys>,
+}
+
+/// Hardware identities a round proved: the registry binds them to sites. Each is
+/// `kind:hex` (`ek_cert_sha256`, `snp_chip_id`, `gpu_cert_serial`).
+fn attested_hardware(node: &NodeRecord, devices: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(ek) = &node.ek_cert_sha256 {
+        out.push(format!("ek_cert_sha256:{ek}"));
+    }
+    for d in devices.values() {
+        if d.get("verified").and_then(serde_json::Value::as_bool) != Some(true) {
+            continue;
+        }
+        let claim = |k: &str| {
+            d.pointer(&format!("/claims/{k}"))
+                .and_then(serde_json::Value::as_str)
+        };
+        match d.get("kind").and_then(serde_json::Value::as_str) {
+            Some("snp") => {
+                if let Some(c) = claim("chip_id") {
+                    out.push(format!("snp_chip_id:{}", c.to_ascii_lowercase()));
+                }
+            }
+            Some("nvgpu") => {
+                if let Some(c) = claim("leaf_serial") {
+                    out.push(format!("gpu_cert_serial:{}", c.to_ascii_lowercase()));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// One entry per GPU the node has: attested ones from their verified reports, the rest
+/// from the agent's unattested NVML identity (marked so: policy may refuse them by name).
+fn gpu_inventory(
+    bundle: Option<&EvidenceBundle>,
+    devices: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let Some(b) = bundle else { return out };
+    let mut seen = std::collections::BTreeSet::new();
+    for g in &b.gpus {
+        let d = devices.get(&format!("gpu{}", g.index));
+        let verified = d
+            .and_then(|d| d.get("verified"))
+            .and_then(serde_json::Value::as_bool)
+            == Some(true);
+        let model = d
+            .and_then(|d| {
+                d.pointer("/claims/chip_sku")
+                    .or_else(|| d.pointer("/claims/architecture"))
+            })
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("unknown");
+        let name = b
+            .gpu_identities
+            .iter()
+            .find(|i| i.index == g.index)
+            .and_then(|i| i.name.clone());
+        seen.insert(g.index);
+        out.push(serde_json::json!({
+            "index": g.index,
+            "model": name.as_deref().unwrap_or(model),
+            "attested": verified,
+            "cc_mode": "on",
+        }));
+    }
+    for i in b.gpu_identities.iter().filter(|i| !seen.contains(&i.index)) {
+        let cc = match (
+            i.cc.get("cc_enabled").map(String::as_str),
+            i.cc.get("cc_dev_mode").map(String::as_str),
+        ) {
+            (_, Some("true")) => "devtools",
+            (Some("true"), _) => "on",
+            (Some("false"), _) => "off",
+            _ => "unknown",
+        };
+        out.push(serde_json::json!({
+            "index": i.index,
+            "model": i.name.as_deref().unwrap_or("unknown"),
+            "attested": false,
+            "cc_mode": cc,
+        }));
+    }
+    out
 }
 
 /// What `custody attest` and the API print for a round.
@@ -366,10 +457,14 @@ impl Appraiser {
 
         // Policy sees every device, the node and the reference source; its reasons are
         // what operators read.
+        let hardware = attested_hardware(node, &devices);
+        let gpus = gpu_inventory(bundle.as_ref(), &devices);
         let input = serde_json::json!({
             "devices": devices,
             "node": {"id": node.id, "name": node.name, "group": node.group, "state": node.state.as_str()},
             "reference": {"source": reference_source},
+            "hardware": hardware,
+            "gpus": gpus,
         });
         let decision = self.policy.evaluate(&input).map_err(|e| e.to_string())?;
         let mut reasons = Vec::new();
@@ -419,6 +514,7 @@ impl Appraiser {
             attributes,
         };
         let ear = ear::sign(&result, key).map_err(|e| e.to_string())?;
+        let keys_vouched = failed_check.is_none();
         Ok(Appraisal {
             status,
             failed_check,
@@ -428,6 +524,11 @@ impl Appraiser {
             tpm_clock,
             learned,
             reference_source,
+            input,
+            session_keys: bundle
+                .as_ref()
+                .filter(|_| keys_vouched)
+                .map(|b| b.session_keys.clone()),
         })
     }
 }
@@ -626,6 +727,13 @@ impl Service {
                 node.tpm_clock = Some(c);
             }
         }
+        if passed {
+            node.session_keys = a.session_keys.as_ref().map(|k| {
+                let mut b = k.x25519.to_vec();
+                b.extend_from_slice(&k.ed25519);
+                hex::encode(b)
+            });
+        }
         node.last_round_at = Some(at);
         node.updated_at = at;
         if let (Some(learned), true) = (&a.learned, passed) {
@@ -655,6 +763,7 @@ impl Service {
                 reasons: a.reasons.clone(),
                 ear: a.ear.clone(),
                 evidence_sha256: a.evidence_sha256.clone(),
+                input: Some(a.input.to_string()),
             },
         )?;
         self.log(custody_audit::Entry::AttestationResult(serde_json::json!({

@@ -16,6 +16,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database schema version {found} is newer than this build knows ({known})")]
     FutureSchema { found: i64, known: i64 },
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 /// A node's life: enrolled -> trusted <-> failed -> revoked (terminal).
@@ -86,6 +88,13 @@ pub struct NodeRecord {
     /// Consecutive failed rounds.
     pub failures: u32,
     pub tpm_clock: Option<TpmClock>,
+    /// `host:port` of the agent's locality responder, when it runs one.
+    #[serde(default)]
+    pub locality_endpoint: Option<String>,
+    /// The session keys (X25519 || Ed25519, hex) the last passing round's evidence vouched
+    /// for: what a migration ticket seals a checkpoint to.
+    #[serde(default)]
+    pub session_keys: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +112,10 @@ pub struct ResultRecord {
     pub ear: Vec<u8>,
     /// SHA-256 of the evidence bundle appraised, hex (empty when none arrived).
     pub evidence_sha256: String,
+    /// The policy input this result was decided on (JSON), so `custody policy explain`
+    /// can replay it under another policy.
+    #[serde(default)]
+    pub input: Option<String>,
 }
 
 /// Golden PCR values of a group: bank -> PCR -> hex digest.
@@ -143,6 +156,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn add_event(&self, event: &Event) -> Result<i64, StoreError>;
     /// Latest events first; all nodes when `node_id` is `None`.
     fn events(&self, node_id: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError>;
+    /// Keep a signed registry the verifier accepted (its version is the key: a version is
+    /// never replaced by other bytes).
+    fn put_registry(&self, r: &RegistryRecord) -> Result<(), StoreError>;
+    /// The newest accepted registry.
+    fn latest_registry(&self) -> Result<Option<RegistryRecord>, StoreError>;
+}
+
+/// A signed registry (COSE_Sign1 bytes) the verifier accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRecord {
+    pub version: u64,
+    pub digest: String,
+    pub kid: String,
+    pub body: Vec<u8>,
+    pub loaded_at: i64,
 }
 
 /// Schema migrations, applied in order; the index + 1 is the schema version. Never edit
@@ -188,6 +216,19 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX events_node ON events(node_id, id);",
+    // 2: sovereignty and migration: the locality responder and attested session keys of a
+    // node, the policy input of each result (for `custody policy explain`), the registry
+    // versions the verifier has used.
+    "ALTER TABLE nodes ADD COLUMN locality_endpoint TEXT;
+    ALTER TABLE nodes ADD COLUMN session_keys TEXT;
+    ALTER TABLE results ADD COLUMN input TEXT;
+    CREATE TABLE registries (
+        version INTEGER PRIMARY KEY,
+        digest TEXT NOT NULL,
+        kid TEXT NOT NULL,
+        body BLOB NOT NULL,
+        loaded_at INTEGER NOT NULL
+    );",
 ];
 
 #[derive(Debug)]
@@ -252,7 +293,7 @@ impl SqliteStore {
     }
 }
 
-const NODE_COLS: &str = "id, name, grp, endpoint, state, reason, ek_cert_sha256, ek_public, ak_public, enrolled_at, updated_at, last_round_at, failures, tpm_clock";
+const NODE_COLS: &str = "id, name, grp, endpoint, state, reason, ek_cert_sha256, ek_public, ak_public, enrolled_at, updated_at, last_round_at, failures, tpm_clock, locality_endpoint, session_keys";
 
 fn node_from_row(r: &rusqlite::Row<'_>) -> Result<NodeRecord, StoreError> {
     let state: String = r.get(4)?;
@@ -275,6 +316,8 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> Result<NodeRecord, StoreError> {
         tpm_clock: clock
             .map(|c| serde_json::from_str(&c).map_err(|e| StoreError::Corrupt(format!("tpm_clock: {e}"))))
             .transpose()?,
+        locality_endpoint: r.get(14)?,
+        session_keys: r.get(15)?,
     })
 }
 
@@ -289,6 +332,7 @@ fn result_from_row(r: &rusqlite::Row<'_>) -> Result<ResultRecord, StoreError> {
         reasons: serde_json::from_str(&reasons).map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?,
         ear: r.get(6)?,
         evidence_sha256: r.get(7)?,
+        input: r.get(8)?,
     })
 }
 
@@ -298,7 +342,7 @@ fn put_node_in(conn: &rusqlite::Connection, n: &NodeRecord) -> Result<(), StoreE
         .map(|c| serde_json::to_string(&c).map_err(|e| StoreError::Corrupt(e.to_string())))
         .transpose()?;
     conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO nodes ({NODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        "INSERT OR REPLACE INTO nodes ({NODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     ))?
     .execute(rusqlite::params![
         n.id,
@@ -314,7 +358,9 @@ fn put_node_in(conn: &rusqlite::Connection, n: &NodeRecord) -> Result<(), StoreE
         n.updated_at,
         n.last_round_at,
         i64::from(n.failures),
-        clock
+        clock,
+        n.locality_endpoint,
+        n.session_keys
     ])?;
     Ok(())
 }
@@ -356,7 +402,7 @@ impl Store for SqliteStore {
         let reasons =
             serde_json::to_string(&result.reasons).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         tx.prepare_cached(
-            "INSERT INTO results (node_id, at, status, failed_check, reasons, ear, evidence_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO results (node_id, at, status, failed_check, reasons, ear, evidence_sha256, input) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(rusqlite::params![
             result.node_id,
@@ -365,7 +411,8 @@ impl Store for SqliteStore {
             result.failed_check,
             reasons,
             result.ear,
-            result.evidence_sha256
+            result.evidence_sha256,
+            result.input
         ])?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -379,7 +426,7 @@ impl Store for SqliteStore {
     fn results(&self, node_id: &str, limit: u32) -> Result<Vec<ResultRecord>, StoreError> {
         let conn = self.lock();
         let mut st = conn.prepare_cached(
-            "SELECT id, node_id, at, status, failed_check, reasons, ear, evidence_sha256 FROM results WHERE node_id = ?1 ORDER BY id DESC LIMIT ?2",
+            "SELECT id, node_id, at, status, failed_check, reasons, ear, evidence_sha256, input FROM results WHERE node_id = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let mut rows = st.query(rusqlite::params![node_id, limit])?;
         let mut out = Vec::new();
@@ -440,6 +487,55 @@ impl Store for SqliteStore {
         }
         Ok(out)
     }
+
+    fn put_registry(&self, r: &RegistryRecord) -> Result<(), StoreError> {
+        let version = i64::try_from(r.version).map_err(|_| StoreError::Corrupt("registry version".into()))?;
+        let conn = self.lock();
+        let existing: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row(
+            "SELECT digest FROM registries WHERE version = ?1",
+            [version],
+            |row| row.get(0),
+        ))?;
+        match existing {
+            Some(d) if d == r.digest => Ok(()),
+            Some(d) => Err(StoreError::Conflict(format!(
+                "registry version {} is already stored with digest {d}",
+                r.version
+            ))),
+            None => {
+                conn.execute(
+                    "INSERT INTO registries (version, digest, kid, body, loaded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![version, r.digest, r.kid, r.body, r.loaded_at],
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    fn latest_registry(&self) -> Result<Option<RegistryRecord>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT version, digest, kid, body, loaded_at FROM registries ORDER BY version DESC LIMIT 1",
+        )?;
+        let mut rows = st.query([])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(Self::registry_row(r)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl SqliteStore {
+    fn registry_row(r: &rusqlite::Row<'_>) -> Result<RegistryRecord, StoreError> {
+        let version: i64 = r.get(0)?;
+        Ok(RegistryRecord {
+            version: u64::try_from(version).map_err(|_| StoreError::Corrupt("registry version".into()))?,
+            digest: r.get(1)?,
+            kid: r.get(2)?,
+            body: r.get(3)?,
+            loaded_at: r.get(4)?,
+        })
+    }
 }
 
 mod hex_bytes {
@@ -476,6 +572,8 @@ mod tests {
                 restart_count: 2,
                 clock: 3,
             }),
+            locality_endpoint: None,
+            session_keys: Some("00".repeat(64)),
         }
     }
 
@@ -500,6 +598,7 @@ mod tests {
                 reasons: vec!["PCR 14 changed".into()],
                 ear: vec![9; 4],
                 evidence_sha256: "00".into(),
+                input: Some(r#"{"node":{"id":"a"}}"#.into()),
             };
             let id = s.record_round(&n, &r).unwrap();
             assert!(id > 0);
@@ -530,6 +629,8 @@ mod tests {
         let r = s.latest_result("a").unwrap().unwrap();
         assert_eq!(r.failed_check.as_deref(), Some("reference_values"));
         assert_eq!(r.reasons, vec!["PCR 14 changed".to_string()]);
+        assert_eq!(r.input.as_deref(), Some(r#"{"node":{"id":"a"}}"#));
+        assert_eq!(n.session_keys.as_deref(), Some("00".repeat(64).as_str()));
         assert_eq!(s.events(Some("a"), 10).unwrap().len(), 1);
         assert_eq!(s.events(None, 10).unwrap().len(), 1);
         assert_eq!(s.reference("default").unwrap().unwrap().source, "tofu");
@@ -539,6 +640,57 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_version_1_database_migrates_and_keeps_its_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        {
+            // What the first release created, with one node in it.
+            let c = rusqlite::Connection::open(&p).unwrap();
+            c.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )
+            .unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute("INSERT INTO schema_migrations VALUES (1, 0)", [])
+                .unwrap();
+            c.execute(
+                "INSERT INTO nodes VALUES ('a', 'old', 'default', 'h:1', 'trusted', NULL, NULL, x'01', x'02', 1, 1, NULL, 0, NULL)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let n = s.node("a").unwrap().unwrap();
+        assert_eq!(n.name, "old");
+        assert_eq!(n.session_keys, None);
+        assert_eq!(n.locality_endpoint, None);
+    }
+
+    #[test]
+    fn registry_versions_are_kept_and_never_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        assert!(s.latest_registry().unwrap().is_none());
+        let r = |v: u64, d: &str| RegistryRecord {
+            version: v,
+            digest: d.into(),
+            kid: "k".into(),
+            body: vec![1, 2],
+            loaded_at: 5,
+        };
+        s.put_registry(&r(1, "aa")).unwrap();
+        s.put_registry(&r(2, "bb")).unwrap();
+        // The same bytes again are fine (a restart reloads the configured file).
+        s.put_registry(&r(2, "bb")).unwrap();
+        assert!(matches!(
+            s.put_registry(&r(2, "cc")),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.latest_registry().unwrap().unwrap(), r(2, "bb"));
     }
 
     #[test]

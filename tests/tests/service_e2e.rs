@@ -546,6 +546,7 @@ async fn ak_from_another_tpm_is_refused() {
                 ek_public: ka.ek_public.clone(),
                 ak_public,
                 tls_spki: tls_spki.clone(),
+                locality_endpoint: None,
             },
         )
         .unwrap()

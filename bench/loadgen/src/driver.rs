@@ -304,6 +304,7 @@ pub async fn enroll(
         ek_public: tpm.ek.public.clone(),
         ak_public: tpm.ak_public.clone(),
         tls_spki: rcgen::PublicKeyData::subject_public_key_info(&tls_key),
+        locality_endpoint: None,
     };
     let ch: EnrollChallenge = post(
         anon,
