@@ -53,8 +53,20 @@ pub struct Config {
     /// Signed checkpoint of the audit log every this many seconds (when it grew).
     pub checkpoint_secs: u64,
     pub reference: ReferenceMode,
-    /// Rego policy file; the built-in default policy when absent.
-    pub policy: Option<PathBuf>,
+    /// The appraisal policy: a shipped policy's name (`default`, `eu-sovereign`,
+    /// `secnumcloud`, `defense-restricted`) or the path of a Rego file; `default` when absent.
+    pub policy: Option<String>,
+    /// JSON parameters handed to the policy as `data` (e.g. `{"custody":{"params":{"locality_km":500}}}`).
+    pub policy_data: Option<PathBuf>,
+    /// The signed registry of legal entities, sites and hardware (`custody registry sign`).
+    /// Without it results carry no sovereignty claims and sovereignty policies refuse.
+    pub registry: Option<PathBuf>,
+    /// Public keys (PEM) of the registry authority: a registry signed by any other key is
+    /// refused at start-up and on upload.
+    pub registry_authorities: Vec<PathBuf>,
+    /// This verifier as a locality landmark. With it, every round measures the round-trip
+    /// time to agents that run a locality responder and bounds their distance.
+    pub landmark: Option<Landmark>,
     /// Event receivers (HTTPS URLs): each state change is POSTed as JSON.
     pub webhooks: Vec<String>,
     /// CA certificates (PEM) webhook receivers' certificates must chain to.
@@ -76,10 +88,32 @@ impl Default for Config {
             checkpoint_secs: 60,
             reference: ReferenceMode::Tofu,
             policy: None,
+            policy_data: None,
+            registry: None,
+            registry_authorities: Vec::new(),
+            landmark: None,
             webhooks: Vec::new(),
             webhook_ca: None,
         }
     }
+}
+
+/// A landmark's identity and known position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Landmark {
+    /// Name results carry (`paris-verifier`).
+    pub id: String,
+    /// Position in degrees (WGS 84).
+    pub lat: f64,
+    pub lon: f64,
+    /// Challenges per measurement; the smallest round trip counts.
+    #[serde(default = "default_probes")]
+    pub probes: u32,
+}
+
+fn default_probes() -> u32 {
+    8
 }
 
 impl Config {
@@ -117,6 +151,17 @@ impl Config {
         if self.server_names.is_empty() {
             return bad("`server_names` must name at least one host");
         }
+        if self.registry.is_some() && self.registry_authorities.is_empty() {
+            return bad("`registry` needs at least one key in `registry_authorities`");
+        }
+        if let Some(l) = &self.landmark {
+            if !(-90.0..=90.0).contains(&l.lat) || !(-180.0..=180.0).contains(&l.lon) {
+                return bad("`landmark` coordinates are out of range");
+            }
+            if l.probes == 0 || l.probes > 1000 {
+                return bad("`landmark.probes` must be between 1 and 1000");
+            }
+        }
         if let Some(u) = self.webhooks.iter().find(|u| !u.starts_with("https://")) {
             return Err(ConfigError::Invalid(format!(
                 "webhook `{u}` is not an https:// URL"
@@ -131,7 +176,12 @@ impl Config {
         );
         s.push_str(&toml::to_string_pretty(&Self::default()).unwrap_or_default());
         s.push_str(
-            "# policy = \"/etc/custody/policy.rego\"\n# webhook_ca = \"/etc/custody/webhook-ca.pem\"\n",
+            "# policy = \"eu-sovereign\"            # or a path to a .rego file\n\
+             # policy_data = \"/etc/custody/policy-params.json\"\n\
+             # registry = \"/etc/custody/registry.cose\"\n\
+             # registry_authorities = [\"/etc/custody/registry-authority.pub.pem\"]\n\
+             # webhook_ca = \"/etc/custody/webhook-ca.pem\"\n\
+             # [landmark]\n# id = \"paris-verifier\"\n# lat = 48.8566\n# lon = 2.3522\n# probes = 8\n",
         );
         s
     }
@@ -160,6 +210,9 @@ mod tests {
             "revoke_after = 0",
             "webhooks = [\"http://plain\"]",
             "reference = \"maybe\"",
+            "registry = \"/r.cose\"",
+            "[landmark]\nid = \"x\"\nlat = 91.0\nlon = 0.0",
+            "[landmark]\nid = \"x\"\nlat = 1.0\nlon = 0.0\nprobes = 0",
         ] {
             assert!(Config::parse(Path::new("x"), bad).is_err(), "{bad}");
         }

@@ -181,17 +181,7 @@ impl Service {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
         let audit = custody_audit::store::Store::open(&db).map_err(|e| ServiceError::Audit(e.to_string()))?;
         let ek_cas = load_ek_cas(&cfg.ek_ca_dir)?;
-        let policy = match &cfg.policy {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ServiceError::Key {
-                    path: p.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                let id = p.file_stem().and_then(|s| s.to_str()).unwrap_or("policy");
-                custody_policy::Policy::new(id, &text)?
-            }
-            None => custody_policy::Policy::default_policy()?,
-        };
+        let policy = load_policy(&cfg)?;
         let roots = custody_net::roots_from_pem(pki.ca_pem().as_bytes())?;
         let agents = HttpsClient::new(
             custody_net::client_config(roots, Some(pki.client_identity()?))?,
@@ -305,4 +295,23 @@ async fn checkpoint_loop(svc: Arc<Service>, mut stop: tokio::sync::watch::Receiv
             Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
         }
     }
+}
+
+/// The configured policy: a shipped one by name or a Rego file by path, with its data.
+fn load_policy(cfg: &Config) -> Result<custody_policy::Policy, ServiceError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| ServiceError::Key {
+            path: p.display().to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let policy = match cfg.policy.as_deref() {
+        None | Some("default") => custody_policy::Policy::default_policy()?,
+        Some(p) => {
+            let path = std::path::Path::new(p);
+            let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or("policy");
+            custody_policy::Policy::new(id, &read(path)?)?
+        }
+    };
+    Ok(policy)
 }
