@@ -50,6 +50,8 @@ pub enum ConfigError {
     TpmRequired,
     #[error("`round_timeout_secs` {0} must be 1-{MAX_ROUND_TIMEOUT_SECS}")]
     RoundTimeout(u64),
+    #[error("`locality_listen` {value:?} is not an IP socket address (ip:port): {reason}")]
+    LocalityListen { value: String, reason: String },
 }
 
 /// The agent's configuration file.
@@ -77,6 +79,9 @@ pub struct AgentConfig {
     pub collectors: CollectorsSection,
     /// Upper bound on one attestation round, seconds (default 30, at most 600).
     pub round_timeout_secs: u64,
+    /// Where the locality responder (docs/locality.md) listens, `ip:port`; off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality_listen: Option<String>,
 }
 
 /// `[tpm]`.
@@ -114,6 +119,7 @@ impl Default for AgentConfig {
             tpm: TpmSection::default(),
             collectors: CollectorsSection::default(),
             round_timeout_secs: DEFAULT_ROUND_TIMEOUT_SECS,
+            locality_listen: None,
         }
     }
 }
@@ -195,7 +201,22 @@ impl AgentConfig {
         // Builds the collector's own validation too (banks, PCR range, TCTI syntax).
         crate::tpm::TpmCollector::new(self.tpm_config()?)?;
         self.round_timeout()?;
+        self.locality_listen_addr()?;
         Ok(())
+    }
+
+    /// The locality responder's address, if enabled.
+    pub fn locality_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.locality_listen
+            .as_deref()
+            .map(|v| {
+                v.parse()
+                    .map_err(|e: std::net::AddrParseError| ConfigError::LocalityListen {
+                        value: v.to_owned(),
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -370,6 +391,7 @@ mod tests {
             "verifier_ca =",
             "state_dir =",
             "round_timeout_secs =",
+            "locality_listen =",
             "[tpm]",
             "tcti =",
             "pcrs =",
@@ -513,6 +535,17 @@ mod tests {
         assert_eq!(
             with("round_timeout_secs = 0").unwrap_err(),
             ConfigError::RoundTimeout(0)
+        );
+        assert!(matches!(
+            with("locality_listen = \"localhost:8444\""),
+            Err(ConfigError::LocalityListen { .. })
+        ));
+        assert_eq!(
+            with("locality_listen = \"10.0.0.7:8444\"")
+                .unwrap()
+                .locality_listen_addr()
+                .unwrap(),
+            Some("10.0.0.7:8444".parse().unwrap())
         );
         assert_eq!(
             AgentConfig::from_toml("verifier_ca = \"\"").unwrap_err(),

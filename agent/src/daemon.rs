@@ -773,7 +773,32 @@ pub async fn run(
         platform_facts(&cfg.name),
         cfg.round_timeout()?,
     ));
-    serve_rounds(listener, &identity, rounds, shutdown).await
+    let locality = spawn_locality(&cfg, &rounds).await?;
+    let served = serve_rounds(listener, &identity, rounds, shutdown).await;
+    if let Some(t) = locality {
+        t.abort();
+    }
+    served
+}
+
+/// The locality responder, when `locality_listen` is set: landmark challenges answered
+/// with this boot's attested session key.
+async fn spawn_locality(
+    cfg: &AgentConfig,
+    rounds: &Arc<Rounds>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+    let Some(addr) = cfg.locality_listen_addr()? else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr).await.map_err(|e| DaemonError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })?;
+    let session_pub = rounds.session().public_keys().ed25519;
+    let r = Arc::clone(rounds);
+    let signer: custody_locality::net::Signer = Arc::new(move |m: &[u8]| r.session().sign_challenge(m));
+    let serve = custody_locality::net::serve(listener, signer, session_pub, std::future::pending());
+    Ok(Some(tokio::spawn(serve)))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 mod audit;
 mod demo;
+mod landmark;
 mod ops;
 mod verify;
 
@@ -50,6 +51,9 @@ enum Command {
         #[command(flatten)]
         conn: ops::Conn,
     },
+    /// Locality landmark: key generation, timed measurement of a node, statement check.
+    #[command(subcommand)]
+    Landmark(landmark::LandmarkCmd),
 }
 
 fn main() -> ExitCode {
@@ -61,5 +65,6 @@ fn main() -> ExitCode {
         Command::Nodes(cmd) => ops::nodes(cmd),
         Command::Attest { node, conn } => ops::attest(node, conn),
         Command::Result { node, conn } => ops::result(node, conn),
+        Command::Landmark(cmd) => landmark::run(cmd),
     }
 }
