@@ -228,6 +228,17 @@ impl AgentConfig {
             })
     }
 
+    /// Where landmarks reach the locality responder, sent at enrollment: the host of
+    /// [`Self::endpoint`] with the port of `locality_listen`; `None` when it is off.
+    pub fn locality_endpoint(&self) -> Result<Option<String>, ConfigError> {
+        let Some(addr) = self.locality_listen_addr()? else {
+            return Ok(None);
+        };
+        let endpoint = self.endpoint()?;
+        let host = endpoint.rsplit_once(':').map_or(endpoint.as_str(), |(h, _)| h);
+        Ok(Some(format!("{host}:{}", addr.port())))
+    }
+
     /// The endpoint sent at enrollment: the configured one, else `listen` with 127.0.0.1
     /// in place of an unspecified address.
     pub fn endpoint(&self) -> Result<String, ConfigError> {
@@ -536,6 +547,15 @@ mod tests {
             with("round_timeout_secs = 0").unwrap_err(),
             ConfigError::RoundTimeout(0)
         );
+        assert_eq!(
+            with("locality_listen = \"0.0.0.0:8444\"\nendpoint = \"node-7.example:9443\"")
+                .unwrap()
+                .locality_endpoint()
+                .unwrap()
+                .as_deref(),
+            Some("node-7.example:8444")
+        );
+        assert_eq!(with("").unwrap().locality_endpoint().unwrap(), None);
         assert!(matches!(
             with("locality_listen = \"localhost:8444\""),
             Err(ConfigError::LocalityListen { .. })

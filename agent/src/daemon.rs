@@ -459,7 +459,7 @@ pub async fn enroll(
         ek_public: keys.ek_public,
         ak_public: keys.ak_public,
         tls_spki: key.spki_der().to_vec(),
-        locality_endpoint: None,
+        locality_endpoint: cfg.locality_endpoint()?,
     };
     let encode = |what: &'static str, e: api::ApiError| DaemonError::BadResponse {
         what,
