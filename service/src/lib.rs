@@ -82,6 +82,8 @@ pub struct Service {
     pub agents: HttpsClient,
     pub events: events::Emitter,
     pub metrics: metrics::Metrics,
+    /// Signs this verifier's locality statements when it acts as a landmark.
+    pub landmark_key: custody_locality::LandmarkKey,
     /// One round per node at a time: a scheduled round and `custody attest` don't race.
     pub in_flight: Mutex<std::collections::HashSet<String>>,
 }
@@ -167,6 +169,11 @@ impl Service {
                 Ok((s, b))
             },
         )?;
+        let landmark_key = load_or_create_key(
+            &cfg.data_dir.join("landmark-key.pk8"),
+            |b| custody_locality::LandmarkKey::from_pkcs8(b).map_err(|e| e.to_string()),
+            || custody_locality::LandmarkKey::generate().map_err(|e| e.to_string()),
+        )?;
         pki::write_file(
             &cfg.data_dir.join("log-key.pub"),
             format!("{}\n", log_signer.verifier().to_key_string()).as_bytes(),
@@ -189,7 +196,8 @@ impl Service {
             custody_formats::bundle::MAX_BUNDLE_LEN,
         );
         let events = events::Emitter::new(&cfg)?;
-        let appraiser = round::Appraiser::new(policy).map_err(ServiceError::Core)?;
+        let mut appraiser = round::Appraiser::new(policy).map_err(ServiceError::Core)?;
+        appraiser.landmarks = vec![landmark_key.public_key()];
         Ok(Arc::new(Self {
             nonces: nonce::Nonces::new(Duration::from_secs(cfg.nonce_ttl_secs)),
             enrollments: enroll::Pending::default(),
@@ -204,6 +212,7 @@ impl Service {
             agents,
             events,
             metrics: metrics::Metrics::default(),
+            landmark_key,
             in_flight: Mutex::new(Default::default()),
         }))
     }

@@ -34,7 +34,20 @@ pub struct Appraiser {
     snp: SnpVerifier,
     gpu: NvgpuVerifier,
     pub policy: Policy,
+    /// Landmark keys whose statements count (this verifier's own).
+    pub landmarks: Vec<[u8; 32]>,
 }
+
+/// What a round learnt besides the bundle.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// This verifier's signed landmark statement about the node's session key, or why
+    /// the measurement failed; `None` when no measurement was attempted.
+    pub locality: Option<Result<Vec<u8>, String>>,
+}
+
+/// How old a landmark statement may be when the round is appraised.
+const LOCALITY_MAX_AGE_SECS: u64 = 120;
 
 /// What arrived for appraisal.
 #[derive(Debug)]
@@ -219,6 +232,7 @@ impl Appraiser {
             snp: SnpVerifier::builtin().map_err(|e| format!("SNP roots: {e}"))?,
             gpu: NvgpuVerifier::new().map_err(|e| format!("NVIDIA roots: {e}"))?,
             policy,
+            landmarks: Vec::new(),
         })
     }
 
@@ -229,6 +243,7 @@ impl Appraiser {
         node: &NodeRecord,
         nonce: &Nonce,
         arrived: Arrived<'_>,
+        extras: &Extras,
         reference: Option<&Reference>,
         mode: ReferenceMode,
         at: i64,
@@ -457,6 +472,54 @@ impl Appraiser {
 
         // Policy sees every device, the node and the reference source; its reasons are
         // what operators read.
+        // Locality: the statement must be about the session key this very bundle binds;
+        // the key is only as far from copying as the memory it lives in (a CVM when SNP
+        // evidence verified, else plain process memory: a weak proof, and it says so).
+        let mut locality = serde_json::Value::Null;
+        let mut locality_error = None;
+        let mut locality_claims = Vec::new();
+        if let (Some(b), Some(outcome)) = (&bundle, &extras.locality) {
+            let snp_ok = devices
+                .get("snp")
+                .and_then(|d| d.get("verified"))
+                .and_then(serde_json::Value::as_bool)
+                == Some(true);
+            let verified = outcome.as_ref().map_err(Clone::clone).and_then(|bytes| {
+                custody_locality::LandmarkStatement::verify(
+                    bytes,
+                    &self.landmarks,
+                    &b.session_keys.ed25519,
+                    at,
+                    LOCALITY_MAX_AGE_SECS,
+                )
+                .map_err(|e| format!("{}: {e}", e.check()))
+            });
+            match verified {
+                Ok(st) => {
+                    let protection = if snp_ok {
+                        custody_locality::KeyProtection::Cvm
+                    } else {
+                        custody_locality::KeyProtection::Process
+                    };
+                    let proof = custody_locality::Proof::from_statement(&st, protection);
+                    let mut c = Claims::new();
+                    c.insert("landmark".into(), ClaimValue::Text(st.landmark.clone()));
+                    c.insert("rtt-us".into(), ClaimValue::Int(i128::from(st.rtt_us)));
+                    // Rounded up: a claim never makes the node look nearer than measured.
+                    c.insert("bound-km".into(), ClaimValue::Int(st.bound_km.ceil() as i128));
+                    c.insert(
+                        "key-protection".into(),
+                        ClaimValue::Text(protection.as_str().into()),
+                    );
+                    c.insert("weak".into(), ClaimValue::Bool(protection.weak()));
+                    locality_claims.push(ClaimValue::Map(c));
+                    let sites = Vec::new();
+                    locality = serde_json::to_value(custody_locality::Locality::new(vec![proof], &sites))
+                        .unwrap_or_default();
+                }
+                Err(e) => locality_error = Some(e),
+            }
+        }
         let hardware = attested_hardware(node, &devices);
         let gpus = gpu_inventory(bundle.as_ref(), &devices);
         let input = serde_json::json!({
@@ -465,6 +528,8 @@ impl Appraiser {
             "reference": {"source": reference_source},
             "hardware": hardware,
             "gpus": gpus,
+            "locality": locality,
+            "locality_error": locality_error,
         });
         let decision = self.policy.evaluate(&input).map_err(|e| e.to_string())?;
         let mut reasons = Vec::new();
@@ -494,6 +559,12 @@ impl Appraiser {
         let mut attributes = Claims::new();
         if let Some(src) = &reference_source {
             attributes.insert("reference-source".into(), ClaimValue::Text(src.clone()));
+        }
+        if !locality_claims.is_empty() {
+            attributes.insert("locality".into(), ClaimValue::Array(locality_claims));
+        }
+        if let Some(e) = &locality_error {
+            attributes.insert("locality-error".into(), ClaimValue::Text(e.clone()));
         }
         let result = AttestationResult {
             iat: at,
@@ -621,7 +692,45 @@ impl Service {
                 }
             },
         };
-        self.conclude(node, nonce, arrived, started)
+        let extras = Extras {
+            locality: match &arrived {
+                Arrived::Bundle(b) => self.measure_locality(&node, b).await,
+                Arrived::Nothing { .. } => None,
+            },
+        };
+        self.conclude(node, nonce, arrived, &extras, started)
+    }
+
+    /// As a landmark: time challenges answered by the session key the bundle names and
+    /// sign what was measured. The appraisal checks the statement against the bundle's
+    /// attested key; here the key is only read to know whom to expect.
+    async fn measure_locality(&self, node: &NodeRecord, bundle: &[u8]) -> Option<Result<Vec<u8>, String>> {
+        let landmark = self.cfg.landmark.as_ref()?;
+        let endpoint = node.locality_endpoint.as_ref()?;
+        let keys = EvidenceBundle::from_cbor(bundle).ok()?.session_keys;
+        let m = custody_locality::net::measure(
+            endpoint.as_str(),
+            &landmark.id,
+            &keys.ed25519,
+            landmark.probes,
+            Duration::from_secs(self.cfg.round_timeout_secs),
+        )
+        .await;
+        Some(match m {
+            Ok(m) => m
+                .statement(
+                    &landmark.id,
+                    custody_locality::LatLon::new(landmark.lat, landmark.lon),
+                    &node.id,
+                    keys.ed25519,
+                    // No processing time is subtracted: the bound errs on the far side.
+                    Duration::ZERO,
+                    now(),
+                )
+                .sign(&self.landmark_key)
+                .map_err(|e| format!("{}: {e}", e.check())),
+            Err(e) => Err(format!("{}: {e}", e.check())),
+        })
     }
 
     /// Push mode: appraise a bundle the node sent with a nonce it asked for.
@@ -648,6 +757,7 @@ impl Service {
                         check: "bundle_format",
                         detail: e.to_string(),
                     },
+                    &Extras::default(),
                     started,
                 );
             }
@@ -659,7 +769,8 @@ impl Service {
                 detail: e.to_string(),
             },
         };
-        let s = self.conclude(node, nonce, arrived, started)?;
+        // Push rounds carry no locality proof: the verifier measures only rounds it pulls.
+        let s = self.conclude(node, nonce, arrived, &Extras::default(), started)?;
         let ear = self
             .store
             .latest_result(node_id)?
@@ -674,9 +785,10 @@ impl Service {
         node: NodeRecord,
         nonce: Nonce,
         arrived: Arrived<'_>,
+        extras: &Extras,
         started: Instant,
     ) -> Result<RoundSummary, ServiceError> {
-        self.conclude_with_ear(node, nonce, arrived, started)
+        self.conclude_with_ear(node, nonce, arrived, extras, started)
             .map(|(s, _)| s)
     }
 
@@ -686,6 +798,7 @@ impl Service {
         mut node: NodeRecord,
         nonce: Nonce,
         arrived: Arrived<'_>,
+        extras: &Extras,
         started: Instant,
     ) -> Result<(RoundSummary, Vec<u8>), ServiceError> {
         let at = now();
@@ -696,6 +809,7 @@ impl Service {
                 &node,
                 &nonce,
                 arrived,
+                extras,
                 reference.as_ref(),
                 self.cfg.reference,
                 at,

@@ -219,6 +219,7 @@ pub fn run(iterations: usize) -> Result<Stages> {
                     &node,
                     &nonce,
                     custody_service::round::Arrived::Bundle(&body),
+                    &custody_service::round::Extras::default(),
                     reference.as_ref(),
                     ReferenceMode::Tofu,
                     at,
