@@ -20,7 +20,10 @@ allowed_countries := lib.param("allowed_countries", ["FR"])
 
 locality_km := lib.param("locality_km", 100)
 
-locality_site := lib.param("locality_site", lib.site_id)
+# The site the locality bound is checked against: the parameter, else the registered site.
+locality_site := data.custody.params.locality_site
+
+locality_site := lib.site_id if not lib.has_param("locality_site")
 
 default allow := false
 

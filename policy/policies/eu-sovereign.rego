@@ -19,7 +19,10 @@ allowed_countries := lib.param("allowed_countries", lib.eu_eea)
 
 locality_km := lib.param("locality_km", 1000)
 
-locality_site := lib.param("locality_site", lib.site_id)
+# The site the locality bound is checked against: the parameter, else the registered site.
+locality_site := data.custody.params.locality_site
+
+locality_site := lib.site_id if not lib.has_param("locality_site")
 
 require_gpu_cc := lib.param("require_gpu_cc", false)
 

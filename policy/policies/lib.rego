@@ -38,8 +38,8 @@ operator := sovereignty.operator if sovereignty.operator != null
 
 locality := input.locality if input.locality != null
 
-default site_id := "(none)"
-
+# Undefined without a site: then no locality check runs unless params.locality_site
+# names one (sovereignty_deny already refuses the node).
 site_id := site.id
 
 # ---------------------------------------------------------------------------
@@ -232,7 +232,10 @@ trust_configuration := 2 if {
 	count(device_deny) == 0
 }
 
-trust_configuration := 96 if count(device_deny) > 0
+trust_configuration := 96 if {
+	count(input.devices) > 0
+	count(device_deny) > 0
+}
 
 default trust_executables := 0
 
