@@ -1,28 +1,66 @@
-//! Appraisal policy: typed input (claims per device, derived attributes) in, a decision with
-//! human-readable reasons out. Policies are Rego (the convention of OPA, Trustee and
-//! NVIDIA's relying-party policy), evaluated by regorus.
+//! Appraisal policy: typed input (claims per device, derived sovereignty attributes,
+//! locality proofs, node state) in, a decision with human-readable reasons and an AR4SI
+//! trust vector out. Policies are Rego (the convention of OPA, Trustee and NVIDIA's
+//! relying-party policy), evaluated by regorus. docs/policy.md documents input and output.
 //!
-//! A policy is a Rego module in package `custody.<name>` with a boolean rule `allow` and a
-//! set `deny` of reason strings. The decision allows only when `allow` is true *and* `deny`
-//! is empty, so a policy that forgets a reason still cannot allow by accident.
+//! A policy is a Rego module in package `custody.<name>` with a boolean rule `allow`, a
+//! set `deny` of reason strings and optionally an object `trust_vector`. The decision
+//! allows only when `allow` is true *and* `deny` is empty, so a policy that forgets a
+//! reason still cannot allow by accident. The helper module `custody.lib`
+//! (policies/lib.rego) is loaded beside every policy.
 //!
-//! The parsed engine is built once per policy and cloned for each decision: cloning is
-//! cheap (reference-counted modules) and keeps decisions independent of each other.
+//! Engines are reused: a policy keeps a prepared engine (modules analysed, rules
+//! gathered) and a small pool of clones of it. A decision pops an engine (or clones the
+//! prepared one when the pool is empty), sets the input, evaluates one wrapper rule that
+//! returns `{allow, deny, trust_vector}` together, and pushes the engine back. regorus
+//! resets its evaluation state at the start of every evaluation, and the data document
+//! never changes after construction, so decisions stay independent of each other.
 #![forbid(unsafe_code)]
+
+pub mod input;
 
 use aws_lc_rs::digest;
 use serde::Serialize;
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
+
+pub use input::PolicyInput;
 
 /// The policy shipped with Custody and used when none is configured.
 pub const DEFAULT_POLICY: &str = include_str!("../policies/default.rego");
+/// EU/EEA site, operator outside the CLOUD Act, optional GPU CC and locality bounds.
+pub const EU_SOVEREIGN: &str = include_str!("../policies/eu-sovereign.rego");
+/// eu-sovereign in France, plus SecNumCloud 19.6 immunity and EU-only jurisdictions.
+pub const SECNUMCLOUD: &str = include_str!("../policies/secnumcloud.rego");
+/// The strictest: CVM + TPM, CC GPUs only, strong locality within 100 km, FR sites.
+pub const DEFENSE_RESTRICTED: &str = include_str!("../policies/defense-restricted.rego");
+/// Helpers every policy may import as `data.custody.lib`.
+pub const LIB: &str = include_str!("../policies/lib.rego");
+
+/// The shipped policies by name, default first.
+pub const SHIPPED: [(&str, &str); 4] = [
+    ("default", DEFAULT_POLICY),
+    ("eu-sovereign", EU_SOVEREIGN),
+    ("secnumcloud", SECNUMCLOUD),
+    ("defense-restricted", DEFENSE_RESTRICTED),
+];
+
+/// The package of the wrapper module that evaluates a policy's three rules at once. It is
+/// outside `custody.` so no policy can declare it.
+const WRAPPER_PACKAGE: &str = "custody_decision";
+/// Engines kept for reuse; more concurrent decisions than this clone and drop.
+const POOL_MAX: usize = 64;
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
     #[error("policy `{id}` does not compile: {reason}")]
     Compile { id: String, reason: String },
-    #[error("policy `{id}` has no `package custody.<name>` declaration")]
+    #[error("policy `{id}` has no `package custody.<name>` declaration (or uses a reserved one: custody.lib, custody.params)")]
     Package { id: String },
+    #[error("no shipped policy is named `{0}` (known: default, eu-sovereign, secnumcloud, defense-restricted)")]
+    Unknown(String),
+    #[error("policy data is not valid: {0}")]
+    Data(String),
     #[error("policy input is not valid: {0}")]
     Input(String),
     #[error("policy `{id}` failed to evaluate `{rule}`: {reason}")]
@@ -35,133 +73,341 @@ pub enum PolicyError {
     Type { id: String, rule: String, found: String },
 }
 
+impl PolicyError {
+    /// Stable name of the failed step, for results and exit messages.
+    pub fn check(&self) -> &'static str {
+        match self {
+            Self::Compile { .. } => "policy_compile",
+            Self::Package { .. } => "policy_package",
+            Self::Unknown(_) => "policy_unknown",
+            Self::Data(_) => "policy_data",
+            Self::Input(_) => "policy_input",
+            Self::Eval { .. } => "policy_eval",
+            Self::Type { .. } => "policy_type",
+        }
+    }
+}
+
+/// AR4SI trustworthiness claims (draft-ietf-rats-ar4si), one signed byte each: 0 no claim,
+/// 2 affirming, 32 warning, 96 contraindicated, -1 verifier malfunction (and the other
+/// values the draft defines per claim).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TrustVector {
+    pub instance_identity: i8,
+    pub configuration: i8,
+    pub executables: i8,
+    pub file_system: i8,
+    pub hardware: i8,
+    pub runtime_opaque: i8,
+    pub storage_opaque: i8,
+    pub sourced_data: i8,
+}
+
+impl TrustVector {
+    /// The claim names, as a policy's `trust_vector` object spells them.
+    pub const CLAIMS: [&'static str; 8] = [
+        "instance_identity",
+        "configuration",
+        "executables",
+        "file_system",
+        "hardware",
+        "runtime_opaque",
+        "storage_opaque",
+        "sourced_data",
+    ];
+
+    fn slot(&mut self, name: &str) -> Option<&mut i8> {
+        Some(match name {
+            "instance_identity" => &mut self.instance_identity,
+            "configuration" => &mut self.configuration,
+            "executables" => &mut self.executables,
+            "file_system" => &mut self.file_system,
+            "hardware" => &mut self.hardware,
+            "runtime_opaque" => &mut self.runtime_opaque,
+            "storage_opaque" => &mut self.storage_opaque,
+            "sourced_data" => &mut self.sourced_data,
+            _ => return None,
+        })
+    }
+}
+
 /// The outcome of one policy evaluation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
     pub allow: bool,
-    /// Why the node was refused; empty when allowed.
+    /// Why the node was refused, sorted; empty when allowed, never empty when refused.
     pub reasons: Vec<String>,
+    /// The policy's `trust_vector` rule, when it has one.
+    pub trust_vector: Option<TrustVector>,
     pub policy_id: String,
-    /// SHA-256 of the Rego source, hex: results say exactly which policy decided.
+    /// SHA-256, hex, of what decided: the policy module, the helper library and the data
+    /// parameters (see [`Policy::digest`]).
     pub policy_digest: String,
 }
 
-/// A compiled policy, ready to evaluate many inputs.
-#[derive(Debug, Clone)]
-pub struct Policy {
+#[derive(Debug)]
+struct Inner {
     id: String,
     package: String,
     digest: String,
-    engine: regorus::Engine,
+    /// Prepared once at construction; cloned when the pool runs dry.
+    prepared: Mutex<regorus::Engine>,
+    pool: Mutex<Vec<regorus::Engine>>,
+}
+
+/// A compiled policy, ready to evaluate many inputs from many threads. Cloning shares the
+/// compiled engines.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves an engine that is reset before every
+    // evaluation anyway: poisoning carries no information here.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn package_of(rego: &str) -> Option<String> {
+    rego.lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("package "))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| p.starts_with("custody.") && p != "custody.lib" && !p.starts_with("custody.params"))
 }
 
 impl Policy {
     /// Compile `rego` under the name `id` (a file name or policy id, for messages).
     pub fn new(id: &str, rego: &str) -> Result<Self, PolicyError> {
-        let package = rego
-            .lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix("package "))
-            .map(|p| p.trim().to_owned())
-            .filter(|p| p.starts_with("custody."))
-            .ok_or_else(|| PolicyError::Package { id: id.to_owned() })?;
-        let mut engine = regorus::Engine::new();
-        engine.set_strict_builtin_errors(true);
-        engine
-            .add_policy(format!("{id}.rego"), rego.to_owned())
-            .map_err(|e| PolicyError::Compile {
-                id: id.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let d = digest::digest(&digest::SHA256, rego.as_bytes());
-        Ok(Self {
-            id: id.to_owned(),
-            package,
-            digest: hex::encode(d.as_ref()),
-            engine,
-        })
+        Self::build(id, rego, None)
+    }
+
+    /// Compile `rego` with a data document, e.g. `{"custody": {"params": {...}}}`, that
+    /// the policy reads as `data`. Parameters a deployment does not set keep the defaults
+    /// written in the policy.
+    pub fn with_data(id: &str, rego: &str, data: serde_json::Value) -> Result<Self, PolicyError> {
+        Self::build(id, rego, Some(data))
+    }
+
+    /// A shipped policy by name (`default`, `eu-sovereign`, `secnumcloud`,
+    /// `defense-restricted`).
+    pub fn shipped(name: &str) -> Result<Self, PolicyError> {
+        let (id, rego) = SHIPPED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| PolicyError::Unknown(name.to_owned()))?;
+        Self::new(id, rego)
+    }
+
+    /// A shipped policy by name, with a data document.
+    pub fn shipped_with_data(name: &str, data: serde_json::Value) -> Result<Self, PolicyError> {
+        let (id, rego) = SHIPPED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| PolicyError::Unknown(name.to_owned()))?;
+        Self::with_data(id, rego, data)
     }
 
     pub fn default_policy() -> Result<Self, PolicyError> {
         Self::new("default", DEFAULT_POLICY)
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    pub fn digest(&self) -> &str {
-        &self.digest
-    }
-
-    /// Evaluate against a JSON input document.
-    pub fn evaluate(&self, input: &serde_json::Value) -> Result<Decision, PolicyError> {
-        let mut engine = self.engine.clone();
-        let json = serde_json::to_string(input).map_err(|e| PolicyError::Input(e.to_string()))?;
-        let value = regorus::Value::from_json_str(&json).map_err(|e| PolicyError::Input(e.to_string()))?;
-        engine.set_input(value);
-
-        let allow_rule = format!("data.{}.allow", self.package);
-        let allow = match engine.eval_rule(allow_rule.clone()) {
-            Ok(v) => match v.as_bool() {
-                Ok(b) => *b,
-                Err(_) if v == regorus::Value::Undefined => false,
-                Err(_) => {
-                    return Err(PolicyError::Type {
-                        id: self.id.clone(),
-                        rule: allow_rule,
-                        found: v.to_string(),
-                    })
-                }
-            },
-            Err(e) => {
-                return Err(PolicyError::Eval {
-                    id: self.id.clone(),
-                    rule: allow_rule,
-                    reason: e.to_string(),
-                })
-            }
+    fn build(id: &str, rego: &str, data: Option<serde_json::Value>) -> Result<Self, PolicyError> {
+        let package = package_of(rego).ok_or_else(|| PolicyError::Package { id: id.to_owned() })?;
+        let compile = |reason: String| PolicyError::Compile {
+            id: id.to_owned(),
+            reason,
         };
+        let mut engine = regorus::Engine::new();
+        engine.set_strict_builtin_errors(true);
+        engine
+            .add_policy("custody/lib.rego".to_owned(), LIB.to_owned())
+            .map_err(|e| compile(e.to_string()))?;
+        engine
+            .add_policy(format!("{id}.rego"), rego.to_owned())
+            .map_err(|e| compile(e.to_string()))?;
+        engine
+            .add_policy("custody/decision.rego".to_owned(), wrapper(&package))
+            .map_err(|e| compile(e.to_string()))?;
 
-        // `deny` is optional in a policy: query it (undefined -> no reasons) rather than
-        // evaluating it as a rule, which fails when the policy declares none.
-        let deny_rule = format!("data.{}.deny", self.package);
-        let results = engine
-            .eval_query(deny_rule.clone(), false)
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        // Length-prefixed parts, so no two different (policy, lib, data) give one digest.
+        let data_json = match &data {
+            Some(d) => {
+                if !d.is_object() {
+                    return Err(PolicyError::Data("the data document must be a JSON object".into()));
+                }
+                serde_json::to_string(d).map_err(|e| PolicyError::Data(e.to_string()))?
+            }
+            None => String::new(),
+        };
+        for part in [rego, LIB, data_json.as_str()] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
+        let digest = hex::encode(ctx.finish().as_ref());
+
+        if data.is_some() {
+            let value = regorus::Value::from_json_str(&data_json).map_err(|e| PolicyError::Data(e.to_string()))?;
+            engine.add_data(value).map_err(|e| PolicyError::Data(e.to_string()))?;
+        }
+
+        // Prepare now (analysis, rule gathering) and catch policies that only fail when
+        // evaluated, such as a `deny` that is not a set.
+        engine.set_input(regorus::Value::new_object());
+        engine
+            .eval_rule(format!("data.{WRAPPER_PACKAGE}.decision"))
+            .map_err(|e| compile(e.to_string()))?;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id: id.to_owned(),
+                package,
+                digest,
+                prepared: Mutex::new(engine),
+                pool: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The Rego package the policy declares, e.g. `custody.eu_sovereign`.
+    pub fn package(&self) -> &str {
+        &self.inner.package
+    }
+
+    /// SHA-256, hex, over the policy source, the helper library and the data document
+    /// (each as a big-endian u64 length then its bytes; data as compact JSON, empty when
+    /// none): a change to any of them changes the digest results carry.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    /// Evaluate against a JSON input document. The input is first checked against
+    /// [`PolicyInput`]; fields it does not know are passed to the policy as they are.
+    pub fn evaluate(&self, input: &serde_json::Value) -> Result<Decision, PolicyError> {
+        PolicyInput::from_json(input).map_err(|e| PolicyError::Input(e.to_string()))?;
+        let value = <regorus::Value as serde::Deserialize>::deserialize(input)
+            .map_err(|e| PolicyError::Input(e.to_string()))?;
+        self.evaluate_value(value)
+    }
+
+    /// Evaluate a typed input.
+    pub fn evaluate_input(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
+        let json = serde_json::to_value(input).map_err(|e| PolicyError::Input(e.to_string()))?;
+        let value = <regorus::Value as serde::Deserialize>::deserialize(&json)
+            .map_err(|e| PolicyError::Input(e.to_string()))?;
+        self.evaluate_value(value)
+    }
+
+    /// Evaluate the policy by cloning the prepared engine for this decision only, as
+    /// before engines were pooled. Kept for the benchmark's comparison.
+    #[doc(hidden)]
+    pub fn evaluate_cloned(&self, input: &serde_json::Value) -> Result<Decision, PolicyError> {
+        PolicyInput::from_json(input).map_err(|e| PolicyError::Input(e.to_string()))?;
+        let value = <regorus::Value as serde::Deserialize>::deserialize(input)
+            .map_err(|e| PolicyError::Input(e.to_string()))?;
+        let mut engine = lock(&self.inner.prepared).clone();
+        self.decide(&mut engine, value)
+    }
+
+    fn evaluate_value(&self, value: regorus::Value) -> Result<Decision, PolicyError> {
+        let pooled = lock(&self.inner.pool).pop();
+        let mut engine = match pooled {
+            Some(e) => e,
+            None => lock(&self.inner.prepared).clone(),
+        };
+        let out = self.decide(&mut engine, value);
+        // Drop the input now rather than keep it alive in the pool.
+        engine.set_input(regorus::Value::Undefined);
+        let mut pool = lock(&self.inner.pool);
+        if pool.len() < POOL_MAX {
+            pool.push(engine);
+        }
+        out
+    }
+
+    fn decide(&self, engine: &mut regorus::Engine, input: regorus::Value) -> Result<Decision, PolicyError> {
+        let id = &self.inner.id;
+        let pkg = &self.inner.package;
+        engine.set_input(input);
+        let v = engine
+            .eval_rule(format!("data.{WRAPPER_PACKAGE}.decision"))
             .map_err(|e| PolicyError::Eval {
-                id: self.id.clone(),
-                rule: deny_rule.clone(),
+                id: id.clone(),
+                rule: format!("data.{pkg}"),
                 reason: e.to_string(),
             })?;
-        let mut reasons = Vec::new();
-        for v in results
-            .result
-            .iter()
-            .flat_map(|r| r.expressions.iter())
-            .map(|e| &e.value)
-        {
-            let set = v.as_set().map_err(|_| PolicyError::Type {
-                id: self.id.clone(),
-                rule: deny_rule.clone(),
-                found: v.to_string(),
-            })?;
-            reasons.extend(set.iter().map(|r| {
-                r.as_string()
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|_| r.to_string())
-            }));
+        let ty = |rule: &str, found: &regorus::Value| PolicyError::Type {
+            id: id.clone(),
+            rule: format!("data.{pkg}.{rule}"),
+            found: found.to_string(),
+        };
+
+        let allow_v = &v["allow"];
+        let allow = *allow_v.as_bool().map_err(|_| ty("allow", allow_v))?;
+
+        let deny_v = &v["deny"];
+        let set = deny_v.as_set().map_err(|_| ty("deny", deny_v))?;
+        let mut reasons = Vec::with_capacity(set.len());
+        for r in set.iter() {
+            reasons.push(match r.as_string() {
+                Ok(s) => s.to_string(),
+                Err(_) => r.to_string(),
+            });
         }
         reasons.sort();
         if !allow && reasons.is_empty() {
-            reasons.push(format!("policy `{}` did not allow this node", self.id));
+            reasons.push(format!("policy `{id}` did not allow this node"));
         }
+
+        let tv = &v["trust_vector"];
+        let trust_vector = match tv {
+            regorus::Value::Null | regorus::Value::Undefined => None,
+            _ => Some(trust_vector(tv).map_err(|()| ty("trust_vector", tv))?),
+        };
+
         Ok(Decision {
             allow: allow && reasons.is_empty(),
             reasons,
-            policy_id: self.id.clone(),
-            policy_digest: self.digest.clone(),
+            trust_vector,
+            policy_id: id.clone(),
+            policy_digest: self.inner.digest.clone(),
         })
     }
+}
+
+/// Reads `{claim: int}`; unknown claims or values outside i8 are a type error, so a typo
+/// in a policy does not silently read as "no claim".
+fn trust_vector(v: &regorus::Value) -> Result<TrustVector, ()> {
+    let obj = v.as_object().map_err(|_| ())?;
+    let mut tv = TrustVector::default();
+    for (k, val) in obj.iter() {
+        let name = k.as_string().map_err(|_| ())?;
+        let slot = tv.slot(name.as_ref()).ok_or(())?;
+        let n = val.as_i64().map_err(|_| ())?;
+        *slot = i8::try_from(n).map_err(|_| ())?;
+    }
+    Ok(tv)
+}
+
+/// The module that gathers a policy's rules into one value. Missing rules take defaults:
+/// no `allow` is a refusal, no `deny` no reasons, no `trust_vector` null.
+fn wrapper(package: &str) -> String {
+    format!(
+        "package {WRAPPER_PACKAGE}\n\
+         import rego.v1\n\
+         default allow := false\n\
+         allow := data.{package}.allow\n\
+         default deny := set()\n\
+         deny := data.{package}.deny\n\
+         default trust_vector := null\n\
+         trust_vector := data.{package}.trust_vector\n\
+         decision := {{\"allow\": allow, \"deny\": deny, \"trust_vector\": trust_vector}}\n"
+    )
 }
 
 #[cfg(test)]
@@ -170,32 +416,47 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn input(devices: serde_json::Value) -> serde_json::Value {
+        json!({"node": {"id": "n1", "name": "node-a", "state": "trusted"}, "devices": devices})
+    }
+
     fn tpm_ok() -> serde_json::Value {
         json!({"kind": "tpm", "verified": true, "claims": {"pcrs": {}}})
     }
 
     #[test]
+    fn shipped_policies_compile() {
+        for (name, _) in SHIPPED {
+            let p = Policy::shipped(name).unwrap();
+            assert_eq!(p.id(), name);
+            assert_eq!(p.digest().len(), 64);
+        }
+        assert!(matches!(Policy::shipped("nope"), Err(PolicyError::Unknown(_))));
+    }
+
+    #[test]
     fn default_allows_verified_evidence() {
         let p = Policy::default_policy().unwrap();
-        let d = p.evaluate(&json!({"devices": {"tpm": tpm_ok()}})).unwrap();
+        let d = p.evaluate(&input(json!({"tpm": tpm_ok()}))).unwrap();
         assert!(d.allow, "{d:?}");
         assert!(d.reasons.is_empty());
         assert_eq!(d.policy_digest.len(), 64);
+        assert_eq!(d.trust_vector.unwrap().instance_identity, 2);
     }
 
     #[test]
     fn default_denies_with_reasons() {
         let p = Policy::default_policy().unwrap();
-        let d = p.evaluate(&json!({"devices": {}})).unwrap();
+        let d = p.evaluate(&input(json!({}))).unwrap();
         assert!(!d.allow);
         assert_eq!(d.reasons, vec!["no evidence was presented"]);
 
         let d = p
-            .evaluate(&json!({"devices": {
+            .evaluate(&input(json!({
                 "tpm": tpm_ok(),
                 "gpu0": {"kind": "nvgpu", "verified": false, "failed_check": "signature", "claims": null},
                 "snp": {"kind": "snp", "verified": true, "claims": {"policy": {"debug_allowed": true}}}
-            }}))
+            })))
             .unwrap();
         assert!(!d.allow);
         assert_eq!(
@@ -214,9 +475,10 @@ mod tests {
             "package custody.strict\nimport rego.v1\ndefault allow := false\n",
         )
         .unwrap();
-        let d = p.evaluate(&json!({})).unwrap();
+        let d = p.evaluate(&input(json!({}))).unwrap();
         assert!(!d.allow);
         assert_eq!(d.reasons, vec!["policy `strict` did not allow this node"]);
+        assert_eq!(d.trust_vector, None);
     }
 
     #[test]
@@ -226,10 +488,20 @@ mod tests {
             Err(PolicyError::Package { .. })
         ));
         assert!(matches!(
+            Policy::new("x", "package custody.lib\nallow := true"),
+            Err(PolicyError::Package { .. })
+        ));
+        assert!(matches!(
             Policy::new("x", "package custody.x\nallow := {"),
             Err(PolicyError::Compile { .. })
         ));
         let p = Policy::new("t", "package custody.t\nallow := \"yes\"\n").unwrap();
-        assert!(matches!(p.evaluate(&json!({})), Err(PolicyError::Type { .. })));
+        assert!(matches!(p.evaluate(&input(json!({}))), Err(PolicyError::Type { .. })));
+    }
+
+    #[test]
+    fn policy_is_send_sync() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<Policy>();
     }
 }

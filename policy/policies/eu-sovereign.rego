@@ -1,0 +1,53 @@
+# Custody `eu-sovereign`: the node's hardware sits at a registered site in the EU/EEA,
+# run by an operator the US CLOUD Act does not reach.
+#
+# Requires everything `default` requires, plus:
+# - sovereignty attributes from the signed registry, hardware bound to a site with an operator;
+# - site country in data.custody.params.allowed_countries (default: EU/EEA);
+# - operator not cloud_act_exposed;
+# - with params.require_gpu_cc (default false): every GPU attested in CC mode;
+# - when locality proofs are present, the proven upper bound of the node's distance to
+#   params.locality_site (default: its registered site) at most params.locality_km
+#   (default 1000); with params.require_locality (default false), a proof is required.
+package custody.eu_sovereign
+
+import rego.v1
+
+import data.custody.lib
+
+allowed_countries := lib.param("allowed_countries", lib.eu_eea)
+
+locality_km := lib.param("locality_km", 1000)
+
+# The site the locality bound is checked against: the parameter, else the registered site.
+locality_site := data.custody.params.locality_site
+
+locality_site := lib.site_id if not lib.has_param("locality_site")
+
+require_gpu_cc := lib.param("require_gpu_cc", false)
+
+require_locality := lib.param("require_locality", false)
+
+default allow := false
+
+allow if {
+	count(input.devices) > 0
+	count(deny) == 0
+}
+
+deny contains msg if some msg in lib.device_deny
+
+deny contains msg if some msg in lib.sovereignty_deny
+
+deny contains msg if some msg in lib.country_deny(allowed_countries)
+
+deny contains msg if some msg in lib.cloud_act_deny
+
+deny contains msg if {
+	require_gpu_cc == true
+	some msg in lib.gpu_cc_deny
+}
+
+deny contains msg if some msg in lib.locality_deny(locality_km, locality_site, require_locality, false)
+
+trust_vector := lib.trust_vector

@@ -1,0 +1,54 @@
+# Custody `secnumcloud`: eu-sovereign in France, with an operator immune to non-EU law
+# in the sense of SecNumCloud 3.2 criterion 19.6.
+#
+# Requires everything `eu-sovereign` requires (site country default FR via
+# data.custody.params.allowed_countries), plus:
+# - operator secnumcloud_immune (no non-EU holder above 24 %, all together at most 39 %,
+#   of capital and of voting rights, directly or through the chain);
+# - every jurisdiction the operator answers to in the EU.
+package custody.secnumcloud
+
+import rego.v1
+
+import data.custody.lib
+
+allowed_countries := lib.param("allowed_countries", ["FR"])
+
+locality_km := lib.param("locality_km", 1000)
+
+# The site the locality bound is checked against: the parameter, else the registered site.
+locality_site := data.custody.params.locality_site
+
+locality_site := lib.site_id if not lib.has_param("locality_site")
+
+require_gpu_cc := lib.param("require_gpu_cc", false)
+
+require_locality := lib.param("require_locality", false)
+
+default allow := false
+
+allow if {
+	count(input.devices) > 0
+	count(deny) == 0
+}
+
+deny contains msg if some msg in lib.device_deny
+
+deny contains msg if some msg in lib.sovereignty_deny
+
+deny contains msg if some msg in lib.country_deny(allowed_countries)
+
+deny contains msg if some msg in lib.cloud_act_deny
+
+deny contains msg if some msg in lib.secnumcloud_deny
+
+deny contains msg if some msg in lib.jurisdiction_deny
+
+deny contains msg if {
+	require_gpu_cc == true
+	some msg in lib.gpu_cc_deny
+}
+
+deny contains msg if some msg in lib.locality_deny(locality_km, locality_site, require_locality, false)
+
+trust_vector := lib.trust_vector

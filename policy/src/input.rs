@@ -1,0 +1,225 @@
+//! The policy input document, typed. The verifier service builds it per round; a policy
+//! reads it as `input`. Every field is documented in docs/policy.md.
+//!
+//! The types deserialize leniently (unknown fields are kept out, absent optional parts
+//! default) so the service may pass either this typed form or the equivalent JSON, and a
+//! newer service can add fields without breaking an older policy crate.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Everything a policy sees about one node in one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyInput {
+    pub node: NodeInfo,
+    /// Per-device verification results, keyed `tpm`, `snp`, `gpu0`, `gpu1`, ...
+    #[serde(default)]
+    pub devices: BTreeMap<String, DeviceResult>,
+    /// The node's GPUs, one entry per attested or reported GPU.
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
+    /// Attributes derived from the signed registry (site, operator, hardware binding).
+    /// Absent when the verifier has no registry configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sovereignty: Option<Derived>,
+    /// Latency-bound locality proofs. Absent when no landmark measured the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+    /// Where the TPM reference values came from (`tofu`, `operator`, ...), as today.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub state: NodeState,
+}
+
+/// The node's state in the verifier's store before this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Enrolled,
+    Trusted,
+    Failed,
+    Revoked,
+}
+
+/// One device's evidence appraisal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceResult {
+    /// `tpm`, `snp` or `nvgpu`.
+    pub kind: String,
+    pub verified: bool,
+    /// Stable name of the check that rejected the evidence, when `verified` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_check: Option<String>,
+    /// The verifier's claims for this device (its `*Claims` type as JSON); null when rejected.
+    #[serde(default)]
+    pub claims: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub model: String,
+    /// The GPU's attestation report verified in this round.
+    pub attested: bool,
+    pub cc_mode: CcMode,
+}
+
+/// The GPU's confidential-computing mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CcMode {
+    On,
+    Off,
+    Devtools,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferenceInfo {
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// Attributes the registry crate derives from the signed registry and the attested
+/// hardware identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Derived {
+    pub registry: RegistryRef,
+    #[serde(default)]
+    pub site: Option<Site>,
+    #[serde(default)]
+    pub operator: Option<Operator>,
+    pub hardware: HardwareBinding,
+}
+
+/// Which registry document the attributes come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryRef {
+    pub version: u64,
+    /// SHA-256 of the signed registry, hex.
+    pub digest: String,
+    /// Key id of the registry authority that signed it.
+    pub kid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Site {
+    pub id: String,
+    pub name: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// The legal entity operating the node's site, with what its control chain implies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operator {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub lei: Option<String>,
+    pub country: String,
+    /// Every country whose law reaches the operator (its own and its controllers').
+    pub jurisdictions: Vec<String>,
+    pub cloud_act_exposed: bool,
+    /// Why it is exposed, one phrase per cause; empty when not exposed.
+    #[serde(default)]
+    pub cloud_act_reasons: Vec<String>,
+    /// SecNumCloud 3.2 criterion 19.6: no non-EU holder above 24 %, all together <= 39 %.
+    pub secnumcloud_immune: bool,
+    #[serde(default)]
+    pub secnumcloud_reasons: Vec<String>,
+    /// Basis points (1/100 %) of capital / voting rights held outside the EU, direct and
+    /// indirect: largest single holder and all together.
+    #[serde(default)]
+    pub non_eu_capital_max_bp: u32,
+    #[serde(default)]
+    pub non_eu_capital_total_bp: u32,
+    #[serde(default)]
+    pub non_eu_voting_max_bp: u32,
+    #[serde(default)]
+    pub non_eu_voting_total_bp: u32,
+    #[serde(default)]
+    pub controllers: Vec<Controller>,
+}
+
+/// An entity holding part of the operator, directly or through the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Controller {
+    pub id: String,
+    pub name: String,
+    pub country: String,
+    pub capital_bp: u32,
+    pub voting_bp: u32,
+    /// US-incorporated or with a US nexus.
+    pub us: bool,
+}
+
+/// Whether the attested hardware identities are bound to registry sites.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HardwareBinding {
+    /// Every attested identity is listed in the registry, all at the same site.
+    pub bound: bool,
+    /// Identities found in the registry, as the registry crate names them.
+    #[serde(default)]
+    pub matched: Vec<serde_json::Value>,
+    /// Identities not found in the registry.
+    #[serde(default)]
+    pub unmatched: Vec<serde_json::Value>,
+    /// Site ids the matched identities are bound to.
+    #[serde(default)]
+    pub sites: Vec<String>,
+}
+
+/// Results of latency-bound locality proofs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Locality {
+    #[serde(default)]
+    pub proofs: Vec<LocalityProof>,
+    /// Proven upper bound of the node's distance to each registry site, km: the minimum
+    /// over landmarks of d(landmark, site) + bound.
+    #[serde(default)]
+    pub upper_km: BTreeMap<String, f64>,
+    /// At least one proof whose session key cannot leave the boundary (cvm or tpm).
+    pub strong: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalityProof {
+    pub landmark: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub rtt_ms: f64,
+    /// The node is within this many km of the landmark.
+    pub bound_km: f64,
+    pub key_protection: KeyProtection,
+    /// The session key lives in plain process memory: a copy elsewhere could answer.
+    pub weak: bool,
+}
+
+/// Where the session key that signed the locality answer lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyProtection {
+    Cvm,
+    Tpm,
+    Process,
+}
+
+impl PolicyInput {
+    /// Check a JSON input against the typed shape; the error names the offending field.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self, serde_json::Error> {
+        Self::deserialize(v)
+    }
+}
