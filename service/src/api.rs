@@ -45,6 +45,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events"),
     ("put", "/v1/groups/{group}/reference"),
     ("get", "/v1/audit/checkpoint"),
+    ("get", "/v1/registry"),
+    ("put", "/v1/registry"),
+    ("get", "/v1/nodes/{node}/input"),
 ];
 
 pub fn router(svc: Arc<Service>) -> Router {
@@ -67,6 +70,8 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/groups/{group}/reference", put(set_reference))
         .route("/v1/audit/checkpoint", get(checkpoint))
+        .route("/v1/registry", get(registry).put(put_registry))
+        .route("/v1/nodes/{node}/input", get(node_input))
         .layer(DefaultBodyLimit::max(custody_formats::bundle::MAX_BUNDLE_LEN))
         .layer(axum::middleware::from_fn(trace))
         .with_state(svc)
@@ -118,6 +123,9 @@ fn json_error(status: StatusCode, check: &str, detail: impl std::fmt::Display) -
 fn service_error(e: ServiceError) -> Response {
     match e {
         ServiceError::NoNode(n) => json_error(StatusCode::NOT_FOUND, "node", format!("no node `{n}`")),
+        ServiceError::Registry { check, detail } => {
+            json_error(StatusCode::UNPROCESSABLE_ENTITY, check, detail)
+        }
         other => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", other),
     }
 }
@@ -520,6 +528,78 @@ async fn set_reference(
         Ok(Err(e)) => service_error(e),
         Err(r) => r,
     }
+}
+
+fn registry_json(v: &custody_registry::signed::VerifiedRegistry) -> serde_json::Value {
+    let r = v.registry();
+    serde_json::json!({
+        "version": v.version(),
+        "digest": v.digest(),
+        "kid": v.kid(),
+        "authority": r.authority,
+        "issued_at": r.issued_at,
+        "entities": r.entities.len(),
+        "sites": r.sites.iter().map(|s| &s.id).collect::<Vec<_>>(),
+        "hardware": r.hardware.len(),
+    })
+}
+
+/// The registry in force (404 `registry` when none is).
+async fn registry(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    let current = svc
+        .appraiser
+        .registry
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match current {
+        Some(v) => Json(registry_json(&v)).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, "registry", "no registry is in force"),
+    }
+}
+
+/// Adopt a newer signed registry (the COSE_Sign1 bytes `custody registry sign` writes).
+async fn put_registry(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    body: Bytes,
+) -> Response {
+    operator_json(&peer, move || {
+        let v = svc.adopt_registry(&body, true)?;
+        Ok(registry_json(&v))
+    })
+    .await
+}
+
+/// What the node's latest result was decided on: `custody policy explain` replays it.
+async fn node_input(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(key): Path<String>,
+) -> Response {
+    operator_json(&peer, move || {
+        let n = find(&svc, &key)?;
+        let r = svc.store.latest_result(&n.id)?;
+        let input = r
+            .as_ref()
+            .and_then(|r| r.input.as_deref())
+            .map(serde_json::from_str::<serde_json::Value>)
+            .transpose()
+            .map_err(|e| ServiceError::Core(format!("stored policy input: {e}")))?;
+        Ok(serde_json::json!({
+            "node": n.id,
+            "name": n.name,
+            "result_id": r.as_ref().map(|r| r.id),
+            "at": r.as_ref().map(|r| r.at),
+            "policy_id": svc.appraiser.policy.id(),
+            "policy_digest": svc.appraiser.policy.digest(),
+            "input": input,
+        }))
+    })
+    .await
 }
 
 async fn checkpoint(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {

@@ -62,6 +62,9 @@ pub enum ServiceError {
     Core(String),
     #[error("no node `{0}`")]
     NoNode(String),
+    /// A registry was refused; `check` names why (`registry_signature`, `registry_version`, ...).
+    #[error("{check}: {detail}")]
+    Registry { check: &'static str, detail: String },
 }
 
 /// Everything a request handler or the scheduler needs.
@@ -84,6 +87,8 @@ pub struct Service {
     pub metrics: metrics::Metrics,
     /// Signs this verifier's locality statements when it acts as a landmark.
     pub landmark_key: custody_locality::LandmarkKey,
+    /// Registry authority keys: only registries they signed are adopted.
+    pub authorities: Vec<custody_registry::signed::AuthorityKey>,
     /// One round per node at a time: a scheduled round and `custody attest` don't race.
     pub in_flight: Mutex<std::collections::HashSet<String>>,
 }
@@ -198,7 +203,8 @@ impl Service {
         let events = events::Emitter::new(&cfg)?;
         let mut appraiser = round::Appraiser::new(policy).map_err(ServiceError::Core)?;
         appraiser.landmarks = vec![landmark_key.public_key()];
-        Ok(Arc::new(Self {
+        let authorities = load_authorities(&cfg)?;
+        let svc = Arc::new(Self {
             nonces: nonce::Nonces::new(Duration::from_secs(cfg.nonce_ttl_secs)),
             enrollments: enroll::Pending::default(),
             cfg,
@@ -213,8 +219,120 @@ impl Service {
             events,
             metrics: metrics::Metrics::default(),
             landmark_key,
+            authorities,
             in_flight: Mutex::new(Default::default()),
-        }))
+        });
+        svc.load_registry()?;
+        svc.note_policy()?;
+        Ok(svc)
+    }
+
+    /// Adopt the newest registry that verifies: the configured file or the last one
+    /// uploaded, whichever has the higher version (a restart never goes back).
+    fn load_registry(&self) -> Result<(), ServiceError> {
+        if let Some(path) = &self.cfg.registry {
+            let bytes = std::fs::read(path).map_err(|e| ServiceError::Registry {
+                check: "registry_format",
+                detail: format!("{}: {e}", path.display()),
+            })?;
+            self.adopt_registry(&bytes, false)?;
+        }
+        if let Some(stored) = self.store.latest_registry()? {
+            if !self.authorities.is_empty() {
+                self.adopt_registry(&stored.body, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Verify a signed registry against the configured authorities and put it in force if
+    /// its version is newer than the one in force. `strict`: an upload, which must be
+    /// newer (an equal version with the same bytes is accepted as already in force).
+    pub fn adopt_registry(
+        &self,
+        bytes: &[u8],
+        strict: bool,
+    ) -> Result<Arc<custody_registry::signed::VerifiedRegistry>, ServiceError> {
+        let refuse = |e: custody_registry::RegistryError| ServiceError::Registry {
+            check: e.check(),
+            detail: e.to_string(),
+        };
+        let v = Arc::new(
+            custody_registry::signed::SignedRegistry::verify(bytes, &self.authorities).map_err(refuse)?,
+        );
+        let mut slot = self
+            .appraiser
+            .registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(cur) = slot.as_ref() {
+            if cur.version() == v.version() && cur.digest() == v.digest() {
+                return Ok(cur.clone());
+            }
+            if v.version() <= cur.version() {
+                if strict {
+                    return Err(ServiceError::Registry {
+                        check: "registry_version",
+                        detail: format!(
+                            "version {} is not newer than version {} in force",
+                            v.version(),
+                            cur.version()
+                        ),
+                    });
+                }
+                return Ok(cur.clone());
+            }
+        }
+        self.store
+            .put_registry(&store::RegistryRecord {
+                version: v.version(),
+                digest: v.digest().to_owned(),
+                kid: v.kid().to_owned(),
+                body: bytes.to_vec(),
+                loaded_at: now(),
+            })
+            .map_err(|e| match e {
+                store::StoreError::Conflict(d) => ServiceError::Registry {
+                    check: "registry_version",
+                    detail: d,
+                },
+                other => ServiceError::Store(other),
+            })?;
+        let previous = slot.as_ref().map(|c| c.version());
+        *slot = Some(v.clone());
+        drop(slot);
+        if previous.is_none_or(|p| p < v.version()) {
+            let r = v.registry();
+            self.log(custody_audit::Entry::RegistryChange(serde_json::json!({
+                "version": v.version(),
+                "previous": previous,
+                "digest": v.digest(),
+                "kid": v.kid(),
+                "authority": r.authority,
+                "entities": r.entities.len(),
+                "sites": r.sites.len(),
+                "hardware": r.hardware.len(),
+                "at": now(),
+            })));
+            tracing::info!(version = v.version(), digest = v.digest(), "registry adopted");
+        }
+        Ok(v)
+    }
+
+    /// Log the policy in force when it differs from the one the last start used.
+    fn note_policy(&self) -> Result<(), ServiceError> {
+        let p = &self.appraiser.policy;
+        let last = self.store.setting("policy_digest")?;
+        if last.as_deref() != Some(p.digest()) {
+            self.log(custody_audit::Entry::PolicyChange(serde_json::json!({
+                "policy_id": p.id(),
+                "policy_digest": p.digest(),
+                "previous_digest": last,
+                "at": now(),
+            })));
+            self.store.set_setting("policy_digest", p.digest())?;
+        }
+        Ok(())
     }
 
     fn audit(&self) -> MutexGuard<'_, custody_audit::store::Store> {
@@ -314,13 +432,46 @@ fn load_policy(cfg: &Config) -> Result<custody_policy::Policy, ServiceError> {
             reason: e.to_string(),
         })
     };
-    let policy = match cfg.policy.as_deref() {
-        None | Some("default") => custody_policy::Policy::default_policy()?,
+    let data = match &cfg.policy_data {
         Some(p) => {
-            let path = std::path::Path::new(p);
+            Some(
+                serde_json::from_str::<serde_json::Value>(&read(p)?).map_err(|e| ServiceError::Key {
+                    path: p.display().to_string(),
+                    reason: format!("not JSON: {e}"),
+                })?,
+            )
+        }
+        None => None,
+    };
+    let name = cfg.policy.as_deref().unwrap_or("default");
+    let shipped = custody_policy::SHIPPED.iter().any(|(n, _)| *n == name);
+    let policy = match (shipped, data) {
+        (true, None) => custody_policy::Policy::shipped(name)?,
+        (true, Some(d)) => custody_policy::Policy::shipped_with_data(name, d)?,
+        (false, data) => {
+            let path = std::path::Path::new(name);
             let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or("policy");
-            custody_policy::Policy::new(id, &read(path)?)?
+            let text = read(path)?;
+            match data {
+                Some(d) => custody_policy::Policy::with_data(id, &text, d)?,
+                None => custody_policy::Policy::new(id, &text)?,
+            }
         }
     };
     Ok(policy)
+}
+
+/// The registry authorities' public keys (PEM files).
+fn load_authorities(cfg: &Config) -> Result<Vec<custody_registry::signed::AuthorityKey>, ServiceError> {
+    cfg.registry_authorities
+        .iter()
+        .map(|p| {
+            let err = |reason: String| ServiceError::Key {
+                path: p.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read_to_string(p).map_err(|e| err(e.to_string()))?;
+            custody_registry::signed::AuthorityKey::from_pem(&pem).map_err(|e| err(e.to_string()))
+        })
+        .collect()
 }

@@ -15,6 +15,7 @@ use custody_formats::api::{self, RoundRequest};
 use custody_formats::binding::{Binding, Nonce, SessionKeys};
 use custody_formats::bundle::EvidenceBundle;
 use custody_policy::Policy;
+use custody_registry::model::HardwareId;
 use custody_verifier::check::{EvidenceVerifier, FailedCheck, UnixTime};
 use custody_verifier::ear::{
     self, AttestationResult, ClaimValue, Claims, Corroboration, Submod, TrustTier, VerifierId,
@@ -36,6 +37,8 @@ pub struct Appraiser {
     pub policy: Policy,
     /// Landmark keys whose statements count (this verifier's own).
     pub landmarks: Vec<[u8; 32]>,
+    /// The signed registry in force; replaced whole when a newer version is adopted.
+    pub registry: std::sync::RwLock<Option<Arc<custody_registry::signed::VerifiedRegistry>>>,
 }
 
 /// What a round learnt besides the bundle.
@@ -80,11 +83,11 @@ pub struct Appraisal {
 }
 
 /// Hardware identities a round proved: the registry binds them to sites. Each is
-/// `kind:hex` (`ek_cert_sha256`, `snp_chip_id`, `gpu_cert_serial`).
+/// `kind:hex` as the registry writes them (`ek_sha256`, `snp_chip_id`, `gpu_serial`).
 fn attested_hardware(node: &NodeRecord, devices: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(ek) = &node.ek_cert_sha256 {
-        out.push(format!("ek_cert_sha256:{ek}"));
+        out.push(format!("{}:{ek}", HardwareId::EK));
     }
     for d in devices.values() {
         if d.get("verified").and_then(serde_json::Value::as_bool) != Some(true) {
@@ -97,12 +100,12 @@ fn attested_hardware(node: &NodeRecord, devices: &serde_json::Map<String, serde_
         match d.get("kind").and_then(serde_json::Value::as_str) {
             Some("snp") => {
                 if let Some(c) = claim("chip_id") {
-                    out.push(format!("snp_chip_id:{}", c.to_ascii_lowercase()));
+                    out.push(format!("{}:{}", HardwareId::SNP, c.to_ascii_lowercase()));
                 }
             }
             Some("nvgpu") => {
                 if let Some(c) = claim("leaf_serial") {
-                    out.push(format!("gpu_cert_serial:{}", c.to_ascii_lowercase()));
+                    out.push(format!("{}:{}", HardwareId::GPU, c.to_ascii_lowercase()));
                 }
             }
             _ => {}
@@ -233,6 +236,7 @@ impl Appraiser {
             gpu: NvgpuVerifier::new().map_err(|e| format!("NVIDIA roots: {e}"))?,
             policy,
             landmarks: Vec::new(),
+            registry: std::sync::RwLock::new(None),
         })
     }
 
@@ -472,6 +476,40 @@ impl Appraiser {
 
         // Policy sees every device, the node and the reference source; its reasons are
         // what operators read.
+        // Sovereignty: the registry in force binds the attested hardware to a site and an
+        // operator, and derives what the operator's ownership means.
+        let registry = self
+            .registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let hardware = attested_hardware(node, &devices);
+        let sovereignty = registry.as_ref().map(|r| {
+            let ids: Vec<HardwareId> = hardware
+                .iter()
+                .filter_map(|h| HardwareId::parse(h).ok())
+                .collect();
+            r.derive(&ids)
+        });
+        let sites: Vec<(String, custody_locality::LatLon)> = registry
+            .as_ref()
+            .map(|r| {
+                r.registry()
+                    .sites
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.id.clone(),
+                            custody_locality::LatLon::new(
+                                f64::from(s.lat_e6) / 1e6,
+                                f64::from(s.lon_e6) / 1e6,
+                            ),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+
         // Locality: the statement must be about the session key this very bundle binds;
         // the key is only as far from copying as the memory it lives in (a CVM when SNP
         // evidence verified, else plain process memory: a weak proof, and it says so).
@@ -513,24 +551,32 @@ impl Appraiser {
                     );
                     c.insert("weak".into(), ClaimValue::Bool(protection.weak()));
                     locality_claims.push(ClaimValue::Map(c));
-                    let sites = Vec::new();
                     locality = serde_json::to_value(custody_locality::Locality::new(vec![proof], &sites))
                         .unwrap_or_default();
                 }
                 Err(e) => locality_error = Some(e),
             }
         }
-        let hardware = attested_hardware(node, &devices);
         let gpus = gpu_inventory(bundle.as_ref(), &devices);
-        let input = serde_json::json!({
+        let mut input = serde_json::json!({
             "devices": devices,
             "node": {"id": node.id, "name": node.name, "group": node.group, "state": node.state.as_str()},
             "reference": {"source": reference_source},
             "hardware": hardware,
             "gpus": gpus,
-            "locality": locality,
-            "locality_error": locality_error,
         });
+        // Absent, not null, when there is nothing: Rego treats `null` as a value.
+        if let Some(o) = input.as_object_mut() {
+            if let Some(d) = &sovereignty {
+                o.insert("sovereignty".into(), serde_json::to_value(d).unwrap_or_default());
+            }
+            if !locality.is_null() {
+                o.insert("locality".into(), locality);
+            }
+            if let Some(e) = &locality_error {
+                o.insert("locality_error".into(), e.clone().into());
+            }
+        }
         let decision = self.policy.evaluate(&input).map_err(|e| e.to_string())?;
         let mut reasons = Vec::new();
         if let Some(f) = &failure {
@@ -560,6 +606,53 @@ impl Appraiser {
         if let Some(src) = &reference_source {
             attributes.insert("reference-source".into(), ClaimValue::Text(src.clone()));
         }
+        let (mut site, mut country, mut operator) = (None, None, None);
+        if let Some(d) = &sovereignty {
+            attributes.insert(
+                "registry-version".into(),
+                ClaimValue::Int(i128::from(d.registry.version)),
+            );
+            attributes.insert(
+                "registry-digest".into(),
+                ClaimValue::Text(d.registry.digest.clone()),
+            );
+            attributes.insert("hardware-bound".into(), ClaimValue::Bool(d.hardware.bound));
+            if let Some(s) = &d.site {
+                site = Some(s.id.clone());
+                country = Some(s.country.clone());
+            }
+            if let Some(o) = &d.operator {
+                operator = Some(o.name.clone());
+                attributes.insert("operator-country".into(), ClaimValue::Text(o.country.clone()));
+                attributes.insert(
+                    "jurisdictions".into(),
+                    ClaimValue::Array(o.jurisdictions.iter().cloned().map(ClaimValue::Text).collect()),
+                );
+                attributes.insert("cloud-act-exposed".into(), ClaimValue::Bool(o.cloud_act_exposed));
+                attributes.insert(
+                    "secnumcloud-immune".into(),
+                    ClaimValue::Bool(o.secnumcloud_immune),
+                );
+            }
+        }
+        if !gpus.is_empty() {
+            let models = gpus
+                .iter()
+                .map(|g| {
+                    let mut c = Claims::new();
+                    for k in ["model", "cc_mode"] {
+                        if let Some(v) = g.get(k).and_then(serde_json::Value::as_str) {
+                            c.insert(k.replace('_', "-"), ClaimValue::Text(v.to_owned()));
+                        }
+                    }
+                    if let Some(a) = g.get("attested").and_then(serde_json::Value::as_bool) {
+                        c.insert("attested".into(), ClaimValue::Bool(a));
+                    }
+                    ClaimValue::Map(c)
+                })
+                .collect();
+            attributes.insert("gpus".into(), ClaimValue::Array(models));
+        }
         if !locality_claims.is_empty() {
             attributes.insert("locality".into(), ClaimValue::Array(locality_claims));
         }
@@ -577,9 +670,9 @@ impl Appraiser {
             },
             submods,
             node_id: node.id.clone(),
-            site: None,
-            country: None,
-            operator: None,
+            site,
+            country,
+            operator,
             policy_id: Some(decision.policy_id.clone()),
             policy_digest,
             attributes,

@@ -161,6 +161,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn put_registry(&self, r: &RegistryRecord) -> Result<(), StoreError>;
     /// The newest accepted registry.
     fn latest_registry(&self) -> Result<Option<RegistryRecord>, StoreError>;
+    /// Small named values the service remembers across restarts (the policy digest last used).
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+    fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
 }
 
 /// A signed registry (COSE_Sign1 bytes) the verifier accepted.
@@ -228,6 +231,10 @@ const MIGRATIONS: &[&str] = &[
         kid TEXT NOT NULL,
         body BLOB NOT NULL,
         loaded_at INTEGER NOT NULL
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
     );",
 ];
 
@@ -512,6 +519,22 @@ impl Store for SqliteStore {
         }
     }
 
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(rusqlite::OptionalExtension::optional(self.lock().query_row(
+            "SELECT value FROM settings WHERE key = ?1",
+            [key],
+            |r| r.get(0),
+        ))?)
+    }
+
+    fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
     fn latest_registry(&self) -> Result<Option<RegistryRecord>, StoreError> {
         let conn = self.lock();
         let mut st = conn.prepare_cached(
@@ -691,6 +714,10 @@ mod tests {
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(s.latest_registry().unwrap().unwrap(), r(2, "bb"));
+        assert_eq!(s.setting("policy_digest").unwrap(), None);
+        s.set_setting("policy_digest", "d1").unwrap();
+        s.set_setting("policy_digest", "d2").unwrap();
+        assert_eq!(s.setting("policy_digest").unwrap().as_deref(), Some("d2"));
     }
 
     #[test]
