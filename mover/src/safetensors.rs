@@ -377,3 +377,148 @@ pub fn scan_checkpoint(dir: &Path) -> Result<Requirements, MoverError> {
     }
     Ok(req)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use custody_verifier::check::FailedCheck;
+
+    /// A real safetensors file: header JSON padded to 8 bytes like the reference writer.
+    pub fn build(tensors: &[(&str, &str, &[u64], usize)], metadata: bool) -> Vec<u8> {
+        let mut entries = Vec::new();
+        if metadata {
+            entries.push(r#""__metadata__":{"format":"pt"}"#.to_string());
+        }
+        let mut off = 0usize;
+        for (name, dtype, shape, len) in tensors {
+            entries.push(format!(
+                r#""{name}":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[{off},{}]}}"#,
+                off + len
+            ));
+            off += len;
+        }
+        let mut json = format!("{{{}}}", entries.join(",")).into_bytes();
+        while json.len() % 8 != 0 {
+            json.push(b' ');
+        }
+        let mut out = (json.len() as u64).to_le_bytes().to_vec();
+        out.extend(json);
+        out.extend((0..off).map(|i| i as u8));
+        out
+    }
+
+    fn parse(b: &[u8]) -> Result<Header, MoverError> {
+        parse_header(b, b.len() as u64)
+    }
+
+    #[test]
+    fn several_dtypes() {
+        let f = build(
+            &[
+                ("model.embed.weight", "BF16", &[4, 8], 64),
+                ("model.layers.0.mlp.weight", "F8_E4M3", &[8, 8], 64),
+                ("model.layers.0.mlp.scale", "F8_E8M0", &[2], 2),
+                ("model.layers.1.experts", "F4", &[4, 3], 6),
+                ("norm", "F32", &[8], 32),
+                ("mask", "BOOL", &[3], 3),
+                ("scalar", "I64", &[], 8),
+                ("empty", "F16", &[0, 4], 0),
+            ],
+            true,
+        );
+        let h = parse(&f).unwrap();
+        assert_eq!(h.tensors.len(), 8);
+        assert_eq!(h.metadata.get("format").map(String::as_str), Some("pt"));
+        let mut r = Requirements::default();
+        r.add("model.safetensors", &h);
+        assert_eq!(
+            r.dtypes.keys().copied().collect::<Vec<_>>(),
+            vec![Dtype::BOOL, Dtype::F4, Dtype::F8_E4M3, Dtype::F8_E8M0, Dtype::F16, Dtype::BF16, Dtype::F32, Dtype::I64]
+        );
+        assert_eq!(
+            r.dtypes[&Dtype::F8_E4M3],
+            vec!["model.safetensors:model.layers.0.mlp.weight".to_string()]
+        );
+        // Every spec name round-trips.
+        for d in Dtype::ALL {
+            assert_eq!(Dtype::from_name(d.name()), Some(d));
+        }
+    }
+
+    #[test]
+    fn malformed_headers() {
+        let good = build(&[("a", "F32", &[2], 8), ("b", "U8", &[4], 4)], false);
+        assert!(parse(&good).is_ok());
+        let check = |b: &[u8]| parse(b).unwrap_err().check();
+
+        // Length too big: past the cap, past the file.
+        let mut big = good.clone();
+        big[..8].copy_from_slice(&(MAX_HEADER_LEN + 1).to_le_bytes());
+        assert_eq!(check(&big), "safetensors_header");
+        let mut past = good.clone();
+        past[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
+        assert_eq!(check(&past), "safetensors_header");
+        assert_eq!(check(&good[..5]), "safetensors_header");
+        assert_eq!(check(&u64::MAX.to_le_bytes()), "safetensors_header");
+
+        // Overlapping offsets.
+        let overlap = {
+            let json = br#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}"#;
+            let mut f = (json.len() as u64).to_le_bytes().to_vec();
+            f.extend_from_slice(json);
+            f.extend([0u8; 6]);
+            f
+        };
+        assert_eq!(check(&overlap), "safetensors_offsets");
+
+        // Unknown dtype names the tensor and the dtype.
+        let unknown = build(&[("w", "F7_E3M3", &[1], 1)], false);
+        let e = parse(&unknown).unwrap_err();
+        assert_eq!(e.check(), "safetensors_dtype");
+        assert!(e.to_string().contains("F7_E3M3") && e.to_string().contains("\"w\""));
+
+        // Shape x dtype does not match the offsets.
+        let mismatch = build(&[("w", "F32", &[3], 8)], false);
+        assert_eq!(check(&mismatch), "safetensors_offsets");
+        // Data past the last tensor (buffer longer than the tensors).
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(check(&trailing), "safetensors_offsets");
+        // F6 with a count that is not a whole number of bytes.
+        let f6 = build(&[("w", "F6_E3M2", &[3], 2)], false);
+        assert_eq!(check(&f6), "safetensors_offsets");
+        // Duplicate keys, non-object, bad JSON.
+        let dup = {
+            let json = br#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#;
+            let mut f = (json.len() as u64).to_le_bytes().to_vec();
+            f.extend_from_slice(json);
+            f.push(0);
+            f
+        };
+        assert_eq!(check(&dup), "safetensors_header");
+        let arr = {
+            let mut f = 2u64.to_le_bytes().to_vec();
+            f.extend_from_slice(b"[]");
+            f
+        };
+        assert_eq!(check(&arr), "safetensors_header");
+    }
+
+    #[test]
+    fn scan_reads_headers_of_a_directory() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("shards")).unwrap();
+        std::fs::write(
+            d.path().join("shards/model-00001.safetensors"),
+            build(&[("l0.w", "F8_E5M2", &[4], 4)], false),
+        )
+        .unwrap();
+        std::fs::write(d.path().join("model.safetensors"), build(&[("emb", "BF16", &[2], 4)], true)).unwrap();
+        std::fs::write(d.path().join("config.json"), b"{}").unwrap();
+        let r = scan_checkpoint(d.path()).unwrap();
+        assert_eq!(r.dtypes[&Dtype::BF16], vec!["model.safetensors:emb".to_string()]);
+        assert_eq!(r.dtypes[&Dtype::F8_E5M2], vec!["shards/model-00001.safetensors:l0.w".to_string()]);
+        let e = crate::chips::check(&r, crate::chips::Chip::A100).unwrap_err();
+        assert!(e.to_string().contains("A100 cannot run F8_E5M2 (shards/model-00001.safetensors:l0.w)"));
+    }
+}
