@@ -72,6 +72,17 @@ impl Session {
         out
     }
 
+    /// The X25519 private key as HPKE (RFC 9180) wants it: the raw RFC 7748 bytes, zeroed
+    /// when the returned key drops. For the mover's receiver (unwrapping a data key).
+    pub fn x25519_secret_for_hpke(&self) -> Result<rustls::crypto::hpke::HpkePrivateKey, SessionError> {
+        use aws_lc_rs::encoding::{AsBigEndian, Curve25519SeedBin};
+        let raw: Curve25519SeedBin<'static> = self
+            .x25519
+            .as_be_bytes()
+            .map_err(|_| SessionError::Generate("X25519 export"))?;
+        Ok(rustls::crypto::hpke::HpkePrivateKey::from(raw.as_ref().to_vec()))
+    }
+
     /// X25519 Diffie-Hellman with a peer's public key (the HPKE receiver side uses it).
     pub fn x25519_agree(&self, peer_public: &[u8; 32]) -> Result<[u8; 32], SessionError> {
         let peer = agreement::UnparsedPublicKey::new(&X25519, peer_public);
@@ -113,6 +124,10 @@ mod tests {
         let ab = a.x25519_agree(&b.public_keys().x25519).unwrap();
         let ba = b.x25519_agree(&a.public_keys().x25519).unwrap();
         assert_eq!(ab, ba);
+        // The HPKE form of the X25519 key is the raw scalar the public key derives from.
+        let sk = a.x25519_secret_for_hpke().unwrap();
+        let again = PrivateKey::from_private_key(&X25519, sk.secret_bytes()).unwrap();
+        assert_eq!(again.compute_public_key().unwrap().as_ref(), &a.public_keys().x25519);
         // Debug never shows private material.
         let dbg = format!("{a:?}");
         assert!(dbg.contains("public") && !dbg.to_lowercase().contains("private"));

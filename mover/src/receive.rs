@@ -1,0 +1,427 @@
+//! The destination side: authenticated plaintext only, into a staging directory, split
+//! into files by the manifest; durable progress for resume; every file's SHA-256 checked;
+//! one atomic rename into place at the end.
+//!
+//! Layout: `<dest>/.custody-staging-<ticket id hex>/` holds `data/` (the checkpoint tree
+//! as it grows) and `progress` (the next chunk index whose bytes are not yet durable, as
+//! decimal text, replaced atomically after the data was fsynced). The target (default
+//! `<dest>/<job>`) appears only by `rename(data, target)` after every file verified, so a
+//! checkpoint is never half-visible; a damaged or incomplete stream leaves the target
+//! absent and the staging directory holding only authenticated bytes.
+
+use crate::error::MoverError;
+use crate::keywrap::DataKey;
+use crate::manifest::{join, sha256_of, Manifest};
+use crate::receipt::Receipt;
+use crate::stream::{Opener, StreamHeader};
+use crate::ticket::Ticket;
+use aws_lc_rs::digest;
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Chunks between durable progress points by default (64 MiB at 1 MiB chunks).
+pub const DEFAULT_SYNC_EVERY: u64 = 64;
+
+fn staging_err(msg: impl Into<String>) -> MoverError {
+    MoverError::Staging(msg.into())
+}
+
+/// The staging directory of a ticket under `dest`.
+pub fn staging_dir(dest: &Path, ticket_id: &[u8; 16]) -> PathBuf {
+    dest.join(format!(".custody-staging-{}", hex::encode(ticket_id)))
+}
+
+fn fsync_dir(p: &Path) -> Result<(), MoverError> {
+    File::open(p)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| MoverError::io(p, e))
+}
+
+/// Writes one incoming checkpoint.
+pub struct Receiver {
+    staging: PathBuf,
+    data: PathBuf,
+    target: PathBuf,
+    ticket_id: [u8; 16],
+    job: String,
+    destination: String,
+    manifest: Manifest,
+    opener: Opener,
+    /// The file being written: manifest index, handle (None until its first byte),
+    /// bytes written, running digest.
+    file_idx: usize,
+    file: Option<File>,
+    file_off: u64,
+    ctx: digest::Context,
+    /// Directories whose entries changed since the last durable point.
+    dirty_dirs: BTreeSet<PathBuf>,
+    sync_every: u64,
+    since_sync: u64,
+    durable: u64,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("staging", &self.staging)
+            .field("target", &self.target)
+            .field("next", &self.opener.next_index())
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Receiver {
+    fn check_inputs(
+        ticket: &Ticket,
+        manifest: &Manifest,
+        header: &StreamHeader,
+    ) -> Result<(), MoverError> {
+        let md = manifest.digest()?;
+        if md != ticket.manifest_digest || md != header.manifest_digest {
+            return Err(MoverError::ManifestDigest(
+                "the manifest is not the one the ticket and stream header name".into(),
+            ));
+        }
+        if header.ticket_id != ticket.id {
+            return Err(MoverError::StreamHeader("stream header names another ticket".into()));
+        }
+        if header.total_bytes != manifest.total_bytes() {
+            return Err(MoverError::StreamHeader("total bytes differ from the manifest".into()));
+        }
+        Ok(())
+    }
+
+    fn default_target(dest: &Path, ticket: &Ticket, target: Option<&Path>) -> Result<PathBuf, MoverError> {
+        match target {
+            Some(t) => Ok(t.to_path_buf()),
+            None => {
+                if ticket.job.contains('/') {
+                    return Err(MoverError::ManifestPath(format!("job name {:?} is not one path component", ticket.job)));
+                }
+                join(dest, &ticket.job)
+            }
+        }
+    }
+
+    fn build(
+        dest: &Path,
+        target: PathBuf,
+        ticket: &Ticket,
+        manifest: Manifest,
+        opener: Opener,
+    ) -> Self {
+        let staging = staging_dir(dest, &ticket.id);
+        let data = staging.join("data");
+        let durable = opener.next_index();
+        Self {
+            staging,
+            data,
+            target,
+            ticket_id: ticket.id,
+            job: ticket.job.clone(),
+            destination: ticket.destination.clone(),
+            manifest,
+            opener,
+            file_idx: 0,
+            file: None,
+            file_off: 0,
+            ctx: digest::Context::new(&digest::SHA256),
+            dirty_dirs: BTreeSet::new(),
+            sync_every: DEFAULT_SYNC_EVERY,
+            since_sync: 0,
+            durable,
+        }
+    }
+
+    /// Start a fresh transfer. The caller has verified the ticket (signature, expiry,
+    /// destination, replay) and unwrapped the key. Refuses if the target exists or a
+    /// staging directory for this ticket exists (use [`Receiver::resume`]).
+    pub fn create(
+        dest: &Path,
+        target: Option<&Path>,
+        ticket: &Ticket,
+        manifest: Manifest,
+        header: StreamHeader,
+        key: &DataKey,
+    ) -> Result<Self, MoverError> {
+        Self::check_inputs(ticket, &manifest, &header)?;
+        let target = Self::default_target(dest, ticket, target)?;
+        if target.symlink_metadata().is_ok() {
+            return Err(staging_err(format!("target {} already exists", target.display())));
+        }
+        let staging = staging_dir(dest, &ticket.id);
+        // create_dir (not _all) is exclusive: two transfers of one ticket cannot share it.
+        std::fs::create_dir(&staging).map_err(|e| MoverError::io(&staging, e))?;
+        let data = staging.join("data");
+        std::fs::create_dir(&data).map_err(|e| MoverError::io(&data, e))?;
+        fsync_dir(dest)?;
+        let mut r = Self::build(dest, target, ticket, manifest, Opener::new(key, header)?);
+        r.write_progress(0)?;
+        Ok(r)
+    }
+
+    /// Continue an interrupted transfer from its last durable chunk: files before it are
+    /// re-hashed from disk (and must match), the partial file is cut back to the durable
+    /// offset, anything after it is removed.
+    pub fn resume(
+        dest: &Path,
+        target: Option<&Path>,
+        ticket: &Ticket,
+        manifest: Manifest,
+        header: StreamHeader,
+        key: &DataKey,
+    ) -> Result<Self, MoverError> {
+        Self::check_inputs(ticket, &manifest, &header)?;
+        let target = Self::default_target(dest, ticket, target)?;
+        let staging = staging_dir(dest, &ticket.id);
+        let progress = staging.join("progress");
+        let text = std::fs::read_to_string(&progress).map_err(|e| MoverError::io(&progress, e))?;
+        let k: u64 = text
+            .trim()
+            .parse()
+            .map_err(|_| staging_err(format!("{}: not a chunk index", progress.display())))?;
+        if k > header.chunk_count() {
+            return Err(staging_err("progress past the end of the stream"));
+        }
+        let pos = (k * u64::from(header.chunk_size)).min(header.total_bytes);
+        let mut r = Self::build(dest, target, ticket, manifest, Opener::resume(key, header, k)?);
+        r.durable = k;
+
+        let mut start = 0u64;
+        let mut found_current = false;
+        let files = r.manifest.files.clone();
+        for (i, f) in files.iter().enumerate() {
+            let path = join(&r.data, &f.path)?;
+            let end = start + f.size;
+            if found_current {
+                // After the durable point: nothing may remain.
+                if path.symlink_metadata().is_ok() {
+                    std::fs::remove_file(&path).map_err(|e| MoverError::io(&path, e))?;
+                }
+            } else if end < pos || (end == pos && f.size > 0) {
+                // Wholly durable: verify from disk (empty files are created if missing).
+                if f.size == 0 {
+                    r.create_file(&path)?;
+                }
+                let (size, sha) = crate::manifest::hash_file(&path)?;
+                if size != f.size || sha != f.sha256 {
+                    return Err(MoverError::FileDigest { path: f.path.clone() });
+                }
+                r.file_idx = i + 1;
+            } else {
+                // The partial file: cut back to the durable offset, hash its prefix.
+                found_current = true;
+                r.file_idx = i;
+                let local = pos - start;
+                if local > 0 {
+                    let mut file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| MoverError::io(&path, e))?;
+                    let have = file.metadata().map_err(|e| MoverError::io(&path, e))?.len();
+                    if have < local {
+                        return Err(staging_err(format!(
+                            "{:?} has {have} bytes, fewer than the durable {local}",
+                            f.path
+                        )));
+                    }
+                    file.set_len(local).map_err(|e| MoverError::io(&path, e))?;
+                    file.seek(SeekFrom::Start(0)).map_err(|e| MoverError::io(&path, e))?;
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let n = file.read(&mut buf).map_err(|e| MoverError::io(&path, e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        r.ctx.update(buf.get(..n).unwrap_or_default());
+                    }
+                    file.seek(SeekFrom::End(0)).map_err(|e| MoverError::io(&path, e))?;
+                    r.file = Some(file);
+                    r.file_off = local;
+                } else if path.symlink_metadata().is_ok() {
+                    std::fs::remove_file(&path).map_err(|e| MoverError::io(&path, e))?;
+                }
+            }
+            start = end;
+        }
+        if !found_current {
+            r.file_idx = r.manifest.files.len();
+        }
+        Ok(r)
+    }
+
+    /// The chunk the sender should continue from.
+    pub fn resume_point(&self) -> u64 {
+        self.opener.next_index()
+    }
+
+    /// The last chunk index whose bytes are durable (+1), as recorded in `progress`.
+    pub fn durable_point(&self) -> u64 {
+        self.durable
+    }
+
+    pub fn header(&self) -> &StreamHeader {
+        self.opener.header()
+    }
+
+    /// Durable progress every `n` chunks (>= 1); fewer fsyncs, more to resend on a crash.
+    pub fn set_sync_every(&mut self, n: u64) {
+        self.sync_every = n.max(1);
+    }
+
+    pub fn staging_path(&self) -> &Path {
+        &self.staging
+    }
+
+    pub fn target_path(&self) -> &Path {
+        &self.target
+    }
+
+    fn create_file(&mut self, path: &Path) -> Result<File, MoverError> {
+        if let Some(parent) = path.parent() {
+            if !parent.exists() {
+                std::fs::create_dir_all(parent).map_err(|e| MoverError::io(parent, e))?;
+                // Every new directory level's parent needs its entry made durable.
+                let mut p = parent.to_path_buf();
+                while p.starts_with(&self.data) {
+                    self.dirty_dirs.insert(p.clone());
+                    if !p.pop() {
+                        break;
+                    }
+                }
+            }
+            self.dirty_dirs.insert(parent.to_path_buf());
+        }
+        File::create(path).map_err(|e| MoverError::io(path, e))
+    }
+
+    /// Close out finished files (including empty ones) up to the next file with room.
+    fn advance(&mut self) -> Result<(), MoverError> {
+        while let Some(entry) = self.manifest.files.get(self.file_idx) {
+            if self.file_off < entry.size {
+                return Ok(());
+            }
+            let entry = entry.clone();
+            let path = join(&self.data, &entry.path)?;
+            let file = match self.file.take() {
+                Some(f) => f,
+                None => self.create_file(&path)?,
+            };
+            file.sync_all().map_err(|e| MoverError::io(&path, e))?;
+            let ctx = std::mem::replace(&mut self.ctx, digest::Context::new(&digest::SHA256));
+            if sha256_of(ctx) != entry.sha256 {
+                return Err(MoverError::FileDigest { path: entry.path });
+            }
+            self.file_idx += 1;
+            self.file_off = 0;
+        }
+        Ok(())
+    }
+
+    /// Authenticate chunk `index` and write its plaintext. Nothing of a chunk that fails
+    /// authentication is written.
+    pub fn write_chunk(&mut self, index: u64, ciphertext: &[u8]) -> Result<(), MoverError> {
+        let plain = self.opener.open_chunk(index, ciphertext)?;
+        let mut rest: &[u8] = &plain;
+        while !rest.is_empty() {
+            self.advance()?;
+            let entry = self
+                .manifest
+                .files
+                .get(self.file_idx)
+                .cloned()
+                .ok_or_else(|| staging_err("more plaintext than the manifest holds"))?;
+            let room = usize::try_from(entry.size - self.file_off).unwrap_or(usize::MAX);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            let path = join(&self.data, &entry.path)?;
+            if self.file.is_none() {
+                self.file = Some(self.create_file(&path)?);
+            }
+            if let Some(f) = self.file.as_mut() {
+                f.write_all(now).map_err(|e| MoverError::io(&path, e))?;
+            }
+            self.ctx.update(now);
+            self.file_off += now.len() as u64;
+            rest = later;
+        }
+        self.advance()?;
+        self.since_sync += 1;
+        if self.since_sync >= self.sync_every {
+            self.make_durable()?;
+        }
+        Ok(())
+    }
+
+    /// fsync what was written and record the resume point; returns it.
+    pub fn make_durable(&mut self) -> Result<u64, MoverError> {
+        if let Some(f) = self.file.as_ref() {
+            f.sync_data().map_err(|e| MoverError::io(&self.staging, e))?;
+        }
+        for d in std::mem::take(&mut self.dirty_dirs) {
+            fsync_dir(&d)?;
+        }
+        let k = self.opener.next_index();
+        self.write_progress(k)?;
+        self.since_sync = 0;
+        Ok(k)
+    }
+
+    fn write_progress(&mut self, k: u64) -> Result<(), MoverError> {
+        let tmp = self.staging.join("progress.tmp");
+        let fin = self.staging.join("progress");
+        let mut f = File::create(&tmp).map_err(|e| MoverError::io(&tmp, e))?;
+        f.write_all(format!("{k}\n").as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| MoverError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &fin).map_err(|e| MoverError::io(&fin, e))?;
+        fsync_dir(&self.staging)?;
+        self.durable = k;
+        Ok(())
+    }
+
+    /// After the last chunk: every file verified, everything fsynced, then one rename into
+    /// place. Returns the receipt to sign.
+    pub fn finish(mut self, completed_at: i64) -> Result<(PathBuf, Receipt), MoverError> {
+        self.opener.finish()?;
+        self.advance()?;
+        if self.file_idx != self.manifest.files.len() {
+            return Err(staging_err("stream complete but files missing"));
+        }
+        self.make_durable()?;
+        // Directory entries of every level, deepest first, before the rename.
+        let mut dirs: Vec<PathBuf> = self
+            .manifest
+            .files
+            .iter()
+            .filter_map(|f| join(&self.data, &f.path).ok()?.parent().map(Path::to_path_buf))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in &dirs {
+            fsync_dir(d)?;
+        }
+        fsync_dir(&self.data)?;
+        if self.target.symlink_metadata().is_ok() {
+            return Err(staging_err(format!("target {} appeared meanwhile", self.target.display())));
+        }
+        std::fs::rename(&self.data, &self.target).map_err(|e| MoverError::io(&self.target, e))?;
+        if let Some(parent) = self.target.parent() {
+            fsync_dir(parent)?;
+        }
+        std::fs::remove_dir_all(&self.staging).map_err(|e| MoverError::io(&self.staging, e))?;
+        let receipt = Receipt {
+            ticket_id: self.ticket_id,
+            job: self.job.clone(),
+            destination: self.destination.clone(),
+            manifest_digest: self.opener.header().manifest_digest,
+            bytes: self.manifest.total_bytes(),
+            completed_at,
+        };
+        Ok((self.target.clone(), receipt))
+    }
+}

@@ -1,0 +1,176 @@
+//! The source side: the checkpoint files concatenated in manifest order, read one chunk
+//! at a time and sealed. Start at any chunk (resume).
+
+use crate::error::MoverError;
+use crate::keywrap::DataKey;
+use crate::manifest::{join, Manifest};
+use crate::stream::{Sealer, StreamHeader};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Reads and seals chunk after chunk; memory is one chunk.
+#[derive(Debug)]
+pub struct Sender {
+    dir: PathBuf,
+    manifest: Manifest,
+    sealer: Sealer,
+    next: u64,
+    /// Index into the manifest of the open file, with the file and the offset in it.
+    current: Option<(usize, File, u64)>,
+    buf: Vec<u8>,
+}
+
+impl Sender {
+    /// `header` must name this manifest (digest, total size).
+    pub fn new(dir: &Path, manifest: Manifest, header: StreamHeader, key: &DataKey) -> Result<Self, MoverError> {
+        if header.manifest_digest != manifest.digest()? || header.total_bytes != manifest.total_bytes() {
+            return Err(MoverError::StreamHeader(
+                "header does not name this manifest (digest or total size)".into(),
+            ));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            sealer: Sealer::new(key, header)?,
+            next: 0,
+            current: None,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn header(&self) -> &StreamHeader {
+        self.sealer.header()
+    }
+
+    pub fn chunk_count(&self) -> u64 {
+        self.header().chunk_count()
+    }
+
+    /// The index [`Sender::next_chunk`] will seal.
+    pub fn next_index(&self) -> u64 {
+        self.next
+    }
+
+    /// Continue from chunk `k` (what the receiver reported durable).
+    pub fn seek_to_chunk(&mut self, k: u64) -> Result<(), MoverError> {
+        if k > self.chunk_count() {
+            return Err(MoverError::StreamHeader(format!("chunk {k} past the end")));
+        }
+        self.next = k;
+        self.current = None;
+        Ok(())
+    }
+
+    /// Open the file holding global offset `pos`, positioned there.
+    fn open_at(&mut self, pos: u64) -> Result<(), MoverError> {
+        let mut start = 0u64;
+        for (i, f) in self.manifest.files.iter().enumerate() {
+            if pos < start + f.size {
+                let path = join(&self.dir, &f.path)?;
+                let mut file = File::open(&path).map_err(|e| MoverError::io(&path, e))?;
+                let len = file.metadata().map_err(|e| MoverError::io(&path, e))?.len();
+                if len != f.size {
+                    return Err(MoverError::ManifestChanged(format!(
+                        "{:?} has {len} bytes, the manifest says {}",
+                        f.path, f.size
+                    )));
+                }
+                file.seek(SeekFrom::Start(pos - start))
+                    .map_err(|e| MoverError::io(&path, e))?;
+                self.current = Some((i, file, pos - start));
+                return Ok(());
+            }
+            start += f.size;
+        }
+        Err(MoverError::ManifestChanged(format!("offset {pos} past the checkpoint")))
+    }
+
+    /// Seal the next chunk, or `None` after the last. Returns (index, ciphertext).
+    pub fn next_chunk(&mut self) -> Result<Option<(u64, Vec<u8>)>, MoverError> {
+        let index = self.next;
+        let Some(want) = self.header().plain_len(index) else {
+            return Ok(None);
+        };
+        let mut pos = index * u64::from(self.header().chunk_size);
+        self.buf.clear();
+        self.buf.resize(want, 0);
+        let mut filled = 0usize;
+        while filled < want {
+            if self.current.is_none() {
+                self.open_at(pos)?;
+            }
+            let Some((i, file, off)) = self.current.as_mut() else {
+                return Err(MoverError::ManifestChanged("no file at offset".into()));
+            };
+            let entry = self
+                .manifest
+                .files
+                .get(*i)
+                .ok_or_else(|| MoverError::ManifestChanged("file index".into()))?;
+            let left_in_file = entry.size - *off;
+            let take = (want - filled).min(usize::try_from(left_in_file).unwrap_or(usize::MAX));
+            let dst = self
+                .buf
+                .get_mut(filled..filled + take)
+                .ok_or_else(|| MoverError::ManifestChanged("buffer".into()))?;
+            file.read_exact(dst).map_err(|e| {
+                MoverError::ManifestChanged(format!("{:?} shorter than its manifest size: {e}", entry.path))
+            })?;
+            filled += take;
+            *off += take as u64;
+            pos += take as u64;
+            if *off == entry.size {
+                self.current = None;
+            }
+        }
+        let last = index + 1 == self.chunk_count();
+        let ct = self.sealer.seal_chunk(index, &self.buf, last)?;
+        self.next += 1;
+        Ok(Some((index, ct)))
+    }
+
+    /// Write the remaining chunks as records (u32 big-endian length || ciphertext).
+    pub fn write_records<W: Write>(&mut self, w: &mut W) -> Result<u64, MoverError> {
+        let mut n = 0;
+        while let Some((_, ct)) = self.next_chunk()? {
+            write_record(w, &ct)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// One record: u32 big-endian length || ciphertext.
+pub fn write_record<W: Write>(w: &mut W, ct: &[u8]) -> Result<(), MoverError> {
+    let len = u32::try_from(ct.len()).map_err(|_| MoverError::ExportFormat("record too long".into()))?;
+    w.write_all(&len.to_be_bytes())
+        .and_then(|_| w.write_all(ct))
+        .map_err(|e| MoverError::io(Path::new("<record stream>"), e))
+}
+
+/// Read one record of at most `max` bytes; `None` at a clean end of input.
+pub fn read_record<R: Read>(r: &mut R, max: usize) -> Result<Option<Vec<u8>>, MoverError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = r
+            .read(len.get_mut(got..).unwrap_or_default())
+            .map_err(|e| MoverError::io(Path::new("<record stream>"), e))?;
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(MoverError::ExportFormat("input ends inside a record length".into()));
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(MoverError::ExportFormat(format!("record of {len} bytes, at most {max}")));
+    }
+    let mut ct = vec![0u8; len];
+    r.read_exact(&mut ct)
+        .map_err(|_| MoverError::ExportFormat("input ends inside a record".into()))?;
+    Ok(Some(ct))
+}
