@@ -309,7 +309,7 @@ fn delay_moves_the_node_out_of_1000_km_of_paris() {
     );
     assert!(near.bound_km < 1000.0, "{near:?}");
     assert!(km_to_paris(&near) < 1000.0);
-    assert!(consistent(&[near.clone()], PARIS));
+    assert!(consistent(std::slice::from_ref(&near), PARIS));
     // A plain process key: the proof says it is weak.
     assert_eq!(near.key_protection, custody_locality::KeyProtection::Process);
     assert!(near.weak);
