@@ -718,3 +718,68 @@ fn binary_prints_defaults_checks_configs_and_stops_on_sigterm() {
         "{log}"
     );
 }
+
+/// `locality_listen`: the daemon answers landmark challenges with the session key that
+/// its round evidence binds (docs/locality.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_answers_locality_challenges_with_the_bound_session_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stub(Mode::Accept);
+    let (mut cfg, _stop) = stub_verifier(s.clone(), &s.ca.pem(), dir.path()).await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let locality = free.local_addr().unwrap().to_string();
+    drop(free);
+    cfg.locality_listen = Some(locality.clone());
+    let url = format!("https://{}", cfg.listen);
+    let (tx, rx) = oneshot::channel::<()>();
+    let agent = tokio::spawn(daemon::run(
+        cfg,
+        vec![Arc::new(NotBuilt("snp"))],
+        Arc::new(FakeTpm),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let verifier = s.ca.client(Some((&s.ca, "verifier")));
+    let mut bundle = None;
+    for _ in 0..100 {
+        if let Ok(r) = verifier
+            .request(
+                Method::POST,
+                &format!("{url}/v1/round"),
+                Some(CBOR),
+                round_body(random_nonce()),
+            )
+            .await
+        {
+            if r.status == StatusCode::OK {
+                bundle = Some(EvidenceBundle::from_cbor(&r.body).unwrap());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let session = bundle.expect("the agent did not come up").session_keys.ed25519;
+    let m = custody_locality::net::measure(
+        locality.as_str(),
+        "paris-1",
+        &session,
+        10,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(m.probes, 10);
+    assert!(m.rtt_min < Duration::from_millis(10), "{m:?}");
+    // Any other key: the answers do not verify.
+    let e =
+        custody_locality::net::measure(locality.as_str(), "paris-1", &[7; 32], 2, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+    assert_eq!(e.check(), "locality_signature");
+    let _ = tx.send(());
+    agent.await.unwrap().unwrap();
+    // Stopped with the daemon.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(std::net::TcpStream::connect(&locality).is_err());
+}

@@ -1,0 +1,383 @@
+//! Locality proofs over a real network path: two network namespaces joined by a veth
+//! pair, the responder in the node's namespace, `custody landmark measure` in the
+//! landmark's (docs/locality.md). A node with no added delay is within 1,000 km of a
+//! Paris landmark; the same node behind 20 ms of delay is not; a relay adds delay and
+//! never removes it.
+//!
+//! Needs root and iproute2 (`ip`, `tc`): without them these tests fail and say so. The
+//! 20 ms delay is `tc qdisc ... netem delay 20ms` on the node's veth. Where the kernel has
+//! no `sch_netem` (CONFIG_NET_SCH_NETEM unset, as on some CI VMs) the same delay is put on
+//! the node side's path by a delay line in the node's namespace instead, and the test
+//! prints that it did; set `CUSTODY_REQUIRE_NETEM=1` to make a missing netem a failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use custody_e2e::{custody, custody_bin, repo_root, target_dir};
+use custody_locality::{consistent, LatLon, Locality, Proof};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+const PARIS: LatLon = LatLon {
+    lat: 48.8566,
+    lon: 2.3522,
+};
+const NODE_IP: &str = "10.77.0.1";
+const LANDMARK_IP: &str = "10.77.0.2";
+const RESPONDER_PORT: u16 = 7000;
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e} (these tests need iproute2: ip, tc)"))
+}
+
+#[track_caller]
+fn must(cmd: &str, args: &[&str]) {
+    let o = sh(cmd, args);
+    assert!(
+        o.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Root and iproute2, or a failure that says what is missing.
+fn require_root_and_iproute2() {
+    let uid = sh("id", &["-u"]);
+    let uid = String::from_utf8_lossy(&uid.stdout).trim().to_owned();
+    assert_eq!(
+        uid, "0",
+        "locality_netns needs root (network namespaces, veth, tc): run `sudo -E cargo test -p custody-e2e --test locality_netns`; these tests are not skipped"
+    );
+    for (tool, arg) in [("ip", "-V"), ("tc", "-V")] {
+        assert!(sh(tool, &[arg]).status.success(), "{tool} (iproute2) is required");
+    }
+}
+
+/// The responder and delay-line examples, built once per test process.
+fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "custody-locality", "--examples"])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(st.success(), "building the locality examples failed");
+    });
+    target_dir().join("debug/examples").join(name)
+}
+
+/// Kills and reaps a child on drop; keeps its stdout open meanwhile (a closed pipe
+/// would fail the child's later prints).
+struct Proc(Child, #[allow(dead_code)] BufReader<ChildStdout>);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two namespaces, `node` and `landmark`, joined by a veth pair; removed on drop, also
+/// when a test fails (deleting a namespace deletes its veth end and its qdiscs).
+struct Topology {
+    /// Declared first so processes die before their namespaces go.
+    procs: Vec<Proc>,
+    node: String,
+    landmark: String,
+    node_veth: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.procs.clear();
+        for ns in [&self.node, &self.landmark] {
+            let _ = sh("ip", &["netns", "del", ns]);
+        }
+    }
+}
+
+impl Topology {
+    fn new() -> Self {
+        require_root_and_iproute2();
+        let tag = format!("{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        let t = Topology {
+            procs: Vec::new(),
+            node: format!("cust-node-{tag}"),
+            landmark: format!("cust-lm-{tag}"),
+            // Interface names are at most 15 bytes.
+            node_veth: format!("cn{tag}"),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let lm_veth = format!("cl{tag}");
+        assert!(t.node_veth.len() <= 15, "{}", t.node_veth);
+        must("ip", &["netns", "add", &t.node]);
+        must("ip", &["netns", "add", &t.landmark]);
+        must(
+            "ip",
+            &[
+                "link",
+                "add",
+                &t.node_veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &lm_veth,
+            ],
+        );
+        must("ip", &["link", "set", &t.node_veth, "netns", &t.node]);
+        must("ip", &["link", "set", &lm_veth, "netns", &t.landmark]);
+        for (ns, dev, ip) in [
+            (&t.node, &t.node_veth, NODE_IP),
+            (&t.landmark, &lm_veth, LANDMARK_IP),
+        ] {
+            must("ip", &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev]);
+            must("ip", &["-n", ns, "link", "set", dev, "up"]);
+            must("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        t
+    }
+
+    fn spawn_in(&mut self, ns: &str, program: &Path, args: &[&str]) -> String {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let line = line.trim().to_owned();
+        self.procs.push(Proc(child, out));
+        assert!(!line.is_empty(), "{} printed nothing", program.display());
+        line
+    }
+
+    /// The responder in the node namespace; its session public key (hex).
+    fn start_node(&mut self) -> String {
+        let ns = self.node.clone();
+        let addr = format!("{NODE_IP}:{RESPONDER_PORT}");
+        self.spawn_in(&ns, &example("responder"), &[&addr])
+    }
+
+    /// A delay line `listen -> target` in namespace `ns`, adding `up_ms` towards the
+    /// target and `down_ms` back.
+    fn delay_line(&mut self, ns: &str, listen: &str, target: &str, up_ms: u32, down_ms: u32) {
+        let ns = ns.to_owned();
+        self.spawn_in(
+            &ns,
+            &example("delayline"),
+            &[listen, target, &up_ms.to_string(), &down_ms.to_string()],
+        );
+    }
+
+    /// 20 ms on the node side's egress; returns the address the node is now reached at.
+    fn delay_node_20ms(&mut self) -> String {
+        let o = sh(
+            "tc",
+            &[
+                "-n",
+                &self.node,
+                "qdisc",
+                "add",
+                "dev",
+                &self.node_veth,
+                "root",
+                "netem",
+                "delay",
+                "20ms",
+            ],
+        );
+        if o.status.success() {
+            return format!("{NODE_IP}:{RESPONDER_PORT}");
+        }
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(
+            err.contains("unknown") && std::env::var_os("CUSTODY_REQUIRE_NETEM").is_none(),
+            "tc netem delay 20ms failed: {err}"
+        );
+        eprintln!(
+            "locality_netns: this kernel has no sch_netem ({}); the 20 ms node-side delay is a delay line in the node namespace instead",
+            err.trim()
+        );
+        let node = self.node.clone();
+        let front = format!("{NODE_IP}:{}", RESPONDER_PORT + 1);
+        self.delay_line(&node, &front, &format!("{NODE_IP}:{RESPONDER_PORT}"), 0, 20);
+        front
+    }
+
+    fn landmark_key(&self) -> (PathBuf, PathBuf) {
+        let (k, p) = (self.dir.path().join("lm.key"), self.dir.path().join("lm.pub"));
+        if !k.exists() {
+            let r = custody([
+                "landmark",
+                "keygen",
+                "--key",
+                k.to_str().unwrap(),
+                "--pub",
+                p.to_str().unwrap(),
+            ]);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+        }
+        (k, p)
+    }
+
+    /// `custody landmark measure` run inside the landmark namespace, then `verify`; the
+    /// verified proof.
+    fn measure(&self, addr: &str, session: &str) -> Proof {
+        let (key, public) = self.landmark_key();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.landmark])
+            .arg(custody_bin())
+            .args([
+                "landmark",
+                "measure",
+                "--addr",
+                addr,
+                "--session-key",
+                session,
+                "--id",
+                "paris-1",
+                "--lat",
+                "48.8566",
+                "--lon",
+                "2.3522",
+                "--key",
+                key.to_str().unwrap(),
+                "--node",
+                "node-1",
+                "--probes",
+                "20",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "measure: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let r = custody([
+            "landmark",
+            "verify",
+            "--statement",
+            m["signed"].as_str().unwrap(),
+            "--trust",
+            public.to_str().unwrap(),
+            "--session-key",
+            session,
+        ]);
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        let v = r.json();
+        assert_eq!(v["statement"]["node"], "node-1");
+        assert_eq!(v["statement"]["probes"], 20);
+        serde_json::from_value(v["proof"].clone()).unwrap()
+    }
+}
+
+fn km_to_paris(p: &Proof) -> f64 {
+    Locality::new(vec![p.clone()], &[("paris".to_string(), PARIS)]).upper_km["paris"]
+}
+
+#[test]
+fn delay_moves_the_node_out_of_1000_km_of_paris() {
+    let mut t = Topology::new();
+    let session = t.start_node();
+
+    let near = t.measure(&format!("{NODE_IP}:{RESPONDER_PORT}"), &session);
+    eprintln!(
+        "no added delay: rtt {} ms, bound {} km",
+        near.rtt_ms, near.bound_km
+    );
+    assert!(near.bound_km < 1000.0, "{near:?}");
+    assert!(km_to_paris(&near) < 1000.0);
+    assert!(consistent(std::slice::from_ref(&near), PARIS));
+    // A plain process key: the proof says it is weak.
+    assert_eq!(near.key_protection, custody_locality::KeyProtection::Process);
+    assert!(near.weak);
+
+    let addr = t.delay_node_20ms();
+    let far = t.measure(&addr, &session);
+    eprintln!(
+        "20 ms node-side delay: rtt {} ms, bound {} km",
+        far.rtt_ms, far.bound_km
+    );
+    assert!(far.rtt_ms >= 20.0, "{far:?}");
+    assert!(far.bound_km >= 2000.0, "{far:?}");
+    // "Within 1,000 km of Paris" now fails.
+    assert!(km_to_paris(&far) >= 1000.0);
+    // A Paris site is outside this disk only if more than 2,000 km away; the bound
+    // alone fails the policy.
+    assert!(far.bound_km > near.bound_km);
+}
+
+#[test]
+fn a_relay_adds_delay_and_cannot_remove_it() {
+    let mut t = Topology::new();
+    let session = t.start_node();
+    let node = format!("{NODE_IP}:{RESPONDER_PORT}");
+    let direct = t.measure(&node, &session);
+    assert!(direct.bound_km < 1000.0, "{direct:?}");
+
+    // A relay next to the landmark, forwarding to the node, with 5 ms of its own path
+    // each way: the landmark sees the node further away, never closer.
+    let lm = t.landmark.clone();
+    t.delay_line(&lm, "127.0.0.1:9000", &node, 5, 5);
+    let relayed = t.measure("127.0.0.1:9000", &session);
+    eprintln!(
+        "direct bound {} km, through a 5 ms relay {} km",
+        direct.bound_km, relayed.bound_km
+    );
+    assert!(relayed.bound_km >= 1000.0, "{relayed:?}");
+    assert!(relayed.bound_km > direct.bound_km);
+
+    // A node 20 ms away behind a zero-delay relay at the landmark: the relay forwards
+    // the challenge and the answer but cannot take the node's own delay out.
+    let far = t.delay_node_20ms();
+    t.delay_line(&lm, "127.0.0.1:9001", &far, 0, 0);
+    let relayed_far = t.measure("127.0.0.1:9001", &session);
+    eprintln!("20 ms node through a 0 ms relay: {} km", relayed_far.bound_km);
+    assert!(relayed_far.bound_km >= 2000.0, "{relayed_far:?}");
+    assert!(km_to_paris(&relayed_far) >= 1000.0);
+}
+
+#[test]
+fn topology_is_removed_on_drop_even_after_a_failure() {
+    let names = std::panic::catch_unwind(|| {
+        let t = Topology::new();
+        let names = (t.node.clone(), t.landmark.clone());
+        assert!(ns_exists(&names.0) && ns_exists(&names.1));
+        // A failing test, without the panic hook's noise.
+        std::panic::resume_unwind(Box::new(format!("{}|{}", names.0, names.1)));
+    })
+    .unwrap_err();
+    let msg = names.downcast_ref::<String>().unwrap();
+    let (node, landmark) = msg.split_once('|').unwrap();
+    assert!(!ns_exists(node), "{node} left behind");
+    assert!(!ns_exists(landmark), "{landmark} left behind");
+}
+
+fn ns_exists(name: &str) -> bool {
+    let o = sh("ip", &["netns", "list"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(name))
+}
