@@ -8,8 +8,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use custody_registry::{
-    AuthorityKey, Country, Entity, Hardware, HardwareId, Holding, Registry, RegistryError,
-    RegistryKey, SignedRegistry, Site, VerifiedRegistry,
+    AuthorityKey, Country, Entity, Hardware, HardwareId, Holding, Registry, RegistryError, RegistryKey,
+    SignedRegistry, Site, VerifiedRegistry,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -318,8 +318,7 @@ fn from_source(src: Source) -> Result<Registry> {
 }
 
 fn create(from: &Path, out: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(from)
-        .with_context(|| format!("cannot read {}", from.display()))?;
+    let text = std::fs::read_to_string(from).with_context(|| format!("cannot read {}", from.display()))?;
     let src: Source =
         toml::from_str(&text).with_context(|| format!("{} is not a registry source", from.display()))?;
     let reg = from_source(src).with_context(|| format!("{}", from.display()))?;
@@ -352,8 +351,12 @@ fn edit(a: &EditArgs) -> Result<()> {
         let [entity, holder, cap, vote] = parts.as_slice() else {
             bail!("--set-holder {spec}: want ENTITY:HOLDER:CAPITAL_BP:VOTING_BP");
         };
-        let cap: u32 = cap.parse().with_context(|| format!("--set-holder {spec}: capital"))?;
-        let vote: u32 = vote.parse().with_context(|| format!("--set-holder {spec}: voting"))?;
+        let cap: u32 = cap
+            .parse()
+            .with_context(|| format!("--set-holder {spec}: capital"))?;
+        let vote: u32 = vote
+            .parse()
+            .with_context(|| format!("--set-holder {spec}: voting"))?;
         let e = reg
             .entities
             .iter_mut()
@@ -381,24 +384,35 @@ fn sign(input: &Path, key: &Path, out: &Path) -> Result<()> {
         .with_context(|| format!("{} is not a P-256 PKCS#8 key", key.display()))?;
     let signed = SignedRegistry::sign(&reg, &k)?;
     write(out, &signed)?;
-    let mut s = summary(&reg);
-    s["kid"] = json!(k.public().kid_hex());
-    print_json(&s)
+    print_json(&summary_with(&reg, [("kid", json!(k.public().kid_hex()))]))
 }
 
 fn summary(reg: &Registry) -> serde_json::Value {
-    json!({
+    summary_with(reg, [])
+}
+
+fn summary_with<const N: usize>(reg: &Registry, extra: [(&str, serde_json::Value); N]) -> serde_json::Value {
+    let mut v = json!({
         "version": reg.version,
         "issued_at": reg.issued_at,
         "authority": reg.authority,
         "entities": reg.entities.len(),
         "sites": reg.sites.len(),
         "hardware": reg.hardware.len(),
-    })
+    });
+    if let Some(m) = v.as_object_mut() {
+        for (k, x) in extra {
+            m.insert(k.to_owned(), x);
+        }
+    }
+    v
 }
 
 /// Verify, or the refusal to report (exit 1).
-fn verified(input: &Path, authority: &[PathBuf]) -> Result<std::result::Result<VerifiedRegistry, RegistryError>> {
+fn verified(
+    input: &Path,
+    authority: &[PathBuf],
+) -> Result<std::result::Result<VerifiedRegistry, RegistryError>> {
     let keys = authorities(authority)?;
     let bytes = read(input)?;
     Ok(SignedRegistry::verify(&bytes, &keys))
@@ -414,9 +428,10 @@ const CHECKS: [&str; 4] = [
 fn verify(input: &Path, authority: &[PathBuf]) -> Result<Option<Refused>> {
     match verified(input, authority)? {
         Ok(v) => {
-            let mut claims = summary(v.registry());
-            claims["digest"] = json!(v.digest());
-            claims["kid"] = json!(v.kid());
+            let claims = summary_with(
+                v.registry(),
+                [("digest", json!(v.digest())), ("kid", json!(v.kid()))],
+            );
             print_json(&json!({
                 "kind": "registry",
                 "verified": true,
@@ -440,11 +455,15 @@ fn verify(input: &Path, authority: &[PathBuf]) -> Result<Option<Refused>> {
 fn registry_json(reg: &Registry) -> serde_json::Value {
     let mut v = serde_json::to_value(reg).unwrap_or_default();
     // Hardware ids as KIND:HEX rather than arrays of numbers.
-    v["hardware"] = reg
-        .hardware
-        .iter()
-        .map(|h| json!({"site": h.site, "id": h.id.to_string(), "label": h.label}))
-        .collect();
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "hardware".into(),
+            reg.hardware
+                .iter()
+                .map(|h| json!({"site": h.site, "id": h.id.to_string(), "label": h.label}))
+                .collect(),
+        );
+    }
     v
 }
 

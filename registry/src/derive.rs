@@ -273,9 +273,7 @@ pub(crate) fn stakes(reg: &Registry, order: &[usize], o: usize, eu_only_through:
         }
         let (mut cap, mut vote) = (0u64, 0u64);
         for &(t, c, v) in holds.get(h).map(Vec::as_slice).unwrap_or_default() {
-            let through_ok = t == o
-                || !eu_only_through
-                || reg.entities.get(t).is_some_and(|e| !non_eu(e));
+            let through_ok = t == o || !eu_only_through || reg.entities.get(t).is_some_and(|e| !non_eu(e));
             if !through_ok {
                 continue;
             }
@@ -326,20 +324,11 @@ fn operator_info(reg: &Registry, order: &[usize], o: usize) -> Option<OperatorIn
             )
         })
         .collect();
-    controllers.sort_by(|a, b| {
-        b.3.cmp(&a.3)
-            .then(b.2.cmp(&a.2))
-            .then(a.0.id.cmp(&b.0.id))
-    });
+    controllers.sort_by(|a, b| b.3.cmp(&a.3).then(b.2.cmp(&a.2)).then(a.0.id.cmp(&b.0.id)));
 
     // Jurisdictions: the operator and every controlling parent.
     let mut juris = BTreeSet::new();
-    let ruling = std::iter::once(op).chain(
-        controllers
-            .iter()
-            .filter(|c| c.0.controls)
-            .map(|c| c.1),
-    );
+    let ruling = std::iter::once(op).chain(controllers.iter().filter(|c| c.0.controls).map(|c| c.1));
     for e in ruling {
         for c in [
             &e.registered_office,
@@ -400,7 +389,10 @@ fn operator_info(reg: &Registry, order: &[usize], o: usize) -> Option<OperatorIn
     for (c, _, cu, vu) in controllers.iter().filter(|c| c.0.non_eu) {
         cap_max = cap_max.max(*cu);
         vote_max = vote_max.max(*vu);
-        for (what, units, b) in [("capital", *cu, c.capital_bp), ("voting rights", *vu, c.voting_bp)] {
+        for (what, units, b) in [
+            ("capital", *cu, c.capital_bp),
+            ("voting rights", *vu, c.voting_bp),
+        ] {
             if units > SNC_SINGLE {
                 snc.push(format!(
                     "operator {} is held {} % ({what}) by {} ({}), a non-EU holder, above the 24 % limit of SecNumCloud 19.6",

@@ -144,8 +144,8 @@ impl HardwareId {
         let (kind, hex_part) = s
             .split_once(':')
             .ok_or_else(|| RegistryError::Format(format!("hardware id {s:?} is not KIND:HEX")))?;
-        let bytes = hex::decode(hex_part)
-            .map_err(|e| RegistryError::Format(format!("hardware id {s:?}: {e}")))?;
+        let bytes =
+            hex::decode(hex_part).map_err(|e| RegistryError::Format(format!("hardware id {s:?}: {e}")))?;
         Self::from_parts(kind, &bytes)
     }
 
@@ -168,13 +168,11 @@ impl HardwareId {
     /// The variable-length kind's bounds (fixed lengths hold by construction).
     pub fn check(&self) -> Result<(), RegistryError> {
         match self {
-            Self::GpuCertSerial(b) if b.is_empty() || b.len() > 20 => {
-                Err(RegistryError::HardwareIdLength {
-                    kind: Self::GPU,
-                    want: "1 to 20",
-                    got: b.len(),
-                })
-            }
+            Self::GpuCertSerial(b) if b.is_empty() || b.len() > 20 => Err(RegistryError::HardwareIdLength {
+                kind: Self::GPU,
+                want: "1 to 20",
+                got: b.len(),
+            }),
             _ => Ok(()),
         }
     }
@@ -257,10 +255,7 @@ pub fn lei_problem(lei: &str) -> Option<&'static str> {
     if b.len() != 20 {
         return Some("is not 20 characters");
     }
-    if !b
-        .iter()
-        .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
-    {
+    if !b.iter().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()) {
         return Some("has characters other than 0-9 A-Z");
     }
     if !b.iter().skip(18).all(u8::is_ascii_digit) {
@@ -269,8 +264,16 @@ pub fn lei_problem(lei: &str) -> Option<&'static str> {
     let mut rem: u32 = 0;
     for &c in b {
         let v = u32::from(c.to_ascii_uppercase());
-        let v = if c.is_ascii_digit() { v - u32::from(b'0') } else { v - u32::from(b'A') + 10 };
-        rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
+        let v = if c.is_ascii_digit() {
+            v - u32::from(b'0')
+        } else {
+            v - u32::from(b'A') + 10
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
     }
     (rem != 1).then_some("fails the ISO 7064 MOD 97-10 check")
 }
@@ -351,9 +354,7 @@ impl Registry {
                     return Err(unknown(format!("entity {:?} holders", e.id), "entity", &h.entity));
                 }
                 if h.entity == e.id {
-                    return Err(RegistryError::SelfHolding {
-                        entity: e.id.clone(),
-                    });
+                    return Err(RegistryError::SelfHolding { entity: e.id.clone() });
                 }
                 if !seen.insert(h.entity.as_str()) {
                     return Err(RegistryError::DuplicateHolder {
@@ -405,7 +406,11 @@ impl Registry {
                 });
             }
             if !entities.contains_key(s.operator.as_str()) {
-                return Err(unknown(format!("site {:?} operator", s.id), "entity", &s.operator));
+                return Err(unknown(
+                    format!("site {:?} operator", s.id),
+                    "entity",
+                    &s.operator,
+                ));
             }
             if !sites.insert(s.id.as_str()) {
                 return Err(dup("site", &s.id));

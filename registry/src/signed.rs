@@ -13,14 +13,13 @@ use crate::RegistryError;
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
-    ECDSA_P256_SHA256_FIXED_SIGNING,
+    EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
 };
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use coset::{
-    iana, ContentType, CoseSign1, CoseSign1Builder, HeaderBuilder,
-    RegisteredLabelWithPrivate, TaggedCborSerializable,
+    iana, ContentType, CoseSign1, CoseSign1Builder, HeaderBuilder, RegisteredLabelWithPrivate,
+    TaggedCborSerializable,
 };
 use std::fmt;
 
@@ -30,8 +29,8 @@ pub const CONTENT_TYPE: &str = "application/vnd.custody.registry+cbor";
 /// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, BIT STRING of
 /// 66 bytes); the 65-byte point follows.
 const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-    0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
+    0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 /// The registry authority's signing key: ECDSA P-256.
@@ -203,10 +202,7 @@ impl SignedRegistry {
 
     /// Verify a signed registry against the configured authorities (checks in the crate
     /// doc). The only way to a [`VerifiedRegistry`].
-    pub fn verify(
-        bytes: &[u8],
-        authorities: &[AuthorityKey],
-    ) -> Result<VerifiedRegistry, RegistryError> {
+    pub fn verify(bytes: &[u8], authorities: &[AuthorityKey]) -> Result<VerifiedRegistry, RegistryError> {
         let sign1 = parse(bytes)?;
         let kid = header_kid(&sign1)?;
         if authorities.is_empty() {
@@ -293,8 +289,7 @@ fn header_kid(sign1: &CoseSign1) -> Result<Vec<u8>, RegistryError> {
         )));
     }
     let u = &sign1.unprotected;
-    if u.alg.is_some() || !u.key_id.is_empty() || u.content_type.is_some() || !u.crit.is_empty()
-    {
+    if u.alg.is_some() || !u.key_id.is_empty() || u.content_type.is_some() || !u.crit.is_empty() {
         return Err(RegistryError::Algorithm(
             "alg, kid, content type or crit in the unprotected header".into(),
         ));

@@ -149,10 +149,16 @@ fn mutated(f: impl FnOnce(&mut Vec<(ciborium::Value, ciborium::Value)>)) -> Vec<
 }
 
 fn hw_entry(m: &mut [(ciborium::Value, ciborium::Value)]) -> &mut Vec<(ciborium::Value, ciborium::Value)> {
-    let (_, ciborium::Value::Array(a)) = m.iter_mut().find(|(k, _)| k.as_text() == Some("hardware")).unwrap() else {
+    let (_, ciborium::Value::Array(a)) = m
+        .iter_mut()
+        .find(|(k, _)| k.as_text() == Some("hardware"))
+        .unwrap()
+    else {
         panic!()
     };
-    let ciborium::Value::Map(h) = &mut a[0] else { panic!() };
+    let ciborium::Value::Map(h) = &mut a[0] else {
+        panic!()
+    };
     h
 }
 
@@ -166,7 +172,10 @@ fn decoding_is_strict() {
     let mut trailing = good.clone();
     trailing.push(0);
     assert!(decode_err(&trailing).to_string().contains("trailing"));
-    assert!(matches!(decode_err(&good[..good.len() - 1]), RegistryError::Format(_)));
+    assert!(matches!(
+        decode_err(&good[..good.len() - 1]),
+        RegistryError::Format(_)
+    ));
     decode_err(&[]);
 
     let unknown = mutated(|m| m.push((V::Text("extra".into()), V::Integer(1.into()))));
@@ -191,18 +200,34 @@ fn decoding_is_strict() {
             }
         })
     };
-    let e = decode_err(&id(V::Array(vec![V::Text("ek_sha256".into()), V::Bytes(vec![0; 31])])));
+    let e = decode_err(&id(V::Array(vec![
+        V::Text("ek_sha256".into()),
+        V::Bytes(vec![0; 31]),
+    ])));
     assert!(e.to_string().contains("must be 32 bytes, got 31"), "{e}");
-    let e = decode_err(&id(V::Array(vec![V::Text("snp_chip_id".into()), V::Bytes(vec![0; 65])])));
+    let e = decode_err(&id(V::Array(vec![
+        V::Text("snp_chip_id".into()),
+        V::Bytes(vec![0; 65]),
+    ])));
     assert!(e.to_string().contains("must be 64 bytes, got 65"), "{e}");
-    decode_err(&id(V::Array(vec![V::Text("gpu_serial".into()), V::Bytes(vec![])])));
-    decode_err(&id(V::Array(vec![V::Text("gpu_serial".into()), V::Bytes(vec![1; 21])])));
+    decode_err(&id(V::Array(vec![
+        V::Text("gpu_serial".into()),
+        V::Bytes(vec![]),
+    ])));
+    decode_err(&id(V::Array(vec![
+        V::Text("gpu_serial".into()),
+        V::Bytes(vec![1; 21]),
+    ])));
     decode_err(&id(V::Array(vec![
         V::Text("gpu_serial".into()),
         V::Array(vec![V::Integer(1.into()), V::Integer(2.into())]),
     ])));
     decode_err(&id(V::Array(vec![V::Text("tpm".into()), V::Bytes(vec![1])])));
-    decode_err(&id(V::Array(vec![V::Text("gpu_serial".into()), V::Bytes(vec![1]), V::Null])));
+    decode_err(&id(V::Array(vec![
+        V::Text("gpu_serial".into()),
+        V::Bytes(vec![1]),
+        V::Null,
+    ])));
     decode_err(&id(V::Array(vec![V::Text("gpu_serial".into())])));
 
     let lower_country = mutated(|m| {
@@ -291,7 +316,11 @@ fn tampered_payload_is_rejected() {
     *bad.last_mut().unwrap() ^= 1;
     verify_err(&bad, &[key.public().clone()], "registry_signature");
     // Truncated.
-    verify_err(&signed[..signed.len() - 1], &[key.public().clone()], "registry_format");
+    verify_err(
+        &signed[..signed.len() - 1],
+        &[key.public().clone()],
+        "registry_format",
+    );
 }
 
 #[test]
@@ -341,10 +370,12 @@ fn signed_inconsistent_payload_is_rejected() {
     let key = RegistryKey::generate().unwrap();
     let mut r = small();
     r.sites[0].operator = "nobody".into();
-    let signed =
-        SignedRegistry::sign_payload(r.to_cbor().unwrap(), &key, iana::Algorithm::ES256).unwrap();
+    let signed = SignedRegistry::sign_payload(r.to_cbor().unwrap(), &key, iana::Algorithm::ES256).unwrap();
     verify_err(&signed, &[key.public().clone()], "registry_consistency");
-    assert_eq!(SignedRegistry::sign(&r, &key).unwrap_err().check(), "registry_consistency");
+    assert_eq!(
+        SignedRegistry::sign(&r, &key).unwrap_err().check(),
+        "registry_consistency"
+    );
 }
 
 #[test]
@@ -357,7 +388,10 @@ fn keys_round_trip() {
     assert_eq!(&AuthorityKey::from_pem(&pem).unwrap(), key.public());
     let der = key.public().to_spki_der();
     assert_eq!(der.len(), 91);
-    assert_eq!(AuthorityKey::from_spki_der(&der[..90]).unwrap_err().check(), "registry_key");
+    assert_eq!(
+        AuthorityKey::from_spki_der(&der[..90]).unwrap_err().check(),
+        "registry_key"
+    );
     let mut long = der.clone();
     long.push(0);
     assert!(AuthorityKey::from_spki_der(&long).is_err());
@@ -381,33 +415,65 @@ fn every_validation_error() {
 
     let mut r = base.clone();
     r.entities[0].id = "has space".into();
-    assert!(matches!(invalid(&r), RegistryError::InvalidId { kind: "entity", .. }));
+    assert!(matches!(
+        invalid(&r),
+        RegistryError::InvalidId { kind: "entity", .. }
+    ));
     let mut r = base.clone();
     r.sites[0].id = String::new();
-    assert!(matches!(invalid(&r), RegistryError::InvalidId { kind: "site", .. }));
+    assert!(matches!(
+        invalid(&r),
+        RegistryError::InvalidId { kind: "site", .. }
+    ));
     let mut r = base.clone();
     r.entities[0].name = " ".into();
-    assert!(matches!(invalid(&r), RegistryError::EmptyField { field: "name", .. }));
+    assert!(matches!(
+        invalid(&r),
+        RegistryError::EmptyField { field: "name", .. }
+    ));
     let mut r = base.clone();
     r.sites[0].region = String::new();
-    assert!(matches!(invalid(&r), RegistryError::EmptyField { field: "region", .. }));
+    assert!(matches!(
+        invalid(&r),
+        RegistryError::EmptyField { field: "region", .. }
+    ));
 
     let mut r = base.clone();
     r.entities.push(ent("us", "US", &[]));
-    assert_eq!(invalid(&r), RegistryError::DuplicateId { kind: "entity", id: "us".into() });
+    assert_eq!(
+        invalid(&r),
+        RegistryError::DuplicateId {
+            kind: "entity",
+            id: "us".into()
+        }
+    );
     let mut r = base.clone();
     r.sites.push(site("s1", "FR", "op"));
-    assert_eq!(invalid(&r), RegistryError::DuplicateId { kind: "site", id: "s1".into() });
+    assert_eq!(
+        invalid(&r),
+        RegistryError::DuplicateId {
+            kind: "site",
+            id: "s1".into()
+        }
+    );
 
     let mut r = base.clone();
     r.entities[1].holders[0].entity = "ghost".into();
-    assert!(matches!(invalid(&r), RegistryError::UnknownReference { kind: "entity", ref id, .. } if id == "ghost"));
+    assert!(
+        matches!(invalid(&r), RegistryError::UnknownReference { kind: "entity", ref id, .. } if id == "ghost")
+    );
     let mut r = base.clone();
     r.sites[0].operator = "ghost".into();
-    assert!(matches!(invalid(&r), RegistryError::UnknownReference { kind: "entity", .. }));
+    assert!(matches!(
+        invalid(&r),
+        RegistryError::UnknownReference { kind: "entity", .. }
+    ));
     let mut r = base.clone();
     r.hardware[0].site = "ghost".into();
-    assert!(matches!(invalid(&r), RegistryError::UnknownReference { kind: "site", .. }));
+    assert!(matches!(
+        invalid(&r),
+        RegistryError::UnknownReference { kind: "site", .. }
+    ));
 
     let mut r = base.clone();
     r.entities[0].lei = Some("HWUPKR0MPOU8FGXBT395".into());
@@ -415,27 +481,53 @@ fn every_validation_error() {
 
     let mut r = base.clone();
     r.entities[1].holders[0].voting_bp = 10_001;
-    assert!(matches!(invalid(&r), RegistryError::BasisPoints { what: "voting", value: 10_001, .. }));
+    assert!(matches!(
+        invalid(&r),
+        RegistryError::BasisPoints {
+            what: "voting",
+            value: 10_001,
+            ..
+        }
+    ));
     let mut r = base.clone();
-    r.entities[1].holders.push(Holding { entity: "op".into(), capital_bp: 1, voting_bp: 1 });
+    r.entities[1].holders.push(Holding {
+        entity: "op".into(),
+        capital_bp: 1,
+        voting_bp: 1,
+    });
     assert_eq!(invalid(&r), RegistryError::SelfHolding { entity: "op".into() });
     let mut r = base.clone();
-    r.entities[1].holders.push(Holding { entity: "us".into(), capital_bp: 1, voting_bp: 1 });
+    r.entities[1].holders.push(Holding {
+        entity: "us".into(),
+        capital_bp: 1,
+        voting_bp: 1,
+    });
     assert!(matches!(invalid(&r), RegistryError::DuplicateHolder { .. }));
 
     // Sums: exactly 10000 is fine, 10001 is not, for capital and for voting separately.
     let mut r = base.clone();
     r.entities.push(ent("b", "FR", &[]));
-    r.entities[1].holders.push(Holding { entity: "b".into(), capital_bp: 4000, voting_bp: 4000 });
+    r.entities[1].holders.push(Holding {
+        entity: "b".into(),
+        capital_bp: 4000,
+        voting_bp: 4000,
+    });
     r.validate().unwrap();
     r.entities[1].holders[1].capital_bp = 4001;
     assert_eq!(
         invalid(&r),
-        RegistryError::HoldingsExceed { entity: "op".into(), what: "capital", total_bp: 10_001 }
+        RegistryError::HoldingsExceed {
+            entity: "op".into(),
+            what: "capital",
+            total_bp: 10_001
+        }
     );
     r.entities[1].holders[1].capital_bp = 4000;
     r.entities[1].holders[1].voting_bp = 4001;
-    assert!(matches!(invalid(&r), RegistryError::HoldingsExceed { what: "voting", .. }));
+    assert!(matches!(
+        invalid(&r),
+        RegistryError::HoldingsExceed { what: "voting", .. }
+    ));
 
     // A 3-cycle, named.
     let r = reg(
@@ -448,11 +540,18 @@ fn every_validation_error() {
         vec![],
     );
     let e = invalid(&r);
-    let RegistryError::OwnershipCycle(path) = &e else { panic!("{e}") };
+    let RegistryError::OwnershipCycle(path) = &e else {
+        panic!("{e}")
+    };
     assert_eq!(path.split(" holds ").count(), 4, "{path}");
     assert!(["a", "b", "c"].iter().all(|id| path.contains(id)), "{path}");
 
-    for (lat, lon) in [(90_000_001, 0), (-90_000_001, 0), (0, 180_000_001), (0, -180_000_001)] {
+    for (lat, lon) in [
+        (90_000_001, 0),
+        (-90_000_001, 0),
+        (0, 180_000_001),
+        (0, -180_000_001),
+    ] {
         let mut r = base.clone();
         r.sites[0].lat_e6 = lat;
         r.sites[0].lon_e6 = lon;
@@ -468,7 +567,11 @@ fn every_validation_error() {
     r.hardware.push(hw("s2", ek(1)));
     assert_eq!(
         invalid(&r),
-        RegistryError::HardwareBoundTwice { id: ek(1).to_string(), first: "s1".into(), second: "s2".into() }
+        RegistryError::HardwareBoundTwice {
+            id: ek(1).to_string(),
+            first: "s1".into(),
+            second: "s2".into()
+        }
     );
 
     let mut r = base.clone();
@@ -605,7 +708,11 @@ fn cloud_act_us_nexus_and_us_operator() {
     let d = derive(&owned(vec![de], "FR", &[("de", 5100, 5100)]));
     let op = d.operator.unwrap();
     assert!(op.cloud_act_exposed);
-    assert!(op.cloud_act_reasons[0].contains("(DE), which has a US nexus"), "{:?}", op.cloud_act_reasons);
+    assert!(
+        op.cloud_act_reasons[0].contains("(DE), which has a US nexus"),
+        "{:?}",
+        op.cloud_act_reasons
+    );
 
     let op = derive(&owned(vec![], "US", &[])).operator.unwrap();
     assert!(op.cloud_act_exposed);
@@ -620,7 +727,11 @@ fn cloud_act_us_nexus_and_us_operator() {
 
 #[test]
 fn secnumcloud_single_holder_threshold() {
-    let at = |bp: u32| derive(&owned(vec![ent("cn", "CN", &[])], "FR", &[("cn", bp, 0)])).operator.unwrap();
+    let at = |bp: u32| {
+        derive(&owned(vec![ent("cn", "CN", &[])], "FR", &[("cn", bp, 0)]))
+            .operator
+            .unwrap()
+    };
     let ok = at(2400);
     assert!(ok.secnumcloud_immune, "{:?}", ok.secnumcloud_reasons);
     assert_eq!(ok.non_eu_capital_max_bp, 2400);
@@ -642,7 +753,9 @@ fn secnumcloud_single_holder_threshold() {
     assert!(!op.secnumcloud_immune);
     assert!(op.secnumcloud_reasons[0].contains("(voting rights)"));
     // EEA holders are not non-EU.
-    let op = derive(&owned(vec![ent("no", "NO", &[])], "FR", &[("no", 9000, 9000)])).operator.unwrap();
+    let op = derive(&owned(vec![ent("no", "NO", &[])], "FR", &[("no", 9000, 9000)]))
+        .operator
+        .unwrap();
     assert!(op.secnumcloud_immune);
     assert_eq!(op.non_eu_capital_total_bp, 0);
 }
@@ -660,7 +773,10 @@ fn secnumcloud_total_threshold() {
     };
     let ok = at(1300);
     assert!(ok.secnumcloud_immune, "{:?}", ok.secnumcloud_reasons);
-    assert_eq!((ok.non_eu_capital_total_bp, ok.non_eu_voting_total_bp), (3900, 3900));
+    assert_eq!(
+        (ok.non_eu_capital_total_bp, ok.non_eu_voting_total_bp),
+        (3900, 3900)
+    );
     let bad = at(1301);
     assert!(!bad.secnumcloud_immune);
     assert_eq!(bad.non_eu_capital_total_bp, 3901);
@@ -740,9 +856,20 @@ fn derived_json_shape() {
     }
     let op = &j["operator"];
     for k in [
-        "id", "name", "lei", "country", "jurisdictions", "cloud_act_exposed", "cloud_act_reasons",
-        "secnumcloud_immune", "secnumcloud_reasons", "non_eu_capital_max_bp", "non_eu_capital_total_bp",
-        "non_eu_voting_max_bp", "non_eu_voting_total_bp", "controllers",
+        "id",
+        "name",
+        "lei",
+        "country",
+        "jurisdictions",
+        "cloud_act_exposed",
+        "cloud_act_reasons",
+        "secnumcloud_immune",
+        "secnumcloud_reasons",
+        "non_eu_capital_max_bp",
+        "non_eu_capital_total_bp",
+        "non_eu_voting_max_bp",
+        "non_eu_voting_total_bp",
+        "controllers",
     ] {
         assert!(op.get(k).is_some(), "{k}");
     }
@@ -761,20 +888,38 @@ fn derived_json_shape() {
 fn hostile_lengths_are_refused_cheaply() {
     // Huge declared lengths (array, text, byte string) and deep nesting: errors, no panic,
     // no giant allocation.
-    let mut prefix = hex::decode("a66776657273696f6e01696973737565645f61741a6553f10069617574686f72697479").unwrap();
-    for tail in ["7bffffffffffffffff", "9bffffffffffffffff", "5bffffffffffffffff", "7a7fffffff"] {
+    let mut prefix =
+        hex::decode("a66776657273696f6e01696973737565645f61741a6553f10069617574686f72697479").unwrap();
+    for tail in [
+        "7bffffffffffffffff",
+        "9bffffffffffffffff",
+        "5bffffffffffffffff",
+        "7a7fffffff",
+    ] {
         let mut b = prefix.clone();
         b.extend(hex::decode(tail).unwrap());
-        assert_eq!(Registry::from_cbor(&b).unwrap_err().check(), "registry_format", "{tail}");
+        assert_eq!(
+            Registry::from_cbor(&b).unwrap_err().check(),
+            "registry_format",
+            "{tail}"
+        );
     }
     prefix.truncate(1);
     let deep = [vec![0x81u8; 100_000], vec![0]].concat();
     assert_eq!(Registry::from_cbor(&deep).unwrap_err().check(), "registry_format");
     let key = RegistryKey::generate().unwrap();
-    assert_eq!(SignedRegistry::verify(&deep, &[key.public().clone()]).unwrap_err().check(), "registry_format");
+    assert_eq!(
+        SignedRegistry::verify(&deep, &[key.public().clone()])
+            .unwrap_err()
+            .check(),
+        "registry_format"
+    );
     // A hardware id with a huge byte string inside a valid prefix.
     let small_bytes = small().to_cbor().unwrap();
-    let at = small_bytes.windows(3).position(|w| w == [0x42, 0x01, 0x02]).unwrap();
+    let at = small_bytes
+        .windows(3)
+        .position(|w| w == [0x42, 0x01, 0x02])
+        .unwrap();
     let mut b = small_bytes[..at].to_vec();
     b.extend(hex::decode("5bffffffffffffffff").unwrap());
     assert_eq!(Registry::from_cbor(&b).unwrap_err().check(), "registry_format");
