@@ -7,6 +7,7 @@ mod audit;
 mod demo;
 mod landmark;
 mod ops;
+mod registry;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,9 @@ enum Command {
     /// Enrolled nodes, as the verifier sees them.
     #[command(subcommand)]
     Nodes(ops::NodesCmd),
+    /// The signed registry of legal entities, sites and hardware; derived attributes.
+    #[command(subcommand)]
+    Registry(registry::RegistryCmd),
     /// Run an attestation round with NODE now and print the decision and why.
     Attest {
         /// Node id or name.
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Demo(a) => demo::run_demo(a),
         Command::Nodes(cmd) => ops::nodes(cmd),
+        Command::Registry(cmd) => registry::run(cmd),
         Command::Attest { node, conn } => ops::attest(node, conn),
         Command::Result { node, conn } => ops::result(node, conn),
         Command::Landmark(cmd) => landmark::run(cmd),

@@ -883,3 +883,44 @@ fn derived_json_shape() {
     let back: Derived = serde_json::from_value(j).unwrap();
     assert_eq!(back, d);
 }
+
+#[test]
+fn hostile_lengths_are_refused_cheaply() {
+    // Huge declared lengths (array, text, byte string) and deep nesting: errors, no panic,
+    // no giant allocation.
+    let mut prefix =
+        hex::decode("a66776657273696f6e01696973737565645f61741a6553f10069617574686f72697479").unwrap();
+    for tail in [
+        "7bffffffffffffffff",
+        "9bffffffffffffffff",
+        "5bffffffffffffffff",
+        "7a7fffffff",
+    ] {
+        let mut b = prefix.clone();
+        b.extend(hex::decode(tail).unwrap());
+        assert_eq!(
+            Registry::from_cbor(&b).unwrap_err().check(),
+            "registry_format",
+            "{tail}"
+        );
+    }
+    prefix.truncate(1);
+    let deep = [vec![0x81u8; 100_000], vec![0]].concat();
+    assert_eq!(Registry::from_cbor(&deep).unwrap_err().check(), "registry_format");
+    let key = RegistryKey::generate().unwrap();
+    assert_eq!(
+        SignedRegistry::verify(&deep, &[key.public().clone()])
+            .unwrap_err()
+            .check(),
+        "registry_format"
+    );
+    // A hardware id with a huge byte string inside a valid prefix.
+    let small_bytes = small().to_cbor().unwrap();
+    let at = small_bytes
+        .windows(3)
+        .position(|w| w == [0x42, 0x01, 0x02])
+        .unwrap();
+    let mut b = small_bytes[..at].to_vec();
+    b.extend(hex::decode("5bffffffffffffffff").unwrap());
+    assert_eq!(Registry::from_cbor(&b).unwrap_err().check(), "registry_format");
+}
