@@ -6,6 +6,7 @@
 mod audit;
 mod demo;
 mod ops;
+mod policy;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +51,9 @@ enum Command {
         #[command(flatten)]
         conn: ops::Conn,
     },
+    /// Appraisal policies: evaluate one offline against an input, list the shipped ones.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
 }
 
 fn main() -> ExitCode {
@@ -61,5 +65,6 @@ fn main() -> ExitCode {
         Command::Nodes(cmd) => ops::nodes(cmd),
         Command::Attest { node, conn } => ops::attest(node, conn),
         Command::Result { node, conn } => ops::result(node, conn),
+        Command::Policy(cmd) => policy::run(cmd),
     }
 }
