@@ -73,10 +73,7 @@ pub fn load_policy(spec: &str, data: Option<serde_json::Value>) -> Result<Policy
         );
     }
     let rego = std::fs::read_to_string(path).with_context(|| format!("read {spec}"))?;
-    let id = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("policy");
+    let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or("policy");
     Ok(match data {
         Some(d) => Policy::with_data(id, &rego, d)?,
         None => Policy::new(id, &rego)?,

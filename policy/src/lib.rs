@@ -57,7 +57,9 @@ pub enum PolicyError {
     Compile { id: String, reason: String },
     #[error("policy `{id}` has no `package custody.<name>` declaration (or uses a reserved one: custody.lib, custody.params)")]
     Package { id: String },
-    #[error("no shipped policy is named `{0}` (known: default, eu-sovereign, secnumcloud, defense-restricted)")]
+    #[error(
+        "no shipped policy is named `{0}` (known: default, eu-sovereign, secnumcloud, defense-restricted)"
+    )]
     Unknown(String),
     #[error("policy data is not valid: {0}")]
     Data(String),
@@ -235,7 +237,9 @@ impl Policy {
         let data_json = match &data {
             Some(d) => {
                 if !d.is_object() {
-                    return Err(PolicyError::Data("the data document must be a JSON object".into()));
+                    return Err(PolicyError::Data(
+                        "the data document must be a JSON object".into(),
+                    ));
                 }
                 serde_json::to_string(d).map_err(|e| PolicyError::Data(e.to_string()))?
             }
@@ -248,8 +252,11 @@ impl Policy {
         let digest = hex::encode(ctx.finish().as_ref());
 
         if data.is_some() {
-            let value = regorus::Value::from_json_str(&data_json).map_err(|e| PolicyError::Data(e.to_string()))?;
-            engine.add_data(value).map_err(|e| PolicyError::Data(e.to_string()))?;
+            let value =
+                regorus::Value::from_json_str(&data_json).map_err(|e| PolicyError::Data(e.to_string()))?;
+            engine
+                .add_data(value)
+                .map_err(|e| PolicyError::Data(e.to_string()))?;
         }
 
         // Prepare now (analysis, rule gathering) and catch policies that only fail when
@@ -496,7 +503,10 @@ mod tests {
             Err(PolicyError::Compile { .. })
         ));
         let p = Policy::new("t", "package custody.t\nallow := \"yes\"\n").unwrap();
-        assert!(matches!(p.evaluate(&input(json!({}))), Err(PolicyError::Type { .. })));
+        assert!(matches!(
+            p.evaluate(&input(json!({}))),
+            Err(PolicyError::Type { .. })
+        ));
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //! failing input per deny rule, with the exact reasons, the data-parameter overrides and
 //! the trust vector. Cases live in tests/fixtures/cases-<policy>.json; each names a base
 //! input (a full node document) and the JSON-pointer edits that make the case.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use custody_policy::{Policy, PolicyError, PolicyInput, TrustVector};
 use serde_json::{json, Value};
@@ -63,9 +68,7 @@ fn run_cases(file: &str) {
             Some(data) => Policy::shipped_with_data(name, data.clone()).unwrap(),
             None => plain.clone(),
         };
-        let d = policy
-            .evaluate(&input)
-            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let d = policy.evaluate(&input).unwrap_or_else(|e| panic!("{label}: {e}"));
         let allow = case["allow"].as_bool().unwrap();
         assert_eq!(d.allow, allow, "{label}: {:?}", d.reasons);
         let expected: Vec<&str> = case["reasons"]
@@ -160,8 +163,14 @@ fn malformed_input_is_a_typed_error() {
         (json!([1, 2]), ""),
         (json!(null), ""),
         (json!("node"), ""),
-        (json!({"node": {"id": "n", "name": "x", "state": "trusted"}, "devices": []}), ""),
-        (json!({"node": {"id": "n", "name": "x", "state": "trusted"}, "gpus": [{"index": -1}]}), ""),
+        (
+            json!({"node": {"id": "n", "name": "x", "state": "trusted"}, "devices": []}),
+            "",
+        ),
+        (
+            json!({"node": {"id": "n", "name": "x", "state": "trusted"}, "gpus": [{"index": -1}]}),
+            "",
+        ),
         (
             json!({"node": {"id": "n", "name": "x", "state": "trusted"},
                    "locality": {"proofs": [], "strong": "yes"}}),
@@ -220,8 +229,15 @@ fn trust_vector_rule_is_checked() {
         "trust_vector := {\"hardware\": \"2\"}",
         "trust_vector := [2]",
     ] {
-        let p = Policy::new("tv", &format!("package custody.tv\nimport rego.v1\nallow := true\n{bad}\n")).unwrap();
-        assert!(matches!(p.evaluate(&input), Err(PolicyError::Type { .. })), "{bad}");
+        let p = Policy::new(
+            "tv",
+            &format!("package custody.tv\nimport rego.v1\nallow := true\n{bad}\n"),
+        )
+        .unwrap();
+        assert!(
+            matches!(p.evaluate(&input), Err(PolicyError::Type { .. })),
+            "{bad}"
+        );
     }
 }
 
@@ -235,7 +251,11 @@ fn concurrent_decisions_are_independent() {
             let (p, pass, fail) = (p.clone(), &pass, &fail);
             s.spawn(move || {
                 for i in 0..25 {
-                    let (input, allow) = if (i + t) % 2 == 0 { (pass, true) } else { (fail, false) };
+                    let (input, allow) = if (i + t) % 2 == 0 {
+                        (pass, true)
+                    } else {
+                        (fail, false)
+                    };
                     assert_eq!(p.evaluate(input).unwrap().allow, allow);
                 }
             });

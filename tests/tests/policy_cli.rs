@@ -25,7 +25,10 @@ fn list_shows_the_shipped_policies_with_digests() {
         .iter()
         .map(|p| p["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["default", "eu-sovereign", "secnumcloud", "defense-restricted"]);
+    assert_eq!(
+        ids,
+        ["default", "eu-sovereign", "secnumcloud", "defense-restricted"]
+    );
     for p in rows.as_array().unwrap() {
         assert_eq!(p["digest"].as_str().unwrap().len(), 64);
     }
@@ -52,14 +55,22 @@ fn allow_deny_and_data() {
     // The demo's refusal, as text.
     let r = custody(["policy", "test", "eu-sovereign", "--input", &us]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stdout.starts_with("DENY  policy eu-sovereign (sha256 "), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with("DENY  policy eu-sovereign (sha256 "),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stdout
             .contains("  - operator ACME SAS is controlled 60 % by ACME Inc (US): cloud_act_exposed\n"),
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("trust vector: instance_identity=2"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("trust vector: instance_identity=2"),
+        "{}",
+        r.stdout
+    );
 
     // secnumcloud refuses the EU site outside France; a data file can widen the list.
     let r = custody(["policy", "test", "secnumcloud", "--input", &nl, "--json"]);
@@ -70,7 +81,11 @@ fn allow_deny_and_data() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data.json");
-    std::fs::write(&data, r#"{"custody": {"params": {"allowed_countries": ["FR", "NL"]}}}"#).unwrap();
+    std::fs::write(
+        &data,
+        r#"{"custody": {"params": {"allowed_countries": ["FR", "NL"]}}}"#,
+    )
+    .unwrap();
     let r = custody([
         "policy",
         "test",
@@ -141,11 +156,23 @@ fn policy_from_a_file() {
 
 #[test]
 fn bad_usage_exits_2() {
-    let r = custody(["policy", "test", "no-such-policy", "--input", &fixture("node-fr-pass.json")]);
+    let r = custody([
+        "policy",
+        "test",
+        "no-such-policy",
+        "--input",
+        &fixture("node-fr-pass.json"),
+    ]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("neither a shipped policy"), "{}", r.stderr);
 
-    let r = custody(["policy", "test", "eu-sovereign", "--input", &fixture("malformed-state.json")]);
+    let r = custody([
+        "policy",
+        "test",
+        "eu-sovereign",
+        "--input",
+        &fixture("malformed-state.json"),
+    ]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("policy input is not valid"), "{}", r.stderr);
 
