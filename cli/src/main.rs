@@ -8,6 +8,7 @@ mod demo;
 mod landmark;
 mod ops;
 mod registry;
+mod policy;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,8 @@ enum Command {
     /// Locality landmark: key generation, timed measurement of a node, statement check.
     #[command(subcommand)]
     Landmark(landmark::LandmarkCmd),
+    /// Appraisal policies: evaluate one offline against an input, list the shipped ones.
+    Policy(policy::PolicyCmd),
 }
 
 fn main() -> ExitCode {
@@ -71,5 +74,6 @@ fn main() -> ExitCode {
         Command::Attest { node, conn } => ops::attest(node, conn),
         Command::Result { node, conn } => ops::result(node, conn),
         Command::Landmark(cmd) => landmark::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
     }
 }

@@ -1,0 +1,98 @@
+//! `cargo bench -p custody-policy --bench policy`: one policy decision on a realistic
+//! input (TPM + SEV-SNP + 2 H100 GPUs in CC mode, registry attributes, two locality
+//! proofs: tests/fixtures/node-fr-pass.json).
+//!
+//! - `eu-sovereign/decision`: `Policy::evaluate` as the service calls it: input checked
+//!   against the typed shape, converted to a regorus value, one wrapper rule evaluated on
+//!   a pooled engine (prepared once, reused across decisions).
+//! - `eu-sovereign/decision-clone`: the same with a fresh clone of the prepared engine per
+//!   decision, the pre-pool behaviour, for comparison.
+//! - `eu-sovereign/decision-typed`: from a `PolicyInput` instead of JSON.
+//! - `eu-sovereign/decision-before`: what `evaluate` did before the pool, rebuilt here
+//!   with regorus directly: clone the engine as compiled (never evaluated, so each clone
+//!   re-runs analysis and rule gathering), JSON round trip of the input, `allow` rule,
+//!   then a `deny` query.
+//! - `engine/clone-unprepared`, `engine/clone-prepared`, `engine/eval-reused`: the parts:
+//!   cloning an engine before and after its first evaluation, and one evaluation of the
+//!   `allow` rule on an engine kept across iterations.
+//! - `eu-sovereign/compile`: `Policy::shipped` (parse, analyse, prepare).
+//! - `default/decision`: the default policy on the same input.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use custody_policy::{Policy, PolicyInput, EU_SOVEREIGN, LIB};
+use std::hint::black_box;
+
+const INPUT: &str = include_str!("../tests/fixtures/node-fr-pass.json");
+
+fn bench(c: &mut Criterion) {
+    let input: serde_json::Value = serde_json::from_str(INPUT).unwrap();
+    let typed = PolicyInput::from_json(&input).unwrap();
+
+    let mut g = c.benchmark_group("eu-sovereign");
+    let p = Policy::shipped("eu-sovereign").unwrap();
+    assert!(p.evaluate(&input).unwrap().allow);
+    g.bench_function("decision", |b| {
+        b.iter(|| black_box(p.evaluate(black_box(&input)).unwrap()))
+    });
+    g.bench_function("decision-clone", |b| {
+        b.iter(|| black_box(p.evaluate_cloned(black_box(&input)).unwrap()))
+    });
+    g.bench_function("decision-typed", |b| {
+        b.iter(|| black_box(p.evaluate_input(black_box(&typed)).unwrap()))
+    });
+    let mut before = regorus::Engine::new();
+    before.set_strict_builtin_errors(true);
+    before.add_policy("lib.rego".into(), LIB.into()).unwrap();
+    before
+        .add_policy("eu-sovereign.rego".into(), EU_SOVEREIGN.into())
+        .unwrap();
+    g.bench_function("decision-before", |b| {
+        b.iter(|| {
+            let mut e = before.clone();
+            let json = serde_json::to_string(black_box(&input)).unwrap();
+            e.set_input(regorus::Value::from_json_str(&json).unwrap());
+            let allow = e.eval_rule("data.custody.eu_sovereign.allow".into()).unwrap();
+            let deny = e
+                .eval_query("data.custody.eu_sovereign.deny".into(), false)
+                .unwrap();
+            black_box((allow, deny))
+        })
+    });
+    g.bench_function("compile", |b| {
+        b.iter(|| black_box(Policy::shipped(black_box("eu-sovereign")).unwrap()))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("engine");
+    let input_value = regorus::Value::from_json_str(INPUT).unwrap();
+    let mut prepared = before.clone();
+    prepared.set_input(input_value.clone());
+    prepared
+        .eval_rule("data.custody.eu_sovereign.allow".into())
+        .unwrap();
+    g.bench_function("clone-unprepared", |b| b.iter(|| black_box(before.clone())));
+    g.bench_function("clone-prepared", |b| b.iter(|| black_box(prepared.clone())));
+    g.bench_function("eval-reused", |b| {
+        b.iter(|| {
+            prepared.set_input(black_box(input_value.clone()));
+            black_box(
+                prepared
+                    .eval_rule("data.custody.eu_sovereign.allow".into())
+                    .unwrap(),
+            )
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("default");
+    let p = Policy::default_policy().unwrap();
+    assert!(p.evaluate(&input).unwrap().allow);
+    g.bench_function("decision", |b| {
+        b.iter(|| black_box(p.evaluate(black_box(&input)).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
