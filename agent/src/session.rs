@@ -127,7 +127,10 @@ mod tests {
         // The HPKE form of the X25519 key is the raw scalar the public key derives from.
         let sk = a.x25519_secret_for_hpke().unwrap();
         let again = PrivateKey::from_private_key(&X25519, sk.secret_bytes()).unwrap();
-        assert_eq!(again.compute_public_key().unwrap().as_ref(), &a.public_keys().x25519);
+        assert_eq!(
+            again.compute_public_key().unwrap().as_ref(),
+            &a.public_keys().x25519
+        );
         // Debug never shows private material.
         let dbg = format!("{a:?}");
         assert!(dbg.contains("public") && !dbg.to_lowercase().contains("private"));

@@ -1,4 +1,5 @@
 //! Seal + open throughput of the STREAM AEAD at 1 MiB chunks.
+#![allow(clippy::unwrap_used)]
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use custody_mover::keywrap::DataKey;
 use custody_mover::stream::{Opener, Sealer, StreamHeader, DEFAULT_CHUNK_SIZE};

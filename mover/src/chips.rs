@@ -213,7 +213,9 @@ mod tests {
         let mut r = Requirements::default();
         r.dtypes.insert(
             d,
-            (0..n).map(|i| format!("model.safetensors:model.layers.{i}.mlp.weight")).collect(),
+            (0..n)
+                .map(|i| format!("model.safetensors:model.layers.{i}.mlp.weight"))
+                .collect(),
         );
         r.dtypes.insert(Dtype::F32, vec!["model.safetensors:norm".into()]);
         r

@@ -37,14 +37,20 @@ pub enum MoverError {
     #[error("ticket signature: {0}")]
     TicketSignature(String),
     #[error("ticket expired or not yet valid: valid {issued_at}..{expires_at}, now {now}")]
-    TicketExpired { issued_at: i64, expires_at: i64, now: i64 },
+    TicketExpired {
+        issued_at: i64,
+        expires_at: i64,
+        now: i64,
+    },
     #[error("ticket is for {ticket}, not for this node: {why}")]
     TicketDestination { ticket: String, why: String },
     #[error("ticket {0} was already used")]
     TicketReplayed(String),
 
     // --- key wrapping ---
-    #[error("the wrapped data key does not open with this node's key (not the ticketed recipient, or tampered)")]
+    #[error(
+        "the wrapped data key does not open with this node's key (not the ticketed recipient, or tampered)"
+    )]
     WrongRecipient,
     #[error("key wrapping: {0}")]
     KeyWrap(String),

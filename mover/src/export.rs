@@ -52,7 +52,10 @@ impl ExportHeader {
         let m = Value::Map(vec![
             (Value::Integer(1.into()), Value::Bytes(self.ticket.clone())),
             (Value::Integer(2.into()), Value::Bytes(self.wrapped.enc.to_vec())),
-            (Value::Integer(3.into()), Value::Bytes(self.wrapped.ciphertext.to_vec())),
+            (
+                Value::Integer(3.into()),
+                Value::Bytes(self.wrapped.ciphertext.to_vec()),
+            ),
             (Value::Integer(4.into()), Value::Bytes(self.manifest.clone())),
             (Value::Integer(5.into()), Value::Integer(self.chunk_size.into())),
         ]);
@@ -87,10 +90,9 @@ impl ExportHeader {
                     .as_slice()
                     .try_into()
                     .map_err(|_| fmt_err(format!("enc has {} bytes, want {ENC_LEN}", enc.len())))?,
-                ciphertext: ct
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| fmt_err(format!("wrapped key has {} bytes, want {WRAPPED_LEN}", ct.len())))?,
+                ciphertext: ct.as_slice().try_into().map_err(|_| {
+                    fmt_err(format!("wrapped key has {} bytes, want {WRAPPED_LEN}", ct.len()))
+                })?,
             },
             manifest: manifest.clone(),
             chunk_size: u32::try_from(*cs).map_err(|_| fmt_err("chunk size out of range"))?,
@@ -105,7 +107,8 @@ impl ExportHeader {
 /// Read magic, length and header from the start of an export file.
 pub fn read_header<R: Read>(r: &mut R) -> Result<ExportHeader, MoverError> {
     let mut magic = [0u8; 12];
-    r.read_exact(&mut magic).map_err(|_| fmt_err("shorter than the magic"))?;
+    r.read_exact(&mut magic)
+        .map_err(|_| fmt_err("shorter than the magic"))?;
     if &magic != MAGIC {
         return Err(fmt_err("not a Custody export file (magic)"));
     }
@@ -113,7 +116,9 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<ExportHeader, MoverError> {
     r.read_exact(&mut len).map_err(|_| fmt_err("no header length"))?;
     let len = u32::from_be_bytes(len);
     if len > MAX_EXPORT_HEADER {
-        return Err(fmt_err(format!("header of {len} bytes, at most {MAX_EXPORT_HEADER}")));
+        return Err(fmt_err(format!(
+            "header of {len} bytes, at most {MAX_EXPORT_HEADER}"
+        )));
     }
     let mut buf = Vec::new();
     r.take(u64::from(len)).read_to_end(&mut buf).map_err(io_err)?;

@@ -121,11 +121,10 @@ pub fn generate_x25519() -> Result<([u8; 32], HpkePrivateKey), MoverError> {
     let (pk, sk) = DH_KEM_X25519_HKDF_SHA256_AES_256
         .generate_key_pair()
         .map_err(|e| MoverError::KeyWrap(format!("X25519 key generation: {e}")))?;
-    let pk: [u8; 32] = pk
-        .0
-        .as_slice()
-        .try_into()
-        .map_err(|_| MoverError::KeyWrap("X25519 public key length".into()))?;
+    let pk: [u8; 32] =
+        pk.0.as_slice()
+            .try_into()
+            .map_err(|_| MoverError::KeyWrap("X25519 public key length".into()))?;
     Ok((pk, sk))
 }
 
@@ -147,8 +146,14 @@ mod tests {
         assert_eq!(unwrap(&w, &sk, &[5; 16], b"header").unwrap(), key);
         let wrong = |r: Result<DataKey, MoverError>| matches!(r, Err(MoverError::WrongRecipient));
         assert!(wrong(unwrap(&w, &other_sk, &[5; 16], b"header")));
-        assert!(wrong(unwrap(&w, &sk, &[6; 16], b"header")), "other ticket id (info)");
-        assert!(wrong(unwrap(&w, &sk, &[5; 16], b"headeR")), "other stream header (aad)");
+        assert!(
+            wrong(unwrap(&w, &sk, &[6; 16], b"header")),
+            "other ticket id (info)"
+        );
+        assert!(
+            wrong(unwrap(&w, &sk, &[5; 16], b"headeR")),
+            "other stream header (aad)"
+        );
         let mut t = w.clone();
         t.ciphertext[0] ^= 1;
         assert!(wrong(unwrap(&t, &sk, &[5; 16], b"header")));
@@ -160,7 +165,9 @@ mod tests {
     #[test]
     fn rfc9180_a1_opens_with_raw_x25519_secret() {
         use rustls::crypto::aws_lc_rs::hpke::DH_KEM_X25519_HKDF_SHA256_AES_128;
-        let sk = HpkePrivateKey::from(h("4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8"));
+        let sk = HpkePrivateKey::from(h(
+            "4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8",
+        ));
         let pt = DH_KEM_X25519_HKDF_SHA256_AES_128
             .open(
                 &EncapsulatedSecret(h("37fda3567bdbd628e88668c3c8d7e97d1d1253b6d4ea6d44c150f741f1bf4431")),
@@ -235,8 +242,18 @@ mod tests {
         let skr = h("4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8");
         let dh = x25519(&ske, &pkr);
         // A.1.1 (AES-128-GCM): shared_secret, key, base_nonce as published.
-        let [ss, key, nonce] = schedule(&dh, &enc, &pkr, &h("4f6465206f6e2061204772656369616e2055726e"), 1, 16);
-        assert_eq!(hex::encode(ss), "fe0e18c9f024ce43799ae393c7e8fe8fce9d218875e8227b0187c04e7d2ea1fc");
+        let [ss, key, nonce] = schedule(
+            &dh,
+            &enc,
+            &pkr,
+            &h("4f6465206f6e2061204772656369616e2055726e"),
+            1,
+            16,
+        );
+        assert_eq!(
+            hex::encode(ss),
+            "fe0e18c9f024ce43799ae393c7e8fe8fce9d218875e8227b0187c04e7d2ea1fc"
+        );
         assert_eq!(hex::encode(key), "4531685d41d65f03dc48f6b8302c05b0");
         assert_eq!(hex::encode(nonce), "56d890e5accaaf011cff4b7d");
 
@@ -259,6 +276,9 @@ mod tests {
             ciphertext: data.try_into().unwrap(),
         };
         let sk = HpkePrivateKey::from(skr);
-        assert_eq!(unwrap(&w, &sk, &ticket_id, b"stream-header").unwrap(), DataKey([0x42; 32]));
+        assert_eq!(
+            unwrap(&w, &sk, &ticket_id, b"stream-header").unwrap(),
+            DataKey([0x42; 32])
+        );
     }
 }

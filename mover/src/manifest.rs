@@ -68,7 +68,9 @@ pub fn join(root: &Path, rel: &str) -> Result<PathBuf, MoverError> {
         .map(|r| r.components().all(|c| matches!(c, Component::Normal(_))))
         != Ok(true)
     {
-        return Err(MoverError::ManifestPath(format!("{rel:?} escapes the checkpoint")));
+        return Err(MoverError::ManifestPath(format!(
+            "{rel:?} escapes the checkpoint"
+        )));
     }
     Ok(out)
 }
@@ -100,7 +102,9 @@ pub fn list_files(dir: &Path) -> Result<Vec<String>, MoverError> {
             } else if ft.is_file() {
                 out.push(child_rel);
             } else {
-                return Err(MoverError::ManifestPath(format!("{child_rel:?} is not a regular file")));
+                return Err(MoverError::ManifestPath(format!(
+                    "{child_rel:?} is not a regular file"
+                )));
             }
             if out.len() > MAX_FILES {
                 return Err(MoverError::ManifestPath(format!("more than {MAX_FILES} files")));
@@ -233,7 +237,11 @@ impl Manifest {
         }) {
             return Err(fmt_err("a path is both a file and a directory"));
         }
-        if files.iter().try_fold(0u64, |acc, f| acc.checked_add(f.size)).is_none() {
+        if files
+            .iter()
+            .try_fold(0u64, |acc, f| acc.checked_add(f.size))
+            .is_none()
+        {
             return Err(fmt_err("total size overflows"));
         }
         let m = Self { files };
@@ -253,7 +261,17 @@ mod tests {
         for ok in ["a", "a/b.safetensors", "x/y/z"] {
             assert!(validate_path(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a/", "a\\b", "a\0b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/",
+            "a\\b",
+            "a\0b",
+        ] {
             assert!(validate_path(bad).is_err(), "{bad:?}");
         }
     }

@@ -31,7 +31,10 @@ impl Receipt {
             (Value::Integer(1.into()), Value::Bytes(self.ticket_id.to_vec())),
             (Value::Integer(2.into()), Value::Text(self.job.clone())),
             (Value::Integer(3.into()), Value::Text(self.destination.clone())),
-            (Value::Integer(4.into()), Value::Bytes(self.manifest_digest.to_vec())),
+            (
+                Value::Integer(4.into()),
+                Value::Bytes(self.manifest_digest.to_vec()),
+            ),
             (Value::Integer(5.into()), Value::Integer(self.bytes.into())),
             (Value::Integer(6.into()), Value::Integer(self.completed_at.into())),
         ]);
@@ -108,14 +111,24 @@ impl Receipt {
         let sign1 = CoseSign1::from_tagged_slice(bytes)
             .or_else(|_| CoseSign1::from_slice(bytes))
             .map_err(|e| fmt_err(format!("not a COSE_Sign1: {e}")))?;
-        if sign1.protected.header.alg != Some(coset::RegisteredLabelWithPrivate::Assigned(iana::Algorithm::EdDSA))
+        if sign1.protected.header.alg
+            != Some(coset::RegisteredLabelWithPrivate::Assigned(
+                iana::Algorithm::EdDSA,
+            ))
             || !sign1.protected.header.crit.is_empty()
         {
             return Err(MoverError::ReceiptSignature);
         }
         let pk = UnparsedPublicKey::new(&ED25519, dst_ed25519);
-        sign1.verify_signature(b"", |sig, tbs| pk.verify(tbs, sig).map_err(|_| MoverError::ReceiptSignature))?;
-        Self::from_payload(sign1.payload.as_deref().ok_or_else(|| fmt_err("detached payload"))?)
+        sign1.verify_signature(b"", |sig, tbs| {
+            pk.verify(tbs, sig).map_err(|_| MoverError::ReceiptSignature)
+        })?;
+        Self::from_payload(
+            sign1
+                .payload
+                .as_deref()
+                .ok_or_else(|| fmt_err("detached payload"))?,
+        )
     }
 }
 
@@ -138,8 +151,16 @@ mod tests {
         };
         let b = r.sign(&k).unwrap();
         assert_eq!(Receipt::verify(&b, &pk).unwrap(), r);
-        let other: [u8; 32] = Ed25519KeyPair::generate().unwrap().public_key().as_ref().try_into().unwrap();
-        assert!(matches!(Receipt::verify(&b, &other), Err(MoverError::ReceiptSignature)));
+        let other: [u8; 32] = Ed25519KeyPair::generate()
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .try_into()
+            .unwrap();
+        assert!(matches!(
+            Receipt::verify(&b, &other),
+            Err(MoverError::ReceiptSignature)
+        ));
         for i in 0..b.len() {
             let mut t = b.clone();
             t[i] ^= 1;

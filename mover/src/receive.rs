@@ -74,11 +74,7 @@ impl std::fmt::Debug for Receiver {
 }
 
 impl Receiver {
-    fn check_inputs(
-        ticket: &Ticket,
-        manifest: &Manifest,
-        header: &StreamHeader,
-    ) -> Result<(), MoverError> {
+    fn check_inputs(ticket: &Ticket, manifest: &Manifest, header: &StreamHeader) -> Result<(), MoverError> {
         let md = manifest.digest()?;
         if md != ticket.manifest_digest || md != header.manifest_digest {
             return Err(MoverError::ManifestDigest(
@@ -86,10 +82,14 @@ impl Receiver {
             ));
         }
         if header.ticket_id != ticket.id {
-            return Err(MoverError::StreamHeader("stream header names another ticket".into()));
+            return Err(MoverError::StreamHeader(
+                "stream header names another ticket".into(),
+            ));
         }
         if header.total_bytes != manifest.total_bytes() {
-            return Err(MoverError::StreamHeader("total bytes differ from the manifest".into()));
+            return Err(MoverError::StreamHeader(
+                "total bytes differ from the manifest".into(),
+            ));
         }
         Ok(())
     }
@@ -99,20 +99,17 @@ impl Receiver {
             Some(t) => Ok(t.to_path_buf()),
             None => {
                 if ticket.job.contains('/') {
-                    return Err(MoverError::ManifestPath(format!("job name {:?} is not one path component", ticket.job)));
+                    return Err(MoverError::ManifestPath(format!(
+                        "job name {:?} is not one path component",
+                        ticket.job
+                    )));
                 }
                 join(dest, &ticket.job)
             }
         }
     }
 
-    fn build(
-        dest: &Path,
-        target: PathBuf,
-        ticket: &Ticket,
-        manifest: Manifest,
-        opener: Opener,
-    ) -> Self {
+    fn build(dest: &Path, target: PathBuf, ticket: &Ticket, manifest: Manifest, opener: Opener) -> Self {
         let staging = staging_dir(dest, &ticket.id);
         let data = staging.join("data");
         let durable = opener.next_index();
@@ -230,7 +227,8 @@ impl Receiver {
                         )));
                     }
                     file.set_len(local).map_err(|e| MoverError::io(&path, e))?;
-                    file.seek(SeekFrom::Start(0)).map_err(|e| MoverError::io(&path, e))?;
+                    file.seek(SeekFrom::Start(0))
+                        .map_err(|e| MoverError::io(&path, e))?;
                     let mut buf = vec![0u8; 1 << 20];
                     loop {
                         let n = file.read(&mut buf).map_err(|e| MoverError::io(&path, e))?;
@@ -239,7 +237,8 @@ impl Receiver {
                         }
                         r.ctx.update(buf.get(..n).unwrap_or_default());
                     }
-                    file.seek(SeekFrom::End(0)).map_err(|e| MoverError::io(&path, e))?;
+                    file.seek(SeekFrom::End(0))
+                        .map_err(|e| MoverError::io(&path, e))?;
                     r.file = Some(file);
                     r.file_off = local;
                 } else if path.symlink_metadata().is_ok() {
@@ -407,7 +406,10 @@ impl Receiver {
         }
         fsync_dir(&self.data)?;
         if self.target.symlink_metadata().is_ok() {
-            return Err(staging_err(format!("target {} appeared meanwhile", self.target.display())));
+            return Err(staging_err(format!(
+                "target {} appeared meanwhile",
+                self.target.display()
+            )));
         }
         std::fs::rename(&self.data, &self.target).map_err(|e| MoverError::io(&self.target, e))?;
         if let Some(parent) = self.target.parent() {

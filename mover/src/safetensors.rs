@@ -163,16 +163,20 @@ fn offs(msg: impl Into<String>) -> MoverError {
 
 /// N from the first 8 bytes, bounded by [`MAX_HEADER_LEN`] and the file's length.
 pub fn header_len(first8: &[u8], file_len: u64) -> Result<u64, MoverError> {
-    let arr: [u8; 8] = first8
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| hdr(format!("file has {} bytes, fewer than the 8-byte length", first8.len())))?;
+    let arr: [u8; 8] = first8.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+        hdr(format!(
+            "file has {} bytes, fewer than the 8-byte length",
+            first8.len()
+        ))
+    })?;
     let n = u64::from_le_bytes(arr);
     if n > MAX_HEADER_LEN {
         return Err(hdr(format!("header length {n} exceeds {MAX_HEADER_LEN}")));
     }
     if n.checked_add(8).is_none_or(|end| end > file_len) {
-        return Err(hdr(format!("header length {n} runs past the file's {file_len} bytes")));
+        return Err(hdr(format!(
+            "header length {n} runs past the file's {file_len} bytes"
+        )));
     }
     if n < 2 {
         return Err(hdr(format!("header length {n} cannot hold a JSON object")));
@@ -271,7 +275,11 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<Header, MoverError> {
             .ok_or_else(|| hdr(format!("tensor {name:?} has no data_offsets array")))?;
         let (begin, end) = match off.as_slice() {
             [b, e] => (as_u64(b, "data offset")?, as_u64(e, "data offset")?),
-            _ => return Err(hdr(format!("tensor {name:?}: data_offsets must have two entries"))),
+            _ => {
+                return Err(hdr(format!(
+                    "tensor {name:?}: data_offsets must have two entries"
+                )))
+            }
         };
         tensors.push(TensorInfo {
             name,
@@ -433,7 +441,16 @@ pub(crate) mod tests {
         r.add("model.safetensors", &h);
         assert_eq!(
             r.dtypes.keys().copied().collect::<Vec<_>>(),
-            vec![Dtype::BOOL, Dtype::F4, Dtype::F8_E4M3, Dtype::F8_E8M0, Dtype::F16, Dtype::BF16, Dtype::F32, Dtype::I64]
+            vec![
+                Dtype::BOOL,
+                Dtype::F4,
+                Dtype::F8_E4M3,
+                Dtype::F8_E8M0,
+                Dtype::F16,
+                Dtype::BF16,
+                Dtype::F32,
+                Dtype::I64
+            ]
         );
         assert_eq!(
             r.dtypes[&Dtype::F8_E4M3],
@@ -513,12 +530,21 @@ pub(crate) mod tests {
             build(&[("l0.w", "F8_E5M2", &[4], 4)], false),
         )
         .unwrap();
-        std::fs::write(d.path().join("model.safetensors"), build(&[("emb", "BF16", &[2], 4)], true)).unwrap();
+        std::fs::write(
+            d.path().join("model.safetensors"),
+            build(&[("emb", "BF16", &[2], 4)], true),
+        )
+        .unwrap();
         std::fs::write(d.path().join("config.json"), b"{}").unwrap();
         let r = scan_checkpoint(d.path()).unwrap();
         assert_eq!(r.dtypes[&Dtype::BF16], vec!["model.safetensors:emb".to_string()]);
-        assert_eq!(r.dtypes[&Dtype::F8_E5M2], vec!["shards/model-00001.safetensors:l0.w".to_string()]);
+        assert_eq!(
+            r.dtypes[&Dtype::F8_E5M2],
+            vec!["shards/model-00001.safetensors:l0.w".to_string()]
+        );
         let e = crate::chips::check(&r, crate::chips::Chip::A100).unwrap_err();
-        assert!(e.to_string().contains("A100 cannot run F8_E5M2 (shards/model-00001.safetensors:l0.w)"));
+        assert!(e
+            .to_string()
+            .contains("A100 cannot run F8_E5M2 (shards/model-00001.safetensors:l0.w)"));
     }
 }

@@ -23,7 +23,12 @@ pub struct Sender {
 
 impl Sender {
     /// `header` must name this manifest (digest, total size).
-    pub fn new(dir: &Path, manifest: Manifest, header: StreamHeader, key: &DataKey) -> Result<Self, MoverError> {
+    pub fn new(
+        dir: &Path,
+        manifest: Manifest,
+        header: StreamHeader,
+        key: &DataKey,
+    ) -> Result<Self, MoverError> {
         if header.manifest_digest != manifest.digest()? || header.total_bytes != manifest.total_bytes() {
             return Err(MoverError::StreamHeader(
                 "header does not name this manifest (digest or total size)".into(),
@@ -83,7 +88,9 @@ impl Sender {
             }
             start += f.size;
         }
-        Err(MoverError::ManifestChanged(format!("offset {pos} past the checkpoint")))
+        Err(MoverError::ManifestChanged(format!(
+            "offset {pos} past the checkpoint"
+        )))
     }
 
     /// Seal the next chunk, or `None` after the last. Returns (index, ciphertext).
@@ -161,13 +168,17 @@ pub fn read_record<R: Read>(r: &mut R, max: usize) -> Result<Option<Vec<u8>>, Mo
             if got == 0 {
                 return Ok(None);
             }
-            return Err(MoverError::ExportFormat("input ends inside a record length".into()));
+            return Err(MoverError::ExportFormat(
+                "input ends inside a record length".into(),
+            ));
         }
         got += n;
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
-        return Err(MoverError::ExportFormat(format!("record of {len} bytes, at most {max}")));
+        return Err(MoverError::ExportFormat(format!(
+            "record of {len} bytes, at most {max}"
+        )));
     }
     let mut ct = vec![0u8; len];
     r.read_exact(&mut ct)

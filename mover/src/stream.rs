@@ -87,7 +87,10 @@ impl StreamHeader {
     pub fn from_bytes(b: &[u8]) -> Result<Self, MoverError> {
         let e = |m: &str| MoverError::StreamHeader(m.into());
         if b.len() != HEADER_LEN {
-            return Err(MoverError::StreamHeader(format!("{} bytes, want {HEADER_LEN}", b.len())));
+            return Err(MoverError::StreamHeader(format!(
+                "{} bytes, want {HEADER_LEN}",
+                b.len()
+            )));
         }
         let r = |at: usize, n: usize| b.get(at..at + n).ok_or_else(|| e("truncated"));
         if r(0, 17)? != STREAM_LABEL {
@@ -148,7 +151,9 @@ pub struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealer").field("header", &self.header).finish_non_exhaustive()
+        f.debug_struct("Sealer")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
     }
 }
 
@@ -343,9 +348,24 @@ mod tests {
         assert!(StreamHeader::new([1; 16], [2; 32], 10, 1).is_err());
         assert!(StreamHeader::new([1; 16], [2; 32], MAX_CHUNK_SIZE + 1, 1).is_err());
         assert!(StreamHeader::from_bytes(&h.to_bytes()[..76]).is_err());
-        assert_eq!(StreamHeader::new([0; 16], [0; 32], 1024, 0).unwrap().chunk_count(), 1);
-        assert_eq!(StreamHeader::new([0; 16], [0; 32], 1024, 1024).unwrap().chunk_count(), 1);
-        assert_eq!(StreamHeader::new([0; 16], [0; 32], 1024, 1025).unwrap().chunk_count(), 2);
+        assert_eq!(
+            StreamHeader::new([0; 16], [0; 32], 1024, 0)
+                .unwrap()
+                .chunk_count(),
+            1
+        );
+        assert_eq!(
+            StreamHeader::new([0; 16], [0; 32], 1024, 1024)
+                .unwrap()
+                .chunk_count(),
+            1
+        );
+        assert_eq!(
+            StreamHeader::new([0; 16], [0; 32], 1024, 1025)
+                .unwrap()
+                .chunk_count(),
+            2
+        );
         assert_eq!(nonce(0x0102, true), [0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 1]);
     }
 

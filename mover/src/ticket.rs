@@ -179,7 +179,10 @@ impl Ticket {
     pub fn verify(bytes: &[u8], verifier_public_sec1: &[u8], now: i64) -> Result<Self, MoverError> {
         // ticket_format (structure)
         if bytes.len() > MAX_TICKET_LEN {
-            return Err(fmt_err(format!("{} bytes, more than {MAX_TICKET_LEN}", bytes.len())));
+            return Err(fmt_err(format!(
+                "{} bytes, more than {MAX_TICKET_LEN}",
+                bytes.len()
+            )));
         }
         let sign1 = CoseSign1::from_tagged_slice(bytes)
             .or_else(|_| CoseSign1::from_slice(bytes))
@@ -189,8 +192,15 @@ impl Ticket {
         let key = EarPublicKey::from_sec1(verifier_public_sec1)
             .map_err(|e| MoverError::TicketSignature(format!("verifier key: {e}")))?;
         let p = &sign1.protected.header;
-        if p.alg != Some(coset::RegisteredLabelWithPrivate::Assigned(iana::Algorithm::ES256)) {
-            return Err(MoverError::TicketSignature(format!("protected alg {:?}, want ES256", p.alg)));
+        if p.alg
+            != Some(coset::RegisteredLabelWithPrivate::Assigned(
+                iana::Algorithm::ES256,
+            ))
+        {
+            return Err(MoverError::TicketSignature(format!(
+                "protected alg {:?}, want ES256",
+                p.alg
+            )));
         }
         if sign1.unprotected.alg.is_some() || !p.crit.is_empty() {
             return Err(MoverError::TicketSignature(
@@ -198,7 +208,9 @@ impl Ticket {
             ));
         }
         if !p.key_id.is_empty() && p.key_id.as_slice() != key.kid() {
-            return Err(MoverError::TicketSignature("kid is not the verifier key's".into()));
+            return Err(MoverError::TicketSignature(
+                "kid is not the verifier key's".into(),
+            ));
         }
         let pk = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.as_sec1());
         sign1.verify_signature(b"", |sig, tbs| {
@@ -207,7 +219,10 @@ impl Ticket {
         })?;
 
         // ticket_format (payload)
-        let payload = sign1.payload.as_deref().ok_or_else(|| fmt_err("detached payload"))?;
+        let payload = sign1
+            .payload
+            .as_deref()
+            .ok_or_else(|| fmt_err("detached payload"))?;
         let t = Self::from_payload(payload)?;
 
         // ticket_expired
@@ -263,7 +278,9 @@ impl SeenTickets {
                     let id: [u8; 16] = hex::decode(line)
                         .ok()
                         .and_then(|b| b.try_into().ok())
-                        .ok_or_else(|| MoverError::Staging(format!("{}: bad ticket id line", path.display())))?;
+                        .ok_or_else(|| {
+                            MoverError::Staging(format!("{}: bad ticket id line", path.display()))
+                        })?;
                     ids.insert(id);
                 }
             }
@@ -350,7 +367,10 @@ pub(crate) mod tests {
             b[i] ^= 0x01;
             assert!(Ticket::verify(&b, &pubk, 1_100).is_err(), "byte {i}");
         }
-        assert_eq!(check(Ticket::verify(b"\x00garbage", &pubk, 1_100)), "ticket_format");
+        assert_eq!(
+            check(Ticket::verify(b"\x00garbage", &pubk, 1_100)),
+            "ticket_format"
+        );
 
         // Destination.
         assert!(t.verify_for("node-b", &[1; 32]).is_ok());

@@ -1,5 +1,6 @@
 //! End-to-end moves on real files: sender -> (tampering) -> receiver, resume, export and
 //! import, receipts.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -27,7 +28,11 @@ fn random(n: usize) -> Vec<u8> {
 /// A checkpoint: a few-MB random shard, small files, an empty file, a nested directory.
 fn checkpoint(dir: &Path) {
     std::fs::create_dir_all(dir.join("shards/deep")).unwrap();
-    std::fs::write(dir.join("shards/model-00001.safetensors"), random(3 * 1024 * 1024 + 12345)).unwrap();
+    std::fs::write(
+        dir.join("shards/model-00001.safetensors"),
+        random(3 * 1024 * 1024 + 12345),
+    )
+    .unwrap();
     std::fs::write(dir.join("shards/deep/optimizer.pt"), random(200_000)).unwrap();
     std::fs::write(dir.join("config.json"), br#"{"hidden": 4096}"#).unwrap();
     std::fs::write(dir.join("EMPTY"), b"").unwrap();
@@ -39,7 +44,10 @@ fn same_tree(a: &Path, b: &Path) {
     let mb = Manifest::build(b).unwrap();
     assert_eq!(ma, mb);
     for f in &ma.files {
-        assert_eq!(std::fs::read(a.join(&f.path)).unwrap(), std::fs::read(b.join(&f.path)).unwrap());
+        assert_eq!(
+            std::fs::read(a.join(&f.path)).unwrap(),
+            std::fs::read(b.join(&f.path)).unwrap()
+        );
     }
 }
 
@@ -62,7 +70,13 @@ fn setup() -> Setup {
     checkpoint(&src);
     let manifest = Manifest::build(&src).unwrap();
     let ticket = ticket_for(&manifest, [0x5a; 16], [1; 32], [2; 32]);
-    let header = StreamHeader::new(ticket.id, manifest.digest().unwrap(), CHUNK, manifest.total_bytes()).unwrap();
+    let header = StreamHeader::new(
+        ticket.id,
+        manifest.digest().unwrap(),
+        CHUNK,
+        manifest.total_bytes(),
+    )
+    .unwrap();
     Setup {
         _tmp: tmp,
         src,
@@ -161,33 +175,53 @@ fn tampering_detected_before_anything_is_placed() {
     let good = sealed(&s);
     let n = good.len();
     let cases: Vec<(&str, Vec<Vec<u8>>, &str)> = vec![
-        ("flip", {
-            let mut c = good.clone();
-            c[10][1000] ^= 0x04;
-            c
-        }, "chunk_authentication"),
-        ("truncate last chunk", {
-            let mut c = good.clone();
-            let l = c[n - 1].len();
-            c[n - 1].truncate(l - 1);
-            c
-        }, "chunk_length"),
+        (
+            "flip",
+            {
+                let mut c = good.clone();
+                c[10][1000] ^= 0x04;
+                c
+            },
+            "chunk_authentication",
+        ),
+        (
+            "truncate last chunk",
+            {
+                let mut c = good.clone();
+                let l = c[n - 1].len();
+                c[n - 1].truncate(l - 1);
+                c
+            },
+            "chunk_length",
+        ),
         ("drop last chunk", good[..n - 1].to_vec(), "stream_truncated"),
-        ("reorder", {
-            let mut c = good.clone();
-            c.swap(5, 6);
-            c
-        }, "chunk_authentication"),
-        ("duplicate", {
-            let mut c = good.clone();
-            c.insert(8, c[7].clone());
-            c
-        }, "chunk_authentication"),
-        ("extra after last", {
-            let mut c = good.clone();
-            c.push(good[n - 1].clone());
-            c
-        }, "stream_extra"),
+        (
+            "reorder",
+            {
+                let mut c = good.clone();
+                c.swap(5, 6);
+                c
+            },
+            "chunk_authentication",
+        ),
+        (
+            "duplicate",
+            {
+                let mut c = good.clone();
+                c.insert(8, c[7].clone());
+                c
+            },
+            "chunk_authentication",
+        ),
+        (
+            "extra after last",
+            {
+                let mut c = good.clone();
+                c.push(good[n - 1].clone());
+                c
+            },
+            "stream_extra",
+        ),
     ];
     for (what, chunks, want) in cases {
         let s2 = Setup {
@@ -254,13 +288,15 @@ fn resume_at_many_points_including_file_boundaries() {
     let n = chunks.len() as u64;
     for k in [0, 1, 48, 49, 50, 51, n - 1, n] {
         let dest = tempfile::tempdir().unwrap();
-        let mut rx = Receiver::create(dest.path(), None, &s.ticket, s.manifest.clone(), s.header, &s.key).unwrap();
+        let mut rx =
+            Receiver::create(dest.path(), None, &s.ticket, s.manifest.clone(), s.header, &s.key).unwrap();
         for i in 0..k {
             rx.write_chunk(i, &chunks[i as usize]).unwrap();
         }
         rx.make_durable().unwrap();
         drop(rx);
-        let mut rx = Receiver::resume(dest.path(), None, &s.ticket, s.manifest.clone(), s.header, &s.key).unwrap();
+        let mut rx =
+            Receiver::resume(dest.path(), None, &s.ticket, s.manifest.clone(), s.header, &s.key).unwrap();
         assert_eq!(rx.resume_point(), k);
         for i in k..n {
             rx.write_chunk(i, &chunks[i as usize]).unwrap();
@@ -304,19 +340,22 @@ fn export_import_only_the_ticketed_destination() {
     let c = node("node-c");
     let (_, file) = export_for(&src, &verifier, &b, NOW + 600);
 
-    let try_import = |who: &Node, claims_key: [u8; 32], me: &str, now: i64, seen: &mut SeenTickets, bytes: &[u8]| {
-        let dest = tmp.path().join(format!("dest-{}-{}", who.name, hex::encode(&random(4))));
-        std::fs::create_dir(&dest).unwrap();
-        let checks = ImportChecks {
-            verifier_public_sec1: &vpub,
-            now,
-            me,
-            my_x25519: claims_key,
-            seen,
+    let try_import =
+        |who: &Node, claims_key: [u8; 32], me: &str, now: i64, seen: &mut SeenTickets, bytes: &[u8]| {
+            let dest = tmp
+                .path()
+                .join(format!("dest-{}-{}", who.name, hex::encode(random(4))));
+            std::fs::create_dir(&dest).unwrap();
+            let checks = ImportChecks {
+                verifier_public_sec1: &vpub,
+                now,
+                me,
+                my_x25519: claims_key,
+                seen,
+            };
+            let r = export::import(&mut &bytes[..], checks, &who.secret, &dest, None);
+            (dest, r)
         };
-        let r = export::import(&mut &bytes[..], checks, &who.secret, &dest, None);
-        (dest, r)
-    };
     let seen_path = tmp.path().join("seen-c");
     let mut seen_c = SeenTickets::open(&seen_path).unwrap();
 
@@ -345,7 +384,10 @@ fn export_import_only_the_ticketed_destination() {
     let mut short = file.clone();
     short.truncate(file.len() - 70_000);
     let (dest, r) = try_import(&b, b.x25519, "node-b", NOW, &mut seen_b, &short);
-    assert!(matches!(r.unwrap_err().check(), "export_format" | "stream_truncated"));
+    assert!(matches!(
+        r.unwrap_err().check(),
+        "export_format" | "stream_truncated"
+    ));
     assert!(!dest.join("job-7").exists());
 
     let (dest, r) = try_import(&b, b.x25519, "node-b", NOW, &mut seen_b, &file);
@@ -373,6 +415,14 @@ fn export_refuses_a_changed_checkpoint() {
     let m = Manifest::build(tmp.path()).unwrap();
     let t = ticket_for(&m, [1; 16], [1; 32], [2; 32]).sign(&verifier).unwrap();
     std::fs::write(tmp.path().join("config.json"), b"changed").unwrap();
-    let e = export::export(&t, verifier.public_key().as_ref(), NOW, tmp.path(), CHUNK, &mut Vec::new()).unwrap_err();
+    let e = export::export(
+        &t,
+        verifier.public_key().as_ref(),
+        NOW,
+        tmp.path(),
+        CHUNK,
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     assert_eq!(e.check(), "manifest_digest");
 }
