@@ -7,8 +7,8 @@ mod audit;
 mod demo;
 mod landmark;
 mod ops;
-mod registry;
 mod policy;
+mod registry;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +60,7 @@ enum Command {
     #[command(subcommand)]
     Landmark(landmark::LandmarkCmd),
     /// Appraisal policies: evaluate one offline against an input, list the shipped ones.
+    #[command(subcommand)]
     Policy(policy::PolicyCmd),
 }
 

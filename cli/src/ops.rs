@@ -103,13 +103,13 @@ impl Client {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     // Node names are [A-Za-z0-9._-]; anything else is refused rather than escaped.
     s.chars()
         .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))

@@ -28,6 +28,19 @@ pub enum PolicyCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Replay NODE's latest policy input (kept by the verifier with each result) under
+    /// POLICY: what another policy would decide about the same evidence, and why.
+    Explain {
+        /// Node id or name.
+        node: String,
+        /// A shipped policy name or the path of a .rego file.
+        policy: String,
+        /// A data document, JSON.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        conn: crate::ops::Conn,
+    },
     /// The shipped policies with their digests.
     List {
         /// Print a JSON array.
@@ -44,6 +57,12 @@ pub fn run(cmd: PolicyCmd) -> ExitCode {
             data,
             json,
         } => test(&policy, &input, data.as_deref(), json),
+        PolicyCmd::Explain {
+            node,
+            policy,
+            data,
+            conn,
+        } => explain(&node, &policy, data.as_deref(), &conn),
         PolicyCmd::List { json } => list(json),
     };
     r.unwrap_or_else(|e| {
@@ -78,6 +97,31 @@ pub fn load_policy(spec: &str, data: Option<serde_json::Value>) -> Result<Policy
         Some(d) => Policy::with_data(id, &rego, d)?,
         None => Policy::new(id, &rego)?,
     })
+}
+
+fn explain(node: &str, spec: &str, data: Option<&Path>, conn: &crate::ops::Conn) -> Result<ExitCode> {
+    let data = data.map(read_json).transpose()?;
+    let policy = load_policy(spec, data)?;
+    let client = crate::ops::Client::new(conn)?;
+    let path = format!("/v1/nodes/{}/input", crate::ops::enc(node));
+    let v = crate::ops::runtime()?.block_on(client.call(http::Method::GET, &path, None))?;
+    let input = v
+        .get("input")
+        .filter(|i| !i.is_null())
+        .ok_or_else(|| anyhow::anyhow!("node `{node}` has no appraised round yet: nothing to explain"))?;
+    if !conn.json {
+        println!(
+            "node {} ({}), result {} decided by {} {}; replayed under {} {}",
+            v["name"].as_str().unwrap_or("?"),
+            v["node"].as_str().unwrap_or("?"),
+            v["result_id"],
+            v["policy_id"].as_str().unwrap_or("?"),
+            v["policy_digest"].as_str().unwrap_or("?"),
+            policy.id(),
+            policy.digest()
+        );
+    }
+    evaluate_and_print(&policy, input, conn.json)
 }
 
 fn test(spec: &str, input: &Path, data: Option<&Path>, json: bool) -> Result<ExitCode> {
