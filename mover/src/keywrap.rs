@@ -209,7 +209,14 @@ pub(crate) mod tests {
         expand(prk, &[&l[..], b"HPKE-v1", suite, label, info].concat(), len)
     }
     /// (shared_secret, key, base_nonce) for base mode.
-    pub(crate) fn schedule(dh: &[u8], enc: &[u8], pkr: &[u8], info: &[u8], aead_id: u16, nk: usize) -> [Vec<u8>; 3] {
+    pub(crate) fn schedule(
+        dh: &[u8],
+        enc: &[u8],
+        pkr: &[u8],
+        info: &[u8],
+        aead_id: u16,
+        nk: usize,
+    ) -> [Vec<u8>; 3] {
         let kem_suite = [b"KEM".as_slice(), &[0x00, 0x20]].concat();
         let eae = labeled_extract(&kem_suite, b"", b"eae_prk", dh);
         let ss = labeled_expand(&kem_suite, &eae, b"shared_secret", &[enc, pkr].concat(), 32);

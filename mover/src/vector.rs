@@ -121,7 +121,9 @@ fn byte_exact_vector() {
     // And the committed values work: the wrapped key opens with A.1's skRm to the data
     // key, and the chunks open to the file.
     let get = |name: &str| h(&v.iter().find(|(k, _)| *k == name).unwrap().1);
-    let sk = HpkePrivateKey::from(h("4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8"));
+    let sk = HpkePrivateKey::from(h(
+        "4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8",
+    ));
     let sh = StreamHeader::from_bytes(&get("stream_header")).unwrap();
     let w = WrappedKey {
         enc: get("hpke_enc").try_into().unwrap(),
