@@ -18,8 +18,8 @@ use crate::keywrap::{self, DataKey, WrappedKey, ENC_LEN, WRAPPED_LEN};
 use crate::manifest::Manifest;
 use crate::receipt::Receipt;
 use crate::receive::{staging_dir, Receiver};
-use crate::send::{read_record, Sender};
-use crate::stream::{StreamHeader, TAG_LEN};
+use crate::send::Sender;
+use crate::stream::StreamHeader;
 use crate::ticket::{SeenTickets, Ticket};
 use ciborium::value::Value;
 use rustls::crypto::hpke::HpkePrivateKey;
@@ -232,10 +232,7 @@ pub fn import<R: Read>(
         std::fs::remove_dir_all(&staging).map_err(|e| MoverError::io(&staging, e))?;
     }
     let mut rx = Receiver::create(dest_dir, target, &ticket, manifest, sh, &key)?;
-    let max = h.chunk_size as usize + TAG_LEN;
-    while let Some(ct) = read_record(r, max)? {
-        rx.write_chunk(rx.resume_point(), &ct)?;
-    }
+    rx.read_records(r)?;
     let done = rx.finish(checks.now)?;
     checks.seen.check_and_record(&ticket.id)?;
     Ok(done)

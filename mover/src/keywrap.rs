@@ -129,11 +129,11 @@ pub fn generate_x25519() -> Result<([u8; 32], HpkePrivateKey), MoverError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use aws_lc_rs::hmac;
 
-    fn h(s: &str) -> Vec<u8> {
+    pub(crate) fn h(s: &str) -> Vec<u8> {
         hex::decode(s).unwrap()
     }
 
@@ -209,7 +209,14 @@ mod tests {
         expand(prk, &[&l[..], b"HPKE-v1", suite, label, info].concat(), len)
     }
     /// (shared_secret, key, base_nonce) for base mode.
-    fn schedule(dh: &[u8], enc: &[u8], pkr: &[u8], info: &[u8], aead_id: u16, nk: usize) -> [Vec<u8>; 3] {
+    pub(crate) fn schedule(
+        dh: &[u8],
+        enc: &[u8],
+        pkr: &[u8],
+        info: &[u8],
+        aead_id: u16,
+        nk: usize,
+    ) -> [Vec<u8>; 3] {
         let kem_suite = [b"KEM".as_slice(), &[0x00, 0x20]].concat();
         let eae = labeled_extract(&kem_suite, b"", b"eae_prk", dh);
         let ss = labeled_expand(&kem_suite, &eae, b"shared_secret", &[enc, pkr].concat(), 32);
@@ -222,7 +229,7 @@ mod tests {
         let nonce = labeled_expand(&suite, &secret, b"base_nonce", &ctx, 12);
         [ss, key, nonce]
     }
-    fn x25519(sk: &[u8], pk: &[u8]) -> Vec<u8> {
+    pub(crate) fn x25519(sk: &[u8], pk: &[u8]) -> Vec<u8> {
         use aws_lc_rs::agreement;
         let sk = agreement::PrivateKey::from_private_key(&agreement::X25519, sk).unwrap();
         agreement::agree(

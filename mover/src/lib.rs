@@ -20,5 +20,7 @@ pub mod safetensors;
 pub mod send;
 pub mod stream;
 pub mod ticket;
+#[cfg(test)]
+mod vector;
 
 pub use error::MoverError;

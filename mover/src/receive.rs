@@ -322,7 +322,8 @@ impl Receiver {
     }
 
     /// Authenticate chunk `index` and write its plaintext. Nothing of a chunk that fails
-    /// authentication is written.
+    /// authentication is written. After any error drop the receiver; a later
+    /// [`Receiver::resume`] continues from the last durable chunk.
     pub fn write_chunk(&mut self, index: u64, ciphertext: &[u8]) -> Result<(), MoverError> {
         let plain = self.opener.open_chunk(index, ciphertext)?;
         let mut rest: &[u8] = &plain;
@@ -353,6 +354,18 @@ impl Receiver {
             self.make_durable()?;
         }
         Ok(())
+    }
+
+    /// Read records (u32 big-endian length || chunk ciphertext) until a clean end of input,
+    /// writing each; returns how many were written. The caller then calls [`Receiver::finish`].
+    pub fn read_records<R: Read>(&mut self, r: &mut R) -> Result<u64, MoverError> {
+        let max = self.header().chunk_size as usize + crate::stream::TAG_LEN;
+        let mut n = 0;
+        while let Some(ct) = crate::send::read_record(r, max)? {
+            self.write_chunk(self.resume_point(), &ct)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// fsync what was written and record the resume point; returns it.
