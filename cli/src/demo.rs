@@ -4,7 +4,11 @@
 //! software TPM (swtpm) whose EK certificate comes from swtpm's local CA; enrollment with
 //! credential activation; rounds over mutual TLS; then one node's PCR 14 is extended
 //! behind its back, the next rounds fail and the verifier revokes it with the reason.
-//! It ends with the audit log exported and verified offline.
+//! Appraisal runs the shipped `eu-sovereign` policy over a signed registry of sites and
+//! operators, with the verifier timing each agent's session key as a landmark in Paris;
+//! a registry update then records that the Paris operator was bought by a US company,
+//! and the next round is refused with that reason. It ends with the audit log exported
+//! and verified offline.
 
 // Indexing here is into serde_json::Value, whose Index gives Null for a missing key or a
 // non-object and never panics.
@@ -217,6 +221,93 @@ pub fn run_demo(a: DemoArgs) -> ExitCode {
     }
 }
 
+/// SHA-256 of the EK certificate as stored in NV (what the verifier records at enrollment).
+fn ek_sha256(tpm: &Tpm, dir: &Path) -> Result<[u8; 32]> {
+    let out = dir.join(format!("ek-{}.der", tpm.port));
+    run(
+        Command::new("tpm2_nvread")
+            .args(["0x1c00002", "-o"])
+            .arg(&out)
+            .env("TPM2TOOLS_TCTI", tpm.tcti()),
+        "tpm2_nvread (the EK certificate)",
+    )?;
+    let der = std::fs::read(&out)?;
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+    <[u8; 32]>::try_from(d.as_ref()).context("SHA-256 length")
+}
+
+/// The registry of the demo: who runs which site, and which TPM is installed where.
+/// Version 2 records that a US company bought 60 % of the Paris operator.
+fn demo_registry(version: u64, eks: [[u8; 32]; 2]) -> Result<custody_registry::model::Registry> {
+    use custody_registry::model::{Entity, Hardware, HardwareId, Holding, Registry, Site};
+    use custody_registry::Country;
+    let entity = |id: &str, name: &str, c: &str, us: bool, holders: Vec<Holding>| -> Result<Entity> {
+        let c = Country::new(c)?;
+        Ok(Entity {
+            id: id.into(),
+            name: name.into(),
+            lei: None,
+            registered_office: c.clone(),
+            central_administration: c.clone(),
+            principal_establishment: c,
+            us_nexus: us,
+            holders,
+        })
+    };
+    let acquired = if version >= 2 {
+        vec![Holding {
+            entity: "nimbus-inc".into(),
+            capital_bp: 6000,
+            voting_bp: 6000,
+        }]
+    } else {
+        vec![]
+    };
+    let [paris, frankfurt] = eks;
+    Ok(Registry {
+        version,
+        issued_at: 1_767_225_600,
+        authority: "demo registry authority".into(),
+        entities: vec![
+            entity("eurocloud", "EuroCloud SAS", "FR", false, acquired)?,
+            entity("rhein", "Rhein Compute GmbH", "DE", false, vec![])?,
+            entity("nimbus-inc", "Nimbus Inc", "US", true, vec![])?,
+        ],
+        sites: vec![
+            Site {
+                id: "par-1".into(),
+                name: "Paris Aubervilliers".into(),
+                country: Country::new("FR")?,
+                region: "Ile-de-France".into(),
+                lat_e6: 48_914_000,
+                lon_e6: 2_383_000,
+                operator: "eurocloud".into(),
+            },
+            Site {
+                id: "fra-1".into(),
+                name: "Frankfurt Ostend".into(),
+                country: Country::new("DE")?,
+                region: "Hessen".into(),
+                lat_e6: 50_111_000,
+                lon_e6: 8_682_000,
+                operator: "rhein".into(),
+            },
+        ],
+        hardware: vec![
+            Hardware {
+                site: "par-1".into(),
+                id: HardwareId::EkCertSha256(paris),
+                label: Some("paris-gpu-1 TPM".into()),
+            },
+            Hardware {
+                site: "fra-1".into(),
+                id: HardwareId::EkCertSha256(frankfurt),
+                label: Some("frankfurt-gpu-2 TPM".into()),
+            },
+        ],
+    })
+}
+
 fn demo(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
@@ -244,10 +335,22 @@ fn demo(dir: &Path) -> Result<()> {
         tpms[1].port,
         ek_ca.display()
     );
+    let eks = [ek_sha256(&tpms[0], &dir)?, ek_sha256(&tpms[1], &dir)?];
+    let registry_key = custody_registry::signed::RegistryKey::generate()?;
+    let authority = dir.join("registry-authority.pub.pem");
+    std::fs::write(&authority, registry_key.public().to_pem())?;
+    let registry_file = dir.join("registry-v1.cose");
+    std::fs::write(
+        &registry_file,
+        custody_registry::signed::SignedRegistry::sign(&demo_registry(1, eks)?, &registry_key)?,
+    )?;
+    println!(
+        "    signed registry v1: EuroCloud SAS (FR) runs par-1, Rhein Compute GmbH (DE) runs fra-1; each TPM bound to its site"
+    );
 
     step(
         2,
-        "verifier on embedded SQLite; continuous attestation every 2 s, revoke after 2 failures",
+        "verifier on embedded SQLite, policy eu-sovereign, landmark in Paris; rounds every 2 s, revoke after 2 failures",
     );
     let vport = free_port()?;
     let vdir = dir.join("verifier");
@@ -255,9 +358,13 @@ fn demo(dir: &Path) -> Result<()> {
     std::fs::write(
         &vcfg,
         format!(
-            "listen = \"127.0.0.1:{vport}\"\ndata_dir = \"{}\"\nek_ca_dir = \"{}\"\ninterval_secs = 2\nrevoke_after = 2\nnonce_ttl_secs = 10\ncheckpoint_secs = 2\n",
+            "listen = \"127.0.0.1:{vport}\"\ndata_dir = \"{}\"\nek_ca_dir = \"{}\"\ninterval_secs = 2\nrevoke_after = 2\nnonce_ttl_secs = 10\ncheckpoint_secs = 2\n\
+             policy = \"eu-sovereign\"\nregistry = \"{}\"\nregistry_authorities = [\"{}\"]\n\n\
+             [landmark]\nid = \"paris-verifier\"\nlat = 48.8566\nlon = 2.3522\nprobes = 5\n",
             vdir.display(),
-            ek_ca.display()
+            ek_ca.display(),
+            registry_file.display(),
+            authority.display()
         ),
     )?;
     let opdir = dir.join("operator");
@@ -288,11 +395,12 @@ fn demo(dir: &Path) -> Result<()> {
     let names = ["paris-gpu-1", "frankfurt-gpu-2"];
     for (i, (name, tpm)) in names.iter().zip(&tpms).enumerate() {
         let aport = free_port()?;
+        let lport = free_port()?;
         let cfg = dir.join(format!("agent-{i}.toml"));
         std::fs::write(
             &cfg,
             format!(
-                "name = \"{name}\"\nlisten = \"127.0.0.1:{aport}\"\nverifier_url = \"https://127.0.0.1:{vport}\"\nverifier_ca = \"{}\"\nstate_dir = \"{}\"\n\n[tpm]\ntcti = \"{}\"\nevent_log = \"\"\n\n[collectors]\nsnp = false\nnvml = false\n",
+                "name = \"{name}\"\nlisten = \"127.0.0.1:{aport}\"\nlocality_listen = \"127.0.0.1:{lport}\"\nverifier_url = \"https://127.0.0.1:{vport}\"\nverifier_ca = \"{}\"\nstate_dir = \"{}\"\n\n[tpm]\ntcti = \"{}\"\nevent_log = \"\"\n\n[collectors]\nsnp = false\nnvml = false\n",
                 vdir.join("ca.pem").display(),
                 dir.join(format!("agent-{i}")).display(),
                 tpm.tcti()
@@ -358,6 +466,24 @@ fn demo(dir: &Path) -> Result<()> {
             if !v["failed_check"].is_null() {
                 bail!("{n} failed its first round: {}", v["reasons"]);
             }
+            let r = c
+                .call(http::Method::GET, &format!("/v1/nodes/{n}/result"), None)
+                .await?;
+            let e = &r["ear_claims"];
+            let a = &e["custody.attributes"];
+            let l = &a["locality"][0];
+            println!(
+                "      EAR: site {} ({}), operator {}, cloud_act_exposed {}, registry v{}; within {} km of {} (rtt {} us, key in {} memory: weak proof)",
+                e["custody.site"].as_str().unwrap_or("?"),
+                e["custody.country"].as_str().unwrap_or("?"),
+                e["custody.operator"].as_str().unwrap_or("?"),
+                a["cloud-act-exposed"],
+                a["registry-version"],
+                l["bound-km"],
+                l["landmark"].as_str().unwrap_or("?"),
+                l["rtt-us"],
+                l["key-protection"].as_str().unwrap_or("?"),
+            );
         }
 
         step(
@@ -422,12 +548,43 @@ fn demo(dir: &Path) -> Result<()> {
             r["result"]["failed_check"].as_str().unwrap_or(""),
             r["ear"].as_str().map_or(0, |s| s.len() * 3 / 4)
         );
+
+        step(
+            7,
+            "registry v2, signed by the authority: Nimbus Inc (US) bought 60 % of EuroCloud SAS",
+        );
+        let v2 = custody_registry::signed::SignedRegistry::sign(&demo_registry(2, eks)?, &registry_key)?;
+        let adopted = c.put_bytes("/v1/registry", "application/cose", v2).await?;
+        println!(
+            "    adopted registry version {} (digest {}...)",
+            adopted["version"],
+            adopted["digest"].as_str().unwrap_or("").get(..16).unwrap_or("")
+        );
+        let v = wait_for("a round with paris-gpu-1", 20, || async move {
+            Ok(c
+                .call(http::Method::POST, "/v1/nodes/paris-gpu-1/attest", None)
+                .await
+                .ok())
+        })
+        .await?;
+        println!(
+            "    paris-gpu-1: {} -> node {} (failed check `{}`)",
+            v["status"].as_str().unwrap_or(""),
+            v["state"].as_str().unwrap_or(""),
+            v["failed_check"].as_str().unwrap_or("")
+        );
+        for r in v["reasons"].as_array().into_iter().flatten() {
+            println!("    reason: {}", r.as_str().unwrap_or(""));
+        }
+        if v["failed_check"] != "policy" {
+            bail!("paris-gpu-1 should be refused by policy under registry v2: {v}");
+        }
         c.call(http::Method::GET, "/v1/audit/checkpoint", None).await?;
         Ok::<(), anyhow::Error>(())
     })?;
 
     step(
-        7,
+        8,
         "the auditor: export the log and verify it offline with only the log's public key",
     );
     // Stop the verifier first: it signs a final checkpoint on shutdown.
@@ -469,6 +626,6 @@ fn demo(dir: &Path) -> Result<()> {
     );
     println!("    export: {}", export.display());
 
-    println!("\nsummary: 2 nodes enrolled by credential activation; paris-gpu-1 trusted; frankfurt-gpu-2 revoked after its PCR 14 changed; audit log verified offline.");
+    println!("\nsummary: 2 nodes enrolled by credential activation and appraised under eu-sovereign with a signed registry and a Paris landmark; frankfurt-gpu-2 revoked after its PCR 14 changed; paris-gpu-1 refused once its operator came under US control (cloud_act_exposed); audit log verified offline.");
     Ok(())
 }

@@ -74,6 +74,23 @@ impl Client {
         })
     }
 
+    /// PUT raw bytes of content type `ct`; the JSON answer, or an error naming the check.
+    pub async fn put_bytes(&self, path: &str, ct: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{}", self.base, path);
+        let r = self.http.request(http::Method::PUT, &url, Some(ct), body).await?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .with_context(|| format!("{url}: HTTP {} and a body that is not JSON", r.status))?;
+        if !r.status.is_success() {
+            bail!(
+                "{url}: HTTP {}: {}: {}",
+                r.status,
+                v["check"].as_str().unwrap_or("?"),
+                v["error"].as_str().unwrap_or("")
+            );
+        }
+        Ok(v)
+    }
+
     /// Request a path; the JSON body on success, an error naming the failed check otherwise.
     pub async fn call(
         &self,
