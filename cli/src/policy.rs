@@ -99,6 +99,8 @@ pub fn load_policy(spec: &str, data: Option<serde_json::Value>) -> Result<Policy
     })
 }
 
+// serde_json::Value's Index gives Null for a missing key and never panics.
+#[allow(clippy::indexing_slicing)]
 fn explain(node: &str, spec: &str, data: Option<&Path>, conn: &crate::ops::Conn) -> Result<ExitCode> {
     let data = data.map(read_json).transpose()?;
     let policy = load_policy(spec, data)?;

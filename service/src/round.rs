@@ -692,7 +692,7 @@ impl Appraiser {
             session_keys: bundle
                 .as_ref()
                 .filter(|_| keys_vouched)
-                .map(|b| b.session_keys.clone()),
+                .map(|b| b.session_keys),
         })
     }
 }
