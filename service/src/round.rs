@@ -689,10 +689,7 @@ impl Appraiser {
             learned,
             reference_source,
             input,
-            session_keys: bundle
-                .as_ref()
-                .filter(|_| keys_vouched)
-                .map(|b| b.session_keys),
+            session_keys: bundle.as_ref().filter(|_| keys_vouched).map(|b| b.session_keys),
         })
     }
 }
