@@ -76,19 +76,7 @@ impl Client {
 
     /// PUT raw bytes of content type `ct`; the JSON answer, or an error naming the check.
     pub async fn put_bytes(&self, path: &str, ct: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {
-        let url = format!("{}{}", self.base, path);
-        let r = self.http.request(http::Method::PUT, &url, Some(ct), body).await?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body)
-            .with_context(|| format!("{url}: HTTP {} and a body that is not JSON", r.status))?;
-        if !r.status.is_success() {
-            bail!(
-                "{url}: HTTP {}: {}: {}",
-                r.status,
-                v["check"].as_str().unwrap_or("?"),
-                v["error"].as_str().unwrap_or("")
-            );
-        }
-        Ok(v)
+        self.send(http::Method::PUT, path, Some(ct), body).await
     }
 
     /// Request a path; the JSON body on success, an error naming the failed check otherwise.
@@ -98,14 +86,20 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
-        let url = format!("{}{}", self.base, path);
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let ct = if bytes.is_empty() {
-            None
-        } else {
-            Some("application/json")
-        };
-        let r = self.http.request(method, &url, ct, bytes).await?;
+        let ct = (!bytes.is_empty()).then_some("application/json");
+        self.send(method, path, ct, bytes).await
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        ct: Option<&str>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{}", self.base, path);
+        let r = self.http.request(method, &url, ct, body).await?;
         let v: serde_json::Value = serde_json::from_slice(&r.body)
             .with_context(|| format!("{url}: HTTP {} and a body that is not JSON", r.status))?;
         if !r.status.is_success() {

@@ -491,24 +491,6 @@ impl Appraiser {
                 .collect();
             r.derive(&ids)
         });
-        let sites: Vec<(String, custody_locality::LatLon)> = registry
-            .as_ref()
-            .map(|r| {
-                r.registry()
-                    .sites
-                    .iter()
-                    .map(|s| {
-                        (
-                            s.id.clone(),
-                            custody_locality::LatLon::new(
-                                f64::from(s.lat_e6) / 1e6,
-                                f64::from(s.lon_e6) / 1e6,
-                            ),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
 
         // Locality: the statement must be about the session key this very bundle binds;
         // the key is only as far from copying as the memory it lives in (a CVM when SNP
@@ -540,6 +522,25 @@ impl Appraiser {
                         custody_locality::KeyProtection::Process
                     };
                     let proof = custody_locality::Proof::from_statement(&st, protection);
+                    // Upper bounds to every registry site, only when there is a proof.
+                    let sites: Vec<(String, custody_locality::LatLon)> = registry
+                        .as_ref()
+                        .map(|r| {
+                            r.registry()
+                                .sites
+                                .iter()
+                                .map(|s| {
+                                    (
+                                        s.id.clone(),
+                                        custody_locality::LatLon::new(
+                                            f64::from(s.lat_e6) / 1e6,
+                                            f64::from(s.lon_e6) / 1e6,
+                                        ),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     let mut c = Claims::new();
                     c.insert("landmark".into(), ClaimValue::Text(st.landmark.clone()));
                     c.insert("rtt-us".into(), ClaimValue::Int(i128::from(st.rtt_us)));
