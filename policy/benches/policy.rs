@@ -3,10 +3,10 @@
 //! proofs: tests/fixtures/node-fr-pass.json).
 //!
 //! - `eu-sovereign/decision`: `Policy::evaluate` as the service calls it: input checked
-//!   against the typed shape, converted to a regorus value, one wrapper rule evaluated on
-//!   a pooled engine (prepared once, reused across decisions).
-//! - `eu-sovereign/decision-clone`: the same with a fresh clone of the prepared engine per
-//!   decision, the pre-pool behaviour, for comparison.
+//!   against the typed shape, converted to a regorus value, one wrapper rule run by a
+//!   pooled RVM (the policy compiled once to regorus's register VM).
+//! - `eu-sovereign/decision-clone`: the same input through the interpreter, on a fresh
+//!   clone of the prepared engine per decision.
 //! - `eu-sovereign/decision-typed`: from a `PolicyInput` instead of JSON.
 //! - `eu-sovereign/decision-before`: what `evaluate` did before the pool, rebuilt here
 //!   with regorus directly: clone the engine as compiled (never evaluated, so each clone
@@ -82,6 +82,15 @@ fn bench(c: &mut Criterion) {
                     .unwrap(),
             )
         })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("input");
+    g.bench_function("validate", |b| {
+        b.iter(|| black_box(PolicyInput::from_json(black_box(&input)).unwrap()))
+    });
+    g.bench_function("to-regorus", |b| {
+        b.iter(|| black_box(<regorus::Value as serde::Deserialize>::deserialize(black_box(&input)).unwrap()))
     });
     g.finish();
 

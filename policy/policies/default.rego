@@ -8,7 +8,6 @@ package custody.default
 
 import rego.v1
 
-import data.custody.lib
 
 default allow := false
 
@@ -17,6 +16,6 @@ allow if {
 	count(deny) == 0
 }
 
-deny contains msg if some msg in lib.device_deny
+deny contains msg if some msg in data.custody.lib.device_deny
 
-trust_vector := lib.trust_vector
+trust_vector := data.custody.lib.trust_vector

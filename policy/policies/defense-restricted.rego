@@ -14,16 +14,15 @@ package custody.defense_restricted
 
 import rego.v1
 
-import data.custody.lib
 
-allowed_countries := lib.param("allowed_countries", ["FR"])
+allowed_countries := data.custody.lib.param("allowed_countries", ["FR"])
 
-locality_km := lib.param("locality_km", 100)
+locality_km := data.custody.lib.param("locality_km", 100)
 
 # The site the locality bound is checked against: the parameter, else the registered site.
 locality_site := data.custody.params.locality_site
 
-locality_site := lib.site_id if not lib.has_param("locality_site")
+locality_site := data.custody.lib.site_id if not data.custody.lib.has_param("locality_site")
 
 default allow := false
 
@@ -32,36 +31,36 @@ allow if {
 	count(deny) == 0
 }
 
-deny contains msg if some msg in lib.device_deny
+deny contains msg if some msg in data.custody.lib.device_deny
 
 deny contains msg if {
-	not lib.verified("tpm")
-	msg := sprintf("%s has no verified TPM evidence", [lib.node])
+	not data.custody.lib.verified("tpm")
+	msg := sprintf("%s has no verified TPM evidence", [data.custody.lib.node])
 }
 
 deny contains msg if {
-	not lib.verified("snp")
-	not lib.gpu_cc_on
-	msg := sprintf("%s does not run in a confidential VM: no verified SEV-SNP report and no GPU attested in CC mode", [lib.node])
+	not data.custody.lib.verified("snp")
+	not data.custody.lib.gpu_cc_on
+	msg := sprintf("%s does not run in a confidential VM: no verified SEV-SNP report and no GPU attested in CC mode", [data.custody.lib.node])
 }
 
-deny contains msg if some msg in lib.gpu_cc_deny
+deny contains msg if some msg in data.custody.lib.gpu_cc_deny
 
-deny contains msg if some msg in lib.sovereignty_deny
+deny contains msg if some msg in data.custody.lib.sovereignty_deny
 
-deny contains msg if some msg in lib.country_deny(allowed_countries)
+deny contains msg if some msg in data.custody.lib.country_deny(allowed_countries)
 
-deny contains msg if some msg in lib.cloud_act_deny
+deny contains msg if some msg in data.custody.lib.cloud_act_deny
 
-deny contains msg if some msg in lib.secnumcloud_deny
+deny contains msg if some msg in data.custody.lib.secnumcloud_deny
 
-deny contains msg if some msg in lib.jurisdiction_deny
+deny contains msg if some msg in data.custody.lib.jurisdiction_deny
 
-deny contains msg if some msg in lib.locality_deny(locality_km, locality_site, true, true)
+deny contains msg if some msg in data.custody.lib.locality_deny(locality_km, locality_site, true, true)
 
 deny contains msg if {
 	input.node.state in {"failed", "revoked"}
-	msg := sprintf("%s is %s", [lib.node, input.node.state])
+	msg := sprintf("%s is %s", [data.custody.lib.node, input.node.state])
 }
 
-trust_vector := lib.trust_vector
+trust_vector := data.custody.lib.trust_vector

@@ -13,20 +13,19 @@ package custody.eu_sovereign
 
 import rego.v1
 
-import data.custody.lib
 
-allowed_countries := lib.param("allowed_countries", lib.eu_eea)
+allowed_countries := data.custody.lib.param("allowed_countries", data.custody.lib.eu_eea)
 
-locality_km := lib.param("locality_km", 1000)
+locality_km := data.custody.lib.param("locality_km", 1000)
 
 # The site the locality bound is checked against: the parameter, else the registered site.
 locality_site := data.custody.params.locality_site
 
-locality_site := lib.site_id if not lib.has_param("locality_site")
+locality_site := data.custody.lib.site_id if not data.custody.lib.has_param("locality_site")
 
-require_gpu_cc := lib.param("require_gpu_cc", false)
+require_gpu_cc := data.custody.lib.param("require_gpu_cc", false)
 
-require_locality := lib.param("require_locality", false)
+require_locality := data.custody.lib.param("require_locality", false)
 
 default allow := false
 
@@ -35,19 +34,19 @@ allow if {
 	count(deny) == 0
 }
 
-deny contains msg if some msg in lib.device_deny
+deny contains msg if some msg in data.custody.lib.device_deny
 
-deny contains msg if some msg in lib.sovereignty_deny
+deny contains msg if some msg in data.custody.lib.sovereignty_deny
 
-deny contains msg if some msg in lib.country_deny(allowed_countries)
+deny contains msg if some msg in data.custody.lib.country_deny(allowed_countries)
 
-deny contains msg if some msg in lib.cloud_act_deny
+deny contains msg if some msg in data.custody.lib.cloud_act_deny
 
 deny contains msg if {
 	require_gpu_cc == true
-	some msg in lib.gpu_cc_deny
+	some msg in data.custody.lib.gpu_cc_deny
 }
 
-deny contains msg if some msg in lib.locality_deny(locality_km, locality_site, require_locality, false)
+deny contains msg if some msg in data.custody.lib.locality_deny(locality_km, locality_site, require_locality, false)
 
-trust_vector := lib.trust_vector
+trust_vector := data.custody.lib.trust_vector

@@ -1,9 +1,11 @@
-# Custody policy library: helpers every policy may import as `data.custody.lib`.
-# Loaded beside each policy by custody_policy::Policy; see docs/policy.md.
+# Custody policy library: helpers every policy may use as `data.custody.lib.<name>`.
+# Loaded beside each policy by custody_policy::Policy; see docs/policy.md. (Refer to them
+# by full path rather than `import data.custody.lib`: the interpreter evaluates a whole
+# module when it is referenced through an import alias.)
 #
 # Deny helpers return sets of human-readable sentences that name the node, device or
 # entity concerned, so a policy builds its `deny` set from them:
-#   deny contains msg if some msg in lib.device_deny
+#   deny contains msg if some msg in data.custody.lib.device_deny
 package custody.lib
 
 import rego.v1

@@ -96,6 +96,8 @@ fn run_cases(file: &str) {
         }
         assert_eq!(d.policy_id, name);
         assert_eq!(d.policy_digest, policy.digest());
+        // The interpreter decides the same as the RVM.
+        assert_eq!(policy.evaluate_cloned(&input).unwrap(), d, "{label}: interpreter");
         // The typed path decides the same.
         let typed = PolicyInput::from_json(&input).unwrap();
         assert_eq!(policy.evaluate_input(&typed).unwrap(), d, "{label}: typed input");
