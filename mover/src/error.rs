@@ -79,6 +79,16 @@ pub enum MoverError {
     #[error("export file: {0}")]
     ExportFormat(String),
 
+    // --- agent-to-agent transport ---
+    #[error("move protocol: {0}")]
+    Wire(String),
+    #[error("the destination refused: {check}: {detail}")]
+    Refused { check: String, detail: String },
+    #[error("ticket source: {0}")]
+    TicketSource(String),
+    #[error("a transfer of ticket {0} is already running")]
+    TransferActive(String),
+
     // --- staging / files ---
     #[error("staging: {0}")]
     Staging(String),
@@ -119,6 +129,10 @@ impl FailedCheck for MoverError {
             Self::ReceiptFormat(_) => "receipt_format",
             Self::ReceiptSignature => "receipt_signature",
             Self::ExportFormat(_) => "export_format",
+            Self::Wire(_) => "wire_format",
+            Self::Refused { .. } => "destination_refused",
+            Self::TicketSource(_) => "ticket_source",
+            Self::TransferActive(_) => "transfer_active",
             Self::Staging(_) => "staging",
             Self::Io { .. } => "io",
         }

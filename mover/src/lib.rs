@@ -4,8 +4,8 @@
 //! staged receiver with resume and atomic placement, signed receipts, and the export file
 //! for air-gapped moves. The wire protocol is specified in docs/migration-protocol.md.
 //!
-//! Transport is not here: [`send::Sender`] and [`receive::Receiver`] work chunk by chunk
-//! on any `Read`/`Write` and can start at chunk k.
+//! [`send::Sender`] and [`receive::Receiver`] work chunk by chunk and can start at chunk
+//! k; [`wire`] runs them as one protocol over any byte stream (the agents use mutual TLS).
 
 #![forbid(unsafe_code)]
 
@@ -22,5 +22,6 @@ pub mod stream;
 pub mod ticket;
 #[cfg(test)]
 mod vector;
+pub mod wire;
 
 pub use error::MoverError;

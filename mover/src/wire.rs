@@ -1,0 +1,777 @@
+//! Agent-to-agent transport (protocol section 9): the export file's messages as frames
+//! over one byte stream, which the agents run over mutual TLS with their node
+//! certificates. Blocking I/O on any `Read + Write`: a transfer is one thread and one
+//! chunk of memory on each side.
+//!
+//! ```text
+//! frame = kind u8 || u32be length || body
+//! A -> B  HELLO    "custody-move-v1"                       (kind 1)
+//! A -> B  OFFER    export header CBOR (section 8)          (kind 2)
+//! B -> A  ACCEPT   u64be first chunk B wants (its durable point; 0 when new)   (kind 3)
+//! A -> B  CHUNK    C_i, for i = first .. n-1 (the index is implied)            (kind 4)
+//! B -> A  RECEIPT  the receipt COSE_Sign1 (section 6)      (kind 5)
+//! B -> A  REFUSE   CBOR [check tstr, detail tstr]          (kind 6)
+//! ```
+//! B refuses at any point with REFUSE and closes. A connection that ends early leaves
+//! B's staging durable at the last synced chunk; the next OFFER of the same ticket is
+//! answered with that index and A continues from there (with a fresh data key: the key
+//! only has to protect bytes on the wire, the staged bytes are already at B).
+
+use crate::error::MoverError;
+use crate::export::ExportHeader;
+use crate::keywrap::{self, DataKey};
+use crate::manifest::Manifest;
+use crate::receipt::Receipt;
+use crate::receive::{staging_dir, Receiver};
+use crate::send::Sender;
+use crate::stream::{StreamHeader, TAG_LEN};
+use crate::ticket::{SeenTickets, Ticket};
+use custody_verifier::check::FailedCheck;
+use rustls::crypto::hpke::HpkePrivateKey;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub const HELLO: &[u8; 15] = b"custody-move-v1";
+const K_HELLO: u8 = 1;
+const K_OFFER: u8 = 2;
+const K_ACCEPT: u8 = 3;
+const K_CHUNK: u8 = 4;
+const K_RECEIPT: u8 = 5;
+const K_REFUSE: u8 = 6;
+/// Largest OFFER (the export header bound) and REFUSE/RECEIPT bodies.
+const MAX_OFFER: usize = crate::export::MAX_EXPORT_HEADER as usize;
+const MAX_SMALL: usize = 64 * 1024;
+
+fn wire_err(msg: impl Into<String>) -> MoverError {
+    MoverError::Wire(msg.into())
+}
+
+fn io(e: std::io::Error) -> MoverError {
+    MoverError::io(Path::new("<move connection>"), e)
+}
+
+/// Write one frame.
+pub fn write_frame<W: Write>(w: &mut W, kind: u8, body: &[u8]) -> Result<(), MoverError> {
+    let len = u32::try_from(body.len()).map_err(|_| wire_err("frame too long"))?;
+    let mut head = [0u8; 5];
+    head[0] = kind;
+    head[1..].copy_from_slice(&len.to_be_bytes());
+    w.write_all(&head).and_then(|()| w.write_all(body)).map_err(io)
+}
+
+/// Read one frame of at most `max` body bytes into `buf`; `None` at a clean end of input
+/// (before the first byte of a frame).
+pub fn read_frame<R: Read>(r: &mut R, max: usize, buf: &mut Vec<u8>) -> Result<Option<u8>, MoverError> {
+    let mut head = [0u8; 5];
+    let mut got = 0;
+    while got < head.len() {
+        let Some(dst) = head.get_mut(got..) else {
+            return Err(wire_err("frame header"));
+        };
+        match r.read(dst) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(wire_err("connection ended inside a frame header")),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if got == 0 && is_close(&e) => return Ok(None),
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let [kind, a, b, c, d] = head;
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    if len > max {
+        return Err(wire_err(format!("frame of {len} bytes, at most {max} here")));
+    }
+    buf.clear();
+    buf.resize(len, 0);
+    r.read_exact(buf)
+        .map_err(|e| wire_err(format!("connection ended inside a frame: {e}")))?;
+    Ok(Some(kind))
+}
+
+/// A peer that went away without a TLS close_notify reads as an unexpected EOF.
+fn is_close(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+    )
+}
+
+fn refusal_body(e: &MoverError) -> Vec<u8> {
+    let v = ciborium::Value::Array(vec![
+        ciborium::Value::Text(e.check().to_owned()),
+        ciborium::Value::Text(e.to_string()),
+    ]);
+    let mut out = Vec::new();
+    // A two-text array always encodes; an empty body reads as an unnamed refusal.
+    let _ = ciborium::into_writer(&v, &mut out);
+    out
+}
+
+fn parse_refusal(body: &[u8]) -> MoverError {
+    let printable = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(1024)
+            .collect()
+    };
+    match ciborium::from_reader::<ciborium::Value, _>(body) {
+        Ok(ciborium::Value::Array(a)) => match a.as_slice() {
+            [ciborium::Value::Text(c), ciborium::Value::Text(d)] => MoverError::Refused {
+                check: printable(c),
+                detail: printable(d),
+            },
+            _ => wire_err("malformed REFUSE"),
+        },
+        _ => wire_err("malformed REFUSE"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Source
+
+/// What the source knows and checks before sending.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceChecks<'a> {
+    pub verifier_public_sec1: &'a [u8],
+    pub now: i64,
+    /// This node's id: the ticket's source must equal it (`ticket_source`).
+    pub me: &'a str,
+}
+
+/// Progress of a transfer as the source sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Plaintext bytes the destination holds or has been sent.
+    pub bytes: u64,
+    pub total: u64,
+    /// Chunk the destination asked to start from (resume point of this connection).
+    pub resumed_at: u64,
+}
+
+/// A completed move, as the source saw it.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub ticket: Ticket,
+    pub receipt_bytes: Vec<u8>,
+    pub receipt: Receipt,
+    pub total_bytes: u64,
+    /// Chunks this connection sent (fewer than the stream's after a resume).
+    pub chunks_sent: u64,
+    pub resumed_at: u64,
+}
+
+/// Verify the ticket and the checkpoint's manifest against it (the source's checks).
+pub fn check_source(
+    ticket_bytes: &[u8],
+    checks: SourceChecks<'_>,
+    checkpoint_dir: &Path,
+) -> Result<(Ticket, Manifest), MoverError> {
+    let ticket = Ticket::verify(ticket_bytes, checks.verifier_public_sec1, checks.now)?;
+    if ticket.source != checks.me {
+        return Err(MoverError::TicketSource(format!(
+            "the ticket moves from {:?}, this node is {:?}",
+            ticket.source, checks.me
+        )));
+    }
+    let manifest = Manifest::build(checkpoint_dir)?;
+    if manifest.digest()? != ticket.manifest_digest {
+        return Err(MoverError::ManifestDigest(
+            "the checkpoint changed since the ticket was issued".into(),
+        ));
+    }
+    Ok((ticket, manifest))
+}
+
+/// Send a checkpoint over `conn` (already authenticated as the ticket's destination by
+/// the caller). Returns once the destination's receipt arrived and verified.
+pub fn send<S: Read + Write>(
+    conn: &mut S,
+    ticket_bytes: &[u8],
+    checks: SourceChecks<'_>,
+    checkpoint_dir: &Path,
+    chunk_size: u32,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Sent, MoverError> {
+    let (ticket, manifest) = check_source(ticket_bytes, checks, checkpoint_dir)?;
+    let md = manifest.digest()?;
+    let total = manifest.total_bytes();
+    let sh = StreamHeader::new(ticket.id, md, chunk_size, total)?;
+    let key = DataKey::generate()?;
+    let wrapped = keywrap::wrap(&key, &ticket.dst_x25519, &ticket.id, &sh.to_bytes())?;
+    let offer = ExportHeader {
+        ticket: ticket_bytes.to_vec(),
+        wrapped,
+        manifest: manifest.to_cbor()?,
+        chunk_size,
+    }
+    .to_cbor()?;
+    write_frame(conn, K_HELLO, HELLO)?;
+    write_frame(conn, K_OFFER, &offer)?;
+    conn.flush().map_err(io)?;
+
+    let mut buf = Vec::new();
+    let resumed_at = match read_frame(conn, MAX_SMALL, &mut buf)? {
+        Some(K_ACCEPT) => {
+            let b: [u8; 8] = buf
+                .as_slice()
+                .try_into()
+                .map_err(|_| wire_err("ACCEPT is not 8 bytes"))?;
+            u64::from_be_bytes(b)
+        }
+        Some(K_REFUSE) => return Err(parse_refusal(&buf)),
+        Some(k) => return Err(wire_err(format!("expected ACCEPT, got frame kind {k}"))),
+        None => return Err(wire_err("destination closed before accepting")),
+    };
+    let mut sender = Sender::new(checkpoint_dir, manifest, sh, &key)?;
+    sender.seek_to_chunk(resumed_at)?;
+    let cs = u64::from(chunk_size);
+    let mut sent = 0u64;
+    progress(Progress {
+        bytes: (resumed_at * cs).min(total),
+        total,
+        resumed_at,
+    });
+    while let Some((i, ct)) = sender.next_chunk()? {
+        if let Err(e) = write_frame(conn, K_CHUNK, &ct) {
+            // The destination may have refused mid-stream: its reason beats EPIPE.
+            return Err(read_refusal_after(conn).unwrap_or(e));
+        }
+        sent += 1;
+        progress(Progress {
+            bytes: ((i + 1) * cs).min(total),
+            total,
+            resumed_at,
+        });
+    }
+    conn.flush().map_err(io)?;
+    let receipt_bytes = match read_frame(conn, MAX_SMALL, &mut buf)? {
+        Some(K_RECEIPT) => buf.clone(),
+        Some(K_REFUSE) => return Err(parse_refusal(&buf)),
+        Some(k) => return Err(wire_err(format!("expected RECEIPT, got frame kind {k}"))),
+        None => return Err(wire_err("destination closed without a receipt")),
+    };
+    let receipt = Receipt::verify(&receipt_bytes, &ticket.dst_ed25519)?;
+    check_receipt(&receipt, &ticket, total)?;
+    Ok(Sent {
+        ticket,
+        receipt_bytes,
+        receipt,
+        total_bytes: total,
+        chunks_sent: sent,
+        resumed_at,
+    })
+}
+
+/// The receipt must be for this ticket's job, destination, manifest and size.
+pub fn check_receipt(r: &Receipt, t: &Ticket, total: u64) -> Result<(), MoverError> {
+    if r.ticket_id != t.id
+        || r.job != t.job
+        || r.destination != t.destination
+        || r.manifest_digest != t.manifest_digest
+        || r.bytes != total
+    {
+        return Err(MoverError::ReceiptFormat(
+            "the receipt is not for this ticket (id, job, destination, manifest or size)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn read_refusal_after<S: Read>(conn: &mut S) -> Option<MoverError> {
+    let mut buf = Vec::new();
+    match read_frame(conn, MAX_SMALL, &mut buf) {
+        Ok(Some(K_REFUSE)) => Some(parse_refusal(&buf)),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Destination
+
+/// Signs a receipt payload with the destination's Ed25519 session key.
+pub type ReceiptSigner = Box<dyn Fn(&[u8]) -> [u8; 64] + Send + Sync>;
+
+/// The destination node's identity, keys and state, shared by its connections.
+pub struct Destination {
+    pub me: String,
+    pub my_x25519: [u8; 32],
+    pub my_x25519_secret: HpkePrivateKey,
+    pub verifier_public_sec1: Vec<u8>,
+    /// Where checkpoints arrive: `<dir>/<job>`, staging beside it.
+    pub dir: PathBuf,
+    pub seen: Mutex<SeenTickets>,
+    /// Signs receipts with the attested Ed25519 session key.
+    pub sign: ReceiptSigner,
+    /// Chunks between durable points.
+    pub sync_every: u64,
+    active: Mutex<BTreeSet<[u8; 16]>>,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Destination")
+            .field("me", &self.me)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A completed move, as the destination saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub ticket: Ticket,
+    pub target: PathBuf,
+    pub receipt_bytes: Vec<u8>,
+    pub resumed_at: u64,
+}
+
+/// Removes a ticket from the active set when its connection ends.
+struct ActiveGuard<'a>(&'a Mutex<BTreeSet<[u8; 16]>>, [u8; 16]);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+    }
+}
+
+impl Destination {
+    pub fn new(
+        me: String,
+        my_x25519: [u8; 32],
+        my_x25519_secret: HpkePrivateKey,
+        verifier_public_sec1: Vec<u8>,
+        dir: PathBuf,
+        sign: ReceiptSigner,
+    ) -> Result<Self, MoverError> {
+        let seen = SeenTickets::open(&dir.join(".custody-seen-tickets"))?;
+        Ok(Self {
+            me,
+            my_x25519,
+            my_x25519_secret,
+            verifier_public_sec1,
+            dir,
+            seen: Mutex::new(seen),
+            sign,
+            sync_every: crate::receive::DEFAULT_SYNC_EVERY,
+            active: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Serve one connection from `peer` (the source node id the caller authenticated
+    /// from the TLS client certificate). Every refusal is also sent to the peer.
+    pub fn serve<S: Read + Write>(&self, conn: &mut S, peer: &str, now: i64) -> Result<Received, MoverError> {
+        match self.serve_inner(conn, peer, now) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if !matches!(e, MoverError::Io { .. }) {
+                    let _ = write_frame(conn, K_REFUSE, &refusal_body(&e));
+                    let _ = conn.flush();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn serve_inner<S: Read + Write>(
+        &self,
+        conn: &mut S,
+        peer: &str,
+        now: i64,
+    ) -> Result<Received, MoverError> {
+        let mut buf = Vec::new();
+        match read_frame(conn, MAX_SMALL, &mut buf)? {
+            Some(K_HELLO) if buf.as_slice() == HELLO => {}
+            _ => return Err(wire_err("expected HELLO custody-move-v1")),
+        }
+        match read_frame(conn, MAX_OFFER, &mut buf)? {
+            Some(K_OFFER) => {}
+            _ => return Err(wire_err("expected OFFER")),
+        }
+        let offer = ExportHeader::from_cbor(&buf)?;
+        let ticket = Ticket::verify(&offer.ticket, &self.verifier_public_sec1, now)?;
+        ticket.verify_for(&self.me, &self.my_x25519)?;
+        if ticket.source != peer {
+            return Err(MoverError::TicketSource(format!(
+                "the ticket moves from {:?}, the connection is from {peer:?}",
+                ticket.source
+            )));
+        }
+        let manifest = Manifest::from_cbor(&offer.manifest)?;
+        let md = manifest.digest()?;
+        if md != ticket.manifest_digest {
+            return Err(MoverError::ManifestDigest(
+                "the offered manifest is not the one the ticket names".into(),
+            ));
+        }
+        let sh = StreamHeader::new(ticket.id, md, offer.chunk_size, manifest.total_bytes())?;
+        let key = keywrap::unwrap(&offer.wrapped, &self.my_x25519_secret, &ticket.id, &sh.to_bytes())?;
+
+        if !self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ticket.id)
+        {
+            return Err(MoverError::TransferActive(ticket.id_hex()));
+        }
+        let _guard = ActiveGuard(&self.active, ticket.id);
+
+        // A staging directory means a transfer of this ticket started and did not finish:
+        // continue it. Otherwise the ticket must be unused; it is recorded before any byte
+        // is staged.
+        let staging = staging_dir(&self.dir, &ticket.id);
+        let mut rx = if staging.join("progress").is_file() {
+            let rx = Receiver::resume(&self.dir, None, &ticket, manifest, sh, &key)?;
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if !seen.contains(&ticket.id) {
+                seen.check_and_record(&ticket.id)?;
+            }
+            rx
+        } else {
+            self.seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .check_and_record(&ticket.id)?;
+            if staging.symlink_metadata().is_ok() {
+                // Created but crashed before its first progress file: nothing staged.
+                std::fs::remove_dir_all(&staging).map_err(|e| MoverError::io(&staging, e))?;
+            }
+            Receiver::create(&self.dir, None, &ticket, manifest, sh, &key)?
+        };
+        rx.set_sync_every(self.sync_every.max(1));
+        let resumed_at = rx.resume_point();
+        write_frame(conn, K_ACCEPT, &resumed_at.to_be_bytes())?;
+        conn.flush().map_err(io)?;
+
+        let max = sh.chunk_size as usize + TAG_LEN;
+        let result = (|| {
+            while rx.resume_point() < sh.chunk_count() {
+                match read_frame(conn, max, &mut buf)? {
+                    Some(K_CHUNK) => rx.write_chunk(rx.resume_point(), &buf)?,
+                    Some(k) => return Err(wire_err(format!("expected CHUNK, got frame kind {k}"))),
+                    None => {
+                        return Err(MoverError::StreamTruncated {
+                            got: rx.resume_point(),
+                            want: sh.chunk_count(),
+                        })
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // Keep what was authenticated so the next offer resumes after it.
+            let _ = rx.make_durable();
+            return Err(e);
+        }
+        let (target, receipt) = rx.finish(now)?;
+        let receipt_bytes = receipt.sign_with(|m| (self.sign)(m))?;
+        write_frame(conn, K_RECEIPT, &receipt_bytes)?;
+        conn.flush().map_err(io)?;
+        Ok(Received {
+            ticket,
+            target,
+            receipt_bytes,
+            resumed_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ticket::tests::key;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use std::io::Cursor;
+
+    type Tamper = Box<dyn FnMut(usize, &mut Vec<u8>) + Send>;
+
+    /// An in-memory full-duplex pipe between two threads.
+    struct Pipe {
+        rx: std::sync::mpsc::Receiver<Vec<u8>>,
+        tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        pending: Cursor<Vec<u8>>,
+        /// Bytes after which the writer fails (a cut connection).
+        cut_after: Option<usize>,
+        written: usize,
+        tamper: Option<Tamper>,
+    }
+
+    fn pipe() -> (Pipe, Pipe) {
+        let (a_tx, b_rx) = std::sync::mpsc::sync_channel(64);
+        let (b_tx, a_rx) = std::sync::mpsc::sync_channel(64);
+        let mk = |rx, tx| Pipe {
+            rx,
+            tx: Some(tx),
+            pending: Cursor::new(Vec::new()),
+            cut_after: None,
+            written: 0,
+            tamper: None,
+        };
+        (mk(a_rx, a_tx), mk(b_rx, b_tx))
+    }
+
+    impl Read for Pipe {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            loop {
+                let n = self.pending.read(out)?;
+                if n > 0 || out.is_empty() {
+                    return Ok(n);
+                }
+                match self.rx.recv() {
+                    Ok(v) => self.pending = Cursor::new(v),
+                    Err(_) => return Ok(0),
+                }
+            }
+        }
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            if let Some(c) = self.cut_after {
+                if self.written >= c {
+                    // A cut connection: the peer sees the end of input too.
+                    self.tx = None;
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
+            }
+            let mut v = data.to_vec();
+            if let Some(t) = self.tamper.as_mut() {
+                t(self.written, &mut v);
+            }
+            self.written += data.len();
+            self.tx
+                .as_ref()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?
+                .send(v)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct World {
+        _d: tempfile::TempDir,
+        src: PathBuf,
+        verifier: aws_lc_rs::signature::EcdsaKeyPair,
+        dest: std::sync::Arc<Destination>,
+        ed_pub: [u8; 32],
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn world(size: usize) -> World {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("shards")).unwrap();
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(src.join("shards/a.bin"), &data).unwrap();
+        std::fs::write(src.join("meta.json"), b"{\"step\": 42}").unwrap();
+        let verifier = key();
+        let (x_pub, x_sec) = keywrap::generate_x25519().unwrap();
+        let ed = Ed25519KeyPair::generate().unwrap();
+        let ed_pub: [u8; 32] = ed.public_key().as_ref().try_into().unwrap();
+        let dir = d.path().join("inbox");
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = Destination::new(
+            "node-b".into(),
+            x_pub,
+            x_sec,
+            aws_lc_rs::signature::KeyPair::public_key(&verifier)
+                .as_ref()
+                .to_vec(),
+            dir,
+            Box::new(move |m| ed.sign(m).as_ref().try_into().unwrap()),
+        )
+        .unwrap();
+        World {
+            _d: d,
+            src,
+            verifier,
+            dest: std::sync::Arc::new(dest),
+            ed_pub,
+        }
+    }
+
+    impl World {
+        fn ticket(&self, id: u8, source: &str, expires_at: i64) -> Vec<u8> {
+            let m = Manifest::build(&self.src).unwrap();
+            Ticket {
+                id: [id; 16],
+                job: "job-1".into(),
+                source: source.into(),
+                destination: "node-b".into(),
+                dst_x25519: self.dest.my_x25519,
+                dst_ed25519: self.ed_pub,
+                policy_id: "eu-sovereign".into(),
+                policy_digest: [3; 32],
+                manifest_digest: m.digest().unwrap(),
+                issued_at: NOW - 10,
+                expires_at,
+            }
+            .sign(&self.verifier)
+            .unwrap()
+        }
+
+        fn checks(&self) -> (Vec<u8>, &'static str) {
+            (
+                aws_lc_rs::signature::KeyPair::public_key(&self.verifier)
+                    .as_ref()
+                    .to_vec(),
+                "node-a",
+            )
+        }
+
+        /// Run one transfer; `setup` adjusts A's end of the pipe.
+        fn run(
+            &self,
+            ticket: &[u8],
+            peer: &str,
+            setup: impl FnOnce(&mut Pipe),
+        ) -> (Result<Sent, MoverError>, Result<Received, MoverError>) {
+            let (mut a, mut b) = pipe();
+            setup(&mut a);
+            let dest = self.dest.clone();
+            let peer = peer.to_owned();
+            let h = std::thread::spawn(move || {
+                let r = dest.serve(&mut b, &peer, NOW);
+                drop(b);
+                r
+            });
+            let (pk, me) = self.checks();
+            let sent = send(
+                &mut a,
+                ticket,
+                SourceChecks {
+                    verifier_public_sec1: &pk,
+                    now: NOW,
+                    me,
+                },
+                &self.src,
+                1024,
+                &mut |_| {},
+            );
+            drop(a);
+            (sent, h.join().unwrap())
+        }
+
+        fn target(&self) -> PathBuf {
+            self.dest.dir.join("job-1")
+        }
+    }
+
+    #[test]
+    fn moves_bit_identical_with_a_receipt() {
+        let w = world(10_000);
+        let t = w.ticket(1, "node-a", NOW + 600);
+        let (s, r) = w.run(&t, "node-a", |_| {});
+        let s = s.unwrap();
+        let r = r.unwrap();
+        assert_eq!(s.receipt_bytes, r.receipt_bytes);
+        assert_eq!(s.total_bytes, 10_012);
+        assert_eq!(s.chunks_sent, 10);
+        assert_eq!(
+            std::fs::read(w.target().join("shards/a.bin")).unwrap(),
+            std::fs::read(w.src.join("shards/a.bin")).unwrap()
+        );
+        Receipt::verify(&s.receipt_bytes, &w.ed_pub).unwrap();
+        // Single use: the same ticket again is a replay.
+        let (s, r) = w.run(&t, "node-a", |_| {});
+        assert_eq!(r.unwrap_err().check(), "ticket_replayed");
+        let e = s.unwrap_err();
+        assert_eq!(e.check(), "destination_refused");
+        assert!(e.to_string().contains("ticket_replayed"), "{e}");
+    }
+
+    #[test]
+    fn refusals_name_their_check() {
+        let w = world(3000);
+        // Another node presenting the ticket.
+        let (_, r) = w.run(&w.ticket(2, "node-a", NOW + 600), "node-c", |_| {});
+        assert_eq!(r.unwrap_err().check(), "ticket_source");
+        // Expired: the source refuses before sending.
+        let (s, _) = w.run(&w.ticket(3, "node-a", NOW), "node-a", |_| {});
+        assert_eq!(s.unwrap_err().check(), "ticket_expired");
+        // A ticket for another source is refused by the source itself.
+        let (s, _) = w.run(&w.ticket(4, "node-x", NOW + 600), "node-x", |_| {});
+        assert_eq!(s.unwrap_err().check(), "ticket_source");
+        assert!(!w.target().exists());
+    }
+
+    #[test]
+    fn tampered_chunks_never_reach_the_target() {
+        let w = world(8000);
+        // Flip one byte inside the third chunk frame (after HELLO+OFFER, which are small).
+        let t = w.ticket(5, "node-a", NOW + 600);
+        let offer_len = 5 + HELLO.len() + 5 + 600;
+        let (s, r) = w.run(&t, "node-a", |a| {
+            let mut done = false;
+            a.tamper = Some(Box::new(move |at, v| {
+                if !done && at > offer_len + 2 * 1045 && v.len() > 100 {
+                    v[50] ^= 1;
+                    done = true;
+                }
+            }));
+        });
+        assert!(s.is_err());
+        assert_eq!(r.unwrap_err().check(), "chunk_authentication");
+        assert!(!w.target().exists());
+        // The staging holds only authenticated bytes; a clean resend resumes and completes.
+        let (s, r) = w.run(&t, "node-a", |_| {});
+        let r = r.unwrap();
+        assert!(s.is_ok());
+        assert_eq!(
+            std::fs::read(r.target.join("shards/a.bin")).unwrap(),
+            std::fs::read(w.src.join("shards/a.bin")).unwrap()
+        );
+    }
+
+    #[test]
+    fn cut_connection_resumes_from_the_durable_chunk() {
+        let mut w = world(50_000);
+        std::sync::Arc::get_mut(&mut w.dest).unwrap().sync_every = 4;
+        let t = w.ticket(6, "node-a", NOW + 600);
+        let (s, r) = w.run(&t, "node-a", |a| a.cut_after = Some(30_000));
+        assert!(s.is_err());
+        assert_eq!(r.unwrap_err().check(), "stream_truncated");
+        assert!(!w.target().exists());
+        let (s, r) = w.run(&t, "node-a", |_| {});
+        let (s, r) = (s.unwrap(), r.unwrap());
+        assert!(s.resumed_at >= 20, "resumed at {}", s.resumed_at);
+        assert_eq!(s.chunks_sent, 49 - s.resumed_at);
+        assert_eq!(
+            std::fs::read(r.target.join("shards/a.bin")).unwrap(),
+            std::fs::read(w.src.join("shards/a.bin")).unwrap()
+        );
+    }
+
+    #[test]
+    fn frames_are_bounded() {
+        let mut buf = Vec::new();
+        let mut big = Vec::new();
+        write_frame(&mut big, K_CHUNK, &[0u8; 100]).unwrap();
+        let e = read_frame(&mut Cursor::new(&big), 99, &mut buf).unwrap_err();
+        assert_eq!(e.check(), "wire_format");
+        assert_eq!(
+            read_frame(&mut Cursor::new(&big), 100, &mut buf).unwrap(),
+            Some(K_CHUNK)
+        );
+        assert_eq!(
+            read_frame(&mut Cursor::new(&[] as &[u8]), 10, &mut buf).unwrap(),
+            None
+        );
+        let e = read_frame(&mut Cursor::new(&big[..3]), 10, &mut buf).unwrap_err();
+        assert_eq!(e.check(), "wire_format");
+        assert_eq!(parse_refusal(b"\x01").check(), "wire_format");
+        let r = parse_refusal(&refusal_body(&MoverError::WrongRecipient));
+        assert_eq!(r.check(), "destination_refused");
+        assert!(r.to_string().contains("wrong_recipient"));
+    }
+}
