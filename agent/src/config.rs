@@ -17,6 +17,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 pub const DEFAULT_VERIFIER_URL: &str = "https://127.0.0.1:8442";
 /// Default state directory (TLS key, node certificate, pinned CA, node id).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/custody-agent";
+/// Default checkpoint store.
+pub const DEFAULT_CHECKPOINTS_DIR: &str = "/var/lib/custody-agent/checkpoints";
 /// Default bound on one attestation round.
 pub const DEFAULT_ROUND_TIMEOUT_SECS: u64 = 30;
 /// Longest round timeout accepted.
@@ -52,6 +54,8 @@ pub enum ConfigError {
     RoundTimeout(u64),
     #[error("`locality_listen` {value:?} is not an IP socket address (ip:port): {reason}")]
     LocalityListen { value: String, reason: String },
+    #[error("`move_listen` {value:?} is not an IP socket address (ip:port): {reason}")]
+    MoveListen { value: String, reason: String },
 }
 
 /// The agent's configuration file.
@@ -82,6 +86,14 @@ pub struct AgentConfig {
     /// Where the locality responder (docs/locality.md) listens, `ip:port`; off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locality_listen: Option<String>,
+    /// Where other agents deliver checkpoint moves (docs/migration-protocol.md), `ip:port`;
+    /// off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub move_listen: Option<String>,
+    /// The agent's checkpoint store: jobs it sends are `<checkpoints_dir>/<checkpoint>`,
+    /// jobs it receives arrive as `<checkpoints_dir>/<job>` (default
+    /// `/var/lib/custody-agent/checkpoints`).
+    pub checkpoints_dir: PathBuf,
 }
 
 /// `[tpm]`.
@@ -120,6 +132,8 @@ impl Default for AgentConfig {
             collectors: CollectorsSection::default(),
             round_timeout_secs: DEFAULT_ROUND_TIMEOUT_SECS,
             locality_listen: None,
+            move_listen: None,
+            checkpoints_dir: PathBuf::from(DEFAULT_CHECKPOINTS_DIR),
         }
     }
 }
@@ -202,6 +216,7 @@ impl AgentConfig {
         crate::tpm::TpmCollector::new(self.tpm_config()?)?;
         self.round_timeout()?;
         self.locality_listen_addr()?;
+        self.move_listen_addr()?;
         Ok(())
     }
 
@@ -217,6 +232,31 @@ impl AgentConfig {
                     })
             })
             .transpose()
+    }
+
+    /// The move receiver's address, if enabled.
+    pub fn move_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.move_listen
+            .as_deref()
+            .map(|v| {
+                v.parse()
+                    .map_err(|e: std::net::AddrParseError| ConfigError::MoveListen {
+                        value: v.to_owned(),
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()
+    }
+
+    /// Where other agents deliver moves, sent at enrollment (host of [`Self::endpoint`],
+    /// port of `move_listen`); `None` when off.
+    pub fn move_endpoint(&self) -> Result<Option<String>, ConfigError> {
+        let Some(addr) = self.move_listen_addr()? else {
+            return Ok(None);
+        };
+        let endpoint = self.endpoint()?;
+        let host = endpoint.rsplit_once(':').map_or(endpoint.as_str(), |(h, _)| h);
+        Ok(Some(format!("{host}:{}", addr.port())))
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -403,6 +443,8 @@ mod tests {
             "state_dir =",
             "round_timeout_secs =",
             "locality_listen =",
+            "move_listen =",
+            "checkpoints_dir =",
             "[tpm]",
             "tcti =",
             "pcrs =",

@@ -12,6 +12,7 @@
 
 use crate::collector::{collect_round, CollectError, Collector, Evidence, RoundError};
 use crate::config::{AgentConfig, ConfigError};
+use crate::mover::Mover;
 use crate::session::{Session, SessionError};
 use crate::tpm::{TpmCollector, TpmKeys};
 use axum::extract::{Request, State};
@@ -19,8 +20,8 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use custody_formats::api::{
-    self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, Refusal, RoundRequest, CBOR,
-    MAX_MESSAGE_LEN,
+    self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, MovePrepare, MoveSend, Refusal,
+    RoundRequest, CBOR, MAX_MESSAGE_LEN,
 };
 use custody_formats::binding::{Binding, Nonce};
 use custody_formats::bundle::EvidenceBundle;
@@ -49,6 +50,9 @@ pub const ENROLL_PATH: &str = "/v1/enroll";
 pub const ACTIVATE_PATH: &str = "/v1/enroll/activate";
 pub const ROUND_PATH: &str = "/v1/round";
 pub const HEALTH_PATH: &str = "/healthz";
+pub const MOVE_PREPARE_PATH: &str = "/v1/move/prepare";
+pub const MOVE_SEND_PATH: &str = "/v1/move/send";
+pub const MOVE_STATUS_PATH: &str = "/v1/move/{id}";
 /// Bound on one enrollment request (connect and answer).
 const ENROLL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest state file read (certificates, ids).
@@ -276,6 +280,9 @@ pub struct NodeIdentity {
     pub certificate_pem: String,
     /// Verifier CA, PEM: the only roots for mTLS peers.
     pub ca_pem: String,
+    /// The verifier's result key (SEC1 P-256) from this enrollment: checks move tickets.
+    /// Empty for an identity loaded from the state directory.
+    pub verifier_key: Vec<u8>,
     key: TlsKey,
 }
 
@@ -324,6 +331,7 @@ impl NodeIdentity {
             node_id,
             certificate_pem,
             ca_pem,
+            verifier_key: Vec::new(),
             key,
         })
     }
@@ -460,6 +468,7 @@ pub async fn enroll(
         ak_public: keys.ak_public,
         tls_spki: key.spki_der().to_vec(),
         locality_endpoint: cfg.locality_endpoint()?,
+        move_endpoint: cfg.move_endpoint()?,
     };
     let encode = |what: &'static str, e: api::ApiError| DaemonError::BadResponse {
         what,
@@ -491,7 +500,16 @@ pub async fn enroll(
         (Some(got), Some(want)) if got == want => {}
         _ => return Err(DaemonError::CaMismatch),
     }
-    let id = NodeIdentity::new(done.node_id, done.certificate_pem, done.ca_pem, key)?;
+    if !done.verifier_key.is_empty()
+        && (done.verifier_key.len() != 65 || done.verifier_key.first() != Some(&4))
+    {
+        return Err(DaemonError::BadResponse {
+            what: "Enrolled",
+            reason: "verifier_key is not an uncompressed P-256 point".into(),
+        });
+    }
+    let mut id = NodeIdentity::new(done.node_id, done.certificate_pem, done.ca_pem, key)?;
+    id.verifier_key = done.verifier_key;
     id.store(&cfg.state_dir)?;
     tracing::info!(node_id = %id.node_id, "enrolled");
     Ok(id)
@@ -629,6 +647,59 @@ fn is_cbor(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(CBOR))
 }
 
+/// The CBOR body of a request only the verifier may make, or the refusal to send.
+async fn verifier_request<T: DeserializeOwned>(
+    peer: Option<&str>,
+    req: Request,
+    what: &'static str,
+) -> Result<T, Response> {
+    if peer != Some(VERIFIER_CN) {
+        tracing::warn!(what, "refused: peer is not the verifier");
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "peer_role",
+            format!("only a `{VERIFIER_CN}` certificate may send a {what}"),
+        ));
+    }
+    if !is_cbor(req.headers()) {
+        return Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            format!("the body must be {CBOR}"),
+        ));
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a {what} is at most {MAX_MESSAGE_LEN} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > MAX_MESSAGE_LEN as u64) {
+        return Err(too_large());
+    }
+    let body = match axum::body::to_bytes(req.into_body(), MAX_MESSAGE_LEN).await {
+        Ok(b) => b,
+        Err(e) => {
+            let e = e.into_inner();
+            if e.is::<http_body_util::LengthLimitError>() {
+                return Err(too_large());
+            }
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "request",
+                format!("read the body: {e}"),
+            ));
+        }
+    };
+    api::from_cbor(what, &body).map_err(|e| refuse(StatusCode::BAD_REQUEST, "request", e.to_string()))
+}
+
 async fn round_handler(State(rounds): State<Arc<Rounds>>, req: Request) -> Response {
     let peer = req.extensions().get::<PeerCert>().and_then(PeerCert::common_name);
     let remote = req
@@ -638,49 +709,9 @@ async fn round_handler(State(rounds): State<Arc<Rounds>>, req: Request) -> Respo
         .unwrap_or_default();
     let span = tracing::info_span!("round", peer = peer.as_deref().unwrap_or("-"), %remote);
     async move {
-        if peer.as_deref() != Some(VERIFIER_CN) {
-            tracing::warn!("round refused: peer is not the verifier");
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "peer_role",
-                format!("only a `{VERIFIER_CN}` certificate may ask for a round"),
-            );
-        }
-        if !is_cbor(req.headers()) {
-            return refuse(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content_type",
-                format!("the body must be {CBOR}"),
-            );
-        }
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let too_large = || {
-            refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("a RoundRequest is at most {MAX_MESSAGE_LEN} bytes"),
-            )
-        };
-        if declared.is_some_and(|n| n > MAX_MESSAGE_LEN as u64) {
-            return too_large();
-        }
-        let body = match axum::body::to_bytes(req.into_body(), MAX_MESSAGE_LEN).await {
-            Ok(b) => b,
-            Err(e) => {
-                let e = e.into_inner();
-                if e.is::<http_body_util::LengthLimitError>() {
-                    return too_large();
-                }
-                return refuse(StatusCode::BAD_REQUEST, "request", format!("read the body: {e}"));
-            }
-        };
-        let rr: RoundRequest = match api::from_cbor("RoundRequest", &body) {
+        let rr: RoundRequest = match verifier_request(peer.as_deref(), req, "RoundRequest").await {
             Ok(r) => r,
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, "request", e.to_string()),
+            Err(refusal) => return refusal,
         };
         match rounds.round(rr.nonce).await.and_then(|b| {
             b.to_cbor()
@@ -706,12 +737,99 @@ async fn round_handler(State(rounds): State<Arc<Rounds>>, req: Request) -> Respo
     .await
 }
 
-/// The round endpoint's routes: `POST /v1/round`, `GET /healthz`.
-pub fn router(rounds: Arc<Rounds>) -> axum::Router {
-    axum::Router::new()
+fn peer_of(req: &Request) -> Option<String> {
+    req.extensions().get::<PeerCert>().and_then(PeerCert::common_name)
+}
+
+fn move_refusal(e: &custody_mover::MoverError) -> Response {
+    use custody_verifier::check::FailedCheck;
+    let status = match e {
+        custody_mover::MoverError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        custody_mover::MoverError::TransferActive(_) => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    refuse(status, e.check(), e.to_string())
+}
+
+async fn move_prepare(State(mover): State<Arc<Mover>>, req: Request) -> Response {
+    let peer = peer_of(&req);
+    let p: MovePrepare = match verifier_request(peer.as_deref(), req, "MovePrepare").await {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    let span = tracing::info_span!("move_prepare", checkpoint = %p.checkpoint);
+    let m = Arc::clone(&mover);
+    let r = tokio::task::spawn_blocking(move || m.prepare(&p.checkpoint))
+        .instrument(span)
+        .await;
+    match r {
+        Ok(Ok(prepared)) => match api::to_cbor("MovePrepared", &prepared) {
+            Ok(b) => cbor_response(StatusCode::OK, b),
+            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()),
+        },
+        Ok(Err(e)) => move_refusal(&e),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "task", e.to_string()),
+    }
+}
+
+async fn move_send(State(mover): State<Arc<Mover>>, req: Request) -> Response {
+    let peer = peer_of(&req);
+    let s: MoveSend = match verifier_request(peer.as_deref(), req, "MoveSend").await {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    let m = Arc::clone(&mover);
+    // Checks the ticket and hashes the checkpoint before answering: blocking work.
+    let r =
+        tokio::task::spawn_blocking(move || m.start_send(s.ticket, &s.checkpoint, s.to, s.chunk_size)).await;
+    match r {
+        Ok(Ok(id)) => match api::to_cbor("MoveStarted", &id) {
+            Ok(b) => cbor_response(StatusCode::ACCEPTED, b),
+            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()),
+        },
+        Ok(Err(e)) => move_refusal(&e),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "task", e.to_string()),
+    }
+}
+
+async fn move_status(
+    State(mover): State<Arc<Mover>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    if peer_of(&req).as_deref() != Some(VERIFIER_CN) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "peer_role",
+            "only the verifier asks for transfers",
+        );
+    }
+    match mover.status(&id) {
+        Some(s) => match api::to_cbor("MoveStatus", &s) {
+            Ok(b) => cbor_response(StatusCode::OK, b),
+            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()),
+        },
+        None => refuse(StatusCode::NOT_FOUND, "no_transfer", format!("no transfer {id}")),
+    }
+}
+
+/// The round endpoint's routes: `POST /v1/round`, `GET /healthz`, and with a mover
+/// `POST /v1/move/prepare`, `POST /v1/move/send`, `GET /v1/move/{ticket id}`.
+pub fn router(rounds: Arc<Rounds>, mover: Option<Arc<Mover>>) -> axum::Router {
+    let r = axum::Router::new()
         .route(ROUND_PATH, post(round_handler))
         .route(HEALTH_PATH, get(|| async { "ok" }))
-        .with_state(rounds)
+        .with_state(rounds);
+    match mover {
+        Some(m) => r.merge(
+            axum::Router::new()
+                .route(MOVE_PREPARE_PATH, post(move_prepare))
+                .route(MOVE_SEND_PATH, post(move_send))
+                .route(MOVE_STATUS_PATH, get(move_status))
+                .with_state(m),
+        ),
+        None => r,
+    }
 }
 
 /// Serve rounds for an already-enrolled node on `listener` until `shutdown`.
@@ -719,13 +837,14 @@ pub async fn serve_rounds(
     listener: TcpListener,
     identity: &NodeIdentity,
     rounds: Arc<Rounds>,
+    mover: Option<Arc<Mover>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
     let tls = identity.server_config()?;
     if let Ok(a) = listener.local_addr() {
         tracing::info!(listen = %a, node_id = %identity.node_id, "serving rounds");
     }
-    custody_net::serve(listener, tls, router(rounds), shutdown).await;
+    custody_net::serve(listener, tls, router(rounds, mover), shutdown).await;
     Ok(())
 }
 
@@ -774,11 +893,56 @@ pub async fn run(
         cfg.round_timeout()?,
     ));
     let locality = spawn_locality(&cfg, &rounds).await?;
-    let served = serve_rounds(listener, &identity, rounds, shutdown).await;
+    let mover = spawn_mover(&cfg, &identity, &rounds)?;
+    let served = serve_rounds(listener, &identity, rounds, mover, shutdown).await;
     if let Some(t) = locality {
         t.abort();
     }
     served
+}
+
+impl AsRef<Session> for Rounds {
+    fn as_ref(&self) -> &Session {
+        &self.session
+    }
+}
+
+/// The move receiver, when `move_listen` is set: checkpoints from other enrolled nodes,
+/// sealed to this boot's session key; and the sender the verifier drives.
+fn spawn_mover(
+    cfg: &AgentConfig,
+    identity: &NodeIdentity,
+    rounds: &Arc<Rounds>,
+) -> Result<Option<Arc<Mover>>, DaemonError> {
+    let Some(addr) = cfg.move_listen_addr()? else {
+        return Ok(None);
+    };
+    if identity.verifier_key.is_empty() {
+        return Err(DaemonError::BadResponse {
+            what: "Enrolled",
+            reason: "the verifier sent no result key: moves need it to check tickets".into(),
+        });
+    }
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| DaemonError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })?;
+    let roots = custody_net::roots_from_pem(identity.ca_pem.as_bytes()).map_err(DaemonError::Tls)?;
+    let client =
+        custody_net::client_config(roots, Some(identity.tls_identity()?)).map_err(DaemonError::Tls)?;
+    let session: Arc<dyn AsRef<Session> + Send + Sync> = rounds.clone();
+    let mover = Mover::new(
+        identity.node_id.clone(),
+        cfg.checkpoints_dir.clone(),
+        identity.verifier_key.clone(),
+        client,
+        session,
+    )
+    .map_err(|e| state_err(&cfg.checkpoints_dir, e))?;
+    let mover = Arc::new(mover);
+    mover.serve(listener, identity.server_config()?);
+    tracing::info!(listen = %addr, dir = %cfg.checkpoints_dir.display(), "taking checkpoint moves");
+    Ok(Some(mover))
 }
 
 /// The locality responder, when `locality_listen` is set: landmark challenges answered

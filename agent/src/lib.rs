@@ -26,6 +26,8 @@ pub mod collector;
 pub mod config;
 #[cfg(feature = "tpm")]
 pub mod daemon;
+#[cfg(feature = "tpm")]
+pub mod mover;
 #[cfg(feature = "nvml")]
 pub mod nvml;
 pub mod pem;

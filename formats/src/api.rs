@@ -89,6 +89,9 @@ pub struct EnrollRequest {
     /// Where landmarks reach the agent's locality responder (`host:port`), if it runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_endpoint: Option<String>,
+    /// Where other agents deliver checkpoints to this one (`host:port`), if it takes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub move_endpoint: Option<String>,
 }
 
 /// The verifier's answer: a credential only the TPM holding both the EK and the AK can
@@ -122,6 +125,62 @@ pub struct Enrolled {
     pub certificate_pem: String,
     /// The verifier CA certificate, PEM (the agent trusts only it for mTLS peers).
     pub ca_pem: String,
+    /// The verifier's result key (SEC1 P-256): agents check migration tickets with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "serde_bytes_vec")]
+    pub verifier_key: Vec<u8>,
+}
+
+/// The verifier asks a source agent to describe a checkpoint it holds (`POST
+/// /v1/move/prepare`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovePrepare {
+    /// Directory name in the agent's checkpoint store.
+    pub checkpoint: String,
+}
+
+/// The checkpoint's manifest and what it needs of a chip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovePrepared {
+    /// The manifest, deterministic CBOR (docs/migration-protocol.md section 2).
+    #[serde(with = "serde_bytes_vec")]
+    pub manifest: Vec<u8>,
+    pub files: u64,
+    pub total_bytes: u64,
+    /// safetensors dtype name -> tensors (`file:tensor`) that use it.
+    pub dtypes: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The verifier tells the source agent to send (`POST /v1/move/send`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveSend {
+    /// The verifier-signed ticket (COSE_Sign1).
+    #[serde(with = "serde_bytes_vec")]
+    pub ticket: Vec<u8>,
+    pub checkpoint: String,
+    /// The destination agent's move endpoint, `host:port`.
+    pub to: String,
+    pub chunk_size: u32,
+}
+
+/// A transfer as the source agent sees it (`GET /v1/move/{ticket id hex}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveStatus {
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub bytes: u64,
+    pub total: u64,
+    pub resumed_at: u64,
+    /// The destination's receipt once `done`.
+    #[serde(default, with = "serde_bytes_vec")]
+    pub receipt: Vec<u8>,
+    #[serde(default)]
+    pub check: Option<String>,
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// The verifier asks the agent for one round of evidence.
@@ -175,6 +234,7 @@ mod tests {
             ak_public: vec![3],
             tls_spki: vec![4],
             locality_endpoint: None,
+            move_endpoint: None,
         };
         let b = to_cbor("enroll", &m).unwrap();
         assert_eq!(from_cbor::<EnrollRequest>("enroll", &b).unwrap(), m);

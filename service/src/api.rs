@@ -48,6 +48,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/registry"),
     ("put", "/v1/registry"),
     ("get", "/v1/nodes/{node}/input"),
+    ("post", "/v1/migrations"),
+    ("get", "/v1/migrations"),
+    ("get", "/v1/migrations/{id}"),
 ];
 
 pub fn router(svc: Arc<Service>) -> Router {
@@ -72,6 +75,8 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/audit/checkpoint", get(checkpoint))
         .route("/v1/registry", get(registry).put(put_registry))
         .route("/v1/nodes/{node}/input", get(node_input))
+        .route("/v1/migrations", post(start_migration).get(migrations))
+        .route("/v1/migrations/{id}", get(migration))
         .layer(DefaultBodyLimit::max(custody_formats::bundle::MAX_BUNDLE_LEN))
         .layer(axum::middleware::from_fn(trace))
         .with_state(svc)
@@ -377,6 +382,46 @@ async fn node(
         }))
     })
     .await
+}
+
+async fn start_migration(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Json(req): Json<crate::migrate::MigrationRequest>,
+) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    match svc.migrate(req).await {
+        Ok(m) => (StatusCode::ACCEPTED, Json(m)).into_response(),
+        Err(e) => {
+            let status = match e.check.as_str() {
+                "node" => StatusCode::NOT_FOUND,
+                "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+                "agent_reachable" => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            (status, Json(e)).into_response()
+        }
+    }
+}
+
+async fn migrations(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
+    operator_json(&peer, move || Ok(svc.migrations.list())).await
+}
+
+async fn migration(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    match svc.migrations.get(&id) {
+        Some(m) => Json(m).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, "migration", format!("no migration {id}")),
+    }
 }
 
 async fn attest(

@@ -214,6 +214,7 @@ impl Service {
             // Same TPM, same clock: keep the monotonicity baseline across re-enrollment.
             tpm_clock: previous.as_ref().and_then(|n| n.tpm_clock),
             locality_endpoint: p.request.locality_endpoint.clone(),
+            move_endpoint: p.request.move_endpoint.clone(),
             session_keys: None,
         };
         self.store
@@ -239,6 +240,7 @@ impl Service {
             node_id: id,
             certificate_pem: cert,
             ca_pem: self.pki.ca_pem().to_owned(),
+            verifier_key: self.ear_key.public_key().as_sec1().to_vec(),
         })
     }
 }

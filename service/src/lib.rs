@@ -17,6 +17,7 @@ pub mod config;
 pub mod enroll;
 pub mod events;
 pub mod metrics;
+pub mod migrate;
 pub mod nonce;
 pub mod pki;
 pub mod round;
@@ -91,6 +92,8 @@ pub struct Service {
     pub authorities: Vec<custody_registry::signed::AuthorityKey>,
     /// One round per node at a time: a scheduled round and `custody attest` don't race.
     pub in_flight: Mutex<std::collections::HashSet<String>>,
+    /// Migrations since this process started (the audit log keeps them all).
+    pub migrations: migrate::Migrations,
 }
 
 fn load_or_create_key<T>(
@@ -221,6 +224,7 @@ impl Service {
             landmark_key,
             authorities,
             in_flight: Mutex::new(Default::default()),
+            migrations: migrate::Migrations::default(),
         });
         svc.load_registry()?;
         svc.note_policy()?;
@@ -426,6 +430,15 @@ async fn checkpoint_loop(svc: Arc<Service>, mut stop: tokio::sync::watch::Receiv
 
 /// The configured policy: a shipped one by name or a Rego file by path, with its data.
 fn load_policy(cfg: &Config) -> Result<custody_policy::Policy, ServiceError> {
+    load_policy_named(cfg, None)
+}
+
+/// `name` (a shipped policy or a Rego file) with the configured data; the configured
+/// policy when `None`.
+pub(crate) fn load_policy_named(
+    cfg: &Config,
+    name: Option<&str>,
+) -> Result<custody_policy::Policy, ServiceError> {
     let read = |p: &std::path::Path| {
         std::fs::read_to_string(p).map_err(|e| ServiceError::Key {
             path: p.display().to_string(),
@@ -443,7 +456,7 @@ fn load_policy(cfg: &Config) -> Result<custody_policy::Policy, ServiceError> {
         }
         None => None,
     };
-    let name = cfg.policy.as_deref().unwrap_or("default");
+    let name = name.or(cfg.policy.as_deref()).unwrap_or("default");
     let shipped = custody_policy::SHIPPED.iter().any(|(n, _)| *n == name);
     let policy = match (shipped, data) {
         (true, None) => custody_policy::Policy::shipped(name)?,

@@ -91,6 +91,9 @@ pub struct NodeRecord {
     /// `host:port` of the agent's locality responder, when it runs one.
     #[serde(default)]
     pub locality_endpoint: Option<String>,
+    /// `host:port` where the agent takes checkpoint moves, when it does.
+    #[serde(default)]
+    pub move_endpoint: Option<String>,
     /// The session keys (X25519 || Ed25519, hex) the last passing round's evidence vouched
     /// for: what a migration ticket seals a checkpoint to.
     #[serde(default)]
@@ -236,6 +239,8 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 3: where an agent takes checkpoint moves.
+    "ALTER TABLE nodes ADD COLUMN move_endpoint TEXT;",
 ];
 
 #[derive(Debug)]
@@ -300,7 +305,7 @@ impl SqliteStore {
     }
 }
 
-const NODE_COLS: &str = "id, name, grp, endpoint, state, reason, ek_cert_sha256, ek_public, ak_public, enrolled_at, updated_at, last_round_at, failures, tpm_clock, locality_endpoint, session_keys";
+const NODE_COLS: &str = "id, name, grp, endpoint, state, reason, ek_cert_sha256, ek_public, ak_public, enrolled_at, updated_at, last_round_at, failures, tpm_clock, locality_endpoint, session_keys, move_endpoint";
 
 fn node_from_row(r: &rusqlite::Row<'_>) -> Result<NodeRecord, StoreError> {
     let state: String = r.get(4)?;
@@ -325,6 +330,7 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> Result<NodeRecord, StoreError> {
             .transpose()?,
         locality_endpoint: r.get(14)?,
         session_keys: r.get(15)?,
+        move_endpoint: r.get(16)?,
     })
 }
 
@@ -349,7 +355,7 @@ fn put_node_in(conn: &rusqlite::Connection, n: &NodeRecord) -> Result<(), StoreE
         .map(|c| serde_json::to_string(&c).map_err(|e| StoreError::Corrupt(e.to_string())))
         .transpose()?;
     conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO nodes ({NODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        "INSERT OR REPLACE INTO nodes ({NODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     ))?
     .execute(rusqlite::params![
         n.id,
@@ -367,7 +373,8 @@ fn put_node_in(conn: &rusqlite::Connection, n: &NodeRecord) -> Result<(), StoreE
         i64::from(n.failures),
         clock,
         n.locality_endpoint,
-        n.session_keys
+        n.session_keys,
+        n.move_endpoint
     ])?;
     Ok(())
 }
@@ -597,6 +604,7 @@ mod tests {
             }),
             locality_endpoint: None,
             session_keys: Some("00".repeat(64)),
+            move_endpoint: Some("127.0.0.1:7001".into()),
         }
     }
 

@@ -104,7 +104,7 @@ impl Endpoint {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            daemon::serve_rounds(listener, &identity, rounds, async {
+            daemon::serve_rounds(listener, &identity, rounds, None, async {
                 let _ = rx.await;
             })
             .await
@@ -404,6 +404,7 @@ async fn stub_activate(
         node_id: "n1".into(),
         certificate_pem: cert.pem(),
         ca_pem,
+        verifier_key: Vec::new(),
     };
     cbor(StatusCode::OK, api::to_cbor("Enrolled", &done).unwrap())
 }

@@ -547,6 +547,7 @@ async fn ak_from_another_tpm_is_refused() {
                 ak_public,
                 tls_spki: tls_spki.clone(),
                 locality_endpoint: None,
+                move_endpoint: None,
             },
         )
         .unwrap()

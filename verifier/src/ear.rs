@@ -975,6 +975,12 @@ impl EarSigningKey {
     pub fn public_key(&self) -> &EarPublicKey {
         &self.public
     }
+
+    /// The key pair, for the verifier's other COSE objects (migration tickets): one
+    /// verifier identity, one kid.
+    pub fn key_pair(&self) -> &EcdsaKeyPair {
+        &self.pair
+    }
 }
 
 /// An EAR verification key: a P-256 public key (uncompressed SEC1 point).

@@ -305,6 +305,7 @@ pub async fn enroll(
         ak_public: tpm.ak_public.clone(),
         tls_spki: rcgen::PublicKeyData::subject_public_key_info(&tls_key),
         locality_endpoint: None,
+        move_endpoint: None,
     };
     let ch: EnrollChallenge = post(
         anon,

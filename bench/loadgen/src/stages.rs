@@ -64,6 +64,7 @@ pub fn run(iterations: usize) -> Result<Stages> {
             ak_public: tpm.ak_public.clone(),
             tls_spki: rcgen::PublicKeyData::subject_public_key_info(&tls_key),
             locality_endpoint: None,
+            move_endpoint: None,
         })
         .map_err(|r| anyhow!("enroll: {}: {}", r.check, r.detail))?;
     let secret = tpm.activate_credential(&ch.id_object, &ch.encrypted_secret, &tpm.ak_name)?;

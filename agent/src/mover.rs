@@ -1,0 +1,354 @@
+//! Checkpoint moves on the agent (docs/migration-protocol.md): the destination's receiver
+//! on `move_listen`, and the source's sender the verifier starts with a ticket.
+//!
+//! Both ends speak [`custody_mover::wire`] over mutual TLS with their node certificates
+//! (the verifier CA is the only root): the destination takes a move only from the node
+//! the ticket names as its source, the source sends only to a peer whose certificate is
+//! the ticket's destination. The checkpoint itself is sealed to the destination's attested
+//! X25519 session key, so TLS adds peer authentication, not the payload's secrecy.
+//! Transfers run on blocking threads: one chunk of memory per side.
+
+use crate::session::Session;
+use custody_formats::api::{MovePrepared, MoveStatus};
+use custody_mover::manifest::Manifest;
+use custody_mover::wire::{self, Destination, SourceChecks};
+use custody_mover::MoverError;
+use custody_net::PeerCert;
+use custody_verifier::check::FailedCheck;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::collections::HashMap;
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A stalled peer is dropped after this long without progress.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connect timeout to the destination.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The moves this agent takes part in.
+pub struct Mover {
+    node_id: String,
+    dir: PathBuf,
+    verifier_key: Vec<u8>,
+    client_tls: Arc<rustls::ClientConfig>,
+    dest: Arc<Destination>,
+    transfers: Mutex<HashMap<String, MoveStatus>>,
+}
+
+impl std::fmt::Debug for Mover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mover")
+            .field("node_id", &self.node_id)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The node id of a verified `node:<id>` client certificate.
+fn node_of(cert: Option<&CertificateDer<'static>>) -> Option<String> {
+    let cn = PeerCert::new(cert.cloned()).common_name()?;
+    cn.strip_prefix("node:").map(str::to_owned)
+}
+
+fn status(state: &str, bytes: u64, total: u64) -> MoveStatus {
+    MoveStatus {
+        state: state.into(),
+        bytes,
+        total,
+        resumed_at: 0,
+        receipt: Vec::new(),
+        check: None,
+        detail: None,
+    }
+}
+
+impl Mover {
+    /// `session` signs receipts and opens data keys; `verifier_key` (SEC1) checks tickets.
+    pub fn new(
+        node_id: String,
+        dir: PathBuf,
+        verifier_key: Vec<u8>,
+        client_tls: Arc<rustls::ClientConfig>,
+        session: Arc<dyn AsRef<Session> + Send + Sync>,
+    ) -> Result<Self, MoverError> {
+        std::fs::create_dir_all(&dir).map_err(|e| MoverError::io(&dir, e))?;
+        let keys = *session.as_ref().as_ref().public_keys();
+        let secret = session
+            .as_ref()
+            .as_ref()
+            .x25519_secret_for_hpke()
+            .map_err(|e| MoverError::KeyWrap(e.to_string()))?;
+        let signer = session.clone();
+        let dest = Destination::new(
+            node_id.clone(),
+            keys.x25519,
+            secret,
+            verifier_key.clone(),
+            dir.clone(),
+            Box::new(move |m| signer.as_ref().as_ref().sign_challenge(m)),
+        )?;
+        Ok(Self {
+            node_id,
+            dir,
+            verifier_key,
+            client_tls,
+            dest: Arc::new(dest),
+            transfers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `<checkpoints_dir>/<name>`, one path component only.
+    fn checkpoint_path(&self, name: &str) -> Result<PathBuf, MoverError> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') || name.contains('\0') {
+            return Err(MoverError::ManifestPath(format!(
+                "checkpoint {name:?} must be one directory name in the checkpoint store"
+            )));
+        }
+        Ok(self.dir.join(name))
+    }
+
+    /// Manifest and dtype needs of a stored checkpoint.
+    pub fn prepare(&self, checkpoint: &str) -> Result<MovePrepared, MoverError> {
+        let dir = self.checkpoint_path(checkpoint)?;
+        let manifest = Manifest::build(&dir)?;
+        let req = custody_mover::safetensors::scan_checkpoint(&dir)?;
+        Ok(MovePrepared {
+            manifest: manifest.to_cbor()?,
+            files: manifest.files.len() as u64,
+            total_bytes: manifest.total_bytes(),
+            dtypes: req
+                .dtypes
+                .into_iter()
+                .map(|(d, t)| (d.name().to_owned(), t))
+                .collect(),
+        })
+    }
+
+    /// Start sending; the transfer runs on a blocking thread and reports through
+    /// [`Mover::status`] under the ticket id. Ticket and checkpoint are checked first.
+    pub fn start_send(
+        self: &Arc<Self>,
+        ticket: Vec<u8>,
+        checkpoint: &str,
+        to: String,
+        chunk_size: u32,
+    ) -> Result<String, MoverError> {
+        let dir = self.checkpoint_path(checkpoint)?;
+        let checks = SourceChecks {
+            verifier_public_sec1: &self.verifier_key,
+            now: now(),
+            me: &self.node_id,
+        };
+        let (t, manifest) = wire::check_source(&ticket, checks, &dir)?;
+        let id = t.id_hex();
+        {
+            let mut map = self.transfers.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&id).is_some_and(|s| s.state == "running") {
+                return Err(MoverError::TransferActive(id));
+            }
+            map.insert(id.clone(), status("running", 0, manifest.total_bytes()));
+        }
+        let me = Arc::clone(self);
+        let tid = id.clone();
+        std::thread::spawn(move || {
+            let span = tracing::info_span!("move_send", ticket = %tid, job = %t.job, to = %t.destination);
+            let _e = span.enter();
+            let r = me.send_now(&ticket, &t.destination, &dir, &to, chunk_size, &tid);
+            let mut map = me.transfers.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(s) = map.get_mut(&tid) else { return };
+            match r {
+                Ok(sent) => {
+                    tracing::info!(
+                        bytes = sent.total_bytes,
+                        resumed_at = sent.resumed_at,
+                        "move sent, receipt verified"
+                    );
+                    s.state = "done".into();
+                    s.bytes = sent.total_bytes;
+                    s.receipt = sent.receipt_bytes;
+                }
+                Err(e) => {
+                    tracing::warn!(check = e.check(), error = %e, "move failed");
+                    s.state = "failed".into();
+                    s.check = Some(e.check().into());
+                    s.detail = Some(e.to_string());
+                }
+            }
+        });
+        Ok(id)
+    }
+
+    fn send_now(
+        &self,
+        ticket: &[u8],
+        destination: &str,
+        dir: &Path,
+        to: &str,
+        chunk_size: u32,
+        id: &str,
+    ) -> Result<wire::Sent, MoverError> {
+        let io = |e: std::io::Error| MoverError::io(Path::new(to), e);
+        let addr = to
+            .to_socket_addrs()
+            .map_err(io)?
+            .next()
+            .ok_or_else(|| MoverError::Wire(format!("{to}: no address")))?;
+        let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(io)?;
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
+        tcp.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
+        let host = to
+            .rsplit_once(':')
+            .map_or(to, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| MoverError::Wire(format!("server name {host:?}: {e}")))?;
+        let conn = rustls::ClientConnection::new(self.client_tls.clone(), name)
+            .map_err(|e| MoverError::Wire(format!("TLS: {e}")))?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| MoverError::Wire(format!("TLS handshake with {to}: {e}")))?;
+        }
+        let peer = node_of(tls.conn.peer_certificates().and_then(|c| c.first()));
+        if peer.as_deref() != Some(destination) {
+            return Err(MoverError::TicketDestination {
+                ticket: destination.to_owned(),
+                why: format!("the peer at {to} is {peer:?}"),
+            });
+        }
+        let checks = SourceChecks {
+            verifier_public_sec1: &self.verifier_key,
+            now: now(),
+            me: &self.node_id,
+        };
+        let mut last = std::time::Instant::now();
+        let mut report = |p: wire::Progress| {
+            // A lock per progress report is cheap next to a chunk; throttle anyway.
+            if last.elapsed() >= Duration::from_millis(100) || p.bytes == p.total {
+                last = std::time::Instant::now();
+                let mut map = self.transfers.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(s) = map.get_mut(id) {
+                    s.bytes = p.bytes;
+                    s.total = p.total;
+                    s.resumed_at = p.resumed_at;
+                }
+            }
+        };
+        let sent = wire::send(&mut tls, ticket, checks, dir, chunk_size, &mut report)?;
+        tls.conn.send_close_notify();
+        let _ = tls.conn.complete_io(&mut tls.sock);
+        Ok(sent)
+    }
+
+    /// A transfer's status by ticket id (hex).
+    pub fn status(&self, id: &str) -> Option<MoveStatus> {
+        self.transfers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Accept moves on `listener` (a thread per connection) until the process ends.
+    pub fn serve(self: &Arc<Self>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+        let me = Arc::clone(self);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(tcp) = stream else { continue };
+                let me = Arc::clone(&me);
+                let tls = tls.clone();
+                std::thread::spawn(move || me.serve_one(tcp, tls));
+            }
+        });
+    }
+
+    fn serve_one(&self, tcp: TcpStream, tls: Arc<rustls::ServerConfig>) {
+        let remote = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let span = tracing::info_span!("move_receive", %remote);
+        let _e = span.enter();
+        if tcp.set_read_timeout(Some(IO_TIMEOUT)).is_err() || tcp.set_write_timeout(Some(IO_TIMEOUT)).is_err()
+        {
+            return;
+        }
+        let Ok(conn) = rustls::ServerConnection::new(tls) else {
+            return;
+        };
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        while s.conn.is_handshaking() {
+            if let Err(e) = s.conn.complete_io(&mut s.sock) {
+                tracing::warn!(error = %e, "move: TLS handshake failed");
+                return;
+            }
+        }
+        let Some(peer) = node_of(s.conn.peer_certificates().and_then(|c| c.first())) else {
+            tracing::warn!("move refused: the peer is not an enrolled node");
+            return;
+        };
+        match self.dest.serve(&mut s, &peer, now()) {
+            Ok(r) => tracing::info!(
+                job = %r.ticket.job,
+                from = %peer,
+                ticket = %r.ticket.id_hex(),
+                resumed_at = r.resumed_at,
+                target = %r.target.display(),
+                "checkpoint received and placed"
+            ),
+            Err(e) => tracing::warn!(from = %peer, check = e.check(), error = %e, "move refused"),
+        }
+        s.conn.send_close_notify();
+        let _ = s.conn.complete_io(&mut s.sock);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_names_stay_inside_the_store() {
+        let d = tempfile::tempdir().unwrap();
+        let roots = custody_net::roots_from_pem(
+            rcgen::CertificateParams::new(Vec::<String>::new())
+                .unwrap()
+                .self_signed(&rcgen::KeyPair::generate().unwrap())
+                .unwrap()
+                .pem()
+                .as_bytes(),
+        )
+        .unwrap();
+        let tls = custody_net::client_config(roots, None).unwrap();
+        let session: Arc<dyn AsRef<Session> + Send + Sync> = Arc::new(Holder(Session::generate().unwrap()));
+        let m = Mover::new("n1".into(), d.path().join("ckpt"), vec![4; 65], tls, session).unwrap();
+        for bad in ["", "../etc", "a/b", ".custody-staging-x", "a\0"] {
+            let e = m.prepare(bad).unwrap_err();
+            assert_eq!(e.check(), "manifest_path", "{bad:?}");
+        }
+        std::fs::create_dir_all(d.path().join("ckpt/job1")).unwrap();
+        std::fs::write(d.path().join("ckpt/job1/w.bin"), [1u8; 100]).unwrap();
+        let p = m.prepare("job1").unwrap();
+        assert_eq!((p.files, p.total_bytes), (1, 100));
+        assert!(p.dtypes.is_empty());
+        // A ticket that does not verify never starts a transfer.
+        let e = Arc::new(m)
+            .start_send(vec![0xd2], "job1", "127.0.0.1:1".into(), 1024)
+            .unwrap_err();
+        assert_eq!(e.check(), "ticket_format");
+    }
+
+    struct Holder(Session);
+    impl AsRef<Session> for Holder {
+        fn as_ref(&self) -> &Session {
+            &self.0
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! Migrations (docs/migration-protocol.md section 1): the verifier lets a checkpoint move
+//! from A to B only if B passes the job's policy now, the checkpoint's dtypes run on B's
+//! GPU, and then only to B's attested session key.
+//!
+//! `POST /v1/migrations` runs fresh rounds with B and A, asks A for the checkpoint's
+//! manifest and dtypes, checks the chip, signs a ticket with the verifier's result key and
+//! tells A to send; a watcher polls A until B's receipt arrives, verifies it against the
+//! key the ticket named and appends the placement to the audit log. Every refusal is
+//! logged too, with the check that failed.
+
+use crate::store::NodeRecord;
+use crate::{now, Service, ServiceError};
+use custody_formats::api::{self, MovePrepare, MovePrepared, MoveSend, MoveStatus, Refusal};
+use custody_mover::chips::{self, Chip};
+use custody_mover::manifest::Manifest;
+use custody_mover::receipt::Receipt;
+use custody_mover::safetensors::{Dtype, Requirements};
+use custody_mover::ticket::Ticket;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Default ticket lifetime.
+pub const DEFAULT_TICKET_TTL: i64 = 900;
+/// How often the watcher asks the source how far it is.
+const POLL: Duration = Duration::from_millis(250);
+
+/// What the operator asks for.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationRequest {
+    pub job: String,
+    /// Node id or name.
+    pub source: String,
+    pub destination: String,
+    /// Directory in A's checkpoint store (default: the job name).
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+    /// A shipped policy the destination must pass (default: the verifier's policy).
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub chunk_size: Option<u32>,
+    #[serde(default)]
+    pub ttl_secs: Option<i64>,
+}
+
+/// A migration as the operator sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Migration {
+    /// The ticket id, hex.
+    pub id: String,
+    pub job: String,
+    pub source: String,
+    pub destination: String,
+    pub policy_id: String,
+    pub policy_digest: String,
+    pub manifest_sha256: String,
+    pub files: u64,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub bytes: u64,
+    pub total: u64,
+    pub resumed_at: u64,
+    /// Destination GPUs the chip check used (`model`, attested or not).
+    pub gpus: Vec<String>,
+    pub dtypes: Vec<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub completed_at: Option<i64>,
+    pub receipt_sha256: Option<String>,
+    pub check: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A refused migration: the check, what failed, and the policy's reasons if it was one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+#[error("{check}: {detail}")]
+pub struct MigrationRefused {
+    pub check: String,
+    pub detail: String,
+    #[serde(default)]
+    pub reasons: Vec<String>,
+}
+
+fn refused(check: &str, detail: impl Into<String>) -> MigrationRefused {
+    MigrationRefused {
+        check: check.into(),
+        detail: detail.into(),
+        reasons: Vec::new(),
+    }
+}
+
+impl From<ServiceError> for MigrationRefused {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NoNode(n) => refused("node", format!("no node `{n}`")),
+            other => refused("internal", other.to_string()),
+        }
+    }
+}
+
+/// The migrations this verifier runs or ran since it started (the audit log keeps them for
+/// good).
+#[derive(Debug, Default)]
+pub struct Migrations(Mutex<HashMap<String, Migration>>);
+
+impl Migrations {
+    pub fn get(&self, id: &str) -> Option<Migration> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Migration> {
+        let mut v: Vec<Migration> = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|m| m.issued_at);
+        v
+    }
+
+    fn put(&self, m: Migration) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(m.id.clone(), m);
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut Migration)) {
+        if let Some(m) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get_mut(id) {
+            f(m);
+        }
+    }
+}
+
+fn valid_job(j: &str) -> bool {
+    (1..=128).contains(&j.len())
+        && !j.starts_with('.')
+        && j.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The GPUs a result's policy input lists, as (model, attested).
+fn gpus_of(input: &serde_json::Value) -> Vec<(String, bool)> {
+    input
+        .get("gpus")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| {
+                    let model = g.get("model")?.as_str()?.to_owned();
+                    let attested = g
+                        .get("attested")
+                        .and_then(serde_json::Value::as_bool)
+                        .unwrap_or(false);
+                    Some((model, attested))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Can every GPU of the destination run every dtype of the checkpoint?
+fn chip_check(needs: &MovePrepared, gpus: &[(String, bool)]) -> Result<(), MigrationRefused> {
+    let mut req = Requirements::default();
+    for (name, tensors) in &needs.dtypes {
+        let d = Dtype::from_name(name).ok_or_else(|| {
+            refused(
+                "safetensors_dtype",
+                format!("the source reported unknown dtype {name:?}"),
+            )
+        })?;
+        req.dtypes.insert(d, tensors.clone());
+    }
+    if req.dtypes.is_empty() {
+        return Ok(());
+    }
+    if gpus.is_empty() {
+        let names: Vec<&str> = needs.dtypes.keys().map(String::as_str).collect();
+        return Err(refused(
+            "chip_mismatch",
+            format!(
+                "the checkpoint has tensors ({}) and the destination's evidence shows no GPU",
+                names.join(", ")
+            ),
+        ));
+    }
+    for (model, _) in gpus {
+        let chip = Chip::from_model(model).ok_or_else(|| {
+            refused(
+                "chip_unknown",
+                format!("destination GPU {model:?} is not in the chip table"),
+            )
+        })?;
+        chips::check(&req, chip).map_err(|e| refused("chip_mismatch", e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn keys_of(node: &NodeRecord) -> Result<([u8; 32], [u8; 32]), MigrationRefused> {
+    let hex_keys = node.session_keys.as_deref().ok_or_else(|| {
+        refused(
+            "destination_keys",
+            format!(
+                "`{}` has no session keys vouched for by a passing round",
+                node.name
+            ),
+        )
+    })?;
+    let b =
+        hex::decode(hex_keys).map_err(|_| refused("destination_keys", "stored session keys are not hex"))?;
+    let (x, e) = (b.get(..32), b.get(32..));
+    match (
+        x.and_then(|x| x.try_into().ok()),
+        e.and_then(|e| e.try_into().ok()),
+    ) {
+        (Some(x), Some(e)) => Ok((x, e)),
+        _ => Err(refused(
+            "destination_keys",
+            "stored session keys are not 64 bytes",
+        )),
+    }
+}
+
+impl Service {
+    /// The job's policy: the verifier's own unless another is named. Cloning shares the
+    /// compiled engines.
+    fn migration_policy(&self, name: Option<&str>) -> Result<custody_policy::Policy, MigrationRefused> {
+        match name {
+            None => Ok(self.appraiser.policy.clone()),
+            Some(n) if n == self.appraiser.policy.id() => Ok(self.appraiser.policy.clone()),
+            Some(n) if !custody_policy::SHIPPED.iter().any(|(s, _)| *s == n) => Err(refused(
+                "policy_unknown",
+                format!("{n:?} is neither the verifier's policy nor a shipped one"),
+            )),
+            Some(n) => crate::load_policy_named(&self.cfg, Some(n))
+                .map_err(|e| refused("policy_unknown", e.to_string())),
+        }
+    }
+
+    /// Ask an agent (verifier identity) and decode its CBOR answer.
+    async fn ask_agent<T: for<'de> Deserialize<'de>>(
+        &self,
+        node: &NodeRecord,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        what: &'static str,
+    ) -> Result<(http::StatusCode, T), MigrationRefused> {
+        let url = format!("https://{}{path}", node.endpoint);
+        let has_body = body.is_some();
+        let r = self
+            .agents
+            .request(
+                method,
+                &url,
+                has_body.then_some(api::CBOR),
+                body.unwrap_or_default(),
+            )
+            .await
+            .map_err(|e| refused("agent_reachable", format!("`{}`: {e}", node.name)))?;
+        if r.status.is_success() {
+            let v = api::from_cbor(what, &r.body).map_err(|e| refused("agent_answer", e.to_string()))?;
+            return Ok((r.status, v));
+        }
+        Err(match api::from_cbor::<Refusal>("refusal", &r.body) {
+            Ok(f) => refused(&f.check, format!("`{}` refused: {}", node.name, f.detail)),
+            Err(_) => refused(
+                "agent_answer",
+                format!("`{}` answered HTTP {}", node.name, r.status),
+            ),
+        })
+    }
+
+    /// Check everything, issue the ticket, start the transfer. Refusals are logged.
+    #[tracing::instrument(skip(self, req), fields(job = %req.job, from = %req.source, to = %req.destination))]
+    pub async fn migrate(self: &Arc<Self>, req: MigrationRequest) -> Result<Migration, MigrationRefused> {
+        let r = self.migrate_inner(&req).await;
+        if let Err(e) = &r {
+            tracing::warn!(check = %e.check, detail = %e.detail, "migration refused");
+            self.log(custody_audit::Entry::Migration(serde_json::json!({
+                "outcome": "refused",
+                "job": req.job,
+                "source": req.source,
+                "destination": req.destination,
+                "at": now(),
+                "check": e.check,
+                "detail": e.detail,
+                "reasons": e.reasons,
+            })));
+        }
+        r
+    }
+
+    async fn migrate_inner(self: &Arc<Self>, req: &MigrationRequest) -> Result<Migration, MigrationRefused> {
+        if !valid_job(&req.job) {
+            return Err(refused(
+                "job_name",
+                "a job is 1-128 characters of A-Z a-z 0-9 . _ -, not starting with .",
+            ));
+        }
+        let find = |k: &str| -> Result<NodeRecord, MigrationRefused> {
+            match self.store.node(k).map_err(ServiceError::from)? {
+                Some(n) => Ok(n),
+                None => Ok(self
+                    .store
+                    .node_by_name(k)
+                    .map_err(ServiceError::from)?
+                    .ok_or_else(|| ServiceError::NoNode(k.into()))?),
+            }
+        };
+        let (a, b) = (find(&req.source)?, find(&req.destination)?);
+        if a.id == b.id {
+            return Err(refused("destination", "source and destination are the same node"));
+        }
+        let b_move = b.move_endpoint.clone().ok_or_else(|| {
+            refused(
+                "destination_endpoint",
+                format!("`{}` takes no moves (no move_listen)", b.name),
+            )
+        })?;
+        let policy = self.migration_policy(req.policy.as_deref())?;
+
+        // Fresh evidence from both ends, now.
+        let rb = self.attest(&b.id).await?;
+        if let Some(c) = &rb.failed_check {
+            return Err(MigrationRefused {
+                check: "destination_attestation".into(),
+                detail: format!("`{}` failed its round now: {c}", b.name),
+                reasons: rb.reasons,
+            });
+        }
+        let ra = self.attest(&a.id).await?;
+        if let Some(c) = &ra.failed_check {
+            return Err(MigrationRefused {
+                check: "source_attestation".into(),
+                detail: format!("`{}` failed its round now: {c}", a.name),
+                reasons: ra.reasons,
+            });
+        }
+        let b = find(&b.id)?;
+        let input: serde_json::Value = self
+            .store
+            .latest_result(&b.id)
+            .map_err(ServiceError::from)?
+            .and_then(|r| r.input)
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .ok_or_else(|| {
+                refused(
+                    "destination_attestation",
+                    "the destination's round kept no policy input",
+                )
+            })?;
+        // The job's policy on the evidence just appraised.
+        let decision = policy
+            .evaluate(&input)
+            .map_err(|e| refused("policy", e.to_string()))?;
+        if !decision.allow {
+            return Err(MigrationRefused {
+                check: "policy".into(),
+                detail: format!("`{}` does not pass {}", b.name, decision.policy_id),
+                reasons: decision.reasons,
+            });
+        }
+        let (dst_x25519, dst_ed25519) = keys_of(&b)?;
+
+        let checkpoint = req.checkpoint.clone().unwrap_or_else(|| req.job.clone());
+        let body = api::to_cbor(
+            "MovePrepare",
+            &MovePrepare {
+                checkpoint: checkpoint.clone(),
+            },
+        )
+        .map_err(|e| refused("internal", e.to_string()))?;
+        let (_, prepared): (_, MovePrepared) = self
+            .ask_agent(
+                &a,
+                http::Method::POST,
+                "/v1/move/prepare",
+                Some(body),
+                "MovePrepared",
+            )
+            .await?;
+        let gpus = gpus_of(&input);
+        chip_check(&prepared, &gpus)?;
+        let manifest =
+            Manifest::from_cbor(&prepared.manifest).map_err(|e| refused("manifest_format", e.to_string()))?;
+        let manifest_digest = manifest
+            .digest()
+            .map_err(|e| refused("manifest_format", e.to_string()))?;
+
+        let issued_at = now();
+        let ttl = req.ttl_secs.unwrap_or(DEFAULT_TICKET_TTL).clamp(1, 86_400);
+        let mut id = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut id).map_err(|_| refused("internal", "no randomness"))?;
+        let policy_digest: [u8; 32] = hex::decode(decision.policy_digest.as_str())
+            .ok()
+            .and_then(|d| d.try_into().ok())
+            .ok_or_else(|| refused("internal", "policy digest is not 32 bytes of hex"))?;
+        let ticket = Ticket {
+            id,
+            job: req.job.clone(),
+            source: a.id.clone(),
+            destination: b.id.clone(),
+            dst_x25519,
+            dst_ed25519,
+            policy_id: decision.policy_id.clone(),
+            policy_digest,
+            manifest_digest,
+            issued_at,
+            expires_at: issued_at + ttl,
+        };
+        let signed = ticket
+            .sign(self.ear_key.key_pair())
+            .map_err(|e| refused("internal", e.to_string()))?;
+        let chunk_size = req
+            .chunk_size
+            .unwrap_or(custody_mover::stream::DEFAULT_CHUNK_SIZE);
+        let m = Migration {
+            id: ticket.id_hex(),
+            job: req.job.clone(),
+            source: a.id.clone(),
+            destination: b.id.clone(),
+            policy_id: decision.policy_id.clone(),
+            policy_digest: decision.policy_digest.clone(),
+            manifest_sha256: hex::encode(manifest_digest),
+            files: prepared.files,
+            state: "running".into(),
+            bytes: 0,
+            total: prepared.total_bytes,
+            resumed_at: 0,
+            gpus: gpus
+                .iter()
+                .map(|(m, att)| format!("{m} ({})", if *att { "attested" } else { "unattested" }))
+                .collect(),
+            dtypes: prepared.dtypes.keys().cloned().collect(),
+            issued_at,
+            expires_at: ticket.expires_at,
+            completed_at: None,
+            receipt_sha256: None,
+            check: None,
+            detail: None,
+        };
+        self.log(custody_audit::Entry::Migration(serde_json::json!({
+            "outcome": "ticket_issued",
+            "ticket": m.id,
+            "job": m.job,
+            "source": m.source,
+            "destination": m.destination,
+            "policy_id": m.policy_id,
+            "policy_digest": m.policy_digest,
+            "manifest_sha256": m.manifest_sha256,
+            "bytes": m.total,
+            "dst_x25519": hex::encode(dst_x25519),
+            "at": issued_at,
+            "expires_at": m.expires_at,
+        })));
+        let send = api::to_cbor(
+            "MoveSend",
+            &MoveSend {
+                ticket: signed,
+                checkpoint,
+                to: b_move,
+                chunk_size,
+            },
+        )
+        .map_err(|e| refused("internal", e.to_string()))?;
+        let _: (_, String) = self
+            .ask_agent(&a, http::Method::POST, "/v1/move/send", Some(send), "MoveStarted")
+            .await?;
+        self.migrations.put(m.clone());
+        let me = Arc::clone(self);
+        tokio::spawn(async move { me.watch(a, ticket).await });
+        Ok(m)
+    }
+
+    /// Poll the source until the transfer ends; verify the receipt; log the placement.
+    async fn watch(self: Arc<Self>, source: NodeRecord, ticket: Ticket) {
+        let id = ticket.id_hex();
+        let path = format!("/v1/move/{id}");
+        let mut unreachable = 0u32;
+        loop {
+            tokio::time::sleep(POLL).await;
+            let s: MoveStatus = match self
+                .ask_agent(&source, http::Method::GET, &path, None, "MoveStatus")
+                .await
+            {
+                Ok((_, s)) => {
+                    unreachable = 0;
+                    s
+                }
+                Err(e) => {
+                    unreachable += 1;
+                    // A source that restarted lost its transfer: the ticket is still good
+                    // until it expires, and B kept its staged chunks.
+                    if unreachable < 40 && now() < ticket.expires_at {
+                        continue;
+                    }
+                    self.finish(&id, Err(e), &ticket);
+                    return;
+                }
+            };
+            self.migrations.update(&id, |m| {
+                m.bytes = s.bytes;
+                m.total = s.total;
+                m.resumed_at = s.resumed_at;
+            });
+            match s.state.as_str() {
+                "running" => continue,
+                "done" => {
+                    let r = Receipt::verify(&s.receipt, &ticket.dst_ed25519)
+                        .map_err(|e| refused("receipt_signature", e.to_string()))
+                        .and_then(|r| {
+                            custody_mover::wire::check_receipt(&r, &ticket, s.total)
+                                .map(|()| r)
+                                .map_err(|e| refused("receipt_format", e.to_string()))
+                        })
+                        .map(|r| (r, s.receipt));
+                    self.finish(&id, r, &ticket);
+                    return;
+                }
+                _ => {
+                    let e = refused(
+                        s.check.as_deref().unwrap_or("transfer"),
+                        s.detail.unwrap_or_else(|| "the source reported a failure".into()),
+                    );
+                    self.finish(&id, Err(e), &ticket);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn finish(&self, id: &str, r: Result<(Receipt, Vec<u8>), MigrationRefused>, t: &Ticket) {
+        let at = now();
+        match r {
+            Ok((receipt, bytes)) => {
+                let digest = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes));
+                tracing::info!(ticket = %id, job = %t.job, to = %t.destination, "migration placed, receipt verified");
+                self.log(custody_audit::Entry::Migration(serde_json::json!({
+                    "outcome": "placed",
+                    "ticket": id,
+                    "job": t.job,
+                    "source": t.source,
+                    "destination": t.destination,
+                    "manifest_sha256": hex::encode(t.manifest_digest),
+                    "bytes": receipt.bytes,
+                    "completed_at": receipt.completed_at,
+                    "receipt_sha256": digest,
+                    "receipt": hex::encode(&bytes),
+                    "at": at,
+                })));
+                self.migrations.update(id, |m| {
+                    m.state = "done".into();
+                    m.bytes = receipt.bytes;
+                    m.completed_at = Some(receipt.completed_at);
+                    m.receipt_sha256 = Some(digest);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(ticket = %id, check = %e.check, detail = %e.detail, "migration failed");
+                self.log(custody_audit::Entry::Migration(serde_json::json!({
+                    "outcome": "failed",
+                    "ticket": id,
+                    "job": t.job,
+                    "source": t.source,
+                    "destination": t.destination,
+                    "check": e.check,
+                    "detail": e.detail,
+                    "at": at,
+                })));
+                self.migrations.update(id, |m| {
+                    m.state = "failed".into();
+                    m.check = Some(e.check);
+                    m.detail = Some(e.detail);
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(dtypes: &[(&str, &[&str])]) -> MovePrepared {
+        MovePrepared {
+            manifest: Vec::new(),
+            files: 1,
+            total_bytes: 1,
+            dtypes: dtypes
+                .iter()
+                .map(|(d, t)| (d.to_string(), t.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn chip_check_names_tensors_and_dtypes() {
+        let fp8 = prepared(&[
+            ("F8_E4M3", &["model.safetensors:w1"]),
+            ("BF16", &["model.safetensors:emb"]),
+        ]);
+        let a100 = vec![("NVIDIA A100-SXM4-80GB".to_string(), true)];
+        let e = chip_check(&fp8, &a100).unwrap_err();
+        assert_eq!(e.check, "chip_mismatch");
+        assert!(
+            e.detail.contains("F8_E4M3") && e.detail.contains("model.safetensors:w1"),
+            "{e}"
+        );
+        let h100 = vec![("NVIDIA H100 80GB HBM3".to_string(), false)];
+        chip_check(&fp8, &h100).unwrap();
+        let e = chip_check(&fp8, &[]).unwrap_err();
+        assert_eq!(e.check, "chip_mismatch");
+        assert!(e.detail.contains("no GPU"), "{e}");
+        let e = chip_check(&fp8, &[("Voodoo 3".into(), true)]).unwrap_err();
+        assert_eq!(e.check, "chip_unknown");
+        // No tensors: any destination, GPU or not.
+        chip_check(&prepared(&[]), &[]).unwrap();
+        let e = chip_check(&prepared(&[("F9", &["x"])]), &h100).unwrap_err();
+        assert_eq!(e.check, "safetensors_dtype");
+    }
+
+    #[test]
+    fn gpus_and_keys_are_read_strictly() {
+        let input =
+            serde_json::json!({"gpus": [{"model": "NVIDIA H100 80GB HBM3", "attested": true}, {"model": 3}]});
+        assert_eq!(gpus_of(&input), vec![("NVIDIA H100 80GB HBM3".to_string(), true)]);
+        assert!(gpus_of(&serde_json::json!({})).is_empty());
+        assert!(valid_job("llama-ft_42.v2") && !valid_job("../x") && !valid_job(".hidden") && !valid_job(""));
+    }
+}
