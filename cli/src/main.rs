@@ -6,6 +6,7 @@
 mod audit;
 mod demo;
 mod landmark;
+mod migrate;
 mod ops;
 mod policy;
 mod registry;
@@ -62,6 +63,8 @@ enum Command {
     /// Appraisal policies: evaluate one offline against an input, list the shipped ones.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Move a job's checkpoint from node A to node B, only if B passes the policy now.
+    Migrate(migrate::MigrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,5 +79,6 @@ fn main() -> ExitCode {
         Command::Result { node, conn } => ops::result(node, conn),
         Command::Landmark(cmd) => landmark::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Migrate(a) => migrate::run(a),
     }
 }

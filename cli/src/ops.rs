@@ -91,6 +91,23 @@ impl Client {
         self.send(method, path, ct, bytes).await
     }
 
+    /// Request a path with a JSON body; the status and the JSON answer, whatever the status
+    /// (for refusals that carry more than a check and a message).
+    pub async fn call_status(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(http::StatusCode, serde_json::Value)> {
+        let url = format!("{}{}", self.base, path);
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let ct = (!bytes.is_empty()).then_some("application/json");
+        let r = self.http.request(method, &url, ct, bytes).await?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .with_context(|| format!("{url}: HTTP {} and a body that is not JSON", r.status))?;
+        Ok((r.status, v))
+    }
+
     async fn send(
         &self,
         method: http::Method,

@@ -1,0 +1,411 @@
+//! Migration end to end: a real verifier under `eu-sovereign` with a signed registry and
+//! three real agents on their own swtpm. node-a and node-b run in an EU-operated site,
+//! node-us in a site a US parent controls. `custody migrate` moves a few hundred MB from
+//! node-a to node-b over the agents' mutual-TLS mover: it arrives bit-identical, the
+//! receipt verifies, the source keeps its copy. A move to node-us is refused by policy with
+//! the reason; a checkpoint of FP8 tensors is refused by the chip check (node-b shows no
+//! GPU); every decision is in the audit log.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use custody_e2e::{custody, free_port, service_bin, Run, Swtpm};
+use custody_registry::model::{Entity, Hardware, HardwareId, Holding, Registry, Site};
+use custody_registry::signed::{RegistryKey, SignedRegistry};
+use custody_registry::Country;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn entity(id: &str, name: &str, country: &str, us_nexus: bool, holders: Vec<Holding>) -> Entity {
+    let c = Country::new(country).unwrap();
+    Entity {
+        id: id.into(),
+        name: name.into(),
+        lei: None,
+        registered_office: c.clone(),
+        central_administration: c.clone(),
+        principal_establishment: c,
+        us_nexus,
+        holders,
+    }
+}
+
+fn site(id: &str, operator: &str) -> Site {
+    Site {
+        id: id.into(),
+        name: format!("Paris {id}"),
+        country: Country::new("FR").unwrap(),
+        region: "Ile-de-France".into(),
+        lat_e6: 48_856_600,
+        lon_e6: 2_352_200,
+        operator: operator.into(),
+    }
+}
+
+fn ek_sha256(t: &Swtpm) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &t.ek_cert_der());
+    d.as_ref().try_into().unwrap()
+}
+
+fn registry(version: u64, a: &Swtpm, b: &Swtpm, us: &Swtpm) -> Registry {
+    Registry {
+        version,
+        issued_at: 1_767_225_600,
+        authority: "test registry authority".into(),
+        entities: vec![
+            entity("eurocloud", "EuroCloud SAS", "FR", false, vec![]),
+            entity("nimbus-inc", "Nimbus Inc", "US", true, vec![]),
+            entity(
+                "nimbus-fr",
+                "Nimbus France SAS",
+                "FR",
+                false,
+                vec![Holding {
+                    entity: "nimbus-inc".into(),
+                    capital_bp: 6000,
+                    voting_bp: 6000,
+                }],
+            ),
+        ],
+        sites: vec![site("par-eu", "eurocloud"), site("par-us", "nimbus-fr")],
+        hardware: vec![
+            Hardware {
+                site: "par-eu".into(),
+                id: HardwareId::EkCertSha256(ek_sha256(a)),
+                label: None,
+            },
+            Hardware {
+                site: "par-eu".into(),
+                id: HardwareId::EkCertSha256(ek_sha256(b)),
+                label: None,
+            },
+            Hardware {
+                site: "par-us".into(),
+                id: HardwareId::EkCertSha256(ek_sha256(us)),
+                label: None,
+            },
+        ],
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    port: u16,
+    _verifier: Kill,
+    _agents: Vec<Kill>,
+}
+
+impl World {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn cli(&self, args: &[&str]) -> Run {
+        let url = format!("https://127.0.0.1:{}", self.port);
+        let id = self.path("operator");
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--verifier", &url, "--identity", id.to_str().unwrap()]);
+        custody(a)
+    }
+
+    fn logs(&self) -> String {
+        ["verifier.log", "node-a.log", "node-b.log"]
+            .iter()
+            .map(|f| {
+                format!(
+                    "--- {f}\n{}",
+                    std::fs::read_to_string(self.path(f)).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    fn store(&self, node: &str) -> PathBuf {
+        self.path(&format!("{node}-checkpoints"))
+    }
+}
+
+fn start(tpms: [&Swtpm; 3], key: &RegistryKey) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |s: &str| dir.path().join(s);
+    let ek = p("ek-ca");
+    std::fs::create_dir_all(&ek).unwrap();
+    for (i, t) in tpms.iter().enumerate() {
+        for c in t.ek_ca_certs() {
+            std::fs::copy(
+                &c,
+                ek.join(format!("{i}-{}", c.file_name().unwrap().to_str().unwrap())),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(p("authority.pem"), key.public().to_pem()).unwrap();
+    std::fs::write(
+        p("registry.cose"),
+        SignedRegistry::sign(&registry(1, tpms[0], tpms[1], tpms[2]), key).unwrap(),
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = format!(
+        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nek_ca_dir = \"{}\"\ninterval_secs = 300\n\
+         nonce_ttl_secs = 10\nround_timeout_secs = 5\npolicy = \"eu-sovereign\"\n\
+         registry = \"{}\"\nregistry_authorities = [\"{}\"]\n",
+        p("data").display(),
+        ek.display(),
+        p("registry.cose").display(),
+        p("authority.pem").display(),
+    );
+    std::fs::write(p("verifier.toml"), cfg).unwrap();
+    let out = Command::new(service_bin("custody-verifier"))
+        .args(["init", "--config"])
+        .arg(p("verifier.toml"))
+        .arg("--operator-dir")
+        .arg(p("operator"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::File::create(p("verifier.log")).unwrap();
+    let v = Command::new(service_bin("custody-verifier"))
+        .args(["run", "--config"])
+        .arg(p("verifier.toml"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let verifier = Kill(v);
+    eventually("the verifier to listen", 20, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let mut agents = Vec::new();
+    for (t, name) in tpms.iter().zip(["node-a", "node-b", "node-us"]) {
+        let state = p(&format!("{name}-state"));
+        let toml = format!(
+            "name = \"{name}\"\nlisten = \"127.0.0.1:{}\"\nmove_listen = \"127.0.0.1:{}\"\n\
+             checkpoints_dir = \"{}\"\n\
+             verifier_url = \"https://127.0.0.1:{port}\"\nverifier_ca = \"{}\"\nstate_dir = \"{}\"\n\
+             round_timeout_secs = 10\n\n[tpm]\ntcti = \"{}\"\nevent_log = \"\"\n\n[collectors]\nsnp = false\nnvml = false\n",
+            free_port(),
+            free_port(),
+            p(&format!("{name}-checkpoints")).display(),
+            p("data").join("ca.pem").display(),
+            state.display(),
+            t.tcti()
+        );
+        let cfg = p(&format!("{name}.toml"));
+        std::fs::write(&cfg, toml).unwrap();
+        let log = std::fs::File::create(p(&format!("{name}.log"))).unwrap();
+        let c = Command::new(service_bin("custody-agent"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        agents.push(Kill(c));
+    }
+    let w = World {
+        dir,
+        port,
+        _verifier: verifier,
+        _agents: agents,
+    };
+    for name in ["node-a", "node-b", "node-us"] {
+        eventually(&format!("{name} to enroll"), 60, || {
+            let l = w.cli(&["nodes", "list", "--json"]);
+            (l.code == 0 && l.stdout.contains(name)).then_some(())
+        });
+    }
+    w
+}
+
+fn sha256_file(p: &Path) -> Vec<u8> {
+    let mut f = std::fs::File::open(p).unwrap();
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+/// A checkpoint of `mb` MiB: a large sparse shard (zeros after a random head), a random
+/// shard, an optimizer state in a subdirectory, and a small JSON file.
+fn checkpoint(dir: &Path, mb: u64) -> Vec<(String, Vec<u8>)> {
+    std::fs::create_dir_all(dir.join("optim")).unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let big = std::fs::File::create(dir.join("shard-00.bin")).unwrap();
+    std::io::Write::write_all(&mut &big, &random(3 << 20)).unwrap();
+    big.set_len((mb - 8) << 20).unwrap();
+    std::fs::write(dir.join("shard-01.bin"), random(5 << 20)).unwrap();
+    std::fs::write(dir.join("optim/state.bin"), random((3 << 20) + 17)).unwrap();
+    std::fs::write(dir.join("config.json"), b"{\"step\": 1200, \"arch\": \"llama\"}").unwrap();
+    ["config.json", "optim/state.bin", "shard-00.bin", "shard-01.bin"]
+        .iter()
+        .map(|f| (f.to_string(), sha256_file(&dir.join(f))))
+        .collect()
+}
+
+/// A safetensors file with one FP8 (OCP E4M3) tensor: 8-byte length, JSON, data.
+fn fp8_safetensors() -> Vec<u8> {
+    let mut json = br#"{"w1":{"dtype":"F8_E4M3","shape":[2,2],"data_offsets":[0,4]}}"#.to_vec();
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&[1, 2, 3, 4]);
+    out
+}
+
+#[test]
+fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
+    let (a, b, us) = (Swtpm::start(), Swtpm::start(), Swtpm::start());
+    let key = RegistryKey::generate().unwrap();
+    let w = start([&a, &b, &us], &key);
+
+    let mb: u64 = std::env::var("CUSTODY_MOVE_TEST_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let src = w.store("node-a").join("llama-ft");
+    let digests = checkpoint(&src, mb);
+
+    // A passing EU node: the move completes, the receipt verifies, the bytes are the same.
+    let r = w.cli(&[
+        "migrate", "llama-ft", "--from", "node-a", "--to", "node-b", "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}\n{}", r.stdout, r.stderr, w.logs());
+    let m = r.json();
+    assert_eq!(m["state"], "done", "{m}");
+    assert_eq!(m["policy_id"], "eu-sovereign", "{m}");
+    assert_eq!(m["files"], 4, "{m}");
+    let size: u64 = digests
+        .iter()
+        .map(|(f, _)| std::fs::metadata(src.join(f)).unwrap().len())
+        .sum();
+    assert!(size > mb << 20, "{size}");
+    assert_eq!(m["bytes"].as_u64(), Some(size), "{m}");
+    assert_eq!(m["receipt_sha256"].as_str().map(str::len), Some(64), "{m}");
+    let dst = w.store("node-b").join("llama-ft");
+    for (f, d) in &digests {
+        assert_eq!(&sha256_file(&dst.join(f)), d, "{f} differs at the destination");
+        assert_eq!(&sha256_file(&src.join(f)), d, "{f} changed at the source");
+    }
+    // Nothing staged is left behind at B.
+    let leftovers: Vec<_> = std::fs::read_dir(w.store("node-b"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".custody-staging"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The same job again: B already holds it, the move is refused and B's copy untouched.
+    let r = w.cli(&["migrate", "llama-ft", "--from", "node-a", "--to", "node-b"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("staging") && r.stderr.contains("already exists"),
+        "{}",
+        r.stderr
+    );
+
+    // A US-controlled operator: refused by the policy, with the reason, before any byte.
+    std::fs::create_dir_all(w.store("node-a").join("job-2")).unwrap();
+    std::fs::write(w.store("node-a").join("job-2/w.bin"), [7u8; 4096]).unwrap();
+    let r = w.cli(&["migrate", "job-2", "--from", "node-a", "--to", "node-us"]);
+    assert_eq!(r.code, 1, "{}\n{}\n{}", r.stdout, r.stderr, w.logs());
+    assert!(
+        r.stderr.contains("migration refused: destination_attestation") && r.stderr.contains("policy"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("Nimbus Inc (US)"), "{}", r.stderr);
+    assert!(!w.store("node-us").join("job-2").exists());
+
+    // FP8 tensors to a node whose evidence shows no GPU: the chip check refuses, naming them.
+    std::fs::create_dir_all(w.store("node-a").join("fp8-job")).unwrap();
+    std::fs::write(
+        w.store("node-a").join("fp8-job/model.safetensors"),
+        fp8_safetensors(),
+    )
+    .unwrap();
+    let r = w.cli(&["migrate", "fp8-job", "--from", "node-a", "--to", "node-b"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("chip_mismatch") && r.stderr.contains("F8_E4M3"),
+        "{}",
+        r.stderr
+    );
+    assert!(!w.store("node-b").join("fp8-job").exists());
+
+    // Unknown policy, unknown node: named.
+    let r = w.cli(&[
+        "migrate",
+        "job-2",
+        "--from",
+        "node-a",
+        "--to",
+        "node-b",
+        "--policy",
+        "/etc/passwd",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("policy_unknown"), "{}", r.stderr);
+    let r = w.cli(&["migrate", "job-2", "--from", "node-a", "--to", "nowhere"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+
+    // The audit log holds the ticket, the placement and the refusals.
+    let out = w.path("audit-export");
+    let e = custody([
+        "audit",
+        "export",
+        "--db",
+        w.path("data").join("custody.db").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    let log = std::fs::read_to_string(out.join("entries.jsonl")).unwrap_or_default();
+    for want in ["\"ticket_issued\"", "\"placed\"", "\"refused\"", "chip_mismatch"] {
+        assert!(log.contains(want), "audit log lacks {want}");
+    }
+}
