@@ -287,7 +287,7 @@ fn checkpoint(dir: &Path, mb: u64) -> Vec<(String, Vec<u8>)> {
 /// A safetensors file with one FP8 (OCP E4M3) tensor: 8-byte length, JSON, data.
 fn fp8_safetensors() -> Vec<u8> {
     let mut json = br#"{"w1":{"dtype":"F8_E4M3","shape":[2,2],"data_offsets":[0,4]}}"#.to_vec();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
