@@ -36,7 +36,10 @@ mod tls;
 use buf::Duplex;
 
 #[derive(Debug, Parser)]
-#[command(name = "custody-movepeer", about = "Runs custody-mover's wire protocol between two processes (test/bench tool)")]
+#[command(
+    name = "custody-movepeer",
+    about = "Runs custody-mover's wire protocol between two processes (test/bench tool)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -325,12 +328,18 @@ fn serve(
 }
 
 /// One connection at B; logs its outcome, true when the move completed.
-fn connection(dest: &Destination, tls: Option<Arc<rustls::ServerConfig>>, sock: TcpStream, buffer: usize) -> bool {
+fn connection(
+    dest: &Destination,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    sock: TcpStream,
+    buffer: usize,
+) -> bool {
     let r = match tls {
         Some(cfg) => serve_tls(dest, cfg, sock, buffer),
         None => {
             let mut s = Duplex::new(sock, buffer);
-            dest.serve(&mut s, "node-a", now_unix()).map_err(anyhow::Error::new)
+            dest.serve(&mut s, "node-a", now_unix())
+                .map_err(anyhow::Error::new)
         }
     };
     match r {
@@ -364,7 +373,8 @@ fn serve_tls(
             .complete_io(&mut s.sock)
             .map_err(|e| refusal("tls", format!("handshake: {e}")))?;
     }
-    let peer = tls::peer_node(s.conn.peer_certificates()).map_err(|e| refusal("peer_identity", e.to_string()))?;
+    let peer =
+        tls::peer_node(s.conn.peer_certificates()).map_err(|e| refusal("peer_identity", e.to_string()))?;
     let mut d = Duplex::new(s, buffer);
     let r = dest.serve(&mut d, &peer, now_unix());
     d.inner.conn.send_close_notify();
@@ -420,12 +430,15 @@ fn send(
                     .complete_io(&mut s.sock)
                     .map_err(|e| refusal("tls", format!("handshake: {e}")))?;
             }
-            let peer =
-                tls::peer_node(s.conn.peer_certificates()).map_err(|e| refusal("peer_identity", e.to_string()))?;
+            let peer = tls::peer_node(s.conn.peer_certificates())
+                .map_err(|e| refusal("peer_identity", e.to_string()))?;
             if peer != ticket.destination {
                 return Err(refusal(
                     "peer_identity",
-                    format!("the server is node {peer:?}, the ticket's destination is {:?}", ticket.destination),
+                    format!(
+                        "the server is node {peer:?}, the ticket's destination is {:?}",
+                        ticket.destination
+                    ),
                 ));
             }
             let mut d = Duplex::new(s, buffer);

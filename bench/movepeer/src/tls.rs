@@ -63,7 +63,8 @@ pub fn peer_node(chain: Option<&[CertificateDer<'static>]>) -> Result<String> {
     let leaf = chain
         .and_then(|c| c.first())
         .ok_or_else(|| anyhow!("the peer presented no certificate"))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| anyhow!("peer certificate: {e}"))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|e| anyhow!("peer certificate: {e}"))?;
     let cn = cert
         .subject()
         .iter_common_name()

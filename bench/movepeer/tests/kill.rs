@@ -28,7 +28,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Self {
-        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("movepeer-{name}-{}", std::process::id()));
+        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("movepeer-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
@@ -79,8 +80,16 @@ fn checkpoint(dir: &Path, seed: u64, total: usize) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("model")).unwrap();
     let mut rng = Rng(seed | 1);
-    let sizes = [total / 2, total / 3 + 12_345, total - total / 2 - total / 3 - 12_345];
-    let names = ["model/shard-0.safetensors", "model/shard-1.safetensors", "optimizer.bin"];
+    let sizes = [
+        total / 2,
+        total / 3 + 12_345,
+        total - total / 2 - total / 3 - 12_345,
+    ];
+    let names = [
+        "model/shard-0.safetensors",
+        "model/shard-1.safetensors",
+        "optimizer.bin",
+    ];
     for (name, size) in names.iter().zip(sizes) {
         let mut data = Vec::with_capacity(size + 8);
         while data.len() < size {
@@ -109,17 +118,23 @@ fn ticket(keys: &Path, src: &Path, job: &str, out: &Path) {
 /// Start `serve`; returns it, its address and its log file.
 fn serve(keys: &Path, inbox: &Path, log: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
     let mut c = Command::new(BIN);
-    c.args(["serve", "--dir", keys.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .args(["--inbox", inbox.to_str().unwrap(), "--sync-every", "4"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        ));
+    c.args([
+        "serve",
+        "--dir",
+        keys.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .args(["--inbox", inbox.to_str().unwrap(), "--sync-every", "4"])
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::from(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap(),
+    ));
     let mut p = Proc(c.spawn().unwrap());
     let mut line = String::new();
     BufReader::new(p.0.stdout.take().unwrap())
@@ -137,7 +152,12 @@ fn serve(keys: &Path, inbox: &Path, log: &Path, extra: &[&str]) -> (Proc, Socket
 fn send_cmd(keys: &Path, to: SocketAddr, ticket: &Path, src: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.args(["send", "--dir", keys.to_str().unwrap(), "--to", &to.to_string()])
-        .args(["--ticket", ticket.to_str().unwrap(), "--checkpoint", src.to_str().unwrap()])
+        .args([
+            "--ticket",
+            ticket.to_str().unwrap(),
+            "--checkpoint",
+            src.to_str().unwrap(),
+        ])
         .args(["--chunk-size", CHUNK])
         .args(extra)
         .stdout(Stdio::piped())
@@ -181,7 +201,11 @@ fn assert_inbox(inbox: &Path, job: &str, want: &Manifest) -> bool {
     }
     let target = inbox.join(job);
     if target.exists() {
-        assert_eq!(&Manifest::build(&target).unwrap(), want, "a visible target is complete");
+        assert_eq!(
+            &Manifest::build(&target).unwrap(),
+            want,
+            "a visible target is complete"
+        );
         true
     } else {
         false
@@ -220,7 +244,10 @@ fn sigkill_either_end_then_resend_completes() {
     let o = send_cmd(&k, addr, &t, &src, &[]).output().unwrap();
     let full = started.elapsed();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(Manifest::build(&inbox.join("cal")).unwrap(), Manifest::build(&src).unwrap());
+    assert_eq!(
+        Manifest::build(&inbox.join("cal")).unwrap(),
+        Manifest::build(&src).unwrap()
+    );
     drop(_b);
     eprintln!("full transfer: {full:?}");
 
@@ -253,7 +280,11 @@ fn sigkill_either_end_then_resend_completes() {
         }
 
         // The invariant, right after the kill.
-        assert_eq!(Manifest::build(&src).unwrap(), before, "run {run_no}: source intact");
+        assert_eq!(
+            Manifest::build(&src).unwrap(),
+            before,
+            "run {run_no}: source intact"
+        );
         assert_inbox(&inbox, &job, &before);
 
         // Restart what was killed and resend the same ticket.
@@ -274,11 +305,20 @@ fn sigkill_either_end_then_resend_completes() {
         } else {
             // Only a move B already finished may be refused: as a replay, with the
             // checkpoint in place (A then holds no receipt; see the report).
-            assert!(err.contains("ticket_replayed"), "run {run_no}: resend failed: {err}");
-            assert!(inbox.join(&job).exists(), "run {run_no}: replay refused but no target: {err}");
+            assert!(
+                err.contains("ticket_replayed"),
+                "run {run_no}: resend failed: {err}"
+            );
+            assert!(
+                inbox.join(&job).exists(),
+                "run {run_no}: replay refused but no target: {err}"
+            );
             tally.completed_before_resend += 1;
         }
-        assert!(assert_inbox(&inbox, &job, &before), "run {run_no}: target in place");
+        assert!(
+            assert_inbox(&inbox, &job, &before),
+            "run {run_no}: target in place"
+        );
         assert_eq!(Manifest::build(&src).unwrap(), before);
 
         // Single use: once complete, the same ticket is refused.
@@ -291,9 +331,18 @@ fn sigkill_either_end_then_resend_completes() {
         let _ = std::fs::remove_dir_all(&inbox);
     }
     eprintln!("{RUNS} kill runs in {:?}: {tally:?}", overall.elapsed());
-    assert_eq!(tally.resumed + tally.restarted + tally.completed_before_resend, RUNS as u32);
-    assert!(tally.killed_source >= 10 && tally.killed_destination >= 10, "{tally:?}");
-    assert!(tally.resumed >= 5, "resume must be exercised, not only restart: {tally:?}");
+    assert_eq!(
+        tally.resumed + tally.restarted + tally.completed_before_resend,
+        RUNS as u32
+    );
+    assert!(
+        tally.killed_source >= 10 && tally.killed_destination >= 10,
+        "{tally:?}"
+    );
+    assert!(
+        tally.resumed >= 5,
+        "resume must be exercised, not only restart: {tally:?}"
+    );
 }
 
 #[test]
@@ -308,7 +357,9 @@ fn ticket_presented_by_another_node_is_refused() {
     let inbox = s.0.join("inbox");
     let log = s.0.join("b.log");
     let (mut b, addr) = serve(&k, &inbox, &log, &["--once"]);
-    let o = send_cmd(&k, addr, &t, &src, &["--cert", "node-c"]).output().unwrap();
+    let o = send_cmd(&k, addr, &t, &src, &["--cert", "node-c"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("ticket_source"), "{err}");
@@ -371,7 +422,9 @@ fn a_flipped_byte_on_the_wire_is_caught_and_the_resend_resumes() {
     let log = s.0.join("b.log");
     let (mut b, addr) = serve(&k, &inbox, &log, &["--once", "--transport", "tcp"]);
     let (proxy, h) = tampering_proxy(addr, 30);
-    let o = send_cmd(&k, proxy, &t, &src, &["--transport", "tcp"]).output().unwrap();
+    let o = send_cmd(&k, proxy, &t, &src, &["--transport", "tcp"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("chunk_authentication"), "{err}");
@@ -383,9 +436,17 @@ fn a_flipped_byte_on_the_wire_is_caught_and_the_resend_resumes() {
 
     // B kept only authenticated chunks: a clean resend resumes after them and completes.
     let (_b, addr) = serve(&k, &inbox, &log, &["--once", "--transport", "tcp"]);
-    let o = send_cmd(&k, addr, &t, &src, &["--transport", "tcp"]).output().unwrap();
+    let o = send_cmd(&k, addr, &t, &src, &["--transport", "tcp"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = json_u64(&String::from_utf8_lossy(&o.stdout), "resumed_at");
-    assert!((20..30).contains(&r), "resumed at {r}: the durable point before chunk 29");
-    assert_eq!(Manifest::build(&inbox.join("job")).unwrap(), Manifest::build(&src).unwrap());
+    assert!(
+        (20..30).contains(&r),
+        "resumed at {r}: the durable point before chunk 29"
+    );
+    assert_eq!(
+        Manifest::build(&inbox.join("job")).unwrap(),
+        Manifest::build(&src).unwrap()
+    );
 }
