@@ -315,7 +315,11 @@ fn sigkill_either_end_then_resend_completes() {
                 inbox.join(&job).exists(),
                 "run {run_no}: replay refused but no target: {err}"
             );
-            tally.completed_before_resend += 1;
+            if finished {
+                tally.finished_before_kill += 1;
+            } else {
+                tally.receipt_lost += 1;
+            }
         }
         assert!(
             assert_inbox(&inbox, &job, &before),
@@ -334,7 +338,7 @@ fn sigkill_either_end_then_resend_completes() {
     }
     eprintln!("{RUNS} kill runs in {:?}: {tally:?}", overall.elapsed());
     assert_eq!(
-        tally.resumed + tally.restarted + tally.completed_before_resend,
+        tally.resumed + tally.restarted + tally.finished_before_kill + tally.receipt_lost,
         RUNS as u32
     );
     assert!(
