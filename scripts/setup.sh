@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Custody needs on a fresh Debian (bookworm) machine: the system
 # packages for the real-TPM tests (swtpm, tpm2-tools, tpm2-tss), libxmlsec1 for NVIDIA RIM
-# signatures, python3 (the demo reads JSON with it; bench/appraise.sh makes a venv), and the
+# signatures, python3 (the demo reads JSON with it; bench/appraise.sh makes a venv),
+# openssh-server (bench/mover.sh compares against scp through a private sshd), and the
 # Rust tools CI uses; perl builds the OpenSSL that Veraison's `ear` crate (a dev-dependency,
 # the EAR interop test) compiles from source. CI and a new user run this same script.
 set -euo pipefail
@@ -14,6 +15,7 @@ PKGS=(
   swtpm swtpm-tools tpm2-tools libtss2-dev
   libxml2-dev libxmlsec1-dev libxmlsec1-openssl
   openssl perl iproute2 python3 python3-venv
+  openssh-server
 )
 
 missing=()

@@ -421,28 +421,49 @@ impl Destination {
         }
         let _guard = ActiveGuard(&self.active, ticket.id);
 
-        // A staging directory means a transfer of this ticket started and did not finish:
-        // continue it. Otherwise the ticket must be unused; it is recorded before any byte
-        // is staged.
+        // A staging directory with a progress record means a transfer of this ticket
+        // started and did not finish: continue it. Otherwise the ticket must be unused. The
+        // id is recorded only once the staging directory and its first progress record are
+        // durable: recording it first would turn a crash in between into a permanent
+        // `ticket_replayed` with nothing staged (seen in the movepeer kill test).
         let staging = staging_dir(&self.dir, &ticket.id);
-        let mut rx = if staging.join("progress").is_file() {
-            let rx = Receiver::resume(&self.dir, None, &ticket, manifest, sh, &key)?;
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if !seen.contains(&ticket.id) {
-                seen.check_and_record(&ticket.id)?;
-            }
-            rx
-        } else {
-            self.seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .check_and_record(&ticket.id)?;
+        let completed = !ticket.job.contains('/')
+            && crate::manifest::join(&self.dir, &ticket.job).is_ok_and(|t| t.symlink_metadata().is_ok())
+            && !staging.join("data").exists();
+        // The active set keeps other connections of this ticket out; the lock is not held
+        // while a resume re-hashes staged files.
+        let was_seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ticket.id);
+        if completed && was_seen {
+            // This ticket's checkpoint was placed (its staging data renamed into the
+            // target); a crash before the staging directory was removed leaves the rest.
             if staging.symlink_metadata().is_ok() {
+                std::fs::remove_dir_all(&staging).map_err(|e| MoverError::io(&staging, e))?;
+            }
+            return Err(MoverError::TicketReplayed(ticket.id_hex()));
+        }
+        let mut rx = if staging.join("progress").is_file() {
+            Receiver::resume(&self.dir, None, &ticket, manifest, sh, &key)?
+        } else {
+            let crashed_start = staging.symlink_metadata().is_ok();
+            if was_seen && !crashed_start {
+                return Err(MoverError::TicketReplayed(ticket.id_hex()));
+            }
+            if crashed_start {
                 // Created but crashed before its first progress file: nothing staged.
                 std::fs::remove_dir_all(&staging).map_err(|e| MoverError::io(&staging, e))?;
             }
             Receiver::create(&self.dir, None, &ticket, manifest, sh, &key)?
         };
+        if !was_seen {
+            self.seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .check_and_record(&ticket.id)?;
+        }
         rx.set_sync_every(self.sync_every.max(1));
         let resumed_at = rx.resume_point();
         write_frame(conn, K_ACCEPT, &resumed_at.to_be_bytes())?;
@@ -750,6 +771,30 @@ mod tests {
             std::fs::read(r.target.join("shards/a.bin")).unwrap(),
             std::fs::read(w.src.join("shards/a.bin")).unwrap()
         );
+    }
+
+    #[test]
+    fn crashes_around_the_replay_record_neither_block_nor_reopen_a_ticket() {
+        let w = world(5000);
+        // A start that crashed after recording the id (the old order) and creating the
+        // staging directory, before its first progress file: the resend starts over.
+        let t = w.ticket(7, "node-a", NOW + 600);
+        let id = [7u8; 16];
+        w.dest.seen.lock().unwrap().check_and_record(&id).unwrap();
+        std::fs::create_dir(staging_dir(&w.dest.dir, &id)).unwrap();
+        let (s, r) = w.run(&t, "node-a", |_| {});
+        assert_eq!(s.unwrap().resumed_at, 0);
+        r.unwrap();
+        // A completed move that crashed before removing its staging directory (progress
+        // record left, data already renamed into the target): a replay, and the leftover
+        // goes.
+        let staging = staging_dir(&w.dest.dir, &id);
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(staging.join("progress"), "5\n").unwrap();
+        let (_, r) = w.run(&t, "node-a", |_| {});
+        assert_eq!(r.unwrap_err().check(), "ticket_replayed");
+        assert!(!staging.exists());
+        assert!(w.target().join("shards/a.bin").is_file());
     }
 
     #[test]

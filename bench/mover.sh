@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Move throughput on this machine, one file, four ways, all in one run:
+#   (a) the mover's wire protocol between two custody-movepeer processes over loopback
+#       mutual TLS (ticket and manifest checked, chunks AEAD-sealed, staged, every file
+#       digest checked, fsynced, renamed into place, receipt signed and verified by A)
+#   (b) the same over plain TCP (`--transport tcp`): what TLS costs on top
+#   (c) a plain TCP file copy, socket to file, fsync, ack (the ceiling)
+#   (d) scp through a private sshd on 127.0.0.1 (then `sync`)
+# Each is repeated (default 3 times) and the median MB/s reported (MB = 10^6 bytes). The
+# mover's seconds include A hashing the checkpoint against the ticket's manifest digest.
+# The page cache cannot be dropped reliably here: the file is read once (cat > /dev/null)
+# before measuring, so every run reads it from memory and only the writes hit the disk.
+#
+# Usage: MOVER_BENCH_MB=1024 bench/mover.sh   (MB here: MiB of file; default 1024 = 1 GiB)
+#   MOVER_BENCH_REPS=3       repetitions per measurement
+#   MOVER_BENCH_BUFFER=N     custody-movepeer --buffer (bytes buffered around the stream)
+# Needs openssh-server (scripts/setup.sh installs it); runs sshd as the current user (root
+# in CI), with its own host key and authorized key in a temp dir, killed at exit.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+mib=${MOVER_BENCH_MB:-1024}
+reps=${MOVER_BENCH_REPS:-3}
+buffer=()
+if [[ -n ${MOVER_BENCH_BUFFER:-} ]]; then buffer=(--buffer "$MOVER_BENCH_BUFFER"); fi
+
+cargo build --release -p custody-movepeer
+target=${CARGO_TARGET_DIR:-$root/target}
+bin=$target/release/custody-movepeer
+# Under the target dir: the same filesystem for the source, the inbox and the copies.
+work=$(mktemp -d "$target/mover-bench.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [[ -f $work/ssh/sshd.pid ]]; then kill "$(cat "$work/ssh/sshd.pid")" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== $(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg); file ${mib} MiB" >&2
+mkdir -p "$work/src" "$work/keys"
+file=$work/src/checkpoint.bin
+head -c $((mib * 1024 * 1024)) /dev/urandom >"$file"
+cat "$file" >/dev/null
+"$bin" keys --dir "$work/keys"
+
+# Start a one-connection server ($@), wait for its address, leave it in $addr / $srv.
+start() {
+  local out=$work/serve.out
+  : >"$out"
+  "$@" >"$out" 2>>"$work/serve.log" &
+  srv=$!
+  pids+=("$srv")
+  for _ in $(seq 200); do
+    if grep -q '^listening ' "$out"; then
+      addr=$(sed -n 's/^listening //p' "$out")
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "server did not start: $*" >&2
+  cat "$work/serve.log" >&2
+  exit 1
+}
+
+mbps() { sed -E 's/.*"mb_per_s":([0-9.]+).*/\1/'; }
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+declare -A runs
+
+mover() { # transport
+  local t=$1 n=$2 job="move-$1-$2"
+  "$bin" ticket --dir "$work/keys" --checkpoint "$work/src" --job "$job" --out "$work/ticket"
+  start "$bin" serve --dir "$work/keys" --listen 127.0.0.1:0 --inbox "$work/inbox" \
+    --transport "$t" --once "${buffer[@]}"
+  local json
+  json=$("$bin" send --dir "$work/keys" --to "$addr" --ticket "$work/ticket" \
+    --checkpoint "$work/src" --transport "$t" "${buffer[@]}")
+  wait "$srv"
+  echo "   mover/$t #$n: $json" >&2
+  runs[mover-$t]+=" $(mbps <<<"$json")"
+  rm -rf "${work:?}/inbox/$job"
+}
+
+tcp_copy() {
+  start "$bin" tcp-serve --listen 127.0.0.1:0 --out "$work/copy.bin"
+  local json
+  json=$("$bin" tcp-send --to "$addr" --file "$file")
+  wait "$srv"
+  echo "   tcp #$1: $json" >&2
+  runs[tcp]+=" $(mbps <<<"$json")"
+  rm -f "$work/copy.bin"
+}
+
+ssh_port=
+start_sshd() {
+  local d=$work/ssh
+  mkdir -p "$d" /run/sshd
+  ssh-keygen -q -t ed25519 -N '' -f "$d/host_key"
+  ssh-keygen -q -t ed25519 -N '' -f "$d/client_key"
+  cp "$d/client_key.pub" "$d/authorized_keys"
+  ssh_port=$((20000 + RANDOM % 20000))
+  cat >"$d/sshd_config" <<EOF
+Port $ssh_port
+ListenAddress 127.0.0.1
+HostKey $d/host_key
+PidFile $d/sshd.pid
+AuthorizedKeysFile $d/authorized_keys
+StrictModes no
+UsePAM no
+PermitRootLogin yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+Subsystem sftp internal-sftp
+EOF
+  /usr/sbin/sshd -D -e -p "$ssh_port" -f "$d/sshd_config" 2>>"$d/sshd.log" &
+  pids+=("$!")
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$ssh_port") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "sshd did not start" >&2
+  cat "$d/sshd.log" >&2
+  exit 1
+}
+
+scp_copy() {
+  local t0 t1 secs
+  t0=$(date +%s.%N)
+  scp -q -P "$ssh_port" -i "$work/ssh/client_key" -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "$file" "root@127.0.0.1:$work/scp.bin"
+  sync
+  t1=$(date +%s.%N)
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.6f", b - a}')
+  local mb
+  mb=$(awk -v n=$((mib * 1024 * 1024)) -v s="$secs" 'BEGIN {printf "%.2f", n / 1e6 / s}')
+  echo "   scp #$1: {\"seconds\":$secs,\"mb_per_s\":$mb}" >&2
+  runs[scp]+=" $mb"
+  if [[ $1 == "$reps" ]] && ! cmp -s "$file" "$work/scp.bin"; then
+    echo "scp copy differs" >&2
+    exit 1
+  fi
+  rm -f "$work/scp.bin"
+}
+
+start_sshd
+echo "== measuring, $reps runs each, interleaved" >&2
+for n in $(seq "$reps"); do
+  mover tls "$n"
+  mover tcp "$n"
+  tcp_copy "$n"
+  scp_copy "$n"
+done
+
+m_tls=$(median <<<"${runs[mover-tls]}")
+m_tcp=$(median <<<"${runs[mover-tcp]}")
+tcp=$(median <<<"${runs[tcp]}")
+scp=$(median <<<"${runs[scp]}")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+echo
+echo "transfer of ${mib} MiB on loopback, median of $reps (MB/s, MB = 10^6 bytes)"
+printf '  %-26s %10s   %s\n' "how" "MB/s" "runs"
+printf '  %-26s %10s  %s\n' "mover, mutual TLS" "$m_tls" "${runs[mover-tls]}"
+printf '  %-26s %10s  %s\n' "mover, plain TCP" "$m_tcp" "${runs[mover-tcp]}"
+printf '  %-26s %10s  %s\n' "TCP copy + fsync" "$tcp" "${runs[tcp]}"
+printf '  %-26s %10s  %s\n' "scp + sync" "$scp" "${runs[scp]}"
+echo "  mover/tcp $(ratio "$m_tls" "$tcp"), mover/scp $(ratio "$m_tls" "$scp"), mover over TCP / over TLS $(ratio "$m_tcp" "$m_tls")"
+echo "  load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "mover: $m_tls MB/s, tcp $tcp MB/s, scp $scp MB/s"
