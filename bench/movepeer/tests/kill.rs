@@ -3,6 +3,13 @@
 //! untouched, the resend completes, resuming from B's durable chunk), a stolen ticket
 //! presented by another node, and a byte flipped on the wire.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use custody_mover::manifest::Manifest;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
