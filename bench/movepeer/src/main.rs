@@ -23,7 +23,7 @@ use custody_mover::MoverError;
 use custody_verifier::check::FailedCheck;
 use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -422,7 +422,7 @@ fn send(
             // The ticket names the destination; the server certificate must be that node's.
             let ticket = Ticket::verify(&ticket_bytes, &vpub, checks.now)?;
             let cfg = tls::client_config(dir, pki::leaf_stem(cert))?;
-            let name = ServerName::IpAddress(IpAddr::from(to.ip()).into());
+            let name = ServerName::IpAddress(to.ip().into());
             let conn = rustls::ClientConnection::new(cfg, name)?;
             let mut s = rustls::StreamOwned::new(conn, sock);
             while s.conn.is_handshaking() {
