@@ -32,7 +32,6 @@ work=$(mktemp -d "$target/mover-bench.XXXXXX")
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  if [[ -f $work/ssh/sshd.pid ]]; then kill "$(cat "$work/ssh/sshd.pid")" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
