@@ -3,8 +3,6 @@
 //! untouched, the resend completes, resuming from B's durable chunk), a stolen ticket
 //! presented by another node, and a byte flipped on the wire.
 // Helpers outside #[test] fns assert too: a failing unwrap is the point here.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
-
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
