@@ -11,6 +11,7 @@
 use crate::session::Session;
 use custody_formats::api::{MovePrepared, MoveStatus};
 use custody_mover::manifest::Manifest;
+use custody_mover::ticket::Ticket;
 use custody_mover::wire::{self, Destination, SourceChecks};
 use custody_mover::MoverError;
 use custody_net::PeerCert;
@@ -150,19 +151,20 @@ impl Mover {
         };
         let (t, manifest) = wire::check_source(&ticket, checks, &dir)?;
         let id = t.id_hex();
+        let total = manifest.total_bytes();
         {
             let mut map = self.transfers.lock().unwrap_or_else(|p| p.into_inner());
             if map.get(&id).is_some_and(|s| s.state == "running") {
                 return Err(MoverError::TransferActive(id));
             }
-            map.insert(id.clone(), status("running", 0, manifest.total_bytes()));
+            map.insert(id.clone(), status("running", 0, total));
         }
         let me = Arc::clone(self);
         let tid = id.clone();
         std::thread::spawn(move || {
             let span = tracing::info_span!("move_send", ticket = %tid, job = %t.job, to = %t.destination);
             let _e = span.enter();
-            let r = me.send_now(&ticket, &t.destination, &dir, &to, chunk_size, &tid);
+            let r = me.send_now(&ticket, t, manifest, &dir, &to, chunk_size);
             let mut map = me.transfers.lock().unwrap_or_else(|p| p.into_inner());
             let Some(s) = map.get_mut(&tid) else { return };
             match r {
@@ -189,13 +191,15 @@ impl Mover {
 
     fn send_now(
         &self,
-        ticket: &[u8],
-        destination: &str,
+        ticket_bytes: &[u8],
+        ticket: Ticket,
+        manifest: Manifest,
         dir: &Path,
         to: &str,
         chunk_size: u32,
-        id: &str,
     ) -> Result<wire::Sent, MoverError> {
+        let id = ticket.id_hex();
+        let destination = ticket.destination.as_str();
         let io = |e: std::io::Error| MoverError::io(Path::new(to), e);
         let addr = to
             .to_socket_addrs()
@@ -226,25 +230,28 @@ impl Mover {
                 why: format!("the peer at {to} is {peer:?}"),
             });
         }
-        let checks = SourceChecks {
-            verifier_public_sec1: &self.verifier_key,
-            now: now(),
-            me: &self.node_id,
-        };
         let mut last = std::time::Instant::now();
         let mut report = |p: wire::Progress| {
             // A lock per progress report is cheap next to a chunk; throttle anyway.
             if last.elapsed() >= Duration::from_millis(100) || p.bytes == p.total {
                 last = std::time::Instant::now();
                 let mut map = self.transfers.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(s) = map.get_mut(id) {
+                if let Some(s) = map.get_mut(&id) {
                     s.bytes = p.bytes;
                     s.total = p.total;
                     s.resumed_at = p.resumed_at;
                 }
             }
         };
-        let sent = wire::send(&mut tls, ticket, checks, dir, chunk_size, &mut report)?;
+        let sent = wire::send_checked(
+            &mut tls,
+            ticket_bytes,
+            ticket,
+            manifest,
+            dir,
+            chunk_size,
+            &mut report,
+        )?;
         tls.conn.send_close_notify();
         let _ = tls.conn.complete_io(&mut tls.sock);
         Ok(sent)

@@ -198,6 +198,29 @@ pub fn send<S: Read + Write>(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Sent, MoverError> {
     let (ticket, manifest) = check_source(ticket_bytes, checks, checkpoint_dir)?;
+    send_checked(
+        conn,
+        ticket_bytes,
+        ticket,
+        manifest,
+        checkpoint_dir,
+        chunk_size,
+        progress,
+    )
+}
+
+/// [`send`] for a ticket and manifest [`check_source`] already produced (a caller that
+/// checked before starting the transfer need not hash the checkpoint again: B checks every
+/// file's digest whatever happens in between).
+pub fn send_checked<S: Read + Write>(
+    conn: &mut S,
+    ticket_bytes: &[u8],
+    ticket: Ticket,
+    manifest: Manifest,
+    checkpoint_dir: &Path,
+    chunk_size: u32,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Sent, MoverError> {
     let md = manifest.digest()?;
     let total = manifest.total_bytes();
     let sh = StreamHeader::new(ticket.id, md, chunk_size, total)?;
