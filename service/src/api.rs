@@ -339,15 +339,6 @@ fn node_json(n: &NodeRecord) -> serde_json::Value {
 }
 
 /// A node by id or by name.
-fn find(svc: &Service, key: &str) -> Result<NodeRecord, ServiceError> {
-    if let Some(n) = svc.store.node(key)? {
-        return Ok(n);
-    }
-    svc.store
-        .node_by_name(key)?
-        .ok_or_else(|| ServiceError::NoNode(key.into()))
-}
-
 async fn nodes(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
     operator_json(&peer, move || {
         Ok(svc.store.nodes()?.iter().map(node_json).collect::<Vec<_>>())
@@ -372,7 +363,7 @@ async fn node(
     Path(key): Path<String>,
 ) -> Response {
     operator_json(&peer, move || {
-        let n = find(&svc, &key)?;
+        let n = svc.find_node(&key)?;
         let results = svc.store.results(&n.id, 20)?;
         let events = svc.store.events(Some(&n.id), 50)?;
         Ok(serde_json::json!({
@@ -433,7 +424,7 @@ async fn attest(
         return r;
     }
     let s2 = svc.clone();
-    let id = match blocking(move || find(&s2, &key)).await {
+    let id = match blocking(move || s2.find_node(&key)).await {
         Ok(Ok(n)) => n.id,
         Ok(Err(e)) => return service_error(e),
         Err(r) => return r,
@@ -456,7 +447,7 @@ async fn result(
         return r;
     }
     let out = blocking(move || -> Result<serde_json::Value, ServiceError> {
-        let n = find(&svc, &key)?;
+        let n = svc.find_node(&key)?;
         let r = svc
             .store
             .latest_result(&n.id)?
@@ -500,7 +491,7 @@ async fn events(
 ) -> Response {
     let limit = q.limit.unwrap_or(100).min(10_000);
     operator_json(&peer, move || {
-        let node = q.node.map(|k| find(&svc, &k)).transpose()?;
+        let node = q.node.map(|k| svc.find_node(&k)).transpose()?;
         Ok(svc.store.events(node.as_ref().map(|n| n.id.as_str()), limit)?)
     })
     .await
@@ -626,7 +617,7 @@ async fn node_input(
     Path(key): Path<String>,
 ) -> Response {
     operator_json(&peer, move || {
-        let n = find(&svc, &key)?;
+        let n = svc.find_node(&key)?;
         let r = svc.store.latest_result(&n.id)?;
         let input = r
             .as_ref()

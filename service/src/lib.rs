@@ -346,6 +346,16 @@ impl Service {
 
     /// Append to the audit log. A failure is logged and counted, never hidden: the
     /// decision already stands, and the gap shows as a missing entry to an auditor.
+    /// A node by id, else by name.
+    pub fn find_node(&self, key: &str) -> Result<store::NodeRecord, ServiceError> {
+        if let Some(n) = self.store.node(key)? {
+            return Ok(n);
+        }
+        self.store
+            .node_by_name(key)?
+            .ok_or_else(|| ServiceError::NoNode(key.into()))
+    }
+
     pub fn log(&self, entry: custody_audit::Entry) {
         let kind = entry.kind();
         if let Err(e) = self.audit().append(&entry) {

@@ -303,17 +303,7 @@ impl Service {
                 "a job is 1-128 characters of A-Z a-z 0-9 . _ -, not starting with .",
             ));
         }
-        let find = |k: &str| -> Result<NodeRecord, MigrationRefused> {
-            match self.store.node(k).map_err(ServiceError::from)? {
-                Some(n) => Ok(n),
-                None => Ok(self
-                    .store
-                    .node_by_name(k)
-                    .map_err(ServiceError::from)?
-                    .ok_or_else(|| ServiceError::NoNode(k.into()))?),
-            }
-        };
-        let (a, b) = (find(&req.source)?, find(&req.destination)?);
+        let (a, b) = (self.find_node(&req.source)?, self.find_node(&req.destination)?);
         if a.id == b.id {
             return Err(refused("destination", "source and destination are the same node"));
         }
@@ -342,7 +332,7 @@ impl Service {
                 reasons: ra.reasons,
             });
         }
-        let b = find(&b.id)?;
+        let b = self.find_node(&b.id)?;
         let input: serde_json::Value = self
             .store
             .latest_result(&b.id)
