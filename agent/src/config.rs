@@ -119,6 +119,19 @@ pub struct CollectorsSection {
     pub nvml: bool,
 }
 
+/// An optional `ip:port` setting, parsed; `err(value, reason)` names the key.
+fn optional_addr(
+    value: Option<&str>,
+    err: impl Fn(String, String) -> ConfigError,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    value
+        .map(|v| {
+            v.parse()
+                .map_err(|e: std::net::AddrParseError| err(v.to_owned(), e.to_string()))
+        })
+        .transpose()
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
@@ -222,41 +235,31 @@ impl AgentConfig {
 
     /// The locality responder's address, if enabled.
     pub fn locality_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        self.locality_listen
-            .as_deref()
-            .map(|v| {
-                v.parse()
-                    .map_err(|e: std::net::AddrParseError| ConfigError::LocalityListen {
-                        value: v.to_owned(),
-                        reason: e.to_string(),
-                    })
-            })
-            .transpose()
+        optional_addr(self.locality_listen.as_deref(), |value, reason| {
+            ConfigError::LocalityListen { value, reason }
+        })
     }
 
     /// The move receiver's address, if enabled.
     pub fn move_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        self.move_listen
-            .as_deref()
-            .map(|v| {
-                v.parse()
-                    .map_err(|e: std::net::AddrParseError| ConfigError::MoveListen {
-                        value: v.to_owned(),
-                        reason: e.to_string(),
-                    })
-            })
-            .transpose()
+        optional_addr(self.move_listen.as_deref(), |value, reason| {
+            ConfigError::MoveListen { value, reason }
+        })
     }
 
     /// Where other agents deliver moves, sent at enrollment (host of [`Self::endpoint`],
     /// port of `move_listen`); `None` when off.
     pub fn move_endpoint(&self) -> Result<Option<String>, ConfigError> {
-        let Some(addr) = self.move_listen_addr()? else {
-            return Ok(None);
-        };
+        self.move_listen_addr()?
+            .map(|a| self.endpoint_with_port(a.port()))
+            .transpose()
+    }
+
+    /// The host of [`Self::endpoint`] with another port.
+    fn endpoint_with_port(&self, port: u16) -> Result<String, ConfigError> {
         let endpoint = self.endpoint()?;
         let host = endpoint.rsplit_once(':').map_or(endpoint.as_str(), |(h, _)| h);
-        Ok(Some(format!("{host}:{}", addr.port())))
+        Ok(format!("{host}:{port}"))
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -271,12 +274,9 @@ impl AgentConfig {
     /// Where landmarks reach the locality responder, sent at enrollment: the host of
     /// [`Self::endpoint`] with the port of `locality_listen`; `None` when it is off.
     pub fn locality_endpoint(&self) -> Result<Option<String>, ConfigError> {
-        let Some(addr) = self.locality_listen_addr()? else {
-            return Ok(None);
-        };
-        let endpoint = self.endpoint()?;
-        let host = endpoint.rsplit_once(':').map_or(endpoint.as_str(), |(h, _)| h);
-        Ok(Some(format!("{host}:{}", addr.port())))
+        self.locality_listen_addr()?
+            .map(|a| self.endpoint_with_port(a.port()))
+            .transpose()
     }
 
     /// The endpoint sent at enrollment: the configured one, else `listen` with 127.0.0.1
