@@ -758,13 +758,23 @@ async fn move_prepare(State(mover): State<Arc<Mover>>, req: Request) -> Response
         Err(refusal) => return refusal,
     };
     let span = tracing::info_span!("move_prepare", checkpoint = %p.checkpoint);
-    let m = Arc::clone(&mover);
-    let r = tokio::task::spawn_blocking(move || m.prepare(&p.checkpoint))
-        .instrument(span)
-        .await;
-    match r {
-        Ok(Ok(prepared)) => match api::to_cbor("MovePrepared", &prepared) {
-            Ok(b) => cbor_response(StatusCode::OK, b),
+    move_blocking(StatusCode::OK, "MovePrepared", move || {
+        mover.prepare(&p.checkpoint)
+    })
+    .instrument(span)
+    .await
+}
+
+/// Mover work on a blocking thread (it reads and hashes checkpoints), answered as CBOR
+/// with `ok`, or the refusal naming the check.
+async fn move_blocking<T: serde::Serialize + Send + 'static>(
+    ok: StatusCode,
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, custody_mover::MoverError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(v)) => match api::to_cbor(what, &v) {
+            Ok(b) => cbor_response(ok, b),
             Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()),
         },
         Ok(Err(e)) => move_refusal(&e),
@@ -778,18 +788,11 @@ async fn move_send(State(mover): State<Arc<Mover>>, req: Request) -> Response {
         Ok(r) => r,
         Err(refusal) => return refusal,
     };
-    let m = Arc::clone(&mover);
-    // Checks the ticket and hashes the checkpoint before answering: blocking work.
-    let r =
-        tokio::task::spawn_blocking(move || m.start_send(s.ticket, &s.checkpoint, s.to, s.chunk_size)).await;
-    match r {
-        Ok(Ok(id)) => match api::to_cbor("MoveStarted", &id) {
-            Ok(b) => cbor_response(StatusCode::ACCEPTED, b),
-            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()),
-        },
-        Ok(Err(e)) => move_refusal(&e),
-        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "task", e.to_string()),
-    }
+    // Checks the ticket and hashes the checkpoint before answering.
+    move_blocking(StatusCode::ACCEPTED, "MoveStarted", move || {
+        mover.start_send(s.ticket, &s.checkpoint, s.to, s.chunk_size)
+    })
+    .await
 }
 
 async fn move_status(
