@@ -337,6 +337,12 @@ impl Swtpm {
     }
 
     /// The RSA EK certificate exactly as stored in NV index 0x01C00002 (`tpm2_nvread`).
+    /// SHA-256 of the EK certificate: the registry's `ek_sha256` hardware id.
+    pub fn ek_cert_sha256(&self) -> [u8; 32] {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.ek_cert_der());
+        d.as_ref().try_into().unwrap()
+    }
+
     pub fn ek_cert_der(&self) -> Vec<u8> {
         self.tool(&["tpm2_nvread", "0x1c00002", "-o", "ek-cert.der"]);
         std::fs::read(self.path("ek-cert.der")).unwrap()
@@ -448,4 +454,64 @@ pub fn random_nonce() -> custody_formats::binding::Nonce {
         .read_exact(&mut b)
         .unwrap();
     custody_formats::binding::Nonce(b)
+}
+
+/// Poll `f` every 100 ms until it returns `Some`, for at most `secs`.
+pub fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+#[derive(Debug)]
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Registry fixtures for the sovereignty and migration tests: entities and Paris sites.
+pub mod registry {
+    use custody_registry::model::{Entity, Holding, Site};
+    use custody_registry::Country;
+
+    /// An entity whose three seats are all in `country`.
+    pub fn entity(id: &str, name: &str, country: &str, us_nexus: bool, holders: Vec<Holding>) -> Entity {
+        let c = Country::new(country).unwrap();
+        Entity {
+            id: id.into(),
+            name: name.into(),
+            lei: None,
+            registered_office: c.clone(),
+            central_administration: c.clone(),
+            principal_establishment: c,
+            us_nexus,
+            holders,
+        }
+    }
+
+    /// A site in Paris run by `operator`.
+    pub fn site(id: &str, operator: &str) -> Site {
+        Site {
+            id: id.into(),
+            name: format!("Paris {id}"),
+            country: Country::new("FR").unwrap(),
+            region: "Ile-de-France".into(),
+            lat_e6: 48_856_600,
+            lon_e6: 2_352_200,
+            operator: operator.into(),
+        }
+    }
 }

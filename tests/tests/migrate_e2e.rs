@@ -12,63 +12,12 @@
     clippy::indexing_slicing
 )]
 
-use custody_e2e::{custody, free_port, service_bin, Run, Swtpm};
-use custody_registry::model::{Entity, Hardware, HardwareId, Holding, Registry, Site};
+use custody_e2e::registry::{entity, site};
+use custody_e2e::{custody, eventually, free_port, service_bin, Kill, Run, Swtpm};
+use custody_registry::model::{Hardware, HardwareId, Holding, Registry};
 use custody_registry::signed::{RegistryKey, SignedRegistry};
-use custody_registry::Country;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn entity(id: &str, name: &str, country: &str, us_nexus: bool, holders: Vec<Holding>) -> Entity {
-    let c = Country::new(country).unwrap();
-    Entity {
-        id: id.into(),
-        name: name.into(),
-        lei: None,
-        registered_office: c.clone(),
-        central_administration: c.clone(),
-        principal_establishment: c,
-        us_nexus,
-        holders,
-    }
-}
-
-fn site(id: &str, operator: &str) -> Site {
-    Site {
-        id: id.into(),
-        name: format!("Paris {id}"),
-        country: Country::new("FR").unwrap(),
-        region: "Ile-de-France".into(),
-        lat_e6: 48_856_600,
-        lon_e6: 2_352_200,
-        operator: operator.into(),
-    }
-}
-
-fn ek_sha256(t: &Swtpm) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &t.ek_cert_der());
-    d.as_ref().try_into().unwrap()
-}
+use std::process::{Command, Stdio};
 
 fn registry(version: u64, a: &Swtpm, b: &Swtpm, us: &Swtpm) -> Registry {
     Registry {
@@ -94,17 +43,17 @@ fn registry(version: u64, a: &Swtpm, b: &Swtpm, us: &Swtpm) -> Registry {
         hardware: vec![
             Hardware {
                 site: "par-eu".into(),
-                id: HardwareId::EkCertSha256(ek_sha256(a)),
+                id: HardwareId::EkCertSha256(a.ek_cert_sha256()),
                 label: None,
             },
             Hardware {
                 site: "par-eu".into(),
-                id: HardwareId::EkCertSha256(ek_sha256(b)),
+                id: HardwareId::EkCertSha256(b.ek_cert_sha256()),
                 label: None,
             },
             Hardware {
                 site: "par-us".into(),
-                id: HardwareId::EkCertSha256(ek_sha256(us)),
+                id: HardwareId::EkCertSha256(us.ek_cert_sha256()),
                 label: None,
             },
         ],

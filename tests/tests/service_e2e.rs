@@ -18,7 +18,7 @@ use custody_agent::config::{AgentConfig, CollectorsSection, TpmSection};
 use custody_agent::daemon::{self, NodeIdentity};
 use custody_agent::session::Session;
 use custody_agent::tpm::{default_pcrs, TpmCollector, TpmConfig};
-use custody_e2e::{custody, free_port, service_bin, Run, Swtpm};
+use custody_e2e::{custody, eventually, free_port, service_bin, Run, Swtpm};
 use custody_formats::api::{
     self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, NonceGrant, PushResult, Refusal, CBOR,
 };
@@ -39,18 +39,6 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-/// Poll `f` every 100 ms until it returns `Some`, for at most `secs`.
-fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// SIGTERM `child` and wait up to 10 s for it to exit.
