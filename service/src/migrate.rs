@@ -276,6 +276,19 @@ impl Service {
         })
     }
 
+    /// A round with `node` now; refused as `check` with its reasons when it fails.
+    async fn passes_now(self: &Arc<Self>, node: &NodeRecord, check: &str) -> Result<(), MigrationRefused> {
+        let r = self.attest(&node.id).await?;
+        match r.failed_check {
+            None => Ok(()),
+            Some(c) => Err(MigrationRefused {
+                check: check.into(),
+                detail: format!("`{}` failed its round now: {c}", node.name),
+                reasons: r.reasons,
+            }),
+        }
+    }
+
     /// Check everything, issue the ticket, start the transfer. Refusals are logged.
     #[tracing::instrument(skip(self, req), fields(job = %req.job, from = %req.source, to = %req.destination))]
     pub async fn migrate(self: &Arc<Self>, req: MigrationRequest) -> Result<Migration, MigrationRefused> {
@@ -316,22 +329,8 @@ impl Service {
         let policy = self.migration_policy(req.policy.as_deref())?;
 
         // Fresh evidence from both ends, now.
-        let rb = self.attest(&b.id).await?;
-        if let Some(c) = &rb.failed_check {
-            return Err(MigrationRefused {
-                check: "destination_attestation".into(),
-                detail: format!("`{}` failed its round now: {c}", b.name),
-                reasons: rb.reasons,
-            });
-        }
-        let ra = self.attest(&a.id).await?;
-        if let Some(c) = &ra.failed_check {
-            return Err(MigrationRefused {
-                check: "source_attestation".into(),
-                detail: format!("`{}` failed its round now: {c}", a.name),
-                reasons: ra.reasons,
-            });
-        }
+        self.passes_now(&b, "destination_attestation").await?;
+        self.passes_now(&a, "source_attestation").await?;
         let b = self.find_node(&b.id)?;
         let input: serde_json::Value = self
             .store
