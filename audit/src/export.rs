@@ -38,7 +38,10 @@ pub enum ExportError {
 /// What was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportSummary {
+    /// Entries written.
     pub entries: u64,
+    /// Entries appended after the latest checkpoint and not written (`signed_only`).
+    pub unsigned_left_out: u64,
     pub checkpoints: usize,
     pub latest_size: u64,
 }
@@ -55,8 +58,16 @@ pub fn checkpoint_file(size: u64) -> String {
     format!("{size:020}.note")
 }
 
-/// Write the export of `store` into `dir` (created; must be absent or empty).
+/// Write the export of `store` into `dir` (created; must be absent or empty): every
+/// entry, including any appended after the latest checkpoint (which the auditor will
+/// report as not covered).
 pub fn export(store: &Store, dir: &Path) -> Result<ExportSummary, ExportError> {
+    export_with(store, dir, false)
+}
+
+/// Like [`export`]; with `signed_only`, stop at the latest checkpoint's size, so an
+/// export taken from a running verifier holds exactly what its signatures cover.
+pub fn export_with(store: &Store, dir: &Path, signed_only: bool) -> Result<ExportSummary, ExportError> {
     if dir.exists() {
         let mut it = fs::read_dir(dir).map_err(io(dir))?;
         if it.next().is_some() {
@@ -75,7 +86,14 @@ pub fn export(store: &Store, dir: &Path) -> Result<ExportSummary, ExportError> {
     let mut w = BufWriter::with_capacity(1 << 20, f);
     let mut write_err = None;
     let mut newline = None;
+    let latest = cps.last().map_or(0, |(s, _)| *s);
+    let limit = if signed_only { latest } else { u64::MAX };
+    let mut written = 0u64;
     store.for_each_leaf(|i, leaf| {
+        if i >= limit {
+            return Ok(());
+        }
+        written += 1;
         if leaf.contains(&b'\n') {
             newline.get_or_insert(i);
         } else if let Err(e) = w.write_all(leaf).and_then(|()| w.write_all(b"\n")) {
@@ -96,8 +114,9 @@ pub fn export(store: &Store, dir: &Path) -> Result<ExportSummary, ExportError> {
         fs::write(&p, note).map_err(io(&p))?;
     }
     Ok(ExportSummary {
-        entries: store.size(),
+        entries: written,
+        unsigned_left_out: store.size().saturating_sub(written),
         checkpoints: cps.len(),
-        latest_size: cps.last().map_or(0, |(s, _)| *s),
+        latest_size: latest,
     })
 }

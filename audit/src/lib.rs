@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod export;
+pub mod history;
 pub mod note;
 pub mod store;
 pub mod tree;

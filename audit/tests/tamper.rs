@@ -364,3 +364,28 @@ fn perf_append_and_verify_million() {
     assert!(single >= 10_000.0, "append rate {single:.0}/s below 10,000/s");
     assert!(secs < 60.0, "verify took {secs:.1} s");
 }
+
+#[test]
+fn verified_entries_come_only_from_a_log_that_verifies() {
+    use custody_audit::verify::verified_entries;
+    let (tmp, signer, db) = setup(5);
+    let out = tmp.path().join("export");
+    export::export(&Store::open(&db).unwrap(), &out).unwrap();
+    let (v, entries) = verified_entries(&out, &signer.verifier(), None).unwrap();
+    assert_eq!(v.claims.entries, 20);
+    assert_eq!(entries.len(), 20);
+    assert_eq!(entries[4], entry(4));
+
+    // An edited line: the audit itself refuses, no entries come back.
+    let path = out.join(export::ENTRIES);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen("\"j1\"", "\"j7\"", 1)).unwrap();
+    let r = verified_entries(&out, &signer.verifier(), None).unwrap_err();
+    assert_eq!(r.error.check(), "tree_root");
+
+    // The wrong key: refused before any entry is read.
+    std::fs::write(&path, text).unwrap();
+    let other = Signer::generate(ORIGIN).unwrap();
+    let r = verified_entries(&out, &other.verifier(), None).unwrap_err();
+    assert_eq!(r.error.check(), "log_key");
+}

@@ -305,8 +305,57 @@ impl Service {
                 "detail": e.detail,
                 "reasons": e.reasons,
             })));
+            self.checkpoint_now();
         }
         r
+    }
+
+    /// The policy input of `node`'s latest round and where that round placed it: node,
+    /// site, country, operator, and the digests of the evidence and the signed result, so
+    /// `custody audit where` answers from the log alone.
+    fn whereabouts(
+        &self,
+        node: &NodeRecord,
+        check: &str,
+    ) -> Result<(serde_json::Value, serde_json::Value), MigrationRefused> {
+        let rec = self
+            .store
+            .latest_result(&node.id)
+            .map_err(ServiceError::from)?
+            .ok_or_else(|| refused(check, format!("`{}` has no appraisal", node.name)))?;
+        let input: serde_json::Value = rec
+            .input
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| {
+                refused(
+                    check,
+                    format!("the round of `{}` kept no policy input", node.name),
+                )
+            })?;
+        let at = |p: &str| input.pointer(p).cloned().unwrap_or(serde_json::Value::Null);
+        let place = serde_json::json!({
+            "node": node.id,
+            "name": node.name,
+            "site": at("/sovereignty/site/id"),
+            "site_name": at("/sovereignty/site/name"),
+            "country": at("/sovereignty/site/country"),
+            "operator": at("/sovereignty/operator/name"),
+            "operator_country": at("/sovereignty/operator/country"),
+            "appraised_at": rec.at,
+            "status": rec.status,
+            "evidence_sha256": rec.evidence_sha256,
+            "ear_sha256": hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &rec.ear)),
+        });
+        Ok((input, place))
+    }
+
+    /// Sign a checkpoint now, so a migration's entries are covered by a signature at
+    /// once rather than at the next interval.
+    fn checkpoint_now(&self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "checkpoint after a migration failed");
+        }
     }
 
     async fn migrate_inner(self: &Arc<Self>, req: &MigrationRequest) -> Result<Migration, MigrationRefused> {
@@ -332,18 +381,8 @@ impl Service {
         self.passes_now(&b, "destination_attestation").await?;
         self.passes_now(&a, "source_attestation").await?;
         let b = self.find_node(&b.id)?;
-        let input: serde_json::Value = self
-            .store
-            .latest_result(&b.id)
-            .map_err(ServiceError::from)?
-            .and_then(|r| r.input)
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .ok_or_else(|| {
-                refused(
-                    "destination_attestation",
-                    "the destination's round kept no policy input",
-                )
-            })?;
+        let (input, b_place) = self.whereabouts(&b, "destination_attestation")?;
+        let (_, a_place) = self.whereabouts(&a, "source_attestation")?;
         // The job's policy on the evidence just appraised.
         let decision = policy
             .evaluate(&input)
@@ -447,7 +486,10 @@ impl Service {
             "dst_x25519": hex::encode(dst_x25519),
             "at": issued_at,
             "expires_at": m.expires_at,
+            "source_at": a_place,
+            "destination_at": b_place,
         })));
+        self.checkpoint_now();
         let send = api::to_cbor(
             "MoveSend",
             &MoveSend {
@@ -543,6 +585,7 @@ impl Service {
                     "receipt": hex::encode(&bytes),
                     "at": at,
                 })));
+                self.checkpoint_now();
                 self.migrations.update(id, |m| {
                     m.state = "done".into();
                     m.bytes = receipt.bytes;
@@ -562,6 +605,7 @@ impl Service {
                     "detail": e.detail,
                     "at": at,
                 })));
+                self.checkpoint_now();
                 self.migrations.update(id, |m| {
                     m.state = "failed".into();
                     m.check = Some(e.check);

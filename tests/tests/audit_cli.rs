@@ -118,6 +118,45 @@ fn export_verify_prove_and_tamper() {
     assert_eq!(r.failed_check().as_deref(), Some("tree_root"));
     assert!(r.stderr.contains("entry 7"), "{}", r.stderr);
 
+    // An entry appended after the latest checkpoint: the default export stops at the
+    // signed size (and says how many it left out); `--all` writes it and the auditor
+    // names it as not covered.
+    let fresh = tmp.path().join("fresh.db");
+    build(&fresh, &signer);
+    Store::open(&fresh)
+        .unwrap()
+        .append(&Entry::Migration(json!({"job": "late", "to": "node-b"})))
+        .unwrap();
+    let out3 = tmp.path().join("export3");
+    let r = custody([
+        "audit",
+        "export",
+        "--db",
+        fresh.to_str().unwrap(),
+        "--out",
+        out3.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["entries"], 12);
+    assert_eq!(r.json()["unsigned_left_out"], 1);
+    let r = custody(["audit", "verify", out3.to_str().unwrap(), "--key", &key]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out4 = tmp.path().join("export4");
+    let r = custody([
+        "audit",
+        "export",
+        "--all",
+        "--db",
+        fresh.to_str().unwrap(),
+        "--out",
+        out4.to_str().unwrap(),
+    ]);
+    assert_eq!(r.json()["entries"], 13);
+    let r = custody(["audit", "verify", out4.to_str().unwrap(), "--key", &key]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.failed_check().as_deref(), Some("coverage"));
+    assert!(r.stderr.contains("entry 12"), "{}", r.stderr);
+
     // Wrong key: rejected; missing directory: exit 2.
     let other = Signer::generate("custody.example/audit")
         .unwrap()
@@ -134,4 +173,152 @@ fn export_verify_prove_and_tamper() {
         &key,
     ]);
     assert_eq!(r.code, 2);
+}
+
+fn place(node: &str, site: &str, country: &str) -> serde_json::Value {
+    json!({"node": node, "name": node, "site": site, "site_name": format!("{site} DC"),
+           "country": country, "operator": "EuroCloud SAS", "operator_country": "FR",
+           "evidence_sha256": "e1", "ear_sha256": "a1", "appraised_at": 1_767_225_600})
+}
+
+/// `custody audit where`: the job's stays with sites and countries, from an audited
+/// export only; a tampered export gives no history.
+#[test]
+fn where_answers_from_an_audited_export_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let signer = Signer::generate("custody.example/audit").unwrap();
+    let key = signer.verifier().to_key_string();
+    let db = tmp.path().join("audit.db");
+    let mut s = Store::open(&db).unwrap();
+    let t0 = 1_767_225_600i64;
+    let moves = [
+        (
+            "t1",
+            place("node-a", "par-1", "FR"),
+            place("node-b", "fra-1", "DE"),
+        ),
+        (
+            "t2",
+            place("node-b", "fra-1", "DE"),
+            place("node-c", "ams-1", "NL"),
+        ),
+    ];
+    for (i, (t, a, b)) in moves.iter().enumerate() {
+        let at = t0 + 100 * i as i64;
+        s.append(&Entry::AttestationResult(
+            json!({"node": "node-b", "status": "affirming"}),
+        ))
+        .unwrap();
+        s.append(&Entry::Migration(
+            json!({"outcome": "ticket_issued", "ticket": t, "job": "llama",
+            "source": a["node"], "destination": b["node"], "policy_id": "eu-sovereign",
+            "policy_digest": "pd", "manifest_sha256": "md", "at": at,
+            "source_at": a, "destination_at": b}),
+        ))
+        .unwrap();
+        s.append(&Entry::Migration(
+            json!({"outcome": "placed", "ticket": t, "job": "llama",
+            "bytes": 1 << 20, "completed_at": at + 7, "receipt_sha256": "r1", "at": at + 7}),
+        ))
+        .unwrap();
+        s.checkpoint(&signer).unwrap();
+    }
+    s.append(&Entry::Migration(
+        json!({"outcome": "refused", "job": "llama", "source": "node-c",
+        "destination": "node-us", "check": "destination_attestation", "detail": "policy",
+        "reasons": ["operator Nimbus Inc (US) is subject to the CLOUD Act"], "at": t0 + 500}),
+    ))
+    .unwrap();
+    s.checkpoint(&signer).unwrap();
+    drop(s);
+    let out = tmp.path().join("export");
+    let r = custody([
+        "audit",
+        "export",
+        "--db",
+        db.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dir = out.to_str().unwrap();
+
+    let r = custody(["audit", "where", "llama", "--dir", dir, "--key", &key, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let h = r.json();
+    assert_eq!(h["audited"], true);
+    assert_eq!(h["log"]["entries"], 7);
+    let stays: Vec<(String, String, serde_json::Value, serde_json::Value)> = h["stays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["place"]["site"].as_str().unwrap().to_owned(),
+                s["place"]["country"].as_str().unwrap().to_owned(),
+                s["since"].clone(),
+                s["until"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stays,
+        vec![
+            ("par-1".into(), "FR".into(), json!(null), json!(t0 + 7)),
+            ("fra-1".into(), "DE".into(), json!(t0 + 7), json!(t0 + 107)),
+            ("ams-1".into(), "NL".into(), json!(t0 + 107), json!(null)),
+        ]
+    );
+    assert_eq!(h["moves"].as_array().unwrap().len(), 2);
+    assert_eq!(h["refused"][0]["check"], "destination_attestation");
+
+    // The text form names sites, countries, the refusal and its reason.
+    let r = custody(["audit", "where", "llama", "--dir", dir, "--key", &key]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for want in [
+        "audited log of 7 entries",
+        "fra-1 fra-1 DC",
+        "NL",
+        "node-a (par-1, FR) -> node-b (fra-1, DE)",
+        "destination_attestation",
+        "Nimbus Inc (US)",
+        "(before the log)",
+    ] {
+        assert!(r.stdout.contains(want), "lacks {want}:\n{}", r.stdout);
+    }
+
+    // A job the log never saw: exit 1, said.
+    let r = custody(["audit", "where", "nope", "--dir", dir, "--key", &key]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no migration of job `nope`"), "{}", r.stderr);
+
+    // The operator's quick look at the database says it is not audited.
+    let r = custody(["audit", "where", "llama", "--db", db.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("NOT audited"), "{}", r.stdout);
+
+    // A country rewritten in the export: the audit fails and no history is printed.
+    let entries = out.join("entries.jsonl");
+    let text = std::fs::read_to_string(&entries).unwrap();
+    std::fs::write(&entries, text.replacen("\"NL\"", "\"FR\"", 1)).unwrap();
+    let r = custody(["audit", "where", "llama", "--dir", dir, "--key", &key]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("audit log rejected") && r.stderr.contains("entry 3 (or one up to 5)"),
+        "{}",
+        r.stderr
+    );
+
+    // The wrong key: refused too; no key with --dir: usage error.
+    let other = Signer::generate("custody.example/audit")
+        .unwrap()
+        .verifier()
+        .to_key_string();
+    std::fs::write(&entries, text).unwrap();
+    let r = custody(["audit", "where", "llama", "--dir", dir, "--key", &other]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("not the auditor's key"), "{}", r.stderr);
+    let r = custody(["audit", "where", "llama", "--dir", dir]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
 }

@@ -297,6 +297,16 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
         r.stderr
     );
 
+    // The operator releases A's copy after the receipt; the job then moves back to A.
+    std::fs::remove_dir_all(&src).unwrap();
+    let r = w.cli(&[
+        "migrate", "llama-ft", "--from", "node-b", "--to", "node-a", "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}\n{}", r.stdout, r.stderr, w.logs());
+    for (f, d) in &digests {
+        assert_eq!(&sha256_file(&src.join(f)), d, "{f} differs back at A");
+    }
+
     // A US-controlled operator: refused by the policy, with the reason, before any byte.
     std::fs::create_dir_all(w.store("node-a").join("job-2")).unwrap();
     std::fs::write(w.store("node-a").join("job-2/w.bin"), [7u8; 4096]).unwrap();
@@ -357,4 +367,77 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
     for want in ["\"ticket_issued\"", "\"placed\"", "\"refused\"", "chip_mismatch"] {
         assert!(log.contains(want), "audit log lacks {want}");
     }
+
+    // The auditor, offline, with the verifier's log key: where has llama-ft been? Every
+    // migration entry was checkpointed at once, so the export (signed entries only)
+    // already covers them while the verifier keeps running.
+    let key = w.path("data").join("log-key.pub");
+    let r = custody([
+        "audit",
+        "where",
+        "llama-ft",
+        "--dir",
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let h = r.json();
+    assert_eq!(h["audited"], true, "{h}");
+    let stays: Vec<(&str, &str, &str)> = h["stays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["place"]["name"].as_str().unwrap(),
+                s["place"]["site"].as_str().unwrap(),
+                s["place"]["country"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stays,
+        [
+            ("node-a", "par-eu", "FR"),
+            ("node-b", "par-eu", "FR"),
+            ("node-a", "par-eu", "FR")
+        ],
+        "{h}"
+    );
+    // Three tickets: placed, failed (B already held the job: the destination refused), placed.
+    let moves = h["moves"].as_array().unwrap();
+    let outcomes: Vec<_> = moves.iter().map(|m| m["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["placed", "failed", "placed"], "{h}");
+    assert_eq!(moves[1]["check"], "destination_refused", "{h}");
+    assert!(
+        moves[1]["detail"].as_str().unwrap().contains("already exists"),
+        "{h}"
+    );
+    for m in [&moves[0], &moves[2]] {
+        assert_eq!(m["policy_id"], "eu-sovereign", "{m}");
+        assert_eq!(m["destination"]["operator"], "EuroCloud SAS", "{m}");
+        assert_eq!(
+            m["destination"]["evidence_sha256"].as_str().map(str::len),
+            Some(64),
+            "{m}"
+        );
+        assert_eq!(m["receipt_sha256"].as_str().map(str::len), Some(64), "{m}");
+    }
+    let r = custody([
+        "audit",
+        "where",
+        "job-2",
+        "--dir",
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("destination_attestation") && r.stdout.contains("Nimbus Inc (US)"),
+        "{}",
+        r.stdout
+    );
 }
