@@ -290,7 +290,7 @@ fn render_history(h: &JobHistory, audited: Option<&AuditSummary>) -> String {
     let _ = writeln!(o, "\nstays ({}):", h.stays.len());
     let _ = writeln!(
         o,
-        "  {:<21} {:<21} {:<16} {:<24} {:<7} {:<20} entry",
+        "  {:<21} {:<21} {:<16} {:<28} {:<7} {:<26} entry",
         "since", "until", "node", "site", "country", "operator"
     );
     for s in &h.stays {
@@ -316,7 +316,7 @@ fn render_history(h: &JobHistory, audited: Option<&AuditSummary>) -> String {
         let name = if p.name.is_empty() { &p.node } else { &p.name };
         let _ = writeln!(
             o,
-            "  {since:<21} {until:<21} {name:<16} {site:<24} {:<7} {op:<20} #{}",
+            "  {since:<21} {until:<21} {name:<16} {site:<28} {:<7} {op:<26} #{}",
             p.country, s.entry
         );
     }

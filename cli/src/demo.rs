@@ -7,8 +7,10 @@
 //! Appraisal runs the shipped `eu-sovereign` policy over a signed registry of sites and
 //! operators, with the verifier timing each agent's session key as a landmark in Paris;
 //! a registry update then records that the Paris operator was bought by a US company,
-//! and the next round is refused with that reason. It ends with the audit log exported
-//! and verified offline.
+//! and the next round is refused with that reason. In between, a job's checkpoint moves
+//! from Paris to Frankfurt while both pass, and is refused the way back once Paris fails.
+//! It ends with the audit log exported and verified offline, and the job's history read
+//! from it (`custody audit where`).
 
 // Indexing here is into serde_json::Value, whose Index gives Null for a missing key or a
 // non-object and never panics.
@@ -16,6 +18,7 @@
 use crate::ops::{Client, Conn};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -308,6 +311,54 @@ fn demo_registry(version: u64, eks: [[u8; 32]; 2]) -> Result<custody_registry::m
     })
 }
 
+/// A checkpoint directory of random bytes: (relative path, size, SHA-256) per file.
+fn demo_checkpoint(dir: &Path) -> Result<Vec<(String, u64, Vec<u8>)>> {
+    let files = [
+        ("model-00001-of-00002.bin", 40u64 << 20),
+        ("model-00002-of-00002.bin", 16 << 20),
+        ("optimizer/rank0.bin", 8 << 20),
+        ("config.json", 0),
+    ];
+    let mut out = Vec::new();
+    for (name, size) in files {
+        let p = dir.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&p)?);
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        if size == 0 {
+            let cfg = br#"{"architectures":["LlamaForCausalLM"],"step":12000}"#;
+            f.write_all(cfg)?;
+            ctx.update(cfg);
+        }
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..size >> 20 {
+            aws_lc_rs::rand::fill(&mut block).map_err(|_| anyhow::anyhow!("no randomness"))?;
+            f.write_all(&block)?;
+            ctx.update(&block);
+        }
+        f.flush()?;
+        let len = std::fs::metadata(&p)?.len();
+        out.push((name.to_owned(), len, ctx.finish().as_ref().to_vec()));
+    }
+    Ok(out)
+}
+
+fn sha256_file(p: &Path) -> Result<Vec<u8>> {
+    let mut f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        ctx.update(chunk);
+    }
+    Ok(ctx.finish().as_ref().to_vec())
+}
+
 fn demo(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
@@ -393,14 +444,17 @@ fn demo(dir: &Path) -> Result<()> {
         "two agents enroll: EK chain, credential activation, node certificates",
     );
     let names = ["paris-gpu-1", "frankfurt-gpu-2"];
+    let checkpoints = |i: usize| dir.join(format!("agent-{i}-checkpoints"));
     for (i, (name, tpm)) in names.iter().zip(&tpms).enumerate() {
         let aport = free_port()?;
         let lport = free_port()?;
+        let mport = free_port()?;
         let cfg = dir.join(format!("agent-{i}.toml"));
         std::fs::write(
             &cfg,
             format!(
-                "name = \"{name}\"\nlisten = \"127.0.0.1:{aport}\"\nlocality_listen = \"127.0.0.1:{lport}\"\nverifier_url = \"https://127.0.0.1:{vport}\"\nverifier_ca = \"{}\"\nstate_dir = \"{}\"\n\n[tpm]\ntcti = \"{}\"\nevent_log = \"\"\n\n[collectors]\nsnp = false\nnvml = false\n",
+                "name = \"{name}\"\nlisten = \"127.0.0.1:{aport}\"\nlocality_listen = \"127.0.0.1:{lport}\"\nmove_listen = \"127.0.0.1:{mport}\"\ncheckpoints_dir = \"{}\"\nverifier_url = \"https://127.0.0.1:{vport}\"\nverifier_ca = \"{}\"\nstate_dir = \"{}\"\n\n[tpm]\ntcti = \"{}\"\nevent_log = \"\"\n\n[collectors]\nsnp = false\nnvml = false\n",
+                checkpoints(i).display(),
                 vdir.join("ca.pem").display(),
                 dir.join(format!("agent-{i}")).display(),
                 tpm.tcti()
@@ -419,6 +473,20 @@ fn demo(dir: &Path) -> Result<()> {
         verifier: format!("https://127.0.0.1:{vport}"),
         identity: opdir.clone(),
         json: false,
+    };
+    // `custody migrate ... --json` as the operator runs it: (exit code, stdout, stderr).
+    let migrate = |job: &str, from: &str, to: &str| -> Result<(i32, String, String)> {
+        let out = Command::new(&custody_bin)
+            .args(["migrate", job, "--from", from, "--to", to, "--json"])
+            .env("CUSTODY_VERIFIER", &conn.verifier)
+            .env("CUSTODY_IDENTITY", &conn.identity)
+            .output()
+            .context("run custody migrate")?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -488,6 +556,42 @@ fn demo(dir: &Path) -> Result<()> {
 
         step(
             5,
+            "a training job's checkpoint moves paris-gpu-1 (FR) -> frankfurt-gpu-2 (DE): both pass eu-sovereign now",
+        );
+        let src = checkpoints(0).join("llama-ft");
+        let digests = demo_checkpoint(&src)?;
+        let total: u64 = digests.iter().map(|(_, n, _)| n).sum();
+        println!(
+            "    llama-ft at paris-gpu-1: {} files, {:.1} MiB (custody migrate llama-ft --from paris-gpu-1 --to frankfurt-gpu-2)",
+            digests.len(),
+            total as f64 / f64::from(1u32 << 20)
+        );
+        let started = Instant::now();
+        let (code, out, err) = migrate("llama-ft", "paris-gpu-1", "frankfurt-gpu-2")?;
+        if code != 0 {
+            bail!("the move to frankfurt-gpu-2 failed (exit {code}): {err}");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let m: serde_json::Value = serde_json::from_str(&out).context("custody migrate --json output")?;
+        let dst = checkpoints(1).join("llama-ft");
+        for (f, _, d) in &digests {
+            if &sha256_file(&dst.join(f))? != d {
+                bail!("{f} differs at frankfurt-gpu-2");
+            }
+        }
+        println!(
+            "    placed in {secs:.1} s (fresh rounds with both, ticket, transfer, receipt): {} bytes, policy {}, ticket {}",
+            m["bytes"], m["policy_id"].as_str().unwrap_or(""), m["id"].as_str().unwrap_or("")
+        );
+        println!(
+            "    chunks sealed to frankfurt-gpu-2's attested HPKE key; its signed receipt sha256:{}...; every file's SHA-256 matches",
+            m["receipt_sha256"].as_str().unwrap_or("").get(..16).unwrap_or("")
+        );
+        std::fs::remove_dir_all(&src).with_context(|| format!("release {}", src.display()))?;
+        println!("    paris-gpu-1 releases its copy: the receipt is the proof of placement");
+
+        step(
+            6,
             "someone changes frankfurt-gpu-2's boot state: PCR 14 extended behind the agent's back",
         );
         let tcti = tpms[1].tcti();
@@ -512,7 +616,7 @@ fn demo(dir: &Path) -> Result<()> {
         println!("    tpm2_pcrextend 14:sha256=abab...ab");
 
         step(
-            6,
+            7,
             "continuous attestation notices; the node fails, then is revoked",
         );
         let seen_failed = std::cell::Cell::new(false);
@@ -550,7 +654,7 @@ fn demo(dir: &Path) -> Result<()> {
         );
 
         step(
-            7,
+            8,
             "registry v2, signed by the authority: Nimbus Inc (US) bought 60 % of EuroCloud SAS",
         );
         let v2 = custody_registry::signed::SignedRegistry::sign(&demo_registry(2, eks)?, &registry_key)?;
@@ -579,12 +683,23 @@ fn demo(dir: &Path) -> Result<()> {
         if v["failed_check"] != "policy" {
             bail!("paris-gpu-1 should be refused by policy under registry v2: {v}");
         }
+        println!("    the operator tries to bring llama-ft home from the revoked frankfurt-gpu-2 to paris-gpu-1:");
+        let (code, _, err) = migrate("llama-ft", "frankfurt-gpu-2", "paris-gpu-1")?;
+        if code != 1 || !err.contains("destination_attestation") {
+            bail!("the move to paris-gpu-1 should be refused (exit {code}): {err}");
+        }
+        for line in err.lines().filter(|l| !l.trim().is_empty()) {
+            println!("    {}", line.trim_start_matches("custody: "));
+        }
+        if checkpoints(0).join("llama-ft").exists() {
+            bail!("paris-gpu-1 received llama-ft although the move was refused");
+        }
         c.call(http::Method::GET, "/v1/audit/checkpoint", None).await?;
         Ok::<(), anyhow::Error>(())
     })?;
 
     step(
-        8,
+        9,
         "the auditor: export the log and verify it offline with only the log's public key",
     );
     // Stop the verifier first: it signs a final checkpoint on shutdown.
@@ -619,13 +734,28 @@ fn demo(dir: &Path) -> Result<()> {
     }
     let c = &v["claims"];
     println!(
-        "    verified: {} entries (enrollments, results, revocation), {} signed checkpoints, root {}",
+        "    verified: {} entries (enrollments, results, revocation, registry change, migrations), {} signed checkpoints, root {}",
         c["entries"],
         c["checkpoints"],
         c["root"].as_str().unwrap_or("")
     );
     println!("    export: {}", export.display());
+    println!(
+        "    custody audit where llama-ft --dir {} --key log-key.pub",
+        export.display()
+    );
+    let out = run(
+        Command::new(&custody_bin)
+            .args(["audit", "where", "llama-ft", "--dir"])
+            .arg(&export)
+            .arg("--key")
+            .arg(vdir.join("log-key.pub")),
+        "custody audit where",
+    )?;
+    for line in out.lines() {
+        println!("    | {line}");
+    }
 
-    println!("\nsummary: 2 nodes enrolled by credential activation and appraised under eu-sovereign with a signed registry and a Paris landmark; frankfurt-gpu-2 revoked after its PCR 14 changed; paris-gpu-1 refused once its operator came under US control (cloud_act_exposed); audit log verified offline.");
+    println!("\nsummary: 2 nodes enrolled by credential activation and appraised under eu-sovereign with a signed registry and a Paris landmark; frankfurt-gpu-2 revoked after its PCR 14 changed; paris-gpu-1 refused once its operator came under US control (cloud_act_exposed); a checkpoint moved FR -> DE to a passing node with a verified receipt and was refused the way back to the failing one; audit log verified offline, and it says where the job has been.");
     Ok(())
 }

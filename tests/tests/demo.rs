@@ -1,0 +1,47 @@
+//! `custody demo` end to end, as a new user runs it: every step must happen, in order,
+//! with the outcomes it announces (the demo itself bails on any wrong outcome; this test
+//! also pins what it prints).
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+use custody_e2e::{custody, service_bin};
+
+#[test]
+fn demo_runs_every_step_and_ends_with_an_audited_history() {
+    // The demo runs the verifier and agent binaries found next to `custody`.
+    let _ = service_bin("custody-verifier");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let r = custody(["demo", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let out = &r.stdout;
+    let mut at = 0;
+    // In this order.
+    for want in [
+        "[1] two software TPMs",
+        "paris-gpu-1: affirming -> node trusted",
+        "frankfurt-gpu-2: affirming -> node trusted",
+        "[5] a training job's checkpoint moves",
+        "every file's SHA-256 matches",
+        "frankfurt-gpu-2: revoked",
+        "reason: reference_values",
+        "paris-gpu-1: contraindicated -> node failed (failed check `policy`)",
+        "migration refused: destination_attestation",
+        "Nimbus Inc (US)",
+        "verified:",
+        "stays (2):",
+        "paris-gpu-1 (par-1, FR) -> frankfurt-gpu-2 (fra-1, DE) under eu-sovereign; placed",
+        "refused (1):",
+        "summary:",
+    ] {
+        let Some(i) = out[at..].find(want) else {
+            panic!("demo output lacks {want:?} after byte {at}:\n{out}");
+        };
+        at += i + want.len();
+    }
+    // The moved checkpoint is at Frankfurt, not back in Paris; the export is kept.
+    assert!(dir
+        .join("agent-1-checkpoints/llama-ft/model-00001-of-00002.bin")
+        .is_file());
+    assert!(!dir.join("agent-0-checkpoints/llama-ft").exists());
+    assert!(dir.join("audit-export/entries.jsonl").is_file());
+}
