@@ -979,6 +979,8 @@ impl Service {
             "failed_check": a.failed_check,
             "policy_id": self.appraiser.policy.id(),
             "policy_digest": self.appraiser.policy.digest(),
+            "registry_version": a.input.pointer("/sovereignty/registry/version"),
+            "registry_digest": a.input.pointer("/sovereignty/registry/digest"),
             "reference": a.reference_source,
             "evidence_sha256": a.evidence_sha256,
             "ear_sha256": sha256_hex(&a.ear),

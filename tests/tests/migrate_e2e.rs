@@ -364,7 +364,14 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
     ]);
     assert_eq!(e.code, 0, "{}", e.stderr);
     let log = std::fs::read_to_string(out.join("entries.jsonl")).unwrap_or_default();
-    for want in ["\"ticket_issued\"", "\"placed\"", "\"refused\"", "chip_mismatch"] {
+    for want in [
+        "\"ticket_issued\"",
+        "\"placed\"",
+        "\"refused\"",
+        "chip_mismatch",
+        // Every attestation result names the registry version it was decided under.
+        "\"registry_version\":1",
+    ] {
         assert!(log.contains(want), "audit log lacks {want}");
     }
 
