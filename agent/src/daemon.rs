@@ -790,7 +790,7 @@ async fn move_send(State(mover): State<Arc<Mover>>, req: Request) -> Response {
     };
     // Checks the ticket and hashes the checkpoint before answering.
     move_blocking(StatusCode::ACCEPTED, "MoveStarted", move || {
-        mover.start_send(s.ticket, &s.checkpoint, s.to, s.chunk_size)
+        mover.start_send(s.ticket, &s.checkpoint, s.to, s.chunk_size, s.release)
     })
     .await
 }

@@ -60,6 +60,18 @@ fn node_of(cert: Option<&CertificateDer<'static>>) -> Option<String> {
     cn.strip_prefix("node:").map(str::to_owned)
 }
 
+/// Delete a sent checkpoint: renamed aside first (one atomic step, fsynced) so a crash
+/// mid-delete never leaves a partial directory under the job's name.
+fn release_copy(dir: &Path, ticket: &str) -> Result<(), MoverError> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let aside = parent.join(format!(".custody-released-{ticket}"));
+    std::fs::rename(dir, &aside).map_err(|e| MoverError::io(dir, e))?;
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| MoverError::io(parent, e))?;
+    std::fs::remove_dir_all(&aside).map_err(|e| MoverError::io(&aside, e))
+}
+
 fn status(state: &str, bytes: u64, total: u64) -> MoveStatus {
     MoveStatus {
         state: state.into(),
@@ -67,6 +79,7 @@ fn status(state: &str, bytes: u64, total: u64) -> MoveStatus {
         total,
         resumed_at: 0,
         receipt: Vec::new(),
+        released: false,
         check: None,
         detail: None,
     }
@@ -142,6 +155,7 @@ impl Mover {
         checkpoint: &str,
         to: String,
         chunk_size: u32,
+        release: bool,
     ) -> Result<String, MoverError> {
         let dir = self.checkpoint_path(checkpoint)?;
         let checks = SourceChecks {
@@ -177,6 +191,16 @@ impl Mover {
                     s.state = "done".into();
                     s.bytes = sent.total_bytes;
                     s.receipt = sent.receipt_bytes;
+                    if release {
+                        // Only now: B's signed receipt says the checkpoint is placed there.
+                        match release_copy(&dir, &tid) {
+                            Ok(()) => {
+                                tracing::info!("source copy released after the receipt");
+                                s.released = true;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "could not release the source copy"),
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(check = e.check(), error = %e, "move failed");
@@ -347,7 +371,7 @@ mod tests {
         assert!(p.dtypes.is_empty());
         // A ticket that does not verify never starts a transfer.
         let e = Arc::new(m)
-            .start_send(vec![0xd2], "job1", "127.0.0.1:1".into(), 1024)
+            .start_send(vec![0xd2], "job1", "127.0.0.1:1".into(), 1024, false)
             .unwrap_err();
         assert_eq!(e.check(), "ticket_format");
     }

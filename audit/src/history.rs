@@ -100,6 +100,8 @@ pub struct Move {
     pub completed_at: Option<i64>,
     pub bytes: Option<u64>,
     pub receipt_sha256: Option<String>,
+    /// The source deleted its copy after the receipt verified (`--delete-source`).
+    pub source_released: bool,
     /// For a failed move: the check that failed and why.
     pub check: Option<String>,
     pub detail: Option<String>,
@@ -173,6 +175,7 @@ pub fn job_history<'a>(job: &str, entries: impl IntoIterator<Item = (u64, &'a En
                 completed_at: None,
                 bytes: None,
                 receipt_sha256: None,
+                source_released: false,
                 check: None,
                 detail: None,
             }),
@@ -194,6 +197,7 @@ pub fn job_history<'a>(job: &str, entries: impl IntoIterator<Item = (u64, &'a En
                     m.completed_at = v.get("completed_at").and_then(Value::as_i64).or(at);
                     m.bytes = v.get("bytes").and_then(Value::as_u64);
                     m.receipt_sha256 = v.get("receipt_sha256").and_then(Value::as_str).map(str::to_owned);
+                    m.source_released = v.get("source_released").and_then(Value::as_bool) == Some(true);
                 } else {
                     m.outcome = Outcome::Failed;
                     m.completed_at = at;
@@ -299,10 +303,14 @@ mod tests {
             issued("other", "t9", FRA, AMS, 11),
             placed("j", "t1", 12),
             issued("j", "t2", FRA, AMS, 20),
-            placed("j", "t2", 22),
+            Entry::Migration(
+                json!({"outcome": "placed", "ticket": "t2", "job": "j", "bytes": 42,
+                "completed_at": 22, "receipt_sha256": "rr", "source_released": true, "at": 22}),
+            ),
         ];
         let h = history("j", &log);
         assert_eq!(h.moves.len(), 2);
+        assert!(!h.moves[0].source_released && h.moves[1].source_released);
         assert!(h.moves.iter().all(|m| m.outcome == Outcome::Placed));
         let stays: Vec<_> = h
             .stays

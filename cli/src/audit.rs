@@ -324,10 +324,15 @@ fn render_history(h: &JobHistory, audited: Option<&AuditSummary>) -> String {
     for m in &h.moves {
         let end = match m.outcome {
             Outcome::Placed => format!(
-                "placed {} bytes at {}, receipt sha256 {}",
+                "placed {} bytes at {}, receipt sha256 {}{}",
                 m.bytes.unwrap_or_default(),
                 ts(m.completed_at),
-                m.receipt_sha256.as_deref().unwrap_or("-")
+                m.receipt_sha256.as_deref().unwrap_or("-"),
+                if m.source_released {
+                    "; source copy deleted"
+                } else {
+                    "; source copy kept"
+                }
             ),
             Outcome::Failed => format!(
                 "FAILED at {}: {} ({})",

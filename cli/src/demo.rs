@@ -477,7 +477,16 @@ fn demo(dir: &Path) -> Result<()> {
     // `custody migrate ... --json` as the operator runs it: (exit code, stdout, stderr).
     let migrate = |job: &str, from: &str, to: &str| -> Result<(i32, String, String)> {
         let out = Command::new(&custody_bin)
-            .args(["migrate", job, "--from", from, "--to", to, "--json"])
+            .args([
+                "migrate",
+                job,
+                "--from",
+                from,
+                "--to",
+                to,
+                "--delete-source",
+                "--json",
+            ])
             .env("CUSTODY_VERIFIER", &conn.verifier)
             .env("CUSTODY_IDENTITY", &conn.identity)
             .output()
@@ -562,7 +571,7 @@ fn demo(dir: &Path) -> Result<()> {
         let digests = demo_checkpoint(&src)?;
         let total: u64 = digests.iter().map(|(_, n, _)| n).sum();
         println!(
-            "    llama-ft at paris-gpu-1: {} files, {:.1} MiB (custody migrate llama-ft --from paris-gpu-1 --to frankfurt-gpu-2)",
+            "    llama-ft at paris-gpu-1: {} files, {:.1} MiB (custody migrate llama-ft --from paris-gpu-1 --to frankfurt-gpu-2 --delete-source)",
             digests.len(),
             total as f64 / f64::from(1u32 << 20)
         );
@@ -587,8 +596,10 @@ fn demo(dir: &Path) -> Result<()> {
             "    chunks sealed to frankfurt-gpu-2's attested HPKE key; its signed receipt sha256:{}...; every file's SHA-256 matches",
             m["receipt_sha256"].as_str().unwrap_or("").get(..16).unwrap_or("")
         );
-        std::fs::remove_dir_all(&src).with_context(|| format!("release {}", src.display()))?;
-        println!("    paris-gpu-1 releases its copy: the receipt is the proof of placement");
+        if m["source_released"] != true || src.exists() {
+            bail!("paris-gpu-1 should have deleted its copy after the receipt (--delete-source): {m}");
+        }
+        println!("    --delete-source: paris-gpu-1 deleted its copy once the receipt verified");
 
         step(
             6,

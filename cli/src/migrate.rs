@@ -37,6 +37,9 @@ pub struct MigrateArgs {
     /// Return once the ticket is issued and the transfer started.
     #[arg(long)]
     pub no_wait: bool,
+    /// Delete the checkpoint at A once B's signed receipt has verified.
+    #[arg(long)]
+    pub delete_source: bool,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -92,6 +95,9 @@ async fn go(a: MigrateArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(t) = a.ttl {
         req["ttl_secs"] = t.into();
+    }
+    if a.delete_source {
+        req["delete_source"] = true.into();
     }
     let (status, m) = client
         .call_status(http::Method::POST, "/v1/migrations", Some(req))

@@ -163,6 +163,9 @@ pub struct MoveSend {
     /// The destination agent's move endpoint, `host:port`.
     pub to: String,
     pub chunk_size: u32,
+    /// Delete the source copy once the destination's receipt has verified.
+    #[serde(default)]
+    pub release: bool,
 }
 
 /// A transfer as the source agent sees it (`GET /v1/move/{ticket id hex}`).
@@ -177,6 +180,9 @@ pub struct MoveStatus {
     /// The destination's receipt once `done`.
     #[serde(default, with = "serde_bytes_vec")]
     pub receipt: Vec<u8>,
+    /// The source copy was deleted after the receipt verified (`release`).
+    #[serde(default)]
+    pub released: bool,
     #[serde(default)]
     pub check: Option<String>,
     #[serde(default)]

@@ -44,6 +44,9 @@ pub struct MigrationRequest {
     pub chunk_size: Option<u32>,
     #[serde(default)]
     pub ttl_secs: Option<i64>,
+    /// Delete A's copy once B's receipt has verified (at A, by A's agent).
+    #[serde(default)]
+    pub delete_source: bool,
 }
 
 /// A migration as the operator sees it.
@@ -72,6 +75,11 @@ pub struct Migration {
     pub receipt_sha256: Option<String>,
     pub check: Option<String>,
     pub detail: Option<String>,
+    /// Asked to delete A's copy after the receipt; and whether A reported it done.
+    #[serde(default)]
+    pub delete_source: bool,
+    #[serde(default)]
+    pub source_released: bool,
 }
 
 /// A refused migration: the check, what failed, and the policy's reasons if it was one.
@@ -472,6 +480,8 @@ impl Service {
             receipt_sha256: None,
             check: None,
             detail: None,
+            delete_source: req.delete_source,
+            source_released: false,
         };
         self.log(custody_audit::Entry::Migration(serde_json::json!({
             "outcome": "ticket_issued",
@@ -486,6 +496,7 @@ impl Service {
             "dst_x25519": hex::encode(dst_x25519),
             "at": issued_at,
             "expires_at": m.expires_at,
+            "delete_source": req.delete_source,
             "source_at": a_place,
             "destination_at": b_place,
         })));
@@ -497,6 +508,7 @@ impl Service {
                 checkpoint,
                 to: b_move,
                 chunk_size,
+                release: req.delete_source,
             },
         )
         .map_err(|e| refused("internal", e.to_string()))?;
@@ -543,6 +555,7 @@ impl Service {
             match s.state.as_str() {
                 "running" => continue,
                 "done" => {
+                    self.migrations.update(&id, |m| m.source_released = s.released);
                     let r = Receipt::verify(&s.receipt, &ticket.dst_ed25519)
                         .map_err(|e| refused("receipt_signature", e.to_string()))
                         .and_then(|r| {
@@ -583,6 +596,7 @@ impl Service {
                     "completed_at": receipt.completed_at,
                     "receipt_sha256": digest,
                     "receipt": hex::encode(&bytes),
+                    "source_released": self.migrations.get(id).is_some_and(|m| m.source_released),
                     "at": at,
                 })));
                 self.checkpoint_now();

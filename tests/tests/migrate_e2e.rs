@@ -297,15 +297,33 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
         r.stderr
     );
 
-    // The operator releases A's copy after the receipt; the job then moves back to A.
+    // The operator releases A's copy after the receipt; the job then moves back to A,
+    // and this time B deletes its copy once A's receipt has verified.
     std::fs::remove_dir_all(&src).unwrap();
     let r = w.cli(&[
-        "migrate", "llama-ft", "--from", "node-b", "--to", "node-a", "--json",
+        "migrate",
+        "llama-ft",
+        "--from",
+        "node-b",
+        "--to",
+        "node-a",
+        "--delete-source",
+        "--json",
     ]);
     assert_eq!(r.code, 0, "{}\n{}\n{}", r.stdout, r.stderr, w.logs());
+    assert_eq!(r.json()["source_released"], true, "{}", r.stdout);
     for (f, d) in &digests {
         assert_eq!(&sha256_file(&src.join(f)), d, "{f} differs back at A");
     }
+    assert!(!dst.exists(), "B kept its copy despite --delete-source");
+    // Nothing half-deleted left behind either (B's seen-tickets record stays).
+    let left: Vec<_> = std::fs::read_dir(w.store("node-b"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".custody-seen-tickets")
+        .collect();
+    assert!(left.is_empty(), "B's store is not empty: {left:?}");
 
     // A US-controlled operator: refused by the policy, with the reason, before any byte.
     std::fs::create_dir_all(w.store("node-a").join("job-2")).unwrap();
@@ -422,6 +440,8 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
         moves[1]["detail"].as_str().unwrap().contains("already exists"),
         "{h}"
     );
+    assert_eq!(moves[0]["source_released"], false, "{h}");
+    assert_eq!(moves[2]["source_released"], true, "{h}");
     for m in [&moves[0], &moves[2]] {
         assert_eq!(m["policy_id"], "eu-sovereign", "{m}");
         assert_eq!(m["destination"]["operator"], "EuroCloud SAS", "{m}");
