@@ -50,6 +50,13 @@ enum Command {
         #[command(flatten)]
         conn: ops::Conn,
     },
+    /// Migrations the verifier ran (kept across restarts), or one by ticket id.
+    Migrations {
+        /// A ticket id (hex): that migration only.
+        id: Option<String>,
+        #[command(flatten)]
+        conn: ops::Conn,
+    },
     /// The latest attestation result (EAR) of NODE, verified and decoded.
     Result {
         /// Node id or name.
@@ -77,6 +84,7 @@ fn main() -> ExitCode {
         Command::Registry(cmd) => registry::run(cmd),
         Command::Attest { node, conn } => ops::attest(node, conn),
         Command::Result { node, conn } => ops::result(node, conn),
+        Command::Migrations { id, conn } => ops::migrations(id, conn),
         Command::Landmark(cmd) => landmark::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Migrate(a) => migrate::run(a),

@@ -328,3 +328,53 @@ pub fn result(node: String, conn: Conn) -> ExitCode {
         Ok(ExitCode::SUCCESS)
     })())
 }
+
+/// `custody migrations [ID]`: exit 0 listed or found, 1 no such migration, 2 the verifier
+/// could not be asked.
+pub fn migrations(id: Option<String>, conn: Conn) -> ExitCode {
+    finish((|| {
+        let rt = runtime()?;
+        let c = Client::new(&conn)?;
+        let path = match &id {
+            Some(id) => format!("/v1/migrations/{}", enc(id)),
+            None => "/v1/migrations".to_owned(),
+        };
+        let (status, v) = rt.block_on(c.call_status(http::Method::GET, &path, None))?;
+        if status == http::StatusCode::NOT_FOUND {
+            eprintln!(
+                "custody: {}",
+                v["message"].as_str().unwrap_or("no such migration")
+            );
+            return Ok(ExitCode::from(1));
+        }
+        if !status.is_success() {
+            anyhow::bail!("{path}: HTTP {status}: {v}");
+        }
+        if conn.json {
+            print_json(&v);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let list = match v {
+            serde_json::Value::Array(a) => a,
+            one => vec![one],
+        };
+        println!(
+            "{:<32} {:<16} {:<20} {:<20} {:<7} {:>14} {:<22} CHECK",
+            "TICKET", "JOB", "FROM", "TO", "STATE", "BYTES", "ISSUED"
+        );
+        for m in &list {
+            println!(
+                "{:<32} {:<16} {:<20} {:<20} {:<7} {:>14} {:<22} {}",
+                m["id"].as_str().unwrap_or(""),
+                m["job"].as_str().unwrap_or(""),
+                m["source"].as_str().unwrap_or(""),
+                m["destination"].as_str().unwrap_or(""),
+                m["state"].as_str().unwrap_or(""),
+                m["bytes"],
+                ts(&m["issued_at"]),
+                m["check"].as_str().unwrap_or("")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })())
+}

@@ -398,7 +398,7 @@ async fn start_migration(
 }
 
 async fn migrations(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
-    operator_json(&peer, move || Ok(svc.migrations.list())).await
+    operator_json(&peer, move || Ok(svc.migration_list())).await
 }
 
 async fn migration(
@@ -409,7 +409,7 @@ async fn migration(
     if let Err(r) = require_operator(&peer) {
         return r;
     }
-    match svc.migrations.get(&id) {
+    match svc.migration(&id) {
         Some(m) => Json(m).into_response(),
         None => json_error(StatusCode::NOT_FOUND, "migration", format!("no migration {id}")),
     }

@@ -409,6 +409,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(round::schedule(svc.clone(), stop_rx.clone()));
     let checkpoints = tokio::spawn(checkpoint_loop(svc.clone(), stop_rx));
+    svc.resume_migrations();
     tracing::info!(addr = ?listener.local_addr().ok(), "custody-verifier listening");
     custody_net::serve(listener, tls, router, shutdown).await;
     let _ = stop_tx.send(true);

@@ -8,7 +8,7 @@
 //! key the ticket named and appends the placement to the audit log. Every refusal is
 //! logged too, with the check that failed.
 
-use crate::store::NodeRecord;
+use crate::store::{MigrationRecord, NodeRecord};
 use crate::{now, Service, ServiceError};
 use custody_formats::api::{self, MovePrepare, MovePrepared, MoveSend, MoveStatus, Refusal};
 use custody_mover::chips::{self, Chip};
@@ -136,6 +136,10 @@ impl Migrations {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(m.id.clone(), m);
+    }
+
+    fn remove(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut Migration)) {
@@ -501,6 +505,10 @@ impl Service {
             "destination_at": b_place,
         })));
         self.checkpoint_now();
+        // Kept before A is told to send: a verifier that restarts from here on watches the
+        // move again (`resume_migrations`).
+        self.migrations.put(m.clone());
+        self.persist_migration(&m, &signed);
         let send = api::to_cbor(
             "MoveSend",
             &MoveSend {
@@ -512,13 +520,136 @@ impl Service {
             },
         )
         .map_err(|e| refused("internal", e.to_string()))?;
-        let _: (_, String) = self
-            .ask_agent(&a, http::Method::POST, "/v1/move/send", Some(send), "MoveStarted")
-            .await?;
-        self.migrations.put(m.clone());
+        if let Err(e) = self
+            .ask_agent::<String>(&a, http::Method::POST, "/v1/move/send", Some(send), "MoveStarted")
+            .await
+        {
+            // Nothing was sent; `migrate` logs the refusal.
+            self.end_migration(&m.id, |m| {
+                m.state = "failed".into();
+                m.check = Some(e.check.clone());
+                m.detail = Some(e.detail.clone());
+            });
+            return Err(e);
+        }
         let me = Arc::clone(self);
         tokio::spawn(async move { me.watch(a, ticket).await });
         Ok(m)
+    }
+
+    fn persist_migration(&self, m: &Migration, ticket: &[u8]) {
+        let r = serde_json::to_string(m)
+            .map_err(|e| e.to_string())
+            .and_then(|doc| {
+                self.store
+                    .put_migration(&MigrationRecord {
+                        id: m.id.clone(),
+                        state: m.state.clone(),
+                        issued_at: m.issued_at,
+                        doc,
+                        ticket: ticket.to_vec(),
+                    })
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = r {
+            tracing::error!(ticket = %m.id, error = %e, "could not store the migration");
+        }
+    }
+
+    /// Final state: stored, then dropped from memory (the store answers from now on).
+    fn end_migration(&self, id: &str, f: impl FnOnce(&mut Migration)) {
+        self.migrations.update(id, f);
+        if let Some(m) = self.migrations.get(id) {
+            // The ticket was stored with the first insert and is kept.
+            self.persist_migration(&m, &[]);
+            self.migrations.remove(id);
+        }
+    }
+
+    /// One migration: live progress if it runs here, else as stored.
+    pub fn migration(&self, id: &str) -> Option<Migration> {
+        self.migrations.get(id).or_else(|| {
+            let r = self.store.migration(id).ok().flatten()?;
+            serde_json::from_str(&r.doc).ok()
+        })
+    }
+
+    /// The latest migrations (stored, with live progress for running ones), oldest first
+    /// in the order they were issued.
+    pub fn migration_list(&self) -> Vec<Migration> {
+        let mut live: HashMap<String, Migration> = self
+            .migrations
+            .list()
+            .into_iter()
+            .map(|m| (m.id.clone(), m))
+            .collect();
+        let mut v: Vec<Migration> = self
+            .store
+            .migrations(1000)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "could not read migrations");
+                Vec::new()
+            })
+            .into_iter()
+            .filter_map(|r| live.remove(&r.id).or_else(|| serde_json::from_str(&r.doc).ok()))
+            .collect();
+        // Running here but not stored (the store refused the write): still shown.
+        let mut rest: Vec<Migration> = live.into_values().collect();
+        rest.sort_by_key(|m| m.issued_at);
+        v.extend(rest);
+        v
+    }
+
+    /// After a restart: watch again every move that was still running, so its receipt
+    /// is verified and logged (or its failure is) even though this process issued none.
+    pub fn resume_migrations(self: &Arc<Self>) {
+        let unfinished = match self.store.unfinished_migrations() {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read unfinished migrations");
+                return;
+            }
+        };
+        let key = self.ear_key.public_key().as_sec1().to_vec();
+        for r in unfinished {
+            let resumed = serde_json::from_str::<Migration>(&r.doc)
+                .map_err(|e| refused("internal", format!("stored migration: {e}")))
+                .and_then(|m| {
+                    // Our own signature, checked as of issue: the ticket may have expired
+                    // since, and A may still hold the receipt.
+                    let t = Ticket::verify(&r.ticket, &key, r.issued_at)
+                        .map_err(|e| refused("ticket_signature", e.to_string()))?;
+                    let a = self.find_node(&t.source)?;
+                    Ok((m, t, a))
+                });
+            match resumed {
+                Ok((m, t, a)) => {
+                    tracing::info!(ticket = %r.id, job = %m.job, "watching an unfinished migration again");
+                    self.migrations.put(m);
+                    let me = Arc::clone(self);
+                    tokio::spawn(async move { me.watch(a, t).await });
+                }
+                Err(e) => {
+                    tracing::warn!(ticket = %r.id, check = %e.check, "an unfinished migration cannot be resumed");
+                    if let Ok(mut m) = serde_json::from_str::<Migration>(&r.doc) {
+                        self.log(custody_audit::Entry::Migration(serde_json::json!({
+                            "outcome": "failed",
+                            "ticket": m.id,
+                            "job": m.job,
+                            "source": m.source,
+                            "destination": m.destination,
+                            "check": e.check,
+                            "detail": format!("after a verifier restart: {}", e.detail),
+                            "at": now(),
+                        })));
+                        m.state = "failed".into();
+                        m.check = Some(e.check);
+                        m.detail = Some(format!("after a verifier restart: {}", e.detail));
+                        self.persist_migration(&m, &[]);
+                    }
+                }
+            }
+        }
     }
 
     /// Poll the source until the transfer ends; verify the receipt; log the placement.
@@ -600,7 +731,7 @@ impl Service {
                     "at": at,
                 })));
                 self.checkpoint_now();
-                self.migrations.update(id, |m| {
+                self.end_migration(id, |m| {
                     m.state = "done".into();
                     m.bytes = receipt.bytes;
                     m.completed_at = Some(receipt.completed_at);
@@ -620,7 +751,7 @@ impl Service {
                     "at": at,
                 })));
                 self.checkpoint_now();
-                self.migrations.update(id, |m| {
+                self.end_migration(id, |m| {
                     m.state = "failed".into();
                     m.check = Some(e.check);
                     m.detail = Some(e.detail);

@@ -167,6 +167,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Small named values the service remembers across restarts (the policy digest last used).
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
     fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Insert or replace a migration by id (the ticket is kept from the first insert).
+    fn put_migration(&self, m: &MigrationRecord) -> Result<(), StoreError>;
+    fn migration(&self, id: &str) -> Result<Option<MigrationRecord>, StoreError>;
+    /// The newest `limit` migrations, oldest first.
+    fn migrations(&self, limit: u32) -> Result<Vec<MigrationRecord>, StoreError>;
+    /// Migrations still `running` (to watch again after a restart).
+    fn unfinished_migrations(&self) -> Result<Vec<MigrationRecord>, StoreError>;
+}
+
+/// A migration the verifier ran: the operator's view (JSON) and the signed ticket, so the
+/// list and an unfinished move's watcher survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationRecord {
+    pub id: String,
+    pub state: String,
+    pub issued_at: i64,
+    pub doc: String,
+    pub ticket: Vec<u8>,
 }
 
 /// A signed registry (COSE_Sign1 bytes) the verifier accepted.
@@ -241,6 +259,16 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 3: where an agent takes checkpoint moves.
     "ALTER TABLE nodes ADD COLUMN move_endpoint TEXT;",
+    // 4: migrations outlive the process that ran them.
+    "CREATE TABLE migrations (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        issued_at INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        ticket BLOB NOT NULL
+    );
+    CREATE INDEX migrations_state ON migrations(state);
+    CREATE INDEX migrations_issued ON migrations(issued_at);",
 ];
 
 #[derive(Debug)]
@@ -377,6 +405,16 @@ fn put_node_in(conn: &rusqlite::Connection, n: &NodeRecord) -> Result<(), StoreE
         n.move_endpoint
     ])?;
     Ok(())
+}
+
+fn migration_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MigrationRecord> {
+    Ok(MigrationRecord {
+        id: r.get(0)?,
+        state: r.get(1)?,
+        issued_at: r.get(2)?,
+        doc: r.get(3)?,
+        ticket: r.get(4)?,
+    })
 }
 
 impl Store for SqliteStore {
@@ -540,6 +578,43 @@ impl Store for SqliteStore {
             [key, value],
         )?;
         Ok(())
+    }
+
+    fn put_migration(&self, m: &MigrationRecord) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO migrations (id, state, issued_at, doc, ticket) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
+            rusqlite::params![m.id, m.state, m.issued_at, m.doc, m.ticket],
+        )?;
+        Ok(())
+    }
+
+    fn migration(&self, id: &str) -> Result<Option<MigrationRecord>, StoreError> {
+        let conn = self.lock();
+        let mut st =
+            conn.prepare_cached("SELECT id, state, issued_at, doc, ticket FROM migrations WHERE id = ?1")?;
+        let r = rusqlite::OptionalExtension::optional(st.query_row([id], migration_row))?;
+        Ok(r)
+    }
+
+    fn migrations(&self, limit: u32) -> Result<Vec<MigrationRecord>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT id, state, issued_at, doc, ticket FROM
+               (SELECT rowid AS seq, * FROM migrations ORDER BY issued_at DESC, seq DESC LIMIT ?1)
+             ORDER BY issued_at, seq",
+        )?;
+        let rows = st.query_map([limit], migration_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn unfinished_migrations(&self) -> Result<Vec<MigrationRecord>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT id, state, issued_at, doc, ticket FROM migrations WHERE state = 'running' ORDER BY issued_at",
+        )?;
+        let rows = st.query_map([], migration_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn latest_registry(&self) -> Result<Option<RegistryRecord>, StoreError> {
@@ -741,5 +816,36 @@ mod tests {
             SqliteStore::open(&p),
             Err(StoreError::FutureSchema { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn migrations_survive_reopen_keep_their_ticket_and_list_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.db");
+        let rec = |id: &str, state: &str, at: i64, ticket: &[u8]| MigrationRecord {
+            id: id.into(),
+            state: state.into(),
+            issued_at: at,
+            doc: format!("{{\"id\":\"{id}\",\"state\":\"{state}\"}}"),
+            ticket: ticket.to_vec(),
+        };
+        {
+            let s = SqliteStore::open(&p).unwrap();
+            s.put_migration(&rec("b", "running", 20, b"tb")).unwrap();
+            s.put_migration(&rec("a", "running", 10, b"ta")).unwrap();
+            s.put_migration(&rec("c", "running", 30, b"tc")).unwrap();
+            // The final state replaces state and doc, never the ticket.
+            s.put_migration(&rec("a", "done", 10, b"")).unwrap();
+        }
+        let s = SqliteStore::open(&p).unwrap();
+        let a = s.migration("a").unwrap().unwrap();
+        assert_eq!((a.state.as_str(), a.ticket.as_slice()), ("done", &b"ta"[..]));
+        assert!(a.doc.contains("done"));
+        assert_eq!(s.migration("zz").unwrap(), None);
+        let ids = |v: Vec<MigrationRecord>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.migrations(10).unwrap()), ["a", "b", "c"]);
+        // The newest two, still oldest first.
+        assert_eq!(ids(s.migrations(2).unwrap()), ["b", "c"]);
+        assert_eq!(ids(s.unfinished_migrations().unwrap()), ["b", "c"]);
     }
 }

@@ -63,7 +63,7 @@ fn registry(version: u64, a: &Swtpm, b: &Swtpm, us: &Swtpm) -> Registry {
 struct World {
     dir: tempfile::TempDir,
     port: u16,
-    _verifier: Kill,
+    verifier: Option<Kill>,
     _agents: Vec<Kill>,
 }
 
@@ -78,6 +78,12 @@ impl World {
         let mut a: Vec<&str> = args.to_vec();
         a.extend(["--verifier", &url, "--identity", id.to_str().unwrap()]);
         custody(a)
+    }
+
+    /// SIGKILL the verifier (no final checkpoint, no goodbye) and start it again.
+    fn crash_and_restart_verifier(&mut self) {
+        drop(self.verifier.take());
+        self.verifier = Some(run_verifier(self.dir.path(), self.port));
     }
 
     fn logs(&self) -> String {
@@ -95,6 +101,29 @@ impl World {
     fn store(&self, node: &str) -> PathBuf {
         self.path(&format!("{node}-checkpoints"))
     }
+}
+
+/// `custody-verifier run` on the world's config (appending to its log); waits until it
+/// listens.
+fn run_verifier(dir: &Path, port: u16) -> Kill {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("verifier.log"))
+        .unwrap();
+    let v = Command::new(service_bin("custody-verifier"))
+        .args(["run", "--config"])
+        .arg(dir.join("verifier.toml"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let verifier = Kill(v);
+    eventually("the verifier to listen", 20, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    verifier
 }
 
 fn start(tpms: [&Swtpm; 3], key: &RegistryKey) -> World {
@@ -136,19 +165,7 @@ fn start(tpms: [&Swtpm; 3], key: &RegistryKey) -> World {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let log = std::fs::File::create(p("verifier.log")).unwrap();
-    let v = Command::new(service_bin("custody-verifier"))
-        .args(["run", "--config"])
-        .arg(p("verifier.toml"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let verifier = Kill(v);
-    eventually("the verifier to listen", 20, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    let verifier = run_verifier(dir.path(), port);
     let mut agents = Vec::new();
     for (t, name) in tpms.iter().zip(["node-a", "node-b", "node-us"]) {
         let state = p(&format!("{name}-state"));
@@ -180,7 +197,7 @@ fn start(tpms: [&Swtpm; 3], key: &RegistryKey) -> World {
     let w = World {
         dir,
         port,
-        _verifier: verifier,
+        verifier: Some(verifier),
         _agents: agents,
     };
     for name in ["node-a", "node-b", "node-us"] {
@@ -249,7 +266,7 @@ fn fp8_safetensors() -> Vec<u8> {
 fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
     let (a, b, us) = (Swtpm::start(), Swtpm::start(), Swtpm::start());
     let key = RegistryKey::generate().unwrap();
-    let w = start([&a, &b, &us], &key);
+    let mut w = start([&a, &b, &us], &key);
 
     let mb: u64 = std::env::var("CUSTODY_MOVE_TEST_MB")
         .ok()
@@ -467,4 +484,68 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
         "{}",
         r.stdout
     );
+
+    // The verifier crashes (SIGKILL) right after it told A to send job-3; the restarted
+    // verifier finds the move in its store, watches A again, verifies B's receipt and
+    // logs the placement; the migrations it ran before are still listed.
+    let job3 = w.store("node-a").join("job-3");
+    let job3_digests = checkpoint(&job3, 64);
+    let r = w.cli(&[
+        "migrate",
+        "job-3",
+        "--from",
+        "node-a",
+        "--to",
+        "node-b",
+        "--no-wait",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    w.crash_and_restart_verifier();
+    let db = w.path("data").join("custody.db");
+    let placed = eventually("the restarted verifier to log job-3's placement", 60, || {
+        let r = custody(["audit", "where", "job-3", "--db", db.to_str().unwrap(), "--json"]);
+        let h = r.json();
+        (h["moves"][0]["outcome"] == "placed").then_some(h)
+    });
+    assert_eq!(placed["moves"][0]["ticket"], id.as_str(), "{placed}");
+    for (f, d) in &job3_digests {
+        assert_eq!(&sha256_file(&w.store("node-b").join("job-3").join(f)), d, "{f}");
+    }
+    let list = w.cli(&["migrations", "--json"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let states: Vec<(String, String)> = list
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["job"].as_str().unwrap().to_owned(),
+                m["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("llama-ft".to_owned(), "done".to_owned()),
+            ("llama-ft".to_owned(), "failed".to_owned()),
+            ("llama-ft".to_owned(), "done".to_owned()),
+            ("job-3".to_owned(), "done".to_owned()),
+        ],
+        "{}",
+        list.stdout
+    );
+    let one = w.cli(&["migrations", &id, "--json"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    assert_eq!(
+        one.json()["receipt_sha256"].as_str().map(str::len),
+        Some(64),
+        "{}",
+        one.stdout
+    );
+    let none = w.cli(&["migrations", "00000000000000000000000000000000"]);
+    assert_eq!(none.code, 1, "{}", none.stderr);
 }
