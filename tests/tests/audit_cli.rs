@@ -20,6 +20,18 @@ fn build(db: &Path, signer: &Signer) {
     }
 }
 
+/// `custody audit export --db DB --out OUT` (signed entries only).
+fn export(db: &Path, out: &Path) -> custody_e2e::Run {
+    custody([
+        "audit".as_ref(),
+        "export".as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ])
+}
+
 #[test]
 fn export_verify_prove_and_tamper() {
     let tmp = tempfile::tempdir().unwrap();
@@ -30,14 +42,7 @@ fn export_verify_prove_and_tamper() {
     std::fs::write(&pubkey, signer.verifier().to_key_string()).unwrap();
 
     let out = tmp.path().join("export");
-    let r = custody([
-        "audit",
-        "export",
-        "--db",
-        db.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = export(&db, &out);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["entries"], 12);
 
@@ -98,14 +103,7 @@ fn export_verify_prove_and_tamper() {
         .unwrap();
     drop(c);
     let out2 = tmp.path().join("export2");
-    let r = custody([
-        "audit",
-        "export",
-        "--db",
-        db.to_str().unwrap(),
-        "--out",
-        out2.to_str().unwrap(),
-    ]);
+    let r = export(&db, &out2);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let r = custody([
         "audit",
@@ -128,14 +126,7 @@ fn export_verify_prove_and_tamper() {
         .append(&Entry::Migration(json!({"job": "late", "to": "node-b"})))
         .unwrap();
     let out3 = tmp.path().join("export3");
-    let r = custody([
-        "audit",
-        "export",
-        "--db",
-        fresh.to_str().unwrap(),
-        "--out",
-        out3.to_str().unwrap(),
-    ]);
+    let r = export(&fresh, &out3);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["entries"], 12);
     assert_eq!(r.json()["unsigned_left_out"], 1);
@@ -232,14 +223,7 @@ fn where_answers_from_an_audited_export_only() {
     s.checkpoint(&signer).unwrap();
     drop(s);
     let out = tmp.path().join("export");
-    let r = custody([
-        "audit",
-        "export",
-        "--db",
-        db.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = export(&db, &out);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let dir = out.to_str().unwrap();
 
