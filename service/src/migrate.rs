@@ -501,6 +501,9 @@ impl Service {
             "at": issued_at,
             "expires_at": m.expires_at,
             "delete_source": req.delete_source,
+            // The signed ticket itself, so the placed entry's receipt can be checked
+            // against the key the ticket names, offline.
+            "ticket_cose": hex::encode(&signed),
             "source_at": a_place,
             "destination_at": b_place,
         })));

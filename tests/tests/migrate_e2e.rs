@@ -406,6 +406,7 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
         "chip_mismatch",
         // Every attestation result names the registry version it was decided under.
         "\"registry_version\":1",
+        "\"ticket_cose\":\"d2",
     ] {
         assert!(log.contains(want), "audit log lacks {want}");
     }
