@@ -14,6 +14,8 @@
 # Usage: MOVER_BENCH_MB=1024 bench/mover.sh   (MB here: MiB of file; default 1024 = 1 GiB)
 #   MOVER_BENCH_REPS=3       repetitions per measurement
 #   MOVER_BENCH_BUFFER=N     custody-movepeer --buffer (bytes buffered around the stream)
+#   MOVER_BENCH_BIN=PATH     a custody-movepeer binary to measure (no build; e.g. an older
+#                            build kept aside, to compare before/after in one session)
 # Needs openssh-server (scripts/setup.sh installs it); runs sshd as the current user (root
 # in CI), with its own host key and authorized key in a temp dir, killed at exit.
 set -euo pipefail
@@ -24,9 +26,13 @@ reps=${MOVER_BENCH_REPS:-3}
 buffer=()
 if [[ -n ${MOVER_BENCH_BUFFER:-} ]]; then buffer=(--buffer "$MOVER_BENCH_BUFFER"); fi
 
-cargo build --release -p custody-movepeer
 target=${CARGO_TARGET_DIR:-$root/target}
-bin=$target/release/custody-movepeer
+if [[ -n ${MOVER_BENCH_BIN:-} ]]; then
+  bin=$MOVER_BENCH_BIN
+else
+  cargo build --release -p custody-movepeer
+  bin=$target/release/custody-movepeer
+fi
 # Under the target dir: the same filesystem for the source, the inbox and the copies.
 work=$(mktemp -d "$target/mover-bench.XXXXXX")
 pids=()

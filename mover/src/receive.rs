@@ -397,7 +397,20 @@ impl Receiver {
 
     /// After the last chunk: every file verified, everything fsynced, then one rename into
     /// place. Returns the receipt to sign.
-    pub fn finish(mut self, completed_at: i64) -> Result<(PathBuf, Receipt), MoverError> {
+    pub fn finish(self, completed_at: i64) -> Result<(PathBuf, Receipt), MoverError> {
+        self.finish_with(completed_at, |_| Ok(()))
+    }
+
+    /// [`Receiver::finish`], calling `before_place` with the receipt after every file
+    /// verified and everything is durable, just before the rename that makes the target
+    /// visible. A network receiver signs and stores the receipt there, so that a placed
+    /// checkpoint always has a durable receipt to resend (protocol section 9). An error
+    /// from it leaves the staging durable and the target absent.
+    pub fn finish_with(
+        mut self,
+        completed_at: i64,
+        before_place: impl FnOnce(&Receipt) -> Result<(), MoverError>,
+    ) -> Result<(PathBuf, Receipt), MoverError> {
         self.opener.finish()?;
         self.advance()?;
         if self.file_idx != self.manifest.files.len() {
@@ -424,11 +437,6 @@ impl Receiver {
                 self.target.display()
             )));
         }
-        std::fs::rename(&self.data, &self.target).map_err(|e| MoverError::io(&self.target, e))?;
-        if let Some(parent) = self.target.parent() {
-            fsync_dir(parent)?;
-        }
-        std::fs::remove_dir_all(&self.staging).map_err(|e| MoverError::io(&self.staging, e))?;
         let receipt = Receipt {
             ticket_id: self.ticket_id,
             job: self.job.clone(),
@@ -437,6 +445,12 @@ impl Receiver {
             bytes: self.manifest.total_bytes(),
             completed_at,
         };
+        before_place(&receipt)?;
+        std::fs::rename(&self.data, &self.target).map_err(|e| MoverError::io(&self.target, e))?;
+        if let Some(parent) = self.target.parent() {
+            fsync_dir(parent)?;
+        }
+        std::fs::remove_dir_all(&self.staging).map_err(|e| MoverError::io(&self.staging, e))?;
         Ok((self.target.clone(), receipt))
     }
 }

@@ -345,10 +345,11 @@ fn connection(
     match r {
         Ok(rx) => {
             eprintln!(
-                "received job {} ticket {} resumed_at {} into {}",
+                "received job {} ticket {} resumed_at {} receipt_resent {} into {}",
                 rx.ticket.job,
                 rx.ticket.id_hex(),
                 rx.resumed_at,
+                rx.receipt_resent,
                 rx.target.display()
             );
             true
@@ -452,11 +453,18 @@ fn send(
     let bytes = sent
         .total_bytes
         .saturating_sub(sent.resumed_at.saturating_mul(u64::from(chunk_size)));
+    // A resent receipt (B had placed the checkpoint already) moved no bytes.
+    let bytes = if sent.receipt_resent { 0 } else { bytes };
+    let receipt_sha256 = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &sent.receipt_bytes,
+    ));
     println!(
-        "{{\"bytes\":{bytes},\"total_bytes\":{},\"chunks_sent\":{},\"resumed_at\":{},\"seconds\":{secs:.6},\"mb_per_s\":{:.2}}}",
+        "{{\"bytes\":{bytes},\"total_bytes\":{},\"chunks_sent\":{},\"resumed_at\":{},\"receipt_resent\":{},\"receipt_sha256\":\"{receipt_sha256}\",\"seconds\":{secs:.6},\"mb_per_s\":{:.2}}}",
         sent.total_bytes,
         sent.chunks_sent,
         sent.resumed_at,
+        u8::from(sent.receipt_resent),
         mb_per_s(bytes, secs)
     );
     Ok(())
