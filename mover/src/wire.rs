@@ -48,6 +48,8 @@ const K_REFUSE: u8 = 6;
 /// Largest OFFER (the export header bound) and REFUSE/RECEIPT bodies.
 const MAX_OFFER: usize = crate::export::MAX_EXPORT_HEADER as usize;
 const MAX_SMALL: usize = 64 * 1024;
+/// Sealed chunks the source's reader thread may hold ready ahead of the socket.
+const PIPELINE_DEPTH: usize = 4;
 
 fn wire_err(msg: impl Into<String>) -> MoverError {
     MoverError::Wire(msg.into())
@@ -195,6 +197,51 @@ pub fn check_source(
     Ok((ticket, manifest))
 }
 
+/// The source's checks for a caller that already holds the checkpoint's manifest (built
+/// when the move was prepared, before the ticket was issued): the ticket as in
+/// [`check_source`], the manifest's digest equal to the ticket's, and the checkpoint's
+/// files and sizes still the manifest's. Nothing is hashed here: [`send_checked`] checks
+/// every file's digest as it streams it and stops before the last chunk of a file that
+/// changed (`manifest_changed`), and B checks every digest before placing anything.
+pub fn check_source_with(
+    ticket_bytes: &[u8],
+    checks: SourceChecks<'_>,
+    checkpoint_dir: &Path,
+    manifest: Manifest,
+) -> Result<(Ticket, Manifest), MoverError> {
+    let ticket = Ticket::verify(ticket_bytes, checks.verifier_public_sec1, checks.now)?;
+    if ticket.source != checks.me {
+        return Err(MoverError::TicketSource(format!(
+            "the ticket moves from {:?}, this node is {:?}",
+            ticket.source, checks.me
+        )));
+    }
+    if manifest.digest()? != ticket.manifest_digest {
+        return Err(MoverError::ManifestDigest(
+            "the manifest is not the one the ticket names".into(),
+        ));
+    }
+    let listed = crate::manifest::list_files(checkpoint_dir)?;
+    if listed.len() != manifest.files.len() {
+        return Err(MoverError::ManifestChanged(
+            "the checkpoint's files are not the manifest's".into(),
+        ));
+    }
+    for (rel, f) in listed.iter().zip(&manifest.files) {
+        let path = crate::manifest::join(checkpoint_dir, rel)?;
+        let size = std::fs::symlink_metadata(&path)
+            .map_err(|e| MoverError::io(&path, e))?
+            .len();
+        if *rel != f.path || size != f.size {
+            return Err(MoverError::ManifestChanged(format!(
+                "{rel:?} is not the manifest's {:?} of {} bytes",
+                f.path, f.size
+            )));
+        }
+    }
+    Ok((ticket, manifest))
+}
+
 /// Send a checkpoint over `conn` (already authenticated as the ticket's destination by
 /// the caller). Returns once the destination's receipt arrived and verified.
 pub fn send<S: Read + Write>(
@@ -281,23 +328,48 @@ pub fn send_checked<S: Read + Write>(
     let mut sender = Sender::new(checkpoint_dir, manifest, sh, &key)?;
     sender.seek_to_chunk(resumed_at)?;
     let cs = u64::from(chunk_size);
-    let mut sent = 0u64;
     progress(Progress {
         bytes: (resumed_at * cs).min(total),
         total,
         resumed_at,
     });
-    while let Some((i, ct)) = sender.next_chunk()? {
-        if let Err(e) = write_frame(conn, K_CHUNK, &ct) {
-            // The destination may have refused mid-stream: its reason beats EPIPE.
-            return Err(read_refusal_after(conn).unwrap_or(e));
-        }
-        sent += 1;
-        progress(Progress {
-            bytes: ((i + 1) * cs).min(total),
-            total,
-            resumed_at,
+    // Reading, hashing and sealing run on a second thread, a bounded number of chunks
+    // ahead of this one, which writes them to the connection (and, over TLS, encrypts
+    // them again): the disk, the CPU work and the socket overlap. Memory stays bounded
+    // (PIPELINE_DEPTH + 2 chunks). When this side stops early it drops the receiver and
+    // the reader stops at its next chunk.
+    let sent = std::thread::scope(|scope| -> Result<u64, MoverError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH);
+        scope.spawn(move || loop {
+            let item = sender.next_chunk().transpose();
+            let stop = !matches!(item, Some(Ok(_)));
+            if let Some(item) = item {
+                if tx.send(item).is_err() {
+                    return;
+                }
+            }
+            if stop {
+                return;
+            }
         });
+        let mut sent = 0u64;
+        for item in rx {
+            let (i, ct) = item?;
+            if let Err(e) = write_frame(conn, K_CHUNK, &ct) {
+                // The destination may have refused mid-stream: its reason beats EPIPE.
+                return Err(read_refusal_after(conn).unwrap_or(e));
+            }
+            sent += 1;
+            progress(Progress {
+                bytes: ((i + 1) * cs).min(total),
+                total,
+                resumed_at,
+            });
+        }
+        Ok(sent)
+    })?;
+    if resumed_at + sent != sh.chunk_count() {
+        return Err(wire_err("the reader stopped before the last chunk"));
     }
     conn.flush().map_err(io)?;
     let receipt_bytes = match read_frame(conn, MAX_SMALL, &mut buf)? {
