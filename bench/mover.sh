@@ -7,13 +7,16 @@
 #   (c) a plain TCP file copy, socket to file, fsync, ack (the ceiling)
 #   (d) scp through a private sshd on 127.0.0.1 (then `sync`)
 # Each is repeated (default 3 times) and the median MB/s reported (MB = 10^6 bytes). The
-# mover's seconds include A hashing the checkpoint against the ticket's manifest digest.
+# mover's seconds include A checking the ticket and every file's digest against the
+# manifest (while streaming, with the manifest from the ticket's preparation).
 # The page cache cannot be dropped reliably here: the file is read once (cat > /dev/null)
 # before measuring, so every run reads it from memory and only the writes hit the disk.
 #
 # Usage: MOVER_BENCH_MB=1024 bench/mover.sh   (MB here: MiB of file; default 1024 = 1 GiB)
 #   MOVER_BENCH_REPS=3       repetitions per measurement
 #   MOVER_BENCH_BUFFER=N     custody-movepeer --buffer (bytes buffered around the stream)
+#   MOVER_BENCH_BIN=PATH     a custody-movepeer binary to measure (no build; e.g. an older
+#                            build kept aside, to compare before/after in one session)
 # Needs openssh-server (scripts/setup.sh installs it); runs sshd as the current user (root
 # in CI), with its own host key and authorized key in a temp dir, killed at exit.
 set -euo pipefail
@@ -24,9 +27,13 @@ reps=${MOVER_BENCH_REPS:-3}
 buffer=()
 if [[ -n ${MOVER_BENCH_BUFFER:-} ]]; then buffer=(--buffer "$MOVER_BENCH_BUFFER"); fi
 
-cargo build --release -p custody-movepeer
 target=${CARGO_TARGET_DIR:-$root/target}
-bin=$target/release/custody-movepeer
+if [[ -n ${MOVER_BENCH_BIN:-} ]]; then
+  bin=$MOVER_BENCH_BIN
+else
+  cargo build --release -p custody-movepeer
+  bin=$target/release/custody-movepeer
+fi
 # Under the target dir: the same filesystem for the source, the inbox and the copies.
 work=$(mktemp -d "$target/mover-bench.XXXXXX")
 pids=()
@@ -68,14 +75,24 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[i
 
 declare -A runs
 
+# The verifier's prepare step hands the source the manifest with the ticket; the source
+# then checks digests while streaming (one read). Older builds without --manifest hash the
+# checkpoint before sending.
+prepared=()
+if "$bin" send --help | grep -q -- '--manifest'; then
+  prepared=(--manifest "$work/manifest")
+fi
+
 mover() { # transport
   local t=$1 n=$2 job="move-$1-$2"
-  "$bin" ticket --dir "$work/keys" --checkpoint "$work/src" --job "$job" --out "$work/ticket"
+  local mout=()
+  if [[ ${#prepared[@]} -gt 0 ]]; then mout=(--manifest-out "$work/manifest"); fi
+  "$bin" ticket --dir "$work/keys" --checkpoint "$work/src" --job "$job" --out "$work/ticket" "${mout[@]}"
   start "$bin" serve --dir "$work/keys" --listen 127.0.0.1:0 --inbox "$work/inbox" \
     --transport "$t" --once "${buffer[@]}"
   local json
   json=$("$bin" send --dir "$work/keys" --to "$addr" --ticket "$work/ticket" \
-    --checkpoint "$work/src" --transport "$t" "${buffer[@]}")
+    --checkpoint "$work/src" --transport "$t" "${buffer[@]}" "${prepared[@]}")
   wait "$srv"
   echo "   mover/$t #$n: $json" >&2
   runs[mover-$t]+=" $(mbps <<<"$json")"

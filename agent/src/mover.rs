@@ -186,6 +186,7 @@ impl Mover {
                     tracing::info!(
                         bytes = sent.total_bytes,
                         resumed_at = sent.resumed_at,
+                        receipt_resent = sent.receipt_resent,
                         "move sent, receipt verified"
                     );
                     s.state = "done".into();
@@ -331,6 +332,7 @@ impl Mover {
                 from = %peer,
                 ticket = %r.ticket.id_hex(),
                 resumed_at = r.resumed_at,
+                receipt_resent = r.receipt_resent,
                 target = %r.target.display(),
                 "checkpoint received and placed"
             ),

@@ -20,6 +20,11 @@ use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+
+/// Plaintext chunks queued for the writer thread.
+const WRITE_AHEAD: usize = 4;
 
 /// Chunks between durable progress points by default (64 MiB at 1 MiB chunks).
 pub const DEFAULT_SYNC_EVERY: u64 = 64;
@@ -39,6 +44,86 @@ fn fsync_dir(p: &Path) -> Result<(), MoverError> {
         .map_err(|e| MoverError::io(p, e))
 }
 
+enum WriteJob {
+    /// Append authenticated plaintext to a file.
+    Write(Arc<File>, PathBuf, Vec<u8>),
+    /// Answer once every earlier write is done (before an fsync, a digest's use, a rename).
+    Barrier(SyncSender<Result<(), MoverError>>),
+}
+
+/// A thread that does the `write` calls (copying into the page cache is the largest cost
+/// at the destination), so they overlap with reading, authenticating and hashing the
+/// next chunks. Writes happen in order; every fsync waits for them first ([`Writer::drain`]).
+struct Writer {
+    tx: Option<SyncSender<WriteJob>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn spawn() -> Self {
+        let (tx, rx) = sync_channel::<WriteJob>(WRITE_AHEAD);
+        let handle = std::thread::spawn(move || {
+            // The first failure sticks: every later barrier reports it.
+            let mut failed: Option<(PathBuf, std::io::ErrorKind, String)> = None;
+            for job in rx {
+                match job {
+                    WriteJob::Write(f, path, data) => {
+                        if failed.is_none() {
+                            if let Err(e) = (&*f).write_all(&data) {
+                                failed = Some((path, e.kind(), e.to_string()));
+                            }
+                        }
+                    }
+                    WriteJob::Barrier(reply) => {
+                        let r = match &failed {
+                            None => Ok(()),
+                            Some((p, k, m)) => Err(MoverError::io(p, std::io::Error::new(*k, m.clone()))),
+                        };
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+        });
+        Self {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    fn gone() -> MoverError {
+        staging_err("the writer thread stopped")
+    }
+
+    fn write(&self, f: &Arc<File>, path: &Path, data: Vec<u8>) -> Result<(), MoverError> {
+        self.tx
+            .as_ref()
+            .ok_or_else(Self::gone)?
+            .send(WriteJob::Write(Arc::clone(f), path.to_path_buf(), data))
+            .map_err(|_| Self::gone())
+    }
+
+    /// Wait until every queued write is done; the first write error if any.
+    fn drain(&self) -> Result<(), MoverError> {
+        let (reply, done) = sync_channel(1);
+        self.tx
+            .as_ref()
+            .ok_or_else(Self::gone)?
+            .send(WriteJob::Barrier(reply))
+            .map_err(|_| Self::gone())?;
+        done.recv().map_err(|_| Self::gone())?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Finish the queued writes before a resume of the same staging can start.
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// Writes one incoming checkpoint.
 pub struct Receiver {
     staging: PathBuf,
@@ -52,8 +137,9 @@ pub struct Receiver {
     /// The file being written: manifest index, handle (None until its first byte),
     /// bytes written, running digest.
     file_idx: usize,
-    file: Option<File>,
+    file: Option<Arc<File>>,
     file_off: u64,
+    writer: Writer,
     ctx: digest::Context,
     /// Directories whose entries changed since the last durable point.
     dirty_dirs: BTreeSet<PathBuf>,
@@ -125,6 +211,7 @@ impl Receiver {
             file_idx: 0,
             file: None,
             file_off: 0,
+            writer: Writer::spawn(),
             ctx: digest::Context::new(&digest::SHA256),
             dirty_dirs: BTreeSet::new(),
             sync_every: DEFAULT_SYNC_EVERY,
@@ -239,7 +326,7 @@ impl Receiver {
                     }
                     file.seek(SeekFrom::End(0))
                         .map_err(|e| MoverError::io(&path, e))?;
-                    r.file = Some(file);
+                    r.file = Some(Arc::new(file));
                     r.file_off = local;
                 } else if path.symlink_metadata().is_ok() {
                     std::fs::remove_file(&path).map_err(|e| MoverError::io(&path, e))?;
@@ -308,8 +395,9 @@ impl Receiver {
             let path = join(&self.data, &entry.path)?;
             let file = match self.file.take() {
                 Some(f) => f,
-                None => self.create_file(&path)?,
+                None => Arc::new(self.create_file(&path)?),
             };
+            self.writer.drain()?;
             file.sync_all().map_err(|e| MoverError::io(&path, e))?;
             let ctx = std::mem::replace(&mut self.ctx, digest::Context::new(&digest::SHA256));
             if sha256_of(ctx) != entry.sha256 {
@@ -326,6 +414,22 @@ impl Receiver {
     /// [`Receiver::resume`] continues from the last durable chunk.
     pub fn write_chunk(&mut self, index: u64, ciphertext: &[u8]) -> Result<(), MoverError> {
         let plain = self.opener.open_chunk(index, ciphertext)?;
+        // The usual case, the whole chunk inside one file: hand the buffer over as is.
+        self.advance()?;
+        if let Some(entry) = self.manifest.files.get(self.file_idx) {
+            if !plain.is_empty() && entry.size - self.file_off >= plain.len() as u64 {
+                let path = join(&self.data, &entry.path)?;
+                let file = match self.file.take() {
+                    Some(f) => f,
+                    None => Arc::new(self.create_file(&path)?),
+                };
+                self.ctx.update(&plain);
+                self.file_off += plain.len() as u64;
+                self.writer.write(&file, &path, plain)?;
+                self.file = Some(file);
+                return self.chunk_done();
+            }
+        }
         let mut rest: &[u8] = &plain;
         while !rest.is_empty() {
             self.advance()?;
@@ -339,15 +443,20 @@ impl Receiver {
             let (now, later) = rest.split_at(room.min(rest.len()));
             let path = join(&self.data, &entry.path)?;
             if self.file.is_none() {
-                self.file = Some(self.create_file(&path)?);
+                self.file = Some(Arc::new(self.create_file(&path)?));
             }
-            if let Some(f) = self.file.as_mut() {
-                f.write_all(now).map_err(|e| MoverError::io(&path, e))?;
+            if let Some(f) = self.file.as_ref() {
+                self.writer.write(f, &path, now.to_vec())?;
             }
             self.ctx.update(now);
             self.file_off += now.len() as u64;
             rest = later;
         }
+        self.chunk_done()
+    }
+
+    /// After a chunk's plaintext is queued: close finished files, durable point if due.
+    fn chunk_done(&mut self) -> Result<(), MoverError> {
         self.advance()?;
         self.since_sync += 1;
         if self.since_sync >= self.sync_every {
@@ -370,6 +479,7 @@ impl Receiver {
 
     /// fsync what was written and record the resume point; returns it.
     pub fn make_durable(&mut self) -> Result<u64, MoverError> {
+        self.writer.drain()?;
         if let Some(f) = self.file.as_ref() {
             f.sync_data().map_err(|e| MoverError::io(&self.staging, e))?;
         }
@@ -397,7 +507,20 @@ impl Receiver {
 
     /// After the last chunk: every file verified, everything fsynced, then one rename into
     /// place. Returns the receipt to sign.
-    pub fn finish(mut self, completed_at: i64) -> Result<(PathBuf, Receipt), MoverError> {
+    pub fn finish(self, completed_at: i64) -> Result<(PathBuf, Receipt), MoverError> {
+        self.finish_with(completed_at, |_| Ok(()))
+    }
+
+    /// [`Receiver::finish`], calling `before_place` with the receipt after every file
+    /// verified and everything is durable, just before the rename that makes the target
+    /// visible. A network receiver signs and stores the receipt there, so that a placed
+    /// checkpoint always has a durable receipt to resend (protocol section 9). An error
+    /// from it leaves the staging durable and the target absent.
+    pub fn finish_with(
+        mut self,
+        completed_at: i64,
+        before_place: impl FnOnce(&Receipt) -> Result<(), MoverError>,
+    ) -> Result<(PathBuf, Receipt), MoverError> {
         self.opener.finish()?;
         self.advance()?;
         if self.file_idx != self.manifest.files.len() {
@@ -424,11 +547,6 @@ impl Receiver {
                 self.target.display()
             )));
         }
-        std::fs::rename(&self.data, &self.target).map_err(|e| MoverError::io(&self.target, e))?;
-        if let Some(parent) = self.target.parent() {
-            fsync_dir(parent)?;
-        }
-        std::fs::remove_dir_all(&self.staging).map_err(|e| MoverError::io(&self.staging, e))?;
         let receipt = Receipt {
             ticket_id: self.ticket_id,
             job: self.job.clone(),
@@ -437,6 +555,12 @@ impl Receiver {
             bytes: self.manifest.total_bytes(),
             completed_at,
         };
+        before_place(&receipt)?;
+        std::fs::rename(&self.data, &self.target).map_err(|e| MoverError::io(&self.target, e))?;
+        if let Some(parent) = self.target.parent() {
+            fsync_dir(parent)?;
+        }
+        std::fs::remove_dir_all(&self.staging).map_err(|e| MoverError::io(&self.staging, e))?;
         Ok((self.target.clone(), receipt))
     }
 }

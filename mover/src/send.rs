@@ -1,24 +1,39 @@
 //! The source side: the checkpoint files concatenated in manifest order, read one chunk
 //! at a time and sealed. Start at any chunk (resume).
+//!
+//! Each file's SHA-256 is computed as it is read and compared with the manifest when its
+//! last byte is in: a mismatch (the file changed after the manifest was built) stops the
+//! stream before the chunk holding that byte is sealed, so a source that took its
+//! manifest from the ticket's preparation need not read the checkpoint twice. (The
+//! destination checks every digest before placing anything whatever the source does.)
 
 use crate::error::MoverError;
 use crate::keywrap::DataKey;
-use crate::manifest::{join, Manifest};
-use crate::stream::{Sealer, StreamHeader};
+use crate::manifest::{join, sha256_of, Manifest};
+use crate::stream::{Sealer, StreamHeader, TAG_LEN};
+use aws_lc_rs::digest;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Reads and seals chunk after chunk; memory is one chunk.
-#[derive(Debug)]
 pub struct Sender {
     dir: PathBuf,
     manifest: Manifest,
     sealer: Sealer,
     next: u64,
-    /// Index into the manifest of the open file, with the file and the offset in it.
-    current: Option<(usize, File, u64)>,
-    buf: Vec<u8>,
+    /// Index into the manifest of the open file, with the file, the offset in it and the
+    /// digest of its bytes before that offset.
+    current: Option<(usize, File, u64, digest::Context)>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("dir", &self.dir)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sender {
@@ -40,7 +55,6 @@ impl Sender {
             sealer: Sealer::new(key, header)?,
             next: 0,
             current: None,
-            buf: Vec::new(),
         })
     }
 
@@ -67,7 +81,8 @@ impl Sender {
         Ok(())
     }
 
-    /// Open the file holding global offset `pos`, positioned there.
+    /// Open the file holding global offset `pos`, positioned there (its bytes before `pos`
+    /// read and hashed: a resumed stream still checks the whole file).
     fn open_at(&mut self, pos: u64) -> Result<(), MoverError> {
         let mut start = 0u64;
         for (i, f) in self.manifest.files.iter().enumerate() {
@@ -81,9 +96,20 @@ impl Sender {
                         f.path, f.size
                     )));
                 }
-                file.seek(SeekFrom::Start(pos - start))
-                    .map_err(|e| MoverError::io(&path, e))?;
-                self.current = Some((i, file, pos - start));
+                let mut ctx = digest::Context::new(&digest::SHA256);
+                let skip = pos - start;
+                if skip > 0 {
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut left = skip;
+                    while left > 0 {
+                        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                        let dst = buf.get_mut(..n).unwrap_or_default();
+                        file.read_exact(dst).map_err(|e| MoverError::io(&path, e))?;
+                        ctx.update(dst);
+                        left -= n as u64;
+                    }
+                }
+                self.current = Some((i, file, skip, ctx));
                 return Ok(());
             }
             start += f.size;
@@ -100,14 +126,15 @@ impl Sender {
             return Ok(None);
         };
         let mut pos = index * u64::from(self.header().chunk_size);
-        self.buf.clear();
-        self.buf.resize(want, 0);
+        // Read straight into the buffer that becomes the ciphertext (tag room reserved).
+        let mut buf = Vec::with_capacity(want + TAG_LEN);
+        buf.resize(want, 0);
         let mut filled = 0usize;
         while filled < want {
             if self.current.is_none() {
                 self.open_at(pos)?;
             }
-            let Some((i, file, off)) = self.current.as_mut() else {
+            let Some((i, file, off, ctx)) = self.current.as_mut() else {
                 return Err(MoverError::ManifestChanged("no file at offset".into()));
             };
             let entry = self
@@ -117,24 +144,31 @@ impl Sender {
                 .ok_or_else(|| MoverError::ManifestChanged("file index".into()))?;
             let left_in_file = entry.size - *off;
             let take = (want - filled).min(usize::try_from(left_in_file).unwrap_or(usize::MAX));
-            let dst = self
-                .buf
+            let dst = buf
                 .get_mut(filled..filled + take)
                 .ok_or_else(|| MoverError::ManifestChanged("buffer".into()))?;
             file.read_exact(dst).map_err(|e| {
                 MoverError::ManifestChanged(format!("{:?} shorter than its manifest size: {e}", entry.path))
             })?;
+            ctx.update(dst);
             filled += take;
             *off += take as u64;
             pos += take as u64;
             if *off == entry.size {
-                self.current = None;
+                if let Some((_, _, _, ctx)) = self.current.take() {
+                    if sha256_of(ctx) != entry.sha256 {
+                        return Err(MoverError::ManifestChanged(format!(
+                            "{:?} does not match its manifest digest",
+                            entry.path
+                        )));
+                    }
+                }
             }
         }
         let last = index + 1 == self.chunk_count();
-        let ct = self.sealer.seal_chunk(index, &self.buf, last)?;
+        self.sealer.seal_in_place(index, &mut buf, last)?;
         self.next += 1;
-        Ok(Some((index, ct)))
+        Ok(Some((index, buf)))
     }
 
     /// Write the remaining chunks as records (u32 big-endian length || ciphertext).

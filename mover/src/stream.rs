@@ -173,6 +173,16 @@ impl Sealer {
     /// Seal chunk `index`. `plain` must have the length the header gives that index, and
     /// `last` must be true exactly for the final index (both checked).
     pub fn seal_chunk(&self, index: u64, plain: &[u8], last: bool) -> Result<Vec<u8>, MoverError> {
+        let mut out = Vec::with_capacity(plain.len() + TAG_LEN);
+        out.extend_from_slice(plain);
+        self.seal_in_place(index, &mut out, last)?;
+        Ok(out)
+    }
+
+    /// [`Sealer::seal_chunk`] without a copy: `buf` holds the plaintext and becomes the
+    /// ciphertext (the tag appended; reserve `TAG_LEN` to avoid a reallocation).
+    pub fn seal_in_place(&self, index: u64, buf: &mut Vec<u8>, last: bool) -> Result<(), MoverError> {
+        let plain = buf.as_slice();
         let want = self.header.plain_len(index).ok_or(MoverError::StreamExtra {
             index,
             last: self.header.chunk_count() - 1,
@@ -190,16 +200,13 @@ impl Sealer {
                 got: index,
             });
         }
-        let mut out = Vec::with_capacity(plain.len() + TAG_LEN);
-        out.extend_from_slice(plain);
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce(index, last)),
                 Aad::from(&self.aad),
-                &mut out,
+                buf,
             )
-            .map_err(|_| MoverError::KeyWrap("AES-GCM seal".into()))?;
-        Ok(out)
+            .map_err(|_| MoverError::KeyWrap("AES-GCM seal".into()))
     }
 }
 

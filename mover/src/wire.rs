@@ -16,6 +16,11 @@
 //! B's staging durable at the last synced chunk; the next OFFER of the same ticket is
 //! answered with that index and A continues from there (with a fresh data key: the key
 //! only has to protect bytes on the wire, the staged bytes are already at B).
+//!
+//! B stores each signed receipt durably before the rename that places the checkpoint, so
+//! an OFFER of a ticket whose checkpoint is already placed (A lost the RECEIPT to a crash
+//! or a cut connection) is answered with that stored RECEIPT instead of ACCEPT, when it
+//! comes from the same peer for the same manifest; any other replay is `ticket_replayed`.
 
 use crate::error::MoverError;
 use crate::export::ExportHeader;
@@ -43,6 +48,8 @@ const K_REFUSE: u8 = 6;
 /// Largest OFFER (the export header bound) and REFUSE/RECEIPT bodies.
 const MAX_OFFER: usize = crate::export::MAX_EXPORT_HEADER as usize;
 const MAX_SMALL: usize = 64 * 1024;
+/// Sealed chunks the source's reader thread may hold ready ahead of the socket.
+const PIPELINE_DEPTH: usize = 4;
 
 fn wire_err(msg: impl Into<String>) -> MoverError {
     MoverError::Wire(msg.into())
@@ -163,6 +170,9 @@ pub struct Sent {
     /// Chunks this connection sent (fewer than the stream's after a resume).
     pub chunks_sent: u64,
     pub resumed_at: u64,
+    /// The destination had already placed the checkpoint (an earlier connection's
+    /// receipt was lost) and answered the OFFER with its stored receipt.
+    pub receipt_resent: bool,
 }
 
 /// Verify the ticket and the checkpoint's manifest against it (the source's checks).
@@ -183,6 +193,51 @@ pub fn check_source(
         return Err(MoverError::ManifestDigest(
             "the checkpoint changed since the ticket was issued".into(),
         ));
+    }
+    Ok((ticket, manifest))
+}
+
+/// The source's checks for a caller that already holds the checkpoint's manifest (built
+/// when the move was prepared, before the ticket was issued): the ticket as in
+/// [`check_source`], the manifest's digest equal to the ticket's, and the checkpoint's
+/// files and sizes still the manifest's. Nothing is hashed here: [`send_checked`] checks
+/// every file's digest as it streams it and stops before the last chunk of a file that
+/// changed (`manifest_changed`), and B checks every digest before placing anything.
+pub fn check_source_with(
+    ticket_bytes: &[u8],
+    checks: SourceChecks<'_>,
+    checkpoint_dir: &Path,
+    manifest: Manifest,
+) -> Result<(Ticket, Manifest), MoverError> {
+    let ticket = Ticket::verify(ticket_bytes, checks.verifier_public_sec1, checks.now)?;
+    if ticket.source != checks.me {
+        return Err(MoverError::TicketSource(format!(
+            "the ticket moves from {:?}, this node is {:?}",
+            ticket.source, checks.me
+        )));
+    }
+    if manifest.digest()? != ticket.manifest_digest {
+        return Err(MoverError::ManifestDigest(
+            "the manifest is not the one the ticket names".into(),
+        ));
+    }
+    let listed = crate::manifest::list_files(checkpoint_dir)?;
+    if listed.len() != manifest.files.len() {
+        return Err(MoverError::ManifestChanged(
+            "the checkpoint's files are not the manifest's".into(),
+        ));
+    }
+    for (rel, f) in listed.iter().zip(&manifest.files) {
+        let path = crate::manifest::join(checkpoint_dir, rel)?;
+        let size = std::fs::symlink_metadata(&path)
+            .map_err(|e| MoverError::io(&path, e))?
+            .len();
+        if *rel != f.path || size != f.size {
+            return Err(MoverError::ManifestChanged(format!(
+                "{rel:?} is not the manifest's {:?} of {} bytes",
+                f.path, f.size
+            )));
+        }
     }
     Ok((ticket, manifest))
 }
@@ -246,6 +301,26 @@ pub fn send_checked<S: Read + Write>(
                 .map_err(|_| wire_err("ACCEPT is not 8 bytes"))?;
             u64::from_be_bytes(b)
         }
+        // Already placed by an earlier connection whose receipt A never read: the same
+        // checks as a receipt after the last chunk.
+        Some(K_RECEIPT) => {
+            let receipt = Receipt::verify(&buf, &ticket.dst_ed25519)?;
+            check_receipt(&receipt, &ticket, total)?;
+            progress(Progress {
+                bytes: total,
+                total,
+                resumed_at: sh.chunk_count(),
+            });
+            return Ok(Sent {
+                ticket,
+                receipt_bytes: buf,
+                receipt,
+                total_bytes: total,
+                chunks_sent: 0,
+                resumed_at: sh.chunk_count(),
+                receipt_resent: true,
+            });
+        }
         Some(K_REFUSE) => return Err(parse_refusal(&buf)),
         Some(k) => return Err(wire_err(format!("expected ACCEPT, got frame kind {k}"))),
         None => return Err(wire_err("destination closed before accepting")),
@@ -253,23 +328,48 @@ pub fn send_checked<S: Read + Write>(
     let mut sender = Sender::new(checkpoint_dir, manifest, sh, &key)?;
     sender.seek_to_chunk(resumed_at)?;
     let cs = u64::from(chunk_size);
-    let mut sent = 0u64;
     progress(Progress {
         bytes: (resumed_at * cs).min(total),
         total,
         resumed_at,
     });
-    while let Some((i, ct)) = sender.next_chunk()? {
-        if let Err(e) = write_frame(conn, K_CHUNK, &ct) {
-            // The destination may have refused mid-stream: its reason beats EPIPE.
-            return Err(read_refusal_after(conn).unwrap_or(e));
-        }
-        sent += 1;
-        progress(Progress {
-            bytes: ((i + 1) * cs).min(total),
-            total,
-            resumed_at,
+    // Reading, hashing and sealing run on a second thread, a bounded number of chunks
+    // ahead of this one, which writes them to the connection (and, over TLS, encrypts
+    // them again): the disk, the CPU work and the socket overlap. Memory stays bounded
+    // (PIPELINE_DEPTH + 2 chunks). When this side stops early it drops the receiver and
+    // the reader stops at its next chunk.
+    let sent = std::thread::scope(|scope| -> Result<u64, MoverError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH);
+        scope.spawn(move || loop {
+            let item = sender.next_chunk().transpose();
+            let stop = !matches!(item, Some(Ok(_)));
+            if let Some(item) = item {
+                if tx.send(item).is_err() {
+                    return;
+                }
+            }
+            if stop {
+                return;
+            }
         });
+        let mut sent = 0u64;
+        for item in rx {
+            let (i, ct) = item?;
+            if let Err(e) = write_frame(conn, K_CHUNK, &ct) {
+                // The destination may have refused mid-stream: its reason beats EPIPE.
+                return Err(read_refusal_after(conn).unwrap_or(e));
+            }
+            sent += 1;
+            progress(Progress {
+                bytes: ((i + 1) * cs).min(total),
+                total,
+                resumed_at,
+            });
+        }
+        Ok(sent)
+    })?;
+    if resumed_at + sent != sh.chunk_count() {
+        return Err(wire_err("the reader stopped before the last chunk"));
     }
     conn.flush().map_err(io)?;
     let receipt_bytes = match read_frame(conn, MAX_SMALL, &mut buf)? {
@@ -287,6 +387,7 @@ pub fn send_checked<S: Read + Write>(
         total_bytes: total,
         chunks_sent: sent,
         resumed_at,
+        receipt_resent: false,
     })
 }
 
@@ -351,6 +452,20 @@ pub struct Received {
     pub target: PathBuf,
     pub receipt_bytes: Vec<u8>,
     pub resumed_at: u64,
+    /// Placed by an earlier connection; this one was answered with the stored receipt.
+    pub receipt_resent: bool,
+}
+
+/// Receipts of placed checkpoints at the destination: `<dir>/.custody-receipts/<id hex>`,
+/// each the CBOR array `[peer tstr, manifest_digest bstr(32), receipt bstr]`.
+const RECEIPTS_DIR: &str = ".custody-receipts";
+/// A stored record: the receipt (at most 64 KiB) and a little framing.
+const MAX_RECEIPT_RECORD: u64 = MAX_SMALL as u64 + 4096;
+
+fn fsync_dir(p: &Path) -> Result<(), MoverError> {
+    std::fs::File::open(p)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| MoverError::io(p, e))
 }
 
 /// Removes a ticket from the active set when its connection ends.
@@ -466,7 +581,21 @@ impl Destination {
             if staging.symlink_metadata().is_ok() {
                 std::fs::remove_dir_all(&staging).map_err(|e| MoverError::io(&staging, e))?;
             }
-            return Err(MoverError::TicketReplayed(ticket.id_hex()));
+            // The receipt may never have reached A: resend the stored one, but only to the
+            // peer that sent it, for the same manifest. Anything else is a replay.
+            let Some(receipt_bytes) = self.stored_receipt(&ticket, peer, &md, sh.total_bytes)? else {
+                return Err(MoverError::TicketReplayed(ticket.id_hex()));
+            };
+            write_frame(conn, K_RECEIPT, &receipt_bytes)?;
+            conn.flush().map_err(io)?;
+            let target = crate::manifest::join(&self.dir, &ticket.job)?;
+            return Ok(Received {
+                ticket,
+                target,
+                receipt_bytes,
+                resumed_at: sh.chunk_count(),
+                receipt_resent: true,
+            });
         }
         let mut rx = if staging.join("progress").is_file() {
             Receiver::resume(&self.dir, None, &ticket, manifest, sh, &key)?
@@ -513,8 +642,19 @@ impl Destination {
             let _ = rx.make_durable();
             return Err(e);
         }
-        let (target, receipt) = rx.finish(now)?;
-        let receipt_bytes = receipt.sign_with(|m| (self.sign)(m))?;
+        // The signed receipt is durable before the rename makes the checkpoint visible:
+        // a crash after the rename then always leaves a receipt to resend. A crash between
+        // the two leaves a stored receipt for an unplaced checkpoint, which is never sent
+        // (only a placed ticket's receipt is, see above) and is replaced when the resumed
+        // transfer finishes. The other order would reopen the lost-receipt window.
+        let mut signed = None;
+        let (target, _) = rx.finish_with(now, |receipt| {
+            let bytes = receipt.sign_with(|m| (self.sign)(m))?;
+            self.store_receipt(&ticket.id, peer, &md, &bytes)?;
+            signed = Some(bytes);
+            Ok(())
+        })?;
+        let receipt_bytes = signed.ok_or_else(|| wire_err("receipt not signed"))?;
         write_frame(conn, K_RECEIPT, &receipt_bytes)?;
         conn.flush().map_err(io)?;
         Ok(Received {
@@ -522,7 +662,83 @@ impl Destination {
             target,
             receipt_bytes,
             resumed_at,
+            receipt_resent: false,
         })
+    }
+
+    fn receipt_path(&self, id: &[u8; 16]) -> PathBuf {
+        self.dir.join(RECEIPTS_DIR).join(hex::encode(id))
+    }
+
+    /// Write the receipt record atomically and durably (temp file, fsync, rename, fsync
+    /// the directory).
+    fn store_receipt(
+        &self,
+        id: &[u8; 16],
+        peer: &str,
+        md: &[u8; 32],
+        receipt: &[u8],
+    ) -> Result<(), MoverError> {
+        let dir = self.dir.join(RECEIPTS_DIR);
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| MoverError::io(&dir, e))?;
+            fsync_dir(&self.dir)?;
+        }
+        let v = ciborium::Value::Array(vec![
+            ciborium::Value::Text(peer.to_owned()),
+            ciborium::Value::Bytes(md.to_vec()),
+            ciborium::Value::Bytes(receipt.to_vec()),
+        ]);
+        let mut body = Vec::new();
+        ciborium::into_writer(&v, &mut body)
+            .map_err(|e| MoverError::Staging(format!("receipt record: {e}")))?;
+        let fin = self.receipt_path(id);
+        let tmp = fin.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| MoverError::io(&tmp, e))?;
+        f.write_all(&body)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| MoverError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &fin).map_err(|e| MoverError::io(&fin, e))?;
+        fsync_dir(&dir)
+    }
+
+    /// The stored receipt of a placed ticket, if one exists for this peer and manifest and
+    /// it is a receipt A will accept for this ticket (signed with the ticket's Ed25519 key,
+    /// naming its id, job, destination, manifest and size). `None` means a replay.
+    fn stored_receipt(
+        &self,
+        ticket: &Ticket,
+        peer: &str,
+        md: &[u8; 32],
+        total: u64,
+    ) -> Result<Option<Vec<u8>>, MoverError> {
+        let path = self.receipt_path(&ticket.id);
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(MoverError::io(&path, e)),
+        };
+        let mut body = Vec::new();
+        f.take(MAX_RECEIPT_RECORD + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| MoverError::io(&path, e))?;
+        let bad = || MoverError::Staging(format!("{}: malformed receipt record", path.display()));
+        if body.len() as u64 > MAX_RECEIPT_RECORD {
+            return Err(bad());
+        }
+        let v: ciborium::Value = ciborium::from_reader(body.as_slice()).map_err(|_| bad())?;
+        let ciborium::Value::Array(a) = v else {
+            return Err(bad());
+        };
+        let [ciborium::Value::Text(p), ciborium::Value::Bytes(m), ciborium::Value::Bytes(r)] = a.as_slice()
+        else {
+            return Err(bad());
+        };
+        if p != peer || m.as_slice() != md.as_slice() {
+            return Ok(None);
+        }
+        let usable = Receipt::verify(r, &ticket.dst_ed25519).and_then(|rc| check_receipt(&rc, ticket, total));
+        Ok(usable.is_ok().then(|| r.clone()))
     }
 }
 
@@ -646,10 +862,14 @@ mod tests {
 
     impl World {
         fn ticket(&self, id: u8, source: &str, expires_at: i64) -> Vec<u8> {
+            self.ticket_for(id, "job-1", source, expires_at)
+        }
+
+        fn ticket_for(&self, id: u8, job: &str, source: &str, expires_at: i64) -> Vec<u8> {
             let m = Manifest::build(&self.src).unwrap();
             Ticket {
                 id: [id; 16],
-                job: "job-1".into(),
+                job: job.into(),
                 source: source.into(),
                 destination: "node-b".into(),
                 dst_x25519: self.dest.my_x25519,
@@ -680,8 +900,21 @@ mod tests {
             peer: &str,
             setup: impl FnOnce(&mut Pipe),
         ) -> (Result<Sent, MoverError>, Result<Received, MoverError>) {
+            self.run_as("node-a", ticket, peer, setup, |_| {})
+        }
+
+        /// [`World::run`] with the source's node id and both ends' pipes adjustable.
+        fn run_as(
+            &self,
+            me: &str,
+            ticket: &[u8],
+            peer: &str,
+            setup: impl FnOnce(&mut Pipe),
+            setup_b: impl FnOnce(&mut Pipe),
+        ) -> (Result<Sent, MoverError>, Result<Received, MoverError>) {
             let (mut a, mut b) = pipe();
             setup(&mut a);
+            setup_b(&mut b);
             let dest = self.dest.clone();
             let peer = peer.to_owned();
             let h = std::thread::spawn(move || {
@@ -689,7 +922,7 @@ mod tests {
                 drop(b);
                 r
             });
-            let (pk, me) = self.checks();
+            let (pk, _) = self.checks();
             let sent = send(
                 &mut a,
                 ticket,
@@ -726,12 +959,89 @@ mod tests {
             std::fs::read(w.src.join("shards/a.bin")).unwrap()
         );
         Receipt::verify(&s.receipt_bytes, &w.ed_pub).unwrap();
-        // Single use: the same ticket again is a replay.
-        let (s, r) = w.run(&t, "node-a", |_| {});
-        assert_eq!(r.unwrap_err().check(), "ticket_replayed");
+        assert!(!s.receipt_resent && !r.receipt_resent);
+        // Single use: the same ticket again moves nothing; B answers with the stored
+        // receipt (what a source that lost it needs).
+        let (s2, r2) = w.run(&t, "node-a", |_| {});
+        let (s2, r2) = (s2.unwrap(), r2.unwrap());
+        assert!(s2.receipt_resent && r2.receipt_resent);
+        assert_eq!(s2.chunks_sent, 0);
+        assert_eq!(s2.receipt_bytes, s.receipt_bytes);
+    }
+
+    #[test]
+    fn a_lost_receipt_is_resent_to_the_same_source_only() {
+        let w = world(10_000);
+        let t = w.ticket(8, "node-a", NOW + 600);
+        // B places the checkpoint, then the connection breaks before the RECEIPT frame
+        // (B's writes after ACCEPT, 13 bytes, fail): A holds no receipt.
+        let (s, r) = w.run_as("node-a", &t, "node-a", |_| {}, |b| b.cut_after = Some(13));
         let e = s.unwrap_err();
+        assert_eq!(e.check(), "wire_format", "{e}");
+        assert_eq!(r.unwrap_err().check(), "io");
+        assert!(w.target().join("shards/a.bin").is_file(), "placed");
+        // The resend gets the stored receipt, verified by A as usual.
+        let (s, r) = w.run(&t, "node-a", |_| {});
+        let (s, r) = (s.unwrap(), r.unwrap());
+        assert!(s.receipt_resent && r.receipt_resent);
+        assert_eq!(s.chunks_sent, 0);
+        assert_eq!(s.receipt_bytes, r.receipt_bytes);
+        let rc = Receipt::verify(&s.receipt_bytes, &w.ed_pub).unwrap();
+        assert_eq!(rc.ticket_id, [8; 16]);
+        assert_eq!(rc.bytes, 10_012);
+        // Asked again: the same receipt, byte for byte.
+        let (s2, _) = w.run(&t, "node-a", |_| {});
+        assert_eq!(s2.unwrap().receipt_bytes, s.receipt_bytes);
+
+        // Another node presenting the ticket is refused before anything else.
+        let (s2, r2) = w.run(&t, "node-c", |_| {});
+        assert!(s2.is_err());
+        assert_eq!(r2.unwrap_err().check(), "ticket_source");
+        // A ticket with the same id naming another source (which the verifier never
+        // issues), presented by that source: not the peer the receipt was for.
+        let t_c = w.ticket_for(8, "job-1", "node-c", NOW + 600);
+        let (s2, r2) = w.run_as("node-c", &t_c, "node-c", |_| {}, |_| {});
+        assert_eq!(r2.unwrap_err().check(), "ticket_replayed");
+        assert!(s2.unwrap_err().to_string().contains("ticket_replayed"));
+        // The same ticket id over another manifest: a replay, not a receipt.
+        std::fs::write(w.src.join("meta.json"), b"{\"step\": 43}").unwrap();
+        let t2 = w.ticket(8, "node-a", NOW + 600);
+        let (s2, r2) = w.run(&t2, "node-a", |_| {});
+        assert_eq!(r2.unwrap_err().check(), "ticket_replayed");
+        let e = s2.unwrap_err();
         assert_eq!(e.check(), "destination_refused");
         assert!(e.to_string().contains("ticket_replayed"), "{e}");
+        // Without a stored receipt (a placement before receipts were stored): a replay.
+        std::fs::remove_file(w.dest.receipt_path(&[8; 16])).unwrap();
+        std::fs::write(w.src.join("meta.json"), b"{\"step\": 42}").unwrap();
+        let (_, r2) = w.run(&t, "node-a", |_| {});
+        assert_eq!(r2.unwrap_err().check(), "ticket_replayed");
+    }
+
+    #[test]
+    fn a_crash_between_storing_the_receipt_and_the_rename_resumes() {
+        let w = world(6000);
+        let t = w.ticket(9, "node-a", NOW + 600);
+        // Receipt stored, target never renamed into place: B crashed in between.
+        let (_, r) = w.run_as("node-a", &t, "node-a", |_| {}, |b| b.cut_after = Some(13));
+        assert_eq!(r.unwrap_err().check(), "io");
+        let staging = staging_dir(&w.dest.dir, &[9; 16]);
+        std::fs::create_dir_all(staging.join("data")).unwrap();
+        std::fs::rename(w.target(), staging.join("data")).unwrap();
+        std::fs::write(staging.join("progress"), "6\n").unwrap();
+        let stale = std::fs::read(w.dest.receipt_path(&[9; 16])).unwrap();
+        // The resend resumes at the end (nothing to send), places, and stores and sends a
+        // freshly signed receipt.
+        let (s, r) = w.run(&t, "node-a", |_| {});
+        let (s, r) = (s.unwrap(), r.unwrap());
+        assert!(!s.receipt_resent);
+        assert_eq!((s.resumed_at, s.chunks_sent), (6, 0));
+        assert!(r.target.join("shards/a.bin").is_file());
+        assert!(!staging.exists());
+        // (The same bytes here: the same time and a deterministic Ed25519 signature.)
+        assert_eq!(std::fs::read(w.dest.receipt_path(&[9; 16])).unwrap(), stale);
+        assert!(stale.ends_with(&s.receipt_bytes));
+        Receipt::verify(&s.receipt_bytes, &w.ed_pub).unwrap();
     }
 
     #[test]
@@ -809,13 +1119,13 @@ mod tests {
         assert_eq!(s.unwrap().resumed_at, 0);
         r.unwrap();
         // A completed move that crashed before removing its staging directory (progress
-        // record left, data already renamed into the target): a replay, and the leftover
-        // goes.
+        // record left, data already renamed into the target): the stored receipt, and the
+        // leftover goes.
         let staging = staging_dir(&w.dest.dir, &id);
         std::fs::create_dir(&staging).unwrap();
         std::fs::write(staging.join("progress"), "5\n").unwrap();
-        let (_, r) = w.run(&t, "node-a", |_| {});
-        assert_eq!(r.unwrap_err().check(), "ticket_replayed");
+        let (s, r) = w.run(&t, "node-a", |_| {});
+        assert!(s.unwrap().receipt_resent && r.unwrap().receipt_resent);
         assert!(!staging.exists());
         assert!(w.target().join("shards/a.bin").is_file());
     }

@@ -246,7 +246,32 @@ fn sender_lying_about_content_is_caught_by_file_digest() {
     // source): the per-file SHA-256 refuses it before placement.
     let s = setup();
     std::fs::write(s.src.join("config.json"), br#"{"hidden": 4097}"#).unwrap();
-    let e = deliver(&s, &sealed(&s)).unwrap_err();
+    // Our Sender checks digests while reading and stops first (manifest_changed)...
+    let mut tx = Sender::new(&s.src, s.manifest.clone(), s.header, &s.key).unwrap();
+    let e = loop {
+        match tx.next_chunk() {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the sender streamed a changed file"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.check(), "manifest_changed");
+    // ...so seal the files' current bytes directly, as a hostile source would.
+    let mut plain = Vec::new();
+    for f in &s.manifest.files {
+        plain.extend(std::fs::read(s.src.join(&f.path)).unwrap());
+    }
+    let sealer = custody_mover::stream::Sealer::new(&s.key, s.header).unwrap();
+    let n = s.header.chunk_count();
+    let cs = s.header.chunk_size as usize;
+    let chunks: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let a = i as usize * cs;
+            let b = (a + cs).min(plain.len());
+            sealer.seal_chunk(i, &plain[a..b], i + 1 == n).unwrap()
+        })
+        .collect();
+    let e = deliver(&s, &chunks).unwrap_err();
     assert_eq!(e.check(), "file_digest");
     assert!(!s.dest.join("job-7").exists());
 }

@@ -76,6 +76,10 @@ enum Cmd {
         id: Option<String>,
         #[arg(long)]
         out: PathBuf,
+        /// Also write the checkpoint's manifest (CBOR) here, as the verifier's prepare
+        /// step hands it to the source (`send --manifest`).
+        #[arg(long)]
+        manifest_out: Option<PathBuf>,
     },
     /// The destination (node-b): accept moves into INBOX/<job>.
     Serve {
@@ -120,6 +124,11 @@ enum Cmd {
         /// Buffer bytes around the connection (0: unbuffered).
         #[arg(long, default_value_t = DEFAULT_BUFFER)]
         buffer: usize,
+        /// The manifest from `ticket --manifest-out`: checked against the ticket and the
+        /// files' sizes, digests checked while streaming (one read of the checkpoint).
+        /// Without it the checkpoint is hashed before sending.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
     },
     /// Plain TCP file receiver (the benchmark's ceiling): socket to FILE, fsync, ack.
     TcpServe {
@@ -194,7 +203,17 @@ fn main() -> ExitCode {
             ttl,
             id,
             out,
-        } => ticket(&dir, &checkpoint, &job, ttl, id.as_deref(), &out).map(|()| ExitCode::SUCCESS),
+            manifest_out,
+        } => ticket(
+            &dir,
+            &checkpoint,
+            &job,
+            ttl,
+            id.as_deref(),
+            &out,
+            manifest_out.as_deref(),
+        )
+        .map(|()| ExitCode::SUCCESS),
         Cmd::Serve {
             dir,
             listen,
@@ -214,6 +233,7 @@ fn main() -> ExitCode {
             progress,
             cert,
             buffer,
+            manifest,
         } => send(
             &dir,
             to,
@@ -224,6 +244,7 @@ fn main() -> ExitCode {
             progress,
             &cert,
             buffer,
+            manifest.as_deref(),
         )
         .map(|()| ExitCode::SUCCESS),
         Cmd::TcpServe { listen, out } => tcp_serve(&listen, &out).map(|()| ExitCode::SUCCESS),
@@ -238,7 +259,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn ticket(dir: &Path, checkpoint: &Path, job: &str, ttl: i64, id: Option<&str>, out: &Path) -> Result<()> {
+fn ticket(
+    dir: &Path,
+    checkpoint: &Path,
+    job: &str,
+    ttl: i64,
+    id: Option<&str>,
+    out: &Path,
+    manifest_out: Option<&Path>,
+) -> Result<()> {
     let id: [u8; 16] = match id {
         Some(h) => hex::decode(h)
             .ok()
@@ -254,6 +283,10 @@ fn ticket(dir: &Path, checkpoint: &Path, job: &str, ttl: i64, id: Option<&str>, 
     };
     let b = pki::BKeys::load(dir)?;
     let now = now_unix();
+    let manifest = Manifest::build(checkpoint)?;
+    if let Some(p) = manifest_out {
+        std::fs::write(p, manifest.to_cbor()?).with_context(|| p.display().to_string())?;
+    }
     let t = Ticket {
         id,
         job: job.to_owned(),
@@ -263,7 +296,7 @@ fn ticket(dir: &Path, checkpoint: &Path, job: &str, ttl: i64, id: Option<&str>, 
         dst_ed25519: b.ed25519_public()?,
         policy_id: "bench".into(),
         policy_digest: [0; 32],
-        manifest_digest: Manifest::build(checkpoint)?.digest()?,
+        manifest_digest: manifest.digest()?,
         issued_at: now,
         expires_at: now.saturating_add(ttl.max(1)),
     };
@@ -345,10 +378,11 @@ fn connection(
     match r {
         Ok(rx) => {
             eprintln!(
-                "received job {} ticket {} resumed_at {} into {}",
+                "received job {} ticket {} resumed_at {} receipt_resent {} into {}",
                 rx.ticket.job,
                 rx.ticket.id_hex(),
                 rx.resumed_at,
+                rx.receipt_resent,
                 rx.target.display()
             );
             true
@@ -393,6 +427,7 @@ fn send(
     progress: bool,
     cert: &str,
     buffer: usize,
+    manifest: Option<&Path>,
 ) -> Result<()> {
     let ticket_bytes = std::fs::read(ticket_path).with_context(|| ticket_path.display().to_string())?;
     let vpub = pki::verifier_public(dir)?;
@@ -412,15 +447,34 @@ fn send(
         }
     };
     let started = Instant::now();
+    // The source's checks: with a prepared manifest, no hashing before the stream.
+    let (checked, manifest) = match manifest {
+        Some(p) => {
+            let m = Manifest::from_cbor(&std::fs::read(p).with_context(|| p.display().to_string())?)?;
+            wire::check_source_with(&ticket_bytes, checks, checkpoint, m)?
+        }
+        None => wire::check_source(&ticket_bytes, checks, checkpoint)?,
+    };
+    let mut go = |mut conn: &mut dyn ReadWrite| {
+        wire::send_checked(
+            &mut conn,
+            &ticket_bytes,
+            checked.clone(),
+            manifest.clone(),
+            checkpoint,
+            chunk_size,
+            &mut report,
+        )
+    };
     let sock = TcpStream::connect(to).with_context(|| format!("connect {to}"))?;
     let sent = match transport {
         Transport::Tcp => {
             let mut s = Duplex::new(sock, buffer);
-            wire::send(&mut s, &ticket_bytes, checks, checkpoint, chunk_size, &mut report)?
+            go(&mut s)?
         }
         Transport::Tls => {
             // The ticket names the destination; the server certificate must be that node's.
-            let ticket = Ticket::verify(&ticket_bytes, &vpub, checks.now)?;
+            let ticket = &checked;
             let cfg = tls::client_config(dir, pki::leaf_stem(cert))?;
             let name = ServerName::IpAddress(to.ip().into());
             let conn = rustls::ClientConnection::new(cfg, name)?;
@@ -442,7 +496,7 @@ fn send(
                 ));
             }
             let mut d = Duplex::new(s, buffer);
-            let sent = wire::send(&mut d, &ticket_bytes, checks, checkpoint, chunk_size, &mut report)?;
+            let sent = go(&mut d)?;
             d.inner.conn.send_close_notify();
             let _ = d.flush();
             sent
@@ -452,15 +506,26 @@ fn send(
     let bytes = sent
         .total_bytes
         .saturating_sub(sent.resumed_at.saturating_mul(u64::from(chunk_size)));
+    // A resent receipt (B had placed the checkpoint already) moved no bytes.
+    let bytes = if sent.receipt_resent { 0 } else { bytes };
+    let receipt_sha256 = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &sent.receipt_bytes,
+    ));
     println!(
-        "{{\"bytes\":{bytes},\"total_bytes\":{},\"chunks_sent\":{},\"resumed_at\":{},\"seconds\":{secs:.6},\"mb_per_s\":{:.2}}}",
+        "{{\"bytes\":{bytes},\"total_bytes\":{},\"chunks_sent\":{},\"resumed_at\":{},\"receipt_resent\":{},\"receipt_sha256\":\"{receipt_sha256}\",\"seconds\":{secs:.6},\"mb_per_s\":{:.2}}}",
         sent.total_bytes,
         sent.chunks_sent,
         sent.resumed_at,
+        u8::from(sent.receipt_resent),
         mb_per_s(bytes, secs)
     );
     Ok(())
 }
+
+/// A connection, whichever transport.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 fn mb_per_s(bytes: u64, secs: f64) -> f64 {
     if secs > 0.0 {

@@ -1,7 +1,8 @@
 //! Process-level tests of the mover's wire protocol through custody-movepeer: SIGKILL
 //! either end mid-transfer (the invariant: B's target is absent or complete, A's files
-//! untouched, the resend completes, resuming from B's durable chunk), a stolen ticket
-//! presented by another node, and a byte flipped on the wire.
+//! untouched, the resend completes, resuming from B's durable chunk, or, when B had
+//! already placed the checkpoint, A gets B's stored receipt), a stolen ticket presented
+//! by another node, and a byte flipped on the wire.
 // Helpers outside #[test] fns assert too: a failing unwrap is the point here.
 #![allow(
     clippy::unwrap_used,
@@ -172,6 +173,13 @@ fn send_cmd(keys: &Path, to: SocketAddr, ticket: &Path, src: &Path, extra: &[&st
     c
 }
 
+/// `"key":"text"` from the send JSON line.
+fn json_str(out: &str, key: &str) -> String {
+    let pat = format!("\"{key}\":\"");
+    let at = out.find(&pat).unwrap_or_else(|| panic!("{key} in {out:?}")) + pat.len();
+    out[at..].chars().take_while(|c| *c != '"').collect()
+}
+
 /// `"key":number` from the send JSON line.
 fn json_u64(out: &str, key: &str) -> u64 {
     let pat = format!("\"{key}\":");
@@ -202,7 +210,10 @@ fn assert_inbox(inbox: &Path, job: &str, want: &Manifest) -> bool {
     for e in std::fs::read_dir(inbox).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
         assert!(
-            name == job || name == ".custody-seen-tickets" || name.starts_with(".custody-staging-"),
+            name == job
+                || name == ".custody-seen-tickets"
+                || name == ".custody-receipts"
+                || name.starts_with(".custody-staging-"),
             "unexpected inbox entry {name}"
         );
     }
@@ -227,10 +238,14 @@ struct Tally {
     resumed: u32,
     /// The resend started at chunk 0 (killed before B's first durable point).
     restarted: u32,
-    /// The send had finished (receipt verified) before the kill; the resend is a replay.
+    /// The send had finished (receipt verified) before the kill; the resend gets the same
+    /// stored receipt and moves nothing.
     finished_before_kill: u32,
-    /// B placed the checkpoint but A was killed (or B died) before A had the receipt:
-    /// the resend is refused as a replay and A holds no receipt (see the report).
+    /// B placed the checkpoint but A was killed (or B died) before A had the receipt: the
+    /// resend got B's stored receipt.
+    receipt_recovered: u32,
+    /// As above but the resend was refused (`ticket_replayed`): A holds no proof. Must
+    /// stay 0.
     receipt_lost: u32,
 }
 
@@ -304,29 +319,32 @@ fn sigkill_either_end_then_resend_completes() {
         let o = send_retrying(&k, addr, &t, &src);
         let out = String::from_utf8_lossy(&o.stdout);
         let err = String::from_utf8_lossy(&o.stderr);
+        let mut receipt = None;
         if o.status.success() {
-            let r = json_u64(&out, "resumed_at");
-            if r > 0 {
-                tally.resumed += 1;
+            receipt = Some(json_str(&out, "receipt_sha256"));
+            if json_u64(&out, "receipt_resent") == 1 {
+                // B had placed it before the kill: its stored receipt, nothing moved.
+                assert_eq!(json_u64(&out, "chunks_sent"), 0, "run {run_no}: {out}");
+                if finished {
+                    tally.finished_before_kill += 1;
+                } else {
+                    tally.receipt_recovered += 1;
+                }
             } else {
-                tally.restarted += 1;
+                assert!(!finished, "run {run_no}: finished, yet moved again: {out}");
+                if json_u64(&out, "resumed_at") > 0 {
+                    tally.resumed += 1;
+                } else {
+                    tally.restarted += 1;
+                }
             }
         } else {
-            // Only a move B already finished may be refused: as a replay, with the
-            // checkpoint in place (A then holds no receipt; see the report).
+            // The old lost-receipt case: counted, and failed at the end with the tally.
             assert!(
                 err.contains("ticket_replayed"),
                 "run {run_no}: resend failed: {err}"
             );
-            assert!(
-                inbox.join(&job).exists(),
-                "run {run_no}: replay refused but no target: {err}"
-            );
-            if finished {
-                tally.finished_before_kill += 1;
-            } else {
-                tally.receipt_lost += 1;
-            }
+            tally.receipt_lost += 1;
         }
         assert!(
             assert_inbox(&inbox, &job, &before),
@@ -334,20 +352,34 @@ fn sigkill_either_end_then_resend_completes() {
         );
         assert_eq!(Manifest::build(&src).unwrap(), before);
 
-        // Single use: once complete, the same ticket is refused.
+        // Single use: once complete, the same ticket moves nothing; B answers with the
+        // same stored receipt.
         let o = send_cmd(&k, addr, &t, &src, &[]).output().unwrap();
-        assert!(!o.status.success());
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("ticket_replayed"), "run {run_no}: {err}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "run {run_no}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(json_u64(&out, "receipt_resent"), 1, "run {run_no}: {out}");
+        assert_eq!(json_u64(&out, "chunks_sent"), 0, "run {run_no}: {out}");
+        if let Some(r) = receipt {
+            assert_eq!(json_str(&out, "receipt_sha256"), r, "run {run_no}: same receipt");
+        }
         drop(b);
         drop(a);
         let _ = std::fs::remove_dir_all(&inbox);
     }
     eprintln!("{RUNS} kill runs in {:?}: {tally:?}", overall.elapsed());
     assert_eq!(
-        tally.resumed + tally.restarted + tally.finished_before_kill + tally.receipt_lost,
+        tally.resumed
+            + tally.restarted
+            + tally.finished_before_kill
+            + tally.receipt_recovered
+            + tally.receipt_lost,
         RUNS as u32
     );
+    assert_eq!(tally.receipt_lost, 0, "no placement without a receipt: {tally:?}");
     assert!(
         tally.killed_source >= 10 && tally.killed_destination >= 10,
         "{tally:?}"
