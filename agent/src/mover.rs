@@ -43,7 +43,13 @@ pub struct Mover {
     client_tls: Arc<rustls::ClientConfig>,
     dest: Arc<Destination>,
     transfers: Mutex<HashMap<String, MoveStatus>>,
+    /// Manifests built by `prepare`, by checkpoint name: the send that follows
+    /// checks digests while streaming instead of reading the checkpoint twice.
+    prepared: Mutex<HashMap<String, Manifest>>,
 }
+
+/// Prepared manifests kept at most (a verifier prepares one per migration it plans).
+const PREPARED_MAX: usize = 64;
 
 impl std::fmt::Debug for Mover {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,6 +123,7 @@ impl Mover {
             client_tls,
             dest: Arc::new(dest),
             transfers: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
         })
     }
 
@@ -135,6 +142,13 @@ impl Mover {
         let dir = self.checkpoint_path(checkpoint)?;
         let manifest = Manifest::build(&dir)?;
         let req = custody_mover::safetensors::scan_checkpoint(&dir)?;
+        {
+            let mut p = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+            if p.len() >= PREPARED_MAX {
+                p.clear();
+            }
+            p.insert(checkpoint.to_owned(), manifest.clone());
+        }
         Ok(MovePrepared {
             manifest: manifest.to_cbor()?,
             files: manifest.files.len() as u64,
@@ -163,7 +177,17 @@ impl Mover {
             now: now(),
             me: &self.node_id,
         };
-        let (t, manifest) = wire::check_source(&ticket, checks, &dir)?;
+        // The manifest this agent built when the move was prepared, if the ticket names
+        // it: sizes checked now, digests while streaming. Otherwise hash everything first.
+        let known = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(checkpoint);
+        let (t, manifest) = match known.map(|m| wire::check_source_with(&ticket, checks, &dir, m)) {
+            Some(Err(MoverError::ManifestDigest(_))) | None => wire::check_source(&ticket, checks, &dir)?,
+            Some(r) => r?,
+        };
         let id = t.id_hex();
         let total = manifest.total_bytes();
         {
