@@ -94,6 +94,10 @@ pub struct AgentConfig {
     /// jobs it receives arrive as `<checkpoints_dir>/<job>` (default
     /// `/var/lib/custody-agent/checkpoints`).
     pub checkpoints_dir: PathBuf,
+    /// Local admin socket (mode 0600) for `custody import FILE`: air-gapped moves are
+    /// opened with this boot's session key, so they go through the agent; off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// `[tpm]`.
@@ -147,6 +151,7 @@ impl Default for AgentConfig {
             locality_listen: None,
             move_listen: None,
             checkpoints_dir: PathBuf::from(DEFAULT_CHECKPOINTS_DIR),
+            admin_socket: None,
         }
     }
 }
@@ -445,6 +450,7 @@ mod tests {
             "locality_listen =",
             "move_listen =",
             "checkpoints_dir =",
+            "admin_socket =",
             "[tpm]",
             "tcti =",
             "pcrs =",

@@ -20,8 +20,8 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use custody_formats::api::{
-    self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, MovePrepare, MoveSend, Refusal,
-    RoundRequest, CBOR, MAX_MESSAGE_LEN,
+    self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, MoveExport, MovePrepare, MoveSend,
+    Refusal, RoundRequest, CBOR, MAX_MESSAGE_LEN,
 };
 use custody_formats::binding::{Binding, Nonce};
 use custody_formats::bundle::EvidenceBundle;
@@ -53,6 +53,7 @@ pub const HEALTH_PATH: &str = "/healthz";
 pub const MOVE_PREPARE_PATH: &str = "/v1/move/prepare";
 pub const MOVE_SEND_PATH: &str = "/v1/move/send";
 pub const MOVE_STATUS_PATH: &str = "/v1/move/{id}";
+pub const MOVE_EXPORT_PATH: &str = "/v1/move/export";
 /// Bound on one enrollment request (connect and answer).
 const ENROLL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest state file read (certificates, ids).
@@ -795,6 +796,18 @@ async fn move_send(State(mover): State<Arc<Mover>>, req: Request) -> Response {
     .await
 }
 
+async fn move_export(State(mover): State<Arc<Mover>>, req: Request) -> Response {
+    let peer = peer_of(&req);
+    let s: MoveExport = match verifier_request(peer.as_deref(), req, "MoveExport").await {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    move_blocking(StatusCode::ACCEPTED, "MoveStarted", move || {
+        mover.start_export(s.ticket, &s.checkpoint, s.chunk_size)
+    })
+    .await
+}
+
 async fn move_status(
     State(mover): State<Arc<Mover>>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -828,6 +841,7 @@ pub fn router(rounds: Arc<Rounds>, mover: Option<Arc<Mover>>) -> axum::Router {
             axum::Router::new()
                 .route(MOVE_PREPARE_PATH, post(move_prepare))
                 .route(MOVE_SEND_PATH, post(move_send))
+                .route(MOVE_EXPORT_PATH, post(move_export))
                 .route(MOVE_STATUS_PATH, get(move_status))
                 .with_state(m),
         ),
@@ -944,6 +958,10 @@ fn spawn_mover(
     .map_err(|e| state_err(&cfg.checkpoints_dir, e))?;
     let mover = Arc::new(mover);
     mover.serve(listener, identity.server_config()?);
+    if let Some(sock) = &cfg.admin_socket {
+        mover.serve_admin(sock).map_err(|e| state_err(sock, e))?;
+        tracing::info!(socket = %sock.display(), "admin socket: custody import");
+    }
     tracing::info!(listen = %addr, dir = %cfg.checkpoints_dir.display(), "taking checkpoint moves");
     Ok(Some(mover))
 }

@@ -48,6 +48,47 @@ pub struct Mover {
     prepared: Mutex<HashMap<String, Manifest>>,
 }
 
+/// Where exports are written, inside the checkpoint store (a dot name: never a checkpoint).
+pub const EXPORTS_DIR: &str = ".custody-exports";
+
+/// What the admin socket takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum AdminRequest {
+    /// Import this export file.
+    Import(PathBuf),
+}
+
+/// An import done: what `custody import` prints.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Imported {
+    pub ticket: String,
+    pub job: String,
+    pub target: String,
+    pub bytes: u64,
+    pub receipt_sha256: String,
+}
+
+/// Counts and hashes what goes through to the file.
+struct HashingWriter<W> {
+    inner: W,
+    hash: aws_lc_rs::digest::Context,
+    n: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        let done = buf.get(..k).unwrap_or_default();
+        self.hash.update(done);
+        self.n += done.len() as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Prepared manifests kept at most (a verifier prepares one per migration it plans).
 const PREPARED_MAX: usize = 64;
 
@@ -86,6 +127,8 @@ fn status(state: &str, bytes: u64, total: u64) -> MoveStatus {
         resumed_at: 0,
         receipt: Vec::new(),
         released: false,
+        export_path: None,
+        export_sha256: None,
         check: None,
         detail: None,
     }
@@ -304,6 +347,187 @@ impl Mover {
         tls.conn.send_close_notify();
         let _ = tls.conn.complete_io(&mut tls.sock);
         Ok(sent)
+    }
+
+    /// Write the checkpoint as an export file for an air-gapped move (the same sealed
+    /// stream, to the ticket's destination key): `<checkpoints_dir>/.custody-exports/
+    /// <checkpoint>.<ticket id>.custody`, written aside, fsynced, renamed. Runs on a
+    /// thread; [`Mover::status`] says `exported` with the path and the file's SHA-256.
+    pub fn start_export(
+        self: &Arc<Self>,
+        ticket: Vec<u8>,
+        checkpoint: &str,
+        chunk_size: u32,
+    ) -> Result<String, MoverError> {
+        let dir = self.checkpoint_path(checkpoint)?;
+        let t = Ticket::verify(&ticket, &self.verifier_key, now())?;
+        if t.source != self.node_id {
+            return Err(MoverError::TicketSource(format!(
+                "the ticket moves from {:?}, this node is {:?}",
+                t.source, self.node_id
+            )));
+        }
+        let id = t.id_hex();
+        let out_dir = self.dir.join(EXPORTS_DIR);
+        std::fs::create_dir_all(&out_dir).map_err(|e| MoverError::io(&out_dir, e))?;
+        let path = out_dir.join(format!("{checkpoint}.{id}.custody"));
+        {
+            let mut map = self.transfers.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&id).is_some_and(|s| s.state == "running") {
+                return Err(MoverError::TransferActive(id));
+            }
+            map.insert(id.clone(), status("running", 0, 0));
+        }
+        let me = Arc::clone(self);
+        let tid = id.clone();
+        std::thread::spawn(move || {
+            let span = tracing::info_span!("move_export", ticket = %tid, job = %t.job, to = %t.destination);
+            let _e = span.enter();
+            let r = me.export_now(&ticket, &dir, &path, chunk_size);
+            let mut map = me.transfers.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(s) = map.get_mut(&tid) else { return };
+            match r {
+                Ok((bytes, sha256)) => {
+                    tracing::info!(path = %path.display(), bytes, "checkpoint exported");
+                    s.state = "exported".into();
+                    s.bytes = bytes;
+                    s.total = bytes;
+                    s.export_path = Some(path.display().to_string());
+                    s.export_sha256 = Some(sha256);
+                }
+                Err(e) => {
+                    tracing::warn!(check = e.check(), error = %e, "export failed");
+                    s.state = "failed".into();
+                    s.check = Some(e.check().into());
+                    s.detail = Some(e.to_string());
+                }
+            }
+        });
+        Ok(id)
+    }
+
+    fn export_now(
+        &self,
+        ticket: &[u8],
+        dir: &Path,
+        path: &Path,
+        chunk_size: u32,
+    ) -> Result<(u64, String), MoverError> {
+        let tmp = path.with_extension("custody.partial");
+        let io = |p: &Path| {
+            let p = p.to_owned();
+            move |e: std::io::Error| MoverError::io(&p, e)
+        };
+        let f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        let mut w = HashingWriter {
+            inner: std::io::BufWriter::with_capacity(1 << 20, f),
+            hash: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+            n: 0,
+        };
+        let r = custody_mover::export::export(ticket, &self.verifier_key, now(), dir, chunk_size, &mut w);
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let HashingWriter { inner, hash, n } = w;
+        let f = inner
+            .into_inner()
+            .map_err(|e| MoverError::io(&tmp, e.into_error()))?;
+        f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        if let Some(parent) = path.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io(parent))?;
+        }
+        Ok((n, hex::encode(hash.finish().as_ref())))
+    }
+
+    /// Import an export file (from the local admin socket): the destination's checks as
+    /// for a move on the wire, the checkpoint placed under `checkpoints_dir`, the receipt
+    /// signed with this boot's session key and kept for the verifier (`GET /v1/move/{id}`).
+    pub fn import_file(&self, file: &Path) -> Result<Imported, MoverError> {
+        let f = std::fs::File::open(file).map_err(|e| MoverError::io(file, e))?;
+        let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+        let (target, receipt) = {
+            let mut seen = self.dest.seen.lock().unwrap_or_else(|p| p.into_inner());
+            custody_mover::export::import(
+                &mut r,
+                custody_mover::export::ImportChecks {
+                    verifier_public_sec1: &self.verifier_key,
+                    now: now(),
+                    me: &self.node_id,
+                    my_x25519: self.dest.my_x25519,
+                    seen: &mut seen,
+                },
+                &self.dest.my_x25519_secret,
+                &self.dest.dir,
+                None,
+            )?
+        };
+        let signed = receipt.sign_with(|m| (self.dest.sign)(m))?;
+        let id = hex::encode(receipt.ticket_id);
+        let mut s = status("done", receipt.bytes, receipt.bytes);
+        s.receipt = signed.clone();
+        self.transfers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), s);
+        tracing::info!(ticket = %id, job = %receipt.job, target = %target.display(), "checkpoint imported");
+        Ok(Imported {
+            ticket: id,
+            job: receipt.job.clone(),
+            target: target.display().to_string(),
+            bytes: receipt.bytes,
+            receipt_sha256: hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &signed)),
+        })
+    }
+
+    /// Serve import requests on a Unix socket only this user can open (mode 0600): one
+    /// JSON line `{"import": "/path/to/file"}` in, one JSON line out.
+    pub fn serve_admin(self: &Arc<Self>, path: &Path) -> Result<(), MoverError> {
+        use std::os::unix::fs::PermissionsExt;
+        if path.exists() {
+            std::fs::remove_file(path).map_err(|e| MoverError::io(path, e))?;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| MoverError::io(parent, e))?;
+        }
+        let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| MoverError::io(path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| MoverError::io(path, e))?;
+        let me = Arc::clone(self);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(s) = stream else { continue };
+                let me = Arc::clone(&me);
+                std::thread::spawn(move || me.admin_one(s));
+            }
+        });
+        Ok(())
+    }
+
+    fn admin_one(&self, s: std::os::unix::net::UnixStream) {
+        use std::io::{BufRead, Write};
+        let span = tracing::info_span!("admin");
+        let _e = span.enter();
+        let mut line = String::new();
+        let mut r = std::io::BufReader::new(std::io::Read::take(&s, 64 * 1024));
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
+        let answer = match serde_json::from_str::<AdminRequest>(&line) {
+            Ok(AdminRequest::Import(p)) => match self.import_file(&p) {
+                Ok(i) => serde_json::json!({"imported": i}),
+                Err(e) => {
+                    tracing::warn!(check = e.check(), error = %e, "import refused");
+                    serde_json::json!({"refused": {"check": e.check(), "detail": e.to_string()}})
+                }
+            },
+            Err(e) => serde_json::json!({"refused": {"check": "request", "detail": e.to_string()}}),
+        };
+        let mut w = &s;
+        let _ = writeln!(w, "{answer}");
     }
 
     /// A transfer's status by ticket id (hex).

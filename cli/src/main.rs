@@ -72,6 +72,8 @@ enum Command {
     Policy(policy::PolicyCmd),
     /// Move a job's checkpoint from node A to node B, only if B passes the policy now.
     Migrate(migrate::MigrateArgs),
+    /// Import an air-gapped move's export file through this node's agent.
+    Import(migrate::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,5 +90,6 @@ fn main() -> ExitCode {
         Command::Landmark(cmd) => landmark::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Migrate(a) => migrate::run(a),
+        Command::Import(a) => migrate::import(a),
     }
 }

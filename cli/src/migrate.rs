@@ -38,8 +38,12 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// Delete the checkpoint at A once B's signed receipt has verified.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "via_file")]
     pub delete_source: bool,
+    /// Air-gapped: A writes an export file (sealed to B's attested key); carry it to B and
+    /// run `custody import FILE` there. Returns once the file is written.
+    #[arg(long)]
+    pub via_file: bool,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -98,6 +102,9 @@ async fn go(a: MigrateArgs) -> anyhow::Result<ExitCode> {
     }
     if a.delete_source {
         req["delete_source"] = true.into();
+    }
+    if a.via_file {
+        req["via_file"] = true.into();
     }
     let (status, m) = client
         .call_status(http::Method::POST, "/v1/migrations", Some(req))
@@ -161,6 +168,25 @@ async fn go(a: MigrateArgs) -> anyhow::Result<ExitCode> {
         }
         match m["state"].as_str() {
             Some("running") => continue,
+            Some("exported") if a.via_file => {
+                if tty {
+                    eprintln!();
+                }
+                if a.conn.json {
+                    println!("{m}");
+                } else {
+                    println!(
+                        "exported on {}: {} ({:.1} MB, sha256 {})\ncarry it to {} and run there: custody import FILE; the ticket expires at {}",
+                        m["source"].as_str().unwrap_or_default(),
+                        m["export_path"].as_str().unwrap_or_default(),
+                        mb(m["bytes"].as_u64().unwrap_or(0)),
+                        m["export_sha256"].as_str().unwrap_or_default(),
+                        m["destination"].as_str().unwrap_or_default(),
+                        m["expires_at"]
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             Some("done") => {
                 if tty {
                     eprintln!();
@@ -201,4 +227,68 @@ async fn go(a: MigrateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `custody import FILE`: hand an export file to the local agent's admin socket.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The export file (`custody migrate --via-file` wrote it on the source node).
+    pub file: std::path::PathBuf,
+    /// The agent's admin socket (its `admin_socket` setting).
+    #[arg(
+        long,
+        env = "CUSTODY_AGENT_SOCKET",
+        default_value = "/run/custody-agent/admin.sock"
+    )]
+    pub socket: std::path::PathBuf,
+    /// Print the agent's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit 0 imported (checkpoint placed, receipt kept for the verifier), 1 refused (the check
+/// named), 2 the agent could not be asked.
+pub fn import(a: ImportArgs) -> ExitCode {
+    use std::io::{BufRead, BufReader};
+    let r = (|| -> anyhow::Result<serde_json::Value> {
+        // The agent opens the file itself: give it an absolute path.
+        let file =
+            std::fs::canonicalize(&a.file).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+        let mut s = std::os::unix::net::UnixStream::connect(&a.socket)
+            .map_err(|e| anyhow::anyhow!("agent admin socket {}: {e}", a.socket.display()))?;
+        writeln!(s, "{}", serde_json::json!({ "import": file }))?;
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line)?;
+        Ok(serde_json::from_str(&line)?)
+    })();
+    let v = match r {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("custody: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if a.json {
+        println!("{v}");
+    }
+    if let Some(i) = v.get("imported") {
+        if !a.json {
+            println!(
+                "imported: {} at {} ({:.1} MB), ticket {}, receipt sha256 {}; the verifier collects the receipt",
+                i["job"].as_str().unwrap_or_default(),
+                i["target"].as_str().unwrap_or_default(),
+                mb(i["bytes"].as_u64().unwrap_or(0)),
+                i["ticket"].as_str().unwrap_or_default(),
+                i["receipt_sha256"].as_str().unwrap_or_default()
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    let r = v.get("refused").cloned().unwrap_or_default();
+    eprintln!(
+        "custody: import refused: {}: {}",
+        r["check"].as_str().unwrap_or("?"),
+        r["detail"].as_str().unwrap_or_default()
+    );
+    ExitCode::from(1)
 }

@@ -168,6 +168,17 @@ pub struct MoveSend {
     pub release: bool,
 }
 
+/// The verifier tells the source agent to write an export file (`POST /v1/move/export`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveExport {
+    /// The verifier-signed ticket (COSE_Sign1).
+    #[serde(with = "serde_bytes_vec")]
+    pub ticket: Vec<u8>,
+    pub checkpoint: String,
+    pub chunk_size: u32,
+}
+
 /// A transfer as the source agent sees it (`GET /v1/move/{ticket id hex}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,6 +194,11 @@ pub struct MoveStatus {
     /// The source copy was deleted after the receipt verified (`release`).
     #[serde(default)]
     pub released: bool,
+    /// An export (`exported`): the file on the source node and its SHA-256 (hex).
+    #[serde(default)]
+    pub export_path: Option<String>,
+    #[serde(default)]
+    pub export_sha256: Option<String>,
     #[serde(default)]
     pub check: Option<String>,
     #[serde(default)]

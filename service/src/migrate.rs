@@ -10,7 +10,7 @@
 
 use crate::store::{MigrationRecord, NodeRecord};
 use crate::{now, Service, ServiceError};
-use custody_formats::api::{self, MovePrepare, MovePrepared, MoveSend, MoveStatus, Refusal};
+use custody_formats::api::{self, MoveExport, MovePrepare, MovePrepared, MoveSend, MoveStatus, Refusal};
 use custody_mover::chips::{self, Chip};
 use custody_mover::manifest::Manifest;
 use custody_mover::receipt::Receipt;
@@ -23,6 +23,10 @@ use std::time::Duration;
 
 /// Default ticket lifetime.
 pub const DEFAULT_TICKET_TTL: i64 = 900;
+/// The longest ticket (and the default for an air-gapped move).
+pub const MAX_TICKET_TTL: i64 = 86_400;
+/// How often an air-gapped move's watcher asks A for its file, then B for its receipt.
+const FILE_POLL: Duration = Duration::from_secs(2);
 /// How often the watcher asks the source how far it is.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -47,6 +51,10 @@ pub struct MigrationRequest {
     /// Delete A's copy once B's receipt has verified (at A, by A's agent).
     #[serde(default)]
     pub delete_source: bool,
+    /// Air-gapped: A writes the sealed stream to an export file; the operator carries it
+    /// to B and runs `custody import` there; the verifier waits for B's receipt.
+    #[serde(default)]
+    pub via_file: bool,
 }
 
 /// A migration as the operator sees it.
@@ -80,6 +88,13 @@ pub struct Migration {
     pub delete_source: bool,
     #[serde(default)]
     pub source_released: bool,
+    /// An air-gapped move: the export file on A and its SHA-256 once written.
+    #[serde(default)]
+    pub via_file: bool,
+    #[serde(default)]
+    pub export_path: Option<String>,
+    #[serde(default)]
+    pub export_sha256: Option<String>,
 }
 
 /// A refused migration: the check, what failed, and the policy's reasons if it was one.
@@ -147,6 +162,19 @@ impl Migrations {
             f(m);
         }
     }
+}
+
+/// B's receipt: signed by the session key the ticket names, for this ticket and size.
+fn verify_receipt(
+    ticket: &Ticket,
+    bytes: Vec<u8>,
+    total: u64,
+) -> Result<(Receipt, Vec<u8>), MigrationRefused> {
+    let r = Receipt::verify(&bytes, &ticket.dst_ed25519)
+        .map_err(|e| refused("receipt_signature", e.to_string()))?;
+    custody_mover::wire::check_receipt(&r, ticket, total)
+        .map_err(|e| refused("receipt_format", e.to_string()))?;
+    Ok((r, bytes))
 }
 
 fn valid_job(j: &str) -> bool {
@@ -434,7 +462,13 @@ impl Service {
             .map_err(|e| refused("manifest_format", e.to_string()))?;
 
         let issued_at = now();
-        let ttl = req.ttl_secs.unwrap_or(DEFAULT_TICKET_TTL).clamp(1, 86_400);
+        // A file travels by hand: its ticket lives a day unless asked otherwise.
+        let default_ttl = if req.via_file {
+            MAX_TICKET_TTL
+        } else {
+            DEFAULT_TICKET_TTL
+        };
+        let ttl = req.ttl_secs.unwrap_or(default_ttl).clamp(1, MAX_TICKET_TTL);
         let mut id = [0u8; 16];
         aws_lc_rs::rand::fill(&mut id).map_err(|_| refused("internal", "no randomness"))?;
         let policy_digest: [u8; 32] = hex::decode(decision.policy_digest.as_str())
@@ -486,6 +520,9 @@ impl Service {
             detail: None,
             delete_source: req.delete_source,
             source_released: false,
+            via_file: req.via_file,
+            export_path: None,
+            export_sha256: None,
         };
         self.log(custody_audit::Entry::Migration(serde_json::json!({
             "outcome": "ticket_issued",
@@ -501,6 +538,7 @@ impl Service {
             "at": issued_at,
             "expires_at": m.expires_at,
             "delete_source": req.delete_source,
+            "transport": if req.via_file { "file" } else { "wire" },
             // The signed ticket itself, so the placed entry's receipt can be checked
             // against the key the ticket names, offline.
             "ticket_cose": hex::encode(&signed),
@@ -512,19 +550,26 @@ impl Service {
         // move again (`resume_migrations`).
         self.migrations.put(m.clone());
         self.persist_migration(&m, &signed);
-        let send = api::to_cbor(
-            "MoveSend",
-            &MoveSend {
+        let (path, body) = if req.via_file {
+            let export = MoveExport {
+                ticket: signed,
+                checkpoint,
+                chunk_size,
+            };
+            ("/v1/move/export", api::to_cbor("MoveExport", &export))
+        } else {
+            let send = MoveSend {
                 ticket: signed,
                 checkpoint,
                 to: b_move,
                 chunk_size,
                 release: req.delete_source,
-            },
-        )
-        .map_err(|e| refused("internal", e.to_string()))?;
+            };
+            ("/v1/move/send", api::to_cbor("MoveSend", &send))
+        };
+        let body = body.map_err(|e| refused("internal", e.to_string()))?;
         if let Err(e) = self
-            .ask_agent::<String>(&a, http::Method::POST, "/v1/move/send", Some(send), "MoveStarted")
+            .ask_agent::<String>(&a, http::Method::POST, path, Some(body), "MoveStarted")
             .await
         {
             // Nothing was sent; `migrate` logs the refusal.
@@ -535,8 +580,7 @@ impl Service {
             });
             return Err(e);
         }
-        let me = Arc::clone(self);
-        tokio::spawn(async move { me.watch(a, ticket).await });
+        self.spawn_watch(a, ticket, req.via_file);
         Ok(m)
     }
 
@@ -628,9 +672,9 @@ impl Service {
             match resumed {
                 Ok((m, t, a)) => {
                     tracing::info!(ticket = %r.id, job = %m.job, "watching an unfinished migration again");
+                    let via_file = m.via_file;
                     self.migrations.put(m);
-                    let me = Arc::clone(self);
-                    tokio::spawn(async move { me.watch(a, t).await });
+                    self.spawn_watch(a, t, via_file);
                 }
                 Err(e) => {
                     tracing::warn!(ticket = %r.id, check = %e.check, "an unfinished migration cannot be resumed");
@@ -650,6 +694,99 @@ impl Service {
                         m.detail = Some(format!("after a verifier restart: {}", e.detail));
                         self.persist_migration(&m, &[]);
                     }
+                }
+            }
+        }
+    }
+
+    fn spawn_watch(self: &Arc<Self>, source: NodeRecord, ticket: Ticket, via_file: bool) {
+        let me = Arc::clone(self);
+        if via_file {
+            tokio::spawn(async move { me.watch_file(source, ticket).await });
+        } else {
+            tokio::spawn(async move { me.watch(source, ticket).await });
+        }
+    }
+
+    /// An air-gapped move: wait for A's export file (logged as `exported`), then for B's
+    /// receipt of its import, until the ticket expires. Unreachable nodes are asked again.
+    async fn watch_file(self: Arc<Self>, source: NodeRecord, ticket: Ticket) {
+        let id = ticket.id_hex();
+        let path = format!("/v1/move/{id}");
+        let mut exported = self.migrations.get(&id).is_some_and(|m| m.state == "exported");
+        loop {
+            tokio::time::sleep(if exported { FILE_POLL } else { POLL }).await;
+            if now() > ticket.expires_at.saturating_add(60) {
+                let e = refused(
+                    "ticket_expired",
+                    if exported {
+                        "the export file was not imported at the destination before the ticket expired"
+                    } else {
+                        "the source wrote no export file before the ticket expired"
+                    },
+                );
+                self.finish(&id, Err(e), &ticket);
+                return;
+            }
+            if !exported {
+                let Ok((_, s)) = self
+                    .ask_agent::<MoveStatus>(&source, http::Method::GET, &path, None, "MoveStatus")
+                    .await
+                else {
+                    continue;
+                };
+                match s.state.as_str() {
+                    "running" => continue,
+                    "exported" => {
+                        tracing::info!(ticket = %id, file = ?s.export_path, "export written at the source");
+                        self.log(custody_audit::Entry::Migration(serde_json::json!({
+                            "outcome": "exported",
+                            "ticket": id,
+                            "job": ticket.job,
+                            "source": ticket.source,
+                            "destination": ticket.destination,
+                            "file": s.export_path,
+                            "file_sha256": s.export_sha256,
+                            "bytes": s.bytes,
+                            "at": now(),
+                        })));
+                        self.migrations.update(&id, |m| {
+                            m.state = "exported".into();
+                            m.bytes = s.bytes;
+                            m.export_path = s.export_path.clone();
+                            m.export_sha256 = s.export_sha256.clone();
+                        });
+                        if let Some(m) = self.migrations.get(&id) {
+                            self.persist_migration(&m, &[]);
+                        }
+                        exported = true;
+                    }
+                    _ => {
+                        let e = refused(
+                            s.check.as_deref().unwrap_or("export"),
+                            s.detail
+                                .unwrap_or_else(|| "the source could not write the export".into()),
+                        );
+                        self.finish(&id, Err(e), &ticket);
+                        return;
+                    }
+                }
+            } else {
+                // B answers 404 until the file is imported there.
+                let Ok(dest) = self.find_node(&ticket.destination) else {
+                    continue;
+                };
+                let Ok((_, s)) = self
+                    .ask_agent::<MoveStatus>(&dest, http::Method::GET, &path, None, "MoveStatus")
+                    .await
+                else {
+                    continue;
+                };
+                if s.state == "done" {
+                    let total = s.total;
+                    let r = verify_receipt(&ticket, s.receipt, total);
+                    self.finish(&id, r, &ticket);
+                    return;
                 }
             }
         }
@@ -690,14 +827,7 @@ impl Service {
                 "running" => continue,
                 "done" => {
                     self.migrations.update(&id, |m| m.source_released = s.released);
-                    let r = Receipt::verify(&s.receipt, &ticket.dst_ed25519)
-                        .map_err(|e| refused("receipt_signature", e.to_string()))
-                        .and_then(|r| {
-                            custody_mover::wire::check_receipt(&r, &ticket, s.total)
-                                .map(|()| r)
-                                .map_err(|e| refused("receipt_format", e.to_string()))
-                        })
-                        .map(|r| (r, s.receipt));
+                    let r = verify_receipt(&ticket, s.receipt, s.total);
                     self.finish(&id, r, &ticket);
                     return;
                 }

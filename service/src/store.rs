@@ -172,7 +172,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn migration(&self, id: &str) -> Result<Option<MigrationRecord>, StoreError>;
     /// The newest `limit` migrations, oldest first.
     fn migrations(&self, limit: u32) -> Result<Vec<MigrationRecord>, StoreError>;
-    /// Migrations still `running` (to watch again after a restart).
+    /// Migrations still `running` or `exported` (to watch again after a restart).
     fn unfinished_migrations(&self) -> Result<Vec<MigrationRecord>, StoreError>;
 }
 
@@ -611,7 +611,7 @@ impl Store for SqliteStore {
     fn unfinished_migrations(&self) -> Result<Vec<MigrationRecord>, StoreError> {
         let conn = self.lock();
         let mut st = conn.prepare_cached(
-            "SELECT id, state, issued_at, doc, ticket FROM migrations WHERE state = 'running' ORDER BY issued_at",
+            "SELECT id, state, issued_at, doc, ticket FROM migrations WHERE state IN ('running', 'exported') ORDER BY issued_at",
         )?;
         let rows = st.query_map([], migration_row)?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -171,12 +171,13 @@ fn start(tpms: [&Swtpm; 3], key: &RegistryKey) -> World {
         let state = p(&format!("{name}-state"));
         let toml = format!(
             "name = \"{name}\"\nlisten = \"127.0.0.1:{}\"\nmove_listen = \"127.0.0.1:{}\"\n\
-             checkpoints_dir = \"{}\"\n\
+             checkpoints_dir = \"{}\"\nadmin_socket = \"{}\"\n\
              verifier_url = \"https://127.0.0.1:{port}\"\nverifier_ca = \"{}\"\nstate_dir = \"{}\"\n\
              round_timeout_secs = 10\n\n[tpm]\ntcti = \"{}\"\nevent_log = \"\"\n\n[collectors]\nsnp = false\nnvml = false\n",
             free_port(),
             free_port(),
             p(&format!("{name}-checkpoints")).display(),
+            p(&format!("{name}.sock")).display(),
             p("data").join("ca.pem").display(),
             state.display(),
             t.tcti()
@@ -333,12 +334,12 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
         assert_eq!(&sha256_file(&src.join(f)), d, "{f} differs back at A");
     }
     assert!(!dst.exists(), "B kept its copy despite --delete-source");
-    // Nothing half-deleted left behind either (B's seen-tickets record stays).
+    // Nothing half-deleted left behind either (B's seen-tickets and receipts stay).
     let left: Vec<_> = std::fs::read_dir(w.store("node-b"))
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".custody-seen-tickets")
+        .filter(|n| n != ".custody-seen-tickets" && n != ".custody-receipts")
         .collect();
     assert!(left.is_empty(), "B's store is not empty: {left:?}");
 
@@ -549,4 +550,70 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
     );
     let none = w.cli(&["migrations", "00000000000000000000000000000000"]);
     assert_eq!(none.code, 1, "{}", none.stderr);
+
+    // Air-gapped: A writes an export file sealed to B's attested key; only B's agent
+    // imports it, a flipped byte is caught before anything is placed, the verifier
+    // collects B's receipt, and the file cannot be imported twice.
+    let job4 = w.store("node-a").join("job-4");
+    let job4_digests = checkpoint(&job4, 16);
+    let r = w.cli(&[
+        "migrate",
+        "job-4",
+        "--from",
+        "node-a",
+        "--to",
+        "node-b",
+        "--via-file",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}\n{}", r.stdout, r.stderr, w.logs());
+    let m = r.json();
+    assert_eq!(m["state"], "exported", "{m}");
+    let id4 = m["id"].as_str().unwrap().to_owned();
+    let file = PathBuf::from(m["export_path"].as_str().unwrap());
+    assert!(file.starts_with(w.store("node-a")), "{}", file.display());
+    assert_eq!(
+        hex::encode(sha256_file(&file)),
+        m["export_sha256"].as_str().unwrap(),
+        "the export's digest"
+    );
+    let import = |node: &str, f: &Path| {
+        let sock = w.path(&format!("{node}.sock"));
+        custody([
+            "import".as_ref(),
+            f.as_os_str(),
+            "--socket".as_ref(),
+            sock.as_os_str(),
+            "--json".as_ref(),
+        ])
+    };
+    // Another node cannot import it.
+    let r = import("node-us", &file);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("ticket_destination"), "{}", r.stderr);
+    // A flipped byte in the last chunk: refused by the chunk's authentication, nothing placed.
+    let mut bad = std::fs::read(&file).unwrap();
+    let n = bad.len();
+    bad[n - 20] ^= 1;
+    let bad_file = w.path("job-4.tampered.custody");
+    std::fs::write(&bad_file, bad).unwrap();
+    let r = import("node-b", &bad_file);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("chunk_authentication"), "{}", r.stderr);
+    assert!(!w.store("node-b").join("job-4").exists());
+    // The real file: placed bit-identical; the verifier verifies B's receipt.
+    let r = import("node-b", &file);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["imported"]["ticket"], id4.as_str(), "{}", r.stdout);
+    for (f, d) in &job4_digests {
+        assert_eq!(&sha256_file(&w.store("node-b").join("job-4").join(f)), d, "{f}");
+    }
+    let done = eventually("the verifier to collect job-4's receipt", 30, || {
+        let r = w.cli(&["migrations", &id4, "--json"]);
+        (r.code == 0 && r.json()["state"] == "done").then(|| r.json())
+    });
+    assert_eq!(done["receipt_sha256"].as_str().map(str::len), Some(64), "{done}");
+    let r = import("node-b", &file);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("ticket_replayed"), "{}", r.stderr);
 }
