@@ -223,3 +223,50 @@ impl PolicyInput {
         Self::deserialize(v)
     }
 }
+
+/// A JSON document as the regorus value a policy reads, walked directly rather than
+/// through serde's visitor: the same value, in about a third of the time (the visitor
+/// checks allocator limits and interns keys per entry). Integers become regorus
+/// integers as the visitor makes them; any other number (a float, or a big number
+/// under serde_json's `arbitrary_precision`) goes through the visitor itself, so no
+/// number reads differently.
+pub(crate) fn to_regorus(v: &serde_json::Value) -> Result<regorus::Value, serde_json::Error> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => regorus::Value::Null,
+        J::Bool(b) => regorus::Value::Bool(*b),
+        J::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => regorus::Value::from(u),
+            (None, Some(i)) => regorus::Value::from(i),
+            (None, None) => regorus::Value::deserialize(v)?,
+        },
+        J::String(s) => regorus::Value::from(s.as_str()),
+        J::Array(a) => regorus::Value::from(a.iter().map(to_regorus).collect::<Result<Vec<_>, _>>()?),
+        J::Object(o) => regorus::Value::from(
+            o.iter()
+                .map(|(k, v)| Ok((regorus::Value::from(k.as_str()), to_regorus(v)?)))
+                .collect::<Result<std::collections::BTreeMap<_, _>, serde_json::Error>>()?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn direct_conversion_matches_serde() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/node-fr-pass.json")).unwrap();
+        for v in [
+            fixture,
+            json!({"n": [0, 1, -1, u64::MAX, i64::MIN, 0.5, -2.5e300, 1e-7], "e": {}, "a": [],
+                   "s": "é", "b": [true, false, null], "k": {"z": 1, "a": {"y": [{}]}}}),
+        ] {
+            let want = regorus::Value::deserialize(&v).unwrap();
+            assert_eq!(to_regorus(&v).unwrap(), want);
+        }
+    }
+}

@@ -328,16 +328,14 @@ impl Policy {
     /// [`PolicyInput`]; fields it does not know are passed to the policy as they are.
     pub fn evaluate(&self, input: &serde_json::Value) -> Result<Decision, PolicyError> {
         PolicyInput::from_json(input).map_err(|e| PolicyError::Input(e.to_string()))?;
-        let value = <regorus::Value as serde::Deserialize>::deserialize(input)
-            .map_err(|e| PolicyError::Input(e.to_string()))?;
+        let value = input::to_regorus(input).map_err(|e| PolicyError::Input(e.to_string()))?;
         self.evaluate_value(value)
     }
 
     /// Evaluate a typed input.
     pub fn evaluate_input(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
         let json = serde_json::to_value(input).map_err(|e| PolicyError::Input(e.to_string()))?;
-        let value = <regorus::Value as serde::Deserialize>::deserialize(&json)
-            .map_err(|e| PolicyError::Input(e.to_string()))?;
+        let value = input::to_regorus(&json).map_err(|e| PolicyError::Input(e.to_string()))?;
         self.evaluate_value(value)
     }
 
