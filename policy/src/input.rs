@@ -9,19 +9,24 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Everything a policy sees about one node in one round.
+///
+/// `J` is the type of the free-form JSON parts (device claims, registry identities):
+/// `serde_json::Value` as the service builds it; [`serde::de::IgnoredAny`] only to check
+/// an input's shape without copying those parts, which accept any JSON either way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PolicyInput {
+#[serde(bound(deserialize = "J: Deserialize<'de> + Default"))]
+pub struct PolicyInput<J = serde_json::Value> {
     pub node: NodeInfo,
     /// Per-device verification results, keyed `tpm`, `snp`, `gpu0`, `gpu1`, ...
     #[serde(default)]
-    pub devices: BTreeMap<String, DeviceResult>,
+    pub devices: BTreeMap<String, DeviceResult<J>>,
     /// The node's GPUs, one entry per attested or reported GPU.
     #[serde(default)]
     pub gpus: Vec<GpuInfo>,
     /// Attributes derived from the signed registry (site, operator, hardware binding).
     /// Absent when the verifier has no registry configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sovereignty: Option<Derived>,
+    pub sovereignty: Option<Derived<J>>,
     /// Latency-bound locality proofs. Absent when no landmark measured the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<Locality>,
@@ -51,7 +56,8 @@ pub enum NodeState {
 
 /// One device's evidence appraisal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeviceResult {
+#[serde(bound(deserialize = "J: Deserialize<'de> + Default"))]
+pub struct DeviceResult<J = serde_json::Value> {
     /// `tpm`, `snp` or `nvgpu`.
     pub kind: String,
     pub verified: bool,
@@ -60,7 +66,7 @@ pub struct DeviceResult {
     pub failed_check: Option<String>,
     /// The verifier's claims for this device (its `*Claims` type as JSON); null when rejected.
     #[serde(default)]
-    pub claims: serde_json::Value,
+    pub claims: J,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,13 +97,14 @@ pub struct ReferenceInfo {
 /// Attributes the registry crate derives from the signed registry and the attested
 /// hardware identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Derived {
+#[serde(bound(deserialize = "J: Deserialize<'de> + Default"))]
+pub struct Derived<J = serde_json::Value> {
     pub registry: RegistryRef,
     #[serde(default)]
     pub site: Option<Site>,
     #[serde(default)]
     pub operator: Option<Operator>,
-    pub hardware: HardwareBinding,
+    pub hardware: HardwareBinding<J>,
 }
 
 /// Which registry document the attributes come from.
@@ -168,15 +175,16 @@ pub struct Controller {
 
 /// Whether the attested hardware identities are bound to registry sites.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HardwareBinding {
+#[serde(bound(deserialize = "J: Deserialize<'de> + Default"))]
+pub struct HardwareBinding<J = serde_json::Value> {
     /// Every attested identity is listed in the registry, all at the same site.
     pub bound: bool,
     /// Identities found in the registry, as the registry crate names them.
     #[serde(default)]
-    pub matched: Vec<serde_json::Value>,
+    pub matched: Vec<J>,
     /// Identities not found in the registry.
     #[serde(default)]
-    pub unmatched: Vec<serde_json::Value>,
+    pub unmatched: Vec<J>,
     /// Site ids the matched identities are bound to.
     #[serde(default)]
     pub sites: Vec<String>,
@@ -222,6 +230,13 @@ impl PolicyInput {
     pub fn from_json(v: &serde_json::Value) -> Result<Self, serde_json::Error> {
         Self::deserialize(v)
     }
+
+    /// Check a JSON input against the typed shape, as [`PolicyInput::from_json`] does,
+    /// without building it: the free-form parts are skipped rather than copied (they
+    /// were most of the cost of the check).
+    pub fn check_json(v: &serde_json::Value) -> Result<(), serde_json::Error> {
+        PolicyInput::<serde::de::IgnoredAny>::deserialize(v).map(drop)
+    }
 }
 
 /// A JSON document as the regorus value a policy reads, walked directly rather than
@@ -255,6 +270,33 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn shape_check_agrees_with_from_json() {
+        let node = json!({"id": "n", "name": "x", "state": "trusted"});
+        for v in [
+            serde_json::from_str(include_str!("../tests/fixtures/node-fr-pass.json")).unwrap(),
+            serde_json::from_str(include_str!("../tests/fixtures/node-us-controlled.json")).unwrap(),
+            serde_json::from_str(include_str!("../tests/fixtures/malformed-state.json")).unwrap(),
+            serde_json::from_str(include_str!("../tests/fixtures/malformed-missing-node.json")).unwrap(),
+            json!({"node": node, "devices": {"t": {"kind": "tpm", "verified": true, "claims": [1, {"a": null}]}}}),
+            json!({"node": node, "devices": {"t": {"kind": "tpm", "verified": "yes"}}}),
+            json!({"node": node, "devices": {"t": {"kind": "tpm", "verified": true, "failed_check": 3}}}),
+            json!({"node": node, "devices": []}),
+            json!({"node": node, "gpus": [{"index": -1}]}),
+            json!({"node": node, "locality": {"proofs": [], "strong": "yes"}}),
+            json!({"node": node, "sovereignty": {"registry": {}, "hardware": {"bound": true}}}),
+            json!({"node": node, "sovereignty": {"registry": {"version": 1, "digest": "", "kid": ""},
+                   "hardware": {"bound": true, "matched": [{"x": 1}, "y"], "unmatched": 5}}}),
+            json!({"node": node, "extra": {"anything": [1]}}),
+            json!([1]),
+            json!(null),
+        ] {
+            let full = PolicyInput::from_json(&v).map(drop).map_err(|e| e.to_string());
+            let shape = PolicyInput::check_json(&v).map_err(|e| e.to_string());
+            assert_eq!(full, shape, "{v}");
+        }
+    }
 
     #[test]
     fn direct_conversion_matches_serde() {

@@ -327,7 +327,7 @@ impl Policy {
     /// Evaluate against a JSON input document. The input is first checked against
     /// [`PolicyInput`]; fields it does not know are passed to the policy as they are.
     pub fn evaluate(&self, input: &serde_json::Value) -> Result<Decision, PolicyError> {
-        PolicyInput::from_json(input).map_err(|e| PolicyError::Input(e.to_string()))?;
+        PolicyInput::check_json(input).map_err(|e| PolicyError::Input(e.to_string()))?;
         let value = input::to_regorus(input).map_err(|e| PolicyError::Input(e.to_string()))?;
         self.evaluate_value(value)
     }
