@@ -240,12 +240,13 @@ impl PolicyInput {
 }
 
 /// A JSON document as the regorus value a policy reads, walked directly rather than
-/// through serde's visitor: the same value, in about a third of the time (the visitor
-/// checks allocator limits and interns keys per entry). Integers become regorus
+/// through serde's visitor: the same value, somewhat faster (the visitor checks allocator
+/// limits and interns keys per entry). Integers become regorus
 /// integers as the visitor makes them; any other number (a float, or a big number
 /// under serde_json's `arbitrary_precision`) goes through the visitor itself, so no
 /// number reads differently.
-pub(crate) fn to_regorus(v: &serde_json::Value) -> Result<regorus::Value, serde_json::Error> {
+#[doc(hidden)]
+pub fn to_regorus(v: &serde_json::Value) -> Result<regorus::Value, serde_json::Error> {
     use serde_json::Value as J;
     Ok(match v {
         J::Null => regorus::Value::Null,
@@ -256,12 +257,20 @@ pub(crate) fn to_regorus(v: &serde_json::Value) -> Result<regorus::Value, serde_
             (None, None) => regorus::Value::deserialize(v)?,
         },
         J::String(s) => regorus::Value::from(s.as_str()),
-        J::Array(a) => regorus::Value::from(a.iter().map(to_regorus).collect::<Result<Vec<_>, _>>()?),
-        J::Object(o) => regorus::Value::from(
-            o.iter()
-                .map(|(k, v)| Ok((regorus::Value::from(k.as_str()), to_regorus(v)?)))
-                .collect::<Result<std::collections::BTreeMap<_, _>, serde_json::Error>>()?,
-        ),
+        J::Array(a) => {
+            let mut out = Vec::with_capacity(a.len());
+            for x in a {
+                out.push(to_regorus(x)?);
+            }
+            regorus::Value::from(out)
+        }
+        J::Object(o) => {
+            let mut out = std::collections::BTreeMap::new();
+            for (k, x) in o {
+                out.insert(regorus::Value::from(k.as_str()), to_regorus(x)?);
+            }
+            regorus::Value::from(out)
+        }
     })
 }
 

@@ -350,7 +350,10 @@ impl Policy {
         self.decide(&mut engine, value)
     }
 
-    fn evaluate_value(&self, value: regorus::Value) -> Result<Decision, PolicyError> {
+    /// Evaluate an input already converted to a regorus value, unchecked: the benchmark's
+    /// measure of the engine alone.
+    #[doc(hidden)]
+    pub fn evaluate_value(&self, value: regorus::Value) -> Result<Decision, PolicyError> {
         if let Some(c) = &self.inner.vm {
             let pooled = lock(&c.pool).pop();
             let mut vm = match pooled {
