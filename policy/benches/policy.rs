@@ -15,6 +15,12 @@
 //! - `engine/clone-unprepared`, `engine/clone-prepared`, `engine/eval-reused`: the parts:
 //!   cloning an engine before and after its first evaluation, and one evaluation of the
 //!   `allow` rule on an engine kept across iterations.
+//! - `input/validate`, `input/check`: the typed-shape check, building a `PolicyInput`
+//!   and (what `evaluate` does) without copying claims.
+//! - `input/to-regorus`, `input/to-regorus-direct`: JSON to regorus value through serde's
+//!   visitor and (what `evaluate` does) by walking the JSON.
+//! - `eu-sovereign/rvm-run`: the engine's share of `decision`: a pooled RVM runs the
+//!   wrapper rule on an input already converted (the clone of that value included).
 //! - `eu-sovereign/compile`: `Policy::shipped` (parse, analyse, prepare).
 //! - `default/decision`: the default policy on the same input.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -59,6 +65,10 @@ fn bench(c: &mut Criterion) {
             black_box((allow, deny))
         })
     });
+    let value = custody_policy::input::to_regorus(&input).unwrap();
+    g.bench_function("rvm-run", |b| {
+        b.iter(|| black_box(p.evaluate_value(black_box(value.clone())).unwrap()))
+    });
     g.bench_function("compile", |b| {
         b.iter(|| black_box(Policy::shipped(black_box("eu-sovereign")).unwrap()))
     });
@@ -89,8 +99,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("validate", |b| {
         b.iter(|| black_box(PolicyInput::from_json(black_box(&input)).unwrap()))
     });
+    g.bench_function("check", |b| {
+        b.iter(|| PolicyInput::check_json(black_box(&input)).unwrap())
+    });
     g.bench_function("to-regorus", |b| {
         b.iter(|| black_box(<regorus::Value as serde::Deserialize>::deserialize(black_box(&input)).unwrap()))
+    });
+    g.bench_function("to-regorus-direct", |b| {
+        b.iter(|| black_box(custody_policy::input::to_regorus(black_box(&input)).unwrap()))
     });
     g.finish();
 

@@ -108,6 +108,8 @@ list(xs) := concat(", ", [sprintf("%v", [x]) | some x in xs]) if count(xs) > 0
 
 # Site country must be in `allowed` (an array or set of ISO codes).
 country_deny(allowed) := {msg |
+	# Cheap membership first: only a refused country pays for the set and its message.
+	not site.country in allowed
 	allowed_set := {c | some c in allowed}
 	not site.country in allowed_set
 	msg := sprintf("site %s (%s) is in %s, outside the allowed countries [%s]", [site.name, site.id, site.country, concat(", ", sort(allowed_set))])

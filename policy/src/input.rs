@@ -9,19 +9,24 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Everything a policy sees about one node in one round.
+///
+/// `J` is the type of the free-form JSON parts (device claims, registry identities):
+/// `serde_json::Value` as the service builds it; [`serde::de::IgnoredAny`] only to check
+/// an input's shape without copying those parts, which accept any JSON either way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PolicyInput {
+#[serde(bound(deserialize = "J: Deserialize<'de> + Default"))]
+pub struct PolicyInput<J = serde_json::Value> {
     pub node: NodeInfo,
     /// Per-device verification results, keyed `tpm`, `snp`, `gpu0`, `gpu1`, ...
     #[serde(default)]
-    pub devices: BTreeMap<String, DeviceResult>,
+    pub devices: BTreeMap<String, DeviceResult<J>>,
     /// The node's GPUs, one entry per attested or reported GPU.
     #[serde(default)]
     pub gpus: Vec<GpuInfo>,
     /// Attributes derived from the signed registry (site, operator, hardware binding).
     /// Absent when the verifier has no registry configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sovereignty: Option<Derived>,
+    pub sovereignty: Option<Derived<J>>,
     /// Latency-bound locality proofs. Absent when no landmark measured the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<Locality>,
@@ -51,7 +56,8 @@ pub enum NodeState {
 
 /// One device's evidence appraisal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeviceResult {
+#[serde(bound(deserialize = "J: Deserialize<'de> + Default"))]
+pub struct DeviceResult<J = serde_json::Value> {
     /// `tpm`, `snp` or `nvgpu`.
     pub kind: String,
     pub verified: bool,
@@ -60,7 +66,7 @@ pub struct DeviceResult {
     pub failed_check: Option<String>,
     /// The verifier's claims for this device (its `*Claims` type as JSON); null when rejected.
     #[serde(default)]
-    pub claims: serde_json::Value,
+    pub claims: J,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,13 +97,14 @@ pub struct ReferenceInfo {
 /// Attributes the registry crate derives from the signed registry and the attested
 /// hardware identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Derived {
+#[serde(bound(deserialize = "J: Deserialize<'de> + Default"))]
+pub struct Derived<J = serde_json::Value> {
     pub registry: RegistryRef,
     #[serde(default)]
     pub site: Option<Site>,
     #[serde(default)]
     pub operator: Option<Operator>,
-    pub hardware: HardwareBinding,
+    pub hardware: HardwareBinding<J>,
 }
 
 /// Which registry document the attributes come from.
@@ -168,15 +175,16 @@ pub struct Controller {
 
 /// Whether the attested hardware identities are bound to registry sites.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HardwareBinding {
+#[serde(bound(deserialize = "J: Deserialize<'de> + Default"))]
+pub struct HardwareBinding<J = serde_json::Value> {
     /// Every attested identity is listed in the registry, all at the same site.
     pub bound: bool,
     /// Identities found in the registry, as the registry crate names them.
     #[serde(default)]
-    pub matched: Vec<serde_json::Value>,
+    pub matched: Vec<J>,
     /// Identities not found in the registry.
     #[serde(default)]
-    pub unmatched: Vec<serde_json::Value>,
+    pub unmatched: Vec<J>,
     /// Site ids the matched identities are bound to.
     #[serde(default)]
     pub sites: Vec<String>,
@@ -221,5 +229,95 @@ impl PolicyInput {
     /// Check a JSON input against the typed shape; the error names the offending field.
     pub fn from_json(v: &serde_json::Value) -> Result<Self, serde_json::Error> {
         Self::deserialize(v)
+    }
+
+    /// Check a JSON input against the typed shape, as [`PolicyInput::from_json`] does,
+    /// without building it: the free-form parts are skipped rather than copied (they
+    /// were most of the cost of the check).
+    pub fn check_json(v: &serde_json::Value) -> Result<(), serde_json::Error> {
+        PolicyInput::<serde::de::IgnoredAny>::deserialize(v).map(drop)
+    }
+}
+
+/// A JSON document as the regorus value a policy reads, walked directly rather than
+/// through serde's visitor: the same value, somewhat faster (the visitor checks allocator
+/// limits and interns keys per entry). Integers become regorus
+/// integers as the visitor makes them; any other number (a float, or a big number
+/// under serde_json's `arbitrary_precision`) goes through the visitor itself, so no
+/// number reads differently.
+#[doc(hidden)]
+pub fn to_regorus(v: &serde_json::Value) -> Result<regorus::Value, serde_json::Error> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => regorus::Value::Null,
+        J::Bool(b) => regorus::Value::Bool(*b),
+        J::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => regorus::Value::from(u),
+            (None, Some(i)) => regorus::Value::from(i),
+            (None, None) => regorus::Value::deserialize(v)?,
+        },
+        J::String(s) => regorus::Value::from(s.as_str()),
+        J::Array(a) => {
+            let mut out = Vec::with_capacity(a.len());
+            for x in a {
+                out.push(to_regorus(x)?);
+            }
+            regorus::Value::from(out)
+        }
+        J::Object(o) => {
+            let mut out = std::collections::BTreeMap::new();
+            for (k, x) in o {
+                out.insert(regorus::Value::from(k.as_str()), to_regorus(x)?);
+            }
+            regorus::Value::from(out)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shape_check_agrees_with_from_json() {
+        let node = json!({"id": "n", "name": "x", "state": "trusted"});
+        for v in [
+            serde_json::from_str(include_str!("../tests/fixtures/node-fr-pass.json")).unwrap(),
+            serde_json::from_str(include_str!("../tests/fixtures/node-us-controlled.json")).unwrap(),
+            serde_json::from_str(include_str!("../tests/fixtures/malformed-state.json")).unwrap(),
+            serde_json::from_str(include_str!("../tests/fixtures/malformed-missing-node.json")).unwrap(),
+            json!({"node": node, "devices": {"t": {"kind": "tpm", "verified": true, "claims": [1, {"a": null}]}}}),
+            json!({"node": node, "devices": {"t": {"kind": "tpm", "verified": "yes"}}}),
+            json!({"node": node, "devices": {"t": {"kind": "tpm", "verified": true, "failed_check": 3}}}),
+            json!({"node": node, "devices": []}),
+            json!({"node": node, "gpus": [{"index": -1}]}),
+            json!({"node": node, "locality": {"proofs": [], "strong": "yes"}}),
+            json!({"node": node, "sovereignty": {"registry": {}, "hardware": {"bound": true}}}),
+            json!({"node": node, "sovereignty": {"registry": {"version": 1, "digest": "", "kid": ""},
+                   "hardware": {"bound": true, "matched": [{"x": 1}, "y"], "unmatched": 5}}}),
+            json!({"node": node, "extra": {"anything": [1]}}),
+            json!([1]),
+            json!(null),
+        ] {
+            let full = PolicyInput::from_json(&v).map(drop).map_err(|e| e.to_string());
+            let shape = PolicyInput::check_json(&v).map_err(|e| e.to_string());
+            assert_eq!(full, shape, "{v}");
+        }
+    }
+
+    #[test]
+    fn direct_conversion_matches_serde() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/node-fr-pass.json")).unwrap();
+        for v in [
+            fixture,
+            json!({"n": [0, 1, -1, u64::MAX, i64::MIN, 0.5, -2.5e300, 1e-7], "e": {}, "a": [],
+                   "s": "é", "b": [true, false, null], "k": {"z": 1, "a": {"y": [{}]}}}),
+        ] {
+            let want = regorus::Value::deserialize(&v).unwrap();
+            assert_eq!(to_regorus(&v).unwrap(), want);
+        }
     }
 }
