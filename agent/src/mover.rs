@@ -360,13 +360,14 @@ impl Mover {
         chunk_size: u32,
     ) -> Result<String, MoverError> {
         let dir = self.checkpoint_path(checkpoint)?;
-        let t = Ticket::verify(&ticket, &self.verifier_key, now())?;
-        if t.source != self.node_id {
-            return Err(MoverError::TicketSource(format!(
-                "the ticket moves from {:?}, this node is {:?}",
-                t.source, self.node_id
-            )));
-        }
+        let t = wire::source_ticket(
+            &ticket,
+            SourceChecks {
+                verifier_public_sec1: &self.verifier_key,
+                now: now(),
+                me: &self.node_id,
+            },
+        )?;
         let id = t.id_hex();
         let out_dir = self.dir.join(EXPORTS_DIR);
         std::fs::create_dir_all(&out_dir).map_err(|e| MoverError::io(&out_dir, e))?;

@@ -175,12 +175,9 @@ pub struct Sent {
     pub receipt_resent: bool,
 }
 
-/// Verify the ticket and the checkpoint's manifest against it (the source's checks).
-pub fn check_source(
-    ticket_bytes: &[u8],
-    checks: SourceChecks<'_>,
-    checkpoint_dir: &Path,
-) -> Result<(Ticket, Manifest), MoverError> {
+/// The ticket as the source checks it: signed by the verifier, unexpired, naming this
+/// node as the source.
+pub fn source_ticket(ticket_bytes: &[u8], checks: SourceChecks<'_>) -> Result<Ticket, MoverError> {
     let ticket = Ticket::verify(ticket_bytes, checks.verifier_public_sec1, checks.now)?;
     if ticket.source != checks.me {
         return Err(MoverError::TicketSource(format!(
@@ -188,6 +185,16 @@ pub fn check_source(
             ticket.source, checks.me
         )));
     }
+    Ok(ticket)
+}
+
+/// Verify the ticket and the checkpoint's manifest against it (the source's checks).
+pub fn check_source(
+    ticket_bytes: &[u8],
+    checks: SourceChecks<'_>,
+    checkpoint_dir: &Path,
+) -> Result<(Ticket, Manifest), MoverError> {
+    let ticket = source_ticket(ticket_bytes, checks)?;
     let manifest = Manifest::build(checkpoint_dir)?;
     if manifest.digest()? != ticket.manifest_digest {
         return Err(MoverError::ManifestDigest(
@@ -209,13 +216,7 @@ pub fn check_source_with(
     checkpoint_dir: &Path,
     manifest: Manifest,
 ) -> Result<(Ticket, Manifest), MoverError> {
-    let ticket = Ticket::verify(ticket_bytes, checks.verifier_public_sec1, checks.now)?;
-    if ticket.source != checks.me {
-        return Err(MoverError::TicketSource(format!(
-            "the ticket moves from {:?}, this node is {:?}",
-            ticket.source, checks.me
-        )));
-    }
+    let ticket = source_ticket(ticket_bytes, checks)?;
     if manifest.digest()? != ticket.manifest_digest {
         return Err(MoverError::ManifestDigest(
             "the manifest is not the one the ticket names".into(),
