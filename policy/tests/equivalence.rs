@@ -13,16 +13,9 @@
 
 use custody_policy::{Policy, SHIPPED};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn load(name: &str) -> Value {
-    let text = std::fs::read_to_string(fixtures().join(name)).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
+mod common;
+use common::{fixtures, load};
 
 fn set(doc: &mut Value, ptr: &str, v: Value) {
     let i = ptr.rfind('/').unwrap();

@@ -11,16 +11,9 @@
 
 use custody_policy::{Policy, PolicyError, PolicyInput, TrustVector};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn load(name: &str) -> Value {
-    let text = std::fs::read_to_string(fixtures().join(name)).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
+mod common;
+use common::load;
 
 /// Split "/a/b/c" into the parent pointer "/a/b" and the key "c".
 fn split(ptr: &str) -> (&str, String) {
