@@ -15,29 +15,7 @@ use custody_policy::{Policy, SHIPPED};
 use serde_json::{json, Value};
 
 mod common;
-use common::{fixtures, load};
-
-fn set(doc: &mut Value, ptr: &str, v: Value) {
-    let i = ptr.rfind('/').unwrap();
-    let (parent, key) = (&ptr[..i], ptr[i + 1..].replace("~1", "/").replace("~0", "~"));
-    match doc.pointer_mut(parent).unwrap() {
-        Value::Object(o) => {
-            o.insert(key, v);
-        }
-        Value::Array(a) => a[key.parse::<usize>().unwrap()] = v,
-        other => panic!("{parent} is {other}"),
-    }
-}
-
-fn remove(doc: &mut Value, ptr: &str) {
-    let i = ptr.rfind('/').unwrap();
-    let (parent, key) = (&ptr[..i], &ptr[i + 1..]);
-    doc.pointer_mut(parent)
-        .unwrap()
-        .as_object_mut()
-        .unwrap()
-        .remove(key);
-}
+use common::{case_input, fixtures, load, set};
 
 /// Every case input of every cases file.
 fn inputs() -> Vec<Value> {
@@ -49,17 +27,7 @@ fn inputs() -> Vec<Value> {
         "cases-defense-restricted.json",
     ] {
         for case in load(file)["cases"].as_array().unwrap() {
-            let mut input = load(case["base"].as_str().unwrap());
-            if let Some(edits) = case.get("set").and_then(Value::as_object) {
-                for (ptr, v) in edits {
-                    set(&mut input, ptr, v.clone());
-                }
-            }
-            if let Some(ptrs) = case.get("remove").and_then(Value::as_array) {
-                for ptr in ptrs {
-                    remove(&mut input, ptr.as_str().unwrap());
-                }
-            }
+            let input = case_input(case);
             out.push(input);
         }
     }

@@ -10,33 +10,10 @@
 )]
 
 use custody_policy::{Policy, PolicyError, PolicyInput, TrustVector};
-use serde_json::{json, Value};
+use serde_json::json;
 
 mod common;
-use common::load;
-
-/// Split "/a/b/c" into the parent pointer "/a/b" and the key "c".
-fn split(ptr: &str) -> (&str, String) {
-    let i = ptr.rfind('/').unwrap();
-    (&ptr[..i], ptr[i + 1..].replace("~1", "/").replace("~0", "~"))
-}
-
-fn set(doc: &mut Value, ptr: &str, v: Value) {
-    let (parent, key) = split(ptr);
-    match doc.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent}")) {
-        Value::Object(o) => {
-            o.insert(key, v);
-        }
-        Value::Array(a) => a[key.parse::<usize>().unwrap()] = v,
-        other => panic!("{parent} is {other}"),
-    }
-}
-
-fn remove(doc: &mut Value, ptr: &str) {
-    let (parent, key) = split(ptr);
-    let o = doc.pointer_mut(parent).unwrap().as_object_mut().unwrap();
-    assert!(o.remove(&key).is_some(), "nothing at {ptr}");
-}
+use common::{case_input, load};
 
 fn run_cases(file: &str) {
     let doc = load(file);
@@ -46,17 +23,7 @@ fn run_cases(file: &str) {
     assert!(cases.len() >= 3, "{file}: too few cases");
     for case in cases {
         let label = format!("{name} / {}", case["name"].as_str().unwrap());
-        let mut input = load(case["base"].as_str().unwrap());
-        if let Some(edits) = case.get("set").and_then(Value::as_object) {
-            for (ptr, v) in edits {
-                set(&mut input, ptr, v.clone());
-            }
-        }
-        if let Some(ptrs) = case.get("remove").and_then(Value::as_array) {
-            for ptr in ptrs {
-                remove(&mut input, ptr.as_str().unwrap());
-            }
-        }
+        let input = case_input(case);
         let policy = match case.get("data") {
             Some(data) => Policy::shipped_with_data(name, data.clone()).unwrap(),
             None => plain.clone(),
