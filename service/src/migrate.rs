@@ -678,21 +678,16 @@ impl Service {
                 }
                 Err(e) => {
                     tracing::warn!(ticket = %r.id, check = %e.check, "an unfinished migration cannot be resumed");
-                    if let Ok(mut m) = serde_json::from_str::<Migration>(&r.doc) {
-                        self.log(custody_audit::Entry::Migration(serde_json::json!({
-                            "outcome": "failed",
-                            "ticket": m.id,
-                            "job": m.job,
-                            "source": m.source,
-                            "destination": m.destination,
-                            "check": e.check,
-                            "detail": format!("after a verifier restart: {}", e.detail),
-                            "at": now(),
-                        })));
-                        m.state = "failed".into();
-                        m.check = Some(e.check);
-                        m.detail = Some(format!("after a verifier restart: {}", e.detail));
-                        self.persist_migration(&m, &[]);
+                    if let Ok(m) = serde_json::from_str::<Migration>(&r.doc) {
+                        let (id, job, source, destination) = (
+                            m.id.clone(),
+                            m.job.clone(),
+                            m.source.clone(),
+                            m.destination.clone(),
+                        );
+                        self.migrations.put(m);
+                        let e = refused(&e.check, format!("after a verifier restart: {}", e.detail));
+                        self.fail_migration(&id, &job, &source, &destination, e);
                     }
                 }
             }
@@ -871,26 +866,29 @@ impl Service {
                     m.receipt_sha256 = Some(digest);
                 });
             }
-            Err(e) => {
-                tracing::warn!(ticket = %id, check = %e.check, detail = %e.detail, "migration failed");
-                self.log(custody_audit::Entry::Migration(serde_json::json!({
-                    "outcome": "failed",
-                    "ticket": id,
-                    "job": t.job,
-                    "source": t.source,
-                    "destination": t.destination,
-                    "check": e.check,
-                    "detail": e.detail,
-                    "at": at,
-                })));
-                self.checkpoint_now();
-                self.end_migration(id, |m| {
-                    m.state = "failed".into();
-                    m.check = Some(e.check);
-                    m.detail = Some(e.detail);
-                });
-            }
+            Err(e) => self.fail_migration(id, &t.job, &t.source, &t.destination, e),
         }
+    }
+
+    /// A ticketed migration that ended without a placement: logged, signed, stored.
+    fn fail_migration(&self, id: &str, job: &str, source: &str, destination: &str, e: MigrationRefused) {
+        tracing::warn!(ticket = %id, check = %e.check, detail = %e.detail, "migration failed");
+        self.log(custody_audit::Entry::Migration(serde_json::json!({
+            "outcome": "failed",
+            "ticket": id,
+            "job": job,
+            "source": source,
+            "destination": destination,
+            "check": e.check,
+            "detail": e.detail,
+            "at": now(),
+        })));
+        self.checkpoint_now();
+        self.end_migration(id, |m| {
+            m.state = "failed".into();
+            m.check = Some(e.check);
+            m.detail = Some(e.detail);
+        });
     }
 }
 
