@@ -21,9 +21,12 @@ eu_eea := {
 eu := eu_eea - {"IS", "LI", "NO"}
 
 # param(name, default): data.custody.params[name] when the deployment set it.
-param(name, _) := data.custody.params[name]
+param(name, dflt) := object.get(params_doc, name, dflt)
 
-param(name, dflt) := dflt if not has_param(name)
+# The deployment's parameters, read once per decision; {} when unset or not an object.
+default params_doc := {}
+
+params_doc := data.custody.params if is_object(data.custody.params)
 
 has_param(name) if {
 	_ = data.custody.params[name]
@@ -118,12 +121,31 @@ country_deny(allowed) := {msg |
 # ---------------------------------------------------------------------------
 # Operator: CLOUD Act exposure, SecNumCloud 19.6 immunity, jurisdictions.
 
-# "operator ACME SAS is controlled 60 % by ACME Inc (US): cloud_act_exposed" from the
-# reason "ACME SAS is controlled 60 % by ACME Inc (US)"; a reason that does not start
-# with the operator's name is put after it.
-entity_reason(op, r, flag) := sprintf("operator %s: %s", [r, flag]) if startswith(r, op.name)
+# One sentence per registry reason, naming the operator once and ending with `flag`:
+# - the registry's own form, "operator ACME SAS is controlled 60 % by ACME Inc (US):
+#   cloud_act_exposed", is kept as it is (the flag is added when it is missing);
+# - "ACME SAS is controlled 60 % by ACME Inc (US)" becomes "operator ACME SAS is
+#   controlled ...: cloud_act_exposed";
+# - a reason that names neither ("US office in Delaware") is put after the operator's name.
+entity_reason(op, r, flag) := r if {
+	startswith(r, concat("", ["operator ", op.name]))
+	endswith(r, concat("", [": ", flag]))
+}
 
-entity_reason(op, r, flag) := sprintf("operator %s: %s: %s", [op.name, r, flag]) if not startswith(r, op.name)
+entity_reason(op, r, flag) := sprintf("%s: %s", [r, flag]) if {
+	startswith(r, concat("", ["operator ", op.name]))
+	not endswith(r, concat("", [": ", flag]))
+}
+
+entity_reason(op, r, flag) := sprintf("operator %s: %s", [r, flag]) if {
+	not startswith(r, concat("", ["operator ", op.name]))
+	startswith(r, op.name)
+}
+
+entity_reason(op, r, flag) := sprintf("operator %s: %s: %s", [op.name, r, flag]) if {
+	not startswith(r, concat("", ["operator ", op.name]))
+	not startswith(r, op.name)
+}
 
 cloud_act_deny contains msg if {
 	operator.cloud_act_exposed == true
@@ -185,28 +207,29 @@ gpu_cc_on if {
 # `km`. With `required`, a node without proofs is refused; with `strong`, only proofs
 # whose session key cannot leave the boundary count.
 
-locality_proofs := [p | some p in locality.proofs]
+default proof_count := 0
 
-locality_deny(km, site_id, required, strong) := ((missing | unbound) | too_far) | weak if {
-	missing := {msg |
-		required == true
-		count(locality_proofs) == 0
-		msg := sprintf("%s: no locality proof was presented", [node])
-	}
+proof_count := count(locality.proofs)
+
+# Without proofs only `required` can refuse; with proofs, the bound and its strength.
+locality_deny(km, site_id, required, strong) := {msg |
+	required == true
+	msg := sprintf("%s: no locality proof was presented", [node])
+} if proof_count == 0
+
+locality_deny(km, site_id, required, strong) := (unbound | too_far) | weak if {
+	proof_count > 0
 	unbound := {msg |
-		count(locality_proofs) > 0
 		not locality.upper_km[site_id]
 		msg := sprintf("%s: locality proofs bound no distance to site %s", [node, site_id])
 	}
 	too_far := {msg |
-		count(locality_proofs) > 0
 		d := locality.upper_km[site_id]
 		d > km
 		msg := sprintf("%s is proven only within %v km of site %s; the policy requires %v km", [node, round(d), site_id, km])
 	}
 	weak := {msg |
 		strong == true
-		count(locality_proofs) > 0
 		locality.strong != true
 		msg := sprintf("%s: every locality proof is weak (session key in plain process memory)", [node])
 	}
@@ -215,63 +238,59 @@ locality_deny(km, site_id, required, strong) := ((missing | unbound) | too_far) 
 # ---------------------------------------------------------------------------
 # AR4SI trust vector (draft-ietf-rats-ar4si): 0 no claim, 2 affirming, 32 warning,
 # 96 contraindicated.
+#
+# Each claim is one rule with an `else` chain, strongest finding first: a contraindication
+# wins over an affirmation, so two devices of one kind that disagree (one verified, one
+# not) give 96 rather than a rule conflict. The devices are walked once, into the kinds
+# that verified and the names of those that did not.
 
-tpm_ok if verified("tpm")
+verified_kinds := {d.kind | some d in input.devices; d.verified == true}
 
-any_failed if {
-	some d in input.devices
-	d.verified != true
+failed_devices := {name | some name, d in input.devices; d.verified != true}
+
+tpm_ok if "tpm" in verified_kinds
+
+any_failed if count(failed_devices) > 0
+
+# Any TPM that failed, whatever the device is called.
+tpm_failed if input.devices.tpm.verified == false
+
+tpm_failed if {
+	some name in failed_devices
+	input.devices[name].kind == "tpm"
 }
 
-default trust_instance_identity := 0
-
-trust_instance_identity := 2 if tpm_ok
-
-trust_instance_identity := 96 if input.devices.tpm.verified == false
-
-default trust_configuration := 0
-
-trust_configuration := 2 if {
-	tpm_ok
-	count(device_deny) == 0
+snp_failed if {
+	some name in failed_devices
+	input.devices[name].kind == "snp"
 }
+
+trust_instance_identity := 96 if tpm_failed
+else := 2 if tpm_ok
+else := 0
 
 trust_configuration := 96 if {
 	count(input.devices) > 0
 	count(device_deny) > 0
-}
+} else := 2 if {
+	tpm_ok
+	count(device_deny) == 0
+} else := 0
 
-default trust_executables := 0
-
-trust_executables := 2 if tpm_ok
-
-trust_executables := 96 if input.devices.tpm.verified == false
-
-default trust_hardware := 0
-
-trust_hardware := 2 if {
-	count(input.devices) > 0
-	not any_failed
-}
+trust_executables := trust_instance_identity
 
 trust_hardware := 96 if any_failed
+else := 2 if count(input.devices) > 0
+else := 0
 
-default trust_runtime_opaque := 32
-
-trust_runtime_opaque := 2 if {
-	verified("snp")
+trust_runtime_opaque := 96 if snp_failed
+else := 2 if {
+	"snp" in verified_kinds
 	not any_failed
-}
-
-trust_runtime_opaque := 96 if {
-	some d in input.devices
-	d.kind == "snp"
-	d.verified != true
-}
-
-default trust_storage_opaque := 0
+} else := 32
 
 trust_storage_opaque := 2 if tpm_ok
+else := 0
 
 trust_vector := {
 	"instance_identity": trust_instance_identity,

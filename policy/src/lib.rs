@@ -608,6 +608,31 @@ mod tests {
         ));
     }
 
+    /// Two devices of one kind that disagree used to be a rule conflict: an evaluation
+    /// error in the interpreter while the RVM decided. The claims now take the strongest
+    /// finding, and both evaluators agree.
+    #[test]
+    fn disagreeing_devices_of_one_kind_are_contraindicated() {
+        let failed = json!({"kind": "tpm", "verified": false, "failed_check": "quote_signature", "claims": null});
+        for devices in [
+            json!({"tpm": tpm_ok(), "tpm-b": failed}),
+            json!({"tpm": failed, "tpm-b": tpm_ok()}),
+        ] {
+            for name in ["default", "eu-sovereign"] {
+                let p = Policy::shipped(name).unwrap();
+                let i = input(devices.clone());
+                let d = p.evaluate(&i).unwrap();
+                assert!(!d.allow, "{name}");
+                let tv = d.trust_vector.unwrap();
+                assert_eq!(tv.instance_identity, 96, "{name} {devices}");
+                assert_eq!(tv.executables, 96);
+                assert_eq!(tv.hardware, 96);
+                assert_eq!(tv.configuration, 96);
+                assert_eq!(p.evaluate_cloned(&i).unwrap(), d, "{name}: interpreter and RVM differ");
+            }
+        }
+    }
+
     #[test]
     fn policy_is_send_sync() {
         fn check<T: Send + Sync + Clone>() {}
