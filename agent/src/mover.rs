@@ -215,22 +215,7 @@ impl Mover {
         release: bool,
     ) -> Result<String, MoverError> {
         let dir = self.checkpoint_path(checkpoint)?;
-        let checks = SourceChecks {
-            verifier_public_sec1: &self.verifier_key,
-            now: now(),
-            me: &self.node_id,
-        };
-        // The manifest this agent built when the move was prepared, if the ticket names
-        // it: sizes checked now, digests while streaming. Otherwise hash everything first.
-        let known = self
-            .prepared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(checkpoint);
-        let (t, manifest) = match known.map(|m| wire::check_source_with(&ticket, checks, &dir, m)) {
-            Some(Err(MoverError::ManifestDigest(_))) | None => wire::check_source(&ticket, checks, &dir)?,
-            Some(r) => r?,
-        };
+        let (t, manifest) = self.source_checks(&ticket, checkpoint, &dir)?;
         let id = t.id_hex();
         let total = manifest.total_bytes();
         {
@@ -360,14 +345,7 @@ impl Mover {
         chunk_size: u32,
     ) -> Result<String, MoverError> {
         let dir = self.checkpoint_path(checkpoint)?;
-        let t = wire::source_ticket(
-            &ticket,
-            SourceChecks {
-                verifier_public_sec1: &self.verifier_key,
-                now: now(),
-                me: &self.node_id,
-            },
-        )?;
+        let (t, manifest) = self.source_checks(&ticket, checkpoint, &dir)?;
         let id = t.id_hex();
         let out_dir = self.dir.join(EXPORTS_DIR);
         std::fs::create_dir_all(&out_dir).map_err(|e| MoverError::io(&out_dir, e))?;
@@ -384,7 +362,7 @@ impl Mover {
         std::thread::spawn(move || {
             let span = tracing::info_span!("move_export", ticket = %tid, job = %t.job, to = %t.destination);
             let _e = span.enter();
-            let r = me.export_now(&ticket, &dir, &path, chunk_size);
+            let r = me.export_now(&ticket, t.clone(), manifest, &dir, &path, chunk_size);
             let mut map = me.transfers.lock().unwrap_or_else(|p| p.into_inner());
             let Some(s) = map.get_mut(&tid) else { return };
             match r {
@@ -407,9 +385,36 @@ impl Mover {
         Ok(id)
     }
 
+    /// The source's checks for a send or an export: the ticket, and the manifest this
+    /// agent built when the move was prepared if the ticket names it (sizes checked now,
+    /// digests while streaming); otherwise the checkpoint is hashed first.
+    fn source_checks(
+        &self,
+        ticket: &[u8],
+        checkpoint: &str,
+        dir: &Path,
+    ) -> Result<(Ticket, Manifest), MoverError> {
+        let checks = SourceChecks {
+            verifier_public_sec1: &self.verifier_key,
+            now: now(),
+            me: &self.node_id,
+        };
+        let known = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(checkpoint);
+        match known.map(|m| wire::check_source_with(ticket, checks, dir, m)) {
+            Some(Err(MoverError::ManifestDigest(_))) | None => wire::check_source(ticket, checks, dir),
+            Some(r) => r,
+        }
+    }
+
     fn export_now(
         &self,
         ticket: &[u8],
+        t: Ticket,
+        manifest: Manifest,
         dir: &Path,
         path: &Path,
         chunk_size: u32,
@@ -425,7 +430,7 @@ impl Mover {
             hash: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
             n: 0,
         };
-        let r = custody_mover::export::export(ticket, &self.verifier_key, now(), dir, chunk_size, &mut w);
+        let r = custody_mover::export::export_checked(ticket, t, manifest, dir, chunk_size, &mut w);
         if let Err(e) = r {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);

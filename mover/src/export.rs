@@ -149,6 +149,22 @@ pub fn export<W: Write>(
 ) -> Result<ExportSummary, MoverError> {
     let ticket = Ticket::verify(ticket_bytes, verifier_public_sec1, now)?;
     let manifest = Manifest::build(checkpoint_dir)?;
+    export_checked(ticket_bytes, ticket, manifest, checkpoint_dir, chunk_size, w)
+}
+
+/// [`export`] for a ticket already verified and a manifest already built (the source
+/// agent's, from when the move was prepared: see `wire::check_source_with`), so the
+/// checkpoint is read once. The manifest must be the one the ticket names; every file's
+/// digest is checked again while it is streamed, and a file that changed stops the export
+/// with `manifest_changed` before the chunk that ends it is written.
+pub fn export_checked<W: Write>(
+    ticket_bytes: &[u8],
+    ticket: Ticket,
+    manifest: Manifest,
+    checkpoint_dir: &Path,
+    chunk_size: u32,
+    w: &mut W,
+) -> Result<ExportSummary, MoverError> {
     let md = manifest.digest()?;
     if md != ticket.manifest_digest {
         return Err(MoverError::ManifestDigest(

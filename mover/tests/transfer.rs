@@ -451,3 +451,46 @@ fn export_refuses_a_changed_checkpoint() {
     .unwrap_err();
     assert_eq!(e.check(), "manifest_digest");
 }
+
+/// The source agent exports with the manifest it built at prepare time, without hashing
+/// the checkpoint first: a file changed in between (same size, so the listing still
+/// matches) stops the export with `manifest_changed`; an untouched checkpoint exports a
+/// file the destination imports bit-identical.
+#[test]
+fn export_with_the_prepared_manifest_checks_digests_while_streaming() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    checkpoint(&src);
+    let verifier = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let vpub = verifier.public_key().as_ref().to_vec();
+    let b = node("node-b");
+    let m = Manifest::build(&src).unwrap();
+    let tb = ticket_for(&m, [0x42; 16], b.x25519, [9; 32]).sign(&verifier).unwrap();
+    let t = Ticket::verify(&tb, &vpub, NOW).unwrap();
+
+    let mut file = Vec::new();
+    let sum = export::export_checked(&tb, t.clone(), m.clone(), &src, CHUNK, &mut file).unwrap();
+    assert_eq!(sum.bytes, m.total_bytes());
+    let dest = tmp.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let mut seen = SeenTickets::open(&tmp.path().join("seen")).unwrap();
+    let checks = ImportChecks {
+        verifier_public_sec1: &vpub,
+        now: NOW,
+        me: "node-b",
+        my_x25519: b.x25519,
+        seen: &mut seen,
+    };
+    let (target, _) = export::import(&mut &file[..], checks, &b.secret, &dest, None).unwrap();
+    same_tree(&src, &target);
+
+    // The largest file, same length, one byte different.
+    let big = m.files.iter().max_by_key(|f| f.size).unwrap();
+    let path = src.join(&big.path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = export::export_checked(&tb, t, m, &src, CHUNK, &mut Vec::new()).unwrap_err();
+    assert_eq!(e.check(), "manifest_changed");
+}
