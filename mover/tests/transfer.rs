@@ -466,7 +466,9 @@ fn export_with_the_prepared_manifest_checks_digests_while_streaming() {
     let vpub = verifier.public_key().as_ref().to_vec();
     let b = node("node-b");
     let m = Manifest::build(&src).unwrap();
-    let tb = ticket_for(&m, [0x42; 16], b.x25519, [9; 32]).sign(&verifier).unwrap();
+    let tb = ticket_for(&m, [0x42; 16], b.x25519, [9; 32])
+        .sign(&verifier)
+        .unwrap();
     let t = Ticket::verify(&tb, &vpub, NOW).unwrap();
 
     let mut file = Vec::new();

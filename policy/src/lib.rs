@@ -613,7 +613,8 @@ mod tests {
     /// finding, and both evaluators agree.
     #[test]
     fn disagreeing_devices_of_one_kind_are_contraindicated() {
-        let failed = json!({"kind": "tpm", "verified": false, "failed_check": "quote_signature", "claims": null});
+        let failed =
+            json!({"kind": "tpm", "verified": false, "failed_check": "quote_signature", "claims": null});
         for devices in [
             json!({"tpm": tpm_ok(), "tpm-b": failed}),
             json!({"tpm": failed, "tpm-b": tpm_ok()}),
@@ -628,7 +629,11 @@ mod tests {
                 assert_eq!(tv.executables, 96);
                 assert_eq!(tv.hardware, 96);
                 assert_eq!(tv.configuration, 96);
-                assert_eq!(p.evaluate_cloned(&i).unwrap(), d, "{name}: interpreter and RVM differ");
+                assert_eq!(
+                    p.evaluate_cloned(&i).unwrap(),
+                    d,
+                    "{name}: interpreter and RVM differ"
+                );
             }
         }
     }
