@@ -2,7 +2,8 @@
 //! pair, the responder in the node's namespace, `custody landmark measure` in the
 //! landmark's (docs/locality.md). A node with no added delay is within 1,000 km of a
 //! Paris landmark; the same node behind 20 ms of delay is not; a relay adds delay and
-//! never removes it.
+//! never removes it. A real verifier round with a remote `custody landmark serve` in a
+//! namespace: both proofs in the result, and the per-site bound is their intersection.
 //!
 //! Needs root and iproute2 (`ip`, `tc`): without them these tests fail and say so. The
 //! 20 ms delay is `tc qdisc ... netem delay 20ms` on the node's veth. Where the kernel has
