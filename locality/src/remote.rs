@@ -175,7 +175,9 @@ impl MeasureResponse {
         let r: Self = serde_json::from_slice(body).map_err(|e| bad(format!("not the answer JSON: {e}")))?;
         let signed = hex::decode(&r.signed).map_err(|_| bad("signed is not hex".into()))?;
         if signed.len() > MAX_SIGNED_LEN {
-            return Err(bad(format!("signed statement larger than {MAX_SIGNED_LEN} bytes")));
+            return Err(bad(format!(
+                "signed statement larger than {MAX_SIGNED_LEN} bytes"
+            )));
         }
         Ok(signed)
     }
@@ -215,8 +217,7 @@ pub fn landmark_authority(url: &str) -> Result<&str, RemoteError> {
         .strip_prefix("http://")
         .ok_or_else(|| RemoteError::Request(format!("landmark URL {url:?} is not http://HOST:PORT")))?;
     let authority = rest.strip_suffix('/').unwrap_or(rest);
-    check_host_port(authority)
-        .map_err(|m| RemoteError::Request(format!("landmark URL {url:?}: {m}")))?;
+    check_host_port(authority).map_err(|m| RemoteError::Request(format!("landmark URL {url:?}: {m}")))?;
     Ok(authority)
 }
 
@@ -241,7 +242,9 @@ pub struct LandmarkService {
 impl LandmarkService {
     pub fn new(id: &str, position: LatLon, key: LandmarkKey, probes: u32) -> Result<Self, LocalityError> {
         if id.is_empty() || id.len() > MAX_ID_LEN {
-            return Err(LocalityError::Format(format!("landmark id must be 1-{MAX_ID_LEN} bytes")));
+            return Err(LocalityError::Format(format!(
+                "landmark id must be 1-{MAX_ID_LEN} bytes"
+            )));
         }
         if !position.is_valid() {
             return Err(LocalityError::Format(format!(

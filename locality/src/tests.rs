@@ -556,23 +556,38 @@ fn pinned_landmark_acceptance_and_rejection() {
     // key pinned under another id does not count here).
     let stranger = LandmarkKey::from_seed(&[2; 32]).unwrap();
     let by_stranger = statement().sign(&stranger).unwrap();
-    assert_eq!(check(&by_stranger, &pinned, "gpu-node-7", &pk, now), "locality_landmark");
+    assert_eq!(
+        check(&by_stranger, &pinned, "gpu-node-7", &pk, now),
+        "locality_landmark"
+    );
     // The pinned key, but the statement names another landmark id.
     let mut renamed = statement();
     renamed.landmark = "fra-1".into();
     let renamed = renamed.sign(&key).unwrap();
-    assert_eq!(check(&renamed, &pinned, "gpu-node-7", &pk, now), "locality_landmark");
+    assert_eq!(
+        check(&renamed, &pinned, "gpu-node-7", &pk, now),
+        "locality_landmark"
+    );
     // About another session key.
-    assert_eq!(check(&signed, &pinned, "gpu-node-7", &[9; 32], now), "locality_session_key");
+    assert_eq!(
+        check(&signed, &pinned, "gpu-node-7", &[9; 32], now),
+        "locality_session_key"
+    );
     // Stale: measured 301 s before.
-    assert_eq!(check(&signed, &pinned, "gpu-node-7", &pk, 1_790_000_301), "locality_stale");
+    assert_eq!(
+        check(&signed, &pinned, "gpu-node-7", &pk, 1_790_000_301),
+        "locality_stale"
+    );
     // For another node (same session key).
     assert_eq!(check(&signed, &pinned, "gpu-node-8", &pk, now), "locality_node");
     // Tampered.
     let mut env = SignedEnvelope::decode(&signed).unwrap();
     let at = env.statement.len() - 3;
     env.statement[at] ^= 1;
-    assert_eq!(check(&envelope(&env), &pinned, "gpu-node-7", &pk, now), "locality_signature");
+    assert_eq!(
+        check(&envelope(&env), &pinned, "gpu-node-7", &pk, now),
+        "locality_signature"
+    );
 }
 
 mod remote_service {
@@ -624,11 +639,20 @@ mod remote_service {
             br#"{"landmark":"x","signed":"a0","rtt_max_us":1,"more":2}"#,
             b"[]",
         ] {
-            assert_eq!(MeasureResponse::parse(b).unwrap_err().check(), "landmark_response");
+            assert_eq!(
+                MeasureResponse::parse(b).unwrap_err().check(),
+                "landmark_response"
+            );
         }
         // Landmark URLs.
-        assert_eq!(landmark_authority("http://10.0.0.2:8450").unwrap(), "10.0.0.2:8450");
-        assert_eq!(landmark_authority("http://lm.example:80/").unwrap(), "lm.example:80");
+        assert_eq!(
+            landmark_authority("http://10.0.0.2:8450").unwrap(),
+            "10.0.0.2:8450"
+        );
+        assert_eq!(
+            landmark_authority("http://lm.example:80/").unwrap(),
+            "lm.example:80"
+        );
         for u in [
             "https://lm:1",
             "http://lm",
@@ -637,7 +661,11 @@ mod remote_service {
             "lm:1",
             "http://lm:0",
         ] {
-            assert_eq!(landmark_authority(u).unwrap_err().check(), "landmark_request", "{u}");
+            assert_eq!(
+                landmark_authority(u).unwrap_err().check(),
+                "landmark_request",
+                "{u}"
+            );
         }
     }
 
@@ -673,7 +701,8 @@ mod remote_service {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
-        let s = LandmarkStatement::verify_pinned(&signed, &pinned, "node-1", &session_pub(), now, 60).unwrap();
+        let s =
+            LandmarkStatement::verify_pinned(&signed, &pinned, "node-1", &session_pub(), now, 60).unwrap();
         assert_eq!(s.probes, 5);
         assert_eq!((s.lat, s.lon), (FRANKFURT.lat, FRANKFURT.lon));
         assert!(s.bound_km < 100.0, "{s:?}");
@@ -739,12 +768,20 @@ mod remote_service {
             .unwrap_err();
         assert!(e.to_string().contains("landmark_busy"), "{e}");
         // Wrong method and path are refused with a body.
-        let (status, body) = raw(&url, "GET /v1/measure HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let (status, body) = raw(
+            &url,
+            "GET /v1/measure HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(status.contains("405"), "{status}");
         assert!(body.contains("landmark_request"), "{body}");
         let (status, _) = raw(&url, "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         assert!(status.contains("404"), "{status}");
-        let (status, body) = raw(&url, "GET /v1/landmark HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let (status, body) = raw(
+            &url,
+            "GET /v1/landmark HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(status.contains("200"), "{status}");
         assert!(body.contains(&hex::encode(landmark().public_key())), "{body}");
     }

@@ -179,7 +179,8 @@ impl RemoteLandmark {
 
 fn parse_key_hex(s: &str) -> Result<[u8; 32], String> {
     let b = hex::decode(s).map_err(|_| "not hex".to_owned())?;
-    <[u8; 32]>::try_from(b.as_slice()).map_err(|_| format!("must be 32 bytes (64 hex digits), got {}", b.len()))
+    <[u8; 32]>::try_from(b.as_slice())
+        .map_err(|_| format!("must be 32 bytes (64 hex digits), got {}", b.len()))
 }
 
 impl Config {
@@ -259,7 +260,10 @@ impl Config {
             if l.timeout_ms == 0 || l.timeout_ms > self.round_timeout_secs.saturating_mul(1000) {
                 return Err(err(
                     "timeout_ms",
-                    format!("must be 1-{} (round_timeout_secs)", self.round_timeout_secs.saturating_mul(1000)),
+                    format!(
+                        "must be 1-{} (round_timeout_secs)",
+                        self.round_timeout_secs.saturating_mul(1000)
+                    ),
                 ));
             }
         }
@@ -353,19 +357,42 @@ mod tests {
             (remote("http://10.0.0.2:8450", "", KEY_A), "id"),
             (remote("http://10.0.0.2:8450", &"x".repeat(257), KEY_A), "id"),
             (remote("http://10.0.0.2:8450", "fra-1", "abcd"), "public_key"),
-            (remote("http://10.0.0.2:8450", "fra-1", &"zz".repeat(32)), "public_key"),
-            (remote("http://10.0.0.2:8450", "fra-1", &format!("{KEY_A}00")), "public_key"),
             (
-                format!("{}{}", remote("http://a:1", "fra-1", KEY_A), remote("http://b:1", "fra-1", KEY_B)),
+                remote("http://10.0.0.2:8450", "fra-1", &"zz".repeat(32)),
+                "public_key",
+            ),
+            (
+                remote("http://10.0.0.2:8450", "fra-1", &format!("{KEY_A}00")),
+                "public_key",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    remote("http://a:1", "fra-1", KEY_A),
+                    remote("http://b:1", "fra-1", KEY_B)
+                ),
                 "id",
             ),
             (
-                format!("{}{}", remote("http://a:1", "fra-1", KEY_A), remote("http://b:1", "ams-1", KEY_A)),
+                format!(
+                    "{}{}",
+                    remote("http://a:1", "fra-1", KEY_A),
+                    remote("http://b:1", "ams-1", KEY_A)
+                ),
                 "public_key",
             ),
-            (format!("{own}{}", remote("http://a:1", "paris-verifier", KEY_A)), "id"),
-            (format!("{}timeout_ms = 0\n", remote("http://a:1", "fra-1", KEY_A)), "timeout_ms"),
-            (format!("{}timeout_ms = 15001\n", remote("http://a:1", "fra-1", KEY_A)), "timeout_ms"),
+            (
+                format!("{own}{}", remote("http://a:1", "paris-verifier", KEY_A)),
+                "id",
+            ),
+            (
+                format!("{}timeout_ms = 0\n", remote("http://a:1", "fra-1", KEY_A)),
+                "timeout_ms",
+            ),
+            (
+                format!("{}timeout_ms = 15001\n", remote("http://a:1", "fra-1", KEY_A)),
+                "timeout_ms",
+            ),
         ] {
             match Config::parse(Path::new("x"), &text) {
                 Err(e @ ConfigError::Landmarks { field: f, .. }) => {
@@ -377,6 +404,9 @@ mod tests {
         }
         // Unknown keys in an entry are a parse error.
         let extra = format!("{}color = \"red\"\n", remote("http://a:1", "fra-1", KEY_A));
-        assert_eq!(Config::parse(Path::new("x"), &extra).unwrap_err().check(), "config_parse");
+        assert_eq!(
+            Config::parse(Path::new("x"), &extra).unwrap_err().check(),
+            "config_parse"
+        );
     }
 }

@@ -620,8 +620,8 @@ impl Appraiser {
                             .collect()
                     })
                     .unwrap_or_default();
-                locality = serde_json::to_value(custody_locality::Locality::new(proofs, &sites))
-                    .unwrap_or_default();
+                locality =
+                    serde_json::to_value(custody_locality::Locality::new(proofs, &sites)).unwrap_or_default();
             }
         }
         // The first failure as one line, as before remote landmarks existed.
@@ -901,7 +901,13 @@ impl Service {
                             tracing::warn!(check = e.check(), error = %e, "remote landmark failed");
                             (e.check().to_owned(), e.to_string())
                         });
-                    (i, LandmarkOutcome { landmark: id, outcome })
+                    (
+                        i,
+                        LandmarkOutcome {
+                            landmark: id,
+                            outcome,
+                        },
+                    )
                 }
                 .instrument(span),
             );
@@ -1314,17 +1320,38 @@ mod locality_tests {
                 sign(&own, statement("paris-verifier", "node-1", SESSION, 4.0, at)),
             )),
             remote: vec![
-                ok("fra-1", sign(&fra, statement("fra-1", "node-1", SESSION, 1500.0, at - 5))),
+                ok(
+                    "fra-1",
+                    sign(&fra, statement("fra-1", "node-1", SESSION, 1500.0, at - 5)),
+                ),
                 // Signed by a key not pinned for ams-1.
-                ok("ams-1", sign(&stranger, statement("ams-1", "node-1", SESSION, 1.0, at))),
+                ok(
+                    "ams-1",
+                    sign(&stranger, statement("ams-1", "node-1", SESSION, 1.0, at)),
+                ),
                 // Pinned key of another landmark (fra's) speaking as lon-1.
-                ok("lon-1", sign(&fra, statement("lon-1", "node-1", SESSION, 1.0, at))),
+                ok(
+                    "lon-1",
+                    sign(&fra, statement("lon-1", "node-1", SESSION, 1.0, at)),
+                ),
                 // ams-1's key, but about another session key, a stale one, another node.
-                ok("ams-1", sign(&ams, statement("ams-1", "node-1", [9; 32], 1.0, at))),
-                ok("ams-1", sign(&ams, statement("ams-1", "node-1", SESSION, 1.0, at - 121))),
-                ok("ams-1", sign(&ams, statement("ams-1", "node-2", SESSION, 1.0, at))),
+                ok(
+                    "ams-1",
+                    sign(&ams, statement("ams-1", "node-1", [9; 32], 1.0, at)),
+                ),
+                ok(
+                    "ams-1",
+                    sign(&ams, statement("ams-1", "node-1", SESSION, 1.0, at - 121)),
+                ),
+                ok(
+                    "ams-1",
+                    sign(&ams, statement("ams-1", "node-2", SESSION, 1.0, at)),
+                ),
                 // Never configured.
-                ok("nowhere", sign(&ams, statement("nowhere", "node-1", SESSION, 1.0, at))),
+                ok(
+                    "nowhere",
+                    sign(&ams, statement("nowhere", "node-1", SESSION, 1.0, at)),
+                ),
                 LandmarkOutcome {
                     landmark: "mad-1".into(),
                     outcome: Err(("landmark_unreachable".into(), "connect: refused".into())),

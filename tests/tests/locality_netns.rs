@@ -431,14 +431,27 @@ impl HostLink {
         must("ip", &["netns", "add", &l.ns]);
         must(
             "ip",
-            &["link", "add", &host_veth, "type", "veth", "peer", "name", &ns_veth],
+            &[
+                "link", "add", &host_veth, "type", "veth", "peer", "name", &ns_veth,
+            ],
         );
         must("ip", &["link", "set", &ns_veth, "netns", &l.ns]);
-        must("ip", &["addr", "add", &format!("{}/30", l.host_ip), "dev", &host_veth]);
+        must(
+            "ip",
+            &["addr", "add", &format!("{}/30", l.host_ip), "dev", &host_veth],
+        );
         must("ip", &["link", "set", &host_veth, "up"]);
         must(
             "ip",
-            &["-n", &l.ns, "addr", "add", &format!("{}/30", l.ns_ip), "dev", &ns_veth],
+            &[
+                "-n",
+                &l.ns,
+                "addr",
+                "add",
+                &format!("{}/30", l.ns_ip),
+                "dev",
+                &ns_veth,
+            ],
         );
         must("ip", &["-n", &l.ns, "link", "set", &ns_veth, "up"]);
         must("ip", &["-n", &l.ns, "link", "set", "lo", "up"]);
@@ -726,13 +739,16 @@ fn a_remote_landmark_and_the_verifier_intersect_in_one_round() {
     // the failure is recorded by landmark and check.
     link.procs.clear();
     let (ear, input) = round.attest();
-    assert_eq!(ear["custody.attributes"]["locality"].as_array().unwrap().len(), 1, "{ear}");
+    assert_eq!(
+        ear["custody.attributes"]["locality"].as_array().unwrap().len(),
+        1,
+        "{ear}"
+    );
     let f = &input["locality_failures"][0];
     assert_eq!(f["landmark"], "paris-remote", "{input}");
     assert_eq!(f["check"], "landmark_unreachable", "{input}");
     assert_eq!(
-        ear["custody.attributes"]["locality-failures"][0]["check"],
-        "landmark_unreachable",
+        ear["custody.attributes"]["locality-failures"][0]["check"], "landmark_unreachable",
         "{ear}"
     );
 }
