@@ -1,12 +1,14 @@
-//! `custody landmark keygen|measure|verify`: run a locality landmark by hand
+//! `custody landmark keygen|measure|verify|serve`: run a locality landmark by hand
 //! (docs/locality.md). `measure` times a node's session-key answers and prints the
-//! landmark's signed statement; `verify` checks one. One JSON object on stdout; exit 0
+//! landmark's signed statement; `verify` checks one; `serve` is a remote landmark that
+//! verifiers ask to measure their nodes (`POST /v1/measure`). One JSON object on stdout; exit 0
 //! ok, 1 statement or measurement rejected (the failed check on stderr), 2 bad usage or
 //! unreadable input.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use custody_locality::net::measure;
+use custody_locality::remote::LandmarkService;
 use custody_locality::{KeyProtection, LandmarkKey, LandmarkStatement, LatLon, LocalityError, Proof};
 use serde_json::json;
 use std::io::Write;
@@ -31,6 +33,41 @@ pub enum LandmarkCmd {
     Measure(MeasureArgs),
     /// Check a signed statement against trusted landmark keys and the node's session key.
     Verify(VerifyArgs),
+    /// Serve as a remote landmark: `POST /v1/measure` over HTTP measures the node a
+    /// verifier names and answers with this landmark's signed statement.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, IP:PORT.
+    #[arg(long)]
+    listen: String,
+    /// This landmark's id (verifiers pin it with the public key).
+    #[arg(long)]
+    id: String,
+    /// This landmark's latitude, decimal degrees.
+    #[arg(long, allow_hyphen_values = true)]
+    lat: f64,
+    /// This landmark's longitude, decimal degrees.
+    #[arg(long, allow_hyphen_values = true)]
+    lon: f64,
+    /// The landmark's private key (from `keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// Challenges per measurement; the fastest answer counts.
+    #[arg(long, default_value_t = 10)]
+    probes: u32,
+    /// Processing-time floor subtracted from the RTT, microseconds (default 0: see
+    /// docs/locality.md before raising it).
+    #[arg(long, default_value_t = 0)]
+    processing_us: u64,
+    /// Bound on one measurement, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Measurements at once; more are refused `landmark_busy`.
+    #[arg(long, default_value_t = 16)]
+    max_measurements: usize,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +135,7 @@ pub fn run(cmd: LandmarkCmd) -> ExitCode {
         LandmarkCmd::Keygen { key, public } => keygen(&key, &public),
         LandmarkCmd::Measure(a) => run_measure(a),
         LandmarkCmd::Verify(a) => run_verify(a),
+        LandmarkCmd::Serve(a) => run_serve(a),
     };
     match r {
         Ok(code) => code,
@@ -260,4 +298,51 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
         }
         Err(e) => Ok(rejected(&e)),
     }
+}
+
+fn run_serve(a: ServeArgs) -> Result<ExitCode> {
+    let listen: std::net::SocketAddr = a
+        .listen
+        .parse()
+        .with_context(|| format!("--listen {:?} is not IP:PORT", a.listen))?;
+    let der = std::fs::read(&a.key).with_context(|| format!("read {}", a.key.display()))?;
+    let key = LandmarkKey::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("{}: {e}", a.key.display()))?;
+    let public = hex::encode(key.public_key());
+    let mut svc = LandmarkService::new(&a.id, LatLon::new(a.lat, a.lon), key, a.probes)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    svc.processing_floor = Duration::from_micros(a.processing_us);
+    svc.measure_timeout = Duration::from_millis(a.timeout_ms);
+    svc.max_measurements = a.max_measurements;
+    // One line per request span on stderr (RUST_LOG overrides the level).
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        let bound = listener.local_addr()?;
+        // One line on stdout when ready: what a verifier pins.
+        let line = json!({ "listening": bound.to_string(), "landmark": a.id, "public_key": public });
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        }
+        custody_locality::remote::serve(listener, std::sync::Arc::new(svc), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,9 @@ pub enum LocalityError {
         now: i64,
         max_age_secs: u64,
     },
+    /// A statement about another node than the one being appraised.
+    #[error("statement is about node {got:?}, expected {expected:?}")]
+    Node { got: String, expected: String },
     /// Connect, read, write or timeout while measuring.
     #[error("network: {0}")]
     Network(String),
@@ -38,6 +41,7 @@ impl LocalityError {
             Self::Landmark(_) => "locality_landmark",
             Self::SessionKey { .. } => "locality_session_key",
             Self::Stale { .. } => "locality_stale",
+            Self::Node { .. } => "locality_node",
             Self::Network(_) => "locality_network",
         }
     }

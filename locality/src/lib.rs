@@ -8,20 +8,23 @@
 //! a [`statement::LandmarkStatement`] with the bound; the verifier checks it and derives
 //! per-site upper distances ([`geo::upper_bounds`]) for policy.
 //!
-//! Everything except [`net`] is pure: no I/O, no clock (the caller passes `now`).
+//! Everything except [`net`] and [`remote`] (feature `remote`: the HTTP landmark
+//! service and its client) is pure: no I/O, no clock (the caller passes `now`).
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod geo;
 pub mod net;
 pub mod proof;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod statement;
 pub mod wire;
 
 pub use error::LocalityError;
 pub use geo::{bound_km, consistent, haversine_km, upper_bounds, LatLon, FIBRE_KM_PER_MS};
 pub use proof::{KeyProtection, Locality, Proof};
-pub use statement::{LandmarkKey, LandmarkStatement};
+pub use statement::{LandmarkKey, LandmarkStatement, PinnedLandmark};
 pub use wire::{Challenge, Response, CHALLENGE_LEN, RESPONSE_LEN};
 
 #[cfg(test)]

@@ -289,6 +289,58 @@ impl LandmarkStatement {
     }
 }
 
+/// A landmark the verifier trusts by name: only statements that this key signed *and*
+/// that carry this id count for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedLandmark {
+    pub id: String,
+    pub key: [u8; 32],
+}
+
+impl LandmarkStatement {
+    /// [`Self::verify`] against one pinned landmark, then two more checks: the statement
+    /// names the pinned id (`locality_landmark`: a landmark cannot speak for another),
+    /// and it is about `node_id` (`locality_node`: a statement for another node, even
+    /// with the same session key, does not count).
+    pub fn verify_pinned(
+        bytes: &[u8],
+        pinned: &PinnedLandmark,
+        node_id: &str,
+        expected_session_key: &[u8; 32],
+        now: i64,
+        max_age_secs: u64,
+    ) -> Result<Self, LocalityError> {
+        let s = Self::verify(
+            bytes,
+            std::slice::from_ref(&pinned.key),
+            expected_session_key,
+            now,
+            max_age_secs,
+        )?;
+        if s.landmark != pinned.id {
+            return Err(LocalityError::Landmark(format!(
+                "statement names landmark {:?}, but key {} is pinned for {:?}",
+                s.landmark,
+                hex32(&pinned.key),
+                pinned.id
+            )));
+        }
+        s.check_node(node_id)?;
+        Ok(s)
+    }
+
+    /// `locality_node`: the statement is about `node_id`.
+    pub fn check_node(&self, node_id: &str) -> Result<(), LocalityError> {
+        if self.node != node_id {
+            return Err(LocalityError::Node {
+                got: self.node.clone(),
+                expected: node_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
 fn signed_message(statement: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(STATEMENT_LABEL.len() + statement.len());
     m.extend_from_slice(STATEMENT_LABEL);

@@ -533,3 +533,268 @@ fn print_vectors() {
         hex::encode(statement().sign(&landmark()).unwrap())
     );
 }
+
+#[test]
+fn pinned_landmark_acceptance_and_rejection() {
+    let key = landmark();
+    let pinned = PinnedLandmark {
+        id: "paris-1".into(),
+        key: key.public_key(),
+    };
+    let pk = session_pub();
+    let now = 1_790_000_100;
+    let signed = statement().sign(&key).unwrap();
+    let ok = LandmarkStatement::verify_pinned(&signed, &pinned, "gpu-node-7", &pk, now, 300).unwrap();
+    assert_eq!(ok, statement());
+
+    let check = |bytes: &[u8], pinned: &PinnedLandmark, node: &str, session: &[u8; 32], now: i64| {
+        LandmarkStatement::verify_pinned(bytes, pinned, node, session, now, 300)
+            .unwrap_err()
+            .check()
+    };
+    // Signed by a key that is not the one pinned for this id (even a trusted landmark's
+    // key pinned under another id does not count here).
+    let stranger = LandmarkKey::from_seed(&[2; 32]).unwrap();
+    let by_stranger = statement().sign(&stranger).unwrap();
+    assert_eq!(
+        check(&by_stranger, &pinned, "gpu-node-7", &pk, now),
+        "locality_landmark"
+    );
+    // The pinned key, but the statement names another landmark id.
+    let mut renamed = statement();
+    renamed.landmark = "fra-1".into();
+    let renamed = renamed.sign(&key).unwrap();
+    assert_eq!(
+        check(&renamed, &pinned, "gpu-node-7", &pk, now),
+        "locality_landmark"
+    );
+    // About another session key.
+    assert_eq!(
+        check(&signed, &pinned, "gpu-node-7", &[9; 32], now),
+        "locality_session_key"
+    );
+    // Stale: measured 301 s before.
+    assert_eq!(
+        check(&signed, &pinned, "gpu-node-7", &pk, 1_790_000_301),
+        "locality_stale"
+    );
+    // For another node (same session key).
+    assert_eq!(check(&signed, &pinned, "gpu-node-8", &pk, now), "locality_node");
+    // Tampered.
+    let mut env = SignedEnvelope::decode(&signed).unwrap();
+    let at = env.statement.len() - 3;
+    env.statement[at] ^= 1;
+    assert_eq!(
+        check(&envelope(&env), &pinned, "gpu-node-7", &pk, now),
+        "locality_signature"
+    );
+}
+
+mod remote_service {
+    use super::*;
+    use crate::remote::*;
+
+    #[test]
+    fn request_and_response_parsing() {
+        let good = MeasureRequest::new("node-1", "10.0.0.1:7000", &session_pub());
+        let body = serde_json::to_vec(&good).unwrap();
+        let c = MeasureRequest::parse(&body).unwrap();
+        assert_eq!(c.session_key, session_pub());
+        assert_eq!(c.endpoint, "10.0.0.1:7000");
+        let mut bad = vec![
+            b"{}".to_vec(),
+            b"not json".to_vec(),
+            vec![b' '; MAX_REQUEST_LEN + 1],
+            br#"{"node_id":"n","endpoint":"h:1","session_key":"00","extra":1}"#.to_vec(),
+        ];
+        for (endpoint, key) in [
+            ("10.0.0.1", hex::encode(session_pub())),
+            ("10.0.0.1:0", hex::encode(session_pub())),
+            ("10.0.0.1:99999", hex::encode(session_pub())),
+            (":7000", hex::encode(session_pub())),
+            ("a b:7000", hex::encode(session_pub())),
+            ("h:7000", hex::encode([1u8; 31])),
+            ("h:7000", hex::encode([1u8; 33])),
+            ("h:7000", "zz".repeat(32)),
+        ] {
+            let r = MeasureRequest {
+                node_id: "n".into(),
+                endpoint: endpoint.into(),
+                session_key: key,
+            };
+            bad.push(serde_json::to_vec(&r).unwrap());
+        }
+        let long_node = MeasureRequest::new(&"n".repeat(257), "h:1", &session_pub());
+        bad.push(serde_json::to_vec(&long_node).unwrap());
+        for b in bad {
+            let e = MeasureRequest::parse(&b).unwrap_err();
+            assert_eq!(e.check(), "landmark_request", "{}", String::from_utf8_lossy(&b));
+        }
+        // Responses: the hex statement, nothing else.
+        let ok = br#"{"landmark":"x","signed":"a0","rtt_max_us":1}"#;
+        assert_eq!(MeasureResponse::parse(ok).unwrap(), vec![0xa0]);
+        for b in [
+            &br#"{"landmark":"x","signed":"zz","rtt_max_us":1}"#[..],
+            br#"{"landmark":"x","signed":"a0"}"#,
+            br#"{"landmark":"x","signed":"a0","rtt_max_us":1,"more":2}"#,
+            b"[]",
+        ] {
+            assert_eq!(
+                MeasureResponse::parse(b).unwrap_err().check(),
+                "landmark_response"
+            );
+        }
+        // Landmark URLs.
+        assert_eq!(
+            landmark_authority("http://10.0.0.2:8450").unwrap(),
+            "10.0.0.2:8450"
+        );
+        assert_eq!(
+            landmark_authority("http://lm.example:80/").unwrap(),
+            "lm.example:80"
+        );
+        for u in [
+            "https://lm:1",
+            "http://lm",
+            "http://lm:1/v1",
+            "http://user@lm:1",
+            "lm:1",
+            "http://lm:0",
+        ] {
+            assert_eq!(
+                landmark_authority(u).unwrap_err().check(),
+                "landmark_request",
+                "{u}"
+            );
+        }
+    }
+
+    async fn landmark_service(
+        probes: u32,
+        max_measurements: usize,
+    ) -> (String, tokio::sync::oneshot::Sender<()>) {
+        let mut svc = LandmarkService::new("fra-1", FRANKFURT, landmark(), probes).unwrap();
+        svc.max_measurements = max_measurements;
+        svc.measure_timeout = Duration::from_secs(3);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(crate::remote::serve(l, Arc::new(svc), async {
+            let _ = rx.await;
+        }));
+        (url, tx)
+    }
+
+    #[tokio::test]
+    async fn a_remote_landmark_measures_and_signs() {
+        let (node, _stop_node) = responder(session_signer(), Limits::default()).await;
+        let (url, stop) = landmark_service(5, 4).await;
+        let pinned = PinnedLandmark {
+            id: "fra-1".into(),
+            key: landmark().public_key(),
+        };
+        let req = MeasureRequest::new("node-1", &node.to_string(), &session_pub());
+        let signed = request_measurement(&url, &req, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let s =
+            LandmarkStatement::verify_pinned(&signed, &pinned, "node-1", &session_pub(), now, 60).unwrap();
+        assert_eq!(s.probes, 5);
+        assert_eq!((s.lat, s.lon), (FRANKFURT.lat, FRANKFURT.lon));
+        assert!(s.bound_km < 100.0, "{s:?}");
+        // The same statement for another node does not count.
+        let e = LandmarkStatement::verify_pinned(&signed, &pinned, "node-2", &session_pub(), now, 60)
+            .unwrap_err();
+        assert_eq!(e.check(), "locality_node");
+
+        // Asked about a key the node does not hold: the landmark's measurement fails and
+        // the verifier sees the landmark's check.
+        let wrong = MeasureRequest::new("node-1", &node.to_string(), &[3; 32]);
+        let e = request_measurement(&url, &wrong, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(e.check(), "landmark_refused", "{e}");
+        assert!(e.to_string().contains("locality_signature"), "{e}");
+        // Nothing listens at the node's endpoint.
+        let gone = MeasureRequest::new("node-1", "127.0.0.1:1", &session_pub());
+        let e = request_measurement(&url, &gone, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("locality_network"), "{e}");
+        // A malformed request is refused by name.
+        let mut bad = req.clone();
+        bad.endpoint = "nowhere".into();
+        let e = request_measurement(&url, &bad, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("landmark_request"), "{e}");
+
+        // The landmark stopped: unreachable.
+        stop.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let e = request_measurement(&url, &req, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(e.check(), "landmark_unreachable", "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_landmark_times_out_and_a_busy_one_says_so() {
+        // Accepts and never answers.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let _hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        let req = MeasureRequest::new("node-1", "127.0.0.1:9", &session_pub());
+        let started = std::time::Instant::now();
+        let e = request_measurement(&url, &req, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert_eq!(e.check(), "landmark_unreachable", "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        // A landmark allowing no measurement at all answers `landmark_busy`.
+        let (url, _stop) = landmark_service(1, 0).await;
+        let e = request_measurement(&url, &req, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("landmark_busy"), "{e}");
+        // Wrong method and path are refused with a body.
+        let (status, body) = raw(
+            &url,
+            "GET /v1/measure HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(status.contains("405"), "{status}");
+        assert!(body.contains("landmark_request"), "{body}");
+        let (status, _) = raw(&url, "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(status.contains("404"), "{status}");
+        let (status, body) = raw(
+            &url,
+            "GET /v1/landmark HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(status.contains("200"), "{status}");
+        assert!(body.contains(&hex::encode(landmark().public_key())), "{body}");
+    }
+
+    async fn raw(url: &str, request: &str) -> (String, String) {
+        let mut s = tokio::net::TcpStream::connect(url.strip_prefix("http://").unwrap())
+            .await
+            .unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_owned(), body.to_owned())
+    }
+}

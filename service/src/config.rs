@@ -13,6 +13,25 @@ pub enum ConfigError {
     Parse { path: PathBuf, reason: String },
     #[error("configuration: {0}")]
     Invalid(String),
+    /// A `[[landmarks]]` entry is unusable; `field` names the key.
+    #[error("configuration: `landmarks[{index}].{field}`: {reason}")]
+    Landmarks {
+        index: usize,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// Stable name of what was refused.
+    pub fn check(&self) -> &'static str {
+        match self {
+            Self::Read { .. } => "config_read",
+            Self::Parse { .. } => "config_parse",
+            Self::Invalid(_) => "config_invalid",
+            Self::Landmarks { .. } => "config_landmarks",
+        }
+    }
 }
 
 /// How reference values (golden PCRs) come to exist for a node group.
@@ -67,6 +86,11 @@ pub struct Config {
     /// This verifier as a locality landmark. With it, every round measures the round-trip
     /// time to agents that run a locality responder and bounds their distance.
     pub landmark: Option<Landmark>,
+    /// Remote landmarks (`custody landmark serve`), each pinned by id and public key.
+    /// Every pulled round asks each of them, at the same time as this verifier's own
+    /// measurement, to time the node's attested session key; every statement that
+    /// verifies against its pinned key is one more locality proof.
+    pub landmarks: Vec<RemoteLandmark>,
     /// Event receivers (HTTPS URLs): each state change is POSTed as JSON.
     pub webhooks: Vec<String>,
     /// CA certificates (PEM) webhook receivers' certificates must chain to.
@@ -92,6 +116,7 @@ impl Default for Config {
             registry: None,
             registry_authorities: Vec::new(),
             landmark: None,
+            landmarks: Vec::new(),
             webhooks: Vec::new(),
             webhook_ca: None,
         }
@@ -114,6 +139,48 @@ pub struct Landmark {
 
 fn default_probes() -> u32 {
     8
+}
+
+/// A remote landmark the verifier trusts: its statements count only when signed by
+/// `public_key` and naming `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteLandmark {
+    /// `http://HOST:PORT` of `custody landmark serve` (plain HTTP: the statement is
+    /// signed, docs/locality.md "Remote landmarks").
+    pub url: String,
+    /// The landmark's id, as its statements name it.
+    pub id: String,
+    /// Its Ed25519 public key, 64 hex digits (`custody landmark keygen --pub`).
+    pub public_key: String,
+    /// Bound on the whole request (the landmark's measurement included), milliseconds;
+    /// at most `round_timeout_secs`.
+    #[serde(default = "default_landmark_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_landmark_timeout_ms() -> u64 {
+    5000
+}
+
+impl RemoteLandmark {
+    /// The pinned identity (`public_key` already checked by [`Config::validate`]).
+    pub fn pinned(&self) -> Result<custody_locality::PinnedLandmark, ConfigError> {
+        Ok(custody_locality::PinnedLandmark {
+            id: self.id.clone(),
+            key: parse_key_hex(&self.public_key).map_err(|reason| ConfigError::Landmarks {
+                index: 0,
+                field: "public_key",
+                reason,
+            })?,
+        })
+    }
+}
+
+fn parse_key_hex(s: &str) -> Result<[u8; 32], String> {
+    let b = hex::decode(s).map_err(|_| "not hex".to_owned())?;
+    <[u8; 32]>::try_from(b.as_slice())
+        .map_err(|_| format!("must be 32 bytes (64 hex digits), got {}", b.len()))
 }
 
 impl Config {
@@ -162,10 +229,43 @@ impl Config {
                 return bad("`landmark.probes` must be between 1 and 1000");
             }
         }
+        self.validate_landmarks()?;
         if let Some(u) = self.webhooks.iter().find(|u| !u.starts_with("https://")) {
             return Err(ConfigError::Invalid(format!(
                 "webhook `{u}` is not an https:// URL"
             )));
+        }
+        Ok(())
+    }
+
+    fn validate_landmarks(&self) -> Result<(), ConfigError> {
+        let mut ids: Vec<&str> = self.landmark.iter().map(|l| l.id.as_str()).collect();
+        let mut keys = Vec::new();
+        for (index, l) in self.landmarks.iter().enumerate() {
+            let err = |field: &'static str, reason: String| ConfigError::Landmarks { index, field, reason };
+            custody_locality::remote::landmark_authority(&l.url).map_err(|e| err("url", e.to_string()))?;
+            if l.id.is_empty() || l.id.len() > custody_locality::statement::MAX_ID_LEN {
+                return Err(err("id", "must be 1-256 bytes".into()));
+            }
+            // One id, one key: a statement is matched to its pin by the id it names.
+            if ids.contains(&l.id.as_str()) {
+                return Err(err("id", format!("`{}` is used by another landmark", l.id)));
+            }
+            ids.push(&l.id);
+            let key = parse_key_hex(&l.public_key).map_err(|r| err("public_key", r))?;
+            if keys.contains(&key) {
+                return Err(err("public_key", "is pinned for another landmark".into()));
+            }
+            keys.push(key);
+            if l.timeout_ms == 0 || l.timeout_ms > self.round_timeout_secs.saturating_mul(1000) {
+                return Err(err(
+                    "timeout_ms",
+                    format!(
+                        "must be 1-{} (round_timeout_secs)",
+                        self.round_timeout_secs.saturating_mul(1000)
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -181,7 +281,10 @@ impl Config {
              # registry = \"/etc/custody/registry.cose\"\n\
              # registry_authorities = [\"/etc/custody/registry-authority.pub.pem\"]\n\
              # webhook_ca = \"/etc/custody/webhook-ca.pem\"\n\
-             # [landmark]\n# id = \"paris-verifier\"\n# lat = 48.8566\n# lon = 2.3522\n# probes = 8\n",
+             # [landmark]\n# id = \"paris-verifier\"\n# lat = 48.8566\n# lon = 2.3522\n# probes = 8\n\
+             # [[landmarks]]                      # remote landmarks (`custody landmark serve`), pinned\n\
+             # url = \"http://192.0.2.10:8450\"\n# id = \"fra-landmark\"\n\
+             # public_key = \"<64 hex digits from `custody landmark keygen --pub`>\"\n# timeout_ms = 5000\n",
         );
         s
     }
@@ -216,5 +319,94 @@ mod tests {
         ] {
             assert!(Config::parse(Path::new("x"), bad).is_err(), "{bad}");
         }
+    }
+
+    const KEY_A: &str = "66ed2676291a61c8405337015c4d97a61a293b800eac25437c1ad876bc1471d7";
+    const KEY_B: &str = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";
+
+    fn remote(url: &str, id: &str, key: &str) -> String {
+        format!("[[landmarks]]\nurl = \"{url}\"\nid = \"{id}\"\npublic_key = \"{key}\"\n")
+    }
+
+    #[test]
+    fn remote_landmarks_parse_and_pin() {
+        let text = format!(
+            "[landmark]\nid = \"paris-verifier\"\nlat = 48.8566\nlon = 2.3522\n\n{}{}timeout_ms = 1500\n",
+            remote("http://10.0.0.2:8450", "fra-1", KEY_A),
+            remote("http://lm.example:80/", "ams-1", KEY_B),
+        );
+        let c = Config::parse(Path::new("x"), &text).unwrap();
+        assert_eq!(c.landmarks.len(), 2);
+        assert_eq!(c.landmarks[0].timeout_ms, 5000);
+        assert_eq!(c.landmarks[1].timeout_ms, 1500);
+        let p = c.landmarks[0].pinned().unwrap();
+        assert_eq!(p.id, "fra-1");
+        assert_eq!(hex::encode(p.key), KEY_A);
+        // Round trip through TOML.
+        let again = Config::parse(Path::new("x"), &toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn remote_landmark_refusals_name_the_field() {
+        let own = "[landmark]\nid = \"paris-verifier\"\nlat = 48.8566\nlon = 2.3522\n\n";
+        for (text, field) in [
+            (remote("https://10.0.0.2:8450", "fra-1", KEY_A), "url"),
+            (remote("http://10.0.0.2", "fra-1", KEY_A), "url"),
+            (remote("http://10.0.0.2:8450/x", "fra-1", KEY_A), "url"),
+            (remote("http://10.0.0.2:8450", "", KEY_A), "id"),
+            (remote("http://10.0.0.2:8450", &"x".repeat(257), KEY_A), "id"),
+            (remote("http://10.0.0.2:8450", "fra-1", "abcd"), "public_key"),
+            (
+                remote("http://10.0.0.2:8450", "fra-1", &"zz".repeat(32)),
+                "public_key",
+            ),
+            (
+                remote("http://10.0.0.2:8450", "fra-1", &format!("{KEY_A}00")),
+                "public_key",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    remote("http://a:1", "fra-1", KEY_A),
+                    remote("http://b:1", "fra-1", KEY_B)
+                ),
+                "id",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    remote("http://a:1", "fra-1", KEY_A),
+                    remote("http://b:1", "ams-1", KEY_A)
+                ),
+                "public_key",
+            ),
+            (
+                format!("{own}{}", remote("http://a:1", "paris-verifier", KEY_A)),
+                "id",
+            ),
+            (
+                format!("{}timeout_ms = 0\n", remote("http://a:1", "fra-1", KEY_A)),
+                "timeout_ms",
+            ),
+            (
+                format!("{}timeout_ms = 15001\n", remote("http://a:1", "fra-1", KEY_A)),
+                "timeout_ms",
+            ),
+        ] {
+            match Config::parse(Path::new("x"), &text) {
+                Err(e @ ConfigError::Landmarks { field: f, .. }) => {
+                    assert_eq!(f, field, "{text}: {e}");
+                    assert_eq!(e.check(), "config_landmarks");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // Unknown keys in an entry are a parse error.
+        let extra = format!("{}color = \"red\"\n", remote("http://a:1", "fra-1", KEY_A));
+        assert_eq!(
+            Config::parse(Path::new("x"), &extra).unwrap_err().check(),
+            "config_parse"
+        );
     }
 }

@@ -206,6 +206,11 @@ impl Service {
         let events = events::Emitter::new(&cfg)?;
         let mut appraiser = round::Appraiser::new(policy).map_err(ServiceError::Core)?;
         appraiser.landmarks = vec![landmark_key.public_key()];
+        appraiser.remote_landmarks = cfg
+            .landmarks
+            .iter()
+            .map(config::RemoteLandmark::pinned)
+            .collect::<Result<_, _>>()?;
         let authorities = load_authorities(&cfg)?;
         let svc = Arc::new(Self {
             nonces: nonce::Nonces::new(Duration::from_secs(cfg.nonce_ttl_secs)),

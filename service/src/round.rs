@@ -27,6 +27,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// The appraisal engines, built once.
 #[derive(Debug)]
@@ -35,8 +36,11 @@ pub struct Appraiser {
     snp: SnpVerifier,
     gpu: NvgpuVerifier,
     pub policy: Policy,
-    /// Landmark keys whose statements count (this verifier's own).
+    /// Landmark keys whose statements count as this verifier's own measurement.
     pub landmarks: Vec<[u8; 32]>,
+    /// Remote landmarks (`[[landmarks]]`): a statement counts only under the key pinned
+    /// for the landmark id it came from.
+    pub remote_landmarks: Vec<custody_locality::PinnedLandmark>,
     /// The signed registry in force; replaced whole when a newer version is adopted.
     pub registry: std::sync::RwLock<Option<Arc<custody_registry::signed::VerifiedRegistry>>>,
 }
@@ -46,7 +50,26 @@ pub struct Appraiser {
 pub struct Extras {
     /// This verifier's signed landmark statement about the node's session key, or why
     /// the measurement failed; `None` when no measurement was attempted.
-    pub locality: Option<Result<Vec<u8>, String>>,
+    pub locality: Option<LandmarkOutcome>,
+    /// What each remote landmark answered, in configuration order.
+    pub remote: Vec<LandmarkOutcome>,
+}
+
+/// One landmark's answer: its signed statement, or the check that failed and why.
+#[derive(Debug, Clone)]
+pub struct LandmarkOutcome {
+    /// The configured landmark id (the statement must name the same).
+    pub landmark: String,
+    pub outcome: Result<Vec<u8>, (String, String)>,
+}
+
+/// A landmark whose statement did not count, kept with the round (policy input
+/// `locality_failures`, EAR attribute `locality-failures`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalityFailure {
+    pub landmark: String,
+    pub check: String,
+    pub detail: String,
 }
 
 /// How old a landmark statement may be when the round is appraised.
@@ -236,6 +259,7 @@ impl Appraiser {
             gpu: NvgpuVerifier::new().map_err(|e| format!("NVIDIA roots: {e}"))?,
             policy,
             landmarks: Vec::new(),
+            remote_landmarks: Vec::new(),
             registry: std::sync::RwLock::new(None),
         })
     }
@@ -492,72 +516,118 @@ impl Appraiser {
             r.derive(&ids)
         });
 
-        // Locality: the statement must be about the session key this very bundle binds;
-        // the key is only as far from copying as the memory it lives in (a CVM when SNP
-        // evidence verified, else plain process memory: a weak proof, and it says so).
+        // Locality: every statement must be about the session key this very bundle binds
+        // and about this node; the key is only as far from copying as the memory it lives
+        // in (a CVM when SNP evidence verified, else plain process memory: a weak proof,
+        // and it says so). Own and remote proofs intersect: the per-site upper bound is
+        // the smallest any landmark proves. A landmark that fails is recorded and simply
+        // does not count; only a policy that requires locality turns that into a refusal.
         let mut locality = serde_json::Value::Null;
-        let mut locality_error = None;
+        let mut locality_failures: Vec<LocalityFailure> = Vec::new();
         let mut locality_claims = Vec::new();
-        if let (Some(b), Some(outcome)) = (&bundle, &extras.locality) {
+        if let Some(b) = &bundle {
             let snp_ok = devices
                 .get("snp")
                 .and_then(|d| d.get("verified"))
                 .and_then(serde_json::Value::as_bool)
                 == Some(true);
-            let verified = outcome.as_ref().map_err(Clone::clone).and_then(|bytes| {
-                custody_locality::LandmarkStatement::verify(
-                    bytes,
-                    &self.landmarks,
-                    &b.session_keys.ed25519,
-                    at,
-                    LOCALITY_MAX_AGE_SECS,
-                )
-                .map_err(|e| format!("{}: {e}", e.check()))
-            });
-            match verified {
-                Ok(st) => {
-                    let protection = if snp_ok {
-                        custody_locality::KeyProtection::Cvm
-                    } else {
-                        custody_locality::KeyProtection::Process
-                    };
-                    let proof = custody_locality::Proof::from_statement(&st, protection);
-                    // Upper bounds to every registry site, only when there is a proof.
-                    let sites: Vec<(String, custody_locality::LatLon)> = registry
-                        .as_ref()
-                        .map(|r| {
-                            r.registry()
-                                .sites
-                                .iter()
-                                .map(|s| {
-                                    (
-                                        s.id.clone(),
-                                        custody_locality::LatLon::new(
-                                            f64::from(s.lat_e6) / 1e6,
-                                            f64::from(s.lon_e6) / 1e6,
-                                        ),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let mut c = Claims::new();
-                    c.insert("landmark".into(), ClaimValue::Text(st.landmark.clone()));
-                    c.insert("rtt-us".into(), ClaimValue::Int(i128::from(st.rtt_us)));
-                    // Rounded up: a claim never makes the node look nearer than measured.
-                    c.insert("bound-km".into(), ClaimValue::Int(st.bound_km.ceil() as i128));
-                    c.insert(
-                        "key-protection".into(),
-                        ClaimValue::Text(protection.as_str().into()),
-                    );
-                    c.insert("weak".into(), ClaimValue::Bool(protection.weak()));
-                    locality_claims.push(ClaimValue::Map(c));
-                    locality = serde_json::to_value(custody_locality::Locality::new(vec![proof], &sites))
-                        .unwrap_or_default();
+            let protection = if snp_ok {
+                custody_locality::KeyProtection::Cvm
+            } else {
+                custody_locality::KeyProtection::Process
+            };
+            let session = &b.session_keys.ed25519;
+            let checked = |e: custody_locality::LocalityError| (e.check().to_owned(), e.to_string());
+            let mut verified = Vec::new();
+            if let Some(own) = &extras.locality {
+                verified.push((
+                    own.landmark.clone(),
+                    own.outcome.clone().and_then(|bytes| {
+                        custody_locality::LandmarkStatement::verify(
+                            &bytes,
+                            &self.landmarks,
+                            session,
+                            at,
+                            LOCALITY_MAX_AGE_SECS,
+                        )
+                        .and_then(|st| st.check_node(&node.id).map(|()| st))
+                        .map_err(checked)
+                    }),
+                ));
+            }
+            for r in &extras.remote {
+                let pinned = self.remote_landmarks.iter().find(|p| p.id == r.landmark);
+                verified.push((
+                    r.landmark.clone(),
+                    r.outcome.clone().and_then(|bytes| match pinned {
+                        None => Err((
+                            "locality_landmark".to_owned(),
+                            format!("no landmark `{}` is configured", r.landmark),
+                        )),
+                        Some(p) => custody_locality::LandmarkStatement::verify_pinned(
+                            &bytes,
+                            p,
+                            &node.id,
+                            session,
+                            at,
+                            LOCALITY_MAX_AGE_SECS,
+                        )
+                        .map_err(checked),
+                    }),
+                ));
+            }
+            let mut proofs = Vec::new();
+            for (landmark, v) in verified {
+                match v {
+                    Ok(st) => {
+                        let mut c = Claims::new();
+                        c.insert("landmark".into(), ClaimValue::Text(st.landmark.clone()));
+                        c.insert("rtt-us".into(), ClaimValue::Int(i128::from(st.rtt_us)));
+                        // Rounded up: a claim never makes the node look nearer than measured.
+                        c.insert("bound-km".into(), ClaimValue::Int(st.bound_km.ceil() as i128));
+                        c.insert(
+                            "key-protection".into(),
+                            ClaimValue::Text(protection.as_str().into()),
+                        );
+                        c.insert("weak".into(), ClaimValue::Bool(protection.weak()));
+                        locality_claims.push(ClaimValue::Map(c));
+                        proofs.push(custody_locality::Proof::from_statement(&st, protection));
+                    }
+                    Err((check, detail)) => locality_failures.push(LocalityFailure {
+                        landmark,
+                        check,
+                        detail,
+                    }),
                 }
-                Err(e) => locality_error = Some(e),
+            }
+            if !proofs.is_empty() {
+                // Upper bounds to every registry site, only when there is a proof.
+                let sites: Vec<(String, custody_locality::LatLon)> = registry
+                    .as_ref()
+                    .map(|r| {
+                        r.registry()
+                            .sites
+                            .iter()
+                            .map(|s| {
+                                (
+                                    s.id.clone(),
+                                    custody_locality::LatLon::new(
+                                        f64::from(s.lat_e6) / 1e6,
+                                        f64::from(s.lon_e6) / 1e6,
+                                    ),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                locality =
+                    serde_json::to_value(custody_locality::Locality::new(proofs, &sites)).unwrap_or_default();
             }
         }
+        // The first failure as one line, as before remote landmarks existed.
+        let locality_error = locality_failures
+            .first()
+            .map(|f| format!("{}: {}", f.check, f.detail));
         let gpus = gpu_inventory(bundle.as_ref(), &devices);
         let mut input = serde_json::json!({
             "devices": devices,
@@ -576,6 +646,10 @@ impl Appraiser {
             }
             if let Some(e) = &locality_error {
                 o.insert("locality_error".into(), e.clone().into());
+                o.insert(
+                    "locality_failures".into(),
+                    serde_json::to_value(&locality_failures).unwrap_or_default(),
+                );
             }
         }
         let decision = self.policy.evaluate(&input).map_err(|e| e.to_string())?;
@@ -659,6 +733,16 @@ impl Appraiser {
         }
         if let Some(e) = &locality_error {
             attributes.insert("locality-error".into(), ClaimValue::Text(e.clone()));
+            let failures = locality_failures
+                .iter()
+                .map(|f| {
+                    let mut c = Claims::new();
+                    c.insert("landmark".into(), ClaimValue::Text(f.landmark.clone()));
+                    c.insert("check".into(), ClaimValue::Text(f.check.clone()));
+                    ClaimValue::Map(c)
+                })
+                .collect();
+            attributes.insert("locality-failures".into(), ClaimValue::Array(failures));
         }
         let result = AttestationResult {
             iat: at,
@@ -783,45 +867,103 @@ impl Service {
                 }
             },
         };
-        let extras = Extras {
-            locality: match &arrived {
-                Arrived::Bundle(b) => self.measure_locality(&node, b).await,
-                Arrived::Nothing { .. } => None,
-            },
+        let extras = match &arrived {
+            Arrived::Bundle(b) => self.measure_locality(&node, b).await,
+            Arrived::Nothing { .. } => Extras::default(),
         };
         self.conclude(node, nonce, arrived, &extras, started)
     }
 
-    /// As a landmark: time challenges answered by the session key the bundle names and
-    /// sign what was measured. The appraisal checks the statement against the bundle's
-    /// attested key; here the key is only read to know whom to expect.
-    async fn measure_locality(&self, node: &NodeRecord, bundle: &[u8]) -> Option<Result<Vec<u8>, String>> {
-        let landmark = self.cfg.landmark.as_ref()?;
-        let endpoint = node.locality_endpoint.as_ref()?;
-        let keys = EvidenceBundle::from_cbor(bundle).ok()?.session_keys;
+    /// Locality proofs for the session key the bundle names: this verifier's own
+    /// measurement and every remote landmark's, all at the same time. The appraisal
+    /// checks each statement against the bundle's attested key; here the key is only
+    /// read to know whom to expect.
+    async fn measure_locality(&self, node: &NodeRecord, bundle: &[u8]) -> Extras {
+        let Some(endpoint) = node.locality_endpoint.as_ref() else {
+            return Extras::default();
+        };
+        let Ok(b) = EvidenceBundle::from_cbor(bundle) else {
+            return Extras::default();
+        };
+        let key = b.session_keys.ed25519;
+        // Spawned first, so they run while this task measures.
+        let mut remotes = tokio::task::JoinSet::new();
+        for (i, l) in self.cfg.landmarks.iter().enumerate() {
+            let req = custody_locality::remote::MeasureRequest::new(&node.id, endpoint, &key);
+            let (url, id) = (l.url.clone(), l.id.clone());
+            let timeout = Duration::from_millis(l.timeout_ms);
+            let span = tracing::info_span!("remote_landmark", landmark = %id, %url);
+            remotes.spawn(
+                async move {
+                    let outcome = custody_locality::remote::request_measurement(&url, &req, timeout)
+                        .await
+                        .map_err(|e| {
+                            tracing::warn!(check = e.check(), error = %e, "remote landmark failed");
+                            (e.check().to_owned(), e.to_string())
+                        });
+                    (
+                        i,
+                        LandmarkOutcome {
+                            landmark: id,
+                            outcome,
+                        },
+                    )
+                }
+                .instrument(span),
+            );
+        }
+        let locality = match self.cfg.landmark.as_ref() {
+            Some(landmark) => Some(self.measure_own(landmark, node, endpoint, key).await),
+            None => None,
+        };
+        let mut remote = Vec::with_capacity(self.cfg.landmarks.len());
+        while let Some(r) = remotes.join_next().await {
+            if let Ok(r) = r {
+                remote.push(r);
+            }
+        }
+        remote.sort_by_key(|(i, _)| *i);
+        Extras {
+            locality,
+            remote: remote.into_iter().map(|(_, o)| o).collect(),
+        }
+    }
+
+    /// As a landmark: time challenges answered by the session key and sign what was
+    /// measured.
+    async fn measure_own(
+        &self,
+        landmark: &crate::config::Landmark,
+        node: &NodeRecord,
+        endpoint: &str,
+        key: [u8; 32],
+    ) -> LandmarkOutcome {
+        let checked = |e: custody_locality::LocalityError| (e.check().to_owned(), e.to_string());
         let m = custody_locality::net::measure(
-            endpoint.as_str(),
+            endpoint,
             &landmark.id,
-            &keys.ed25519,
+            &key,
             landmark.probes,
             Duration::from_secs(self.cfg.round_timeout_secs),
         )
         .await;
-        Some(match m {
-            Ok(m) => m
-                .statement(
-                    &landmark.id,
-                    custody_locality::LatLon::new(landmark.lat, landmark.lon),
-                    &node.id,
-                    keys.ed25519,
-                    // No processing time is subtracted: the bound errs on the far side.
-                    Duration::ZERO,
-                    now(),
-                )
-                .sign(&self.landmark_key)
-                .map_err(|e| format!("{}: {e}", e.check())),
-            Err(e) => Err(format!("{}: {e}", e.check())),
-        })
+        let outcome = m.map_err(checked).and_then(|m| {
+            m.statement(
+                &landmark.id,
+                custody_locality::LatLon::new(landmark.lat, landmark.lon),
+                &node.id,
+                key,
+                // No processing time is subtracted: the bound errs on the far side.
+                Duration::ZERO,
+                now(),
+            )
+            .sign(&self.landmark_key)
+            .map_err(checked)
+        });
+        LandmarkOutcome {
+            landmark: landmark.id.clone(),
+            outcome,
+        }
     }
 
     /// Push mode: appraise a bundle the node sent with a nonce it asked for.
@@ -1083,5 +1225,211 @@ pub async fn schedule(svc: Arc<Service>, mut stop: tokio::sync::watch::Receiver<
                 drop(permit);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod locality_tests {
+    use super::*;
+    use crate::store::NodeState;
+    use custody_locality::{LandmarkKey, LandmarkStatement, PinnedLandmark};
+
+    const SESSION: [u8; 32] = [7; 32];
+
+    fn node() -> NodeRecord {
+        NodeRecord {
+            id: "node-1".into(),
+            name: "n1".into(),
+            group: "g".into(),
+            endpoint: "127.0.0.1:1".into(),
+            state: NodeState::Trusted,
+            reason: None,
+            ek_cert_sha256: None,
+            ek_public: vec![1],
+            ak_public: vec![2],
+            enrolled_at: 1,
+            updated_at: 1,
+            last_round_at: None,
+            failures: 0,
+            tpm_clock: None,
+            locality_endpoint: Some("127.0.0.1:2".into()),
+            session_keys: None,
+            move_endpoint: None,
+        }
+    }
+
+    fn statement(landmark: &str, node: &str, session: [u8; 32], bound_km: f64, at: i64) -> LandmarkStatement {
+        LandmarkStatement {
+            landmark: landmark.into(),
+            lat: 48.8566,
+            lon: 2.3522,
+            node: node.into(),
+            session_ed25519: session,
+            rtt_us: 20_000,
+            probes: 4,
+            bound_km,
+            measured_at: at,
+        }
+    }
+
+    fn ok(landmark: &str, bytes: Vec<u8>) -> LandmarkOutcome {
+        LandmarkOutcome {
+            landmark: landmark.into(),
+            outcome: Ok(bytes),
+        }
+    }
+
+    /// A bundle without TPM evidence still names its session keys: the locality part of
+    /// the appraisal runs (the round fails `tpm_present`, which is not what is tested).
+    #[test]
+    fn each_landmark_counts_only_under_its_own_pin() {
+        let at = 1_790_000_000;
+        let own = LandmarkKey::from_seed(&[1; 32]).unwrap();
+        let fra = LandmarkKey::from_seed(&[2; 32]).unwrap();
+        let ams = LandmarkKey::from_seed(&[3; 32]).unwrap();
+        let stranger = LandmarkKey::from_seed(&[4; 32]).unwrap();
+        let mut a = Appraiser::new(Policy::shipped("default").unwrap()).unwrap();
+        a.landmarks = vec![own.public_key()];
+        let pin = |id: &str, key: [u8; 32]| PinnedLandmark { id: id.into(), key };
+        a.remote_landmarks = vec![
+            pin("fra-1", fra.public_key()),
+            pin("ams-1", ams.public_key()),
+            pin("lon-1", [10; 32]),
+            pin("mad-1", [11; 32]),
+        ];
+        let nonce = Nonce([5; 32]);
+        let bundle = EvidenceBundle {
+            version: 1,
+            nonce,
+            session_keys: SessionKeys {
+                x25519: [6; 32],
+                ed25519: SESSION,
+            },
+            tpm: None,
+            snp: None,
+            gpus: vec![],
+            gpu_identities: vec![],
+            platform: Default::default(),
+        }
+        .to_cbor()
+        .unwrap();
+        let sign = |k: &LandmarkKey, s: LandmarkStatement| s.sign(k).unwrap();
+        let extras = Extras {
+            locality: Some(ok(
+                "paris-verifier",
+                sign(&own, statement("paris-verifier", "node-1", SESSION, 4.0, at)),
+            )),
+            remote: vec![
+                ok(
+                    "fra-1",
+                    sign(&fra, statement("fra-1", "node-1", SESSION, 1500.0, at - 5)),
+                ),
+                // Signed by a key not pinned for ams-1.
+                ok(
+                    "ams-1",
+                    sign(&stranger, statement("ams-1", "node-1", SESSION, 1.0, at)),
+                ),
+                // Pinned key of another landmark (fra's) speaking as lon-1.
+                ok(
+                    "lon-1",
+                    sign(&fra, statement("lon-1", "node-1", SESSION, 1.0, at)),
+                ),
+                // ams-1's key, but about another session key, a stale one, another node.
+                ok(
+                    "ams-1",
+                    sign(&ams, statement("ams-1", "node-1", [9; 32], 1.0, at)),
+                ),
+                ok(
+                    "ams-1",
+                    sign(&ams, statement("ams-1", "node-1", SESSION, 1.0, at - 121)),
+                ),
+                ok(
+                    "ams-1",
+                    sign(&ams, statement("ams-1", "node-2", SESSION, 1.0, at)),
+                ),
+                // Never configured.
+                ok(
+                    "nowhere",
+                    sign(&ams, statement("nowhere", "node-1", SESSION, 1.0, at)),
+                ),
+                LandmarkOutcome {
+                    landmark: "mad-1".into(),
+                    outcome: Err(("landmark_unreachable".into(), "connect: refused".into())),
+                },
+            ],
+        };
+        let key = ear::EarSigningKey::generate().unwrap();
+        let r = a
+            .appraise(
+                &node(),
+                &nonce,
+                Arrived::Bundle(&bundle),
+                &extras,
+                None,
+                ReferenceMode::Tofu,
+                at,
+                600,
+                &key,
+            )
+            .unwrap();
+        let proofs = r.input["locality"]["proofs"].as_array().unwrap();
+        let names: Vec<_> = proofs.iter().map(|p| p["landmark"].as_str().unwrap()).collect();
+        assert_eq!(names, ["paris-verifier", "fra-1"], "{}", r.input);
+        assert_eq!(proofs[1]["bound_km"], 1500.0);
+        let failures: Vec<(String, String)> = r.input["locality_failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["landmark"].as_str().unwrap().to_owned(),
+                    f["check"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let want = [
+            ("ams-1", "locality_landmark"),
+            ("lon-1", "locality_landmark"),
+            ("ams-1", "locality_session_key"),
+            ("ams-1", "locality_stale"),
+            ("ams-1", "locality_node"),
+            ("nowhere", "locality_landmark"),
+            ("mad-1", "landmark_unreachable"),
+        ];
+        assert_eq!(
+            failures,
+            want.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        );
+        assert!(r.input["locality_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("locality_landmark: "));
+        // The round failed for its own reason, not for locality.
+        assert_eq!(r.failed_check.as_deref(), Some("tpm_present"));
+        // Own statement about another node does not count either.
+        let extras = Extras {
+            locality: Some(ok(
+                "paris-verifier",
+                sign(&own, statement("paris-verifier", "node-2", SESSION, 4.0, at)),
+            )),
+            remote: vec![],
+        };
+        let r = a
+            .appraise(
+                &node(),
+                &nonce,
+                Arrived::Bundle(&bundle),
+                &extras,
+                None,
+                ReferenceMode::Tofu,
+                at,
+                600,
+                &key,
+            )
+            .unwrap();
+        assert!(r.input.get("locality").is_none(), "{}", r.input);
+        assert_eq!(r.input["locality_failures"][0]["check"], "locality_node");
     }
 }
