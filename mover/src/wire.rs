@@ -62,6 +62,9 @@ const MAX_SMALL: usize = 64 * 1024;
 /// Sealed chunks the source's reader thread may hold ready ahead of the socket.
 const PIPELINE_DEPTH: usize = 4;
 
+/// Derives a control connection's binding token for a ticket id.
+type TokenOf<S> = fn(&S, &[u8; 16]) -> Result<[u8; 32], MoverError>;
+
 /// Whether a connection whose first byte is `b` is a bulk connection (else: control).
 pub fn is_bulk_start(b: u8) -> bool {
     b == BULK_MAGIC[0]
@@ -76,7 +79,10 @@ pub trait Exporter {
 }
 
 /// The binding token of a rustls connection (either side).
-pub fn tls_bulk_token<D>(conn: &rustls::ConnectionCommon<D>, ticket_id: &[u8; 16]) -> Result<[u8; 32], MoverError> {
+pub fn tls_bulk_token<D>(
+    conn: &rustls::ConnectionCommon<D>,
+    ticket_id: &[u8; 16],
+) -> Result<[u8; 32], MoverError> {
     conn.export_keying_material([0u8; 32], BULK_EXPORTER_LABEL, Some(ticket_id))
         .map_err(|e| MoverError::BulkBinding(format!("TLS exporter: {e}")))
 }
@@ -123,7 +129,11 @@ pub fn write_frame<W: Write + ?Sized>(w: &mut W, kind: u8, body: &[u8]) -> Resul
 
 /// Read one frame of at most `max` body bytes into `buf`; `None` at a clean end of input
 /// (before the first byte of a frame).
-pub fn read_frame<R: Read + ?Sized>(r: &mut R, max: usize, buf: &mut Vec<u8>) -> Result<Option<u8>, MoverError> {
+pub fn read_frame<R: Read + ?Sized>(
+    r: &mut R,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<Option<u8>, MoverError> {
     let mut head = [0u8; 5];
     let mut got = 0;
     while got < head.len() {
@@ -445,20 +455,17 @@ fn send_inner<S: Read + Write>(
     let mut bulk_conn: Option<Box<dyn Write + '_>> = None;
     if resumed_at < sh.chunk_count() {
         if let Some((token, connect)) = bulk {
-            match connect() {
-                Ok(mut w) => {
-                    let mut pre = Vec::with_capacity(BULK_PREAMBLE_LEN);
-                    pre.extend_from_slice(BULK_MAGIC);
-                    pre.extend_from_slice(&ticket.id);
-                    pre.extend_from_slice(&token);
-                    w.write_all(&pre).and_then(|()| w.flush()).map_err(io)?;
-                    write_frame(conn, K_BULK, &[])?;
-                    conn.flush().map_err(io)?;
-                    bulk_conn = Some(w);
-                }
-                // The chunks go on the control connection instead: as safe, slower
-                // (`Sent::bulk` tells the caller).
-                Err(_) => {}
+            // On failure the chunks go on the control connection instead: as safe,
+            // slower (`Sent::bulk` tells the caller).
+            if let Ok(mut w) = connect() {
+                let mut pre = Vec::with_capacity(BULK_PREAMBLE_LEN);
+                pre.extend_from_slice(BULK_MAGIC);
+                pre.extend_from_slice(&ticket.id);
+                pre.extend_from_slice(&token);
+                w.write_all(&pre).and_then(|()| w.flush()).map_err(io)?;
+                write_frame(conn, K_BULK, &[])?;
+                conn.flush().map_err(io)?;
+                bulk_conn = Some(w);
             }
         }
     }
@@ -743,7 +750,9 @@ impl Destination {
                 hex::encode(id)
             )));
         }
-        let slot = slots.remove(&id).ok_or_else(|| MoverError::BulkBinding("slot".into()))?;
+        let slot = slots
+            .remove(&id)
+            .ok_or_else(|| MoverError::BulkBinding("slot".into()))?;
         slot.tx
             .try_send(Box::new(r))
             .map_err(|_| MoverError::BulkBinding("the transfer ended".into()))?;
@@ -755,7 +764,7 @@ impl Destination {
         conn: &mut S,
         peer: &str,
         now: i64,
-        export: Option<fn(&S, &[u8; 16]) -> Result<[u8; 32], MoverError>>,
+        export: Option<TokenOf<S>>,
     ) -> Result<Received, MoverError> {
         match self.serve_inner(conn, peer, now, export) {
             Ok(r) => Ok(r),
@@ -774,7 +783,7 @@ impl Destination {
         conn: &mut S,
         peer: &str,
         now: i64,
-        export: Option<fn(&S, &[u8; 16]) -> Result<[u8; 32], MoverError>>,
+        export: Option<TokenOf<S>>,
     ) -> Result<Received, MoverError> {
         let mut buf = Vec::new();
         match read_frame(conn, MAX_SMALL, &mut buf)? {
@@ -1201,6 +1210,12 @@ mod tests {
         }
     }
 
+    type BoundRun = (
+        Result<Sent, MoverError>,
+        Result<Received, MoverError>,
+        Vec<Result<[u8; 16], MoverError>>,
+    );
+
     struct World {
         _d: tempfile::TempDir,
         src: PathBuf,
@@ -1330,16 +1345,7 @@ mod tests {
         /// One transfer with the chunks on a bound bulk connection; `setup` adjusts A's
         /// control pipe, `op` the bulk connection. Also returns what the listener's
         /// [`Destination::accept_bulk`] said of each bulk connection.
-        fn run_bound(
-            &self,
-            ticket: &[u8],
-            setup: impl FnOnce(&mut Pipe),
-            op: FrameOp,
-        ) -> (
-            Result<Sent, MoverError>,
-            Result<Received, MoverError>,
-            Vec<Result<[u8; 16], MoverError>>,
-        ) {
+        fn run_bound(&self, ticket: &[u8], setup: impl FnOnce(&mut Pipe), op: FrameOp) -> BoundRun {
             let (mut a, mut b) = pipe();
             setup(&mut a);
             let dest = self.dest.clone();
@@ -1432,9 +1438,15 @@ mod tests {
         let e = w.dest.accept_bulk(Cursor::new(pre.clone())).unwrap_err();
         assert_eq!(e.check(), "bulk_binding");
         pre[0] = 0x16;
-        assert_eq!(w.dest.accept_bulk(Cursor::new(pre)).unwrap_err().check(), "bulk_binding");
         assert_eq!(
-            w.dest.accept_bulk(Cursor::new(BULK_MAGIC.to_vec())).unwrap_err().check(),
+            w.dest.accept_bulk(Cursor::new(pre)).unwrap_err().check(),
+            "bulk_binding"
+        );
+        assert_eq!(
+            w.dest
+                .accept_bulk(Cursor::new(BULK_MAGIC.to_vec()))
+                .unwrap_err()
+                .check(),
             "bulk_binding"
         );
         // The real session then moves it, from chunk 0.

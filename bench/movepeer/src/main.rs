@@ -522,9 +522,8 @@ fn send(
             let mut d = Duplex::new(s, buffer);
             let sent = if transport == Transport::Tls {
                 // The bulk connection: the same address, plain TCP, bound by the token.
-                let mut connect = || -> std::io::Result<Box<dyn Write>> {
-                    Ok(Box::new(TcpStream::connect(to)?))
-                };
+                let mut connect =
+                    || -> std::io::Result<Box<dyn Write>> { Ok(Box::new(TcpStream::connect(to)?)) };
                 wire::send_bound(
                     &mut d,
                     &ticket_bytes,
