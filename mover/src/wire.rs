@@ -11,7 +11,18 @@
 //! A -> B  CHUNK    C_i, for i = first .. n-1 (the index is implied)            (kind 4)
 //! B -> A  RECEIPT  the receipt COSE_Sign1 (section 6)      (kind 5)
 //! B -> A  REFUSE   CBOR [check tstr, detail tstr]          (kind 6)
+//! A -> B  BULK     empty: the CHUNKs come on the bound bulk connection      (kind 7)
+//! bulk connection (A -> B): "custody-bulk-v1\n" || ticket id || token(32) || CHUNK...
 //! ```
+//! The bulk connection ([`send_bound`], [`Destination::serve_bound`],
+//! [`Destination::accept_bulk`]) keeps TLS from encrypting the already-sealed chunks a
+//! second time. Its token is the control session's TLS exporter (label
+//! [`BULK_EXPORTER_LABEL`], context the ticket id), compared in constant time with B's own:
+//! only a holder of the authenticated session's secrets gets the transfer's single-use
+//! slot (`bulk_binding` otherwise). Nothing read from it is trusted: every chunk is
+//! authenticated by the STREAM AEAD (index and last flag in the nonce, under the data key
+//! that came on the control connection) before any byte is written, so tampering there
+//! can only make B refuse. Confidentiality of the payload is the AEAD's, as over TLS.
 //! B refuses at any point with REFUSE and closes. A connection that ends early leaves
 //! B's staging durable at the last synced chunk; the next OFFER of the same ticket is
 //! answered with that index and A continues from there (with a fresh data key: the key
