@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Move throughput on this machine, one file, four ways, all in one run:
-#   (a) the mover's wire protocol between two custody-movepeer processes over loopback
-#       mutual TLS (ticket and manifest checked, chunks AEAD-sealed, staged, every file
-#       digest checked, fsynced, renamed into place, receipt signed and verified by A)
-#   (b) the same over plain TCP (`--transport tcp`): what TLS costs on top
+# Move throughput on this machine, one file, five ways, all in one run:
+#   (a) the mover's wire protocol between two custody-movepeer processes on loopback, as
+#       the agents run it: control messages over mutual TLS, the AEAD-sealed chunks on a
+#       second plain TCP connection bound to the TLS session by an exporter token (ticket
+#       and manifest checked, chunks sealed, staged, every file digest checked, fsynced,
+#       renamed into place, receipt signed and verified by A)
+#   (a') the same with every chunk over the TLS connection too (`--transport tls-only`;
+#       skipped for a binary without it, whose `tls` is this)
+#   (b) the same over one plain TCP connection (`--transport tcp`, no peer
+#       authentication: a baseline only)
 #   (c) a plain TCP file copy, socket to file, fsync, ack (the ceiling)
 #   (d) scp through a private sshd on 127.0.0.1 (then `sync`)
 # Each is repeated (default 3 times) and the median MB/s reported (MB = 10^6 bytes). The
@@ -83,6 +88,9 @@ if "$bin" send --help | grep -q -- '--manifest'; then
   prepared=(--manifest "$work/manifest")
 fi
 
+has_tls_only=
+if "$bin" send --help | grep -q -- 'tls-only'; then has_tls_only=1; fi
+
 mover() { # transport
   local t=$1 n=$2 job="move-$1-$2"
   local mout=()
@@ -94,7 +102,7 @@ mover() { # transport
   json=$("$bin" send --dir "$work/keys" --to "$addr" --ticket "$work/ticket" \
     --checkpoint "$work/src" --transport "$t" "${buffer[@]}" "${prepared[@]}")
   wait "$srv"
-  echo "   mover/$t #$n: $json" >&2
+  echo "   mover/$t #$n (load $(cut -d' ' -f1 /proc/loadavg)): $json" >&2
   runs[mover-$t]+=" $(mbps <<<"$json")"
   rm -rf "${work:?}/inbox/$job"
 }
@@ -164,23 +172,34 @@ start_sshd
 echo "== measuring, $reps runs each, interleaved" >&2
 for n in $(seq "$reps"); do
   mover tls "$n"
+  if [[ -n $has_tls_only ]]; then mover tls-only "$n"; fi
   mover tcp "$n"
   tcp_copy "$n"
   scp_copy "$n"
 done
 
 m_tls=$(median <<<"${runs[mover-tls]}")
+m_tls_only=
+if [[ -n $has_tls_only ]]; then m_tls_only=$(median <<<"${runs[mover-tls-only]}"); fi
 m_tcp=$(median <<<"${runs[mover-tcp]}")
 tcp=$(median <<<"${runs[tcp]}")
 scp=$(median <<<"${runs[scp]}")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo
 echo "transfer of ${mib} MiB on loopback, median of $reps (MB/s, MB = 10^6 bytes)"
-printf '  %-26s %10s   %s\n' "how" "MB/s" "runs"
-printf '  %-26s %10s  %s\n' "mover, mutual TLS" "$m_tls" "${runs[mover-tls]}"
-printf '  %-26s %10s  %s\n' "mover, plain TCP" "$m_tcp" "${runs[mover-tcp]}"
-printf '  %-26s %10s  %s\n' "TCP copy + fsync" "$tcp" "${runs[tcp]}"
-printf '  %-26s %10s  %s\n' "scp + sync" "$scp" "${runs[scp]}"
-echo "  mover/tcp $(ratio "$m_tls" "$tcp"), mover/scp $(ratio "$m_tls" "$scp"), mover over TCP / over TLS $(ratio "$m_tcp" "$m_tls")"
+printf '  %-34s %10s   %s\n' "how" "MB/s" "runs"
+if [[ -n $has_tls_only ]]; then
+  printf '  %-34s %10s  %s\n' "mover, mTLS + bound TCP bulk" "$m_tls" "${runs[mover-tls]}"
+  printf '  %-34s %10s  %s\n' "mover, everything over mTLS" "$m_tls_only" "${runs[mover-tls-only]}"
+else
+  printf '  %-34s %10s  %s\n' "mover, mutual TLS (this binary)" "$m_tls" "${runs[mover-tls]}"
+fi
+printf '  %-34s %10s  %s\n' "mover, one plain TCP connection" "$m_tcp" "${runs[mover-tcp]}"
+printf '  %-34s %10s  %s\n' "TCP copy + fsync" "$tcp" "${runs[tcp]}"
+printf '  %-34s %10s  %s\n' "scp + sync" "$scp" "${runs[scp]}"
+echo "  mover/tcp $(ratio "$m_tls" "$tcp"), mover/scp $(ratio "$m_tls" "$scp"), mover one plain TCP connection / mover $(ratio "$m_tcp" "$m_tls")"
+if [[ -n $has_tls_only ]]; then
+  echo "  mover / everything over mTLS $(ratio "$m_tls" "$m_tls_only")"
+fi
 echo "  load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "mover: $m_tls MB/s, tcp $tcp MB/s, scp $scp MB/s"

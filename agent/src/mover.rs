@@ -5,8 +5,11 @@
 //! (the verifier CA is the only root): the destination takes a move only from the node
 //! the ticket names as its source, the source sends only to a peer whose certificate is
 //! the ticket's destination. The checkpoint itself is sealed to the destination's attested
-//! X25519 session key, so TLS adds peer authentication, not the payload's secrecy.
-//! Transfers run on blocking threads: one chunk of memory per side.
+//! X25519 session key, so TLS adds peer authentication, not the payload's secrecy: by
+//! default the sealed chunks go on a second, plain TCP connection to the same port, bound
+//! to the TLS session by an exporter token (protocol section 9), so they are not
+//! encrypted twice. The listener tells the two apart by the first byte.
+//! Transfers run on blocking threads: a few chunks of memory per side.
 
 use crate::session::Session;
 use custody_formats::api::{MovePrepared, MoveStatus};
@@ -46,6 +49,9 @@ pub struct Mover {
     /// Manifests built by `prepare`, by checkpoint name: the send that follows
     /// checks digests while streaming instead of reading the checkpoint twice.
     prepared: Mutex<HashMap<String, Manifest>>,
+    /// Send the chunks on a bulk connection bound to the TLS session (default) rather
+    /// than on the TLS connection itself.
+    bulk_channel: std::sync::atomic::AtomicBool,
 }
 
 /// Where exports are written, inside the checkpoint store (a dot name: never a checkpoint).
@@ -167,7 +173,15 @@ impl Mover {
             dest: Arc::new(dest),
             transfers: Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
+            bulk_channel: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Whether this agent sends chunks on a bound bulk connection (true, the default) or
+    /// everything over TLS (false: the same checks, TLS encrypts the sealed chunks again).
+    /// Receiving takes either.
+    pub fn set_bulk_channel(&self, on: bool) {
+        self.bulk_channel.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `<checkpoints_dir>/<name>`, one path component only.
@@ -320,15 +334,38 @@ impl Mover {
                 }
             }
         };
-        let sent = wire::send_checked(
-            &mut tls,
-            ticket_bytes,
-            ticket,
-            manifest,
-            dir,
-            chunk_size,
-            &mut report,
-        )?;
+        let sent = if self.bulk_channel.load(std::sync::atomic::Ordering::Relaxed) {
+            // The bulk connection: plain TCP to the same port, bound by the exporter token
+            // send_bound writes first; it carries only AEAD-sealed chunks.
+            let mut connect = || -> std::io::Result<Box<dyn std::io::Write>> {
+                let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                Ok(Box::new(s))
+            };
+            wire::send_bound(
+                &mut tls,
+                ticket_bytes,
+                ticket,
+                manifest,
+                dir,
+                chunk_size,
+                &mut connect,
+                &mut report,
+            )?
+        } else {
+            wire::send_checked(
+                &mut tls,
+                ticket_bytes,
+                ticket,
+                manifest,
+                dir,
+                chunk_size,
+                &mut report,
+            )?
+        };
+        if !sent.bulk && sent.chunks_sent > 0 {
+            tracing::info!("chunks sent on the TLS connection (no bulk connection)");
+        }
         tls.conn.send_close_notify();
         let _ = tls.conn.complete_io(&mut tls.sock);
         Ok(sent)
@@ -566,6 +603,20 @@ impl Mover {
         {
             return;
         }
+        // A TLS connection starts with a handshake record (0x16), a bulk connection with
+        // its magic: the transfer it names takes it only with its session's token.
+        let mut first = [0u8; 1];
+        match tcp.peek(&mut first) {
+            Ok(1) if wire::is_bulk_start(first[0]) => {
+                match self.dest.accept_bulk(tcp) {
+                    Ok(id) => tracing::debug!(ticket = %hex::encode(id), "bulk connection bound"),
+                    Err(e) => tracing::warn!(check = e.check(), error = %e, "bulk connection refused"),
+                }
+                return;
+            }
+            Ok(1) => {}
+            _ => return,
+        }
         let Ok(conn) = rustls::ServerConnection::new(tls) else {
             return;
         };
@@ -580,7 +631,7 @@ impl Mover {
             tracing::warn!("move refused: the peer is not an enrolled node");
             return;
         };
-        match self.dest.serve(&mut s, &peer, now()) {
+        match self.dest.serve_bound(&mut s, &peer, now()) {
             Ok(r) => tracing::info!(
                 job = %r.ticket.job,
                 from = %peer,

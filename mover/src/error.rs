@@ -88,6 +88,10 @@ pub enum MoverError {
     TicketSource(String),
     #[error("a transfer of ticket {0} is already running")]
     TransferActive(String),
+    /// A bulk connection that is not bound to the transfer's authenticated control
+    /// connection (wrong or missing exporter token, no transfer waiting for it).
+    #[error("bulk connection not bound to the control session: {0}")]
+    BulkBinding(String),
 
     // --- staging / files ---
     #[error("staging: {0}")]
@@ -133,6 +137,7 @@ impl FailedCheck for MoverError {
             Self::Refused { .. } => "destination_refused",
             Self::TicketSource(_) => "ticket_source",
             Self::TransferActive(_) => "transfer_active",
+            Self::BulkBinding(_) => "bulk_binding",
             Self::Staging(_) => "staging",
             Self::Io { .. } => "io",
         }

@@ -11,7 +11,18 @@
 //! A -> B  CHUNK    C_i, for i = first .. n-1 (the index is implied)            (kind 4)
 //! B -> A  RECEIPT  the receipt COSE_Sign1 (section 6)      (kind 5)
 //! B -> A  REFUSE   CBOR [check tstr, detail tstr]          (kind 6)
+//! A -> B  BULK     empty: the CHUNKs come on the bound bulk connection      (kind 7)
+//! bulk connection (A -> B): "custody-bulk-v1\n" || ticket id || token(32) || CHUNK...
 //! ```
+//! The bulk connection ([`send_bound`], [`Destination::serve_bound`],
+//! [`Destination::accept_bulk`]) keeps TLS from encrypting the already-sealed chunks a
+//! second time. Its token is the control session's TLS exporter (label
+//! [`BULK_EXPORTER_LABEL`], context the ticket id), compared in constant time with B's own:
+//! only a holder of the authenticated session's secrets gets the transfer's single-use
+//! slot (`bulk_binding` otherwise). Nothing read from it is trusted: every chunk is
+//! authenticated by the STREAM AEAD (index and last flag in the nonce, under the data key
+//! that came on the control connection) before any byte is written, so tampering there
+//! can only make B refuse. Confidentiality of the payload is the AEAD's, as over TLS.
 //! B refuses at any point with REFUSE and closes. A connection that ends early leaves
 //! B's staging durable at the last synced chunk; the next OFFER of the same ticket is
 //! answered with that index and A continues from there (with a fresh data key: the key
@@ -33,7 +44,7 @@ use crate::stream::{StreamHeader, TAG_LEN};
 use crate::ticket::{SeenTickets, Ticket};
 use custody_verifier::check::FailedCheck;
 use rustls::crypto::hpke::HpkePrivateKey;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -45,11 +56,59 @@ const K_ACCEPT: u8 = 3;
 const K_CHUNK: u8 = 4;
 const K_RECEIPT: u8 = 5;
 const K_REFUSE: u8 = 6;
+const K_BULK: u8 = 7;
+/// First bytes of a bulk connection. Its first byte, `c`, is neither a TLS record's
+/// (handshake 0x16) nor a frame kind, so a listener tells the two apart by one byte.
+pub const BULK_MAGIC: &[u8; 16] = b"custody-bulk-v1\n";
+/// Bulk preamble: magic 16 || ticket id 16 || binding token 32.
+pub const BULK_PREAMBLE_LEN: usize = 64;
+/// TLS exporter label of the binding token (RFC 8446 section 7.5; RFC 5705 for TLS 1.2);
+/// the context is the ticket id.
+pub const BULK_EXPORTER_LABEL: &[u8] = b"EXPORTER-custody-move-bulk-v1";
+/// How long B waits for the bulk connection A announced (A opens it before announcing).
+pub const DEFAULT_BULK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Largest OFFER (the export header bound) and REFUSE/RECEIPT bodies.
 const MAX_OFFER: usize = crate::export::MAX_EXPORT_HEADER as usize;
 const MAX_SMALL: usize = 64 * 1024;
 /// Sealed chunks the source's reader thread may hold ready ahead of the socket.
 const PIPELINE_DEPTH: usize = 4;
+
+/// Derives a control connection's binding token for a ticket id.
+type TokenOf<S> = fn(&S, &[u8; 16]) -> Result<[u8; 32], MoverError>;
+
+/// Whether a connection whose first byte is `b` is a bulk connection (else: control).
+pub fn is_bulk_start(b: u8) -> bool {
+    b == BULK_MAGIC[0]
+}
+
+/// A control connection that can derive the binding token of a bulk connection: the
+/// TLS session's exporter (RFC 8446 section 7.5) under [`BULK_EXPORTER_LABEL`] with the
+/// ticket id as context, 32 bytes. Both ends derive the same value from the session's
+/// secrets; nobody without them can.
+pub trait Exporter {
+    fn bulk_token(&self, ticket_id: &[u8; 16]) -> Result<[u8; 32], MoverError>;
+}
+
+/// The binding token of a rustls connection (either side).
+pub fn tls_bulk_token<D>(
+    conn: &rustls::ConnectionCommon<D>,
+    ticket_id: &[u8; 16],
+) -> Result<[u8; 32], MoverError> {
+    conn.export_keying_material([0u8; 32], BULK_EXPORTER_LABEL, Some(ticket_id))
+        .map_err(|e| MoverError::BulkBinding(format!("TLS exporter: {e}")))
+}
+
+impl<T: Read + Write> Exporter for rustls::StreamOwned<rustls::ClientConnection, T> {
+    fn bulk_token(&self, ticket_id: &[u8; 16]) -> Result<[u8; 32], MoverError> {
+        tls_bulk_token(&self.conn, ticket_id)
+    }
+}
+
+impl<T: Read + Write> Exporter for rustls::StreamOwned<rustls::ServerConnection, T> {
+    fn bulk_token(&self, ticket_id: &[u8; 16]) -> Result<[u8; 32], MoverError> {
+        tls_bulk_token(&self.conn, ticket_id)
+    }
+}
 
 fn wire_err(msg: impl Into<String>) -> MoverError {
     MoverError::Wire(msg.into())
@@ -60,17 +119,32 @@ fn io(e: std::io::Error) -> MoverError {
 }
 
 /// Write one frame.
-pub fn write_frame<W: Write>(w: &mut W, kind: u8, body: &[u8]) -> Result<(), MoverError> {
+pub fn write_frame<W: Write + ?Sized>(w: &mut W, kind: u8, body: &[u8]) -> Result<(), MoverError> {
     let len = u32::try_from(body.len()).map_err(|_| wire_err("frame too long"))?;
     let mut head = [0u8; 5];
     head[0] = kind;
     head[1..].copy_from_slice(&len.to_be_bytes());
-    w.write_all(&head).and_then(|()| w.write_all(body)).map_err(io)
+    // One gather write for header and body: a chunk on a socket is one system call.
+    let mut bufs = [std::io::IoSlice::new(&head), std::io::IoSlice::new(body)];
+    let mut left: &mut [std::io::IoSlice<'_>] = &mut bufs;
+    while !left.is_empty() {
+        match w.write_vectored(left) {
+            Ok(0) => return Err(io(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Read one frame of at most `max` body bytes into `buf`; `None` at a clean end of input
 /// (before the first byte of a frame).
-pub fn read_frame<R: Read>(r: &mut R, max: usize, buf: &mut Vec<u8>) -> Result<Option<u8>, MoverError> {
+pub fn read_frame<R: Read + ?Sized>(
+    r: &mut R,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<Option<u8>, MoverError> {
     let mut head = [0u8; 5];
     let mut got = 0;
     while got < head.len() {
@@ -173,6 +247,8 @@ pub struct Sent {
     /// The destination had already placed the checkpoint (an earlier connection's
     /// receipt was lost) and answered the OFFER with its stored receipt.
     pub receipt_resent: bool,
+    /// The chunks went on the bound bulk connection (not on the control connection).
+    pub bulk: bool,
 }
 
 /// The ticket as the source checks it: signed by the verifier, unexpired, naming this
@@ -277,6 +353,61 @@ pub fn send_checked<S: Read + Write>(
     chunk_size: u32,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Sent, MoverError> {
+    send_inner(
+        conn,
+        ticket_bytes,
+        ticket,
+        manifest,
+        checkpoint_dir,
+        chunk_size,
+        None,
+        progress,
+    )
+}
+
+/// Opens the bulk connection to the destination (the same address as the control
+/// connection); the mover writes the BULK preamble and the CHUNK frames to it.
+pub type BulkConnect<'a> = dyn FnMut() -> std::io::Result<Box<dyn Write + 'a>> + 'a;
+
+/// [`send_checked`] with the chunks on a second, plain connection bound to `conn`'s TLS
+/// session (the agents' default; see the module docs and protocol section 9): the control
+/// messages stay on `conn`, the already-sealed chunks are not encrypted a second time. If
+/// `connect` fails the chunks go on `conn` as in [`send_checked`] (slower, as safe).
+#[allow(clippy::too_many_arguments)]
+pub fn send_bound<S: Read + Write + Exporter>(
+    conn: &mut S,
+    ticket_bytes: &[u8],
+    ticket: Ticket,
+    manifest: Manifest,
+    checkpoint_dir: &Path,
+    chunk_size: u32,
+    connect: &mut BulkConnect<'_>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Sent, MoverError> {
+    let token = conn.bulk_token(&ticket.id)?;
+    send_inner(
+        conn,
+        ticket_bytes,
+        ticket,
+        manifest,
+        checkpoint_dir,
+        chunk_size,
+        Some((token, connect)),
+        progress,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_inner<S: Read + Write>(
+    conn: &mut S,
+    ticket_bytes: &[u8],
+    ticket: Ticket,
+    manifest: Manifest,
+    checkpoint_dir: &Path,
+    chunk_size: u32,
+    bulk: Option<([u8; 32], &mut BulkConnect<'_>)>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Sent, MoverError> {
     let md = manifest.digest()?;
     let total = manifest.total_bytes();
     let sh = StreamHeader::new(ticket.id, md, chunk_size, total)?;
@@ -320,6 +451,7 @@ pub fn send_checked<S: Read + Write>(
                 chunks_sent: 0,
                 resumed_at: sh.chunk_count(),
                 receipt_resent: true,
+                bulk: false,
             });
         }
         Some(K_REFUSE) => return Err(parse_refusal(&buf)),
@@ -328,6 +460,27 @@ pub fn send_checked<S: Read + Write>(
     };
     let mut sender = Sender::new(checkpoint_dir, manifest, sh, &key)?;
     sender.seek_to_chunk(resumed_at)?;
+    // The bound bulk connection: opened, its preamble written, then announced on the
+    // control connection (B holds the slot from before its ACCEPT, so the order of the
+    // two arrivals does not matter). Nothing to send after a resume at the end: none.
+    let mut bulk_conn: Option<Box<dyn Write + '_>> = None;
+    if resumed_at < sh.chunk_count() {
+        if let Some((token, connect)) = bulk {
+            // On failure the chunks go on the control connection instead: as safe,
+            // slower (`Sent::bulk` tells the caller).
+            if let Ok(mut w) = connect() {
+                let mut pre = Vec::with_capacity(BULK_PREAMBLE_LEN);
+                pre.extend_from_slice(BULK_MAGIC);
+                pre.extend_from_slice(&ticket.id);
+                pre.extend_from_slice(&token);
+                w.write_all(&pre).and_then(|()| w.flush()).map_err(io)?;
+                write_frame(conn, K_BULK, &[])?;
+                conn.flush().map_err(io)?;
+                bulk_conn = Some(w);
+            }
+        }
+    }
+    let on_bulk = bulk_conn.is_some();
     let cs = u64::from(chunk_size);
     progress(Progress {
         bytes: (resumed_at * cs).min(total),
@@ -335,11 +488,10 @@ pub fn send_checked<S: Read + Write>(
         resumed_at,
     });
     // Reading, hashing and sealing run on a second thread, a bounded number of chunks
-    // ahead of this one, which writes them to the connection (and, over TLS, encrypts
-    // them again): the disk, the CPU work and the socket overlap. Memory stays bounded
-    // (PIPELINE_DEPTH + 2 chunks). When this side stops early it drops the receiver and
-    // the reader stops at its next chunk.
-    let sent = std::thread::scope(|scope| -> Result<u64, MoverError> {
+    // ahead of this one, which writes them to the connection: the disk, the CPU work and
+    // the socket overlap. Memory stays bounded (PIPELINE_DEPTH + 2 chunks). When this side
+    // stops early it drops the receiver and the reader stops at its next chunk.
+    let streamed = std::thread::scope(|scope| -> Result<u64, (MoverError, bool)> {
         let (tx, rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH);
         scope.spawn(move || loop {
             let item = sender.next_chunk().transpose();
@@ -353,13 +505,14 @@ pub fn send_checked<S: Read + Write>(
                 return;
             }
         });
+        let out: &mut dyn Write = match bulk_conn.as_mut() {
+            Some(w) => w,
+            None => conn,
+        };
         let mut sent = 0u64;
         for item in rx {
-            let (i, ct) = item?;
-            if let Err(e) = write_frame(conn, K_CHUNK, &ct) {
-                // The destination may have refused mid-stream: its reason beats EPIPE.
-                return Err(read_refusal_after(conn).unwrap_or(e));
-            }
+            let (i, ct) = item.map_err(|e| (e, false))?;
+            write_frame(out, K_CHUNK, &ct).map_err(|e| (e, true))?;
             sent += 1;
             progress(Progress {
                 bytes: ((i + 1) * cs).min(total),
@@ -367,8 +520,17 @@ pub fn send_checked<S: Read + Write>(
                 resumed_at,
             });
         }
+        out.flush().map_err(|e| (io(e), true))?;
         Ok(sent)
-    })?;
+    });
+    // Closing the bulk connection tells B nothing: it counts chunks.
+    drop(bulk_conn);
+    let sent = match streamed {
+        Ok(n) => n,
+        // The destination may have refused mid-stream: its reason beats EPIPE.
+        Err((e, true)) => return Err(read_refusal_after(conn).unwrap_or(e)),
+        Err((e, false)) => return Err(e),
+    };
     if resumed_at + sent != sh.chunk_count() {
         return Err(wire_err("the reader stopped before the last chunk"));
     }
@@ -389,6 +551,7 @@ pub fn send_checked<S: Read + Write>(
         chunks_sent: sent,
         resumed_at,
         receipt_resent: false,
+        bulk: on_bulk,
     })
 }
 
@@ -418,6 +581,29 @@ fn read_refusal_after<S: Read>(conn: &mut S) -> Option<MoverError> {
 // ---------------------------------------------------------------------------------------
 // Destination
 
+/// Read CHUNK frames into `rx` until its last chunk.
+fn read_chunks<R: Read + ?Sized>(
+    r: &mut R,
+    rx: &mut Receiver,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<(), MoverError> {
+    let want = rx.header().chunk_count();
+    while rx.resume_point() < want {
+        match read_frame(r, max, buf)? {
+            Some(K_CHUNK) => rx.write_chunk(rx.resume_point(), buf)?,
+            Some(k) => return Err(wire_err(format!("expected CHUNK, got frame kind {k}"))),
+            None => {
+                return Err(MoverError::StreamTruncated {
+                    got: rx.resume_point(),
+                    want,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Signs a receipt payload with the destination's Ed25519 session key.
 pub type ReceiptSigner = Box<dyn Fn(&[u8]) -> [u8; 64] + Send + Sync>;
 
@@ -434,7 +620,29 @@ pub struct Destination {
     pub sign: ReceiptSigner,
     /// Chunks between durable points.
     pub sync_every: u64,
+    /// How long a transfer waits for the bulk connection its source announced.
+    pub bulk_wait: std::time::Duration,
     active: Mutex<BTreeSet<[u8; 16]>>,
+    /// Transfers waiting for their bulk connection, by ticket id.
+    bulk: Mutex<HashMap<[u8; 16], BulkSlot>>,
+}
+
+/// The bulk connection's byte stream, handed from the listener to the transfer.
+pub type BulkStream = Box<dyn Read + Send>;
+
+/// A transfer's expected binding token and where its bulk connection goes.
+struct BulkSlot {
+    token: [u8; 32],
+    tx: std::sync::mpsc::SyncSender<BulkStream>,
+}
+
+/// Removes a transfer's bulk slot when its connection ends.
+struct SlotGuard<'a>(&'a Mutex<HashMap<[u8; 16], BulkSlot>>, [u8; 16]);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+    }
 }
 
 impl std::fmt::Debug for Destination {
@@ -497,14 +705,79 @@ impl Destination {
             seen: Mutex::new(seen),
             sign,
             sync_every: crate::receive::DEFAULT_SYNC_EVERY,
+            bulk_wait: DEFAULT_BULK_WAIT,
             active: Mutex::new(BTreeSet::new()),
+            bulk: Mutex::new(HashMap::new()),
         })
     }
 
     /// Serve one connection from `peer` (the source node id the caller authenticated
     /// from the TLS client certificate). Every refusal is also sent to the peer.
+    /// The chunks must come on this connection (a CHUNK frame after ACCEPT); a source
+    /// that announces a bulk connection is refused (`wire_format`).
     pub fn serve<S: Read + Write>(&self, conn: &mut S, peer: &str, now: i64) -> Result<Received, MoverError> {
-        match self.serve_inner(conn, peer, now) {
+        self.serve_with(conn, peer, now, None)
+    }
+
+    /// [`Destination::serve`] for a TLS control connection: the chunks may also come on a
+    /// bulk connection bound to this one's session, which the listener hands over with
+    /// [`Destination::accept_bulk`].
+    pub fn serve_bound<S: Read + Write + Exporter>(
+        &self,
+        conn: &mut S,
+        peer: &str,
+        now: i64,
+    ) -> Result<Received, MoverError> {
+        self.serve_with(conn, peer, now, Some(|c: &S, id: &[u8; 16]| c.bulk_token(id)))
+    }
+
+    /// A connection that started with [`BULK_MAGIC`] (see [`is_bulk_start`]): read its
+    /// preamble and hand it to the transfer of its ticket, if one waits for it and the
+    /// token is that transfer's control session's (compared in constant time). Anything
+    /// else is refused (`bulk_binding`) and the connection dropped: nothing it carries is
+    /// read, let alone written. The slot is single use. Returns the ticket id.
+    pub fn accept_bulk<R: Read + Send + 'static>(&self, mut r: R) -> Result<[u8; 16], MoverError> {
+        let mut pre = [0u8; BULK_PREAMBLE_LEN];
+        r.read_exact(&mut pre)
+            .map_err(|e| MoverError::BulkBinding(format!("preamble: {e}")))?;
+        let (magic, rest) = pre.split_at(BULK_MAGIC.len());
+        let (id, token) = rest.split_at(16);
+        if magic != BULK_MAGIC {
+            return Err(MoverError::BulkBinding("not a custody-bulk-v1 preamble".into()));
+        }
+        let id: [u8; 16] = id
+            .try_into()
+            .map_err(|_| MoverError::BulkBinding("ticket id".into()))?;
+        let mut slots = self.bulk.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(slot) = slots.get(&id) else {
+            return Err(MoverError::BulkBinding(format!(
+                "no transfer of ticket {} waits for a bulk connection",
+                hex::encode(id)
+            )));
+        };
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&slot.token, token).is_err() {
+            return Err(MoverError::BulkBinding(format!(
+                "the binding token is not the one of ticket {}'s control session",
+                hex::encode(id)
+            )));
+        }
+        let slot = slots
+            .remove(&id)
+            .ok_or_else(|| MoverError::BulkBinding("slot".into()))?;
+        slot.tx
+            .try_send(Box::new(r))
+            .map_err(|_| MoverError::BulkBinding("the transfer ended".into()))?;
+        Ok(id)
+    }
+
+    fn serve_with<S: Read + Write>(
+        &self,
+        conn: &mut S,
+        peer: &str,
+        now: i64,
+        export: Option<TokenOf<S>>,
+    ) -> Result<Received, MoverError> {
+        match self.serve_inner(conn, peer, now, export) {
             Ok(r) => Ok(r),
             Err(e) => {
                 if !matches!(e, MoverError::Io { .. }) {
@@ -521,6 +794,7 @@ impl Destination {
         conn: &mut S,
         peer: &str,
         now: i64,
+        export: Option<TokenOf<S>>,
     ) -> Result<Received, MoverError> {
         let mut buf = Vec::new();
         match read_frame(conn, MAX_SMALL, &mut buf)? {
@@ -619,24 +893,54 @@ impl Destination {
         }
         rx.set_sync_every(self.sync_every.max(1));
         let resumed_at = rx.resume_point();
+        // The bulk slot exists before ACCEPT: A may connect it before announcing it.
+        let mut slot = None;
+        let _slot_guard = match export {
+            Some(export) if resumed_at < sh.chunk_count() => {
+                let token = export(conn, &ticket.id)?;
+                let (tx, slot_rx) = std::sync::mpsc::sync_channel(1);
+                self.bulk
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(ticket.id, BulkSlot { token, tx });
+                slot = Some(slot_rx);
+                Some(SlotGuard(&self.bulk, ticket.id))
+            }
+            _ => None,
+        };
         write_frame(conn, K_ACCEPT, &resumed_at.to_be_bytes())?;
         conn.flush().map_err(io)?;
 
         let max = sh.chunk_size as usize + TAG_LEN;
         let result = (|| {
-            while rx.resume_point() < sh.chunk_count() {
-                match read_frame(conn, max, &mut buf)? {
-                    Some(K_CHUNK) => rx.write_chunk(rx.resume_point(), &buf)?,
-                    Some(k) => return Err(wire_err(format!("expected CHUNK, got frame kind {k}"))),
-                    None => {
-                        return Err(MoverError::StreamTruncated {
-                            got: rx.resume_point(),
-                            want: sh.chunk_count(),
-                        })
-                    }
-                }
+            if rx.resume_point() >= sh.chunk_count() {
+                return Ok(());
             }
-            Ok(())
+            // The first frame says where the chunks come: here (CHUNK), or on the bound
+            // bulk connection (BULK).
+            match read_frame(conn, max, &mut buf)? {
+                Some(K_CHUNK) => {
+                    rx.write_chunk(rx.resume_point(), &buf)?;
+                    read_chunks(conn, &mut rx, max, &mut buf)
+                }
+                Some(K_BULK) => {
+                    let slot = slot.take().ok_or_else(|| {
+                        wire_err("BULK on a connection without a bound bulk channel (not TLS)")
+                    })?;
+                    let mut bulk = slot.recv_timeout(self.bulk_wait).map_err(|_| {
+                        MoverError::BulkBinding(format!(
+                            "no bulk connection with this session's binding token within {:?}",
+                            self.bulk_wait
+                        ))
+                    })?;
+                    read_chunks(&mut bulk, &mut rx, max, &mut buf)
+                }
+                Some(k) => Err(wire_err(format!("expected CHUNK or BULK, got frame kind {k}"))),
+                None => Err(MoverError::StreamTruncated {
+                    got: rx.resume_point(),
+                    want: sh.chunk_count(),
+                }),
+            }
         })();
         if let Err(e) = result {
             // Keep what was authenticated so the next offer resumes after it.
@@ -761,11 +1065,15 @@ mod tests {
         cut_after: Option<usize>,
         written: usize,
         tamper: Option<Tamper>,
+        /// Stands for the TLS session's secrets: both ends of one pipe share it.
+        session: [u8; 32],
     }
 
     fn pipe() -> (Pipe, Pipe) {
         let (a_tx, b_rx) = std::sync::mpsc::sync_channel(64);
         let (b_tx, a_rx) = std::sync::mpsc::sync_channel(64);
+        let mut session = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut session).unwrap();
         let mk = |rx, tx| Pipe {
             rx,
             tx: Some(tx),
@@ -773,8 +1081,103 @@ mod tests {
             cut_after: None,
             written: 0,
             tamper: None,
+            session,
         };
         (mk(a_rx, a_tx), mk(b_rx, b_tx))
+    }
+
+    /// An exporter stand-in: a function of the session secret and the context.
+    impl Exporter for Pipe {
+        fn bulk_token(&self, ticket_id: &[u8; 16]) -> Result<[u8; 32], MoverError> {
+            let mut m = self.session.to_vec();
+            m.extend_from_slice(ticket_id);
+            Ok(crate::manifest::sha256(&m))
+        }
+    }
+
+    /// What an attacker on the bulk connection does to the CHUNK frames (by the index
+    /// of the frame on this connection).
+    #[derive(Clone, Copy, Debug)]
+    enum FrameOp {
+        Clean,
+        Flip(usize),
+        /// Frames k and k+1 swapped.
+        Swap(usize),
+        Duplicate(usize),
+        /// The connection closes before frame k.
+        Truncate(usize),
+        /// Everything after the preamble cut off after this many bytes.
+        CutAfter(usize),
+    }
+
+    /// Passes the bulk preamble through, then rewrites whole frames per [`FrameOp`].
+    struct FrameTamper {
+        inner: Option<Pipe>,
+        op: FrameOp,
+        pre: usize,
+        pending: Vec<u8>,
+        held: Option<Vec<u8>>,
+        frames: usize,
+        bytes: usize,
+    }
+
+    impl Write for FrameTamper {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            let Some(inner) = self.inner.as_mut() else {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            };
+            let mut rest = data;
+            if self.pre < BULK_PREAMBLE_LEN {
+                let n = (BULK_PREAMBLE_LEN - self.pre).min(rest.len());
+                inner.write_all(&rest[..n])?;
+                self.pre += n;
+                rest = &rest[n..];
+            }
+            self.pending.extend_from_slice(rest);
+            loop {
+                if self.pending.len() < 5 {
+                    break;
+                }
+                let len = u32::from_be_bytes(self.pending[1..5].try_into().unwrap()) as usize;
+                if self.pending.len() < 5 + len {
+                    break;
+                }
+                let mut f: Vec<u8> = self.pending.drain(..5 + len).collect();
+                let k = self.frames;
+                self.frames += 1;
+                let out: Vec<Vec<u8>> = match self.op {
+                    FrameOp::Flip(i) if i == k => {
+                        f[50] ^= 1;
+                        vec![f]
+                    }
+                    FrameOp::Swap(i) if i == k => {
+                        self.held = Some(f);
+                        vec![]
+                    }
+                    FrameOp::Swap(i) if i + 1 == k => vec![f, self.held.take().unwrap()],
+                    FrameOp::Duplicate(i) if i == k => vec![f.clone(), f],
+                    FrameOp::Truncate(i) if i == k => {
+                        self.inner = None;
+                        return Err(std::io::ErrorKind::BrokenPipe.into());
+                    }
+                    _ => vec![f],
+                };
+                for f in out {
+                    if let FrameOp::CutAfter(c) = self.op {
+                        if self.bytes + f.len() > c {
+                            self.inner = None;
+                            return Err(std::io::ErrorKind::BrokenPipe.into());
+                        }
+                    }
+                    self.bytes += f.len();
+                    inner.write_all(&f)?;
+                }
+            }
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     impl Read for Pipe {
@@ -817,6 +1220,12 @@ mod tests {
             Ok(())
         }
     }
+
+    type BoundRun = (
+        Result<Sent, MoverError>,
+        Result<Received, MoverError>,
+        Vec<Result<[u8; 16], MoverError>>,
+    );
 
     struct World {
         _d: tempfile::TempDir,
@@ -943,6 +1352,191 @@ mod tests {
         fn target(&self) -> PathBuf {
             self.dest.dir.join("job-1")
         }
+
+        /// One transfer with the chunks on a bound bulk connection; `setup` adjusts A's
+        /// control pipe, `op` the bulk connection. Also returns what the listener's
+        /// [`Destination::accept_bulk`] said of each bulk connection.
+        fn run_bound(&self, ticket: &[u8], setup: impl FnOnce(&mut Pipe), op: FrameOp) -> BoundRun {
+            let (mut a, mut b) = pipe();
+            setup(&mut a);
+            let dest = self.dest.clone();
+            let h = std::thread::spawn(move || {
+                let r = dest.serve_bound(&mut b, "node-a", NOW);
+                drop(b);
+                r
+            });
+            let accepts = std::sync::Arc::new(Mutex::new(Vec::new()));
+            let (dest, acc) = (self.dest.clone(), accepts.clone());
+            let mut connect = move || -> std::io::Result<Box<dyn Write>> {
+                let (bulk_a, bulk_b) = pipe();
+                let (dest, acc) = (dest.clone(), acc.clone());
+                acc.lock()
+                    .unwrap()
+                    .push(std::thread::spawn(move || dest.accept_bulk(bulk_b)));
+                Ok(Box::new(FrameTamper {
+                    inner: Some(bulk_a),
+                    op,
+                    pre: 0,
+                    pending: Vec::new(),
+                    held: None,
+                    frames: 0,
+                    bytes: 0,
+                }))
+            };
+            let (pk, _) = self.checks();
+            let checks = SourceChecks {
+                verifier_public_sec1: &pk,
+                now: NOW,
+                me: "node-a",
+            };
+            let sent = check_source(ticket, checks, &self.src).and_then(|(t, m)| {
+                send_bound(&mut a, ticket, t, m, &self.src, 1024, &mut connect, &mut |_| {})
+            });
+            drop(a);
+            let r = h.join().unwrap();
+            let accepted = std::mem::take(&mut *accepts.lock().unwrap())
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect();
+            (sent, r, accepted)
+        }
+    }
+
+    #[test]
+    fn bound_bulk_connection_moves_the_chunks() {
+        let w = world(10_000);
+        let t = w.ticket(20, "node-a", NOW + 600);
+        let (s, r, acc) = w.run_bound(&t, |_| {}, FrameOp::Clean);
+        let (s, r) = (s.unwrap(), r.unwrap());
+        assert!(s.bulk);
+        assert_eq!(acc.len(), 1);
+        assert_eq!(acc[0].as_ref().unwrap(), &[20; 16]);
+        assert_eq!(s.receipt_bytes, r.receipt_bytes);
+        assert_eq!(s.chunks_sent, 10);
+        assert_eq!(
+            std::fs::read(w.target().join("shards/a.bin")).unwrap(),
+            std::fs::read(w.src.join("shards/a.bin")).unwrap()
+        );
+        // Placed already: the stored receipt comes back on the control connection and no
+        // bulk connection is opened.
+        let (s, r, acc) = w.run_bound(&t, |_| {}, FrameOp::Clean);
+        assert!(s.unwrap().receipt_resent && r.unwrap().receipt_resent);
+        assert!(acc.is_empty());
+    }
+
+    #[test]
+    fn a_bulk_connection_of_another_session_is_refused_and_nothing_is_written() {
+        let mut w = world(6000);
+        std::sync::Arc::get_mut(&mut w.dest).unwrap().bulk_wait = std::time::Duration::from_millis(300);
+        let t = w.ticket(21, "node-a", NOW + 600);
+        // A's control connection is another TLS session than B's (a relay, or a bulk
+        // connection spliced from elsewhere): its token is not the one B expects.
+        let (s, r, acc) = w.run_bound(&t, |a| a.session = [9; 32], FrameOp::Clean);
+        assert_eq!(acc.len(), 1);
+        assert_eq!(acc[0].as_ref().unwrap_err().check(), "bulk_binding");
+        assert_eq!(r.unwrap_err().check(), "bulk_binding");
+        let e = s.unwrap_err();
+        assert!(e.to_string().contains("bulk_binding"), "{e}");
+        assert!(!w.target().exists());
+        let staging = staging_dir(&w.dest.dir, &[21; 16]);
+        assert!(!staging.join("data/shards/a.bin").exists(), "nothing written");
+        assert!(!staging.join("data/meta.json").exists(), "nothing written");
+        // The slot is gone with its transfer: a late connection with B's own token is
+        // refused too.
+        let mut pre = BULK_MAGIC.to_vec();
+        pre.extend_from_slice(&[21; 16]);
+        pre.extend_from_slice(&[0; 32]);
+        let e = w.dest.accept_bulk(Cursor::new(pre.clone())).unwrap_err();
+        assert_eq!(e.check(), "bulk_binding");
+        pre[0] = 0x16;
+        assert_eq!(
+            w.dest.accept_bulk(Cursor::new(pre)).unwrap_err().check(),
+            "bulk_binding"
+        );
+        assert_eq!(
+            w.dest
+                .accept_bulk(Cursor::new(BULK_MAGIC.to_vec()))
+                .unwrap_err()
+                .check(),
+            "bulk_binding"
+        );
+        // The real session then moves it, from chunk 0.
+        let (s, r, _) = w.run_bound(&t, |_| {}, FrameOp::Clean);
+        let s = s.unwrap();
+        assert!(s.bulk);
+        assert_eq!(s.resumed_at, 0);
+        assert!(r.unwrap().target.join("shards/a.bin").is_file());
+    }
+
+    #[test]
+    fn tampering_on_the_bulk_connection_never_reaches_the_target() {
+        for (n, (op, check)) in [
+            (FrameOp::Flip(2), "chunk_authentication"),
+            (FrameOp::Swap(2), "chunk_authentication"),
+            (FrameOp::Duplicate(2), "chunk_authentication"),
+            (FrameOp::Truncate(3), "stream_truncated"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let w = world(8000);
+            let t = w.ticket(30 + n as u8, "node-a", NOW + 600);
+            let (s, r, _) = w.run_bound(&t, |_| {}, op);
+            assert!(s.is_err(), "{op:?}");
+            assert_eq!(r.unwrap_err().check(), check, "{op:?}");
+            assert!(!w.target().exists(), "{op:?}");
+            // The staging holds only authenticated bytes; a clean resend completes.
+            let (s, r, _) = w.run_bound(&t, |_| {}, FrameOp::Clean);
+            let (s, r) = (s.unwrap(), r.unwrap());
+            assert!(s.bulk);
+            assert_eq!(
+                std::fs::read(r.target.join("shards/a.bin")).unwrap(),
+                std::fs::read(w.src.join("shards/a.bin")).unwrap(),
+                "{op:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cut_bulk_connection_resumes_from_the_durable_chunk() {
+        let mut w = world(50_000);
+        std::sync::Arc::get_mut(&mut w.dest).unwrap().sync_every = 4;
+        let t = w.ticket(40, "node-a", NOW + 600);
+        let (s, r, _) = w.run_bound(&t, |_| {}, FrameOp::CutAfter(30_000));
+        assert!(s.is_err());
+        assert_eq!(r.unwrap_err().check(), "stream_truncated");
+        assert!(!w.target().exists());
+        let (s, r, _) = w.run_bound(&t, |_| {}, FrameOp::Clean);
+        let (s, r) = (s.unwrap(), r.unwrap());
+        assert!(s.resumed_at >= 20, "resumed at {}", s.resumed_at);
+        assert_eq!(s.chunks_sent, 49 - s.resumed_at);
+        assert_eq!(
+            std::fs::read(r.target.join("shards/a.bin")).unwrap(),
+            std::fs::read(w.src.join("shards/a.bin")).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_destination_without_bulk_refuses_an_announced_bulk_connection() {
+        // serve (no TLS session to bind to) refuses BULK; A's chunks never go anywhere.
+        let w = world(3000);
+        let t = w.ticket(41, "node-a", NOW + 600);
+        let (mut a, mut b) = pipe();
+        let dest = w.dest.clone();
+        let h = std::thread::spawn(move || dest.serve(&mut b, "node-a", NOW));
+        let (pk, _) = w.checks();
+        let checks = SourceChecks {
+            verifier_public_sec1: &pk,
+            now: NOW,
+            me: "node-a",
+        };
+        let (tk, m) = check_source(&t, checks, &w.src).unwrap();
+        let mut connect = || -> std::io::Result<Box<dyn Write>> { Ok(Box::new(std::io::sink())) };
+        let s = send_bound(&mut a, &t, tk, m, &w.src, 1024, &mut connect, &mut |_| {});
+        drop(a);
+        assert_eq!(h.join().unwrap().unwrap_err().check(), "wire_format");
+        assert!(s.is_err());
+        assert!(!w.target().exists());
     }
 
     #[test]

@@ -73,3 +73,9 @@ impl<S: Read + Write> Write for Duplex<S> {
         self.inner.flush()
     }
 }
+
+impl<S: custody_mover::wire::Exporter> custody_mover::wire::Exporter for Duplex<S> {
+    fn bulk_token(&self, ticket_id: &[u8; 16]) -> Result<[u8; 32], custody_mover::MoverError> {
+        self.inner.bulk_token(ticket_id)
+    }
+}

@@ -3,13 +3,15 @@
 //! tests can kill either end mid-transfer and benchmarks can measure it against a plain
 //! TCP copy and scp.
 //!
-//! Transports: mutual TLS (rustls, aws-lc-rs; node certificates from a test CA made by
-//! `keys`) or plain TCP (`--transport tcp`). The wire protocol needs no TLS for
+//! Transports: `tls` (what the agents do: mutual TLS with node certificates from a test CA
+//! made by `keys` for the control messages, the sealed chunks on a second plain TCP
+//! connection bound to the TLS session by an exporter token), `tls-only` (everything,
+//! chunks too, over the TLS connection) or `tcp` (one plain TCP connection, no peer
+//! authentication: a bench baseline only). The wire protocol needs no TLS for
 //! confidentiality or integrity: chunks are AEAD-sealed under a data key HPKE-wrapped to
 //! B's attested X25519 key, the manifest digest is in the verifier-signed ticket and every
 //! file digest is checked at B. TLS adds peer authentication (which node is sending, which
-//! node is receiving); the TCP transport shows what that costs. Over TCP the peer is taken
-//! to be node-a.
+//! node is receiving). Over TCP the peer is taken to be node-a.
 //!
 //! All I/O is blocking std I/O: a transfer is one thread on each side.
 
@@ -47,7 +49,11 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Transport {
+    /// mTLS control connection, chunks on a bound plain TCP connection (the agents').
     Tls,
+    /// Everything over the mTLS connection.
+    TlsOnly,
+    /// One plain TCP connection (bench baseline, no authentication).
     Tcp,
 }
 
@@ -94,7 +100,8 @@ enum Cmd {
         sync_every: u64,
         #[arg(long, value_enum, default_value_t = Transport::Tls)]
         transport: Transport,
-        /// Exit after one connection: 0 when it completed, 2 when refused or failed.
+        /// Exit after one move connection (bulk connections do not count): 0 when it
+        /// completed, 2 when refused or failed.
         #[arg(long)]
         once: bool,
         /// Buffer bytes around the connection (0: unbuffered).
@@ -335,29 +342,49 @@ fn serve(
     dest.sync_every = sync_every.max(1);
     let dest = Arc::new(dest);
     let tls = match transport {
-        Transport::Tls => Some(tls::server_config(dir, "b")?),
+        Transport::Tls | Transport::TlsOnly => Some(tls::server_config(dir, "b")?),
         Transport::Tcp => None,
     };
     let listener = bind(listen)?;
-    for sock in listener.incoming() {
-        let sock = match sock {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("accept: {e}");
-                continue;
-            }
-        };
-        if once {
-            return Ok(if connection(&dest, tls.clone(), sock, buffer) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
+    // Every connection on its own thread: a move's bulk connection arrives while its
+    // control connection is being served. With --once the first control connection's
+    // outcome ends the process.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<bool>();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let sock = match sock {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("accept: {e}");
+                    continue;
+                }
+            };
+            let (dest, tls, done) = (dest.clone(), tls.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                let mut first = [0u8; 1];
+                match sock.peek(&mut first) {
+                    Ok(1) if wire::is_bulk_start(first[0]) => {
+                        if let Err(e) = dest.accept_bulk(sock) {
+                            eprintln!("bulk connection refused: {}: {e}", e.check());
+                        }
+                    }
+                    Ok(1) => {
+                        let _ = done.send(connection(&dest, tls, sock, buffer));
+                    }
+                    _ => {}
+                }
             });
         }
-        let (dest, tls) = (dest.clone(), tls.clone());
-        std::thread::spawn(move || connection(&dest, tls, sock, buffer));
+    });
+    if once {
+        return Ok(match done_rx.recv() {
+            Ok(true) => ExitCode::SUCCESS,
+            _ => ExitCode::from(2),
+        });
     }
-    Ok(ExitCode::SUCCESS)
+    loop {
+        std::thread::park();
+    }
 }
 
 /// One connection at B; logs its outcome, true when the move completed.
@@ -410,7 +437,7 @@ fn serve_tls(
     let peer =
         tls::peer_node(s.conn.peer_certificates()).map_err(|e| refusal("peer_identity", e.to_string()))?;
     let mut d = Duplex::new(s, buffer);
-    let r = dest.serve(&mut d, &peer, now_unix());
+    let r = dest.serve_bound(&mut d, &peer, now_unix());
     d.inner.conn.send_close_notify();
     let _ = d.flush();
     Ok(r?)
@@ -455,24 +482,21 @@ fn send(
         }
         None => wire::check_source(&ticket_bytes, checks, checkpoint)?,
     };
-    let mut go = |mut conn: &mut dyn ReadWrite| {
-        wire::send_checked(
-            &mut conn,
-            &ticket_bytes,
-            checked.clone(),
-            manifest.clone(),
-            checkpoint,
-            chunk_size,
-            &mut report,
-        )
-    };
     let sock = TcpStream::connect(to).with_context(|| format!("connect {to}"))?;
     let sent = match transport {
         Transport::Tcp => {
             let mut s = Duplex::new(sock, buffer);
-            go(&mut s)?
+            wire::send_checked(
+                &mut s,
+                &ticket_bytes,
+                checked.clone(),
+                manifest.clone(),
+                checkpoint,
+                chunk_size,
+                &mut report,
+            )?
         }
-        Transport::Tls => {
+        Transport::Tls | Transport::TlsOnly => {
             // The ticket names the destination; the server certificate must be that node's.
             let ticket = &checked;
             let cfg = tls::client_config(dir, pki::leaf_stem(cert))?;
@@ -496,7 +520,34 @@ fn send(
                 ));
             }
             let mut d = Duplex::new(s, buffer);
-            let sent = go(&mut d)?;
+            let sent = if transport == Transport::Tls {
+                // The bulk connection: the same address, plain TCP, bound by the token.
+                let mut connect =
+                    || -> std::io::Result<Box<dyn Write>> { Ok(Box::new(TcpStream::connect(to)?)) };
+                wire::send_bound(
+                    &mut d,
+                    &ticket_bytes,
+                    checked.clone(),
+                    manifest.clone(),
+                    checkpoint,
+                    chunk_size,
+                    &mut connect,
+                    &mut report,
+                )?
+            } else {
+                wire::send_checked(
+                    &mut d,
+                    &ticket_bytes,
+                    checked.clone(),
+                    manifest.clone(),
+                    checkpoint,
+                    chunk_size,
+                    &mut report,
+                )?
+            };
+            if transport == Transport::Tls && !sent.bulk && sent.chunks_sent > 0 {
+                return Err(anyhow!("the bulk connection could not be opened"));
+            }
             d.inner.conn.send_close_notify();
             let _ = d.flush();
             sent
@@ -522,10 +573,6 @@ fn send(
     );
     Ok(())
 }
-
-/// A connection, whichever transport.
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
 
 fn mb_per_s(bytes: u64, secs: f64) -> f64 {
     if secs > 0.0 {
