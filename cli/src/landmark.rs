@@ -38,11 +38,9 @@ pub enum LandmarkCmd {
     Serve(ServeArgs),
 }
 
+/// Who the landmark is and how it measures: shared by `measure` and `serve`.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on, IP:PORT.
-    #[arg(long)]
-    listen: String,
+pub struct LandmarkArgs {
     /// This landmark's id (verifiers pin it with the public key).
     #[arg(long)]
     id: String,
@@ -65,6 +63,29 @@ pub struct ServeArgs {
     /// Bound on one measurement, milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
+}
+
+impl LandmarkArgs {
+    /// The landmark's position (checked) and signing key.
+    fn load(&self) -> Result<(LatLon, LandmarkKey)> {
+        let position = LatLon::new(self.lat, self.lon);
+        if !position.is_valid() {
+            bail!("--lat/--lon ({}, {}) is not a valid position", self.lat, self.lon);
+        }
+        let der = std::fs::read(&self.key).with_context(|| format!("read {}", self.key.display()))?;
+        let key =
+            LandmarkKey::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("{}: {e}", self.key.display()))?;
+        Ok((position, key))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, IP:PORT.
+    #[arg(long)]
+    listen: String,
+    #[command(flatten)]
+    landmark: LandmarkArgs,
     /// Measurements at once; more are refused `landmark_busy`.
     #[arg(long, default_value_t = 16)]
     max_measurements: usize,
@@ -78,31 +99,11 @@ pub struct MeasureArgs {
     /// The node's attested Ed25519 session key, hex (32 bytes).
     #[arg(long)]
     session_key: String,
-    /// This landmark's id.
-    #[arg(long)]
-    id: String,
-    /// This landmark's latitude, decimal degrees.
-    #[arg(long, allow_hyphen_values = true)]
-    lat: f64,
-    /// This landmark's longitude, decimal degrees.
-    #[arg(long, allow_hyphen_values = true)]
-    lon: f64,
-    /// The landmark's private key (from `keygen`).
-    #[arg(long)]
-    key: PathBuf,
+    #[command(flatten)]
+    landmark: LandmarkArgs,
     /// Node id recorded in the statement.
     #[arg(long, default_value = "")]
     node: String,
-    /// Challenges to send; the fastest answer counts.
-    #[arg(long, default_value_t = 10)]
-    probes: u32,
-    /// Processing-time floor subtracted from the RTT, microseconds (default 0: see
-    /// docs/locality.md before raising it).
-    #[arg(long, default_value_t = 0)]
-    processing_us: u64,
-    /// Bound on the whole measurement, milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    timeout_ms: u64,
     /// Also write the signed statement (binary CBOR) here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -208,31 +209,27 @@ fn statement_json(s: &LandmarkStatement) -> serde_json::Value {
 
 fn run_measure(a: MeasureArgs) -> Result<ExitCode> {
     let session = key32("--session-key", &a.session_key)?;
-    let position = LatLon::new(a.lat, a.lon);
-    if !position.is_valid() {
-        bail!("--lat/--lon ({}, {}) is not a valid position", a.lat, a.lon);
-    }
-    let der = std::fs::read(&a.key).with_context(|| format!("read {}", a.key.display()))?;
-    let key = LandmarkKey::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("{}: {e}", a.key.display()))?;
+    let (position, key) = a.landmark.load()?;
+    let l = &a.landmark;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let m = match rt.block_on(measure(
         a.addr.as_str(),
-        &a.id,
+        &l.id,
         &session,
-        a.probes,
-        Duration::from_millis(a.timeout_ms),
+        l.probes,
+        Duration::from_millis(l.timeout_ms),
     )) {
         Ok(m) => m,
         Err(e) => return Ok(rejected(&e)),
     };
     let s = m.statement(
-        &a.id,
+        &l.id,
         position,
         &a.node,
         session,
-        Duration::from_micros(a.processing_us),
+        Duration::from_micros(l.processing_us),
         unix_now()?,
     );
     let signed = match s.sign(&key) {
@@ -305,13 +302,12 @@ fn run_serve(a: ServeArgs) -> Result<ExitCode> {
         .listen
         .parse()
         .with_context(|| format!("--listen {:?} is not IP:PORT", a.listen))?;
-    let der = std::fs::read(&a.key).with_context(|| format!("read {}", a.key.display()))?;
-    let key = LandmarkKey::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("{}: {e}", a.key.display()))?;
+    let l = &a.landmark;
+    let (position, key) = l.load()?;
     let public = hex::encode(key.public_key());
-    let mut svc = LandmarkService::new(&a.id, LatLon::new(a.lat, a.lon), key, a.probes)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    svc.processing_floor = Duration::from_micros(a.processing_us);
-    svc.measure_timeout = Duration::from_millis(a.timeout_ms);
+    let mut svc = LandmarkService::new(&l.id, position, key, l.probes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    svc.processing_floor = Duration::from_micros(l.processing_us);
+    svc.measure_timeout = Duration::from_millis(l.timeout_ms);
     svc.max_measurements = a.max_measurements;
     // One line per request span on stderr (RUST_LOG overrides the level).
     let _ = tracing_subscriber::fmt()
@@ -332,7 +328,7 @@ fn run_serve(a: ServeArgs) -> Result<ExitCode> {
             .with_context(|| format!("listen on {listen}"))?;
         let bound = listener.local_addr()?;
         // One line on stdout when ready: what a verifier pins.
-        let line = json!({ "listening": bound.to_string(), "landmark": a.id, "public_key": public });
+        let line = json!({ "listening": bound.to_string(), "landmark": l.id, "public_key": public });
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{line}")?;
