@@ -20,11 +20,15 @@ use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
 /// Plaintext chunks queued for the writer thread.
 const WRITE_AHEAD: usize = 4;
+
+/// Completed files held open for the next durable point's fsync, at most.
+const MAX_UNSYNCED: usize = 256;
 
 /// Chunks between durable progress points by default (64 MiB at 1 MiB chunks).
 pub const DEFAULT_SYNC_EVERY: u64 = 64;
@@ -45,41 +49,158 @@ fn fsync_dir(p: &Path) -> Result<(), MoverError> {
 }
 
 enum WriteJob {
-    /// Append authenticated plaintext to a file.
+    /// Hash, then append authenticated plaintext to a file.
     Write(Arc<File>, PathBuf, Vec<u8>),
-    /// Answer once every earlier write is done (before an fsync, a digest's use, a rename).
-    Barrier(SyncSender<Result<(), MoverError>>),
+    /// The running digest of the file being written (a resumed file's prefix).
+    SetDigest(digest::Context),
+    /// The current file is complete: compare its digest with the manifest's (sticky
+    /// `file_digest` failure otherwise) and start a fresh digest for the next file.
+    EndFile { path: String, want: [u8; 32] },
+    /// Passed to the sync thread once every earlier write is done.
+    Durable(SyncJob),
 }
 
-/// A thread that does the `write` calls (copying into the page cache is the largest cost
-/// at the destination), so they overlap with reading, authenticating and hashing the
-/// next chunks. Writes happen in order; every fsync waits for them first ([`Writer::drain`]).
+/// A durable point, run on the sync thread while the next chunks are received and written:
+/// fsync the files and directories, then (with `progress`) record the resume point.
+struct SyncJob {
+    /// Completed files (`sync_all`) and the file being written (`sync_data`, flag true).
+    files: Vec<(Arc<File>, PathBuf, bool)>,
+    dirs: Vec<PathBuf>,
+    /// The staging directory and the chunk index to record in its `progress`.
+    progress: Option<(PathBuf, u64)>,
+    /// Told when the job is done (a synchronous durable point).
+    reply: Option<SyncSender<Result<(), MoverError>>>,
+}
+
+impl SyncJob {
+    fn run(self, durable: &AtomicU64) -> Result<(), MoverError> {
+        for (f, path, data_only) in &self.files {
+            if *data_only { f.sync_data() } else { f.sync_all() }.map_err(|e| MoverError::io(path, e))?;
+        }
+        for d in &self.dirs {
+            fsync_dir(d)?;
+        }
+        if let Some((staging, k)) = &self.progress {
+            write_progress(staging, *k)?;
+            durable.store(*k, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+/// Record `k` as the durable point: written to `progress.tmp`, fsynced, renamed over
+/// `progress`, directory fsynced.
+fn write_progress(staging: &Path, k: u64) -> Result<(), MoverError> {
+    let tmp = staging.join("progress.tmp");
+    let fin = staging.join("progress");
+    let mut f = File::create(&tmp).map_err(|e| MoverError::io(&tmp, e))?;
+    f.write_all(format!("{k}\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| MoverError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &fin).map_err(|e| MoverError::io(&fin, e))?;
+    fsync_dir(staging)
+}
+
+/// The first failure of the writer thread; every later call reports it.
+#[derive(Debug, Clone)]
+enum Failure {
+    Io(PathBuf, std::io::ErrorKind, String),
+    Digest(String),
+    Staging(String),
+}
+
+impl Failure {
+    fn of(e: &MoverError) -> Self {
+        match e {
+            MoverError::FileDigest { path } => Self::Digest(path.clone()),
+            MoverError::Io { path, source } => {
+                Self::Io(PathBuf::from(path), source.kind(), source.to_string())
+            }
+            other => Self::Staging(other.to_string()),
+        }
+    }
+
+    fn error(&self) -> MoverError {
+        match self {
+            Self::Io(p, k, m) => MoverError::io(p, std::io::Error::new(*k, m.clone())),
+            Self::Digest(path) => MoverError::FileDigest { path: path.clone() },
+            Self::Staging(m) => staging_err(m.clone()),
+        }
+    }
+}
+
+type SharedFailure = Arc<std::sync::Mutex<Option<Failure>>>;
+
+/// Two threads behind the connection's: one hashes and writes the plaintext (SHA-256 and
+/// the copy into the page cache are most of the destination's work), one runs the durable
+/// points (fsync, progress), so neither stalls reading and authenticating the next chunks.
+/// Jobs run in order: a durable point reaches the sync thread only after every write
+/// before it is done. A failure (a write or fsync error, a file whose digest is not the
+/// manifest's) sticks and is reported by the next call; after it no progress is recorded.
 struct Writer {
     tx: Option<SyncSender<WriteJob>>,
     handle: Option<std::thread::JoinHandle<()>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+    failed: SharedFailure,
+    /// The last durable point the sync thread recorded.
+    durable: Arc<AtomicU64>,
 }
 
 impl Writer {
-    fn spawn() -> Self {
+    fn spawn(durable_at: u64) -> Self {
         let (tx, rx) = sync_channel::<WriteJob>(WRITE_AHEAD);
+        let failed: SharedFailure = Arc::default();
+        let durable = Arc::new(AtomicU64::new(durable_at));
+        let fail_of = |shared: &SharedFailure, f: Failure| {
+            let mut slot = shared.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(f);
+        };
+        let failed_of = |shared: &SharedFailure| shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+
+        // One durable point in flight while the next one's chunks arrive.
+        let (sync_tx, sync_rx) = sync_channel::<SyncJob>(1);
+        let (shared, point) = (Arc::clone(&failed), Arc::clone(&durable));
+        let syncer = std::thread::spawn(move || {
+            for mut job in sync_rx {
+                let reply = job.reply.take();
+                let r = match failed_of(&shared) {
+                    Some(f) => Err(f.error()),
+                    None => job.run(&point).inspect_err(|e| fail_of(&shared, Failure::of(e))),
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+        });
+
+        let shared = Arc::clone(&failed);
         let handle = std::thread::spawn(move || {
-            // The first failure sticks: every later barrier reports it.
-            let mut failed: Option<(PathBuf, std::io::ErrorKind, String)> = None;
+            let fail = |f: Failure| fail_of(&shared, f);
+            let failed_now = || failed_of(&shared);
+            let mut ctx = digest::Context::new(&digest::SHA256);
             for job in rx {
                 match job {
                     WriteJob::Write(f, path, data) => {
-                        if failed.is_none() {
+                        if failed_now().is_none() {
+                            ctx.update(&data);
                             if let Err(e) = (&*f).write_all(&data) {
-                                failed = Some((path, e.kind(), e.to_string()));
+                                fail(Failure::Io(path, e.kind(), e.to_string()));
                             }
                         }
                     }
-                    WriteJob::Barrier(reply) => {
-                        let r = match &failed {
-                            None => Ok(()),
-                            Some((p, k, m)) => Err(MoverError::io(p, std::io::Error::new(*k, m.clone()))),
-                        };
-                        let _ = reply.send(r);
+                    WriteJob::SetDigest(c) => ctx = c,
+                    WriteJob::EndFile { path, want } => {
+                        let done = std::mem::replace(&mut ctx, digest::Context::new(&digest::SHA256));
+                        if failed_now().is_none() && sha256_of(done) != want {
+                            fail(Failure::Digest(path));
+                        }
+                    }
+                    WriteJob::Durable(job) => {
+                        if let Err(std::sync::mpsc::SendError(job)) = sync_tx.send(job) {
+                            if let Some(reply) = job.reply {
+                                let _ = reply.send(Err(staging_err("the sync thread stopped")));
+                            }
+                        }
                     }
                 }
             }
@@ -87,6 +208,9 @@ impl Writer {
         Self {
             tx: Some(tx),
             handle: Some(handle),
+            syncer: Some(syncer),
+            failed,
+            durable,
         }
     }
 
@@ -94,31 +218,42 @@ impl Writer {
         staging_err("the writer thread stopped")
     }
 
-    fn write(&self, f: &Arc<File>, path: &Path, data: Vec<u8>) -> Result<(), MoverError> {
+    fn send(&self, job: WriteJob) -> Result<(), MoverError> {
+        if let Some(f) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Err(f.error());
+        }
         self.tx
             .as_ref()
             .ok_or_else(Self::gone)?
-            .send(WriteJob::Write(Arc::clone(f), path.to_path_buf(), data))
+            .send(job)
             .map_err(|_| Self::gone())
     }
 
-    /// Wait until every queued write is done; the first write error if any.
-    fn drain(&self) -> Result<(), MoverError> {
+    fn write(&self, f: &Arc<File>, path: &Path, data: Vec<u8>) -> Result<(), MoverError> {
+        self.send(WriteJob::Write(Arc::clone(f), path.to_path_buf(), data))
+    }
+
+    /// Queue a durable point; with `wait`, return once it is done (its result).
+    fn durable(&self, mut job: SyncJob, wait: bool) -> Result<(), MoverError> {
+        if !wait {
+            return self.send(WriteJob::Durable(job));
+        }
         let (reply, done) = sync_channel(1);
-        self.tx
-            .as_ref()
-            .ok_or_else(Self::gone)?
-            .send(WriteJob::Barrier(reply))
-            .map_err(|_| Self::gone())?;
+        job.reply = Some(reply);
+        self.send(WriteJob::Durable(job))?;
         done.recv().map_err(|_| Self::gone())?
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        // Finish the queued writes before a resume of the same staging can start.
+        // Finish the queued writes and durable points before a resume of the same staging
+        // can start (the writer thread holds the sync thread's queue: joined second).
         self.tx = None;
         if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.syncer.take() {
             let _ = h.join();
         }
     }
@@ -140,12 +275,12 @@ pub struct Receiver {
     file: Option<Arc<File>>,
     file_off: u64,
     writer: Writer,
-    ctx: digest::Context,
+    /// Files completed since the last durable point, to fsync at the next one.
+    unsynced: Vec<(Arc<File>, PathBuf)>,
     /// Directories whose entries changed since the last durable point.
     dirty_dirs: BTreeSet<PathBuf>,
     sync_every: u64,
     since_sync: u64,
-    durable: u64,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -154,7 +289,7 @@ impl std::fmt::Debug for Receiver {
             .field("staging", &self.staging)
             .field("target", &self.target)
             .field("next", &self.opener.next_index())
-            .field("durable", &self.durable)
+            .field("durable", &self.durable_point())
             .finish_non_exhaustive()
     }
 }
@@ -198,7 +333,7 @@ impl Receiver {
     fn build(dest: &Path, target: PathBuf, ticket: &Ticket, manifest: Manifest, opener: Opener) -> Self {
         let staging = staging_dir(dest, &ticket.id);
         let data = staging.join("data");
-        let durable = opener.next_index();
+        let durable_at = opener.next_index();
         Self {
             staging,
             data,
@@ -211,12 +346,11 @@ impl Receiver {
             file_idx: 0,
             file: None,
             file_off: 0,
-            writer: Writer::spawn(),
-            ctx: digest::Context::new(&digest::SHA256),
+            writer: Writer::spawn(durable_at),
+            unsynced: Vec::new(),
             dirty_dirs: BTreeSet::new(),
             sync_every: DEFAULT_SYNC_EVERY,
             since_sync: 0,
-            durable,
         }
     }
 
@@ -242,9 +376,14 @@ impl Receiver {
         let data = staging.join("data");
         std::fs::create_dir(&data).map_err(|e| MoverError::io(&data, e))?;
         fsync_dir(dest)?;
-        let mut r = Self::build(dest, target, ticket, manifest, Opener::new(key, header)?);
-        r.write_progress(0)?;
-        Ok(r)
+        write_progress(&staging, 0)?;
+        Ok(Self::build(
+            dest,
+            target,
+            ticket,
+            manifest,
+            Opener::new(key, header)?,
+        ))
     }
 
     /// Continue an interrupted transfer from its last durable chunk: files before it are
@@ -272,7 +411,6 @@ impl Receiver {
         }
         let pos = (k * u64::from(header.chunk_size)).min(header.total_bytes);
         let mut r = Self::build(dest, target, ticket, manifest, Opener::resume(key, header, k)?);
-        r.durable = k;
 
         let mut start = 0u64;
         let mut found_current = false;
@@ -317,13 +455,15 @@ impl Receiver {
                     file.seek(SeekFrom::Start(0))
                         .map_err(|e| MoverError::io(&path, e))?;
                     let mut buf = vec![0u8; 1 << 20];
+                    let mut ctx = digest::Context::new(&digest::SHA256);
                     loop {
                         let n = file.read(&mut buf).map_err(|e| MoverError::io(&path, e))?;
                         if n == 0 {
                             break;
                         }
-                        r.ctx.update(buf.get(..n).unwrap_or_default());
+                        ctx.update(buf.get(..n).unwrap_or_default());
                     }
+                    r.writer.send(WriteJob::SetDigest(ctx))?;
                     file.seek(SeekFrom::End(0))
                         .map_err(|e| MoverError::io(&path, e))?;
                     r.file = Some(Arc::new(file));
@@ -347,7 +487,7 @@ impl Receiver {
 
     /// The last chunk index whose bytes are durable (+1), as recorded in `progress`.
     pub fn durable_point(&self) -> u64 {
-        self.durable
+        self.writer.durable.load(Ordering::Acquire)
     }
 
     pub fn header(&self) -> &StreamHeader {
@@ -397,11 +537,16 @@ impl Receiver {
                 Some(f) => f,
                 None => Arc::new(self.create_file(&path)?),
             };
-            self.writer.drain()?;
-            file.sync_all().map_err(|e| MoverError::io(&path, e))?;
-            let ctx = std::mem::replace(&mut self.ctx, digest::Context::new(&digest::SHA256));
-            if sha256_of(ctx) != entry.sha256 {
-                return Err(MoverError::FileDigest { path: entry.path });
+            // The writer checks the digest after the file's last write; the file is
+            // fsynced with the next durable point (always before the rename).
+            self.writer.send(WriteJob::EndFile {
+                path: entry.path.clone(),
+                want: entry.sha256,
+            })?;
+            self.unsynced.push((file, path));
+            if self.unsynced.len() >= MAX_UNSYNCED {
+                // Many small files: bound the open descriptors.
+                self.sync_finished()?;
             }
             self.file_idx += 1;
             self.file_off = 0;
@@ -413,7 +558,13 @@ impl Receiver {
     /// authentication is written. After any error drop the receiver; a later
     /// [`Receiver::resume`] continues from the last durable chunk.
     pub fn write_chunk(&mut self, index: u64, ciphertext: &[u8]) -> Result<(), MoverError> {
-        let plain = self.opener.open_chunk(index, ciphertext)?;
+        self.write_chunk_owned(index, ciphertext.to_vec())
+    }
+
+    /// [`Receiver::write_chunk`] decrypting in the caller's buffer, which then goes to the
+    /// writer thread as is (no copy of the chunk at all).
+    pub fn write_chunk_owned(&mut self, index: u64, ciphertext: Vec<u8>) -> Result<(), MoverError> {
+        let plain = self.opener.open_chunk_owned(index, ciphertext)?;
         // The usual case, the whole chunk inside one file: hand the buffer over as is.
         self.advance()?;
         if let Some(entry) = self.manifest.files.get(self.file_idx) {
@@ -423,7 +574,6 @@ impl Receiver {
                     Some(f) => f,
                     None => Arc::new(self.create_file(&path)?),
                 };
-                self.ctx.update(&plain);
                 self.file_off += plain.len() as u64;
                 self.writer.write(&file, &path, plain)?;
                 self.file = Some(file);
@@ -448,7 +598,6 @@ impl Receiver {
             if let Some(f) = self.file.as_ref() {
                 self.writer.write(f, &path, now.to_vec())?;
             }
-            self.ctx.update(now);
             self.file_off += now.len() as u64;
             rest = later;
         }
@@ -460,9 +609,30 @@ impl Receiver {
         self.advance()?;
         self.since_sync += 1;
         if self.since_sync >= self.sync_every {
-            self.make_durable()?;
+            // Runs on the sync thread while the next chunks arrive.
+            let job = self.durable_job();
+            self.writer.durable(job, false)?;
+            self.since_sync = 0;
         }
         Ok(())
+    }
+
+    /// The durable point at the current chunk: every file written since the last one and
+    /// the directories whose entries changed, then `progress`.
+    fn durable_job(&mut self) -> SyncJob {
+        let mut files: Vec<_> = std::mem::take(&mut self.unsynced)
+            .into_iter()
+            .map(|(f, p)| (f, p, false))
+            .collect();
+        if let Some(f) = self.file.as_ref() {
+            files.push((Arc::clone(f), self.staging.clone(), true));
+        }
+        SyncJob {
+            files,
+            dirs: std::mem::take(&mut self.dirty_dirs).into_iter().collect(),
+            progress: Some((self.staging.clone(), self.opener.next_index())),
+            reply: None,
+        }
     }
 
     /// Read records (u32 big-endian length || chunk ciphertext) until a clean end of input,
@@ -471,38 +641,34 @@ impl Receiver {
         let max = self.header().chunk_size as usize + crate::stream::TAG_LEN;
         let mut n = 0;
         while let Some(ct) = crate::send::read_record(r, max)? {
-            self.write_chunk(self.resume_point(), &ct)?;
+            self.write_chunk_owned(self.resume_point(), ct)?;
             n += 1;
         }
         Ok(n)
     }
 
-    /// fsync what was written and record the resume point; returns it.
-    pub fn make_durable(&mut self) -> Result<u64, MoverError> {
-        self.writer.drain()?;
-        if let Some(f) = self.file.as_ref() {
-            f.sync_data().map_err(|e| MoverError::io(&self.staging, e))?;
-        }
-        for d in std::mem::take(&mut self.dirty_dirs) {
-            fsync_dir(&d)?;
-        }
-        let k = self.opener.next_index();
-        self.write_progress(k)?;
-        self.since_sync = 0;
-        Ok(k)
+    /// fsync the files completed since the last durable point (on the sync thread).
+    fn sync_finished(&mut self) -> Result<(), MoverError> {
+        let files = std::mem::take(&mut self.unsynced)
+            .into_iter()
+            .map(|(f, p)| (f, p, false))
+            .collect();
+        let job = SyncJob {
+            files,
+            dirs: Vec::new(),
+            progress: None,
+            reply: None,
+        };
+        self.writer.durable(job, false)
     }
 
-    fn write_progress(&mut self, k: u64) -> Result<(), MoverError> {
-        let tmp = self.staging.join("progress.tmp");
-        let fin = self.staging.join("progress");
-        let mut f = File::create(&tmp).map_err(|e| MoverError::io(&tmp, e))?;
-        f.write_all(format!("{k}\n").as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| MoverError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &fin).map_err(|e| MoverError::io(&fin, e))?;
-        fsync_dir(&self.staging)?;
-        self.durable = k;
-        Ok(())
+    /// fsync what was written and record the resume point; returns it once it is durable.
+    pub fn make_durable(&mut self) -> Result<u64, MoverError> {
+        let job = self.durable_job();
+        let k = self.opener.next_index();
+        self.writer.durable(job, true)?;
+        self.since_sync = 0;
+        Ok(k)
     }
 
     /// After the last chunk: every file verified, everything fsynced, then one rename into

@@ -266,6 +266,12 @@ impl Opener {
     /// carry no index pass [`Opener::next_index`]). On error nothing is returned and the
     /// opener does not advance.
     pub fn open_chunk(&mut self, index: u64, ciphertext: &[u8]) -> Result<Vec<u8>, MoverError> {
+        self.open_chunk_owned(index, ciphertext.to_vec())
+    }
+
+    /// [`Opener::open_chunk`] decrypting in the caller's buffer (no copy). On error the
+    /// buffer, whose contents are then unspecified, is dropped here.
+    pub fn open_chunk_owned(&mut self, index: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, MoverError> {
         let n = self.header.chunk_count();
         if self.next >= n || index >= n {
             return Err(MoverError::StreamExtra { index, last: n - 1 });
@@ -277,16 +283,15 @@ impl Opener {
             });
         }
         let want = self.header.plain_len(index).unwrap_or(0) + TAG_LEN;
-        if ciphertext.len() != want {
+        if buf.len() != want {
             // A wrong length is as much a failed authentication as a wrong tag, but say why.
             return Err(MoverError::ChunkLength {
                 index,
-                got: ciphertext.len(),
+                got: buf.len(),
                 want,
             });
         }
         let last = index + 1 == n;
-        let mut buf = ciphertext.to_vec();
         let plain_len = self
             .key
             .open_in_place(

@@ -165,10 +165,18 @@ pub fn read_frame<R: Read + ?Sized>(
     if len > max {
         return Err(wire_err(format!("frame of {len} bytes, at most {max} here")));
     }
+    // Into spare capacity: `read_to_end` does not zero it first (a chunk is 1 MiB).
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf)
+    buf.reserve_exact(len);
+    let got = r
+        .take(len as u64)
+        .read_to_end(buf)
         .map_err(|e| wire_err(format!("connection ended inside a frame: {e}")))?;
+    if got != len {
+        return Err(wire_err(format!(
+            "connection ended inside a frame ({got} of {len} bytes)"
+        )));
+    }
     Ok(Some(kind))
 }
 
@@ -459,6 +467,9 @@ fn send_inner<S: Read + Write>(
         None => return Err(wire_err("destination closed before accepting")),
     };
     let mut sender = Sender::new(checkpoint_dir, manifest, sh, &key)?;
+    // B hashes every file as it arrives and refuses before placing anything: the same
+    // check at A would only pay for it twice (Sender::set_verify_digests).
+    sender.set_verify_digests(false);
     sender.seek_to_chunk(resumed_at)?;
     // The bound bulk connection: opened, its preamble written, then announced on the
     // control connection (B holds the slot from before its ACCEPT, so the order of the
@@ -591,7 +602,8 @@ fn read_chunks<R: Read + ?Sized>(
     let want = rx.header().chunk_count();
     while rx.resume_point() < want {
         match read_frame(r, max, buf)? {
-            Some(K_CHUNK) => rx.write_chunk(rx.resume_point(), buf)?,
+            // The frame's buffer is decrypted in place and handed to the writer thread.
+            Some(K_CHUNK) => rx.write_chunk_owned(rx.resume_point(), std::mem::take(buf))?,
             Some(k) => return Err(wire_err(format!("expected CHUNK, got frame kind {k}"))),
             None => {
                 return Err(MoverError::StreamTruncated {
@@ -920,7 +932,7 @@ impl Destination {
             // bulk connection (BULK).
             match read_frame(conn, max, &mut buf)? {
                 Some(K_CHUNK) => {
-                    rx.write_chunk(rx.resume_point(), &buf)?;
+                    rx.write_chunk_owned(rx.resume_point(), std::mem::take(&mut buf))?;
                     read_chunks(conn, &mut rx, max, &mut buf)
                 }
                 Some(K_BULK) => {
@@ -1400,6 +1412,42 @@ mod tests {
                 .collect();
             (sent, r, accepted)
         }
+    }
+
+    #[test]
+    fn a_file_changed_after_prepare_is_refused_by_the_destination() {
+        // A sends with the manifest from the prepare step and does not hash (B does): a
+        // file changed in place since then (same size, so A's size checks pass) streams,
+        // and B refuses it by name before anything is placed.
+        let w = world(10_000);
+        let t = w.ticket(30, "node-a", NOW + 600);
+        let prepared = Manifest::build(&w.src).unwrap();
+        let mut bytes = std::fs::read(w.src.join("shards/a.bin")).unwrap();
+        bytes[5_000] ^= 1;
+        std::fs::write(w.src.join("shards/a.bin"), &bytes).unwrap();
+        let (mut a, mut b) = pipe();
+        let dest = w.dest.clone();
+        let h = std::thread::spawn(move || {
+            let r = dest.serve(&mut b, "node-a", NOW);
+            drop(b);
+            r
+        });
+        let (pk, _) = w.checks();
+        let checks = SourceChecks {
+            verifier_public_sec1: &pk,
+            now: NOW,
+            me: "node-a",
+        };
+        let (ticket, manifest) = check_source_with(&t, checks, &w.src, prepared).unwrap();
+        let e = send_checked(&mut a, &t, ticket, manifest, &w.src, 1024, &mut |_| {}).unwrap_err();
+        drop(a);
+        assert!(
+            matches!(&e, MoverError::Refused { check, .. } if check == "file_digest"),
+            "{e}"
+        );
+        let r = h.join().unwrap().unwrap_err();
+        assert_eq!(r.check(), "file_digest", "{r}");
+        assert!(!w.target().exists(), "nothing placed");
     }
 
     #[test]

@@ -496,3 +496,100 @@ fn export_with_the_prepared_manifest_checks_digests_while_streaming() {
     let e = export::export_checked(&tb, t, m, &src, CHUNK, &mut Vec::new()).unwrap_err();
     assert_eq!(e.check(), "manifest_changed");
 }
+
+#[test]
+fn a_source_that_skips_digests_is_stopped_by_the_destination_and_progress_stops_there() {
+    // A network move's source does not hash (Sender::set_verify_digests(false)): a file
+    // changed in place since the manifest streams, authenticated. The destination hashes
+    // on its writer thread and refuses with `file_digest`; its durable points, which run
+    // behind the stream on another thread, never record progress past that file.
+    let s = setup();
+    let bad = "shards/model-00001.safetensors";
+    let p = s.src.join(bad);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&p, &bytes).unwrap();
+    let mut tx = Sender::new(&s.src, s.manifest.clone(), s.header, &s.key).unwrap();
+    tx.set_verify_digests(false);
+    let mut rx = receiver(&s);
+    rx.set_sync_every(1);
+    let mut failed = None;
+    while let Some((i, c)) = tx.next_chunk().unwrap() {
+        if let Err(e) = rx.write_chunk(i, &c) {
+            failed = Some(e);
+            break;
+        }
+    }
+    let e = match failed {
+        Some(e) => {
+            // What the wire does after a failure: keep what is durable. It reports the
+            // same failure and records nothing more.
+            assert_eq!(rx.make_durable().unwrap_err().check(), "file_digest");
+            drop(rx);
+            e
+        }
+        None => rx.finish(NOW).map(|_| ()).unwrap_err(),
+    };
+    assert_eq!(e.check(), "file_digest", "{e}");
+    assert!(!s.dest.join("job-7").exists(), "nothing placed");
+    // The bad file ends at this offset: no durable point after the chunk holding it.
+    let mut end = 0u64;
+    for f in &s.manifest.files {
+        end += f.size;
+        if f.path == bad {
+            break;
+        }
+    }
+    let progress: u64 = std::fs::read_to_string(staging_dir(&s.dest, &s.ticket.id).join("progress"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        progress <= end.div_ceil(u64::from(CHUNK)),
+        "progress {progress} past the bad file's last chunk"
+    );
+    // A resume re-hashes what is durable: it either refuses the bad file or continues
+    // before its end; either way the changed bytes are refused again.
+    let key2 = DataKey::generate().unwrap();
+    if let Ok(mut rx) = Receiver::resume(&s.dest, None, &s.ticket, s.manifest.clone(), s.header, &key2) {
+        let mut tx = Sender::new(&s.src, s.manifest.clone(), s.header, &key2).unwrap();
+        tx.set_verify_digests(false);
+        tx.seek_to_chunk(rx.resume_point()).unwrap();
+        let mut r = Ok(());
+        while let Some((i, c)) = tx.next_chunk().unwrap() {
+            r = rx.write_chunk(i, &c);
+            if r.is_err() {
+                break;
+            }
+        }
+        let e = r.and_then(|()| rx.finish(NOW).map(|_| ())).unwrap_err();
+        assert_eq!(e.check(), "file_digest", "{e}");
+    }
+    assert!(!s.dest.join("job-7").exists(), "nothing placed");
+}
+
+#[test]
+fn durable_points_behind_the_stream_record_what_is_on_disk() {
+    // Durable points run on the receiver's sync thread; make_durable waits for them.
+    let s = setup();
+    let chunks = sealed(&s);
+    let mut rx = receiver(&s);
+    rx.set_sync_every(4);
+    for (i, c) in chunks.iter().enumerate().take(30) {
+        rx.write_chunk(i as u64, c).unwrap();
+    }
+    assert!(rx.durable_point() <= 28, "at most the last due point");
+    assert_eq!(rx.make_durable().unwrap(), 30);
+    assert_eq!(rx.durable_point(), 30);
+    drop(rx);
+    let progress = std::fs::read_to_string(staging_dir(&s.dest, &s.ticket.id).join("progress")).unwrap();
+    assert_eq!(progress.trim(), "30");
+    let mut rx = Receiver::resume(&s.dest, None, &s.ticket, s.manifest.clone(), s.header, &s.key).unwrap();
+    assert_eq!(rx.resume_point(), 30);
+    for (i, c) in chunks.iter().enumerate().skip(30) {
+        rx.write_chunk(i as u64, c).unwrap();
+    }
+    let (target, _) = rx.finish(NOW).unwrap();
+    same_tree(&s.src, &target);
+}
