@@ -9,7 +9,8 @@
 #       skipped for a binary without it, whose `tls` is this)
 #   (b) the same over one plain TCP connection (`--transport tcp`, no peer
 #       authentication: a baseline only)
-#   (c) a plain TCP file copy, socket to file, fsync, ack (the ceiling)
+#   (c) a plain TCP file copy, socket to file through 1 MiB buffers, fsync, ack (the
+#       ceiling; std::io::copy reads a socket 8 KiB at a time, a third slower here)
 #   (d) scp through a private sshd on 127.0.0.1 (then `sync`)
 # Each is repeated (default 3 times) and the median MB/s reported (MB = 10^6 bytes). The
 # mover's seconds include A checking the ticket and every file's digest against the
