@@ -604,7 +604,7 @@ fn copy_big(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<u64> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        to.write_all(&buf[..n])?;
+        to.write_all(buf.get(..n).unwrap_or_default())?;
         total += n as u64;
     }
 }
