@@ -270,6 +270,7 @@ fn nvgpu(a: NvgpuArgs) -> Result<ExitCode, Usage> {
             cert_chain: &certs,
             nonce: &nonce,
             rims: &rim_refs,
+            library: None,
         },
         at,
     );

@@ -91,6 +91,11 @@ pub struct Config {
     /// measurement, to time the node's attested session key; every statement that
     /// verifies against its pinned key is one more locality proof.
     pub landmarks: Vec<RemoteLandmark>,
+    /// Directory of NVIDIA-signed RIMs (driver and VBIOS SWID tags, `*.xml`). With it,
+    /// every GPU's measurements must match the RIMs for its product and its reported
+    /// driver and VBIOS versions (`rim`); without it GPU measurements are not compared.
+    /// Every file is checked at start-up (a bad one stops the verifier, naming it).
+    pub gpu_rims: Option<PathBuf>,
     /// Event receivers (HTTPS URLs): each state change is POSTed as JSON.
     pub webhooks: Vec<String>,
     /// CA certificates (PEM) webhook receivers' certificates must chain to.
@@ -117,6 +122,7 @@ impl Default for Config {
             registry_authorities: Vec::new(),
             landmark: None,
             landmarks: Vec::new(),
+            gpu_rims: None,
             webhooks: Vec::new(),
             webhook_ca: None,
         }
@@ -281,6 +287,7 @@ impl Config {
              # registry = \"/etc/custody/registry.cose\"\n\
              # registry_authorities = [\"/etc/custody/registry-authority.pub.pem\"]\n\
              # webhook_ca = \"/etc/custody/webhook-ca.pem\"\n\
+             # gpu_rims = \"/etc/custody/nvidia-rims\"  # NVIDIA-signed driver and VBIOS RIMs\n\
              # [landmark]\n# id = \"paris-verifier\"\n# lat = 48.8566\n# lon = 2.3522\n# probes = 8\n\
              # [[landmarks]]                      # remote landmarks (`custody landmark serve`), pinned\n\
              # url = \"http://192.0.2.10:8450\"\n# id = \"fra-landmark\"\n\

@@ -211,6 +211,10 @@ impl Service {
             .iter()
             .map(config::RemoteLandmark::pinned)
             .collect::<Result<_, _>>()?;
+        if let Some(dir) = &cfg.gpu_rims {
+            let n = appraiser.load_gpu_rims(dir, now()).map_err(ServiceError::Core)?;
+            tracing::info!(dir = %dir.display(), rims = n, "NVIDIA RIM library loaded");
+        }
         let authorities = load_authorities(&cfg)?;
         let svc = Arc::new(Self {
             nonces: nonce::Nonces::new(Duration::from_secs(cfg.nonce_ttl_secs)),
@@ -503,4 +507,54 @@ fn load_authorities(cfg: &Config) -> Result<Vec<custody_registry::signed::Author
             custody_registry::signed::AuthorityKey::from_pem(&pem).map_err(|e| err(e.to_string()))
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const RIMS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../verifier/testdata/nvidia/rims");
+
+    fn config(dir: &Path, rims: &Path) -> Config {
+        let ek = dir.join("ek-ca");
+        std::fs::create_dir_all(&ek).unwrap();
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../verifier/testdata/enroll/swtpm-localca-root.pem"
+            ),
+            ek.join("root.pem"),
+        )
+        .unwrap();
+        Config {
+            data_dir: dir.join("data"),
+            ek_ca_dir: ek,
+            gpu_rims: Some(rims.to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn gpu_rims_are_checked_at_start_up() {
+        let d = tempfile::tempdir().unwrap();
+        let rims = d.path().join("rims");
+        std::fs::create_dir(&rims).unwrap();
+        // A validly signed VBIOS RIM whose signer is within its validity until 2025-12:
+        // loading keeps an expired signer (the rounds that select it refuse it), so this
+        // start-up succeeds whatever today's date is.
+        let good = "NV_GPU_VBIOS_1010_0200_882_96005E0001_measurement_mismatch.xml";
+        std::fs::copy(format!("{RIMS}/{good}"), rims.join(good)).unwrap();
+        let svc = Service::open(config(d.path(), &rims)).unwrap();
+        assert_eq!(svc.appraiser.gpu_rims.as_ref().map(|l| l.len()), Some(1));
+        drop(svc);
+
+        // A RIM whose signature does not verify stops the verifier, naming the file and
+        // the check.
+        let bad = "incorrect_signature_driver_rim.xml";
+        std::fs::copy(format!("{RIMS}/{bad}"), rims.join(bad)).unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let e = Service::open(config(d2.path(), &rims)).unwrap_err().to_string();
+        assert!(e.contains(bad) && e.contains("rim_signature"), "{e}");
+    }
 }

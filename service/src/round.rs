@@ -20,9 +20,11 @@ use custody_verifier::check::{EvidenceVerifier, FailedCheck, UnixTime};
 use custody_verifier::ear::{
     self, AttestationResult, ClaimValue, Claims, Corroboration, Submod, TrustTier, VerifierId,
 };
-use custody_verifier::nvgpu::{NvgpuEvidence, NvgpuVerifier};
+use custody_verifier::nvgpu::{NvgpuEvidence, NvgpuVerifier, RIM_ROOT_PEM};
+use custody_verifier::rim::library::RimLibrary;
 use custody_verifier::snp::{ExpectedReportData, SnpEvidence, SnpVerifier};
 use custody_verifier::tpm::{TpmEvidence, TpmVerifier};
+use custody_verifier::x509::TrustAnchor;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub struct Appraiser {
     pub remote_landmarks: Vec<custody_locality::PinnedLandmark>,
     /// The signed registry in force; replaced whole when a newer version is adopted.
     pub registry: std::sync::RwLock<Option<Arc<custody_registry::signed::VerifiedRegistry>>>,
+    /// The operator's NVIDIA RIMs (`gpu_rims`): GPU measurements are compared with them.
+    pub gpu_rims: Option<RimLibrary>,
 }
 
 /// What a round learnt besides the bundle.
@@ -261,7 +265,18 @@ impl Appraiser {
             landmarks: Vec::new(),
             remote_landmarks: Vec::new(),
             registry: std::sync::RwLock::new(None),
+            gpu_rims: None,
         })
+    }
+
+    /// Load the RIM library in `dir`, checked now against the pinned NVIDIA RIM root.
+    pub fn load_gpu_rims(&mut self, dir: &std::path::Path, at: i64) -> Result<usize, String> {
+        let roots =
+            TrustAnchor::from_pem_or_der(RIM_ROOT_PEM).map_err(|e| format!("NVIDIA RIM root: {e}"))?;
+        let lib = RimLibrary::load_dir(dir, &roots, UnixTime(at)).map_err(|e| format!("gpu_rims: {e}"))?;
+        let n = lib.len();
+        self.gpu_rims = Some(lib);
+        Ok(n)
     }
 
     /// Appraise one round for `node`. Pure but for the clock passed in and the signing.
@@ -475,6 +490,7 @@ impl Appraiser {
                         cert_chain: &g.cert_chain,
                         nonce: binding.as_bytes(),
                         rims: &[],
+                        library: self.gpu_rims.as_ref(),
                     },
                     UnixTime(at),
                 );

@@ -104,6 +104,7 @@ fn nvgpu(c: &mut Criterion) {
         cert_chain: &chain,
         nonce: &nonce,
         rims: &[],
+        library: None,
     };
     let warm = NvgpuVerifier::new().unwrap();
     let first = warm.verify(ev, AT).expect("Hopper vector must verify");

@@ -16,6 +16,7 @@
 //!   `unchecked`, for the policy to weigh.
 
 use crate::check::{CheckLog, EvidenceVerifier, FailedCheck, Outcome, UnixTime};
+use crate::rim::library::RimLibrary;
 use crate::rim::{self, Rim, RimComparison, RimError, RimKind};
 use crate::x509::{split_certs, ChainCache, ChainError, PublicKey, TrustAnchor, ValidatedChain};
 use custody_formats::spdm::{self, NvidiaReport, SpdmError, FWID_LEN, NONCE_LEN};
@@ -91,6 +92,12 @@ pub enum NvgpuError {
     RimVersionMissing { kind: RimKind },
     #[error("measurements do not match the RIMs: {0}")]
     RimCompare(RimError),
+    #[error("no {kind:?} RIM for {product} {version} in the RIM library")]
+    RimMissing {
+        kind: RimKind,
+        product: String,
+        version: String,
+    },
 }
 
 impl FailedCheck for NvgpuError {
@@ -105,7 +112,8 @@ impl FailedCheck for NvgpuError {
             Self::Rim { .. }
             | Self::RimVersion { .. }
             | Self::RimVersionMissing { .. }
-            | Self::RimCompare(_) => "rim",
+            | Self::RimCompare(_)
+            | Self::RimMissing { .. } => "rim",
         }
     }
 }
@@ -121,6 +129,10 @@ pub struct NvgpuEvidence<'a> {
     pub nonce: &'a [u8],
     /// Signed RIMs (driver, VBIOS) as XML; may be empty.
     pub rims: &'a [&'a [u8]],
+    /// When `rims` is empty: the operator's RIM library, from which the driver and VBIOS
+    /// RIMs of this GPU's product and reported versions are taken. Both must be there
+    /// (`rim`: "no driver RIM for GH100 550.144.03 in the library" otherwise).
+    pub library: Option<&'a RimLibrary>,
 }
 
 /// Typed claims of a verified GPU report.
@@ -518,16 +530,23 @@ impl EvidenceVerifier for NvgpuVerifier {
             .iter()
             .map(|b| (u32::from(b.index).saturating_sub(1), b.value))
             .collect();
-        let rim_outcome = if ev.rims.is_empty() {
+        let selected: Vec<&[u8]> = match (ev.rims.is_empty(), ev.library) {
+            (true, Some(lib)) => match select_rims(lib, &report, &common_name(&leaf)) {
+                Ok(v) => v,
+                Err(e) => return Err(log.reject(e)),
+            },
+            _ => ev.rims.to_vec(),
+        };
+        let rim_outcome = if selected.is_empty() {
             None
         } else {
-            match self.check_rims(&report, ev.rims, &measured, at) {
+            match self.check_rims(&report, &selected, &measured, at) {
                 Ok(c) => {
                     log.pass(
                         "rim",
                         format!(
                             "{} RIM(s) verified; {} measurements matched, {} inactive",
-                            ev.rims.len(),
+                            selected.len(),
                             c.matched.len(),
                             c.inactive.len()
                         ),
@@ -598,6 +617,35 @@ fn check_fwid(report_fwid: Option<&[u8; FWID_LEN]>, leaf: &X509Certificate<'_>) 
 /// RIM's colloquialVersion, case-insensitively (VBIOS `96.00.5E.00.01` == `96.00.5e.00.01`).
 fn versions_match(rim: &str, report: &str) -> bool {
     rim.trim().eq_ignore_ascii_case(report.trim())
+}
+
+/// The library's driver and VBIOS RIMs for this report: the product from the device
+/// certificate's model, the versions from the report's opaque data. Both are required.
+fn select_rims<'l>(
+    lib: &'l RimLibrary,
+    report: &NvidiaReport<'_>,
+    hwmodel: &str,
+) -> Result<Vec<&'l [u8]>, NvgpuError> {
+    let product = hwmodel.split_whitespace().next().unwrap_or_default();
+    let mut out = Vec::with_capacity(2);
+    for kind in [RimKind::Driver, RimKind::Vbios] {
+        let reported = match kind {
+            RimKind::Driver => report.opaque.driver_version(),
+            RimKind::Vbios => report.opaque.vbios_version(),
+        };
+        let Some(version) = reported else {
+            return Err(NvgpuError::RimVersionMissing { kind });
+        };
+        let rim = lib
+            .select(kind, hwmodel, version)
+            .ok_or_else(|| NvgpuError::RimMissing {
+                kind,
+                product: product.to_owned(),
+                version: version.to_owned(),
+            })?;
+        out.push(rim.xml.as_slice());
+    }
+    Ok(out)
 }
 
 impl NvgpuVerifier {
@@ -676,6 +724,7 @@ mod tests {
                 cert_chain: &certs,
                 nonce: &nonce,
                 rims: &[],
+                library: None,
             },
             at,
         )
@@ -868,6 +917,7 @@ mod tests {
                     cert_chain: &certs,
                     nonce: &short,
                     rims: &[],
+                    library: None,
                 },
                 AT,
             )
@@ -1035,6 +1085,45 @@ mod tests {
     }
 
     #[test]
+    fn the_rim_library_must_hold_the_reported_versions() {
+        // The sdk-hopper report says driver 535.86.09, VBIOS 96.00.5e.00.01 on a GH100. A
+        // library with the (validly signed) VBIOS RIM and a driver RIM for another version
+        // has no driver RIM for this GPU: the round's `rim` check names what is missing.
+        let v = NvgpuVerifier::new().unwrap();
+        let rep = report("sdk-hopperAttestationReport.txt");
+        let certs = read("sdk-hopperCertChain.txt");
+        let nonce = hex::decode(HOPPER_NONCE).unwrap();
+        let roots = TrustAnchor::from_pem_or_der(RIM_ROOT_PEM).unwrap();
+        let mut lib = RimLibrary::default();
+        for f in [
+            "NV_GPU_DRIVER_GH100_550.144.03.xml",
+            "NV_GPU_VBIOS_1010_0200_882_96005E0001_measurement_mismatch.xml",
+        ] {
+            lib.add(f.into(), read(&format!("rims/{f}")), &roots, AT).unwrap();
+        }
+        let ev = |library| NvgpuEvidence {
+            report: &rep,
+            cert_chain: &certs,
+            nonce: &nonce,
+            rims: &[],
+            library,
+        };
+        let e = v.verify(ev(Some(&lib)), AT).unwrap_err();
+        assert_eq!(e.error.check(), "rim");
+        assert_eq!(names(&e.checks()).last(), Some(&"rim"));
+        assert_eq!(
+            e.error.to_string(),
+            "no Driver RIM for GH100 535.86.09 in the RIM library"
+        );
+        // An empty library: the same refusal (RIMs are required once a library is set).
+        let empty = RimLibrary::default();
+        assert_eq!(v.verify(ev(Some(&empty)), AT).unwrap_err().error.check(), "rim");
+        // Without a library the GPU is appraised as before, RIMs not compared.
+        let o = v.verify(ev(None), AT).unwrap();
+        assert!(o.claims.rim.is_none());
+    }
+
+    #[test]
     fn rims_go_through_the_rim_contract() {
         let v = NvgpuVerifier::new().unwrap();
         let rep = report("sdk-hopperAttestationReport.txt");
@@ -1048,6 +1137,7 @@ mod tests {
                     cert_chain: &certs,
                     nonce: &nonce,
                     rims: &[xml],
+                    library: None,
                 },
                 AT,
             )

@@ -520,5 +520,7 @@ fn hex_list<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error
     s.collect_seq(v.iter().map(hex::encode))
 }
 
+pub mod library;
+
 #[cfg(test)]
 mod tests;

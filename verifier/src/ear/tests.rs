@@ -501,6 +501,7 @@ fn verified_gpu_without_revocation_data_is_a_warning() {
             cert_chain: &certs,
             nonce: &nonce,
             rims: &[],
+            library: None,
         },
         UnixTime(1_735_689_600),
     );
