@@ -1,5 +1,11 @@
 //! `custody-verifier`: the verifier service.
 
+// A round makes many small short-lived allocations (JSON and CBOR trees, HTTP/2 frames):
+// glibc malloc was about 12 % of the verifier's CPU under load; with mimalloc, 8 % more
+// rounds per second (README, "Verifier under load").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use custody_service::config::Config;
