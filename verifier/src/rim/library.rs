@@ -34,7 +34,7 @@ pub enum RimLibraryError {
     Rim {
         file: String,
         check: &'static str,
-        source: RimError,
+        source: Box<RimError>,
     },
     #[error("RIMs {first} and {second} are both the {kind:?} RIM of {product} {version}")]
     Duplicate {
@@ -110,7 +110,7 @@ impl RimLibrary {
         let rim_err = |source: RimError| RimLibraryError::Rim {
             file: file.display().to_string(),
             check: source.check(),
-            source,
+            source: Box::new(source),
         };
         let tag = parse_swid(&xml).map_err(rim_err)?;
         match verify_rim(&xml, anchors, at) {
