@@ -672,22 +672,7 @@ mod tests {
     async fn the_router_serves_every_listed_route() {
         use tower::ServiceExt;
         let dir = tempfile::tempdir().unwrap();
-        let ek = dir.path().join("ek-ca");
-        std::fs::create_dir_all(&ek).unwrap();
-        std::fs::copy(
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../verifier/testdata/enroll/swtpm-localca-root.pem"
-            ),
-            ek.join("root.pem"),
-        )
-        .unwrap();
-        let cfg = crate::config::Config {
-            data_dir: dir.path().join("data"),
-            ek_ca_dir: ek,
-            ..Default::default()
-        };
-        let svc = Service::open(cfg).unwrap();
+        let svc = Service::open(crate::tests::config(dir.path())).unwrap();
         let app = router(svc);
         for (method, path) in ROUTES {
             let uri = path.replace("{node}", "nobody").replace("{group}", "g");

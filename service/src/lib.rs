@@ -516,7 +516,8 @@ mod tests {
 
     const RIMS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../verifier/testdata/nvidia/rims");
 
-    fn config(dir: &Path, rims: &Path) -> Config {
+    /// A verifier configuration in `dir` with the swtpm test EK CA; defaults otherwise.
+    pub(crate) fn config(dir: &Path) -> Config {
         let ek = dir.join("ek-ca");
         std::fs::create_dir_all(&ek).unwrap();
         std::fs::copy(
@@ -530,8 +531,14 @@ mod tests {
         Config {
             data_dir: dir.join("data"),
             ek_ca_dir: ek,
-            gpu_rims: Some(rims.to_path_buf()),
             ..Default::default()
+        }
+    }
+
+    fn with_rims(dir: &Path, rims: &Path) -> Config {
+        Config {
+            gpu_rims: Some(rims.to_path_buf()),
+            ..config(dir)
         }
     }
 
@@ -545,7 +552,7 @@ mod tests {
         // start-up succeeds whatever today's date is.
         let good = "NV_GPU_VBIOS_1010_0200_882_96005E0001_measurement_mismatch.xml";
         std::fs::copy(format!("{RIMS}/{good}"), rims.join(good)).unwrap();
-        let svc = Service::open(config(d.path(), &rims)).unwrap();
+        let svc = Service::open(with_rims(d.path(), &rims)).unwrap();
         assert_eq!(svc.appraiser.gpu_rims.as_ref().map(|l| l.len()), Some(1));
         drop(svc);
 
@@ -554,7 +561,9 @@ mod tests {
         let bad = "incorrect_signature_driver_rim.xml";
         std::fs::copy(format!("{RIMS}/{bad}"), rims.join(bad)).unwrap();
         let d2 = tempfile::tempdir().unwrap();
-        let e = Service::open(config(d2.path(), &rims)).unwrap_err().to_string();
+        let e = Service::open(with_rims(d2.path(), &rims))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(bad) && e.contains("rim_signature"), "{e}");
     }
 }
