@@ -23,14 +23,7 @@
 //!   wrapper rule on an input already converted (the clone of that value included).
 //! - `eu-sovereign/compile`: `Policy::shipped` (parse, analyse, prepare).
 //! - `default/decision`: the default policy on the same input.
-//!
-//! `--features bench-mimalloc` runs the same with mimalloc, the allocator `custody-verifier`
-//! uses (regorus values are many small allocations).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-#[cfg(feature = "bench-mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use custody_policy::{Policy, PolicyInput, EU_SOVEREIGN, LIB};
