@@ -13,8 +13,8 @@
 #       ceiling; std::io::copy reads a socket 8 KiB at a time, a third slower here)
 #   (d) scp through a private sshd on 127.0.0.1 (then `sync`)
 # Each is repeated (default 3 times) and the median MB/s reported (MB = 10^6 bytes). The
-# mover's seconds include A checking the ticket and every file's digest against the
-# manifest (while streaming, with the manifest from the ticket's preparation).
+# mover's seconds include A checking the ticket and the files' sizes against the
+# manifest from the ticket's preparation, and B checking every file's digest.
 # The page cache cannot be dropped reliably here: the file is read once (cat > /dev/null)
 # before measuring, so every run reads it from memory and only the writes hit the disk.
 #
@@ -82,8 +82,8 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[i
 declare -A runs
 
 # The verifier's prepare step hands the source the manifest with the ticket; the source
-# then checks digests while streaming (one read). Older builds without --manifest hash the
-# checkpoint before sending.
+# then reads the checkpoint once, to send it (B checks the digests). Older builds without
+# --manifest hash the checkpoint before sending.
 prepared=()
 if "$bin" send --help | grep -q -- '--manifest'; then
   prepared=(--manifest "$work/manifest")

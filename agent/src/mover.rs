@@ -46,8 +46,9 @@ pub struct Mover {
     client_tls: Arc<rustls::ClientConfig>,
     dest: Arc<Destination>,
     transfers: Mutex<HashMap<String, MoveStatus>>,
-    /// Manifests built by `prepare`, by checkpoint name: the send that follows
-    /// checks digests while streaming instead of reading the checkpoint twice.
+    /// Manifests built by `prepare`, by checkpoint name: the send that follows does not
+    /// hash the checkpoint again (the destination checks every file's digest; an export
+    /// checks them while streaming).
     prepared: Mutex<HashMap<String, Manifest>>,
     /// Send the chunks on a bulk connection bound to the TLS session (default) rather
     /// than on the TLS connection itself.
@@ -423,8 +424,9 @@ impl Mover {
     }
 
     /// The source's checks for a send or an export: the ticket, and the manifest this
-    /// agent built when the move was prepared if the ticket names it (sizes checked now,
-    /// digests while streaming); otherwise the checkpoint is hashed first.
+    /// agent built when the move was prepared if the ticket names it (sizes checked now;
+    /// digests by the destination, or while streaming for an export); otherwise the
+    /// checkpoint is hashed first.
     fn source_checks(
         &self,
         ticket: &[u8],

@@ -291,9 +291,9 @@ pub fn check_source(
 /// The source's checks for a caller that already holds the checkpoint's manifest (built
 /// when the move was prepared, before the ticket was issued): the ticket as in
 /// [`check_source`], the manifest's digest equal to the ticket's, and the checkpoint's
-/// files and sizes still the manifest's. Nothing is hashed here: [`send_checked`] checks
-/// every file's digest as it streams it and stops before the last chunk of a file that
-/// changed (`manifest_changed`), and B checks every digest before placing anything.
+/// files and sizes still the manifest's. Nothing is hashed here, nor while sending: B
+/// checks every file's digest as it arrives and refuses (`file_digest`) before placing
+/// anything (an export checks them at the source instead, see `export::export_checked`).
 pub fn check_source_with(
     ticket_bytes: &[u8],
     checks: SourceChecks<'_>,

@@ -132,7 +132,7 @@ enum Cmd {
         #[arg(long, default_value_t = DEFAULT_BUFFER)]
         buffer: usize,
         /// The manifest from `ticket --manifest-out`: checked against the ticket and the
-        /// files' sizes, digests checked while streaming (one read of the checkpoint).
+        /// files' sizes; B checks every file's digest (one read of the checkpoint at A).
         /// Without it the checkpoint is hashed before sending.
         #[arg(long)]
         manifest: Option<PathBuf>,
