@@ -16,7 +16,7 @@
 //!   `unchecked`, for the policy to weigh.
 
 use crate::check::{CheckLog, EvidenceVerifier, FailedCheck, Outcome, UnixTime};
-use crate::rim::library::RimLibrary;
+use crate::rim::library::{product_of, LibraryRim, RimLibrary};
 use crate::rim::{self, Rim, RimComparison, RimError, RimKind};
 use crate::x509::{split_certs, ChainCache, ChainError, PublicKey, TrustAnchor, ValidatedChain};
 use custody_formats::spdm::{self, NvidiaReport, SpdmError, FWID_LEN, NONCE_LEN};
@@ -530,12 +530,13 @@ impl EvidenceVerifier for NvgpuVerifier {
             .iter()
             .map(|b| (u32::from(b.index).saturating_sub(1), b.value))
             .collect();
-        let selected: Vec<&[u8]> = match (ev.rims.is_empty(), ev.library) {
-            (true, Some(lib)) => match select_rims(lib, &report, &common_name(&leaf)) {
+        let hwmodel = common_name(&leaf);
+        let selected: Vec<RimSource<'_>> = match (ev.rims.is_empty(), ev.library) {
+            (true, Some(lib)) => match select_rims(lib, &report, &hwmodel) {
                 Ok(v) => v,
                 Err(e) => return Err(log.reject(e)),
             },
-            _ => ev.rims.to_vec(),
+            _ => ev.rims.iter().map(|x| RimSource::Xml(x)).collect(),
         };
         let rim_outcome = if selected.is_empty() {
             None
@@ -561,7 +562,6 @@ impl EvidenceVerifier for NvgpuVerifier {
         log.pass("revocation", "unchecked: no OCSP collateral given");
 
         let o = &report.opaque;
-        let hwmodel = common_name(&leaf);
         let claims = NvgpuClaims {
             architecture: architecture(&hwmodel, o.gpu_info()),
             hwmodel,
@@ -619,14 +619,20 @@ fn versions_match(rim: &str, report: &str) -> bool {
     rim.trim().eq_ignore_ascii_case(report.trim())
 }
 
+/// A RIM to check: signed XML given with the evidence, or one of the operator's library
+/// (verified when the library was loaded: only its signer chain's window is checked again).
+enum RimSource<'a> {
+    Xml(&'a [u8]),
+    Library(&'a LibraryRim),
+}
+
 /// The library's driver and VBIOS RIMs for this report: the product from the device
 /// certificate's model, the versions from the report's opaque data. Both are required.
 fn select_rims<'l>(
     lib: &'l RimLibrary,
     report: &NvidiaReport<'_>,
     hwmodel: &str,
-) -> Result<Vec<&'l [u8]>, NvgpuError> {
-    let product = hwmodel.split_whitespace().next().unwrap_or_default();
+) -> Result<Vec<RimSource<'l>>, NvgpuError> {
     let mut out = Vec::with_capacity(2);
     for kind in [RimKind::Driver, RimKind::Vbios] {
         let reported = match kind {
@@ -640,10 +646,10 @@ fn select_rims<'l>(
             .select(kind, hwmodel, version)
             .ok_or_else(|| NvgpuError::RimMissing {
                 kind,
-                product: product.to_owned(),
+                product: product_of(hwmodel).to_owned(),
                 version: version.to_owned(),
             })?;
-        out.push(rim.xml.as_slice());
+        out.push(RimSource::Library(rim));
     }
     Ok(out)
 }
@@ -652,14 +658,17 @@ impl NvgpuVerifier {
     fn check_rims(
         &self,
         report: &NvidiaReport<'_>,
-        rims: &[&[u8]],
+        rims: &[RimSource<'_>],
         measured: &[(u32, &[u8])],
         at: UnixTime,
     ) -> Result<RimComparison, NvgpuError> {
         let mut verified: Vec<Rim> = Vec::with_capacity(rims.len());
-        for (index, xml) in rims.iter().enumerate() {
-            let r = rim::verify_rim(xml, &self.rim_roots, at)
-                .map_err(|source| NvgpuError::Rim { index, source })?;
+        for (index, source) in rims.iter().enumerate() {
+            let r = match source {
+                RimSource::Xml(xml) => rim::verify_rim(xml, &self.rim_roots, at),
+                RimSource::Library(l) => l.verified_at(at),
+            }
+            .map_err(|source| NvgpuError::Rim { index, source })?;
             let reported = match r.kind {
                 RimKind::Driver => report.opaque.driver_version(),
                 RimKind::Vbios => report.opaque.vbios_version(),

@@ -1,8 +1,9 @@
 //! The operator's library of NVIDIA-signed RIMs: one directory of SWID tags (driver and
 //! VBIOS), from NVIDIA's RIM service or a vendor bundle, fetched out of band. A GPU's
 //! round uses the RIMs for its product and the driver and VBIOS versions its report names
-//! (see [`crate::nvgpu::NvgpuEvidence::library`]); each one is verified again at the
-//! round's time, so a RIM whose signer expired since loading is refused then.
+//! (see [`crate::nvgpu::NvgpuEvidence::library`]). The XML signature is verified once, at
+//! load; a round checks the signer chain's validity window at its own time, so a RIM
+//! whose signer expired since loading is refused then (`rim_cert_validity`).
 //!
 //! Loading checks every file once: it must parse, chain to a pinned RIM root and carry a
 //! valid signature (`rim_format`, `rim_cert_chain`, `rim_signature`), naming the file. A
@@ -11,10 +12,10 @@
 //! directory. Two RIMs for the same kind, product and version are refused: which one
 //! holds would be a matter of file order.
 
-use super::{parse_swid, verify_rim, RimError, RimKind};
+use super::{parse_swid, verify_rim, Rim, RimError, RimKind};
 use crate::check::FailedCheck;
 use crate::check::UnixTime;
-use crate::x509::TrustAnchor;
+use crate::x509::{ChainError, TrustAnchor};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -56,6 +57,44 @@ pub struct LibraryRim {
     /// `Meta@colloquialVersion`, e.g. `550.144.03` or `96.00.5E.00.01`.
     pub version: String,
     pub xml: Vec<u8>,
+    /// The RIM as verified at load; `None` when its signer was outside its validity then
+    /// (it is verified in full, and refused, by the rounds that select it).
+    verified: Option<Rim>,
+    anchors: Vec<TrustAnchor>,
+}
+
+impl LibraryRim {
+    /// The RIM as a round at `at` may use it: the one verified at load if `at` is inside
+    /// its signer chain's window (`rim_cert_validity` otherwise), else verified now.
+    pub fn verified_at(&self, at: UnixTime) -> Result<Rim, RimError> {
+        let Some(r) = &self.verified else {
+            return verify_rim(&self.xml, &self.anchors, at);
+        };
+        let subject = || format!("signer chain of {}", r.signer);
+        if at.0 < r.valid_from {
+            return Err(RimError::Chain(ChainError::NotYetValid {
+                index: 0,
+                subject: subject(),
+                not_before: r.valid_from,
+                at: at.0,
+            }));
+        }
+        if at.0 > r.valid_until {
+            return Err(RimError::Chain(ChainError::Expired {
+                index: 0,
+                subject: subject(),
+                not_after: r.valid_until,
+                at: at.0,
+            }));
+        }
+        Ok(r.clone())
+    }
+}
+
+/// The product a device certificate's model names: its first word (`GH100` of
+/// `GH100 A01 GSP FMC LF`).
+pub fn product_of(hwmodel: &str) -> &str {
+    hwmodel.split_whitespace().next().unwrap_or_default()
 }
 
 /// The RIMs one verifier appraises GPUs against.
@@ -113,12 +152,12 @@ impl RimLibrary {
             source: Box::new(source),
         };
         let tag = parse_swid(&xml).map_err(rim_err)?;
-        match verify_rim(&xml, anchors, at) {
-            Ok(_) => {}
+        let verified = match verify_rim(&xml, anchors, at) {
+            Ok(r) => Some(r),
             // Expired (or not yet valid) signers stay: the rounds that select them say so.
-            Err(e) if e.check() == "rim_cert_validity" => {}
+            Err(e) if e.check() == "rim_cert_validity" => None,
             Err(e) => return Err(rim_err(e)),
-        }
+        };
         if let Some(other) = self.rims.iter().find(|r| {
             r.kind == tag.kind
                 && r.product.eq_ignore_ascii_case(&tag.product)
@@ -138,6 +177,8 @@ impl RimLibrary {
             product: tag.product,
             version: tag.version,
             xml,
+            verified,
+            anchors: anchors.to_vec(),
         });
         Ok(())
     }
@@ -158,7 +199,7 @@ impl RimLibrary {
     /// `GH100 A01 GSP FMC LF`: the product is its first word) at `version`, compared
     /// case-insensitively as NVIDIA's verifier does.
     pub fn select(&self, kind: RimKind, hwmodel: &str, version: &str) -> Option<&LibraryRim> {
-        let product = hwmodel.split_whitespace().next().unwrap_or_default();
+        let product = product_of(hwmodel);
         self.rims.iter().find(|r| {
             r.kind == kind
                 && r.product.eq_ignore_ascii_case(product)
@@ -266,6 +307,17 @@ mod tests {
         let lib = RimLibrary::load_dir(d.path(), &roots(), AT).unwrap();
         assert_eq!(lib.len(), 2);
         assert!(lib.select(RimKind::Driver, "GH100", "570.124.03").is_some());
+    }
+
+    #[test]
+    fn a_round_checks_the_signer_window_without_verifying_again() {
+        let d = dir_with(&[DRIVER]);
+        let lib = RimLibrary::load_dir(d.path(), &roots(), AT).unwrap();
+        let r = lib.select(RimKind::Driver, "GH100", "550.144.03").unwrap();
+        assert_eq!(r.verified_at(AT).unwrap().version, "550.144.03");
+        for at in [UnixTime(1_577_836_800), UnixTime(1_893_456_000)] {
+            assert_eq!(r.verified_at(at).unwrap_err().check(), "rim_cert_validity");
+        }
     }
 
     #[test]
