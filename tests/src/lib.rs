@@ -77,6 +77,23 @@ pub fn service_bin(name: &str) -> PathBuf {
     target_dir().join("debug").join(name)
 }
 
+/// `custody-verifier init` for the verifier configured by `config` (its CA, keys and the
+/// operator's client identity in `operator_dir`); panics with its stderr on failure.
+pub fn verifier_init(config: &Path, operator_dir: &Path) {
+    let out = Command::new(service_bin("custody-verifier"))
+        .args(["init", "--config"])
+        .arg(config)
+        .arg("--operator-dir")
+        .arg(operator_dir)
+        .output()
+        .expect("run custody-verifier init");
+    assert!(
+        out.status.success(),
+        "custody-verifier init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A TCP port free on 127.0.0.1 at the time of the call.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

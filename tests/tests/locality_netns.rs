@@ -17,7 +17,7 @@
     clippy::indexing_slicing
 )]
 
-use custody_e2e::{custody, custody_bin, repo_root, target_dir};
+use custody_e2e::{custody, custody_bin, repo_root, target_dir, verifier_init};
 use custody_locality::{consistent, LatLon, Locality, Proof};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -227,15 +227,7 @@ impl Topology {
     fn landmark_key(&self) -> (PathBuf, PathBuf) {
         let (k, p) = (self.dir.path().join("lm.key"), self.dir.path().join("lm.pub"));
         if !k.exists() {
-            let r = custody([
-                "landmark",
-                "keygen",
-                "--key",
-                k.to_str().unwrap(),
-                "--pub",
-                p.to_str().unwrap(),
-            ]);
-            assert_eq!(r.code, 0, "{}", r.stderr);
+            landmark_keygen(&k, &p);
         }
         (k, p)
     }
@@ -296,6 +288,19 @@ impl Topology {
 
 fn km_to_paris(p: &Proof) -> f64 {
     Locality::new(vec![p.clone()], &[("paris".to_string(), PARIS)]).upper_km["paris"]
+}
+
+/// `custody landmark keygen` into `key` and `public`.
+fn landmark_keygen(key: &Path, public: &Path) {
+    let r = custody([
+        "landmark",
+        "keygen",
+        "--key",
+        key.to_str().unwrap(),
+        "--pub",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
 #[test]
@@ -570,14 +575,7 @@ fn start_round(tpm: &Swtpm, landmark_url: &str, landmark_pub: &str, locality_por
         FRANKFURT.lon,
     );
     std::fs::write(p("verifier.toml"), cfg).unwrap();
-    let out = Command::new(service_bin("custody-verifier"))
-        .args(["init", "--config"])
-        .arg(p("verifier.toml"))
-        .arg("--operator-dir")
-        .arg(p("operator"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    verifier_init(&p("verifier.toml"), &p("operator"));
     let log = std::fs::File::create(p("verifier.log")).unwrap();
     let verifier = Kill(
         Command::new(service_bin("custody-verifier"))
@@ -643,15 +641,7 @@ fn a_remote_landmark_and_the_verifier_intersect_in_one_round() {
     let mut link = HostLink::new();
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = (dir.path().join("lm.key"), dir.path().join("lm.pub"));
-    let r = custody([
-        "landmark",
-        "keygen",
-        "--key",
-        key.to_str().unwrap(),
-        "--pub",
-        public.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    landmark_keygen(&key, &public);
     let landmark_pub = std::fs::read_to_string(&public).unwrap().trim().to_owned();
     let listen = format!("{}:8450", link.ns_ip);
     let line = link.spawn(

@@ -13,7 +13,7 @@
 )]
 
 use custody_e2e::registry::{entity, site};
-use custody_e2e::{custody, eventually, free_port, service_bin, Kill, Run, Swtpm};
+use custody_e2e::{custody, eventually, free_port, service_bin, verifier_init, Kill, Run, Swtpm};
 use custody_registry::model::{Hardware, HardwareId, Holding, Registry};
 use custody_registry::signed::{RegistryKey, SignedRegistry};
 use std::path::{Path, PathBuf};
@@ -157,14 +157,7 @@ fn start(tpms: [&Swtpm; 3], key: &RegistryKey) -> World {
         p("authority.pem").display(),
     );
     std::fs::write(p("verifier.toml"), cfg).unwrap();
-    let out = Command::new(service_bin("custody-verifier"))
-        .args(["init", "--config"])
-        .arg(p("verifier.toml"))
-        .arg("--operator-dir")
-        .arg(p("operator"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    verifier_init(&p("verifier.toml"), &p("operator"));
     let verifier = run_verifier(dir.path(), port);
     let mut agents = Vec::new();
     for (t, name) in tpms.iter().zip(["node-a", "node-b", "node-us"]) {

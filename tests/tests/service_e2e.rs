@@ -18,7 +18,7 @@ use custody_agent::config::{AgentConfig, CollectorsSection, TpmSection};
 use custody_agent::daemon::{self, NodeIdentity};
 use custody_agent::session::Session;
 use custody_agent::tpm::{default_pcrs, TpmCollector, TpmConfig};
-use custody_e2e::{custody, eventually, free_port, service_bin, Run, Swtpm};
+use custody_e2e::{custody, eventually, free_port, service_bin, verifier_init, Run, Swtpm};
 use custody_formats::api::{
     self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, NonceGrant, PushResult, Refusal, CBOR,
 };
@@ -110,18 +110,7 @@ impl Verifier {
             ));
         }
         std::fs::write(dir.path().join("verifier.toml"), cfg).unwrap();
-        let out = Command::new(service_bin("custody-verifier"))
-            .args(["init", "--config"])
-            .arg(dir.path().join("verifier.toml"))
-            .arg("--operator-dir")
-            .arg(dir.path().join("operator"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "custody-verifier init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        verifier_init(&dir.path().join("verifier.toml"), &dir.path().join("operator"));
         let mut v = Self {
             dir,
             port,
