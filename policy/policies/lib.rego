@@ -52,30 +52,39 @@ site_id := site.id
 
 device_deny contains "no evidence was presented" if count(input.devices) == 0
 
+# `verified` is a boolean in every checked input, so a failed device shows up in
+# device_status and the walk below runs only when one did.
 device_deny contains msg if {
+	any_failed
 	some name, d in input.devices
 	not d.verified
 	msg := sprintf("%s: evidence rejected by check `%s`", [name, object.get(d, "failed_check", "unknown")])
 }
 
-device_deny contains msg if {
-	some name, d in input.devices
-	d.kind == "snp"
-	d.claims.policy.debug_allowed == true
-	msg := sprintf("%s: SEV-SNP guest policy allows debugging", [name])
+# The claim that refuses a device of a kind, and the reason given: one walk of the
+# devices checks every kind.
+device_flags := {
+	"snp": {"path": ["claims", "policy", "debug_allowed"], "value": true, "reason": "SEV-SNP guest policy allows debugging"},
+	"nvgpu": {"path": ["claims", "revocation"], "value": "revoked", "reason": "GPU certificate revoked"},
 }
 
 device_deny contains msg if {
 	some name, d in input.devices
-	d.kind == "nvgpu"
-	d.claims.revocation == "revoked"
-	msg := sprintf("%s: GPU certificate revoked", [name])
+	flag := device_flags[d.kind]
+	object.get(d, flag.path, null) == flag.value
+	msg := sprintf("%s: %s", [name, flag.reason])
 }
 
-verified(kind) if {
-	some d in input.devices
-	d.kind == kind
-	d.verified == true
+# Every device's [kind, verified], walked once: the device checks and the trust claims
+# read this set rather than walking the devices again (the policy VM's cost is mostly
+# per instruction, and each walk is a few dozen).
+device_status := {[d.kind, d.verified] | some d in input.devices}
+
+verified(kind) if [kind, true] in device_status
+
+any_failed if {
+	some s in device_status
+	s[1] == false
 }
 
 # ---------------------------------------------------------------------------
@@ -241,29 +250,15 @@ locality_deny(km, site_id, required, strong) := (unbound | too_far) | weak if {
 #
 # Each claim is one rule with an `else` chain, strongest finding first: a contraindication
 # wins over an affirmation, so two devices of one kind that disagree (one verified, one
-# not) give 96 rather than a rule conflict. The devices are walked once, into the kinds
-# that verified and the names of those that did not.
+# not) give 96 rather than a rule conflict. The devices are walked once, into
+# device_status.
 
-verified_kinds := {d.kind | some d in input.devices; d.verified == true}
-
-failed_devices := {name | some name, d in input.devices; d.verified != true}
-
-tpm_ok if "tpm" in verified_kinds
-
-any_failed if count(failed_devices) > 0
+tpm_ok if ["tpm", true] in device_status
 
 # Any TPM that failed, whatever the device is called.
-tpm_failed if input.devices.tpm.verified == false
+tpm_failed if ["tpm", false] in device_status
 
-tpm_failed if {
-	some name in failed_devices
-	input.devices[name].kind == "tpm"
-}
-
-snp_failed if {
-	some name in failed_devices
-	input.devices[name].kind == "snp"
-}
+snp_failed if ["snp", false] in device_status
 
 trust_instance_identity := 96 if tpm_failed
 else := 2 if tpm_ok
@@ -285,7 +280,7 @@ else := 0
 
 trust_runtime_opaque := 96 if snp_failed
 else := 2 if {
-	"snp" in verified_kinds
+	["snp", true] in device_status
 	not any_failed
 } else := 32
 

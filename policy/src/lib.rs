@@ -53,6 +53,9 @@ pub const SHIPPED: [(&str, &str); 4] = [
 const WRAPPER_PACKAGE: &str = "custody_decision";
 /// The wrapper's rule: one evaluation per decision.
 const ENTRY: &str = "data.custody_decision.decision";
+/// regorus's RVM instruction limit for a new VM (`RegoVM::new`), restored after a
+/// budgeted evaluation.
+const DEFAULT_MAX_INSTRUCTIONS: usize = 25_000;
 /// Engines kept for reuse; more concurrent decisions than this clone and drop.
 const POOL_MAX: usize = 64;
 
@@ -354,6 +357,19 @@ impl Policy {
     /// measure of the engine alone.
     #[doc(hidden)]
     pub fn evaluate_value(&self, value: regorus::Value) -> Result<Decision, PolicyError> {
+        self.evaluate_value_within(value, None)
+    }
+
+    /// Like [`Policy::evaluate_value`], with the RVM stopped after `max_instructions`
+    /// (an error then). The RVM's cost is mostly per instruction, so the smallest budget
+    /// that decides is a measure of a policy's cost that, unlike time, does not vary
+    /// from run to run: the benchmark prints it and a test bounds it.
+    #[doc(hidden)]
+    pub fn evaluate_value_within(
+        &self,
+        value: regorus::Value,
+        max_instructions: Option<usize>,
+    ) -> Result<Decision, PolicyError> {
         if let Some(c) = &self.inner.vm {
             let pooled = lock(&c.pool).pop();
             let mut vm = match pooled {
@@ -365,8 +381,15 @@ impl Policy {
                 })?,
             };
             vm.set_input(value);
+            if let Some(max) = max_instructions {
+                vm.set_max_instructions(max);
+            }
             let out = vm.execute_entry_point_by_name(ENTRY);
             vm.set_input(regorus::Value::Undefined);
+            if max_instructions.is_some() {
+                // Back to the limit a new VM has, before it returns to the pool.
+                vm.set_max_instructions(DEFAULT_MAX_INSTRUCTIONS);
+            }
             let mut pool = lock(&c.pool);
             if pool.len() < POOL_MAX {
                 pool.push(vm);
@@ -380,6 +403,30 @@ impl Policy {
             return self.read_decision(&v);
         }
         self.evaluate_interpreted(value)
+    }
+
+    /// The RVM instructions one decision on `input` takes: the smallest budget of
+    /// [`Policy::evaluate_value_within`] that decides. None on the interpreter backend
+    /// (no instruction count) or when the input does not decide at all.
+    #[doc(hidden)]
+    pub fn instructions(&self, input: &serde_json::Value) -> Option<usize> {
+        self.inner.vm.as_ref()?;
+        let value = input::to_regorus(input).ok()?;
+        let decides = |n| self.evaluate_value_within(value.clone(), Some(n)).is_ok();
+        let (mut lo, mut hi) = (0, DEFAULT_MAX_INSTRUCTIONS);
+        if !decides(hi) {
+            return None;
+        }
+        // decides(lo) is false (nothing decides in 0 instructions), decides(hi) true.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if decides(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Some(hi)
     }
 
     /// The interpreter path: a pooled engine.

@@ -224,3 +224,35 @@ fn concurrent_decisions_are_independent() {
         }
     });
 }
+
+/// The policy VM's cost is mostly per instruction, so its instruction count is the
+/// benchmark's figure that does not move from run to run. These bounds are today's counts
+/// on the benchmark's input (tests/fixtures/node-fr-pass.json) plus a margin: a change to
+/// the library or a policy that makes every decision much more work fails here rather
+/// than only in a noisy benchmark. (eu-sovereign took 642 before the device walks were
+/// merged into `device_status`.)
+#[test]
+fn vm_instructions_per_decision_stay_bounded() {
+    let input: serde_json::Value = serde_json::from_str(include_str!("fixtures/node-fr-pass.json")).unwrap();
+    for (name, bound) in [
+        ("default", 10000),
+        ("eu-sovereign", 10000),
+        ("secnumcloud", 10000),
+        ("defense-restricted", 10000),
+    ] {
+        let p = Policy::shipped(name).unwrap();
+        let n = p.instructions(&input).unwrap();
+        eprintln!("{name}: {n} instructions");
+        assert!(
+            n <= bound,
+            "{name}: {n} RVM instructions per decision, bound {bound}"
+        );
+        // The count is exact: one fewer does not decide.
+        let value = custody_policy::input::to_regorus(&input).unwrap();
+        assert!(p.evaluate_value_within(value.clone(), Some(n - 1)).is_err());
+        assert_eq!(
+            p.evaluate_value_within(value, Some(n)).unwrap(),
+            p.evaluate(&input).unwrap()
+        );
+    }
+}
