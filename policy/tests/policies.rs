@@ -235,10 +235,10 @@ fn concurrent_decisions_are_independent() {
 fn vm_instructions_per_decision_stay_bounded() {
     let input: serde_json::Value = serde_json::from_str(include_str!("fixtures/node-fr-pass.json")).unwrap();
     for (name, bound) in [
-        ("default", 10000),
-        ("eu-sovereign", 10000),
-        ("secnumcloud", 10000),
-        ("defense-restricted", 10000),
+        ("default", 320),
+        ("eu-sovereign", 600),
+        ("secnumcloud", 650),
+        ("defense-restricted", 700),
     ] {
         let p = Policy::shipped(name).unwrap();
         let n = p.instructions(&input).unwrap();
