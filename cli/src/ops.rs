@@ -52,6 +52,18 @@ pub enum NodesCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Remove a node: it is no longer attested and its TPM may enroll again (the only
+    /// way back from `revoked`). Its results and events stay; the audit log keeps the
+    /// reason.
+    Remove {
+        /// Node id or name.
+        node: String,
+        /// Why, for the audit log (required).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 pub struct Client {
@@ -228,6 +240,25 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
                             e["detail"]
                         );
                     }
+                }
+            }
+            NodesCmd::Remove { node, reason, conn } => {
+                let c = Client::new(&conn)?;
+                let v = rt.block_on(c.call(
+                    http::Method::DELETE,
+                    &format!("/v1/nodes/{}", enc(&node)),
+                    Some(serde_json::json!({ "reason": reason })),
+                ))?;
+                if conn.json {
+                    print_json(&v);
+                } else {
+                    println!(
+                        "removed {} ({}), was {}: {}",
+                        v["name"].as_str().unwrap_or(""),
+                        v["removed"].as_str().unwrap_or(""),
+                        v["previous_state"].as_str().unwrap_or(""),
+                        v["reason"].as_str().unwrap_or("")
+                    );
                 }
             }
         }

@@ -40,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/evidence"),
     ("get", "/v1/nodes"),
     ("get", "/v1/nodes/{node}"),
+    ("delete", "/v1/nodes/{node}"),
     ("post", "/v1/nodes/{node}/attest"),
     ("get", "/v1/nodes/{node}/result"),
     ("get", "/v1/events"),
@@ -67,7 +68,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/nonce", post(push_nonce))
         .route("/v1/evidence", post(push_evidence))
         .route("/v1/nodes", get(nodes))
-        .route("/v1/nodes/{node}", get(node))
+        .route("/v1/nodes/{node}", get(node).delete(remove_node))
         .route("/v1/nodes/{node}/attest", post(attest))
         .route("/v1/nodes/{node}/result", get(result))
         .route("/v1/events", get(events))
@@ -436,6 +437,47 @@ async fn attest(
         }
         Err(e) => service_error(e),
     }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveBody {
+    reason: String,
+}
+
+/// `DELETE /v1/nodes/{node}` with `{"reason": "..."}`: the operator removes a node.
+async fn remove_node(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    let b: RemoveBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "remove_format", e),
+    };
+    let reason = b.reason.trim().to_owned();
+    if reason.is_empty() || reason.len() > 1024 {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "remove_reason",
+            "a removal needs a reason of 1-1024 characters: the audit log keeps it",
+        );
+    }
+    let by = role(&peer).unwrap_or_default();
+    operator_json(&peer, move || {
+        let n = svc.remove_node(&key, &reason, &by)?;
+        Ok(serde_json::json!({
+            "removed": n.id,
+            "name": n.name,
+            "previous_state": n.state.as_str(),
+            "reason": reason,
+        }))
+    })
+    .await
 }
 
 async fn result(

@@ -111,7 +111,7 @@ impl Service {
                 return Err(refuse(
                     "revoked",
                     format!(
-                        "`{}` was revoked ({}); an operator must remove it first",
+                        "`{}` was revoked ({}); an operator must remove it first (custody nodes remove)",
                         req.name,
                         n.reason.unwrap_or_default()
                     ),
@@ -120,6 +120,9 @@ impl Service {
             Ok(_) => {}
             Err(e) => return Err(refuse("store", e.to_string())),
         }
+        // The node id derives from the EK certificate: a revoked TPM stays revoked under
+        // any name it asks for.
+        refuse_revoked(self.store.node(&node_id(&ek_cert_sha256)))?;
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).map_err(|e| refuse("rng", e.to_string()))?;
         let cred = core::make_credential(&req.ek_public, &ak.name, &secret)
@@ -189,7 +192,9 @@ impl Service {
         }
         let at = now();
         let id = node_id(&p.ek_cert_sha256);
-        let previous = self.store.node(&id).map_err(|e| refuse("store", e.to_string()))?;
+        // Checked again: the node may have been revoked while the TPM activated the
+        // credential.
+        let previous = refuse_revoked(self.store.node(&id))?;
         let host = endpoint_host(&p.request.endpoint).ok_or_else(|| refuse("endpoint", "bad endpoint"))?;
         let cert = self
             .pki
@@ -242,6 +247,26 @@ impl Service {
             ca_pem: self.pki.ca_pem().to_owned(),
             verifier_key: self.ear_key.public_key().as_sec1().to_vec(),
         })
+    }
+}
+
+/// The stored node, unless it is revoked: then the refusal every enrollment of that TPM
+/// gets until an operator removes the node (`custody nodes remove`).
+fn refuse_revoked(
+    stored: Result<Option<NodeRecord>, crate::store::StoreError>,
+) -> Result<Option<NodeRecord>, Refusal> {
+    match stored {
+        Ok(Some(n)) if n.state == NodeState::Revoked => Err(refuse(
+            "revoked",
+            format!(
+                "this TPM's node `{}` ({}) was revoked ({}); an operator must remove it first (custody nodes remove)",
+                n.name,
+                n.id,
+                n.reason.unwrap_or_default()
+            ),
+        )),
+        Ok(n) => Ok(n),
+        Err(e) => Err(refuse("store", e.to_string())),
     }
 }
 

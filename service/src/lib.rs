@@ -365,6 +365,34 @@ impl Service {
             .ok_or_else(|| ServiceError::NoNode(key.into()))
     }
 
+    /// Remove a node on an operator's word: it is no longer attested, its TLS
+    /// certificate no longer reaches any route that needs a node, and its TPM may enroll
+    /// again (a revoked node's only way back). Results and events stay as history; the
+    /// audit log records who removed it and why.
+    pub fn remove_node(&self, key: &str, reason: &str, by: &str) -> Result<store::NodeRecord, ServiceError> {
+        let node = self.find_node(key)?;
+        if !self.store.remove_node(&node.id)? {
+            return Err(ServiceError::NoNode(key.into()));
+        }
+        let at = now();
+        self.log(custody_audit::Entry::Revocation(serde_json::json!({
+            "node": node.id,
+            "name": node.name,
+            "at": at,
+            "action": "removed",
+            "state": node.state.as_str(),
+            "reason": reason,
+            "by": by,
+            "ek_cert_sha256": node.ek_cert_sha256,
+        })));
+        self.emit(
+            &node,
+            "removed",
+            serde_json::json!({"previous": node.state.as_str(), "reason": reason, "by": by}),
+        )?;
+        Ok(node)
+    }
+
     pub fn log(&self, entry: custody_audit::Entry) {
         let kind = entry.kind();
         if let Err(e) = self.audit().append(&entry) {

@@ -18,6 +18,10 @@ pub enum StoreError {
     FutureSchema { found: i64, known: i64 },
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The node was removed while a round for it ran: the round is not recorded, so a
+    /// removal cannot be undone by a late result.
+    #[error("node `{0}` was removed")]
+    NodeGone(String),
 }
 
 /// A node's life: enrolled -> trusted <-> failed -> revoked (terminal).
@@ -149,8 +153,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
     fn node_by_name(&self, name: &str) -> Result<Option<NodeRecord>, StoreError>;
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// Remove a node (the operator's `custody nodes remove`); its results and events stay
+    /// as history. Returns whether it existed.
+    fn remove_node(&self, id: &str) -> Result<bool, StoreError>;
     /// The node's new state and the round's result, in one transaction; returns the
-    /// result id.
+    /// result id. [`StoreError::NodeGone`] when the node was removed meanwhile.
     fn record_round(&self, node: &NodeRecord, result: &ResultRecord) -> Result<i64, StoreError>;
     fn latest_result(&self, node_id: &str) -> Result<Option<ResultRecord>, StoreError>;
     fn results(&self, node_id: &str, limit: u32) -> Result<Vec<ResultRecord>, StoreError>;
@@ -447,9 +454,23 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let n = conn
+            .prepare_cached("DELETE FROM nodes WHERE id = ?1")?
+            .execute([id])?;
+        Ok(n > 0)
+    }
+
     fn record_round(&self, node: &NodeRecord, result: &ResultRecord) -> Result<i64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM nodes WHERE id = ?1")?
+            .exists([node.id.as_str()])?;
+        if !exists {
+            return Err(StoreError::NodeGone(node.id.clone()));
+        }
         put_node_in(&tx, node)?;
         let reasons =
             serde_json::to_string(&result.reasons).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -681,6 +702,41 @@ mod tests {
             session_keys: Some("00".repeat(64)),
             move_endpoint: Some("127.0.0.1:7001".into()),
         }
+    }
+
+    #[test]
+    fn a_removed_node_keeps_its_history_and_a_late_round_does_not_bring_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        s.put_node(&node("a")).unwrap();
+        let r = ResultRecord {
+            id: 0,
+            node_id: "a".into(),
+            at: 11,
+            status: "affirming".into(),
+            failed_check: None,
+            reasons: vec![],
+            ear: vec![9; 4],
+            evidence_sha256: "00".into(),
+            input: None,
+        };
+        s.record_round(&node("a"), &r).unwrap();
+        assert!(s.remove_node("a").unwrap());
+        assert!(
+            !s.remove_node("a").unwrap(),
+            "removing twice reports nothing removed"
+        );
+        assert!(s.node("a").unwrap().is_none());
+        assert!(s.node_by_name("name-a").unwrap().is_none());
+        // History stays: the result is still there for an auditor.
+        assert_eq!(s.results("a", 10).unwrap().len(), 1);
+        // A round that finishes after the removal is refused and leaves no node behind.
+        assert!(matches!(s.record_round(&node("a"), &r), Err(StoreError::NodeGone(id)) if id == "a"));
+        assert!(s.node("a").unwrap().is_none());
+        assert_eq!(s.results("a", 10).unwrap().len(), 1);
+        // The same id can enroll again.
+        s.put_node(&node("a")).unwrap();
+        assert!(s.node("a").unwrap().is_some());
     }
 
     #[test]

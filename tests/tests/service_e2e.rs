@@ -912,6 +912,65 @@ fn vanished_agent_goes_failed_then_revoked() {
     let later = v.node("node-gone");
     assert_eq!(later["results"].as_array().unwrap().len(), rounds);
     assert_eq!(later["node"]["state"], "revoked");
+
+    // The same TPM cannot come back under the same name or another one: the node id is
+    // the EK certificate's, and a revoked id stays revoked.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for name in ["node-gone", "node-renamed"] {
+        let state = tempfile::tempdir().unwrap();
+        let cfg = agent_config(&v, &t, name, state.path());
+        let client = daemon::enrollment_client(&cfg).unwrap();
+        match rt.block_on(daemon::enroll(&cfg, collector(&t), &client)) {
+            Err(daemon::DaemonError::Refused { check, detail, .. }) => {
+                assert_eq!(check, "revoked", "{name}: {detail}");
+                assert!(detail.contains("custody nodes remove"), "{detail}");
+            }
+            other => panic!("{name}: a revoked TPM enrolled: {other:?}"),
+        }
+    }
+    assert!(v.node_listed("node-renamed").is_none());
+
+    // The operator removes it (a reason is required), and then it may enroll again.
+    let r = v.cli(&["nodes", "remove", "node-gone", "--reason", ""]);
+    assert_ne!(r.code, 0, "an empty reason is refused: {}", r.stdout);
+    assert!(r.stderr.contains("remove_reason"), "{}", r.stderr);
+    let removed = v.cli_json(&[
+        "nodes",
+        "remove",
+        "node-gone",
+        "--reason",
+        "agent host rebuilt (ticket OPS-1234)",
+    ]);
+    assert_eq!(removed["name"], "node-gone");
+    assert_eq!(removed["previous_state"], "revoked");
+    let id = removed["removed"].as_str().unwrap().to_owned();
+    assert!(v.node_listed("node-gone").is_none());
+    let again = v.cli(&["nodes", "remove", "node-gone", "--reason", "twice"]);
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("no node"), "{}", again.stderr);
+
+    let mut a = Agent::start(&v, &t, "node-gone");
+    enrolled(&v, &mut a, "node-gone");
+    let n = eventually("the re-enrolled node to pass a round", 20, || {
+        let n = v.node("node-gone");
+        (n["node"]["state"] == "trusted").then_some(n)
+    });
+    // Same TPM, same id; its history (results, the removal) is kept.
+    assert_eq!(n["node"]["id"], id.as_str());
+    assert!(n["results"].as_array().unwrap().len() > rounds, "{n}");
+    let events: Vec<&str> = n["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    let removed_at = events.iter().position(|k| *k == "removed").unwrap();
+    let revoked_at = events.iter().position(|k| *k == "revoked").unwrap();
+    let enrolled_at = events
+        .iter()
+        .position(|k| *k == "re_enrolled" || *k == "enrolled")
+        .unwrap();
+    assert!(enrolled_at < removed_at && removed_at < revoked_at, "{events:?}");
 }
 
 // ---------------------------------------------------------------------------------------
