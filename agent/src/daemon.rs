@@ -4,11 +4,14 @@
 //! State directory (`AgentConfig::state_dir`):
 //! - `tls-key.pem`: the agent's P-256 TLS key, generated on first start, mode 0600; a key
 //!   readable by group or others is refused;
-//! - `node-cert.pem`, `ca.pem`, `node-id`: the last enrollment's result.
+//! - `node-cert.pem`, `ca.pem`, `node-id`: the last enrollment's result;
+//! - `ak.tpm`: the attestation key as the TPM wrapped it ([`AK_FILE`]), so a restarted
+//!   agent quotes with the same AK.
 //!
-//! The agent enrolls on every start: its AK lives only in this process's memory, so the
-//! verifier must see the new AK activated against the same EK before it trusts quotes.
-//! The per-boot [`Session`] likewise lives as long as the process.
+//! The agent enrolls on every start, with the AK it loaded (or created, when the TPM was
+//! cleared): the credential activation proves again that the AK sits in the TPM that holds
+//! the EK, the verifier records whether the AK changed, and the agent gets a fresh TLS
+//! certificate. The per-boot [`Session`] lives as long as the process.
 
 use crate::collector::{collect_round, CollectError, Collector, Evidence, RoundError};
 use crate::config::{AgentConfig, ConfigError};
@@ -44,6 +47,8 @@ pub const TLS_KEY_FILE: &str = "tls-key.pem";
 pub const NODE_CERT_FILE: &str = "node-cert.pem";
 pub const CA_FILE: &str = "ca.pem";
 pub const NODE_ID_FILE: &str = "node-id";
+/// The AK blob in the state directory (see `custody_agent::tpm`).
+pub const AK_FILE: &str = "ak.tpm";
 /// The only peer common name allowed to ask for a round.
 pub const VERIFIER_CN: &str = "verifier";
 pub const ENROLL_PATH: &str = "/v1/enroll";

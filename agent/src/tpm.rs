@@ -9,6 +9,13 @@
 //! lost connection the EK is re-created (the same key: it derives from the endorsement
 //! seed) and the same AK is loaded again, so enrollment sees one AK for the whole process.
 //!
+//! With [`TpmCollector::with_ak_file`] (the agent uses `state_dir/ak.tpm`) the AK also
+//! outlives the process: the blob is written there when the AK is created and loaded from
+//! there on the next start. The private part is wrapped by the TPM under the EK, so the
+//! file is useless on any other TPM. When this TPM refuses to load it (the TPM was cleared,
+//! or the file came from another machine) a new AK is created and replaces the file; a
+//! file that is not an AK blob at all is an error naming the file, never silently replaced.
+//!
 //! `collect` quotes the configured PCRs with the round's binding as qualifyingData, reads
 //! the PCR values, and accepts them only if they hash to the quote's pcrDigest (a PCR
 //! extended between the quote and the read is caught and the pair retried once).
@@ -23,7 +30,7 @@ use custody_formats::binding::Binding;
 use custody_formats::bundle::TpmEvidence;
 use custody_formats::tpm::{self as tpmfmt, PcrFile, PcrSelection};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use thiserror::Error;
@@ -38,7 +45,7 @@ use tss_esapi::structures::{
     Data, EncryptedSecret, HashScheme, IdObject, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private,
     Public, SignatureScheme, SymmetricDefinition,
 };
-use tss_esapi::traits::Marshall;
+use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::{Context, TctiNameConf};
 
 const KIND: &str = "tpm";
@@ -141,6 +148,8 @@ pub struct TpmCollector {
     config: TpmConfig,
     tcti: TctiNameConf,
     selection: PcrSelectionList,
+    /// Where the AK blob persists between starts; None keeps it in memory only.
+    ak_file: Option<PathBuf>,
     state: Mutex<State>,
 }
 
@@ -164,8 +173,16 @@ impl TpmCollector {
             config,
             tcti,
             selection,
+            ak_file: None,
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// Keep the AK in `path` across starts (see the module documentation).
+    #[must_use]
+    pub fn with_ak_file(mut self, path: PathBuf) -> Self {
+        self.ak_file = Some(path);
+        self
     }
 
     pub fn config(&self) -> &TpmConfig {
@@ -272,7 +289,7 @@ impl TpmCollector {
                 ak::load_ak(&mut ctx, ek, None, blob.private.clone(), blob.public.clone()),
             )
             .map(|h| (h, None)),
-            None => create_keys(&mut ctx, ek).map(|(h, k)| (h, Some(k))),
+            None => self.first_keys(&mut ctx, ek).map(|(h, k)| (h, Some(k))),
         };
         // Flush the EK whatever happened: it is re-created from the seed when needed.
         let flushed = tpm("flush the EK (TPM2_FlushContext)", ctx.flush_context(ek.into()));
@@ -283,6 +300,42 @@ impl TpmCollector {
         }
         st.open = Some(Open { ctx, ak });
         Ok(())
+    }
+
+    /// The keys on first use in this process: the stored AK when there is one this TPM
+    /// loads, else a new AK (stored when an AK file is configured).
+    fn first_keys(
+        &self,
+        ctx: &mut Context,
+        ek: KeyHandle,
+    ) -> Result<(KeyHandle, (TpmKeys, AkBlob)), CollectError> {
+        let Some(path) = &self.ak_file else {
+            return create_keys(ctx, ek, None);
+        };
+        if let Some(stored) = read_ak_file(path)? {
+            match tpm(
+                "load the stored AK (TPM2_Load)",
+                ak::load_ak(ctx, ek, None, stored.private.clone(), stored.public.clone()),
+            ) {
+                Ok(handle) => {
+                    tracing::info!(path = %path.display(), "loaded the stored AK");
+                    return create_keys(ctx, ek, Some((handle, stored)));
+                }
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "this TPM does not load the stored AK (cleared, or another TPM's); creating a new one"
+                ),
+            }
+        }
+        let (handle, (keys, blob)) = create_keys(ctx, ek, None)?;
+        if let Err(e) = write_ak_file(path, &blob) {
+            // The new AK is never used unsaved: the next start would present another AK.
+            let _ = ctx.flush_context(handle.into());
+            return Err(e);
+        }
+        tracing::info!(path = %path.display(), "created a new AK and stored it");
+        Ok((handle, (keys, blob)))
     }
 
     fn collect_locked(&self, st: &mut State, binding: &Binding) -> Result<TpmEvidence, CollectError> {
@@ -470,40 +523,110 @@ fn ek_create(ctx: &mut Context) -> tss_esapi::Result<KeyHandle> {
     )
 }
 
-/// First use: EK certificate and public, a new AK, loaded.
+/// First use: EK certificate and public, and the AK: `loaded` (a stored AK, already
+/// loaded) or a new one, loaded.
 fn create_keys(
     ctx: &mut Context,
     ek_handle: KeyHandle,
+    loaded: Option<(KeyHandle, AkBlob)>,
 ) -> Result<(KeyHandle, (TpmKeys, AkBlob)), CollectError> {
     let (ek_pub, _, _) = tpm("read the EK (TPM2_ReadPublic)", ctx.read_public(ek_handle))?;
     let ek_public = tpm("marshal the EK public area", ek_pub.marshall())?;
     let ek_certificate = read_ek_certificate(ctx)?;
-    let created = tpm(
-        "create the AK (TPM2_Create)",
-        ak::create_ak(
-            ctx,
-            ek_handle,
-            HashingAlgorithm::Sha256,
-            SignatureSchemeAlgorithm::RsaSsa,
-            None,
-            DefaultKey,
-        ),
-    )?;
-    let ak_public = tpm("marshal the AK public area", created.out_public.marshall())?;
-    let blob = AkBlob {
-        private: created.out_private,
-        public: created.out_public,
+    let (handle, blob) = match loaded {
+        Some(l) => l,
+        None => {
+            let created = tpm(
+                "create the AK (TPM2_Create)",
+                ak::create_ak(
+                    ctx,
+                    ek_handle,
+                    HashingAlgorithm::Sha256,
+                    SignatureSchemeAlgorithm::RsaSsa,
+                    None,
+                    DefaultKey,
+                ),
+            )?;
+            let blob = AkBlob {
+                private: created.out_private,
+                public: created.out_public,
+            };
+            let handle = tpm(
+                "load the AK (TPM2_Load)",
+                ak::load_ak(ctx, ek_handle, None, blob.private.clone(), blob.public.clone()),
+            )?;
+            (handle, blob)
+        }
     };
-    let handle = tpm(
-        "load the AK (TPM2_Load)",
-        ak::load_ak(ctx, ek_handle, None, blob.private.clone(), blob.public.clone()),
-    )?;
+    let ak_public = tpm("marshal the AK public area", blob.public.marshall())?;
     let keys = TpmKeys {
         ek_certificate,
         ek_public,
         ak_public,
     };
     Ok((handle, (keys, blob)))
+}
+
+/// The stored AK blob; None when there is no file yet.
+fn read_ak_file(path: &Path) -> Result<Option<AkBlob>, CollectError> {
+    let bad = |reason: String| {
+        failed(format!(
+            "AK file {}: {reason} (remove it to create a new AK; the node then enrolls with the new one)",
+            path.display()
+        ))
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let blob = tpmfmt::parse_key_blob(&bytes).map_err(|e| bad(e.to_string()))?;
+    let public =
+        Public::unmarshall(&blob.public).map_err(|e| bad(format!("public area: {}", describe(&e))))?;
+    let private =
+        Private::try_from(blob.private).map_err(|e| bad(format!("private part: {}", describe(&e))))?;
+    Ok(Some(AkBlob { private, public }))
+}
+
+/// Store the AK blob: written to a temporary file, synced, renamed over `path`, then the
+/// directory synced, so a crash leaves the old file or the new one. Mode 0600.
+fn write_ak_file(path: &Path, blob: &AkBlob) -> Result<(), CollectError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let bad = |what: &str, e: String| failed(format!("AK file {}: {what}: {e}", path.display()));
+    let bytes = tpmfmt::KeyBlob {
+        public: tpm("marshal the AK public area", blob.public.marshall())?,
+        private: blob.private.value().to_vec(),
+    }
+    .to_bytes()
+    .map_err(|e| bad("encode", e.to_string()))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // As the agent's state directory: owner only.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| bad("create its directory", e.to_string()))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| bad("create", e.to_string()))?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| bad("write", e.to_string()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| bad("rename into place", e.to_string()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| bad("sync its directory", e.to_string()))?;
+    Ok(())
 }
 
 fn read_ek_certificate(ctx: &mut Context) -> Result<Option<Vec<u8>>, CollectError> {

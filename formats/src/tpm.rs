@@ -107,6 +107,8 @@ pub enum TpmError {
     PublicSizeMismatch { declared: usize, actual: usize },
     #[error("PCR file: {0}")]
     PcrFile(String),
+    #[error("key blob: {0}")]
+    KeyBlob(&'static str),
 }
 
 /// One bank of a TPML_PCR_SELECTION: the bank and its selected PCR indices, ascending.
@@ -896,6 +898,86 @@ pub fn pcr_digest(
     }
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     Some(hash.hash(&refs))
+}
+
+/// A key the TPM created and wrapped, as the agent keeps its attestation key between
+/// starts: the key's TPMT_PUBLIC and the contents of its TPM2B_PRIVATE. The private part
+/// is encrypted and integrity-protected by the TPM under the key's parent (the EK), so
+/// only the TPM that created it can load it; the file needs no secrecy of its own, but a
+/// changed public part is caught when the TPM refuses the load.
+///
+/// Layout: [`KEY_BLOB_MAGIC`], then the public area and the private contents, each as a
+/// big-endian u16 size and that many bytes, and nothing after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyBlob {
+    /// TPMT_PUBLIC, marshalled.
+    pub public: Vec<u8>,
+    /// TPM2B_PRIVATE contents (without the size).
+    pub private: Vec<u8>,
+}
+
+/// The first bytes of a [`KeyBlob`] file.
+pub const KEY_BLOB_MAGIC: &[u8; 16] = b"custody-tpm-key1";
+/// TPM2B_PRIVATE holds at most sizeof(_PRIVATE): under 1.5 KiB for every key type the
+/// reference implementation supports.
+const KEY_BLOB_PRIVATE_MAX: usize = 2048;
+
+impl KeyBlob {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, TpmError> {
+        let public_len =
+            u16::try_from(self.public.len()).map_err(|_| TpmError::KeyBlob("public area too long"))?;
+        if self.private.len() > KEY_BLOB_PRIVATE_MAX {
+            return Err(TpmError::TooLong {
+                field: "key_blob.private",
+                len: self.private.len(),
+                max: KEY_BLOB_PRIVATE_MAX,
+            });
+        }
+        let private_len =
+            u16::try_from(self.private.len()).map_err(|_| TpmError::KeyBlob("private too long"))?;
+        let mut out = Vec::with_capacity(KEY_BLOB_MAGIC.len() + 4 + self.public.len() + self.private.len());
+        out.extend_from_slice(KEY_BLOB_MAGIC);
+        out.extend(public_len.to_be_bytes());
+        out.extend_from_slice(&self.public);
+        out.extend(private_len.to_be_bytes());
+        out.extend_from_slice(&self.private);
+        Ok(out)
+    }
+
+    /// The parsed public area, e.g. to check it is the key expected.
+    pub fn public_key(&self) -> Result<Public, TpmError> {
+        parse_public(&self.public)
+    }
+}
+
+/// Parse a [`KeyBlob`] file. The public area must parse as a TPMT_PUBLIC this crate
+/// knows; the private part is opaque (only the TPM can read it) but must be non-empty
+/// and within TPM2B_PRIVATE's size.
+pub fn parse_key_blob(bytes: &[u8]) -> Result<KeyBlob, TpmError> {
+    let mut r = Reader::new(bytes);
+    if r.take(KEY_BLOB_MAGIC.len(), "key_blob.magic")? != KEY_BLOB_MAGIC {
+        return Err(TpmError::KeyBlob("not a custody TPM key blob (magic)"));
+    }
+    let public = r.tpm2b("key_blob.public")?;
+    parse_public(public)?;
+    let private = r.tpm2b("key_blob.private")?;
+    if private.is_empty() {
+        return Err(TpmError::KeyBlob("empty private part"));
+    }
+    if private.len() > KEY_BLOB_PRIVATE_MAX {
+        return Err(TpmError::TooLong {
+            field: "key_blob.private",
+            len: private.len(),
+            max: KEY_BLOB_PRIVATE_MAX,
+        });
+    }
+    if r.remaining() != 0 {
+        return Err(TpmError::TrailingBytes(r.remaining()));
+    }
+    Ok(KeyBlob {
+        public: public.to_vec(),
+        private: private.to_vec(),
+    })
 }
 
 #[cfg(test)]

@@ -225,6 +225,9 @@ impl Service {
         self.store
             .put_node(&node)
             .map_err(|e| refuse("store", e.to_string()))?;
+        // An agent keeps its AK across restarts (state_dir/ak.tpm); a new AK on the same
+        // EK means the TPM was cleared or the agent's state lost, worth an auditor's look.
+        let ak_changed = previous.as_ref().map(|n| n.ak_public != node.ak_public);
         self.log(custody_audit::Entry::Enrollment(serde_json::json!({
             "node": id,
             "name": node.name,
@@ -233,14 +236,19 @@ impl Service {
             "ak_sha256": hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &node.ak_public).as_ref()),
             "endpoint": node.endpoint,
             "re_enrollment": previous.is_some(),
+            "ak_changed": ak_changed,
         })));
         let kind = if previous.is_some() {
             "re_enrolled"
         } else {
             "enrolled"
         };
-        self.emit(&node, kind, serde_json::json!({"endpoint": node.endpoint}))
-            .map_err(|e: ServiceError| refuse("store", e.to_string()))?;
+        self.emit(
+            &node,
+            kind,
+            serde_json::json!({"endpoint": node.endpoint, "ak_changed": ak_changed}),
+        )
+        .map_err(|e: ServiceError| refuse("store", e.to_string()))?;
         Ok(Enrolled {
             node_id: id,
             certificate_pem: cert,

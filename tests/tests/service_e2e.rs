@@ -288,15 +288,29 @@ impl Agent {
         let listen = format!("127.0.0.1:{}", free_port());
         let cfg = dir.path().join("agent.toml");
         std::fs::write(&cfg, agent_toml(v, t, name, &listen, &dir.path().join("state"))).unwrap();
-        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-        let child = Command::new(service_bin("custody-agent"))
+        let child = Self::spawn(dir.path());
+        Self { child, dir }
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .unwrap();
+        Command::new(service_bin("custody-agent"))
             .args(["run", "--config"])
-            .arg(&cfg)
+            .arg(dir.join("agent.toml"))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
-            .unwrap();
-        Self { child, dir }
+            .unwrap()
+    }
+
+    /// Stop the agent (SIGTERM) and start it again with the same configuration and state.
+    fn restart(&mut self) {
+        terminate(&mut self.child);
+        self.child = Self::spawn(self.dir.path());
     }
 
     fn log(&self) -> String {
@@ -468,6 +482,32 @@ fn real_agent_enrolls_and_passes_a_round() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(rt.block_on(v.enrollments("enrolled")), 1);
     assert_eq!(rt.block_on(v.enrollments("refused")), 0);
+
+    // A restarted agent loads its AK from state_dir/ak.tpm: it re-enrolls (a fresh
+    // credential activation and TLS certificate) with the same AK, and the verifier says so.
+    let ak_file = a.dir.path().join("state/ak.tpm");
+    let stored = std::fs::read(&ak_file).unwrap();
+    a.restart();
+    let re = eventually("the restarted agent to re-enroll", 60, || {
+        if let Some(st) = a.child.try_wait().unwrap() {
+            panic!("the agent exited ({st}):\n{}", a.log());
+        }
+        let show = v.node("node-a");
+        let ev = show["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "re_enrolled")
+            .cloned();
+        ev.map(|e| (show, e))
+    });
+    assert_eq!(re.1["detail"]["ak_changed"], false, "{}", re.0);
+    assert_eq!(std::fs::read(&ak_file).unwrap(), stored);
+    assert!(a.log().contains("loaded the stored AK"), "{}", a.log());
+    let r = v.attest("node-a");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["status"], "affirming");
+    assert_eq!(rt.block_on(v.enrollments("enrolled")), 2);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -303,3 +303,83 @@ fn tpm_errors_name_the_step_and_response_code() {
         other => panic!("expected Failed, got {other:?}"),
     }
 }
+
+/// The agent keeps its AK in `state_dir/ak.tpm`: a new collector (a restarted agent) on
+/// the same TPM quotes with the same AK; the file is owner-only and holds the AK the
+/// quotes verify with.
+#[test]
+fn the_ak_outlives_the_process_through_its_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state").join("ak.tpm");
+    let first = collector(&t, default_pcrs(), None).with_ak_file(file.clone());
+    let ak = first.ak_public().unwrap();
+    first.release();
+    drop(first);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let stored = tpm::parse_key_blob(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(stored.public, ak);
+
+    let again = collector(&t, default_pcrs(), None).with_ak_file(file.clone());
+    let binding = Session::generate().unwrap().binding(&random_nonce());
+    let e = collect(&again, &binding);
+    assert_eq!(e.ak_public, ak, "a restarted collector must load the stored AK");
+    assert_verified(&appraise(&e, &binding, false), &CHECKS);
+    again.release();
+
+    // Without the file, every process has its own AK: what the file is for.
+    let no_file = collector(&t, default_pcrs(), None);
+    assert_ne!(no_file.ak_public().unwrap(), ak);
+    no_file.release();
+}
+
+/// An AK file this TPM does not load (another TPM's, or tampered) is replaced by a new
+/// AK; a file that is not an AK blob at all is an error that names it, and is kept.
+#[test]
+fn an_ak_file_the_tpm_refuses_is_replaced_and_a_damaged_one_is_an_error() {
+    let (a, b) = (Swtpm::start(), Swtpm::start());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ak.tpm");
+    let on_a = collector(&a, default_pcrs(), None).with_ak_file(file.clone());
+    let ak_a = on_a.ak_public().unwrap();
+    on_a.release();
+
+    // TPM b cannot load a's AK (its EK is another key): a new AK, stored.
+    let on_b = collector(&b, default_pcrs(), None).with_ak_file(file.clone());
+    let ak_b = on_b.ak_public().unwrap();
+    assert_ne!(ak_b, ak_a);
+    on_b.release();
+    let stored = tpm::parse_key_blob(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(stored.public, ak_b);
+
+    // A flipped bit in the private part fails the TPM's integrity check: a new AK again.
+    let mut tampered = stored.clone();
+    let last = tampered.private.len() - 1;
+    tampered.private[last] ^= 1;
+    std::fs::write(&file, tampered.to_bytes().unwrap()).unwrap();
+    let after = collector(&b, default_pcrs(), None).with_ak_file(file.clone());
+    let ak_new = after.ak_public().unwrap();
+    assert_ne!(ak_new, ak_b);
+    after.release();
+    assert_eq!(
+        tpm::parse_key_blob(&std::fs::read(&file).unwrap())
+            .unwrap()
+            .public,
+        ak_new
+    );
+
+    // Not an AK blob: refused with the file's name, and left as it was.
+    std::fs::write(&file, b"not a key").unwrap();
+    let damaged = collector(&b, default_pcrs(), None).with_ak_file(file.clone());
+    match damaged.ak_public() {
+        Err(CollectError::Failed { reason, .. }) => {
+            assert!(reason.contains("ak.tpm"), "{reason}");
+            assert!(reason.contains("remove it"), "{reason}");
+        }
+        other => panic!("a damaged AK file was accepted: {other:?}"),
+    }
+    damaged.release();
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a key");
+}

@@ -80,7 +80,10 @@ async fn shutdown_signal() {
 
 async fn run(config: PathBuf) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(&config)?;
-    let tpm = Arc::new(TpmCollector::new(cfg.tpm_config()?)?);
+    let tpm = Arc::new(
+        TpmCollector::new(cfg.tpm_config()?)?
+            .with_ak_file(cfg.state_dir.join(custody_agent::daemon::AK_FILE)),
+    );
     let mut collectors: Vec<SharedCollector> = vec![tpm.clone()];
     // Collectors left out of this build still show in every round as unavailable.
     if cfg.collectors.snp {

@@ -388,3 +388,52 @@ fn der_integers_are_minimal() {
     assert_eq!(der::uint(&[]), vec![2, 1, 0]);
     assert_eq!(der::tlv(4, &[0; 200])[..3], [4, 0x81, 200]);
 }
+
+#[test]
+fn key_blob_round_trips_byte_exact_and_refuses_damage() {
+    let blob = KeyBlob {
+        public: RSA_AK[2..].to_vec(),
+        private: vec![0xa5; 222],
+    };
+    let bytes = blob.to_bytes().unwrap();
+    // Byte-exact layout: magic, u16 BE size + TPMT_PUBLIC, u16 BE size + private.
+    let mut want = b"custody-tpm-key1".to_vec();
+    want.extend(((RSA_AK.len() - 2) as u16).to_be_bytes());
+    want.extend_from_slice(&RSA_AK[2..]);
+    want.extend([0x00, 0xde]);
+    want.extend([0xa5; 222]);
+    assert_eq!(bytes, want);
+    let back = parse_key_blob(&bytes).unwrap();
+    assert_eq!(back, blob);
+    assert_eq!(back.public_key().unwrap(), parse_public_2b(RSA_AK).unwrap());
+
+    // Every truncation, trailing bytes, another magic, an empty or oversized private
+    // part and a public area that is not a key are errors, never a panic.
+    for n in 0..bytes.len() {
+        assert!(parse_key_blob(&bytes[..n]).is_err(), "truncated to {n}");
+    }
+    let mut long = bytes.clone();
+    long.push(0);
+    assert_eq!(parse_key_blob(&long), Err(TpmError::TrailingBytes(1)));
+    let mut magic = bytes.clone();
+    magic[0] ^= 1;
+    assert!(matches!(parse_key_blob(&magic), Err(TpmError::KeyBlob(_))));
+    let empty = KeyBlob {
+        public: blob.public.clone(),
+        private: vec![],
+    };
+    assert!(matches!(
+        parse_key_blob(&empty.to_bytes().unwrap()),
+        Err(TpmError::KeyBlob(_))
+    ));
+    let big = KeyBlob {
+        public: blob.public.clone(),
+        private: vec![1; 2049],
+    };
+    assert!(matches!(big.to_bytes(), Err(TpmError::TooLong { .. })));
+    let not_a_key = KeyBlob {
+        public: vec![0, 1, 2, 3],
+        private: vec![1],
+    };
+    assert!(parse_key_blob(&not_a_key.to_bytes().unwrap()).is_err());
+}
