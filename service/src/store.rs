@@ -464,7 +464,10 @@ impl Store for SqliteStore {
 
     fn record_round(&self, node: &NodeRecord, result: &ResultRecord) -> Result<i64, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: take the write lock before the read below. A deferred transaction
+        // would start as a reader, and upgrading it fails at once (SQLITE_BUSY, no busy
+        // wait) when the audit log's connection to the same file committed in between.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let exists = tx
             .prepare_cached("SELECT 1 FROM nodes WHERE id = ?1")?
             .exists([node.id.as_str()])?;

@@ -659,7 +659,16 @@ async fn ak_from_another_tpm_is_refused() {
     assert_eq!(done.ca_pem.as_bytes(), v.ca_pem());
     let n = v.node_listed("mixed").unwrap();
     assert_eq!(n["id"], done.node_id.as_str());
-    assert_eq!(n["state"], "enrolled");
+    // Enrolled, or already through the scheduler's first round, which cannot reach the
+    // endpoint this test gave (nothing listens on port 9).
+    match n["state"].as_str().unwrap() {
+        "enrolled" => {}
+        "failed" => assert!(
+            n["reason"].as_str().unwrap().starts_with("agent_reachable"),
+            "{n}"
+        ),
+        other => panic!("state {other}: {n}"),
+    }
     assert_eq!(v.enrollments("enrolled").await, 1);
 }
 
@@ -937,8 +946,13 @@ fn vanished_agent_goes_failed_then_revoked() {
     assert!(reason.starts_with("agent_reachable: "), "{reason}");
     // Events, newest first: revoked after failed, both naming the check.
     let events: Vec<&Value> = n["events"].as_array().unwrap().iter().collect();
-    let pos = |kind: &str| events.iter().position(|e| e["kind"] == kind);
-    let (failed, revoked) = (pos("failed").unwrap(), pos("revoked").unwrap());
+    let pos = |kind: &str| {
+        events
+            .iter()
+            .position(|e| e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no `{kind}` event: {n}\nverifier log:\n{}", v.log()))
+    };
+    let (failed, revoked) = (pos("failed"), pos("revoked"));
     assert!(revoked < failed, "{n}");
     for i in [failed, revoked] {
         assert_eq!(events[i]["detail"]["failed_check"], "agent_reachable", "{n}");
