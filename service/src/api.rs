@@ -129,6 +129,11 @@ fn json_error(status: StatusCode, check: &str, detail: impl std::fmt::Display) -
 fn service_error(e: ServiceError) -> Response {
     match e {
         ServiceError::NoNode(n) => json_error(StatusCode::NOT_FOUND, "node", format!("no node `{n}`")),
+        ServiceError::Store(crate::store::StoreError::NodeGone(n)) => json_error(
+            StatusCode::NOT_FOUND,
+            "node",
+            format!("node `{n}` was removed while its round ran; the round was not recorded"),
+        ),
         ServiceError::Registry { check, detail } => {
             json_error(StatusCode::UNPROCESSABLE_ENTITY, check, detail)
         }
