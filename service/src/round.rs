@@ -1111,20 +1111,21 @@ impl Service {
                 )?;
             }
         }
-        let result_id = self.store.record_round(
-            &node,
-            &ResultRecord {
-                id: 0,
-                node_id: node.id.clone(),
-                at,
-                status: a.status.as_str().into(),
-                failed_check: a.failed_check.clone(),
-                reasons: a.reasons.clone(),
-                ear: a.ear.clone(),
-                evidence_sha256: a.evidence_sha256.clone(),
-                input: Some(a.input.to_string()),
-            },
-        )?;
+        let record = ResultRecord {
+            id: 0,
+            node_id: node.id.clone(),
+            at,
+            status: a.status.as_str().into(),
+            failed_check: a.failed_check.clone(),
+            reasons: a.reasons.clone(),
+            ear: a.ear.clone(),
+            evidence_sha256: a.evidence_sha256.clone(),
+            input: Some(a.input.to_string()),
+        };
+        let gate = self.db_writes();
+        let result_id = self.store.record_round(&node, &record);
+        drop(gate);
+        let result_id = result_id?;
         self.log(custody_audit::Entry::AttestationResult(serde_json::json!({
             "node": node.id,
             "name": node.name,

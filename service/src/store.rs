@@ -281,6 +281,9 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<rusqlite::Connection>,
+    /// A second connection for reads: in WAL mode it reads the last commit while the
+    /// writer works, so a round's lookups do not queue behind another round's write.
+    read: Mutex<rusqlite::Connection>,
 }
 
 impl SqliteStore {
@@ -291,11 +294,19 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let read = rusqlite::Connection::open(path)?;
+        read.busy_timeout(std::time::Duration::from_secs(5))?;
         let s = Self {
             conn: Mutex::new(conn),
+            read: Mutex::new(read),
         };
         s.migrate()?;
         Ok(s)
+    }
+
+    fn read(&self) -> MutexGuard<'_, rusqlite::Connection> {
+        // Reads only: a panic cannot leave anything half done.
+        self.read.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Current schema version (number of migrations applied).
@@ -430,21 +441,21 @@ impl Store for SqliteStore {
     }
 
     fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"))?;
         let mut rows = st.query([id])?;
         rows.next()?.map(node_from_row).transpose()
     }
 
     fn node_by_name(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE name = ?1"))?;
         let mut rows = st.query([name])?;
         rows.next()?.map(node_from_row).transpose()
     }
 
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes ORDER BY name"))?;
         let mut rows = st.query([])?;
         let mut out = Vec::new();
@@ -500,7 +511,7 @@ impl Store for SqliteStore {
     }
 
     fn results(&self, node_id: &str, limit: u32) -> Result<Vec<ResultRecord>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(
             "SELECT id, node_id, at, status, failed_check, reasons, ear, evidence_sha256, input FROM results WHERE node_id = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
@@ -513,7 +524,7 @@ impl Store for SqliteStore {
     }
 
     fn reference(&self, group: &str) -> Result<Option<Reference>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached("SELECT body FROM reference_values WHERE grp = ?1")?;
         let mut rows = st.query([group])?;
         match rows.next()? {
@@ -544,7 +555,7 @@ impl Store for SqliteStore {
     }
 
     fn events(&self, node_id: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(
             "SELECT id, at, node_id, kind, detail FROM events WHERE (?1 IS NULL OR node_id = ?1) ORDER BY id DESC LIMIT ?2",
         )?;
@@ -589,7 +600,7 @@ impl Store for SqliteStore {
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(rusqlite::OptionalExtension::optional(self.lock().query_row(
+        Ok(rusqlite::OptionalExtension::optional(self.read().query_row(
             "SELECT value FROM settings WHERE key = ?1",
             [key],
             |r| r.get(0),
@@ -614,7 +625,7 @@ impl Store for SqliteStore {
     }
 
     fn migration(&self, id: &str) -> Result<Option<MigrationRecord>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st =
             conn.prepare_cached("SELECT id, state, issued_at, doc, ticket FROM migrations WHERE id = ?1")?;
         let r = rusqlite::OptionalExtension::optional(st.query_row([id], migration_row))?;
@@ -622,7 +633,7 @@ impl Store for SqliteStore {
     }
 
     fn migrations(&self, limit: u32) -> Result<Vec<MigrationRecord>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(
             "SELECT id, state, issued_at, doc, ticket FROM
                (SELECT rowid AS seq, * FROM migrations ORDER BY issued_at DESC, seq DESC LIMIT ?1)
@@ -633,7 +644,7 @@ impl Store for SqliteStore {
     }
 
     fn unfinished_migrations(&self) -> Result<Vec<MigrationRecord>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(
             "SELECT id, state, issued_at, doc, ticket FROM migrations WHERE state IN ('running', 'exported') ORDER BY issued_at",
         )?;
@@ -642,7 +653,7 @@ impl Store for SqliteStore {
     }
 
     fn latest_registry(&self) -> Result<Option<RegistryRecord>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(
             "SELECT version, digest, kid, body, loaded_at FROM registries ORDER BY version DESC LIMIT 1",
         )?;

@@ -67,6 +67,10 @@ pub struct Report {
     pub verifier_cpu: Option<Cpu>,
     pub loadgen_cpu: Cpu,
     pub first_errors: Vec<String>,
+    /// The verifier's `custody_audit_append_errors_total` after the run: a round whose
+    /// audit entry was not written does not fail the round (the decision stands, the gap
+    /// is counted), so the load generator reads the counter. None when unreadable.
+    pub audit_errors: Option<u64>,
 }
 
 fn percentiles(v: &mut [u64]) -> Percentiles {
@@ -492,6 +496,7 @@ pub async fn run(opt: Options) -> Result<Report> {
     }
     let wall = start.elapsed().as_secs_f64();
     let cpu1 = (vpid.and_then(proc_cpu), proc_cpu(std::process::id()));
+    let audit_errors = audit_errors(&anon, &url).await;
     drop(spawned);
 
     let mut total: Vec<u64> = times.iter().map(|t| t.nonce_us + t.evidence_us).collect();
@@ -514,5 +519,18 @@ pub async fn run(opt: Options) -> Result<Report> {
         verifier_cpu: cpu_delta(cpu0.0, cpu1.0, wall),
         loadgen_cpu: cpu_delta(cpu0.1, cpu1.1, wall).unwrap_or_default(),
         first_errors,
+        audit_errors,
     })
+}
+
+/// `custody_audit_append_errors_total` from the verifier's `/metrics`.
+async fn audit_errors(anon: &HttpsClient, url: &str) -> Option<u64> {
+    let r = anon
+        .request(http::Method::GET, &format!("{url}/metrics"), None, vec![])
+        .await
+        .ok()?;
+    let text = String::from_utf8(r.body.to_vec()).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("custody_audit_append_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -80,8 +80,13 @@ fn print(r: &Report, json: bool) -> Result<()> {
     }
     // The summary is always the last line.
     println!(
-        "loadgen: {} attesters, {:.0} appraisals/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
-        r.attesters, r.appraisals_per_s, r.latency.p50_ms, r.latency.p99_ms, r.errors
+        "loadgen: {} attesters, {:.0} appraisals/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, audit errors {}",
+        r.attesters,
+        r.appraisals_per_s,
+        r.latency.p50_ms,
+        r.latency.p99_ms,
+        r.errors,
+        r.audit_errors.map_or_else(|| "unknown".to_owned(), |n| n.to_string())
     );
     Ok(())
 }

@@ -59,6 +59,8 @@ fn two_attesters_two_seconds_no_errors() {
     assert!(last.starts_with("loadgen: 2 attesters,"), "{last}");
     let r: serde_json::Value = serde_json::from_str(lines[lines.len() - 2]).unwrap();
     assert_eq!(r["errors"], 0, "{r}");
+    // Every round's audit entry was written too (a failed append does not fail a round).
+    assert_eq!(r["audit_errors"], 0, "{r}");
     assert!(r["appraisals"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["latency"]["p99_ms"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["verifier_cpu"]["user_s"].as_f64().is_some(), "{r}");
