@@ -86,7 +86,8 @@ fn print(r: &Report, json: bool) -> Result<()> {
         r.latency.p50_ms,
         r.latency.p99_ms,
         r.errors,
-        r.audit_errors.map_or_else(|| "unknown".to_owned(), |n| n.to_string())
+        r.audit_errors
+            .map_or_else(|| "unknown".to_owned(), |n| n.to_string())
     );
     Ok(())
 }
