@@ -329,7 +329,7 @@ impl TpmCollector {
             }
         }
         let (handle, (keys, blob)) = create_keys(ctx, ek, None)?;
-        if let Err(e) = write_ak_file(path, &blob) {
+        if let Err(e) = write_ak_file(path, &keys.ak_public, &blob.private) {
             // The new AK is never used unsaved: the next start would present another AK.
             let _ = ctx.flush_context(handle.into());
             return Err(e);
@@ -588,15 +588,16 @@ fn read_ak_file(path: &Path) -> Result<Option<AkBlob>, CollectError> {
     Ok(Some(AkBlob { private, public }))
 }
 
-/// Store the AK blob: written to a temporary file, synced, renamed over `path`, then the
-/// directory synced, so a crash leaves the old file or the new one. Mode 0600.
-fn write_ak_file(path: &Path, blob: &AkBlob) -> Result<(), CollectError> {
+/// Store the AK (its marshalled public area and private part): written to a temporary
+/// file, synced, renamed over `path`, then the directory synced, so a crash leaves the old
+/// file or the new one. Mode 0600.
+fn write_ak_file(path: &Path, public: &[u8], private: &Private) -> Result<(), CollectError> {
     use std::io::Write as _;
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
     let bad = |what: &str, e: String| failed(format!("AK file {}: {what}: {e}", path.display()));
     let bytes = tpmfmt::KeyBlob {
-        public: tpm("marshal the AK public area", blob.public.marshall())?,
-        private: blob.private.value().to_vec(),
+        public: public.to_vec(),
+        private: private.value().to_vec(),
     }
     .to_bytes()
     .map_err(|e| bad("encode", e.to_string()))?;

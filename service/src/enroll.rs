@@ -107,21 +107,11 @@ impl Service {
                     format!("`{}` is enrolled with another TPM", req.name),
                 ))
             }
-            Ok(Some(n)) if n.state == NodeState::Revoked => {
-                return Err(refuse(
-                    "revoked",
-                    format!(
-                        "`{}` was revoked ({}); an operator must remove it first (custody nodes remove)",
-                        req.name,
-                        n.reason.unwrap_or_default()
-                    ),
-                ))
-            }
             Ok(_) => {}
             Err(e) => return Err(refuse("store", e.to_string())),
         }
-        // The node id derives from the EK certificate: a revoked TPM stays revoked under
-        // any name it asks for.
+        // By the EK-derived node id, not the name: a revoked TPM stays revoked under any
+        // name it asks for.
         refuse_revoked(self.store.node(&node_id(&ek_cert_sha256)))?;
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).map_err(|e| refuse("rng", e.to_string()))?;

@@ -351,12 +351,12 @@ impl Service {
         Ok(())
     }
 
-    /// Taken around every write to the database file by the rounds' path (the round's
-    /// store write, the audit append). The store and the audit log are two SQLite
+    /// Taken around the round's store write and every audit write (appends,
+    /// checkpoints). The store and the audit log are two SQLite
     /// connections to one file; when they meet at SQLite's write lock, the loser sleeps
     /// in SQLite's busy handler (1 ms, then longer), which left CPU idle under load.
     /// Queued here instead, a writer wakes as soon as the other is done.
-    pub fn db_writes(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn db_writes(&self) -> MutexGuard<'_, ()> {
         self.db_writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -407,10 +407,11 @@ impl Service {
 
     pub fn log(&self, entry: custody_audit::Entry) {
         let kind = entry.kind();
-        let gate = self.db_writes();
-        let r = self.audit().append(&entry);
-        drop(gate);
-        if let Err(e) = r {
+        let appended = {
+            let _gate = self.db_writes();
+            self.audit().append(&entry)
+        };
+        if let Err(e) = appended {
             self.metrics
                 .audit_errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -420,6 +421,7 @@ impl Service {
 
     /// Sign a checkpoint if the log grew since the last one.
     pub fn checkpoint(&self) -> Result<Option<String>, ServiceError> {
+        let _gate = self.db_writes();
         let mut a = self.audit();
         let last = a
             .checkpoints()

@@ -1122,10 +1122,10 @@ impl Service {
             evidence_sha256: a.evidence_sha256.clone(),
             input: Some(a.input.to_string()),
         };
-        let gate = self.db_writes();
-        let result_id = self.store.record_round(&node, &record);
-        drop(gate);
-        let result_id = result_id?;
+        let result_id = {
+            let _gate = self.db_writes();
+            self.store.record_round(&node, &record)
+        }?;
         self.log(custody_audit::Entry::AttestationResult(serde_json::json!({
             "node": node.id,
             "name": node.name,
