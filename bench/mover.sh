@@ -54,6 +54,9 @@ mkdir -p "$work/src" "$work/keys"
 file=$work/src/checkpoint.bin
 head -c $((mib * 1024 * 1024)) /dev/urandom >"$file"
 cat "$file" >/dev/null
+# Write the fresh file out now: its 1 GiB of dirty pages would otherwise be written back
+# during the first measured run (seen here: that run at half the speed of the next).
+sync
 "$bin" keys --dir "$work/keys"
 
 # Start a one-connection server ($@), wait for its address, leave it in $addr / $srv.
@@ -79,6 +82,12 @@ mbps() { sed -E 's/.*"mb_per_s":([0-9.]+).*/\1/'; }
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+# Before every timed run: write out what the previous one left (its deleted output's
+# journal commit; the root filesystem here is mounted with online `discard`, so freeing a
+# 1 GiB file issues discards at that commit). Without it a run pays for its predecessor:
+# seen here as the same move at 340 then 640-820 MB/s, depending on what ran before it.
+settle() { sync; }
+
 declare -A runs
 
 # The verifier's prepare step hands the source the manifest with the ticket; the source
@@ -97,6 +106,7 @@ mover() { # transport
   local mout=()
   if [[ ${#prepared[@]} -gt 0 ]]; then mout=(--manifest-out "$work/manifest"); fi
   "$bin" ticket --dir "$work/keys" --checkpoint "$work/src" --job "$job" --out "$work/ticket" "${mout[@]}"
+  settle
   start "$bin" serve --dir "$work/keys" --listen 127.0.0.1:0 --inbox "$work/inbox" \
     --transport "$t" --once "${buffer[@]}"
   local json
@@ -109,6 +119,7 @@ mover() { # transport
 }
 
 tcp_copy() {
+  settle
   start "$bin" tcp-serve --listen 127.0.0.1:0 --out "$work/copy.bin"
   local json
   json=$("$bin" tcp-send --to "$addr" --file "$file")
@@ -152,6 +163,7 @@ EOF
 
 scp_copy() {
   local t0 t1 secs
+  settle
   t0=$(date +%s.%N)
   scp -q -P "$ssh_port" -i "$work/ssh/client_key" -o StrictHostKeyChecking=no \
     -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "$file" "root@127.0.0.1:$work/scp.bin"

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
-/// Plaintext chunks queued for the writer thread.
+/// Plaintext chunks queued for the hasher thread, and again between it and the writer.
 const WRITE_AHEAD: usize = 4;
 
 /// Completed files held open for the next durable point's fsync, at most.
@@ -131,14 +131,18 @@ impl Failure {
 
 type SharedFailure = Arc<std::sync::Mutex<Option<Failure>>>;
 
-/// Two threads behind the connection's: one hashes and writes the plaintext (SHA-256 and
-/// the copy into the page cache are most of the destination's work), one runs the durable
-/// points (fsync, progress), so neither stalls reading and authenticating the next chunks.
-/// Jobs run in order: a durable point reaches the sync thread only after every write
-/// before it is done. A failure (a write or fsync error, a file whose digest is not the
-/// manifest's) sticks and is reported by the next call; after it no progress is recorded.
+/// Three threads behind the connection's, a pipeline: one hashes the plaintext, one
+/// writes it, one runs the durable points (fsync, progress). SHA-256 and the copy into
+/// the page cache are most of the destination's work, and one thread doing both was the
+/// slowest stage of a move (`perf`, bench/mover.sh); split, they run on both cores while
+/// the connection's thread reads and authenticates the next chunks. Jobs run in order: a
+/// file's digest is checked before any later job reaches the writer, and a durable point
+/// reaches the sync thread only after every write before it is done. A failure (a write or
+/// fsync error, a file whose digest is not the manifest's) sticks and is reported by the
+/// next call; after it no progress is recorded.
 struct Writer {
     tx: Option<SyncSender<WriteJob>>,
+    hasher: Option<std::thread::JoinHandle<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
     syncer: Option<std::thread::JoinHandle<()>>,
     failed: SharedFailure,
@@ -173,28 +177,55 @@ impl Writer {
             }
         });
 
+        // The hasher: digests every write, checks each file's digest at its end, and passes
+        // writes and durable points on to the writer in order.
+        let (write_tx, write_rx) = sync_channel::<WriteJob>(WRITE_AHEAD);
         let shared = Arc::clone(&failed);
-        let handle = std::thread::spawn(move || {
-            let fail = |f: Failure| fail_of(&shared, f);
-            let failed_now = || failed_of(&shared);
+        let hasher = std::thread::spawn(move || {
             let mut ctx = digest::Context::new(&digest::SHA256);
             for job in rx {
                 match job {
                     WriteJob::Write(f, path, data) => {
-                        if failed_now().is_none() {
+                        if failed_of(&shared).is_none() {
                             ctx.update(&data);
-                            if let Err(e) = (&*f).write_all(&data) {
-                                fail(Failure::Io(path, e.kind(), e.to_string()));
-                            }
+                        }
+                        if write_tx.send(WriteJob::Write(f, path, data)).is_err() {
+                            return;
                         }
                     }
                     WriteJob::SetDigest(c) => ctx = c,
                     WriteJob::EndFile { path, want } => {
                         let done = std::mem::replace(&mut ctx, digest::Context::new(&digest::SHA256));
-                        if failed_now().is_none() && sha256_of(done) != want {
-                            fail(Failure::Digest(path));
+                        if failed_of(&shared).is_none() && sha256_of(done) != want {
+                            fail_of(&shared, Failure::Digest(path));
                         }
                     }
+                    WriteJob::Durable(job) => {
+                        if let Err(std::sync::mpsc::SendError(job)) = write_tx.send(WriteJob::Durable(job)) {
+                            if let WriteJob::Durable(SyncJob { reply: Some(reply), .. }) = job {
+                                let _ = reply.send(Err(staging_err("the writer thread stopped")));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+
+        let shared = Arc::clone(&failed);
+        let handle = std::thread::spawn(move || {
+            let fail = |f: Failure| fail_of(&shared, f);
+            let failed_now = || failed_of(&shared);
+            for job in write_rx {
+                match job {
+                    WriteJob::Write(f, path, data) => {
+                        if failed_now().is_none() {
+                            if let Err(e) = (&*f).write_all(&data) {
+                                fail(Failure::Io(path, e.kind(), e.to_string()));
+                            }
+                        }
+                    }
+                    // Handled by the hasher, which does not pass them on.
+                    WriteJob::SetDigest(_) | WriteJob::EndFile { .. } => {}
                     WriteJob::Durable(job) => {
                         if let Err(std::sync::mpsc::SendError(job)) = sync_tx.send(job) {
                             if let Some(reply) = job.reply {
@@ -207,6 +238,7 @@ impl Writer {
         });
         Self {
             tx: Some(tx),
+            hasher: Some(hasher),
             handle: Some(handle),
             syncer: Some(syncer),
             failed,
@@ -248,8 +280,11 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         // Finish the queued writes and durable points before a resume of the same staging
-        // can start (the writer thread holds the sync thread's queue: joined second).
+        // can start (each thread holds the next one's queue: joined in pipeline order).
         self.tx = None;
+        if let Some(h) = self.hasher.take() {
+            let _ = h.join();
+        }
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
