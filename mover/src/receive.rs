@@ -201,13 +201,12 @@ impl Writer {
                         }
                     }
                     WriteJob::Durable(job) => {
-                        if let Err(std::sync::mpsc::SendError(job)) = write_tx.send(WriteJob::Durable(job)) {
-                            if let WriteJob::Durable(SyncJob {
-                                reply: Some(reply), ..
-                            }) = job
-                            {
-                                let _ = reply.send(Err(staging_err("the writer thread stopped")));
-                            }
+                        if let Err(std::sync::mpsc::SendError(WriteJob::Durable(SyncJob {
+                            reply: Some(reply),
+                            ..
+                        }))) = write_tx.send(WriteJob::Durable(job))
+                        {
+                            let _ = reply.send(Err(staging_err("the writer thread stopped")));
                         }
                     }
                 }
