@@ -182,13 +182,18 @@ scp_copy() {
 }
 
 start_sshd
-echo "== measuring, $reps runs each, interleaved" >&2
+echo "== measuring, $reps runs each, interleaved, order rotating" >&2
+# The order rotates from one repetition to the next, so that no way always runs first
+# after the previous repetition's scp and sync (here the first run after a pause was
+# often the slowest of its kind, whichever it was).
+ways=("mover tls")
+if [[ -n $has_tls_only ]]; then ways+=("mover tls-only"); fi
+ways+=("mover tcp" "tcp_copy" "scp_copy")
 for n in $(seq "$reps"); do
-  mover tls "$n"
-  if [[ -n $has_tls_only ]]; then mover tls-only "$n"; fi
-  mover tcp "$n"
-  tcp_copy "$n"
-  scp_copy "$n"
+  for ((j = 0; j < ${#ways[@]}; j++)); do
+    way=${ways[$(((j + n - 1) % ${#ways[@]}))]}
+    $way "$n"
+  done
 done
 
 m_tls=$(median <<<"${runs[mover-tls]}")
