@@ -60,6 +60,12 @@ enum WriteJob {
     Durable(SyncJob),
 }
 
+/// What the hasher passes on to the writer: digests stay with the hasher.
+enum WriterJob {
+    Write(Arc<File>, PathBuf, Vec<u8>),
+    Durable(SyncJob),
+}
+
 /// A durable point, run on the sync thread while the next chunks are received and written:
 /// fsync the files and directories, then (with `progress`) record the resume point.
 struct SyncJob {
@@ -179,7 +185,7 @@ impl Writer {
 
         // The hasher: digests every write, checks each file's digest at its end, and passes
         // writes and durable points on to the writer in order.
-        let (write_tx, write_rx) = sync_channel::<WriteJob>(WRITE_AHEAD);
+        let (write_tx, write_rx) = sync_channel::<WriterJob>(WRITE_AHEAD);
         let shared = Arc::clone(&failed);
         let hasher = std::thread::spawn(move || {
             let mut ctx = digest::Context::new(&digest::SHA256);
@@ -189,7 +195,7 @@ impl Writer {
                         if failed_of(&shared).is_none() {
                             ctx.update(&data);
                         }
-                        if write_tx.send(WriteJob::Write(f, path, data)).is_err() {
+                        if write_tx.send(WriterJob::Write(f, path, data)).is_err() {
                             return;
                         }
                     }
@@ -201,10 +207,10 @@ impl Writer {
                         }
                     }
                     WriteJob::Durable(job) => {
-                        if let Err(std::sync::mpsc::SendError(WriteJob::Durable(SyncJob {
+                        if let Err(std::sync::mpsc::SendError(WriterJob::Durable(SyncJob {
                             reply: Some(reply),
                             ..
-                        }))) = write_tx.send(WriteJob::Durable(job))
+                        }))) = write_tx.send(WriterJob::Durable(job))
                         {
                             let _ = reply.send(Err(staging_err("the writer thread stopped")));
                         }
@@ -219,16 +225,14 @@ impl Writer {
             let failed_now = || failed_of(&shared);
             for job in write_rx {
                 match job {
-                    WriteJob::Write(f, path, data) => {
+                    WriterJob::Write(f, path, data) => {
                         if failed_now().is_none() {
                             if let Err(e) = (&*f).write_all(&data) {
                                 fail(Failure::Io(path, e.kind(), e.to_string()));
                             }
                         }
                     }
-                    // Handled by the hasher, which does not pass them on.
-                    WriteJob::SetDigest(_) | WriteJob::EndFile { .. } => {}
-                    WriteJob::Durable(job) => {
+                    WriterJob::Durable(job) => {
                         if let Err(std::sync::mpsc::SendError(job)) = sync_tx.send(job) {
                             if let Some(reply) = job.reply {
                                 let _ = reply.send(Err(staging_err("the sync thread stopped")));
