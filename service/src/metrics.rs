@@ -15,6 +15,9 @@ pub struct Metrics {
     pub enrollments_ok: AtomicU64,
     pub enrollments_refused: AtomicU64,
     pub audit_errors: AtomicU64,
+    /// Group commits of concluded rounds, and the rounds they carried.
+    group_commits: AtomicU64,
+    group_committed_rounds: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
@@ -36,6 +39,13 @@ impl Metrics {
         self.count.fetch_add(1, Relaxed);
         self.sum_micros
             .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// One group commit of `rounds` concluded rounds.
+    pub fn observe_group_commit(&self, rounds: usize) {
+        self.group_commits.fetch_add(1, Relaxed);
+        self.group_committed_rounds
+            .fetch_add(u64::try_from(rounds).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// The exposition text; `nodes` is the count per state.
@@ -80,6 +90,26 @@ impl Metrics {
             o,
             "custody_audit_append_errors_total {}",
             self.audit_errors.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP custody_round_group_commits_total Store transactions that recorded concluded rounds (several rounds share one under load)."
+        );
+        let _ = writeln!(o, "# TYPE custody_round_group_commits_total counter");
+        let _ = writeln!(
+            o,
+            "custody_round_group_commits_total {}",
+            self.group_commits.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP custody_round_group_committed_total Concluded rounds those transactions recorded."
+        );
+        let _ = writeln!(o, "# TYPE custody_round_group_committed_total counter");
+        let _ = writeln!(
+            o,
+            "custody_round_group_committed_total {}",
+            self.group_committed_rounds.load(Relaxed)
         );
         let _ = writeln!(
             o,
@@ -131,5 +161,15 @@ mod tests {
         assert!(t.contains("custody_round_duration_seconds_bucket{le=\"0.025\"} 1\n"));
         assert!(t.contains("custody_rounds_total{outcome=\"failed\"} 1\n"));
         assert!(t.contains("custody_nodes{state=\"trusted\"} 1\n"));
+    }
+
+    #[test]
+    fn group_commits_count_transactions_and_rounds() {
+        let m = Metrics::default();
+        m.observe_group_commit(1);
+        m.observe_group_commit(3);
+        let t = m.render(&[], 0);
+        assert!(t.contains("custody_round_group_commits_total 2\n"), "{t}");
+        assert!(t.contains("custody_round_group_committed_total 4\n"), "{t}");
     }
 }

@@ -1122,11 +1122,7 @@ impl Service {
             evidence_sha256: a.evidence_sha256.clone(),
             input: Some(a.input.to_string()),
         };
-        let result_id = {
-            let _gate = self.db_writes();
-            self.store.record_round(&node, &record)
-        }?;
-        self.log(custody_audit::Entry::AttestationResult(serde_json::json!({
+        let entry = custody_audit::Entry::AttestationResult(serde_json::json!({
             "node": node.id,
             "name": node.name,
             "at": at,
@@ -1139,7 +1135,8 @@ impl Service {
             "reference": a.reference_source,
             "evidence_sha256": a.evidence_sha256,
             "ear_sha256": sha256_hex(&a.ear),
-        })));
+        }));
+        let result_id = self.commit_round(node.clone(), record, entry)?;
         let elapsed = started.elapsed();
         self.metrics.observe_round(passed, elapsed);
         if node.state != previous {

@@ -22,6 +22,9 @@ pub enum StoreError {
     /// removal cannot be undone by a late result.
     #[error("node `{0}` was removed")]
     NodeGone(String),
+    /// The transaction that carried this round with others failed; none was recorded.
+    #[error("the group commit failed: {0}")]
+    GroupCommit(String),
 }
 
 /// A node's life: enrolled -> trusted <-> failed -> revoked (terminal).
@@ -159,6 +162,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The node's new state and the round's result, in one transaction; returns the
     /// result id. [`StoreError::NodeGone`] when the node was removed meanwhile.
     fn record_round(&self, node: &NodeRecord, result: &ResultRecord) -> Result<i64, StoreError>;
+    /// Several rounds' [`Store::record_round`] at once (a group commit): one outcome per
+    /// round, in order. A round whose node is gone fails alone; the outer error is a
+    /// failure of the whole write, which then recorded none of them.
+    fn record_rounds(
+        &self,
+        rounds: &[(&NodeRecord, &ResultRecord)],
+    ) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
+        Ok(rounds.iter().map(|(n, r)| self.record_round(n, r)).collect())
+    }
     fn latest_result(&self, node_id: &str) -> Result<Option<ResultRecord>, StoreError>;
     fn results(&self, node_id: &str, limit: u32) -> Result<Vec<ResultRecord>, StoreError>;
     fn reference(&self, group: &str) -> Result<Option<Reference>, StoreError>;
@@ -425,6 +437,52 @@ fn put_node_in(conn: &rusqlite::Connection, n: &NodeRecord) -> Result<(), StoreE
     Ok(())
 }
 
+/// One round's writes inside the caller's transaction: the node's round-owned columns
+/// (an UPDATE, so a re-enrollment that landed while the round ran keeps its keys and
+/// endpoints, and the id and name indexes are not rewritten), then the result row.
+fn record_round_in(
+    conn: &rusqlite::Connection,
+    node: &NodeRecord,
+    result: &ResultRecord,
+) -> Result<i64, StoreError> {
+    let clock = node
+        .tpm_clock
+        .map(|c| serde_json::to_string(&c).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()?;
+    let updated = conn
+        .prepare_cached(
+            "UPDATE nodes SET state = ?2, reason = ?3, failures = ?4, tpm_clock = ?5, session_keys = ?6, last_round_at = ?7, updated_at = ?8 WHERE id = ?1",
+        )?
+        .execute(rusqlite::params![
+            node.id,
+            node.state.as_str(),
+            node.reason,
+            i64::from(node.failures),
+            clock,
+            node.session_keys,
+            node.last_round_at,
+            node.updated_at
+        ])?;
+    if updated == 0 {
+        return Err(StoreError::NodeGone(node.id.clone()));
+    }
+    let reasons = serde_json::to_string(&result.reasons).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO results (node_id, at, status, failed_check, reasons, ear, evidence_sha256, input) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(rusqlite::params![
+        result.node_id,
+        result.at,
+        result.status,
+        result.failed_check,
+        reasons,
+        result.ear,
+        result.evidence_sha256,
+        result.input
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
 fn migration_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MigrationRecord> {
     Ok(MigrationRecord {
         id: r.get(0)?,
@@ -474,36 +532,31 @@ impl Store for SqliteStore {
     }
 
     fn record_round(&self, node: &NodeRecord, result: &ResultRecord) -> Result<i64, StoreError> {
+        let mut out = self.record_rounds(&[(node, result)])?;
+        out.pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("no outcome for the round".into())))
+    }
+
+    fn record_rounds(
+        &self,
+        rounds: &[(&NodeRecord, &ResultRecord)],
+    ) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
         let mut conn = self.lock();
-        // IMMEDIATE: take the write lock before the read below. A deferred transaction
-        // would start as a reader, and upgrading it fails at once (SQLITE_BUSY, no busy
-        // wait) when the audit log's connection to the same file committed in between.
+        // IMMEDIATE: take the write lock at BEGIN. A deferred transaction starts as a
+        // reader, and upgrading it fails at once (SQLITE_BUSY, no busy wait) when the
+        // audit log's connection to the same file committed in between.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let exists = tx
-            .prepare_cached("SELECT 1 FROM nodes WHERE id = ?1")?
-            .exists([node.id.as_str()])?;
-        if !exists {
-            return Err(StoreError::NodeGone(node.id.clone()));
+        let mut out = Vec::with_capacity(rounds.len());
+        for (node, result) in rounds {
+            // A gone node writes nothing, so it fails alone; any SQLite error fails the
+            // whole transaction (and so every round in it).
+            match record_round_in(&tx, node, result) {
+                Err(StoreError::NodeGone(id)) => out.push(Err(StoreError::NodeGone(id))),
+                other => out.push(Ok(other?)),
+            }
         }
-        put_node_in(&tx, node)?;
-        let reasons =
-            serde_json::to_string(&result.reasons).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        tx.prepare_cached(
-            "INSERT INTO results (node_id, at, status, failed_check, reasons, ear, evidence_sha256, input) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(rusqlite::params![
-            result.node_id,
-            result.at,
-            result.status,
-            result.failed_check,
-            reasons,
-            result.ear,
-            result.evidence_sha256,
-            result.input
-        ])?;
-        let id = tx.last_insert_rowid();
         tx.commit()?;
-        Ok(id)
+        Ok(out)
     }
 
     fn latest_result(&self, node_id: &str) -> Result<Option<ResultRecord>, StoreError> {
@@ -716,6 +769,84 @@ mod tests {
             session_keys: Some("00".repeat(64)),
             move_endpoint: Some("127.0.0.1:7001".into()),
         }
+    }
+
+    fn result_for(node_id: &str, at: i64) -> ResultRecord {
+        ResultRecord {
+            id: 0,
+            node_id: node_id.into(),
+            at,
+            status: "affirming".into(),
+            failed_check: None,
+            reasons: vec![],
+            ear: vec![9; 4],
+            evidence_sha256: "00".into(),
+            input: Some("{}".into()),
+        }
+    }
+
+    /// A group commit records every round in order with its own id; a node removed
+    /// meanwhile fails alone and writes nothing, and the others still land.
+    #[test]
+    fn a_group_commit_records_each_round_and_a_gone_node_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("g.db")).unwrap();
+        for id in ["a", "c"] {
+            s.put_node(&node(id)).unwrap();
+        }
+        let mut a = node("a");
+        a.state = NodeState::Trusted;
+        a.last_round_at = Some(20);
+        let mut c = node("c");
+        c.state = NodeState::Failed;
+        c.failures = 1;
+        c.reason = Some("policy".into());
+        let (ra, rb, rc) = (result_for("a", 20), result_for("b", 20), result_for("c", 21));
+        let out = s
+            .record_rounds(&[(&a, &ra), (&node("b"), &rb), (&c, &rc)])
+            .unwrap();
+        assert_eq!(out.len(), 3);
+        let id_a = *out[0].as_ref().unwrap();
+        assert!(matches!(&out[1], Err(StoreError::NodeGone(id)) if id == "b"));
+        let id_c = *out[2].as_ref().unwrap();
+        assert!(id_c > id_a);
+        assert!(s.node("b").unwrap().is_none(), "a gone node is not brought back");
+        assert!(s.results("b", 10).unwrap().is_empty());
+        let got_a = s.node("a").unwrap().unwrap();
+        assert_eq!((got_a.state, got_a.last_round_at), (NodeState::Trusted, Some(20)));
+        let got_c = s.node("c").unwrap().unwrap();
+        assert_eq!(
+            (got_c.state, got_c.failures, got_c.reason.as_deref()),
+            (NodeState::Failed, 1, Some("policy"))
+        );
+        assert_eq!(s.latest_result("a").unwrap().unwrap().id, id_a);
+        assert_eq!(s.latest_result("c").unwrap().unwrap().id, id_c);
+    }
+
+    /// A round writes only what a round decides (state, failures, reason, clock, session
+    /// keys, times): a re-enrollment that landed while the round ran keeps its AK and
+    /// endpoints.
+    #[test]
+    fn a_round_does_not_overwrite_a_re_enrollment_that_landed_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+        let before = node("a");
+        s.put_node(&before).unwrap();
+        let mut enrolled_again = node("a");
+        enrolled_again.ak_public = vec![7, 7, 7];
+        enrolled_again.endpoint = "127.0.0.1:2".into();
+        enrolled_again.enrolled_at = 15;
+        s.put_node(&enrolled_again).unwrap();
+        // The round started from the record read before the re-enrollment.
+        let mut concluded = before.clone();
+        concluded.state = NodeState::Trusted;
+        concluded.updated_at = 16;
+        s.record_round(&concluded, &result_for("a", 16)).unwrap();
+        let got = s.node("a").unwrap().unwrap();
+        assert_eq!(got.ak_public, vec![7, 7, 7]);
+        assert_eq!(got.endpoint, "127.0.0.1:2");
+        assert_eq!(got.enrolled_at, 15);
+        assert_eq!((got.state, got.updated_at), (NodeState::Trusted, 16));
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub struct Report {
     /// audit entry was not written does not fail the round (the decision stands, the gap
     /// is counted), so the load generator reads the counter. None when unreadable.
     pub audit_errors: Option<u64>,
+    /// Rounds per store transaction over the verifier's life (its group commit), from
+    /// `custody_round_group_committed_total / custody_round_group_commits_total`.
+    pub rounds_per_commit: Option<f64>,
 }
 
 fn percentiles(v: &mut [u64]) -> Percentiles {
@@ -496,7 +499,15 @@ pub async fn run(opt: Options) -> Result<Report> {
     }
     let wall = start.elapsed().as_secs_f64();
     let cpu1 = (vpid.and_then(proc_cpu), proc_cpu(std::process::id()));
-    let audit_errors = audit_errors(&anon, &url).await;
+    let metrics = verifier_metrics(&anon, &url).await;
+    let audit_errors = metrics
+        .as_deref()
+        .and_then(|m| metric(m, "custody_audit_append_errors_total"));
+    let rounds_per_commit = metrics.as_deref().and_then(|m| {
+        let commits = metric(m, "custody_round_group_commits_total")?;
+        let rounds = metric(m, "custody_round_group_committed_total")?;
+        (commits > 0).then(|| rounds as f64 / commits as f64)
+    });
     drop(spawned);
 
     let mut total: Vec<u64> = times.iter().map(|t| t.nonce_us + t.evidence_us).collect();
@@ -520,17 +531,22 @@ pub async fn run(opt: Options) -> Result<Report> {
         loadgen_cpu: cpu_delta(cpu0.1, cpu1.1, wall).unwrap_or_default(),
         first_errors,
         audit_errors,
+        rounds_per_commit,
     })
 }
 
-/// `custody_audit_append_errors_total` from the verifier's `/metrics`.
-async fn audit_errors(anon: &HttpsClient, url: &str) -> Option<u64> {
+/// The verifier's `/metrics` text.
+async fn verifier_metrics(anon: &HttpsClient, url: &str) -> Option<String> {
     let r = anon
         .request(http::Method::GET, &format!("{url}/metrics"), None, vec![])
         .await
         .ok()?;
-    let text = String::from_utf8(r.body.to_vec()).ok()?;
+    String::from_utf8(r.body.to_vec()).ok()
+}
+
+/// One unlabelled counter from the metrics text.
+fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines()
-        .find_map(|l| l.strip_prefix("custody_audit_append_errors_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }

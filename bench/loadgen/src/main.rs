@@ -74,6 +74,9 @@ fn print(r: &Report, json: bool) -> Result<()> {
             "loadgen cpu: user {:.2} s sys {:.2} s = {:.2} cores; enrollment took {:.1} s",
             r.loadgen_cpu.user_s, r.loadgen_cpu.sys_s, r.loadgen_cpu.cores, r.enroll_s
         );
+        if let Some(n) = r.rounds_per_commit {
+            println!("verifier group commit: {n:.2} rounds per store transaction");
+        }
         for e in &r.first_errors {
             println!("error: {e}");
         }
