@@ -220,13 +220,21 @@ default proof_count := 0
 
 proof_count := count(locality.proofs)
 
-# Without proofs only `required` can refuse; with proofs, the bound and its strength.
-locality_deny(km, site_id, required, strong) := {msg |
+# The common case first, in a few instructions: proofs that bound the distance to the
+# site within `km`, and no strength the proofs lack. Otherwise, without proofs only
+# `required` can refuse; with proofs, the bound and its strength, with their reasons.
+locality_deny(km, site_id, required, strong) := set() if {
+	proof_count > 0
+	d := locality.upper_km[site_id]
+	is_number(d)
+	d <= km
+	not locality_weak(strong)
+} else := {msg |
 	required == true
 	msg := sprintf("%s: no locality proof was presented", [node])
-} if proof_count == 0
-
-locality_deny(km, site_id, required, strong) := (unbound | too_far) | weak if {
+} if {
+	proof_count == 0
+} else := (unbound | too_far) | weak if {
 	proof_count > 0
 	unbound := {msg |
 		not locality.upper_km[site_id]
@@ -238,10 +246,15 @@ locality_deny(km, site_id, required, strong) := (unbound | too_far) | weak if {
 		msg := sprintf("%s is proven only within %v km of site %s; the policy requires %v km", [node, round(d), site_id, km])
 	}
 	weak := {msg |
-		strong == true
-		locality.strong != true
+		locality_weak(strong)
 		msg := sprintf("%s: every locality proof is weak (session key in plain process memory)", [node])
 	}
+}
+
+# Strong proofs are required and the proofs are not strong.
+locality_weak(strong) if {
+	strong == true
+	locality.strong != true
 }
 
 # ---------------------------------------------------------------------------

@@ -236,9 +236,9 @@ fn vm_instructions_per_decision_stay_bounded() {
     let input: serde_json::Value = serde_json::from_str(include_str!("fixtures/node-fr-pass.json")).unwrap();
     for (name, bound) in [
         ("default", 320),
-        ("eu-sovereign", 600),
-        ("secnumcloud", 650),
-        ("defense-restricted", 700),
+        ("eu-sovereign", 590),
+        ("secnumcloud", 630),
+        ("defense-restricted", 685),
     ] {
         let p = Policy::shipped(name).unwrap();
         let n = p.instructions(&input).unwrap();
@@ -254,5 +254,52 @@ fn vm_instructions_per_decision_stay_bounded() {
             p.evaluate_value_within(value, Some(n)).unwrap(),
             p.evaluate(&input).unwrap()
         );
+    }
+}
+
+/// The locality check's fast path (a bound within the limit, no missing strength) must
+/// not stand in for the no-proof case: distances without proofs still mean "no proof"
+/// when a proof is required, and the interpreter agrees with the RVM on every variant.
+#[test]
+fn locality_fast_path_decides_as_the_full_check() {
+    let base = load("node-fr-pass.json");
+    let strict = json!({"custody": {"params": {"require_locality": true, "locality_km": 100}}});
+    let mut no_proofs = base.clone();
+    no_proofs["locality"]["proofs"] = json!([]);
+    let mut far = base.clone();
+    far["locality"]["upper_km"]["par-1"] = json!(250.0);
+    let mut weak = base.clone();
+    weak["locality"]["strong"] = json!(false);
+    for (input, data, allow, reason) in [
+        (&base, strict.clone(), true, None),
+        (
+            &no_proofs,
+            strict.clone(),
+            false,
+            Some("no locality proof was presented"),
+        ),
+        (
+            &far,
+            strict.clone(),
+            false,
+            Some("proven only within 250 km of site par-1"),
+        ),
+        (&weak, strict, true, None),
+    ] {
+        for name in ["eu-sovereign", "defense-restricted"] {
+            let p = Policy::shipped_with_data(name, data.clone()).unwrap();
+            let d = p.evaluate(input).unwrap();
+            assert_eq!(
+                p.evaluate_cloned(input).unwrap(),
+                d,
+                "{name}: interpreter and RVM differ"
+            );
+            if name == "eu-sovereign" {
+                assert_eq!(d.allow, allow, "{:?}", d.reasons);
+                if let Some(r) = reason {
+                    assert!(d.reasons.iter().any(|x| x.contains(r)), "{:?}", d.reasons);
+                }
+            }
+        }
     }
 }
