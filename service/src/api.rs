@@ -306,8 +306,8 @@ async fn push_evidence(
         Ok(id) => id,
         Err(r) => return r,
     };
-    match blocking(move || svc.appraise_pushed(&id, &body)).await {
-        Ok(Ok((s, ear))) => cbor(
+    match svc.push_round(id, body).await {
+        Ok((s, ear)) => cbor(
             StatusCode::OK,
             "push result",
             &wire::PushResult {
@@ -316,14 +316,13 @@ async fn push_evidence(
                 ear,
             },
         ),
-        Ok(Err(e)) => refusal(
+        Err(e) => refusal(
             StatusCode::FORBIDDEN,
             &Refusal {
                 check: "node".into(),
                 detail: e.to_string(),
             },
         ),
-        Err(r) => r,
     }
 }
 

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod commit;
 pub mod config;
 pub mod enroll;
 pub mod events;
@@ -96,17 +97,15 @@ pub struct Service {
     pub migrations: migrate::Migrations,
     /// See [`Service::db_writes`].
     db_writes: Mutex<()>,
-    /// Rounds waiting for the next group commit (see [`Service::commit_round`]).
-    round_queue: Mutex<Vec<QueuedRound>>,
+    /// Concluded rounds waiting for the writer thread's next group commit ([`commit`]).
+    commits: Arc<commit::Queue>,
 }
 
-/// A concluded round's writes, waiting for a group commit, and where its outcome goes.
-#[derive(Debug)]
-struct QueuedRound {
-    node: store::NodeRecord,
-    record: store::ResultRecord,
-    audit: custody_audit::Entry,
-    done: std::sync::mpsc::SyncSender<Result<i64, store::StoreError>>,
+impl Drop for Service {
+    fn drop(&mut self) {
+        // The writer thread answers what is queued, then ends.
+        self.commits.close();
+    }
 }
 
 fn load_or_create_key<T>(
@@ -248,8 +247,9 @@ impl Service {
             in_flight: Mutex::new(Default::default()),
             migrations: migrate::Migrations::default(),
             db_writes: Mutex::new(()),
-            round_queue: Mutex::new(Vec::new()),
+            commits: Arc::default(),
         });
+        commit::start(&svc).map_err(|e| ServiceError::Core(format!("cannot start the round writer: {e}")))?;
         svc.load_registry()?;
         svc.note_policy()?;
         Ok(svc)
@@ -373,53 +373,43 @@ impl Service {
     }
 
     /// Record a concluded round (the node's new state and its result) and append its
-    /// audit entry, in a group commit: the round joins a queue, then waits for the write
-    /// gate; whoever holds the gate next writes every queued round in one store
-    /// transaction and their entries in one audit transaction. Under load a round's
-    /// writes mostly ride along with others', so the per-commit costs (locks, WAL frames
-    /// of the pages every round touches, syscalls) are paid once per batch, and a thread
-    /// that waited at the gate finds its work done instead of doing it in turn.
-    /// Returns the result id; [`store::StoreError::NodeGone`] for a node removed while
-    /// the round ran (its entry is then not appended).
-    pub(crate) fn commit_round(
-        &self,
-        node: store::NodeRecord,
-        record: store::ResultRecord,
-        audit: custody_audit::Entry,
-    ) -> Result<i64, ServiceError> {
+    /// audit entry, through the writer thread's group commit ([`commit`]); blocks until
+    /// it is written. Returns the result id; [`store::StoreError::NodeGone`] for a node
+    /// removed while the round ran (its entry is then not appended). Must not be called
+    /// while holding the write gate (the writer needs it).
+    pub(crate) fn commit_round(&self, write: commit::RoundWrite) -> Result<i64, ServiceError> {
         let (done, outcome) = std::sync::mpsc::sync_channel(1);
-        self.round_queue().push(QueuedRound {
-            node,
-            record,
-            audit,
-            done,
-        });
-        let _gate = self.db_writes();
-        // Written by the previous holder of the gate? (It sends before releasing it.)
-        if let Ok(r) = outcome.try_recv() {
-            return r.map_err(ServiceError::from);
-        }
-        // Not yet, so it is still queued: this thread writes the queue, its own included.
-        let batch = std::mem::take(&mut *self.round_queue());
-        self.write_rounds(batch);
+        self.queue_round(write, commit::Done::Blocking(done))?;
         outcome
-            .try_recv()
-            .map_err(|_| ServiceError::Core("the group commit lost a round's outcome".into()))?
+            .recv()
+            .map_err(|_| ServiceError::Core("the round's group commit was lost".into()))?
             .map_err(ServiceError::from)
     }
 
-    fn round_queue(&self) -> MutexGuard<'_, Vec<QueuedRound>> {
-        // Pushes and takes only: a panic cannot leave it half changed.
-        self.round_queue.lock().unwrap_or_else(|p| p.into_inner())
+    /// [`Service::commit_round`] for async callers: the calling thread is free while the
+    /// writer works.
+    pub(crate) async fn commit_round_async(&self, write: commit::RoundWrite) -> Result<i64, ServiceError> {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.queue_round(write, commit::Done::Async(done))?;
+        outcome
+            .await
+            .map_err(|_| ServiceError::Core("the round's group commit was lost".into()))?
+            .map_err(ServiceError::from)
+    }
+
+    fn queue_round(&self, write: commit::RoundWrite, done: commit::Done) -> Result<(), ServiceError> {
+        self.commits
+            .push(commit::Queued { write, done })
+            .map_err(|_| ServiceError::Core("the verifier is shutting down: round not recorded".into()))
     }
 
     /// One group commit; the caller holds the write gate.
-    fn write_rounds(&self, batch: Vec<QueuedRound>) {
+    pub(crate) fn write_rounds(&self, batch: Vec<commit::Queued>) {
         if batch.is_empty() {
             return;
         }
         let pairs: Vec<(&store::NodeRecord, &store::ResultRecord)> =
-            batch.iter().map(|q| (&q.node, &q.record)).collect();
+            batch.iter().map(|q| (&q.write.node, &q.write.record)).collect();
         let outcomes = self.store.record_rounds(&pairs);
         drop(pairs);
         self.metrics.observe_group_commit(batch.len());
@@ -449,7 +439,7 @@ impl Service {
         let mut replies = Vec::with_capacity(batch.len());
         for (q, outcome) in batch.into_iter().zip(outcomes) {
             if outcome.is_ok() {
-                entries.push(q.audit);
+                entries.push(q.write.audit);
             }
             replies.push((q.done, outcome));
         }
@@ -462,9 +452,7 @@ impl Service {
             }
         }
         for (done, outcome) in replies {
-            // The channel has room for this one outcome; a waiter that is gone (it
-            // cannot be: it holds the receiver until it has read) loses nothing else.
-            let _ = done.try_send(outcome);
+            done.send(outcome);
         }
     }
 
@@ -724,6 +712,14 @@ mod tests {
         }
     }
 
+    fn write(id: &str) -> commit::RoundWrite {
+        commit::RoundWrite {
+            node: node(id),
+            record: result(id),
+            audit: custody_audit::Entry::AttestationResult(serde_json::json!({"node": id})),
+        }
+    }
+
     fn metric(svc: &Service, name: &str) -> u64 {
         let text = svc.metrics.render(&[], 0);
         text.lines()
@@ -733,9 +729,10 @@ mod tests {
             .unwrap()
     }
 
-    /// Rounds that conclude while another write holds the gate queue up, and the first
-    /// of them to get the gate writes them all in one group commit: each gets its own
-    /// result id and audit entry; a node removed meanwhile fails alone, without an entry.
+    /// Rounds that conclude while another write holds the gate queue up, and the writer
+    /// thread, once it has the gate, writes them all in one group commit: each gets its
+    /// own result id and audit entry; a node removed meanwhile fails alone, without an
+    /// entry. Async waiters are answered the same way, and a closed service refuses.
     #[test]
     fn rounds_queued_behind_the_write_gate_share_one_group_commit() {
         let d = tempfile::tempdir().unwrap();
@@ -751,14 +748,11 @@ mod tests {
             .iter()
             .map(|id| {
                 let (svc, id) = (svc.clone(), id.clone());
-                std::thread::spawn(move || {
-                    let entry = custody_audit::Entry::AttestationResult(serde_json::json!({"node": id}));
-                    svc.commit_round(node(&id), result(&id), entry)
-                })
+                std::thread::spawn(move || svc.commit_round(write(&id)))
             })
             .collect();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while svc.round_queue().len() < ids.len() {
+        while svc.commits.len() < ids.len() {
             assert!(std::time::Instant::now() < deadline, "rounds did not queue");
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -782,10 +776,21 @@ mod tests {
         assert_eq!(metric(&svc, "custody_audit_append_errors_total"), 0);
 
         // Alone, a round is its own group commit.
-        let entry = custody_audit::Entry::AttestationResult(serde_json::json!({"node": "n0"}));
-        svc.commit_round(node("n0"), result("n0"), entry).unwrap();
+        svc.commit_round(write("n0")).unwrap();
         assert_eq!(metric(&svc, "custody_round_group_commits_total"), 2);
         assert_eq!(svc.audit().size(), entries_before + 8);
+
+        // An async waiter, on a runtime of its own.
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let id = rt.block_on(svc.commit_round_async(write("n1"))).unwrap();
+        assert!(id > *result_ids.last().unwrap());
+        assert_eq!(svc.store.results("n1", 5).unwrap().len(), 2);
+        assert_eq!(metric(&svc, "custody_round_group_committed_total"), 10);
+
+        // Once closed (as on drop), a round is refused, not left waiting.
+        svc.commits.close();
+        let e = svc.commit_round(write("n2")).unwrap_err().to_string();
+        assert!(e.contains("shutting down"), "{e}");
     }
 
     fn with_rims(dir: &Path, rims: &Path) -> Config {

@@ -90,6 +90,17 @@ pub enum Arrived<'a> {
     },
 }
 
+/// A round appraised and its node's new state decided, waiting for its writes.
+#[derive(Debug)]
+pub(crate) struct Concluding {
+    node: NodeRecord,
+    previous: NodeState,
+    passed: bool,
+    a: Appraisal,
+    at: i64,
+    started: Instant,
+}
+
 /// The appraisal of one round, before it is stored.
 #[derive(Debug, Clone)]
 pub struct Appraisal {
@@ -982,13 +993,45 @@ impl Service {
         }
     }
 
-    /// Push mode: appraise a bundle the node sent with a nonce it asked for.
-    #[tracing::instrument(skip(self, bundle), fields(node = %node_id))]
+    /// Push mode: appraise a bundle the node sent with a nonce it asked for, and record
+    /// it (blocking until written).
     pub fn appraise_pushed(
         &self,
         node_id: &str,
         bundle: &[u8],
     ) -> Result<(RoundSummary, Vec<u8>), ServiceError> {
+        let (concluding, write) = self.prepare_pushed(node_id, bundle)?;
+        let result_id = self.commit_round(write)?;
+        self.finish_conclusion(concluding, result_id)
+    }
+
+    /// Push mode as the API runs it: the appraisal on a blocking thread, then the
+    /// group commit awaited without holding that thread, then the rest.
+    pub async fn push_round(
+        self: Arc<Self>,
+        node_id: String,
+        bundle: axum::body::Bytes,
+    ) -> Result<(RoundSummary, Vec<u8>), ServiceError> {
+        let svc = self.clone();
+        let (concluding, write) = tokio::task::spawn_blocking(move || svc.prepare_pushed(&node_id, &bundle))
+            .await
+            .map_err(|e| ServiceError::Core(format!("appraisal task: {e}")))??;
+        let result_id = self.commit_round_async(write).await?;
+        if concluding.node.state == concluding.previous {
+            // No event and no revocation entry to write: nothing here blocks.
+            return self.finish_conclusion(concluding, result_id);
+        }
+        tokio::task::spawn_blocking(move || self.finish_conclusion(concluding, result_id))
+            .await
+            .map_err(|e| ServiceError::Core(format!("round task: {e}")))?
+    }
+
+    #[tracing::instrument(skip(self, bundle), fields(node = %node_id))]
+    fn prepare_pushed(
+        &self,
+        node_id: &str,
+        bundle: &[u8],
+    ) -> Result<(Concluding, crate::commit::RoundWrite), ServiceError> {
         let started = Instant::now();
         let node = self
             .store
@@ -999,7 +1042,7 @@ impl Service {
         let nonce = match EvidenceBundle::from_cbor(bundle) {
             Ok(b) => b.nonce,
             Err(e) => {
-                return self.conclude_with_ear(
+                return self.prepare_conclusion(
                     node,
                     Nonce([0; 32]),
                     Arrived::Nothing {
@@ -1019,9 +1062,9 @@ impl Service {
             },
         };
         // Push rounds carry no locality proof: the verifier measures only rounds it pulls.
-        // This round's own EAR (not re-read from the store: another round of the same
-        // node may have been stored meanwhile, and the read cost 7 % of a round).
-        self.conclude_with_ear(node, nonce, arrived, &Extras::default(), started)
+        // This round's own EAR is returned (not re-read from the store: another round of
+        // the same node may have been stored meanwhile, and the read cost 7 % of a round).
+        self.prepare_conclusion(node, nonce, arrived, &Extras::default(), started)
     }
 
     /// Appraise, store, move the node's state, log and emit.
@@ -1040,12 +1083,27 @@ impl Service {
     /// Appraise, store, move the node's state, log and emit; the summary and the EAR.
     fn conclude_with_ear(
         &self,
-        mut node: NodeRecord,
+        node: NodeRecord,
         nonce: Nonce,
         arrived: Arrived<'_>,
         extras: &Extras,
         started: Instant,
     ) -> Result<(RoundSummary, Vec<u8>), ServiceError> {
+        let (concluding, write) = self.prepare_conclusion(node, nonce, arrived, extras, started)?;
+        let result_id = self.commit_round(write)?;
+        self.finish_conclusion(concluding, result_id)
+    }
+
+    /// Appraise and decide the node's new state: what the round will write, and what is
+    /// left to do once it is written ([`Service::finish_conclusion`]).
+    fn prepare_conclusion(
+        &self,
+        mut node: NodeRecord,
+        nonce: Nonce,
+        arrived: Arrived<'_>,
+        extras: &Extras,
+        started: Instant,
+    ) -> Result<(Concluding, crate::commit::RoundWrite), ServiceError> {
         let at = now();
         let reference = self.store.reference(&node.group)?;
         let a = self
@@ -1136,7 +1194,39 @@ impl Service {
             "evidence_sha256": a.evidence_sha256,
             "ear_sha256": sha256_hex(&a.ear),
         }));
-        let result_id = self.commit_round(node.clone(), record, entry)?;
+        let write = crate::commit::RoundWrite {
+            node: node.clone(),
+            record,
+            audit: entry,
+        };
+        Ok((
+            Concluding {
+                node,
+                previous,
+                passed,
+                a,
+                at,
+                started,
+            },
+            write,
+        ))
+    }
+
+    /// After the round's writes: metrics, the state-change event (and the revocation's
+    /// audit entry), the log line, the summary.
+    fn finish_conclusion(
+        &self,
+        c: Concluding,
+        result_id: i64,
+    ) -> Result<(RoundSummary, Vec<u8>), ServiceError> {
+        let Concluding {
+            node,
+            previous,
+            passed,
+            a,
+            at,
+            started,
+        } = c;
         let elapsed = started.elapsed();
         self.metrics.observe_round(passed, elapsed);
         if node.state != previous {
