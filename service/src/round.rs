@@ -898,7 +898,11 @@ impl Service {
             Arrived::Bundle(b) => self.measure_locality(&node, b).await,
             Arrived::Nothing { .. } => Extras::default(),
         };
-        self.conclude(node, nonce, arrived, &extras, started)
+        // The appraisal runs here, as before; the commit is awaited without blocking
+        // this worker thread.
+        let (concluding, write) = self.prepare_conclusion(node, nonce, arrived, &extras, started)?;
+        let result_id = self.commit_round_async(write).await?;
+        self.finish_conclusion(concluding, result_id).map(|(s, _)| s)
     }
 
     /// Locality proofs for the session key the bundle names: this verifier's own
@@ -1065,33 +1069,6 @@ impl Service {
         // This round's own EAR is returned (not re-read from the store: another round of
         // the same node may have been stored meanwhile, and the read cost 7 % of a round).
         self.prepare_conclusion(node, nonce, arrived, &Extras::default(), started)
-    }
-
-    /// Appraise, store, move the node's state, log and emit.
-    fn conclude(
-        &self,
-        node: NodeRecord,
-        nonce: Nonce,
-        arrived: Arrived<'_>,
-        extras: &Extras,
-        started: Instant,
-    ) -> Result<RoundSummary, ServiceError> {
-        self.conclude_with_ear(node, nonce, arrived, extras, started)
-            .map(|(s, _)| s)
-    }
-
-    /// Appraise, store, move the node's state, log and emit; the summary and the EAR.
-    fn conclude_with_ear(
-        &self,
-        node: NodeRecord,
-        nonce: Nonce,
-        arrived: Arrived<'_>,
-        extras: &Extras,
-        started: Instant,
-    ) -> Result<(RoundSummary, Vec<u8>), ServiceError> {
-        let (concluding, write) = self.prepare_conclusion(node, nonce, arrived, extras, started)?;
-        let result_id = self.commit_round(write)?;
-        self.finish_conclusion(concluding, result_id)
     }
 
     /// Appraise and decide the node's new state: what the round will write, and what is
