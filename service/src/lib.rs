@@ -677,25 +677,7 @@ mod tests {
     }
 
     fn node(id: &str) -> store::NodeRecord {
-        store::NodeRecord {
-            id: id.into(),
-            name: format!("name-{id}"),
-            group: "default".into(),
-            endpoint: "127.0.0.1:1".into(),
-            state: store::NodeState::Trusted,
-            reason: None,
-            ek_cert_sha256: None,
-            ek_public: vec![1],
-            ak_public: vec![2],
-            enrolled_at: 1,
-            updated_at: 1,
-            last_round_at: None,
-            failures: 0,
-            tpm_clock: None,
-            locality_endpoint: None,
-            session_keys: None,
-            move_endpoint: None,
-        }
+        store::NodeRecord::sample(id)
     }
 
     fn result(id: &str) -> store::ResultRecord {

@@ -1308,30 +1308,16 @@ pub async fn schedule(svc: Arc<Service>, mut stop: tokio::sync::watch::Receiver<
 #[cfg(test)]
 mod locality_tests {
     use super::*;
-    use crate::store::NodeState;
     use custody_locality::{LandmarkKey, LandmarkStatement, PinnedLandmark};
 
     const SESSION: [u8; 32] = [7; 32];
 
     fn node() -> NodeRecord {
         NodeRecord {
-            id: "node-1".into(),
             name: "n1".into(),
             group: "g".into(),
-            endpoint: "127.0.0.1:1".into(),
-            state: NodeState::Trusted,
-            reason: None,
-            ek_cert_sha256: None,
-            ek_public: vec![1],
-            ak_public: vec![2],
-            enrolled_at: 1,
-            updated_at: 1,
-            last_round_at: None,
-            failures: 0,
-            tpm_clock: None,
             locality_endpoint: Some("127.0.0.1:2".into()),
-            session_keys: None,
-            move_endpoint: None,
+            ..NodeRecord::sample("node-1")
         }
     }
 

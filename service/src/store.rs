@@ -483,6 +483,32 @@ fn record_round_in(
     Ok(conn.last_insert_rowid())
 }
 
+/// A plain trusted node for unit tests elsewhere in the crate.
+#[cfg(test)]
+impl NodeRecord {
+    pub(crate) fn sample(id: &str) -> Self {
+        NodeRecord {
+            id: id.into(),
+            name: format!("name-{id}"),
+            group: "default".into(),
+            endpoint: "127.0.0.1:1".into(),
+            state: NodeState::Trusted,
+            reason: None,
+            ek_cert_sha256: None,
+            ek_public: vec![1],
+            ak_public: vec![2],
+            enrolled_at: 1,
+            updated_at: 1,
+            last_round_at: None,
+            failures: 0,
+            tpm_clock: None,
+            locality_endpoint: None,
+            session_keys: None,
+            move_endpoint: None,
+        }
+    }
+}
+
 fn migration_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MigrationRecord> {
     Ok(MigrationRecord {
         id: r.get(0)?,
