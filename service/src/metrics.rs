@@ -51,11 +51,12 @@ impl Metrics {
     /// The exposition text; `nodes` is the count per state.
     pub fn render(&self, nodes: &[(&str, usize)], nonces: usize) -> String {
         let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "# HELP custody_rounds_total Attestation rounds appraised, by outcome."
+        head(
+            &mut o,
+            "custody_rounds_total",
+            "Attestation rounds appraised, by outcome.",
+            "counter",
         );
-        let _ = writeln!(o, "# TYPE custody_rounds_total counter");
         let _ = writeln!(
             o,
             "custody_rounds_total{{outcome=\"passed\"}} {}",
@@ -66,11 +67,12 @@ impl Metrics {
             "custody_rounds_total{{outcome=\"failed\"}} {}",
             self.rounds_failed.load(Relaxed)
         );
-        let _ = writeln!(
-            o,
-            "# HELP custody_enrollments_total Enrollment attempts, by outcome."
+        head(
+            &mut o,
+            "custody_enrollments_total",
+            "Enrollment attempts, by outcome.",
+            "counter",
         );
-        let _ = writeln!(o, "# TYPE custody_enrollments_total counter");
         let _ = writeln!(
             o,
             "custody_enrollments_total{{outcome=\"enrolled\"}} {}",
@@ -81,41 +83,30 @@ impl Metrics {
             "custody_enrollments_total{{outcome=\"refused\"}} {}",
             self.enrollments_refused.load(Relaxed)
         );
-        let _ = writeln!(
-            o,
-            "# HELP custody_audit_append_errors_total Audit log appends that failed."
+        counter(
+            &mut o,
+            "custody_audit_append_errors_total",
+            "Audit log appends that failed.",
+            self.audit_errors.load(Relaxed),
         );
-        let _ = writeln!(o, "# TYPE custody_audit_append_errors_total counter");
-        let _ = writeln!(
-            o,
-            "custody_audit_append_errors_total {}",
-            self.audit_errors.load(Relaxed)
+        counter(
+            &mut o,
+            "custody_round_group_commits_total",
+            "Store transactions that recorded concluded rounds (several rounds share one under load).",
+            self.group_commits.load(Relaxed),
         );
-        let _ = writeln!(
-            o,
-            "# HELP custody_round_group_commits_total Store transactions that recorded concluded rounds (several rounds share one under load)."
+        counter(
+            &mut o,
+            "custody_round_group_committed_total",
+            "Concluded rounds those transactions recorded.",
+            self.group_committed_rounds.load(Relaxed),
         );
-        let _ = writeln!(o, "# TYPE custody_round_group_commits_total counter");
-        let _ = writeln!(
-            o,
-            "custody_round_group_commits_total {}",
-            self.group_commits.load(Relaxed)
+        head(
+            &mut o,
+            "custody_round_duration_seconds",
+            "Time from nonce to stored result.",
+            "histogram",
         );
-        let _ = writeln!(
-            o,
-            "# HELP custody_round_group_committed_total Concluded rounds those transactions recorded."
-        );
-        let _ = writeln!(o, "# TYPE custody_round_group_committed_total counter");
-        let _ = writeln!(
-            o,
-            "custody_round_group_committed_total {}",
-            self.group_committed_rounds.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP custody_round_duration_seconds Time from nonce to stored result."
-        );
-        let _ = writeln!(o, "# TYPE custody_round_duration_seconds histogram");
         for (b, le) in self.buckets.iter().zip(BUCKETS) {
             let _ = writeln!(
                 o,
@@ -136,14 +127,27 @@ impl Metrics {
         for (state, n) in nodes {
             let _ = writeln!(o, "custody_nodes{{state=\"{state}\"}} {n}");
         }
-        let _ = writeln!(
-            o,
-            "# HELP custody_nonces_outstanding Issued nonces not yet used or expired."
+        head(
+            &mut o,
+            "custody_nonces_outstanding",
+            "Issued nonces not yet used or expired.",
+            "gauge",
         );
-        let _ = writeln!(o, "# TYPE custody_nonces_outstanding gauge");
         let _ = writeln!(o, "custody_nonces_outstanding {nonces}");
         o
     }
+}
+
+/// An unlabelled counter: its header and its one sample.
+fn counter(o: &mut String, name: &str, help: &str, value: u64) {
+    head(o, name, help, "counter");
+    let _ = writeln!(o, "{name} {value}");
+}
+
+/// The `# HELP` and `# TYPE` lines that open a metric family.
+fn head(o: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]
