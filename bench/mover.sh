@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Move throughput on this machine, one file, five ways, all in one run:
+# Move throughput on this machine, one file, six ways, all in one run:
 #   (a) the mover's wire protocol between two custody-movepeer processes on loopback, as
 #       the agents run it: control messages over mutual TLS, the AEAD-sealed chunks on a
 #       second plain TCP connection bound to the TLS session by an exporter token (ticket
@@ -11,6 +11,11 @@
 #       authentication: a baseline only)
 #   (c) a plain TCP file copy, socket to file through 1 MiB buffers, fsync, ack (the
 #       ceiling; std::io::copy reads a socket 8 KiB at a time, a third slower here)
+#   (c') for reference, the same copy writing as the mover's destination does: aligned
+#       O_DIRECT writes past the page cache (on the receiving thread; skipped for a
+#       binary without `tcp-serve --direct`). The mover's destination writes this way
+#       (`serve --buffered-writes` turns it off), so (c') shows how much of the mover's
+#       figure against (c) is that choice
 #   (d) scp through a private sshd on 127.0.0.1 (then `sync`)
 # Each is repeated (default 3 times) and the median MB/s reported (MB = 10^6 bytes). The
 # mover's seconds include A checking the ticket and the files' sizes against the
@@ -129,6 +134,21 @@ tcp_copy() {
   rm -f "$work/copy.bin"
 }
 
+# For reference: the plain copy writing as the mover's destination does (aligned writes
+# past the page cache), so a reader can see how much of the mover's figure is that.
+tcp_copy_direct() {
+  settle
+  start "$bin" tcp-serve --listen 127.0.0.1:0 --out "$work/copy.bin" --direct
+  local json
+  json=$("$bin" tcp-send --to "$addr" --file "$file")
+  wait "$srv"
+  echo "   tcp-direct #$1: $json" >&2
+  runs[tcp-direct]+=" $(mbps <<<"$json")"
+  rm -f "$work/copy.bin"
+}
+has_tcp_direct=
+if "$bin" tcp-serve --help | grep -q -- '--direct'; then has_tcp_direct=1; fi
+
 ssh_port=
 start_sshd() {
   local d=$work/ssh
@@ -188,7 +208,9 @@ echo "== measuring, $reps runs each, interleaved, order rotating" >&2
 # often the slowest of its kind, whichever it was).
 ways=("mover tls")
 if [[ -n $has_tls_only ]]; then ways+=("mover tls-only"); fi
-ways+=("mover tcp" "tcp_copy" "scp_copy")
+ways+=("mover tcp" "tcp_copy")
+if [[ -n $has_tcp_direct ]]; then ways+=("tcp_copy_direct"); fi
+ways+=("scp_copy")
 for n in $(seq "$reps"); do
   for ((j = 0; j < ${#ways[@]}; j++)); do
     way=${ways[$(((j + n - 1) % ${#ways[@]}))]}
@@ -214,6 +236,9 @@ else
 fi
 printf '  %-34s %10s  %s\n' "mover, one plain TCP connection" "$m_tcp" "${runs[mover-tcp]}"
 printf '  %-34s %10s  %s\n' "TCP copy + fsync" "$tcp" "${runs[tcp]}"
+if [[ -n $has_tcp_direct ]]; then
+  printf '  %-34s %10s  %s\n' "TCP copy, O_DIRECT writes + fsync" "$(median <<<"${runs[tcp-direct]}")" "${runs[tcp-direct]}"
+fi
 printf '  %-34s %10s  %s\n' "scp + sync" "$scp" "${runs[scp]}"
 echo "  mover/tcp $(ratio "$m_tls" "$tcp"), mover/scp $(ratio "$m_tls" "$scp"), mover one plain TCP connection / mover $(ratio "$m_tcp" "$m_tls")"
 if [[ -n $has_tls_only ]]; then

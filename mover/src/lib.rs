@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chips;
+pub mod direct;
 pub mod error;
 pub mod export;
 pub mod keywrap;

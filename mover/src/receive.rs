@@ -9,6 +9,7 @@
 //! checkpoint is never half-visible; a damaged or incomplete stream leaves the target
 //! absent and the staging directory holding only authenticated bytes.
 
+use crate::direct::Staged;
 use crate::error::MoverError;
 use crate::keywrap::DataKey;
 use crate::manifest::{join, sha256_of, Manifest};
@@ -20,12 +21,15 @@ use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
 /// Plaintext chunks queued for the hasher thread, and again between it and the writer.
 const WRITE_AHEAD: usize = 4;
+
+/// Spent chunk buffers kept for reuse: the chunks in flight in the pipeline, and two more.
+const SPARE_BUFFERS: usize = 2 * WRITE_AHEAD + 2;
 
 /// Completed files held open for the next durable point's fsync, at most.
 const MAX_UNSYNCED: usize = 256;
@@ -154,6 +158,11 @@ struct Writer {
     failed: SharedFailure,
     /// The last durable point the sync thread recorded.
     durable: Arc<AtomicU64>,
+    /// Chunk buffers the writer is done with, for the next frames (no fresh 1 MiB
+    /// allocation, page faults and zeroing per chunk: 3 % of a move's CPU here).
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Files opened from now on are written past the page cache where possible.
+    direct: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -219,26 +228,58 @@ impl Writer {
             }
         });
 
+        // The writer: each file's bytes through a `direct::Staged` (past the page cache
+        // where the filesystem allows), every durable point preceded by a flush; spent
+        // chunk buffers go back to the connection's thread for the next frames.
         let shared = Arc::clone(&failed);
+        let (spare_tx, spare) = sync_channel::<Vec<u8>>(SPARE_BUFFERS);
+        let direct = Arc::new(AtomicBool::new(true));
+        let use_direct = Arc::clone(&direct);
         let handle = std::thread::spawn(move || {
-            let fail = |f: Failure| fail_of(&shared, f);
+            let fail = |e: MoverError| fail_of(&shared, Failure::of(&e));
             let failed_now = || failed_of(&shared);
+            let mut cur: Option<Staged> = None;
             for job in write_rx {
                 match job {
-                    WriterJob::Write(f, path, data) => {
+                    WriterJob::Write(f, path, mut data) => {
                         if failed_now().is_none() {
-                            if let Err(e) = (&*f).write_all(&data) {
-                                fail(Failure::Io(path, e.kind(), e.to_string()));
+                            let r = (|| {
+                                let s = match cur.take() {
+                                    Some(s) if s.is(&f) => s,
+                                    other => {
+                                        if let Some(mut done) = other {
+                                            done.flush()?;
+                                        }
+                                        Staged::open(f, &path, use_direct.load(Ordering::Relaxed))?
+                                    }
+                                };
+                                cur.insert(s).write(&data)
+                            })();
+                            if let Err(e) = r {
+                                fail(e);
                             }
                         }
+                        data.clear();
+                        let _ = spare_tx.try_send(data);
                     }
                     WriterJob::Durable(job) => {
+                        if failed_now().is_none() {
+                            if let Some(Err(e)) = cur.as_mut().map(Staged::flush) {
+                                fail(e);
+                            }
+                        }
                         if let Err(std::sync::mpsc::SendError(job)) = sync_tx.send(job) {
                             if let Some(reply) = job.reply {
                                 let _ = reply.send(Err(staging_err("the sync thread stopped")));
                             }
                         }
                     }
+                }
+            }
+            // Queued writes all reach the file before a resume of the same staging reads it.
+            if failed_now().is_none() {
+                if let Some(Err(e)) = cur.as_mut().map(Staged::flush) {
+                    fail(e);
                 }
             }
         });
@@ -249,6 +290,8 @@ impl Writer {
             syncer: Some(syncer),
             failed,
             durable,
+            spare,
+            direct,
         }
     }
 
@@ -533,6 +576,18 @@ impl Receiver {
 
     pub fn header(&self) -> &StreamHeader {
         self.opener.header()
+    }
+
+    /// A spent chunk buffer to read the next frame into (empty; its capacity kept), or a
+    /// new one.
+    pub fn spare_buffer(&self) -> Vec<u8> {
+        self.writer.spare.try_recv().unwrap_or_default()
+    }
+
+    /// Write files past the page cache where the filesystem allows (`O_DIRECT`, the
+    /// default), or always through it. Applies to files the writer starts after this.
+    pub fn set_direct_io(&mut self, on: bool) {
+        self.writer.direct.store(on, Ordering::Relaxed);
     }
 
     /// Durable progress every `n` chunks (>= 1); fewer fsyncs, more to resend on a crash.

@@ -603,7 +603,10 @@ fn read_chunks<R: Read + ?Sized>(
     while rx.resume_point() < want {
         match read_frame(r, max, buf)? {
             // The frame's buffer is decrypted in place and handed to the writer thread.
-            Some(K_CHUNK) => rx.write_chunk_owned(rx.resume_point(), std::mem::take(buf))?,
+            Some(K_CHUNK) => {
+                let ct = std::mem::replace(buf, rx.spare_buffer());
+                rx.write_chunk_owned(rx.resume_point(), ct)?
+            }
             Some(k) => return Err(wire_err(format!("expected CHUNK, got frame kind {k}"))),
             None => {
                 return Err(MoverError::StreamTruncated {
@@ -632,6 +635,9 @@ pub struct Destination {
     pub sign: ReceiptSigner,
     /// Chunks between durable points.
     pub sync_every: u64,
+    /// Write checkpoints past the page cache where the filesystem allows (`O_DIRECT`;
+    /// default true). See `custody_mover::receive::Receiver::set_direct_io`.
+    pub direct_io: bool,
     /// How long a transfer waits for the bulk connection its source announced.
     pub bulk_wait: std::time::Duration,
     active: Mutex<BTreeSet<[u8; 16]>>,
@@ -717,6 +723,7 @@ impl Destination {
             seen: Mutex::new(seen),
             sign,
             sync_every: crate::receive::DEFAULT_SYNC_EVERY,
+            direct_io: true,
             bulk_wait: DEFAULT_BULK_WAIT,
             active: Mutex::new(BTreeSet::new()),
             bulk: Mutex::new(HashMap::new()),
@@ -904,6 +911,7 @@ impl Destination {
                 .check_and_record(&ticket.id)?;
         }
         rx.set_sync_every(self.sync_every.max(1));
+        rx.set_direct_io(self.direct_io);
         let resumed_at = rx.resume_point();
         // The bulk slot exists before ACCEPT: A may connect it before announcing it.
         let mut slot = None;
@@ -932,7 +940,8 @@ impl Destination {
             // bulk connection (BULK).
             match read_frame(conn, max, &mut buf)? {
                 Some(K_CHUNK) => {
-                    rx.write_chunk_owned(rx.resume_point(), std::mem::take(&mut buf))?;
+                    let ct = std::mem::replace(&mut buf, rx.spare_buffer());
+                    rx.write_chunk_owned(rx.resume_point(), ct)?;
                     read_chunks(conn, &mut rx, max, &mut buf)
                 }
                 Some(K_BULK) => {

@@ -107,6 +107,10 @@ enum Cmd {
         /// Buffer bytes around the connection (0: unbuffered).
         #[arg(long, default_value_t = DEFAULT_BUFFER)]
         buffer: usize,
+        /// Write the checkpoint through the page cache (the default writes past it with
+        /// O_DIRECT where the filesystem allows).
+        #[arg(long)]
+        buffered_writes: bool,
     },
     /// The source (node-a): send CHECKPOINT to ADDR under TICKET.
     Send {
@@ -143,6 +147,10 @@ enum Cmd {
         listen: String,
         #[arg(long)]
         out: PathBuf,
+        /// Write as the mover's destination does: aligned, past the page cache (O_DIRECT),
+        /// but on the receiving thread (the mover writes on its own thread).
+        #[arg(long)]
+        direct: bool,
     },
     /// Plain TCP file sender; prints the same JSON line as `send` after the ack.
     TcpSend {
@@ -229,7 +237,14 @@ fn main() -> ExitCode {
             transport,
             once,
             buffer,
-        } => serve(&dir, &listen, &inbox, sync_every, transport, once, buffer),
+            buffered_writes,
+        } => {
+            let writes = Writes {
+                sync_every,
+                direct_io: !buffered_writes,
+            };
+            serve(&dir, &listen, &inbox, writes, transport, once, buffer)
+        }
         Cmd::Send {
             dir,
             to,
@@ -254,7 +269,7 @@ fn main() -> ExitCode {
             manifest.as_deref(),
         )
         .map(|()| ExitCode::SUCCESS),
-        Cmd::TcpServe { listen, out } => tcp_serve(&listen, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::TcpServe { listen, out, direct } => tcp_serve(&listen, &out, direct).map(|()| ExitCode::SUCCESS),
         Cmd::TcpSend { to, file } => tcp_send(to, &file).map(|()| ExitCode::SUCCESS),
     };
     match r {
@@ -319,11 +334,18 @@ fn bind(listen: &str) -> Result<TcpListener> {
     Ok(l)
 }
 
+/// How the destination writes: chunks between durable points, and past the page cache
+/// or not.
+struct Writes {
+    sync_every: u64,
+    direct_io: bool,
+}
+
 fn serve(
     dir: &Path,
     listen: &str,
     inbox: &Path,
-    sync_every: u64,
+    writes: Writes,
     transport: Transport,
     once: bool,
     buffer: usize,
@@ -339,7 +361,8 @@ fn serve(
         inbox.to_path_buf(),
         Box::new(move |m| <[u8; 64]>::try_from(ed.sign(m).as_ref()).unwrap_or([0; 64])),
     )?;
-    dest.sync_every = sync_every.max(1);
+    dest.sync_every = writes.sync_every.max(1);
+    dest.direct_io = writes.direct_io;
     let dest = Arc::new(dest);
     warm_rng();
     let tls = match transport {
@@ -609,12 +632,28 @@ fn copy_big(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<u64> {
     }
 }
 
-fn tcp_serve(listen: &str, out: &Path) -> Result<()> {
+fn tcp_serve(listen: &str, out: &Path, direct: bool) -> Result<()> {
     let listener = bind(listen)?;
     let (mut sock, _) = listener.accept()?;
     let mut f = std::fs::File::create(out).with_context(|| out.display().to_string())?;
-    copy_big(&mut sock, &mut f)?;
-    f.sync_all()?;
+    if direct {
+        // The mover's destination writes (aligned, past the page cache), on this thread.
+        let f = Arc::new(f);
+        let mut w = custody_mover::direct::Staged::open(Arc::clone(&f), out, true)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = sock.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            w.write(buf.get(..n).unwrap_or_default())?;
+        }
+        w.flush()?;
+        f.sync_all()?;
+    } else {
+        copy_big(&mut sock, &mut f)?;
+        f.sync_all()?;
+    }
     // The ack: the sender's timing includes the fsync, as the mover's receipt does.
     sock.write_all(&[1])?;
     Ok(())
