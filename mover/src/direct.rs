@@ -170,6 +170,29 @@ impl Staged {
             self.base += data.len() as u64;
             return Ok(());
         }
+        if self.buf.len == 0
+            && self.base.is_multiple_of(ALIGN as u64)
+            && data.as_ptr().align_offset(ALIGN) == 0
+        {
+            // Nothing gathered, on a block boundary, and the caller's bytes aligned in
+            // memory (a chunk read for it, `Receiver::write_chunk_at`): their whole
+            // blocks go to the disk from where they are, no copy.
+            let whole = data.len() / ALIGN * ALIGN;
+            let (blocks, rest) = data.split_at(whole);
+            if !blocks.is_empty() {
+                Self::write_blocks_at(&mut self.direct, &self.file, &self.path, blocks, self.base)?;
+                self.base += whole as u64;
+                data = rest;
+                if self.direct.is_none() {
+                    // Refused just now: the rest goes out as is.
+                    self.file
+                        .write_all_at(data, self.base)
+                        .map_err(|e| io_err(&self.path, e))?;
+                    self.base += data.len() as u64;
+                    return Ok(());
+                }
+            }
+        }
         while !data.is_empty() {
             let n = self.buf.push(data);
             data = data.get(n..).unwrap_or_default();
@@ -188,21 +211,7 @@ impl Staged {
             return Ok(());
         }
         let blocks = self.buf.filled().get(..whole).unwrap_or_default();
-        let wrote = match &self.direct {
-            Some(d) => d.write_all_at(blocks, self.base),
-            None => self.file.write_all_at(blocks, self.base),
-        };
-        match wrote {
-            Ok(()) => {}
-            // Alignment this filesystem does not accept: ordinary writes from here on.
-            Err(e) if self.direct.is_some() && e.kind() == ErrorKind::InvalidInput => {
-                self.direct = None;
-                self.file
-                    .write_all_at(blocks, self.base)
-                    .map_err(|e| io_err(&self.path, e))?;
-            }
-            Err(e) => return Err(io_err(&self.path, e)),
-        }
+        Self::write_blocks_at(&mut self.direct, &self.file, &self.path, blocks, self.base)?;
         self.base += whole as u64;
         self.buf.consume(whole);
         if self.direct.is_none() {
@@ -215,6 +224,30 @@ impl Staged {
             self.buf.clear();
         }
         Ok(())
+    }
+
+    /// Whole blocks at `at` through the direct handle, or the ordinary one without it; a
+    /// direct write the filesystem refuses (`EINVAL`: alignment it does not accept) is
+    /// redone through the ordinary handle, which then takes every later write.
+    fn write_blocks_at(
+        direct: &mut Option<File>,
+        file: &File,
+        path: &Path,
+        blocks: &[u8],
+        at: u64,
+    ) -> Result<(), MoverError> {
+        let wrote = match direct.as_ref() {
+            Some(d) => d.write_all_at(blocks, at),
+            None => file.write_all_at(blocks, at),
+        };
+        match wrote {
+            Ok(()) => Ok(()),
+            Err(e) if direct.is_some() && e.kind() == ErrorKind::InvalidInput => {
+                *direct = None;
+                file.write_all_at(blocks, at).map_err(|e| io_err(path, e))
+            }
+            Err(e) => Err(io_err(path, e)),
+        }
     }
 
     /// Everything appended so far written to the file (not yet fsynced): whole blocks
@@ -294,6 +327,30 @@ mod tests {
             assert_eq!(std::fs::read(&path).unwrap(), want, "direct {direct}");
             std::fs::remove_file(&path).unwrap();
         }
+    }
+
+    /// Bytes aligned in memory, written on a block boundary, go to the disk from where
+    /// they are: only the part past the last whole block is gathered.
+    #[test]
+    fn aligned_bytes_on_a_block_boundary_are_written_without_gathering() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let path = dir.path().join("f");
+        let want = pattern((1 << 20) + 100, 3);
+        let mut src = AlignedBuf::new(want.len());
+        src.push(&want);
+        let file = Arc::new(File::create(&path).unwrap());
+        let mut s = Staged::open(Arc::clone(&file), &path, true).unwrap();
+        s.write(src.filled()).unwrap();
+        if s.is_direct() {
+            assert_eq!(s.buf.len, 100, "whole blocks were copied into the gather buffer");
+            assert_eq!(s.base, 1 << 20);
+        }
+        // Unaligned in memory now (one byte on): gathered, and still the right bytes.
+        s.write(&src.filled()[1..]).unwrap();
+        s.flush().unwrap();
+        let mut all = want.clone();
+        all.extend_from_slice(&want[1..]);
+        assert_eq!(std::fs::read(&path).unwrap(), all);
     }
 
     #[test]

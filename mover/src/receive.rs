@@ -52,9 +52,22 @@ fn fsync_dir(p: &Path) -> Result<(), MoverError> {
         .map_err(|e| MoverError::io(p, e))
 }
 
+/// Authenticated plaintext on its way to a file: `buf[at]`, in the buffer the chunk was
+/// received and decrypted in (no copy), or a copy of part of one.
+struct Plain {
+    buf: Vec<u8>,
+    at: std::ops::Range<usize>,
+}
+
+impl Plain {
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(self.at.clone()).unwrap_or_default()
+    }
+}
+
 enum WriteJob {
     /// Hash, then append authenticated plaintext to a file.
-    Write(Arc<File>, PathBuf, Vec<u8>),
+    Write(Arc<File>, PathBuf, Plain),
     /// The running digest of the file being written (a resumed file's prefix).
     SetDigest(digest::Context),
     /// The current file is complete: compare its digest with the manifest's (sticky
@@ -66,7 +79,7 @@ enum WriteJob {
 
 /// What the hasher passes on to the writer: digests stay with the hasher.
 enum WriterJob {
-    Write(Arc<File>, PathBuf, Vec<u8>),
+    Write(Arc<File>, PathBuf, Plain),
     Durable(SyncJob),
 }
 
@@ -202,7 +215,7 @@ impl Writer {
                 match job {
                     WriteJob::Write(f, path, data) => {
                         if failed_of(&shared).is_none() {
-                            ctx.update(&data);
+                            ctx.update(data.bytes());
                         }
                         if write_tx.send(WriterJob::Write(f, path, data)).is_err() {
                             return;
@@ -241,7 +254,7 @@ impl Writer {
             let mut cur: Option<Staged> = None;
             for job in write_rx {
                 match job {
-                    WriterJob::Write(f, path, mut data) => {
+                    WriterJob::Write(f, path, data) => {
                         if failed_now().is_none() {
                             let r = (|| {
                                 let s = match cur.take() {
@@ -253,14 +266,15 @@ impl Writer {
                                         Staged::open(f, &path, use_direct.load(Ordering::Relaxed))?
                                     }
                                 };
-                                cur.insert(s).write(&data)
+                                cur.insert(s).write(data.bytes())
                             })();
                             if let Err(e) = r {
                                 fail(e);
                             }
                         }
-                        data.clear();
-                        let _ = spare_tx.try_send(data);
+                        let mut spent = data.buf;
+                        spent.clear();
+                        let _ = spare_tx.try_send(spent);
                     }
                     WriterJob::Durable(job) => {
                         if failed_now().is_none() {
@@ -310,7 +324,7 @@ impl Writer {
             .map_err(|_| Self::gone())
     }
 
-    fn write(&self, f: &Arc<File>, path: &Path, data: Vec<u8>) -> Result<(), MoverError> {
+    fn write(&self, f: &Arc<File>, path: &Path, data: Plain) -> Result<(), MoverError> {
         self.send(WriteJob::Write(Arc::clone(f), path.to_path_buf(), data))
     }
 
@@ -660,23 +674,35 @@ impl Receiver {
     /// [`Receiver::write_chunk`] decrypting in the caller's buffer, which then goes to the
     /// writer thread as is (no copy of the chunk at all).
     pub fn write_chunk_owned(&mut self, index: u64, ciphertext: Vec<u8>) -> Result<(), MoverError> {
-        let plain = self.opener.open_chunk_owned(index, ciphertext)?;
+        self.write_chunk_at(index, ciphertext, 0)
+    }
+
+    /// [`Receiver::write_chunk_owned`] with the chunk at `buf[start..]`: a network
+    /// receiver reads each frame at an offset that puts the plaintext on a 4 KiB
+    /// boundary in memory, so that the writer can hand it to the disk as is (`O_DIRECT`
+    /// needs aligned memory; `custody_mover::direct`).
+    pub fn write_chunk_at(&mut self, index: u64, mut buf: Vec<u8>, start: usize) -> Result<(), MoverError> {
+        let ct = buf
+            .get_mut(start..)
+            .ok_or_else(|| staging_err("chunk offset past its buffer"))?;
+        let plain_len = self.opener.open_in_place(index, ct)?;
+        let at = start..start + plain_len;
         // The usual case, the whole chunk inside one file: hand the buffer over as is.
         self.advance()?;
         if let Some(entry) = self.manifest.files.get(self.file_idx) {
-            if !plain.is_empty() && entry.size - self.file_off >= plain.len() as u64 {
+            if plain_len > 0 && entry.size - self.file_off >= plain_len as u64 {
                 let path = join(&self.data, &entry.path)?;
                 let file = match self.file.take() {
                     Some(f) => f,
                     None => Arc::new(self.create_file(&path)?),
                 };
-                self.file_off += plain.len() as u64;
-                self.writer.write(&file, &path, plain)?;
+                self.file_off += plain_len as u64;
+                self.writer.write(&file, &path, Plain { buf, at })?;
                 self.file = Some(file);
                 return self.chunk_done();
             }
         }
-        let mut rest: &[u8] = &plain;
+        let mut rest: &[u8] = buf.get(at).unwrap_or_default();
         while !rest.is_empty() {
             self.advance()?;
             let entry = self
@@ -692,7 +718,11 @@ impl Receiver {
                 self.file = Some(Arc::new(self.create_file(&path)?));
             }
             if let Some(f) = self.file.as_ref() {
-                self.writer.write(f, &path, now.to_vec())?;
+                let piece = Plain {
+                    buf: now.to_vec(),
+                    at: 0..now.len(),
+                };
+                self.writer.write(f, &path, piece)?;
             }
             self.file_off += now.len() as u64;
             rest = later;

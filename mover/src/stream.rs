@@ -272,6 +272,15 @@ impl Opener {
     /// [`Opener::open_chunk`] decrypting in the caller's buffer (no copy). On error the
     /// buffer, whose contents are then unspecified, is dropped here.
     pub fn open_chunk_owned(&mut self, index: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, MoverError> {
+        let plain_len = self.open_in_place(index, &mut buf)?;
+        buf.truncate(plain_len);
+        Ok(buf)
+    }
+
+    /// [`Opener::open_chunk`] on the chunk (ciphertext and tag, exactly) in `buf`,
+    /// decrypted where it is; returns the plaintext's length (the plaintext is then
+    /// `buf[..len]`). On error the contents of `buf` are unspecified.
+    pub fn open_in_place(&mut self, index: u64, buf: &mut [u8]) -> Result<usize, MoverError> {
         let n = self.header.chunk_count();
         if self.next >= n || index >= n {
             return Err(MoverError::StreamExtra { index, last: n - 1 });
@@ -297,13 +306,12 @@ impl Opener {
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce(index, last)),
                 Aad::from(&self.aad),
-                &mut buf,
+                buf,
             )
             .map_err(|_| MoverError::ChunkAuthentication { index })?
             .len();
-        buf.truncate(plain_len);
         self.next += 1;
-        Ok(buf)
+        Ok(plain_len)
     }
 
     /// stream_truncated unless the last chunk was opened.

@@ -145,6 +145,40 @@ pub fn read_frame<R: Read + ?Sized>(
     max: usize,
     buf: &mut Vec<u8>,
 ) -> Result<Option<u8>, MoverError> {
+    let Some((kind, len)) = read_head(r, max)? else {
+        return Ok(None);
+    };
+    buf.clear();
+    buf.reserve_exact(len);
+    read_body(r, len, buf)?;
+    Ok(Some(kind))
+}
+
+/// [`read_frame`], with the body at the offset of `buf` that is on a
+/// [`crate::direct::ALIGN`] boundary in memory; returns the kind and that offset. A
+/// chunk is decrypted where it lies, so its plaintext starts on the boundary too, and the
+/// destination's writer gives it to the disk without copying it (`O_DIRECT` needs
+/// aligned memory).
+pub fn read_frame_aligned<R: Read + ?Sized>(
+    r: &mut R,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<Option<(u8, usize)>, MoverError> {
+    let Some((kind, len)) = read_head(r, max)? else {
+        return Ok(None);
+    };
+    let align = crate::direct::ALIGN;
+    buf.clear();
+    // A reused buffer has the room already, so its address, and the offset, stay put.
+    buf.reserve_exact(len + align);
+    let at = buf.as_ptr().align_offset(align).min(align);
+    buf.resize(at, 0);
+    read_body(r, len, buf)?;
+    Ok(Some((kind, at)))
+}
+
+/// A frame's header: kind and body length (at most `max`); `None` at a clean end.
+fn read_head<R: Read + ?Sized>(r: &mut R, max: usize) -> Result<Option<(u8, usize)>, MoverError> {
     let mut head = [0u8; 5];
     let mut got = 0;
     while got < head.len() {
@@ -165,9 +199,12 @@ pub fn read_frame<R: Read + ?Sized>(
     if len > max {
         return Err(wire_err(format!("frame of {len} bytes, at most {max} here")));
     }
-    // Into spare capacity: `read_to_end` does not zero it first (a chunk is 1 MiB).
-    buf.clear();
-    buf.reserve_exact(len);
+    Ok(Some((kind, len)))
+}
+
+/// Append exactly `len` body bytes to `buf`, into its spare capacity: `read_to_end` does
+/// not zero it first (a chunk is 1 MiB).
+fn read_body<R: Read + ?Sized>(r: &mut R, len: usize, buf: &mut Vec<u8>) -> Result<(), MoverError> {
     let got = r
         .take(len as u64)
         .read_to_end(buf)
@@ -177,7 +214,7 @@ pub fn read_frame<R: Read + ?Sized>(
             "connection ended inside a frame ({got} of {len} bytes)"
         )));
     }
-    Ok(Some(kind))
+    Ok(())
 }
 
 /// A peer that went away without a TLS close_notify reads as an unexpected EOF.
@@ -601,13 +638,13 @@ fn read_chunks<R: Read + ?Sized>(
 ) -> Result<(), MoverError> {
     let want = rx.header().chunk_count();
     while rx.resume_point() < want {
-        match read_frame(r, max, buf)? {
+        match read_frame_aligned(r, max, buf)? {
             // The frame's buffer is decrypted in place and handed to the writer thread.
-            Some(K_CHUNK) => {
+            Some((K_CHUNK, at)) => {
                 let ct = std::mem::replace(buf, rx.spare_buffer());
-                rx.write_chunk_owned(rx.resume_point(), ct)?
+                rx.write_chunk_at(rx.resume_point(), ct, at)?
             }
-            Some(k) => return Err(wire_err(format!("expected CHUNK, got frame kind {k}"))),
+            Some((k, _)) => return Err(wire_err(format!("expected CHUNK, got frame kind {k}"))),
             None => {
                 return Err(MoverError::StreamTruncated {
                     got: rx.resume_point(),
@@ -938,13 +975,13 @@ impl Destination {
             }
             // The first frame says where the chunks come: here (CHUNK), or on the bound
             // bulk connection (BULK).
-            match read_frame(conn, max, &mut buf)? {
-                Some(K_CHUNK) => {
+            match read_frame_aligned(conn, max, &mut buf)? {
+                Some((K_CHUNK, at)) => {
                     let ct = std::mem::replace(&mut buf, rx.spare_buffer());
-                    rx.write_chunk_owned(rx.resume_point(), ct)?;
+                    rx.write_chunk_at(rx.resume_point(), ct, at)?;
                     read_chunks(conn, &mut rx, max, &mut buf)
                 }
-                Some(K_BULK) => {
+                Some((K_BULK, _)) => {
                     let slot = slot.take().ok_or_else(|| {
                         wire_err("BULK on a connection without a bound bulk channel (not TLS)")
                     })?;
@@ -956,7 +993,7 @@ impl Destination {
                     })?;
                     read_chunks(&mut bulk, &mut rx, max, &mut buf)
                 }
-                Some(k) => Err(wire_err(format!("expected CHUNK or BULK, got frame kind {k}"))),
+                Some((k, _)) => Err(wire_err(format!("expected CHUNK or BULK, got frame kind {k}"))),
                 None => Err(MoverError::StreamTruncated {
                     got: rx.resume_point(),
                     want: sh.chunk_count(),
@@ -1780,6 +1817,29 @@ mod tests {
         assert!(s.unwrap().receipt_resent && r.unwrap().receipt_resent);
         assert!(!staging.exists());
         assert!(w.target().join("shards/a.bin").is_file());
+    }
+
+    #[test]
+    fn an_aligned_frame_body_starts_on_a_block_boundary_and_reuse_keeps_it() {
+        let mut wire = Vec::new();
+        for body in [vec![7u8; 5000], vec![9u8; 4096]] {
+            wire.push(K_CHUNK);
+            wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            wire.extend_from_slice(&body);
+        }
+        let mut r = Cursor::new(&wire);
+        let mut buf = Vec::new();
+        let (kind, at) = read_frame_aligned(&mut r, 5000, &mut buf).unwrap().unwrap();
+        assert_eq!(kind, K_CHUNK);
+        assert!(at < crate::direct::ALIGN);
+        assert_eq!(buf[at..].as_ptr().align_offset(crate::direct::ALIGN), 0);
+        assert_eq!(&buf[at..], &[7u8; 5000][..]);
+        let (_, again) = read_frame_aligned(&mut r, 5000, &mut buf).unwrap().unwrap();
+        assert_eq!((again, &buf[again..]), (at, &[9u8; 4096][..]));
+        assert_eq!(read_frame_aligned(&mut r, 5000, &mut buf).unwrap(), None);
+        // Over the limit: refused before any body byte is read.
+        let mut r = Cursor::new(&wire);
+        assert!(read_frame_aligned(&mut r, 4999, &mut buf).is_err());
     }
 
     #[test]

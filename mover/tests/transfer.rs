@@ -162,7 +162,10 @@ fn owned_chunks_arrive_identical_past_the_page_cache_or_through_it() {
             if i == chunks.len() / 2 {
                 // Every write before it is done, so its buffer came back.
                 rx.make_durable().unwrap();
-                assert!(rx.spare_buffer().capacity() >= c.len() - 16, "no buffer came back");
+                assert!(
+                    rx.spare_buffer().capacity() >= c.len() - 16,
+                    "no buffer came back"
+                );
             }
         }
         let (target, _) = rx.finish(NOW).unwrap();
