@@ -52,4 +52,14 @@ fn hex_literal() -> Vec<u8> {
 fuzz_target!(|data: &[u8]| {
     let r = dest().serve(&mut Conn(data), "node-a", 1_800_000_000);
     assert!(r.is_err(), "a fuzzed stream placed a checkpoint");
+
+    // The same bytes read as chunk frames are: each body within the limit and starting on
+    // a block boundary in memory, whatever the lengths before it.
+    let mut r = data;
+    let mut buf = Vec::new();
+    while let Ok(Some((_, at))) = custody_mover::wire::read_frame_aligned(&mut r, 1 << 16, &mut buf) {
+        let body = buf.get(at..).expect("offset within the buffer");
+        assert!(body.len() <= 1 << 16);
+        assert_eq!(body.as_ptr().align_offset(custody_mover::direct::ALIGN), 0);
+    }
 });
