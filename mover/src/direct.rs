@@ -107,6 +107,13 @@ fn io_err(path: &Path, e: std::io::Error) -> MoverError {
     MoverError::io(path, e)
 }
 
+/// Append `data` at `*base` through the ordinary handle, and advance `*base`.
+fn append_plain(file: &File, path: &Path, base: &mut u64, data: &[u8]) -> Result<(), MoverError> {
+    file.write_all_at(data, *base).map_err(|e| io_err(path, e))?;
+    *base += data.len() as u64;
+    Ok(())
+}
+
 /// Open `path` again for direct writes; `None` where the platform or filesystem has no
 /// `O_DIRECT`.
 #[cfg(target_os = "linux")]
@@ -164,11 +171,7 @@ impl Staged {
     /// Append `data` to the file.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), MoverError> {
         if self.direct.is_none() {
-            self.file
-                .write_all_at(data, self.base)
-                .map_err(|e| io_err(&self.path, e))?;
-            self.base += data.len() as u64;
-            return Ok(());
+            return append_plain(&self.file, &self.path, &mut self.base, data);
         }
         if self.buf.len == 0
             && self.base.is_multiple_of(ALIGN as u64)
@@ -185,11 +188,7 @@ impl Staged {
                 data = rest;
                 if self.direct.is_none() {
                     // Refused just now: the rest goes out as is.
-                    self.file
-                        .write_all_at(data, self.base)
-                        .map_err(|e| io_err(&self.path, e))?;
-                    self.base += data.len() as u64;
-                    return Ok(());
+                    return append_plain(&self.file, &self.path, &mut self.base, data);
                 }
             }
         }
@@ -216,11 +215,7 @@ impl Staged {
         self.buf.consume(whole);
         if self.direct.is_none() {
             // Buffered from here: the unaligned rest goes out as is.
-            let rest = self.buf.filled();
-            self.file
-                .write_all_at(rest, self.base)
-                .map_err(|e| io_err(&self.path, e))?;
-            self.base += rest.len() as u64;
+            append_plain(&self.file, &self.path, &mut self.base, self.buf.filled())?;
             self.buf.clear();
         }
         Ok(())
@@ -351,6 +346,21 @@ mod tests {
         let mut all = want.clone();
         all.extend_from_slice(&want[1..]);
         assert_eq!(std::fs::read(&path).unwrap(), all);
+    }
+
+    /// A direct write the filesystem refuses (here: a length it cannot take) is redone
+    /// through the ordinary handle, which then takes every later write.
+    #[test]
+    fn a_refused_direct_write_falls_back_to_the_ordinary_handle() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        // The checkout's filesystem (ext4 here and in CI; xfs and btrfs too) has O_DIRECT.
+        let mut direct = Some(open_direct(&path).expect("O_DIRECT on the checkout's filesystem"));
+        let odd = pattern(100, 5);
+        Staged::write_blocks_at(&mut direct, &file, &path, &odd, 0).unwrap();
+        assert!(direct.is_none(), "the refusal did not switch to ordinary writes");
+        assert_eq!(std::fs::read(&path).unwrap(), odd);
     }
 
     #[test]
