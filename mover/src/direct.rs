@@ -103,13 +103,10 @@ impl std::fmt::Debug for Staged {
     }
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> MoverError {
-    MoverError::io(path, e)
-}
-
 /// Append `data` at `*base` through the ordinary handle, and advance `*base`.
 fn append_plain(file: &File, path: &Path, base: &mut u64, data: &[u8]) -> Result<(), MoverError> {
-    file.write_all_at(data, *base).map_err(|e| io_err(path, e))?;
+    file.write_all_at(data, *base)
+        .map_err(|e| MoverError::io(path, e))?;
     *base += data.len() as u64;
     Ok(())
 }
@@ -136,13 +133,27 @@ impl Staged {
     /// durable offset for a resumed one. With `direct`, the block that offset falls in is
     /// read back into the buffer, so that direct writes start on a block boundary.
     pub fn open(file: Arc<File>, path: &Path, direct: bool) -> Result<Self, MoverError> {
-        let len = file.metadata().map_err(|e| io_err(path, e))?.len();
+        Self::with_buffer(file, path, direct, AlignedBuf::new(GATHER))
+    }
+
+    /// Finish this file (everything appended written, as [`Staged::flush`]) and go on to
+    /// `file`, as [`Staged::open`] does, keeping the gather buffer: a checkpoint of many
+    /// small files allocates it once, not once per file.
+    pub fn next_file(mut self, file: Arc<File>, path: &Path, direct: bool) -> Result<Self, MoverError> {
+        self.flush()?;
+        let mut buf = self.buf;
+        buf.clear();
+        Self::with_buffer(file, path, direct, buf)
+    }
+
+    fn with_buffer(file: Arc<File>, path: &Path, direct: bool, buf: AlignedBuf) -> Result<Self, MoverError> {
+        let len = file.metadata().map_err(|e| MoverError::io(path, e))?.len();
         let mut s = Self {
             direct: if direct { open_direct(path) } else { None },
             file,
             path: path.to_path_buf(),
             base: len,
-            buf: AlignedBuf::new(GATHER),
+            buf,
         };
         if s.direct.is_some() {
             let head = (len % ALIGN as u64) as usize;
@@ -151,7 +162,7 @@ impl Staged {
                 let mut block = vec![0u8; head];
                 s.file
                     .read_exact_at(&mut block, s.base)
-                    .map_err(|e| io_err(path, e))?;
+                    .map_err(|e| MoverError::io(path, e))?;
                 s.buf.push(&block);
             }
         }
@@ -239,9 +250,9 @@ impl Staged {
             Ok(()) => Ok(()),
             Err(e) if direct.is_some() && e.kind() == ErrorKind::InvalidInput => {
                 *direct = None;
-                file.write_all_at(blocks, at).map_err(|e| io_err(path, e))
+                file.write_all_at(blocks, at).map_err(|e| MoverError::io(path, e))
             }
-            Err(e) => Err(io_err(path, e)),
+            Err(e) => Err(MoverError::io(path, e)),
         }
     }
 
@@ -254,7 +265,7 @@ impl Staged {
         if !tail.is_empty() {
             self.file
                 .write_all_at(tail, self.base)
-                .map_err(|e| io_err(&self.path, e))?;
+                .map_err(|e| MoverError::io(&self.path, e))?;
         }
         Ok(())
     }
@@ -361,6 +372,25 @@ mod tests {
         Staged::write_blocks_at(&mut direct, &file, &path, &odd, 0).unwrap();
         assert!(direct.is_none(), "the refusal did not switch to ordinary writes");
         assert_eq!(std::fs::read(&path).unwrap(), odd);
+    }
+
+    /// Going on to the next file writes out the last one and keeps the gather buffer.
+    #[test]
+    fn the_next_file_reuses_the_gather_buffer() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let mut s = Staged::open(Arc::new(File::create(&a).unwrap()), &a, true).unwrap();
+        let store = s.buf.store.as_ptr();
+        s.write(&pattern(10_000, 1)).unwrap();
+        let mut s = s
+            .next_file(Arc::new(File::create(&b).unwrap()), &b, true)
+            .unwrap();
+        assert_eq!(s.buf.store.as_ptr(), store);
+        assert_eq!(s.buf.len, 0);
+        s.write(&pattern(5, 2)).unwrap();
+        s.flush().unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), pattern(10_000, 1));
+        assert_eq!(std::fs::read(&b).unwrap(), pattern(5, 2));
     }
 
     #[test]

@@ -111,6 +111,16 @@ impl SyncJob {
     }
 }
 
+/// The writer's state for `f`: the current file's, or, for the next file, a fresh one
+/// (the current file written out, its gather buffer kept).
+fn staged_for(cur: Option<Staged>, f: Arc<File>, path: &Path, direct: bool) -> Result<Staged, MoverError> {
+    match cur {
+        Some(s) if s.is(&f) => Ok(s),
+        Some(done) => done.next_file(f, path, direct),
+        None => Staged::open(f, path, direct),
+    }
+}
+
 /// Record `k` as the durable point: written to `progress.tmp`, fsynced, renamed over
 /// `progress`, directory fsynced.
 fn write_progress(staging: &Path, k: u64) -> Result<(), MoverError> {
@@ -256,18 +266,9 @@ impl Writer {
                 match job {
                     WriterJob::Write(f, path, data) => {
                         if failed_now().is_none() {
-                            let r = (|| {
-                                let s = match cur.take() {
-                                    Some(s) if s.is(&f) => s,
-                                    other => {
-                                        if let Some(mut done) = other {
-                                            done.flush()?;
-                                        }
-                                        Staged::open(f, &path, use_direct.load(Ordering::Relaxed))?
-                                    }
-                                };
-                                cur.insert(s).write(data.bytes())
-                            })();
+                            let direct = use_direct.load(Ordering::Relaxed);
+                            let r = staged_for(cur.take(), f, &path, direct)
+                                .and_then(|s| cur.insert(s).write(data.bytes()));
                             if let Err(e) = r {
                                 fail(e);
                             }

@@ -266,12 +266,7 @@ impl Opener {
     /// carry no index pass [`Opener::next_index`]). On error nothing is returned and the
     /// opener does not advance.
     pub fn open_chunk(&mut self, index: u64, ciphertext: &[u8]) -> Result<Vec<u8>, MoverError> {
-        self.open_chunk_owned(index, ciphertext.to_vec())
-    }
-
-    /// [`Opener::open_chunk`] decrypting in the caller's buffer (no copy). On error the
-    /// buffer, whose contents are then unspecified, is dropped here.
-    pub fn open_chunk_owned(&mut self, index: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, MoverError> {
+        let mut buf = ciphertext.to_vec();
         let plain_len = self.open_in_place(index, &mut buf)?;
         buf.truncate(plain_len);
         Ok(buf)

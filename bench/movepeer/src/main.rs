@@ -638,8 +638,7 @@ fn tcp_serve(listen: &str, out: &Path, direct: bool) -> Result<()> {
     let mut f = std::fs::File::create(out).with_context(|| out.display().to_string())?;
     if direct {
         // The mover's destination writes (aligned, past the page cache), on this thread.
-        let f = Arc::new(f);
-        let mut w = custody_mover::direct::Staged::open(Arc::clone(&f), out, true)?;
+        let mut w = custody_mover::direct::Staged::open(Arc::new(f.try_clone()?), out, true)?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = sock.read(&mut buf)?;
@@ -649,11 +648,10 @@ fn tcp_serve(listen: &str, out: &Path, direct: bool) -> Result<()> {
             w.write(buf.get(..n).unwrap_or_default())?;
         }
         w.flush()?;
-        f.sync_all()?;
     } else {
         copy_big(&mut sock, &mut f)?;
-        f.sync_all()?;
     }
+    f.sync_all()?;
     // The ack: the sender's timing includes the fsync, as the mover's receipt does.
     sock.write_all(&[1])?;
     Ok(())
