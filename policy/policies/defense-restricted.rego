@@ -15,14 +15,11 @@ package custody.defense_restricted
 import rego.v1
 
 
-allowed_countries := data.custody.lib.param("allowed_countries", ["FR"])
-
-locality_km := data.custody.lib.param("locality_km", 100)
-
-# The site the locality bound is checked against: the parameter, else the registered site.
-locality_site := data.custody.params.locality_site
-
-locality_site := data.custody.lib.site_id if not data.custody.lib.has_param("locality_site")
+# The deployment's parameters (data.custody.params) over this policy's defaults.
+params := data.custody.lib.params({
+	"allowed_countries": ["FR"],
+	"locality_km": 100,
+})
 
 default allow := false
 
@@ -48,7 +45,7 @@ deny contains msg if some msg in data.custody.lib.gpu_cc_deny
 
 deny contains msg if some msg in data.custody.lib.sovereignty_deny
 
-deny contains msg if some msg in data.custody.lib.country_deny(allowed_countries)
+deny contains msg if some msg in data.custody.lib.country_deny(params.allowed_countries)
 
 deny contains msg if some msg in data.custody.lib.cloud_act_deny
 
@@ -56,7 +53,7 @@ deny contains msg if some msg in data.custody.lib.secnumcloud_deny
 
 deny contains msg if some msg in data.custody.lib.jurisdiction_deny
 
-deny contains msg if some msg in data.custody.lib.locality_deny(locality_km, locality_site, true, true)
+deny contains msg if some msg in data.custody.lib.locality_deny(params.locality_km, data.custody.lib.locality_site, true, true)
 
 deny contains msg if {
 	input.node.state in {"failed", "revoked"}

@@ -14,18 +14,13 @@ package custody.eu_sovereign
 import rego.v1
 
 
-allowed_countries := data.custody.lib.param("allowed_countries", data.custody.lib.eu_eea)
-
-locality_km := data.custody.lib.param("locality_km", 1000)
-
-# The site the locality bound is checked against: the parameter, else the registered site.
-locality_site := data.custody.params.locality_site
-
-locality_site := data.custody.lib.site_id if not data.custody.lib.has_param("locality_site")
-
-require_gpu_cc := data.custody.lib.param("require_gpu_cc", false)
-
-require_locality := data.custody.lib.param("require_locality", false)
+# The deployment's parameters (data.custody.params) over this policy's defaults.
+params := data.custody.lib.params({
+	"allowed_countries": data.custody.lib.eu_eea,
+	"locality_km": 1000,
+	"require_gpu_cc": false,
+	"require_locality": false,
+})
 
 default allow := false
 
@@ -38,15 +33,15 @@ deny contains msg if some msg in data.custody.lib.device_deny
 
 deny contains msg if some msg in data.custody.lib.sovereignty_deny
 
-deny contains msg if some msg in data.custody.lib.country_deny(allowed_countries)
+deny contains msg if some msg in data.custody.lib.country_deny(params.allowed_countries)
 
 deny contains msg if some msg in data.custody.lib.cloud_act_deny
 
 deny contains msg if {
-	require_gpu_cc == true
+	params.require_gpu_cc == true
 	some msg in data.custody.lib.gpu_cc_deny
 }
 
-deny contains msg if some msg in data.custody.lib.locality_deny(locality_km, locality_site, require_locality, false)
+deny contains msg if some msg in data.custody.lib.locality_deny(params.locality_km, data.custody.lib.locality_site, params.require_locality, false)
 
 trust_vector := data.custody.lib.trust_vector

@@ -32,6 +32,12 @@ has_param(name) if {
 	_ = data.custody.params[name]
 }
 
+# params(defaults): the deployment's parameters over a policy's defaults, each key
+# data.custody.params[key] where the deployment set it, else the default (as `param`).
+# A policy reads it once per decision into a rule of its own: one call, where a
+# `param` per parameter made three each.
+params(defaults) := object.union(defaults, params_doc)
+
 node := sprintf("node %s", [input.node.name])
 
 # Optional parts of the input: undefined (rather than null) when absent.
@@ -47,6 +53,12 @@ locality := input.locality if input.locality != null
 # names one (sovereignty_deny already refuses the node).
 site_id := site.id
 
+# The site the locality bound is checked against: params.locality_site where the
+# deployment set it (whatever its value), else the registered site.
+locality_site := params_doc.locality_site
+
+locality_site := input.sovereignty.site.id if not has_param("locality_site")
+
 # ---------------------------------------------------------------------------
 # Device evidence: what the default policy requires.
 
@@ -61,18 +73,21 @@ device_deny contains msg if {
 	msg := sprintf("%s: evidence rejected by check `%s`", [name, object.get(d, "failed_check", "unknown")])
 }
 
+# `device_flags` is bound once, before the walk: each reference to a rule is a call in
+# the policy VM, which costs as much as a few dozen instructions.
+device_deny contains msg if {
+	flags := device_flags
+	some name, d in input.devices
+	flag := flags[d.kind]
+	object.get(d, flag.path, null) == flag.value
+	msg := sprintf("%s: %s", [name, flag.reason])
+}
+
 # The claim that refuses a device of a kind, and the reason given: one walk of the
 # devices checks every kind.
 device_flags := {
 	"snp": {"path": ["claims", "policy", "debug_allowed"], "value": true, "reason": "SEV-SNP guest policy allows debugging"},
 	"nvgpu": {"path": ["claims", "revocation"], "value": "revoked", "reason": "GPU certificate revoked"},
-}
-
-device_deny contains msg if {
-	some name, d in input.devices
-	flag := device_flags[d.kind]
-	object.get(d, flag.path, null) == flag.value
-	msg := sprintf("%s: %s", [name, flag.reason])
 }
 
 # Every device's [kind, verified], walked once: the device checks and the trust claims
@@ -91,27 +106,38 @@ any_failed if {
 # Sovereignty: registry attributes must be present and bind the hardware to a site
 # with a known operator.
 
-sovereignty_deny contains msg if {
-	not sovereignty
-	msg := sprintf("%s: no sovereignty attributes (no registry configured, or the node's hardware is not in it)", [node])
-}
-
-sovereignty_deny contains msg if {
-	not sovereignty.hardware.bound
-	sovereignty
-	msg := sprintf("%s: hardware is not bound to a registry site (unmatched: %s)", [node, list(sovereignty.hardware.unmatched)])
-}
-
-sovereignty_deny contains msg if {
-	sovereignty
-	not site
-	msg := sprintf("%s is not at a registered site", [node])
-}
-
-sovereignty_deny contains msg if {
-	site
-	not operator
-	msg := sprintf("site %s (%s) has no registered operator", [site.name, site.id])
+# The common case first, in a few instructions and no rule calls: hardware bound to a
+# site that has an operator. Otherwise every reason that applies.
+#
+# The conditions read the input rather than the `sovereignty`, `site` and `operator`
+# rules: in regorus 0.14.1's VM, a rule reference that fails as a condition at the top of
+# a comprehension (before any iteration) fails the whole rule body instead of leaving
+# the comprehension empty (tests/equivalence.rs catches it; docs/upstream/ has the
+# reproducer). `object.get(x, k, null) == null` is "absent or null", as the rules read it.
+sovereignty_deny := set() if {
+	input.sovereignty.hardware.bound
+	input.sovereignty.site != null
+	input.sovereignty.operator != null
+} else := ((absent | unbound) | off_site) | no_operator if {
+	absent := {msg |
+		object.get(input, "sovereignty", null) == null
+		msg := sprintf("%s: no sovereignty attributes (no registry configured, or the node's hardware is not in it)", [node])
+	}
+	unbound := {msg |
+		input.sovereignty != null
+		not input.sovereignty.hardware.bound
+		msg := sprintf("%s: hardware is not bound to a registry site (unmatched: %s)", [node, list(input.sovereignty.hardware.unmatched)])
+	}
+	off_site := {msg |
+		input.sovereignty != null
+		object.get(input.sovereignty, "site", null) == null
+		msg := sprintf("%s is not at a registered site", [node])
+	}
+	no_operator := {msg |
+		input.sovereignty.site != null
+		object.get(input.sovereignty, "operator", null) == null
+		msg := sprintf("site %s (%s) has no registered operator", [input.sovereignty.site.name, input.sovereignty.site.id])
+	}
 }
 
 list(xs) := "none" if count(xs) == 0
@@ -120,8 +146,9 @@ list(xs) := concat(", ", [sprintf("%v", [x]) | some x in xs]) if count(xs) > 0
 
 # Site country must be in `allowed` (an array or set of ISO codes).
 country_deny(allowed) := {msg |
-	# Cheap membership first: only a refused country pays for the set and its message.
-	not site.country in allowed
+	# Cheap membership first, read from the input rather than through the `site` rule
+	# (a call): only a refused country pays for the set and its message.
+	not input.sovereignty.site.country in allowed
 	allowed_set := {c | some c in allowed}
 	not site.country in allowed_set
 	msg := sprintf("site %s (%s) is in %s, outside the allowed countries [%s]", [site.name, site.id, site.country, concat(", ", sort(allowed_set))])
@@ -156,26 +183,29 @@ entity_reason(op, r, flag) := sprintf("operator %s: %s: %s", [op.name, r, flag])
 	not startswith(r, op.name)
 }
 
+# The operator checks read their flag straight from the input: a reference to the
+# `operator` rule is a call, and so the passing case makes none. (A null or absent
+# operator leaves the path undefined, as it leaves the rule.)
 cloud_act_deny contains msg if {
-	operator.cloud_act_exposed == true
+	input.sovereignty.operator.cloud_act_exposed == true
 	some r in operator.cloud_act_reasons
 	msg := entity_reason(operator, r, "cloud_act_exposed")
 }
 
 cloud_act_deny contains msg if {
-	operator.cloud_act_exposed == true
+	input.sovereignty.operator.cloud_act_exposed == true
 	count(object.get(operator, "cloud_act_reasons", [])) == 0
 	msg := sprintf("operator %s (%s): cloud_act_exposed", [operator.name, operator.country])
 }
 
 secnumcloud_deny contains msg if {
-	operator.secnumcloud_immune != true
+	input.sovereignty.operator.secnumcloud_immune != true
 	some r in operator.secnumcloud_reasons
 	msg := entity_reason(operator, r, "not SecNumCloud immune")
 }
 
 secnumcloud_deny contains msg if {
-	operator.secnumcloud_immune != true
+	input.sovereignty.operator.secnumcloud_immune != true
 	count(object.get(operator, "secnumcloud_reasons", [])) == 0
 	msg := sprintf("operator %s: not SecNumCloud immune (non-EU holders: largest %v %% of capital, %v %% of votes; together %v %% of capital, %v %% of votes)", [
 		operator.name,
@@ -185,7 +215,7 @@ secnumcloud_deny contains msg if {
 }
 
 jurisdiction_deny contains msg if {
-	some j in operator.jurisdictions
+	some j in input.sovereignty.operator.jurisdictions
 	not j in eu
 	msg := sprintf("operator %s answers to a non-EU jurisdiction: %s", [operator.name, j])
 }
@@ -224,8 +254,8 @@ proof_count := count(locality.proofs)
 # site within `km`, and no strength the proofs lack. Otherwise, without proofs only
 # `required` can refuse; with proofs, the bound and its strength, with their reasons.
 locality_deny(km, site_id, required, strong) := set() if {
-	proof_count > 0
-	d := locality.upper_km[site_id]
+	count(input.locality.proofs) > 0
+	d := input.locality.upper_km[site_id]
 	is_number(d)
 	d <= km
 	not locality_weak(strong)
@@ -254,59 +284,45 @@ locality_deny(km, site_id, required, strong) := set() if {
 # Strong proofs are required and the proofs are not strong.
 locality_weak(strong) if {
 	strong == true
-	locality.strong != true
+	input.locality.strong != true
 }
 
 # ---------------------------------------------------------------------------
 # AR4SI trust vector (draft-ietf-rats-ar4si): 0 no claim, 2 affirming, 32 warning,
-# 96 contraindicated.
+# 96 contraindicated. Strongest finding first: a contraindication wins over an
+# affirmation, so two devices of one kind that disagree (one verified, one not) give 96.
 #
-# Each claim is one rule with an `else` chain, strongest finding first: a contraindication
-# wins over an affirmation, so two devices of one kind that disagree (one verified, one
-# not) give 96 rather than a rule conflict. The devices are walked once, into
+# | claim             | 96                          | 2                                 | else |
+# |-------------------|-----------------------------|-----------------------------------|------|
+# | instance_identity | a TPM failed                | a TPM verified                    | 0    |
+# | configuration     | devices, some device_deny   | a TPM verified, no device_deny    | 0    |
+# | executables       | as instance_identity        |                                   |      |
+# | hardware          | a device failed             | some device                       | 0    |
+# | runtime_opaque    | an SEV-SNP report failed    | one verified, no device failed    | 32   |
+# | storage_opaque    |                             | a TPM verified                    | 0    |
+#
+# One rule computes every claim from a few booleans, each claim a table lookup:
+# `{true: a, false: b}[c]` reads "a if c, else b". A rule per claim, each with an `else`
+# chain, read better but made twenty rule calls per decision, and a call in the policy VM
+# costs as much as a few dozen instructions. The devices are walked once, into
 # device_status.
-
-tpm_ok if ["tpm", true] in device_status
-
-# Any TPM that failed, whatever the device is called.
-tpm_failed if ["tpm", false] in device_status
-
-snp_failed if ["snp", false] in device_status
-
-trust_instance_identity := 96 if tpm_failed
-else := 2 if tpm_ok
-else := 0
-
-trust_configuration := 96 if {
-	count(input.devices) > 0
-	count(device_deny) > 0
-} else := 2 if {
-	tpm_ok
-	count(device_deny) == 0
-} else := 0
-
-trust_executables := trust_instance_identity
-
-trust_hardware := 96 if any_failed
-else := 2 if count(input.devices) > 0
-else := 0
-
-trust_runtime_opaque := 96 if snp_failed
-else := 2 if {
-	["snp", true] in device_status
-	not any_failed
-} else := 32
-
-trust_storage_opaque := 2 if tpm_ok
-else := 0
-
 trust_vector := {
-	"instance_identity": trust_instance_identity,
-	"configuration": trust_configuration,
-	"executables": trust_executables,
+	"instance_identity": identity,
+	"configuration": {true: {true: 96, false: 0}[has_devices], false: {true: 2, false: 0}[tpm_ok]}[denied],
+	"executables": identity,
 	"file_system": 0,
-	"hardware": trust_hardware,
-	"runtime_opaque": trust_runtime_opaque,
-	"storage_opaque": trust_storage_opaque,
+	"hardware": {true: 96, false: {true: 2, false: 0}[has_devices]}[failed],
+	"runtime_opaque": {true: 96, false: {true: {true: 32, false: 2}[failed], false: 32}[snp_ok]}[snp_failed],
+	"storage_opaque": {true: 2, false: 0}[tpm_ok],
 	"sourced_data": 0,
+} if {
+	status := device_status
+	tpm_failed := ["tpm", false] in status
+	tpm_ok := ["tpm", true] in status
+	snp_failed := ["snp", false] in status
+	snp_ok := ["snp", true] in status
+	failed := false in {s[1] | some s in status}
+	has_devices := count(input.devices) > 0
+	denied := count(device_deny) > 0
+	identity := {true: 96, false: {true: 2, false: 0}[tpm_ok]}[tpm_failed]
 }

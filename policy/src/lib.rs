@@ -18,6 +18,12 @@
 //! stay independent. A policy the RVM compiler does not support, or whose program decides
 //! differently from the interpreter on the empty input, runs on a pool of prepared
 //! interpreter engines instead.
+//!
+//! Only the shipped policies run on the RVM. regorus 0.14.1's VM mis-evaluates some Rego
+//! that its interpreter gets right (docs/upstream/regorus-0.14.1-rvm-bugs.md: a deny
+//! reason can silently go missing), and the shipped policies are the ones whose programs
+//! the tests check against the interpreter on every fixture case. A policy from a file
+//! runs on the interpreter.
 #![forbid(unsafe_code)]
 
 pub mod input;
@@ -199,16 +205,18 @@ fn package_of(rego: &str) -> Option<String> {
 }
 
 impl Policy {
-    /// Compile `rego` under the name `id` (a file name or policy id, for messages).
+    /// Compile `rego` under the name `id` (a file name or policy id, for messages). It
+    /// runs on regorus's interpreter: see the crate documentation for why only the
+    /// shipped policies run on the RVM.
     pub fn new(id: &str, rego: &str) -> Result<Self, PolicyError> {
-        Self::build(id, rego, None)
+        Self::build(id, rego, None, Backend::Interpreter)
     }
 
     /// Compile `rego` with a data document, e.g. `{"custody": {"params": {...}}}`, that
     /// the policy reads as `data`. Parameters a deployment does not set keep the defaults
     /// written in the policy.
     pub fn with_data(id: &str, rego: &str, data: serde_json::Value) -> Result<Self, PolicyError> {
-        Self::build(id, rego, Some(data))
+        Self::build(id, rego, Some(data), Backend::Interpreter)
     }
 
     /// A shipped policy by name (`default`, `eu-sovereign`, `secnumcloud`,
@@ -218,7 +226,7 @@ impl Policy {
             .iter()
             .find(|(n, _)| *n == name)
             .ok_or_else(|| PolicyError::Unknown(name.to_owned()))?;
-        Self::new(id, rego)
+        Self::build(id, rego, None, Backend::Rvm)
     }
 
     /// A shipped policy by name, with a data document.
@@ -227,14 +235,19 @@ impl Policy {
             .iter()
             .find(|(n, _)| *n == name)
             .ok_or_else(|| PolicyError::Unknown(name.to_owned()))?;
-        Self::with_data(id, rego, data)
+        Self::build(id, rego, Some(data), Backend::Rvm)
     }
 
     pub fn default_policy() -> Result<Self, PolicyError> {
-        Self::new("default", DEFAULT_POLICY)
+        Self::shipped("default")
     }
 
-    fn build(id: &str, rego: &str, data: Option<serde_json::Value>) -> Result<Self, PolicyError> {
+    fn build(
+        id: &str,
+        rego: &str,
+        data: Option<serde_json::Value>,
+        backend: Backend,
+    ) -> Result<Self, PolicyError> {
         let package = package_of(rego).ok_or_else(|| PolicyError::Package { id: id.to_owned() })?;
         let compile = |reason: String| PolicyError::Compile {
             id: id.to_owned(),
@@ -288,7 +301,10 @@ impl Policy {
             .eval_rule(format!("data.{WRAPPER_PACKAGE}.decision"))
             .map_err(|e| compile(e.to_string()))?;
 
-        let vm = compile_vm(&mut engine.clone(), data_value);
+        let vm = match backend {
+            Backend::Rvm => compile_vm(&mut engine.clone(), data_value),
+            Backend::Interpreter => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 id: id.to_owned(),
@@ -305,8 +321,9 @@ impl Policy {
         &self.inner.id
     }
 
-    /// Which evaluator decides: `rvm` (regorus's compiled register VM) or `interpreter`
-    /// (for a policy the RVM compiler does not support).
+    /// Which evaluator decides: `rvm` (regorus's compiled register VM, for a shipped
+    /// policy) or `interpreter` (for a policy from a file, or one the RVM compiler does not
+    /// support).
     pub fn backend(&self) -> &'static str {
         if self.inner.vm.is_some() {
             "rvm"
@@ -502,6 +519,14 @@ impl Policy {
     }
 }
 
+/// Which evaluator a policy is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// The RVM where it compiles and agrees with the interpreter on the empty input.
+    Rvm,
+    Interpreter,
+}
+
 /// Compile the prepared engine's policy to an RVM program. None when the RVM compiler
 /// rejects it (it covers most but not all of Rego), or when the program fails or decides
 /// differently from the interpreter on the empty input: the interpreter then decides.
@@ -683,6 +708,57 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A rule reference that fails as a condition at the top of a comprehension, inside a
+    /// rule body: regorus 0.14.1's RVM fails the whole body (here losing the deny reason,
+    /// so the node is allowed) where the interpreter leaves the comprehension empty. One of
+    /// the two reasons a policy from a file runs on the interpreter
+    /// (docs/upstream/regorus-0.14.1-rvm-bugs.md).
+    const RVM_MISSES_A_REASON: &str = "package custody.t\nimport rego.v1\n\
+        default allow := false\nallow if count(deny) == 0\n\
+        deny contains msg if some msg in reasons\n\
+        flag if input.nothing\n\
+        reasons := a | b if {\n\
+            a := {m | flag; some name, _ in input.devices; m := name}\n\
+            b := {m | some name, _ in input.devices; m := sprintf(\"%s: refused\", [name])}\n\
+        }\n";
+
+    #[test]
+    fn a_policy_from_a_file_runs_on_the_interpreter_and_keeps_its_reasons() {
+        let i = input(json!({"tpm": tpm_ok()}));
+        let p = Policy::new("t", RVM_MISSES_A_REASON).unwrap();
+        assert_eq!(p.backend(), "interpreter");
+        let d = p.evaluate(&i).unwrap();
+        assert!(!d.allow);
+        assert_eq!(d.reasons, vec!["tpm: refused"]);
+    }
+
+    /// The tripwire for the upstream bug: when a regorus release fixes it, this fails, and
+    /// policies from files can go back to the RVM (with this test turned around).
+    #[test]
+    fn regorus_rvm_still_drops_the_reason() {
+        let i = input(json!({"tpm": tpm_ok()}));
+        let p = Policy::build("t", RVM_MISSES_A_REASON, None, Backend::Rvm).unwrap();
+        assert_eq!(p.backend(), "rvm", "the empty input does not show the bug");
+        let d = p.evaluate(&i).unwrap();
+        assert!(d.allow && d.reasons.is_empty(), "regorus's RVM now keeps the reason: {d:?}");
+        assert!(!p.evaluate_cloned(&i).unwrap().allow);
+    }
+
+    /// The second: a complete rule whose value is a variable of its body does not take
+    /// its `else` on the RVM when that body fails. The empty input shows it, so the
+    /// construction check finds the programs disagree and the interpreter decides.
+    #[test]
+    fn construction_catches_an_rvm_that_skips_an_else() {
+        let rego = "package custody.t\nimport rego.v1\n\
+            default allow := false\nallow if count(deny) == 0\n\
+            deny contains msg if msg := sprintf(\"site %v\", [site])\n\
+            site := v if {\n\tv := input.nothing\n} else := \"fallback\"\n";
+        let p = Policy::build("t", rego, None, Backend::Rvm).unwrap();
+        assert_eq!(p.backend(), "interpreter");
+        let d = p.evaluate(&input(json!({"tpm": tpm_ok()}))).unwrap();
+        assert_eq!(d.reasons, vec!["site fallback"]);
     }
 
     #[test]
