@@ -16,6 +16,7 @@ PKGS=(
   libxml2-dev libxmlsec1-dev libxmlsec1-openssl
   openssl perl iproute2 python3 python3-venv
   openssh-server
+  valgrind  # scripts/policy-instructions.sh: instruction counts per policy decision
 )
 
 missing=()

@@ -110,10 +110,11 @@ any_failed if {
 # site that has an operator. Otherwise every reason that applies.
 #
 # The conditions read the input rather than the `sovereignty`, `site` and `operator`
-# rules: in regorus 0.14.1's VM, a rule reference that fails as a condition at the top of
-# a comprehension (before any iteration) fails the whole rule body instead of leaving
-# the comprehension empty (tests/equivalence.rs catches it; docs/upstream/ has the
-# reproducer). `object.get(x, k, null) == null` is "absent or null", as the rules read it.
+# rules: in regorus 0.14.1's VM, a rule reference that fails as a condition at the top
+# of a comprehension (before any iteration) fails the whole rule body instead of leaving
+# the comprehension empty (tests/equivalence.rs catches it; the reproducer is in
+# docs/upstream/regorus-0.14.1-rvm-bugs.md). `object.get(x, k, null) == null` is
+# "absent or null", as the rules read it.
 sovereignty_deny := set() if {
 	input.sovereignty.hardware.bound
 	input.sovereignty.site != null

@@ -265,11 +265,14 @@ pub fn to_regorus(v: &serde_json::Value) -> Result<regorus::Value, serde_json::E
             regorus::Value::from(out)
         }
         J::Object(o) => {
-            let mut out = std::collections::BTreeMap::new();
+            // Entries first, then one object: serde_json's keys come sorted, and the
+            // vendored regorus (third_party/regorus/CUSTODY.md) builds an object from
+            // sorted entries straight into its compact storage, with no tree between.
+            let mut out = Vec::with_capacity(o.len());
             for (k, x) in o {
-                out.insert(regorus::Value::from(k.as_str()), to_regorus(x)?);
+                out.push((regorus::Value::from(k.as_str()), to_regorus(x)?));
             }
-            regorus::Value::from(out)
+            regorus::Value::from(out.into_iter().collect::<regorus::value::Object>())
         }
     })
 }

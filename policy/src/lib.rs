@@ -742,7 +742,10 @@ mod tests {
         let p = Policy::build("t", RVM_MISSES_A_REASON, None, Backend::Rvm).unwrap();
         assert_eq!(p.backend(), "rvm", "the empty input does not show the bug");
         let d = p.evaluate(&i).unwrap();
-        assert!(d.allow && d.reasons.is_empty(), "regorus's RVM now keeps the reason: {d:?}");
+        assert!(
+            d.allow && d.reasons.is_empty(),
+            "regorus's RVM now keeps the reason: {d:?}"
+        );
         assert!(!p.evaluate_cloned(&i).unwrap().allow);
     }
 
