@@ -14,7 +14,7 @@ PKGS=(
   build-essential pkg-config clang libclang-dev cmake
   swtpm swtpm-tools tpm2-tools libtss2-dev
   libxml2-dev libxmlsec1-dev libxmlsec1-openssl
-  openssl perl iproute2 python3 python3-venv
+  openssl perl iproute2 iptables python3 python3-venv
   openssh-server
   valgrind  # scripts/policy-instructions.sh: instruction counts per policy decision
 )

@@ -5,11 +5,13 @@
 //! never removes it. A real verifier round with a remote `custody landmark serve` in a
 //! namespace: both proofs in the result, and the per-site bound is their intersection.
 //!
-//! Needs root and iproute2 (`ip`, `tc`): without them these tests fail and say so. The
-//! 20 ms delay is `tc qdisc ... netem delay 20ms` on the node's veth. Where the kernel has
-//! no `sch_netem` (CONFIG_NET_SCH_NETEM unset, as on some CI VMs) the same delay is put on
-//! the node side's path by a delay line in the node's namespace instead, and the test
-//! prints that it did; set `CUSTODY_REQUIRE_NETEM=1` to make a missing netem a failure.
+//! Needs root, iproute2 (`ip`, `tc`) and iptables: without them these tests fail and say
+//! so. The 20 ms delay is `tc qdisc ... netem delay 20ms` on the node's veth. Where the
+//! kernel has no `sch_netem` (CONFIG_NET_SCH_NETEM unset, as on this project's CI VM) the
+//! node's egress packets are queued to user space instead (`iptables -j NFQUEUE` in the
+//! node's namespace) and let through 20 ms later by `examples/nfqdelay`: the same packets
+//! on the same connection wait in the kernel, as behind netem, and the test prints that it
+//! did; set `CUSTODY_REQUIRE_NETEM=1` to make a missing netem a failure.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -215,13 +217,38 @@ impl Topology {
             "tc netem delay 20ms failed: {err}"
         );
         eprintln!(
-            "locality_netns: this kernel has no sch_netem ({}); the 20 ms node-side delay is a delay line in the node namespace instead",
+            "locality_netns: this kernel has no sch_netem ({}); the 20 ms is added to the node's egress packets by NFQUEUE instead (iptables + examples/nfqdelay)",
             err.trim()
         );
+        // The queue is bound before the rule sends packets to it: a packet queued to an
+        // unbound queue is dropped.
         let node = self.node.clone();
-        let front = format!("{NODE_IP}:{}", RESPONDER_PORT + 1);
-        self.delay_line(&node, &front, &format!("{NODE_IP}:{RESPONDER_PORT}"), 0, 20);
-        front
+        let ready = self.spawn_in(&node, &example("nfqdelay"), &["0", "20"]);
+        assert_eq!(ready, "ready");
+        let o = sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.node,
+                "iptables",
+                "-A",
+                "OUTPUT",
+                "-o",
+                &self.node_veth,
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                "0",
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "iptables -j NFQUEUE in the node namespace failed (scripts/setup.sh installs iptables): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // The node keeps its own address: no relay, the same connection, a longer path.
+        format!("{NODE_IP}:{RESPONDER_PORT}")
     }
 
     fn landmark_key(&self) -> (PathBuf, PathBuf) {
