@@ -64,6 +64,18 @@ const ENTRY: &str = "data.custody_decision.decision";
 const DEFAULT_MAX_INSTRUCTIONS: usize = 25_000;
 /// Engines kept for reuse; more concurrent decisions than this clone and drop.
 const POOL_MAX: usize = 64;
+/// Wall-clock bound on one evaluation by the interpreter, which has no instruction limit
+/// like the RVM's: a policy from a file that loops (over a large range, say) fails its
+/// decision instead of holding a verifier thread. A decision takes about 0.2 ms.
+const INTERPRETER_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn interpreter_timer() -> regorus::utils::limits::ExecutionTimerConfig {
+    regorus::utils::limits::ExecutionTimerConfig {
+        limit: INTERPRETER_TIME_LIMIT,
+        // Work units (loop iterations, expressions) between two reads of the clock.
+        check_interval: std::num::NonZeroU32::new(256).unwrap_or(std::num::NonZeroU32::MIN),
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
@@ -255,6 +267,10 @@ impl Policy {
         };
         let mut engine = regorus::Engine::new();
         engine.set_strict_builtin_errors(true);
+        if backend == Backend::Interpreter {
+            // Construction evaluates the policy too.
+            engine.set_execution_timer_config(interpreter_timer());
+        }
         engine
             .add_policy("custody/lib.rego".to_owned(), LIB.to_owned())
             .map_err(|e| compile(e.to_string()))?;
@@ -305,6 +321,9 @@ impl Policy {
             Backend::Rvm => compile_vm(&mut engine.clone(), data_value),
             Backend::Interpreter => None,
         };
+        // The interpreter's engines (this one and the pool's clones of it) decide when
+        // there is no program, and for the tests' cross-checks.
+        engine.set_execution_timer_config(interpreter_timer());
         Ok(Self {
             inner: Arc::new(Inner {
                 id: id.to_owned(),
@@ -762,6 +781,29 @@ mod tests {
         assert_eq!(p.backend(), "interpreter");
         let d = p.evaluate(&input(json!({"tpm": tpm_ok()}))).unwrap();
         assert_eq!(d.reasons, vec!["site fallback"]);
+    }
+
+    /// A policy from a file that would loop for hours fails its decision after the
+    /// interpreter's time limit, naming the limit, instead of holding the thread.
+    #[test]
+    fn a_runaway_policy_from_a_file_is_stopped() {
+        let rego = "package custody.t\nimport rego.v1\n\
+            default allow := false\n\
+            deny contains \"never\" if {\n\
+                some i in numbers.range(1, count(input.devices) * 100000)\n\
+                some j in numbers.range(1, 100000)\n\
+                i == j + 1000000\n\
+            }\n";
+        let p = Policy::new("t", rego).unwrap();
+        let started = std::time::Instant::now();
+        let e = p.evaluate(&input(json!({"tpm": tpm_ok()}))).unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(&e, PolicyError::Eval { .. }), "{e}");
+        assert!(e.to_string().contains("time limit"), "{e}");
+        assert!(
+            took >= INTERPRETER_TIME_LIMIT && took < 10 * INTERPRETER_TIME_LIMIT,
+            "{took:?}"
+        );
     }
 
     #[test]
