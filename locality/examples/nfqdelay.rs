@@ -99,7 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if due > now {
                 std::thread::sleep(due - now);
             }
-            releaser.write_all(&verdict(queue, id, NF_ACCEPT))?;
+            releaser.write_all(&accept(queue, id))?;
         }
         Ok(())
     });
@@ -243,9 +243,10 @@ fn config_params(seq: u32, queue: u16, mode: u8) -> Vec<u8> {
     )
 }
 
-fn verdict(queue: u16, id: u32, verdict: u32) -> Vec<u8> {
+/// The verdict that lets packet `id` through.
+fn accept(queue: u16, id: u32) -> Vec<u8> {
     // struct nfqnl_msg_verdict_hdr { __be32 verdict; __be32 id; }
-    let mut v = verdict.to_be_bytes().to_vec();
+    let mut v = NF_ACCEPT.to_be_bytes().to_vec();
     v.extend_from_slice(&id.to_be_bytes());
     nfq_message(
         NFQNL_MSG_VERDICT,
@@ -267,7 +268,7 @@ mod tests {
     #[test]
     #[cfg(target_endian = "little")]
     fn verdict_bytes() {
-        let m = verdict(7, 0x0102_0304, NF_ACCEPT);
+        let m = accept(7, 0x0102_0304);
         assert_eq!(
             m,
             [

@@ -267,10 +267,10 @@ impl Policy {
         };
         let mut engine = regorus::Engine::new();
         engine.set_strict_builtin_errors(true);
-        if backend == Backend::Interpreter {
-            // Construction evaluates the policy too.
-            engine.set_execution_timer_config(interpreter_timer());
-        }
+        // Every interpreted evaluation is bounded: construction's, the pool's clones of
+        // this engine, and the tests' cross-checks. (The RVM has its own instruction
+        // limit and does not read the engine's timer.)
+        engine.set_execution_timer_config(interpreter_timer());
         engine
             .add_policy("custody/lib.rego".to_owned(), LIB.to_owned())
             .map_err(|e| compile(e.to_string()))?;
@@ -321,9 +321,6 @@ impl Policy {
             Backend::Rvm => compile_vm(&mut engine.clone(), data_value),
             Backend::Interpreter => None,
         };
-        // The interpreter's engines (this one and the pool's clones of it) decide when
-        // there is no program, and for the tests' cross-checks.
-        engine.set_execution_timer_config(interpreter_timer());
         Ok(Self {
             inner: Arc::new(Inner {
                 id: id.to_owned(),
