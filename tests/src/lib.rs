@@ -8,6 +8,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod fleet;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
