@@ -40,6 +40,9 @@ enum Command {
     /// Enrolled nodes, as the verifier sees them.
     #[command(subcommand)]
     Nodes(ops::NodesCmd),
+    /// Reference values of node groups: show them, approve a baseline learnt on first use.
+    #[command(subcommand)]
+    Reference(ops::ReferenceCmd),
     /// The signed registry of legal entities, sites and hardware; derived attributes.
     #[command(subcommand)]
     Registry(registry::RegistryCmd),
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Demo(a) => demo::run_demo(a),
         Command::Nodes(cmd) => ops::nodes(cmd),
+        Command::Reference(cmd) => ops::reference(cmd),
         Command::Registry(cmd) => registry::run(cmd),
         Command::Attest { node, conn } => ops::attest(node, conn),
         Command::Result { node, conn } => ops::result(node, conn),

@@ -64,6 +64,33 @@ pub enum NodesCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Put a node in a reference-value group: its next round compares against that
+    /// group's values (the audit log records the change).
+    Group {
+        /// Node id or name.
+        node: String,
+        /// Group name (A-Z a-z 0-9 . _ -).
+        group: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReferenceCmd {
+    /// A group's reference values: source, whether pending approval, PCRs.
+    Show {
+        group: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve the baseline a group learnt on first use (`reference = "tofu-approve"`):
+    /// from now on it decides the group's rounds.
+    Approve {
+        group: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 pub struct Client {
@@ -242,6 +269,24 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
                     }
                 }
             }
+            NodesCmd::Group { node, group, conn } => {
+                let c = Client::new(&conn)?;
+                let v = rt.block_on(c.call(
+                    http::Method::PUT,
+                    &format!("/v1/nodes/{}/group", enc(&node)),
+                    Some(serde_json::json!({ "group": group })),
+                ))?;
+                if conn.json {
+                    print_json(&v);
+                } else {
+                    println!(
+                        "{} ({}) is in group {}",
+                        v["name"].as_str().unwrap_or(""),
+                        v["id"].as_str().unwrap_or(""),
+                        v["group"].as_str().unwrap_or("")
+                    );
+                }
+            }
             NodesCmd::Remove { node, reason, conn } => {
                 let c = Client::new(&conn)?;
                 let v = rt.block_on(c.call(
@@ -259,6 +304,52 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
                         v["previous_state"].as_str().unwrap_or(""),
                         v["reason"].as_str().unwrap_or("")
                     );
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+pub fn reference(cmd: ReferenceCmd) -> ExitCode {
+    finish((|| {
+        let rt = runtime()?;
+        let (method, path, conn, verb) = match &cmd {
+            ReferenceCmd::Show { group, conn } => (
+                http::Method::GET,
+                format!("/v1/groups/{}/reference", enc(group)),
+                conn,
+                "",
+            ),
+            ReferenceCmd::Approve { group, conn } => (
+                http::Method::POST,
+                format!("/v1/groups/{}/reference/approve", enc(group)),
+                conn,
+                "approved: ",
+            ),
+        };
+        let c = Client::new(conn)?;
+        let v = rt.block_on(c.call(method, &path, None))?;
+        if conn.json {
+            print_json(&v);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let r = &v["reference"];
+        let pending = if r["pending"].as_bool() == Some(true) {
+            " (pending approval: decides nothing yet)"
+        } else {
+            ""
+        };
+        println!(
+            "{verb}group {}: source {}{pending}, learnt from {}",
+            v["group"].as_str().unwrap_or(""),
+            r["source"].as_str().unwrap_or("?"),
+            r["learned_from"].as_str().unwrap_or("-")
+        );
+        if let Some(banks) = r["pcrs"].as_object() {
+            for (bank, pcrs) in banks {
+                for (i, d) in pcrs.as_object().into_iter().flatten() {
+                    println!("  {bank} PCR {i}: {}", d.as_str().unwrap_or(""));
                 }
             }
         }

@@ -45,6 +45,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/nodes/{node}/result"),
     ("get", "/v1/events"),
     ("put", "/v1/groups/{group}/reference"),
+    ("get", "/v1/groups/{group}/reference"),
+    ("post", "/v1/groups/{group}/reference/approve"),
+    ("put", "/v1/nodes/{node}/group"),
     ("get", "/v1/audit/checkpoint"),
     ("get", "/v1/registry"),
     ("put", "/v1/registry"),
@@ -72,7 +75,12 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/nodes/{node}/attest", post(attest))
         .route("/v1/nodes/{node}/result", get(result))
         .route("/v1/events", get(events))
-        .route("/v1/groups/{group}/reference", put(set_reference))
+        .route(
+            "/v1/groups/{group}/reference",
+            put(set_reference).get(get_reference),
+        )
+        .route("/v1/groups/{group}/reference/approve", post(approve_reference))
+        .route("/v1/nodes/{node}/group", put(set_group))
         .route("/v1/audit/checkpoint", get(checkpoint))
         .route("/v1/registry", get(registry).put(put_registry))
         .route("/v1/nodes/{node}/input", get(node_input))
@@ -137,6 +145,8 @@ fn service_error(e: ServiceError) -> Response {
         ServiceError::Registry { check, detail } => {
             json_error(StatusCode::UNPROCESSABLE_ENTITY, check, detail)
         }
+        ServiceError::Refused { check, detail } => json_error(StatusCode::BAD_REQUEST, check, detail),
+        ServiceError::Busy(m) => json_error(StatusCode::CONFLICT, "busy", m),
         other => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", other),
     }
 }
@@ -316,6 +326,13 @@ async fn push_evidence(
                 ear,
             },
         ),
+        Err(ServiceError::Busy(m)) => refusal(
+            StatusCode::CONFLICT,
+            &Refusal {
+                check: "busy".into(),
+                detail: m,
+            },
+        ),
         Err(e) => refusal(
             StatusCode::FORBIDDEN,
             &Refusal {
@@ -436,9 +453,7 @@ async fn attest(
     };
     match svc.attest(&id).await {
         Ok(s) => Json::<RoundSummary>(s).into_response(),
-        Err(ServiceError::Core(m)) if m.contains("already running") => {
-            json_error(StatusCode::CONFLICT, "busy", m)
-        }
+        Err(ServiceError::Busy(m)) => json_error(StatusCode::CONFLICT, "busy", m),
         Err(e) => service_error(e),
     }
 }
@@ -592,6 +607,7 @@ async fn set_reference(
         source: "operator".into(),
         at: now(),
         learned_from: None,
+        pending: false,
     };
     let g = group.clone();
     match blocking(move || -> Result<(), ServiceError> {
@@ -607,6 +623,74 @@ async fn set_reference(
     .await
     {
         Ok(Ok(())) => Json(serde_json::json!({"group": group, "source": "operator"})).into_response(),
+        Ok(Err(e)) => service_error(e),
+        Err(r) => r,
+    }
+}
+
+/// A group's reference values as stored (operator only).
+async fn get_reference(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(group): Path<String>,
+) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    let g = group.clone();
+    match blocking(move || svc.store.reference(&g)).await {
+        Ok(Ok(Some(r))) => Json(serde_json::json!({"group": group, "reference": r})).into_response(),
+        Ok(Ok(None)) => json_error(
+            StatusCode::NOT_FOUND,
+            "reference_values",
+            format!("group `{group}` has no reference values"),
+        ),
+        Ok(Err(e)) => service_error(e.into()),
+        Err(r) => r,
+    }
+}
+
+/// Approve a baseline learnt under `reference = "tofu-approve"`: from now on it decides.
+async fn approve_reference(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(group): Path<String>,
+) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    let g = group.clone();
+    let by = peer.common_name().unwrap_or_default();
+    match blocking(move || svc.approve_reference(&g, &by)).await {
+        Ok(Ok(r)) => Json(serde_json::json!({"group": group, "reference": r})).into_response(),
+        Ok(Err(e)) => service_error(e),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    group: String,
+}
+
+/// Put a node in a reference-value group.
+async fn set_group(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    let b: GroupBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "group", e),
+    };
+    let by = peer.common_name().unwrap_or_default();
+    match blocking(move || svc.set_group(&key, &b.group, &by)).await {
+        Ok(Ok(n)) => Json(node_json(&n)).into_response(),
         Ok(Err(e)) => service_error(e),
         Err(r) => r,
     }

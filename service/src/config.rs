@@ -2,6 +2,7 @@
 //! documented here (`custody-verifier config --defaults` prints them).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -36,7 +37,7 @@ impl ConfigError {
 
 /// How reference values (golden PCRs) come to exist for a node group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum ReferenceMode {
     /// The first round of a group whose evidence verifies is trusted and its PCRs become
     /// the group's reference values. Every result says `reference: tofu` so nobody
@@ -45,6 +46,11 @@ pub enum ReferenceMode {
     /// Only values the operator provisioned (`PUT /v1/groups/{group}/reference`) count;
     /// a group without them fails `reference_values`.
     Operator,
+    /// As `tofu`, but a learnt baseline is `pending` and decides nothing until an operator
+    /// approves it (`custody reference approve GROUP`): rounds that match it fail
+    /// `reference_pending` (not counted towards revocation), rounds that differ fail
+    /// `reference_values`.
+    TofuApprove,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +78,11 @@ pub struct Config {
     /// Signed checkpoint of the audit log every this many seconds (when it grew).
     pub checkpoint_secs: u64,
     pub reference: ReferenceMode,
+    /// PCRs every quote must cover, per bank (`[min_pcrs] sha256 = [0, 1, ...]`); a smaller
+    /// selection fails `pcr_selection`. Without it a node could quote nothing, and a
+    /// baseline learnt from it would compare nothing. Default: sha256 PCRs 0-7 (firmware,
+    /// option ROMs, boot loader, Secure Boot policy).
+    pub min_pcrs: BTreeMap<String, Vec<u32>>,
     /// The appraisal policy: a shipped policy's name (`default`, `eu-sovereign`,
     /// `secnumcloud`, `defense-restricted`) or the path of a Rego file; `default` when absent.
     pub policy: Option<String>,
@@ -116,6 +127,7 @@ impl Default for Config {
             ear_ttl_secs: 600,
             checkpoint_secs: 60,
             reference: ReferenceMode::Tofu,
+            min_pcrs: BTreeMap::from([("sha256".to_owned(), (0..=7).collect())]),
             policy: None,
             policy_data: None,
             registry: None,
@@ -233,6 +245,14 @@ impl Config {
             }
             if l.probes == 0 || l.probes > 1000 {
                 return bad("`landmark.probes` must be between 1 and 1000");
+            }
+        }
+        for (bank, pcrs) in &self.min_pcrs {
+            if !["sha1", "sha256", "sha384", "sha512"].contains(&bank.as_str()) {
+                return Err(ConfigError::Invalid(format!("`min_pcrs`: unknown bank `{bank}`")));
+            }
+            if pcrs.iter().any(|p| *p > 23) {
+                return Err(ConfigError::Invalid(format!("`min_pcrs.{bank}`: PCRs are 0-23")));
             }
         }
         self.validate_landmarks()?;

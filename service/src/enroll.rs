@@ -8,7 +8,7 @@
 //!    the secret (TPM2_ActivateCredential). On a match the node is registered and its TLS
 //!    key certified as `node:<id>`.
 
-use crate::store::{NodeRecord, NodeState};
+use crate::store::{NodeRecord, NodeState, StoreError};
 use crate::{now, Service, ServiceError};
 use custody_formats::api::{ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, Refusal};
 use custody_verifier::check::{FailedCheck, UnixTime};
@@ -50,6 +50,14 @@ fn valid_name(n: &str) -> bool {
     (1..=64).contains(&n.len())
         && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !looks_like_node_id(n)
+}
+
+/// `n-` and 16 hex digits: the shape of a node id. The API and the CLI find a node by id
+/// first, then by name, so such a name could shadow another node's id.
+fn looks_like_node_id(n: &str) -> bool {
+    n.strip_prefix("n-")
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The host part of `host:port` (brackets removed from IPv6).
@@ -86,7 +94,7 @@ impl Service {
         if !valid_name(&req.name) {
             return Err(refuse(
                 "node_name",
-                "names are 1-64 characters of A-Z a-z 0-9 . _ -",
+                "names are 1-64 characters of A-Z a-z 0-9 . _ - and not of a node id's shape (n- and 16 hex digits)",
             ));
         }
         if endpoint_host(&req.endpoint).is_none() {
@@ -182,20 +190,18 @@ impl Service {
         }
         let at = now();
         let id = node_id(&p.ek_cert_sha256);
-        // Checked again: the node may have been revoked while the TPM activated the
-        // credential.
-        let previous = refuse_revoked(self.store.node(&id))?;
+        // Checked early for a clear answer; enroll_node checks again in its transaction,
+        // where a revocation that committed meanwhile is seen.
+        refuse_revoked(self.store.node(&id))?;
         let host = endpoint_host(&p.request.endpoint).ok_or_else(|| refuse("endpoint", "bad endpoint"))?;
         let cert = self
             .pki
             .issue_node(&id, &host, &p.request.tls_spki)
             .map_err(|e| refuse("tls_key", e.to_string()))?;
-        let node = NodeRecord {
+        let fresh = NodeRecord {
             id: id.clone(),
             name: p.request.name.clone(),
-            group: previous
-                .as_ref()
-                .map_or_else(|| "default".to_owned(), |n| n.group.clone()),
+            group: "default".to_owned(),
             endpoint: p.request.endpoint.clone(),
             state: NodeState::Enrolled,
             reason: None,
@@ -206,15 +212,41 @@ impl Service {
             updated_at: at,
             last_round_at: None,
             failures: 0,
-            // Same TPM, same clock: keep the monotonicity baseline across re-enrollment.
-            tpm_clock: previous.as_ref().and_then(|n| n.tpm_clock),
+            tpm_clock: None,
             locality_endpoint: p.request.locality_endpoint.clone(),
             move_endpoint: p.request.move_endpoint.clone(),
             session_keys: None,
         };
-        self.store
-            .put_node(&node)
-            .map_err(|e| refuse("store", e.to_string()))?;
+        let previous = match self.store.enroll_node(&fresh) {
+            Ok(prev) => prev,
+            Err(StoreError::Revoked { id, name, reason }) => {
+                return Err(refuse(
+                    "revoked",
+                    format!("this TPM's node `{name}` ({id}) was revoked ({reason}); an operator must remove it first (custody nodes remove)"),
+                ))
+            }
+            Err(StoreError::NameTaken(name)) => {
+                return Err(refuse("node_name", format!("`{name}` is enrolled with another TPM")))
+            }
+            Err(e) => return Err(refuse("store", e.to_string())),
+        };
+        // The credential was activated with this AK: a new AK on the same EK (a cleared
+        // TPM, lost agent state) proves the TPM anew, so its clock baseline restarted
+        // (TPM2_Clear sets the reset counters back; the old baseline would fail every round).
+        let restart_clock = previous.as_ref().is_some_and(|n| n.ak_public != fresh.ak_public);
+        // What the node is now: the TPM's state, failures and group survive re-enrollment.
+        let node = match &previous {
+            None => fresh,
+            Some(prev) => NodeRecord {
+                state: prev.state,
+                reason: prev.reason.clone(),
+                failures: prev.failures,
+                group: prev.group.clone(),
+                last_round_at: prev.last_round_at,
+                tpm_clock: if restart_clock { None } else { prev.tpm_clock },
+                ..fresh
+            },
+        };
         // An agent keeps its AK across restarts (state_dir/ak.tpm); a new AK on the same
         // EK means the TPM was cleared or the agent's state lost, worth an auditor's look.
         let ak_changed = previous.as_ref().map(|n| n.ak_public != node.ak_public);
@@ -227,6 +259,9 @@ impl Service {
             "endpoint": node.endpoint,
             "re_enrollment": previous.is_some(),
             "ak_changed": ak_changed,
+            "state": node.state.as_str(),
+            "failures": node.failures,
+            "clock_baseline_restarted": restart_clock,
         })));
         let kind = if previous.is_some() {
             "re_enrolled"
@@ -236,7 +271,13 @@ impl Service {
         self.emit(
             &node,
             kind,
-            serde_json::json!({"endpoint": node.endpoint, "ak_changed": ak_changed}),
+            serde_json::json!({
+                "endpoint": node.endpoint,
+                "ak_changed": ak_changed,
+                "state": node.state.as_str(),
+                "failures": node.failures,
+                "clock_baseline_restarted": restart_clock,
+            }),
         )
         .map_err(|e: ServiceError| refuse("store", e.to_string()))?;
         Ok(Enrolled {
@@ -278,6 +319,10 @@ mod tests {
         assert!(!valid_name(""));
         assert!(!valid_name("a b"));
         assert!(!valid_name(&"x".repeat(65)));
+        assert!(!valid_name("n-0123456789abcdef"), "the shape of a node id");
+        assert!(!valid_name("n-0123456789ABCDEF"));
+        assert!(valid_name("n-01234567"));
+        assert!(valid_name("n-0123456789abcdefg"));
         assert_eq!(endpoint_host("127.0.0.1:8443").as_deref(), Some("127.0.0.1"));
         assert_eq!(endpoint_host("[::1]:8443").as_deref(), Some("::1"));
         assert_eq!(endpoint_host("node.example:1").as_deref(), Some("node.example"));

@@ -64,6 +64,13 @@ pub enum ServiceError {
     Core(String),
     #[error("no node `{0}`")]
     NoNode(String),
+    /// A round with this node is already running (pulled or pushed): rounds of one node
+    /// are serialised, so a pass cannot race a failure that revokes.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// An operator's request was refused; `check` names why.
+    #[error("{check}: {detail}")]
+    Refused { check: &'static str, detail: String },
     /// A registry was refused; `check` names why (`registry_signature`, `registry_version`, ...).
     #[error("{check}: {detail}")]
     Registry { check: &'static str, detail: String },
@@ -218,6 +225,11 @@ impl Service {
         let events = events::Emitter::new(&cfg)?;
         let mut appraiser = round::Appraiser::new(policy).map_err(ServiceError::Core)?;
         appraiser.landmarks = vec![landmark_key.public_key()];
+        appraiser.min_pcrs = cfg
+            .min_pcrs
+            .iter()
+            .map(|(bank, pcrs)| (bank.clone(), pcrs.iter().copied().collect()))
+            .collect();
         appraiser.remote_landmarks = cfg
             .landmarks
             .iter()
@@ -494,6 +506,70 @@ impl Service {
             serde_json::json!({"previous": node.state.as_str(), "reason": reason, "by": by}),
         )?;
         Ok(node)
+    }
+
+    /// Approve the pending baseline of `group` (learnt under `reference = "tofu-approve"`).
+    pub fn approve_reference(&self, group: &str, by: &str) -> Result<store::Reference, ServiceError> {
+        let Some(mut r) = self.store.reference(group)? else {
+            return Err(ServiceError::Refused {
+                check: "reference_values",
+                detail: format!("group `{group}` has no reference values to approve"),
+            });
+        };
+        if !r.pending {
+            return Err(ServiceError::Refused {
+                check: "reference_values",
+                detail: format!(
+                    "the reference values of group `{group}` are not pending (source `{}`)",
+                    r.source
+                ),
+            });
+        }
+        r.pending = false;
+        r.source = "approved".into();
+        self.store.set_reference(group, &r)?;
+        self.log(custody_audit::Entry::PolicyChange(serde_json::json!({
+            "reference_values": group,
+            "source": "approved",
+            "learned_from": r.learned_from,
+            "by": by,
+            "at": now(),
+            "pcrs": r.pcrs,
+        })));
+        Ok(r)
+    }
+
+    /// Move a node to another reference-value group (its next round compares against
+    /// that group's values).
+    pub fn set_group(&self, key: &str, group: &str, by: &str) -> Result<store::NodeRecord, ServiceError> {
+        let valid = (1..=64).contains(&group.len())
+            && group
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !valid {
+            return Err(ServiceError::Refused {
+                check: "group",
+                detail: "group names are 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+            });
+        }
+        let node = self.find_node(key)?;
+        if !self.store.set_group(&node.id, group)? {
+            return Err(ServiceError::NoNode(key.into()));
+        }
+        self.log(custody_audit::Entry::PolicyChange(serde_json::json!({
+            "node": node.id,
+            "name": node.name,
+            "group": group,
+            "previous_group": node.group,
+            "by": by,
+            "at": now(),
+        })));
+        self.emit(
+            &node,
+            "group_changed",
+            serde_json::json!({"group": group, "previous": node.group, "by": by}),
+        )?;
+        self.find_node(&node.id)
     }
 
     pub fn log(&self, entry: custody_audit::Entry) {

@@ -38,6 +38,10 @@ pub struct Appraiser {
     snp: SnpVerifier,
     gpu: NvgpuVerifier,
     pub policy: Policy,
+    /// PCRs every quote must cover, per bank (config `min_pcrs`), checked at
+    /// `pcr_selection`: a node cannot quote less and so learn or pass a baseline that
+    /// compares nothing.
+    pub min_pcrs: BTreeMap<String, std::collections::BTreeSet<u32>>,
     /// Landmark keys whose statements count as this verifier's own measurement.
     pub landmarks: Vec<[u8; 32]>,
     /// Remote landmarks (`[[landmarks]]`): a statement counts only under the key pinned
@@ -118,6 +122,9 @@ pub struct Appraisal {
     pub input: serde_json::Value,
     /// The session keys this round's evidence vouched for (only when it passed).
     pub session_keys: Option<SessionKeys>,
+    /// The round failed only because its group's baseline awaits an operator's approval
+    /// (`reference_pending`): not counted towards revocation.
+    pub awaits_approval: bool,
 }
 
 /// Hardware identities a round proved: the registry binds them to sites. Each is
@@ -249,6 +256,36 @@ fn sha256_hex(b: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b).as_ref())
 }
 
+/// The PCRs of `min` the quote does not cover, as one sentence; None when it covers them.
+fn missing_pcrs(
+    min: &BTreeMap<String, std::collections::BTreeSet<u32>>,
+    quoted: &BTreeMap<String, BTreeMap<u32, String>>,
+) -> Option<String> {
+    let missing: Vec<String> = min
+        .iter()
+        .filter_map(|(bank, want)| {
+            let have = quoted.get(bank);
+            let lacking: Vec<String> = want
+                .iter()
+                .filter(|p| !have.is_some_and(|h| h.contains_key(p)))
+                .map(u32::to_string)
+                .collect();
+            (!lacking.is_empty()).then(|| format!("{bank} PCRs {}", lacking.join(",")))
+        })
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the quote does not cover the verifier's minimum selection: {} missing",
+            missing.join("; ")
+        )
+    })
+}
+
+/// The check of a round that matched a baseline still awaiting approval: the node is not
+/// trusted, but the failure is the operator's to clear, so it does not count towards
+/// revocation.
+pub const REFERENCE_PENDING: &str = "reference_pending";
+
 /// Compare quoted PCRs with the reference; the differences, one line each.
 fn compare_reference(reference: &Reference, quoted: &BTreeMap<String, BTreeMap<u32, String>>) -> Vec<String> {
     let mut diffs = Vec::new();
@@ -273,6 +310,7 @@ impl Appraiser {
             snp: SnpVerifier::builtin().map_err(|e| format!("SNP roots: {e}"))?,
             gpu: NvgpuVerifier::new().map_err(|e| format!("NVIDIA roots: {e}"))?,
             policy,
+            min_pcrs: BTreeMap::from([("sha256".to_owned(), (0..=7).collect())]),
             landmarks: Vec::new(),
             remote_landmarks: Vec::new(),
             registry: std::sync::RwLock::new(None),
@@ -311,8 +349,10 @@ impl Appraiser {
         let mut learned = None;
         let mut reference_source = None;
         let mut evidence_sha256 = String::new();
+        // The first failure names the round, except that a baseline awaiting approval
+        // gives way to any real failure found after it.
         let fail = |f: &mut Option<Failure>, check: &str, reason: String| {
-            if f.is_none() {
+            if f.as_ref().is_none_or(|f| f.check == REFERENCE_PENDING) {
                 *f = Some(Failure {
                     check: check.to_owned(),
                     reason,
@@ -405,15 +445,30 @@ impl Appraiser {
                                 .map(|(alg, p)| (alg.name().to_owned(), p.clone()))
                                 .collect();
                             if extra_failure.is_none() {
+                                if let Some(m) = missing_pcrs(&self.min_pcrs, &quoted) {
+                                    extra_failure = Some(("pcr_selection".into(), m));
+                                }
+                            }
+                            if extra_failure.is_none() {
                                 match (reference, mode) {
                                     (Some(r), _) => {
-                                        reference_source = Some(r.source.clone());
                                         let diffs = compare_reference(r, &quoted);
-                                        if diffs.is_empty() {
-                                            matched = true;
-                                        } else {
+                                        if !diffs.is_empty() {
+                                            reference_source = Some(r.source.clone());
                                             extra_failure =
                                                 Some(("reference_values".into(), diffs.join("; ")));
+                                        } else if r.pending {
+                                            reference_source = Some("tofu-pending".into());
+                                            extra_failure = Some((
+                                                REFERENCE_PENDING.into(),
+                                                format!(
+                                                    "the baseline of group `{}` learnt on first use awaits an operator's approval (custody reference approve {})",
+                                                    node.group, node.group
+                                                ),
+                                            ));
+                                        } else {
+                                            reference_source = Some(r.source.clone());
+                                            matched = true;
                                         }
                                     }
                                     (None, ReferenceMode::Tofu) => {
@@ -424,6 +479,24 @@ impl Appraiser {
                                             source: "tofu".into(),
                                             at,
                                             learned_from: Some(node.id.clone()),
+                                            pending: false,
+                                        });
+                                    }
+                                    (None, ReferenceMode::TofuApprove) => {
+                                        reference_source = Some("tofu-pending".into());
+                                        extra_failure = Some((
+                                            REFERENCE_PENDING.into(),
+                                            format!(
+                                                "this round's PCRs were proposed as the baseline of group `{}`; they decide nothing until an operator approves them (custody reference approve {})",
+                                                node.group, node.group
+                                            ),
+                                        ));
+                                        learned = Some(Reference {
+                                            pcrs: quoted,
+                                            source: "tofu".into(),
+                                            at,
+                                            learned_from: Some(node.id.clone()),
+                                            pending: true,
                                         });
                                     }
                                     (None, ReferenceMode::Operator) => {
@@ -693,6 +766,10 @@ impl Appraiser {
             .as_ref()
             .map(|f| f.check.clone())
             .or_else(|| (!decision.allow).then(|| "policy".to_owned()));
+        // Only the operator's pending approval stands between this round and a pass: the
+        // node is not trusted, but this is not its failure.
+        let awaits_approval = failed_check.as_deref() == Some(REFERENCE_PENDING)
+            && decision.reasons.iter().all(|r| r.contains(REFERENCE_PENDING));
         let mut status = submods
             .values()
             .map(|s| s.status)
@@ -802,6 +879,7 @@ impl Appraiser {
             reference_source,
             input,
             session_keys: bundle.as_ref().filter(|_| keys_vouched).map(|b| b.session_keys),
+            awaits_approval,
         })
     }
 }
@@ -852,7 +930,7 @@ impl Service {
             .ok_or_else(|| ServiceError::NoNode(node_id.into()))?;
         let started = Instant::now();
         let Some(_guard) = self.claim_round(&node.id) else {
-            return Err(ServiceError::Core(format!(
+            return Err(ServiceError::Busy(format!(
                 "a round with `{}` is already running",
                 node.name
             )));
@@ -1016,6 +1094,14 @@ impl Service {
         node_id: String,
         bundle: axum::body::Bytes,
     ) -> Result<(RoundSummary, Vec<u8>), ServiceError> {
+        // One round per node at a time, pushed or pulled; taken before the nonce is
+        // spent, so a refused push costs the node nothing.
+        let this = self.clone();
+        let Some(_guard) = this.claim_round(&node_id) else {
+            return Err(ServiceError::Busy(format!(
+                "a round with node `{node_id}` is already running"
+            )));
+        };
         let svc = self.clone();
         let (concluding, write) = tokio::task::spawn_blocking(move || svc.prepare_pushed(&node_id, &bundle))
             .await
@@ -1105,6 +1191,11 @@ impl Service {
             if node.state != NodeState::Revoked {
                 node.state = NodeState::Trusted;
             }
+        } else if a.awaits_approval {
+            node.reason = Some(a.reasons.join("; "));
+            if node.state != NodeState::Revoked {
+                node.state = NodeState::Failed;
+            }
         } else {
             node.failures = node.failures.saturating_add(1);
             node.reason = Some(a.reasons.join("; "));
@@ -1130,18 +1221,22 @@ impl Service {
         }
         node.last_round_at = Some(at);
         node.updated_at = at;
-        if let (Some(learned), true) = (&a.learned, passed) {
-            // Set only if still absent: two nodes of a new group racing their first round
-            // must not both define the baseline.
-            if self.store.reference(&node.group)?.is_none() {
-                self.store.set_reference(&node.group, learned)?;
+        if let (Some(learned), true) = (&a.learned, passed || a.awaits_approval) {
+            // Only if still absent (one statement): two nodes of a new group racing their
+            // first round must not both define the baseline.
+            if self.store.learn_reference(&node.group, learned)? {
                 self.emit(
                     &node,
                     "reference_learned",
                     serde_json::json!({
                         "group": node.group,
                         "source": "tofu",
-                        "note": "trust on first use: these PCR values were not provisioned by the operator",
+                        "pending": learned.pending,
+                        "note": if learned.pending {
+                            "proposed on first use: decides nothing until an operator approves it"
+                        } else {
+                            "trust on first use: these PCR values were not provisioned by the operator"
+                        },
                     }),
                 )?;
             }

@@ -2,6 +2,7 @@
 //! seam (a PostgreSQL implementation can follow for replicated verifiers); [`SqliteStore`]
 //! is the embedded default: one file, WAL, versioned schema migrations applied at open.
 
+use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +23,16 @@ pub enum StoreError {
     /// removal cannot be undone by a late result.
     #[error("node `{0}` was removed")]
     NodeGone(String),
+    /// Another node (another TPM) holds this name.
+    #[error("`{0}` is enrolled with another TPM")]
+    NameTaken(String),
+    /// The TPM's node is revoked: nothing but an operator's removal changes that.
+    #[error("node `{name}` ({id}) is revoked ({reason})")]
+    Revoked {
+        id: String,
+        name: String,
+        reason: String,
+    },
     /// The transaction that carried this round with others failed; none was recorded.
     #[error("the group commit failed: {0}")]
     GroupCommit(String),
@@ -137,6 +148,10 @@ pub struct Reference {
     pub at: i64,
     /// For TOFU: the node whose round the values were learned from.
     pub learned_from: Option<String>,
+    /// Learnt under `reference = "tofu-approve"` and not yet approved by an operator: it
+    /// decides nothing (rounds that match it fail `reference_pending`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,8 +166,19 @@ pub struct Event {
 
 /// The storage seam.
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Insert or replace a node by id.
+    /// Insert or replace a node by id (tests and tools; enrollment uses [`Store::enroll_node`]).
     fn put_node(&self, node: &NodeRecord) -> Result<(), StoreError>;
+    /// Record an enrollment in one transaction: a new node is inserted; the node of a TPM
+    /// that enrolled before keeps its state, failures, reason and group (they belong to the
+    /// TPM, not to the agent's run) and takes the request's name, keys and endpoints. Refused
+    /// when the TPM's node is revoked ([`StoreError::Revoked`]) or the name belongs to
+    /// another node ([`StoreError::NameTaken`]), both checked inside the transaction. When
+    /// the AK changed (a credential activation proved a new AK on the same EK: a cleared
+    /// TPM, which sets its reset counters back), the TPM clock baseline restarts. Returns
+    /// the node as it was before, if any.
+    fn enroll_node(&self, node: &NodeRecord) -> Result<Option<NodeRecord>, StoreError>;
+    /// Put a node in a reference-value group (the operator's `custody nodes group`).
+    fn set_group(&self, id: &str, group: &str) -> Result<bool, StoreError>;
     fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
     fn node_by_name(&self, name: &str) -> Result<Option<NodeRecord>, StoreError>;
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
@@ -175,6 +201,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn results(&self, node_id: &str, limit: u32) -> Result<Vec<ResultRecord>, StoreError>;
     fn reference(&self, group: &str) -> Result<Option<Reference>, StoreError>;
     fn set_reference(&self, group: &str, reference: &Reference) -> Result<(), StoreError>;
+    /// Store a learnt reference unless the group already has one; whether it was stored.
+    fn learn_reference(&self, group: &str, reference: &Reference) -> Result<bool, StoreError>;
     fn add_event(&self, event: &Event) -> Result<i64, StoreError>;
     /// Latest events first; all nodes when `node_id` is `None`.
     fn events(&self, node_id: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError>;
@@ -451,7 +479,11 @@ fn record_round_in(
         .transpose()?;
     let updated = conn
         .prepare_cached(
-            "UPDATE nodes SET state = ?2, reason = ?3, failures = ?4, tpm_clock = ?5, session_keys = ?6, last_round_at = ?7, updated_at = ?8 WHERE id = ?1",
+            // Revoked is terminal: a round concluded from a read taken before a revocation
+            // committed must not write `trusted` (or a cleared reason) over it.
+            "UPDATE nodes SET state = CASE WHEN state = 'revoked' THEN 'revoked' ELSE ?2 END, \
+             reason = CASE WHEN state = 'revoked' THEN reason ELSE ?3 END, failures = ?4, tpm_clock = ?5, \
+             session_keys = CASE WHEN state = 'revoked' THEN NULL ELSE ?6 END, last_round_at = ?7, updated_at = ?8 WHERE id = ?1",
         )?
         .execute(rusqlite::params![
             node.id,
@@ -522,6 +554,75 @@ fn migration_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MigrationRecord> {
 impl Store for SqliteStore {
     fn put_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
         put_node_in(&self.lock(), node)
+    }
+
+    fn enroll_node(&self, node: &NodeRecord) -> Result<Option<NodeRecord>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let previous = {
+            let mut st = tx.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"))?;
+            let mut rows = st.query([&node.id])?;
+            rows.next()?.map(node_from_row).transpose()?
+        };
+        if let Some(p) = &previous {
+            if p.state == NodeState::Revoked {
+                return Err(StoreError::Revoked {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    reason: p.reason.clone().unwrap_or_default(),
+                });
+            }
+        }
+        let holder: Option<String> = tx
+            .prepare_cached("SELECT id FROM nodes WHERE name = ?1 AND id != ?2")?
+            .query_row(rusqlite::params![node.name, node.id], |r| r.get(0))
+            .optional()?;
+        if holder.is_some() {
+            return Err(StoreError::NameTaken(node.name.clone()));
+        }
+        match &previous {
+            None => put_node_in(&tx, node)?,
+            Some(_) => {
+                // An upsert by id of what the enrollment proved; state, failures, reason and
+                // group stay the TPM's. The last round's session keys belonged to the
+                // previous agent run: gone until the next passing round.
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE nodes SET name = ?2, endpoint = ?3, ek_cert_sha256 = ?4, ek_public = ?5, ak_public = ?6, \
+                         enrolled_at = ?7, updated_at = ?8, locality_endpoint = ?9, move_endpoint = ?10, session_keys = NULL, \
+                         tpm_clock = CASE WHEN ak_public = ?6 THEN tpm_clock ELSE NULL END \
+                         WHERE id = ?1 AND state != 'revoked'",
+                    )?
+                    .execute(rusqlite::params![
+                        node.id,
+                        node.name,
+                        node.endpoint,
+                        node.ek_cert_sha256,
+                        node.ek_public,
+                        node.ak_public,
+                        node.enrolled_at,
+                        node.updated_at,
+                        node.locality_endpoint,
+                        node.move_endpoint
+                    ])?;
+                if changed != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "node `{}` changed during enrollment",
+                        node.id
+                    )));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(previous)
+    }
+
+    fn set_group(&self, id: &str, group: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .prepare_cached("UPDATE nodes SET grp = ?2 WHERE id = ?1")?
+            .execute([id, group])?;
+        Ok(n == 1)
     }
 
     fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
@@ -624,6 +725,15 @@ impl Store for SqliteStore {
             rusqlite::params![group, body],
         )?;
         Ok(())
+    }
+
+    fn learn_reference(&self, group: &str, reference: &Reference) -> Result<bool, StoreError> {
+        let body = serde_json::to_string(reference).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let n = self.lock().execute(
+            "INSERT OR IGNORE INTO reference_values (grp, body) VALUES (?1, ?2)",
+            rusqlite::params![group, body],
+        )?;
+        Ok(n == 1)
     }
 
     fn add_event(&self, e: &Event) -> Result<i64, StoreError> {
@@ -875,6 +985,98 @@ mod tests {
         assert_eq!((got.state, got.updated_at), (NodeState::Trusted, 16));
     }
 
+    /// Issue 19 item 6: a round concluded from a read taken before a revocation must not
+    /// write `trusted` over it (failed before the conditional UPDATE: the row said trusted).
+    #[test]
+    fn a_late_passing_round_does_not_overwrite_a_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("v.db")).unwrap();
+        let before = node("a");
+        s.put_node(&before).unwrap();
+        let mut revoked = before.clone();
+        revoked.state = NodeState::Revoked;
+        revoked.reason = Some("reference_values: PCR 14".into());
+        s.record_round(&revoked, &result_for("a", 11)).unwrap();
+        let mut late = before.clone();
+        late.state = NodeState::Trusted;
+        late.reason = None;
+        s.record_round(&late, &result_for("a", 12)).unwrap();
+        let got = s.node("a").unwrap().unwrap();
+        assert_eq!(got.state, NodeState::Revoked);
+        assert_eq!(got.reason.as_deref(), Some("reference_values: PCR 14"));
+        assert_eq!(
+            got.session_keys, None,
+            "a revoked node vouches for no session key"
+        );
+        assert_eq!(
+            s.results("a", 10).unwrap().len(),
+            2,
+            "the late round is still recorded"
+        );
+    }
+
+    /// Issue 19 items 4, 5 and 6 at the store: an enrollment keeps the TPM's state,
+    /// failures and group, restarts the clock baseline only for a new AK, never replaces
+    /// another node that holds the name, and never overwrites a revocation.
+    #[test]
+    fn enrollment_is_an_upsert_by_id_that_keeps_what_belongs_to_the_tpm() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("e.db")).unwrap();
+        let mut a = node("a");
+        assert_eq!(s.enroll_node(&a).unwrap(), None);
+        let mut failing = a.clone();
+        failing.state = NodeState::Failed;
+        failing.failures = 2;
+        failing.reason = Some("reference_values".into());
+        s.record_round(&failing, &result_for("a", 11)).unwrap();
+        assert!(s.set_group("a", "gpu-hosts").unwrap());
+        // The same TPM enrolls again (its agent restarted), same AK, new endpoint.
+        a.endpoint = "127.0.0.1:9".into();
+        a.enrolled_at = 20;
+        let prev = s.enroll_node(&a).unwrap().unwrap();
+        assert_eq!((prev.state, prev.failures), (NodeState::Failed, 2));
+        let got = s.node("a").unwrap().unwrap();
+        assert_eq!((got.state, got.failures), (NodeState::Failed, 2));
+        assert_eq!(got.group, "gpu-hosts");
+        assert_eq!(got.endpoint, "127.0.0.1:9");
+        assert_eq!(got.session_keys, None);
+        assert!(got.tpm_clock.is_some(), "same AK: the clock baseline stays");
+        // A new AK on the same EK: the clock baseline restarts.
+        a.ak_public = vec![9, 9];
+        s.enroll_node(&a).unwrap();
+        assert_eq!(s.node("a").unwrap().unwrap().tpm_clock, None);
+        // Another TPM asking for the same name is refused and deletes nothing.
+        let mut b = node("b");
+        b.name = a.name.clone();
+        assert!(matches!(s.enroll_node(&b), Err(StoreError::NameTaken(_))));
+        assert!(s.node("a").unwrap().is_some());
+        assert!(s.node("b").unwrap().is_none());
+        // Revoked stays revoked.
+        let mut revoked = s.node("a").unwrap().unwrap();
+        revoked.state = NodeState::Revoked;
+        s.record_round(&revoked, &result_for("a", 30)).unwrap();
+        assert!(matches!(s.enroll_node(&a), Err(StoreError::Revoked { .. })));
+        assert_eq!(s.node("a").unwrap().unwrap().state, NodeState::Revoked);
+    }
+
+    #[test]
+    fn a_learnt_reference_never_replaces_one_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("l.db")).unwrap();
+        let r = |from: &str| Reference {
+            pcrs: BTreeMap::new(),
+            source: "tofu".into(),
+            at: 1,
+            learned_from: Some(from.into()),
+            pending: true,
+        };
+        assert!(s.learn_reference("g", &r("first")).unwrap());
+        assert!(!s.learn_reference("g", &r("second")).unwrap());
+        let got = s.reference("g").unwrap().unwrap();
+        assert_eq!(got.learned_from.as_deref(), Some("first"));
+        assert!(got.pending);
+    }
+
     #[test]
     fn a_removed_node_keeps_its_history_and_a_late_round_does_not_bring_it_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -950,6 +1152,7 @@ mod tests {
                     source: "tofu".into(),
                     at: 1,
                     learned_from: Some("a".into()),
+                    pending: false,
                 },
             )
             .unwrap();

@@ -6,10 +6,12 @@
 use crate::{custody, eventually, free_port, service_bin, verifier_init, Run, Swtpm};
 use axum::http::{Method, StatusCode};
 use base64::Engine as _;
+use custody_agent::collector::{collect_round, Collector};
 use custody_agent::config::{AgentConfig, CollectorsSection, TpmSection};
 use custody_agent::daemon::{self, NodeIdentity};
+use custody_agent::session::Session;
 use custody_agent::tpm::{default_pcrs, TpmCollector, TpmConfig};
-use custody_formats::api::Refusal;
+use custody_formats::api::{NonceGrant, PushResult, Refusal, CBOR};
 use custody_formats::bundle::MAX_BUNDLE_LEN;
 pub use custody_net::Response;
 use custody_net::{client_config, roots_from_pem, HttpsClient, Identity};
@@ -420,4 +422,63 @@ pub async fn ear_key(v: &Verifier) -> EarPublicKey {
     sec1.extend(coord("x"));
     sec1.extend(coord("y"));
     EarPublicKey::from_sec1(&sec1).unwrap()
+}
+
+/// A node that pushes its own rounds (`/v1/nonce`, `/v1/evidence`), enrolled in process.
+#[derive(Debug)]
+pub struct Pusher {
+    pub tpm: Arc<TpmCollector>,
+    pub session: Session,
+    pub client: HttpsClient,
+    pub name: String,
+}
+
+impl Pusher {
+    /// Enroll `cfg`'s node with `tpm`; the pusher and its node identity.
+    pub async fn enroll(cfg: &AgentConfig, tpm: Arc<TpmCollector>) -> (Self, NodeIdentity) {
+        let id = enroll_in_process(cfg, tpm.clone()).await;
+        let roots = roots_from_pem(id.ca_pem.as_bytes()).unwrap();
+        let p = Self {
+            tpm,
+            session: Session::generate().unwrap(),
+            client: HttpsClient::new(
+                client_config(roots, Some(id.tls_identity().unwrap())).unwrap(),
+                T,
+                MAX_BUNDLE_LEN,
+            ),
+            name: cfg.name.clone(),
+        };
+        (p, id)
+    }
+
+    pub async fn nonce(&self, v: &Verifier) -> NonceGrant {
+        let r = v
+            .request(&self.client, Method::POST, "/v1/nonce", Some(CBOR), vec![])
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        decode!("nonce grant", &r)
+    }
+
+    /// A fresh bundle for a fresh nonce.
+    pub async fn bundle(&self, v: &Verifier) -> Vec<u8> {
+        let g = self.nonce(v).await;
+        let c: &dyn Collector = self.tpm.as_ref();
+        let round = collect_round(g.nonce, &self.session, &[c], daemon::platform_facts(&self.name)).unwrap();
+        assert_eq!(round.bundle.nonce, g.nonce);
+        round.bundle.to_cbor().unwrap()
+    }
+
+    pub async fn push(&self, v: &Verifier, bundle: &[u8]) -> PushResult {
+        let r = v
+            .request(
+                &self.client,
+                Method::POST,
+                "/v1/evidence",
+                Some(CBOR),
+                bundle.to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        decode!("push result", &r)
+    }
 }

@@ -270,6 +270,40 @@ impl Swtpm {
         panic!("swtpm did not come up on port {port}");
     }
 
+    /// A TPM Reset, as after a power cycle: `_TPM_Init` through swtpm's control channel,
+    /// then `TPM2_Startup(CLEAR)`. The reset count goes up by one.
+    pub fn power_cycle(&self) {
+        let ctrl = format!("127.0.0.1:{}", self.port + 1);
+        let out = Command::new("swtpm_ioctl")
+            .args(["--tcp", &ctrl, "-i"])
+            .output()
+            .unwrap_or_else(|e| panic!("swtpm_ioctl is required (CI installs swtpm-tools): {e}"));
+        assert!(
+            out.status.success(),
+            "swtpm_ioctl -i: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.tool(&["tpm2_startup", "-c"]);
+    }
+
+    /// `(resetCount, restartCount)` as TPM2_ReadClock reports them.
+    pub fn reset_counts(&self) -> (u64, u64) {
+        let out = self.cmd(&["tpm2_readclock"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "tpm2_readclock: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let field = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .and_then(|v| v.trim_start_matches(':').trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in tpm2_readclock output:\n{text}"))
+        };
+        (field("reset_count"), field("restart_count"))
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(args[0]);
         c.args(&args[1..])

@@ -12,22 +12,17 @@
 )]
 
 use axum::http::{Method, StatusCode};
-use custody_agent::collector::{collect_round, CollectError, Collector};
+use custody_agent::collector::CollectError;
 use custody_agent::daemon;
-use custody_agent::session::Session;
-use custody_agent::tpm::TpmCollector;
 use custody_e2e::decode;
 use custody_e2e::fleet::*;
 use custody_e2e::{custody, eventually, Swtpm};
-use custody_formats::api::{
-    self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, NonceGrant, PushResult, CBOR,
-};
-use custody_formats::bundle::{EvidenceBundle, MAX_BUNDLE_LEN};
-use custody_net::{client_config, roots_from_pem, HttpsClient, Identity};
+use custody_formats::api::{self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, CBOR};
+use custody_formats::bundle::EvidenceBundle;
+use custody_net::Identity;
 use custody_verifier::check::{FailedCheck, UnixTime};
 use custody_verifier::ear::{self, ClaimValue, EarSigningKey, TrustTier};
 use serde_json::Value;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------
@@ -285,46 +280,6 @@ async fn ak_from_another_tpm_is_refused() {
 // ---------------------------------------------------------------------------------------
 // 4. Push mode: a replayed bundle, then a changed PCR
 
-struct Pusher {
-    tpm: Arc<TpmCollector>,
-    session: Session,
-    client: HttpsClient,
-    name: String,
-}
-
-impl Pusher {
-    async fn nonce(&self, v: &Verifier) -> NonceGrant {
-        let r = v
-            .request(&self.client, Method::POST, "/v1/nonce", Some(CBOR), vec![])
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
-        decode!("nonce grant", &r)
-    }
-
-    /// A fresh bundle for a fresh nonce.
-    async fn bundle(&self, v: &Verifier) -> Vec<u8> {
-        let g = self.nonce(v).await;
-        let c: &dyn Collector = self.tpm.as_ref();
-        let round = collect_round(g.nonce, &self.session, &[c], daemon::platform_facts(&self.name)).unwrap();
-        assert_eq!(round.bundle.nonce, g.nonce);
-        round.bundle.to_cbor().unwrap()
-    }
-
-    async fn push(&self, v: &Verifier, bundle: &[u8]) -> PushResult {
-        let r = v
-            .request(
-                &self.client,
-                Method::POST,
-                "/v1/evidence",
-                Some(CBOR),
-                bundle.to_vec(),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
-        decode!("push result", &r)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_mode_refuses_a_replay_and_detects_a_pcr_change() {
     let t = Swtpm::start();
@@ -341,19 +296,7 @@ async fn push_mode_refuses_a_replay_and_detects_a_pcr_change() {
     );
     let state = tempfile::tempdir().unwrap();
     let cfg = agent_config(&v, &t, "pusher", state.path());
-    let tpm = collector(&t);
-    let id = enroll_in_process(&cfg, tpm.clone()).await;
-    let roots = roots_from_pem(id.ca_pem.as_bytes()).unwrap();
-    let p = Pusher {
-        tpm,
-        session: Session::generate().unwrap(),
-        client: HttpsClient::new(
-            client_config(roots, Some(id.tls_identity().unwrap())).unwrap(),
-            T,
-            MAX_BUNDLE_LEN,
-        ),
-        name: "pusher".into(),
-    };
+    let (p, id) = Pusher::enroll(&cfg, collector(&t)).await;
     let key = ear_key(&v).await;
 
     // Push needs a node's certificate: neither anonymous nor the operator may.
