@@ -18,6 +18,15 @@ pub const BUNDLE_VERSION: u32 = 1;
 /// Upper bound on an encoded bundle; larger input is refused before decoding.
 pub const MAX_BUNDLE_LEN: usize = 16 * 1024 * 1024;
 
+/// GPU reports (and GPU identities) per bundle: an 8-GPU board with room to spare. The
+/// shipped policies walk every device, so without a bound a node could push the policy
+/// past its instruction limit with junk entries and make its own rounds error out.
+pub const MAX_GPUS: usize = 16;
+/// Entries of `platform` and of each GPU identity's `cc` map.
+pub const MAX_MAP_ENTRIES: usize = 64;
+/// Bytes of any string the node says about itself (names, versions, map keys and values).
+pub const MAX_TEXT_LEN: usize = 256;
+
 #[derive(Debug, Error)]
 pub enum BundleError {
     #[error("bundle is {0} bytes, more than the {MAX_BUNDLE_LEN}-byte limit")]
@@ -30,6 +39,13 @@ pub enum BundleError {
     Trailing,
     #[error("could not encode bundle: {0}")]
     Encode(String),
+    /// A list or string beyond its bound ([`MAX_GPUS`], [`MAX_MAP_ENTRIES`], [`MAX_TEXT_LEN`]).
+    #[error("bundle field `{field}` has {got}, more than the limit of {limit}")]
+    Limit {
+        field: &'static str,
+        limit: usize,
+        got: usize,
+    },
 }
 
 /// TPM 2.0 evidence: what `TPM2_Quote` returned plus the PCR values it covers.
@@ -115,7 +131,7 @@ pub struct GpuIdentity {
     #[serde(default)]
     pub pci_bus_id: Option<String>,
     /// Confidential-computing queries: name -> answer, or `error: <NVML error>`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::map")]
     pub cc: BTreeMap<String, String>,
     /// Whether this GPU's attestation report is in the bundle's `gpus`.
     pub attested: bool,
@@ -132,13 +148,17 @@ pub struct EvidenceBundle {
     pub tpm: Option<TpmEvidence>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snp: Option<SnpEvidence>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::gpus")]
     pub gpus: Vec<GpuEvidence>,
     /// Unattested identity of every GPU NVML listed, attested or not.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "bounded::gpus"
+    )]
     pub gpu_identities: Vec<GpuIdentity>,
     /// Unattested platform facts (hostname, agent version, ...), for display only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::map")]
     pub platform: BTreeMap<String, String>,
 }
 
@@ -161,7 +181,102 @@ impl EvidenceBundle {
         if b.version != BUNDLE_VERSION {
             return Err(BundleError::Version(b.version));
         }
+        b.check_text()?;
         Ok(b)
+    }
+
+    /// Every string the node says about itself is at most [`MAX_TEXT_LEN`] bytes. (List
+    /// and map lengths are bounded while decoding, before anything is allocated for them.)
+    fn check_text(&self) -> Result<(), BundleError> {
+        let long = |field: &'static str, s: &str| {
+            if s.len() > MAX_TEXT_LEN {
+                Err(BundleError::Limit {
+                    field,
+                    limit: MAX_TEXT_LEN,
+                    got: s.len(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        for (k, v) in &self.platform {
+            long("platform", k)?;
+            long("platform", v)?;
+        }
+        for g in &self.gpu_identities {
+            let fields = [
+                &g.name,
+                &g.uuid,
+                &g.driver_version,
+                &g.vbios_version,
+                &g.architecture,
+                &g.compute_capability,
+                &g.serial,
+                &g.pci_bus_id,
+            ];
+            for f in fields.into_iter().flatten() {
+                long("gpu_identities", f)?;
+            }
+            for (k, v) in &g.cc {
+                long("gpu_identities.cc", k)?;
+                long("gpu_identities.cc", v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lists and maps whose length is checked as they decode: a longer one is refused at its
+/// `MAX + 1`-th element, so a flood of tiny entries costs no memory.
+mod bounded {
+    use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    use std::collections::BTreeMap;
+    use std::marker::PhantomData;
+
+    struct SeqMax<T>(usize, PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for SeqMax<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a list of at most {} entries", self.0)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(x) = seq.next_element()? {
+                if out.len() == self.0 {
+                    return Err(A::Error::custom(format!("more than {} entries (limit)", self.0)));
+                }
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+
+    pub fn gpus<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(SeqMax(super::MAX_GPUS, PhantomData))
+    }
+
+    struct MapMax(usize);
+
+    impl<'de> Visitor<'de> for MapMax {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a map of at most {} text entries", self.0)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry::<String, String>()? {
+                if out.len() == self.0 {
+                    return Err(A::Error::custom(format!("more than {} entries (limit)", self.0)));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+
+    pub fn map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+        d.deserialize_map(MapMax(super::MAX_MAP_ENTRIES))
     }
 }
 
@@ -210,6 +325,68 @@ mod tests {
             gpu_identities: vec![],
             platform: BTreeMap::from([("hostname".into(), "node-a".into())]),
         }
+    }
+
+    #[test]
+    fn lists_and_strings_beyond_their_bounds_are_refused() {
+        let mut b = sample();
+        b.gpus = (0..MAX_GPUS as u32)
+            .map(|index| GpuEvidence {
+                index,
+                report: vec![1],
+                cert_chain: vec![],
+            })
+            .collect();
+        let ok = b.to_cbor().unwrap();
+        assert_eq!(EvidenceBundle::from_cbor(&ok).unwrap().gpus.len(), MAX_GPUS);
+        b.gpus.push(b.gpus[0].clone());
+        let e = EvidenceBundle::from_cbor(&b.to_cbor().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("more than 16 entries"), "{e}");
+
+        let mut b = sample();
+        b.platform = (0..=MAX_MAP_ENTRIES)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert!(EvidenceBundle::from_cbor(&b.to_cbor().unwrap()).is_err());
+
+        let mut b = sample();
+        b.platform.insert("hostname".into(), "x".repeat(MAX_TEXT_LEN));
+        assert!(EvidenceBundle::from_cbor(&b.to_cbor().unwrap()).is_ok());
+        b.platform.insert("hostname".into(), "x".repeat(MAX_TEXT_LEN + 1));
+        assert!(matches!(
+            EvidenceBundle::from_cbor(&b.to_cbor().unwrap()),
+            Err(BundleError::Limit {
+                field: "platform",
+                ..
+            })
+        ));
+
+        let mut b = sample();
+        let mut id = GpuIdentity {
+            index: 0,
+            name: Some("NVIDIA H100".into()),
+            uuid: None,
+            driver_version: None,
+            vbios_version: None,
+            architecture: None,
+            compute_capability: None,
+            memory_bytes: None,
+            serial: None,
+            pci_bus_id: None,
+            cc: BTreeMap::new(),
+            attested: false,
+        };
+        b.gpu_identities = vec![id.clone()];
+        assert!(EvidenceBundle::from_cbor(&b.to_cbor().unwrap()).is_ok());
+        id.cc.insert("x".repeat(MAX_TEXT_LEN + 1), "on".into());
+        b.gpu_identities = vec![id];
+        assert!(matches!(
+            EvidenceBundle::from_cbor(&b.to_cbor().unwrap()),
+            Err(BundleError::Limit {
+                field: "gpu_identities.cc",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -35,6 +35,32 @@ pub enum NetError {
     Timeout { url: String, secs: u64 },
     #[error("response from {url} is larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
+    /// This process ran out of something (file descriptors, memory, socket buffers)
+    /// before the peer had a say: the caller's trouble, not the peer's.
+    #[error("request to {url} failed here, not at the peer: {reason}")]
+    Local { url: String, reason: String },
+}
+
+impl NetError {
+    /// Whether the failure was this process's own (see [`NetError::Local`]).
+    pub fn is_local(&self) -> bool {
+        matches!(self, Self::Local { .. })
+    }
+}
+
+/// Whether an error chain holds an OS error that says this process is out of resources.
+fn local_exhaustion(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = src {
+        if let Some(io) = x.downcast_ref::<std::io::Error>() {
+            // EMFILE, ENFILE, ENOMEM, ENOBUFS (Linux numbers; the verifier runs on Linux).
+            if matches!(io.raw_os_error(), Some(24 | 23 | 12 | 105)) {
+                return true;
+            }
+        }
+        src = x.source();
+    }
+    false
 }
 
 /// The one crypto provider: aws-lc-rs.
@@ -301,6 +327,12 @@ impl HttpsClient {
                     s.push_str(": ");
                     s.push_str(&x.to_string());
                     src = x.source();
+                }
+                if local_exhaustion(&e) {
+                    return NetError::Local {
+                        url: url.to_owned(),
+                        reason: s,
+                    };
                 }
                 err(s)
             })?;

@@ -71,7 +71,9 @@ pub struct Config {
     pub nonce_ttl_secs: u64,
     /// How long the verifier waits for an agent's evidence.
     pub round_timeout_secs: u64,
-    /// Consecutive failed rounds after which a failed node is revoked.
+    /// Consecutive rounds whose evidence was refused after which a node is revoked. A
+    /// node that is silent or unreachable is `failed`, never revoked for that; a round the
+    /// verifier could not run itself (`verifier_error`) changes nothing.
     pub revoke_after: u32,
     /// Lifetime of a signed attestation result.
     pub ear_ttl_secs: i64,

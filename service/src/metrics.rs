@@ -15,6 +15,9 @@ pub struct Metrics {
     pub enrollments_ok: AtomicU64,
     pub enrollments_refused: AtomicU64,
     pub audit_errors: AtomicU64,
+    /// Appraisals that failed with an error (each recorded as a failed round at
+    /// `appraisal_error`).
+    pub appraisal_errors: AtomicU64,
     /// Group commits of concluded rounds, and the rounds they carried.
     group_commits: AtomicU64,
     group_committed_rounds: AtomicU64,
@@ -88,6 +91,12 @@ impl Metrics {
             "custody_audit_append_errors_total",
             "Audit log appends that failed.",
             self.audit_errors.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "custody_appraisal_errors_total",
+            "Appraisals that failed with an error; each is recorded as a failed round at check appraisal_error.",
+            self.appraisal_errors.load(Relaxed),
         );
         counter(
             &mut o,

@@ -281,6 +281,36 @@ fn missing_pcrs(
     })
 }
 
+/// The check of a round whose appraisal itself failed (see `prepare_conclusion`).
+pub const APPRAISAL_ERROR: &str = "appraisal_error";
+/// The check of a round the verifier could not run for its own reasons (out of file
+/// descriptors, memory): recorded, never charged to the node.
+pub const VERIFIER_ERROR: &str = "verifier_error";
+
+/// Whose failure a failed round is, which decides what it does to the node's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blame {
+    /// Evidence was refused (or nothing a node sent could be appraised): counted towards
+    /// revocation.
+    Node,
+    /// The node was silent, unreachable or refused the round, or its group's baseline
+    /// awaits approval: the node is `failed`, but this never revokes it.
+    NotCounted,
+    /// The verifier's own trouble: nothing changes for the node.
+    Verifier,
+}
+
+impl Blame {
+    fn of(a: &Appraisal) -> Self {
+        match a.failed_check.as_deref() {
+            Some(VERIFIER_ERROR) => Self::Verifier,
+            Some("agent_reachable" | "agent_round") => Self::NotCounted,
+            _ if a.awaits_approval => Self::NotCounted,
+            _ => Self::Node,
+        }
+    }
+}
+
 /// The check of a round that matched a baseline still awaiting approval: the node is not
 /// trusted, but the failure is the operator's to clear, so it does not count towards
 /// revocation.
@@ -950,6 +980,11 @@ impl Service {
         let nonce_state = self.nonces.take(&nonce, &node.id);
         let bytes;
         let arrived = match reply {
+            // Out of descriptors or memory here: the verifier's trouble, not the node's.
+            Err(e) if e.is_local() => Arrived::Nothing {
+                check: VERIFIER_ERROR,
+                detail: e.to_string(),
+            },
             Err(e) => Arrived::Nothing {
                 check: "agent_reachable",
                 detail: e.to_string(),
@@ -1169,9 +1204,8 @@ impl Service {
     ) -> Result<(Concluding, crate::commit::RoundWrite), ServiceError> {
         let at = now();
         let reference = self.store.reference(&node.group)?;
-        let a = self
-            .appraiser
-            .appraise(
+        let appraise = |arrived: Arrived<'_>| {
+            self.appraiser.appraise(
                 &node,
                 &nonce,
                 arrived,
@@ -1182,16 +1216,38 @@ impl Service {
                 self.cfg.ear_ttl_secs,
                 &self.ear_key,
             )
-            .map_err(ServiceError::Core)?;
+        };
+        // Nothing a node sends may end its round without a result: an error anywhere in
+        // the appraisal (a policy past its limits, a claim that will not encode) is a
+        // failed round at `appraisal_error`, recorded and counted like any other.
+        let a = match appraise(arrived) {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics
+                    .appraisal_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(node = %node.name, error = %e, "appraisal failed; recorded as a failed round");
+                appraise(Arrived::Nothing {
+                    check: APPRAISAL_ERROR,
+                    detail: e,
+                })
+                .map_err(ServiceError::Core)?
+            }
+        };
         let previous = node.state;
         let passed = a.failed_check.is_none();
+        let blame = Blame::of(&a);
         if passed {
             node.failures = 0;
             node.reason = None;
             if node.state != NodeState::Revoked {
                 node.state = NodeState::Trusted;
             }
-        } else if a.awaits_approval {
+        } else if blame == Blame::Verifier {
+            // The node's state stays what it was; the result records what happened.
+        } else if blame == Blame::NotCounted {
+            // Failed (untrusted: no moves to it, the reason says why) but never revoked
+            // for it: being silent or unreachable, or waiting for the operator's approval.
             node.reason = Some(a.reasons.join("; "));
             if node.state != NodeState::Revoked {
                 node.state = NodeState::Failed;
@@ -1391,8 +1447,11 @@ pub async fn schedule(svc: Arc<Service>, mut stop: tokio::sync::watch::Receiver<
             };
             let s = svc.clone();
             tokio::spawn(async move {
-                if let Err(e) = s.attest(&n.id).await {
-                    tracing::debug!(node = %n.name, error = %e, "scheduled round not run");
+                match s.attest(&n.id).await {
+                    Ok(_) => {}
+                    // Another round of this node is running: it records its own result.
+                    Err(ServiceError::Busy(_)) => {}
+                    Err(e) => tracing::warn!(node = %n.name, error = %e, "scheduled round not recorded"),
                 }
                 drop(permit);
             });
