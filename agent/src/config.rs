@@ -56,6 +56,8 @@ pub enum ConfigError {
     LocalityListen { value: String, reason: String },
     #[error("`move_listen` {value:?} is not an IP socket address (ip:port): {reason}")]
     MoveListen { value: String, reason: String },
+    #[error("`verifier_key` must be the verifier's result key as 130 hex digits (SEC1 uncompressed P-256, `04...`)")]
+    VerifierKey,
 }
 
 /// The agent's configuration file.
@@ -76,6 +78,11 @@ pub struct AgentConfig {
     /// Required.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verifier_ca: Option<PathBuf>,
+    /// The verifier's result-signing key (SEC1 uncompressed P-256, hex) this agent accepts
+    /// tickets from. Unset: the key of the first enrollment is pinned in the state
+    /// directory. Either way an enrollment that brings another key is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verifier_key: Option<String>,
     /// Where the TLS key, node certificate, pinned CA and node id live
     /// (default `/var/lib/custody-agent`).
     pub state_dir: PathBuf,
@@ -144,6 +151,7 @@ impl Default for AgentConfig {
             endpoint: None,
             verifier_url: DEFAULT_VERIFIER_URL.into(),
             verifier_ca: None,
+            verifier_key: None,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             tpm: TpmSection::default(),
             collectors: CollectorsSection::default(),
@@ -227,6 +235,7 @@ impl AgentConfig {
         self.endpoint()?;
         self.verifier_base_url()?;
         self.verifier_ca_path()?;
+        self.pinned_verifier_key()?;
         if !self.collectors.tpm {
             return Err(ConfigError::TpmRequired);
         }
@@ -236,6 +245,17 @@ impl AgentConfig {
         self.locality_listen_addr()?;
         self.move_listen_addr()?;
         Ok(())
+    }
+
+    /// The operator-pinned verifier result key (SEC1 bytes), if configured.
+    pub fn pinned_verifier_key(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(h) = &self.verifier_key else {
+            return Ok(None);
+        };
+        match hex::decode(h.trim()) {
+            Ok(k) if k.len() == 65 && k.first() == Some(&4) => Ok(Some(k)),
+            _ => Err(ConfigError::VerifierKey),
+        }
     }
 
     /// The locality responder's address, if enabled.

@@ -4,14 +4,19 @@
 //! State directory (`AgentConfig::state_dir`):
 //! - `tls-key.pem`: the agent's P-256 TLS key, generated on first start, mode 0600; a key
 //!   readable by group or others is refused;
-//! - `node-cert.pem`, `ca.pem`, `node-id`: the last enrollment's result;
+//! - `node-cert.pem`, `ca.pem`, `node-id`: the last enrollment's (or renewal's) result;
+//! - `verifier-key`: the verifier's result key (hex) pinned at the first enrollment
+//!   (unless `verifier_key` in agent.toml pins it); a later enrollment that brings
+//!   another key is refused;
 //! - `ak.tpm`: the attestation key as the TPM wrapped it ([`AK_FILE`]), so a restarted
 //!   agent quotes with the same AK.
 //!
 //! The agent enrolls on every start, with the AK it loaded (or created, when the TPM was
 //! cleared): the credential activation proves again that the AK sits in the TPM that holds
 //! the EK, the verifier records whether the AK changed, and the agent gets a fresh TLS
-//! certificate. The per-boot [`Session`] lives as long as the process.
+//! certificate. Node certificates are short-lived: the daemon renews its certificate at
+//! about half its lifetime (`POST /v1/renew` over mutual TLS) and serves the new one from
+//! the next handshake on. The per-boot [`Session`] lives as long as the process.
 
 use crate::collector::{collect_round, CollectError, Collector, Evidence, RoundError};
 use crate::config::{AgentConfig, ConfigError};
@@ -24,11 +29,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use custody_formats::api::{
     self, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, MoveExport, MovePrepare, MoveSend,
-    Refusal, RoundRequest, CBOR, MAX_MESSAGE_LEN,
+    Refusal, RenewRequest, Renewed, RoundRequest, CBOR, MAX_MESSAGE_LEN,
 };
 use custody_formats::binding::{Binding, Nonce};
 use custody_formats::bundle::EvidenceBundle;
-use custody_net::{ClientAuth, HttpsClient, Identity, NetError, PeerCert, RemoteAddr};
+use custody_net::{
+    ClientAuth, ClientCert, HttpsClient, Identity, NetError, PeerCert, ReloadableIdentity, RemoteAddr,
+    ServerCert,
+};
 use rcgen::PublicKeyData;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -47,12 +55,14 @@ pub const TLS_KEY_FILE: &str = "tls-key.pem";
 pub const NODE_CERT_FILE: &str = "node-cert.pem";
 pub const CA_FILE: &str = "ca.pem";
 pub const NODE_ID_FILE: &str = "node-id";
+pub const VERIFIER_KEY_FILE: &str = "verifier-key";
 /// The AK blob in the state directory (see `custody_agent::tpm`).
 pub const AK_FILE: &str = "ak.tpm";
 /// The only peer common name allowed to ask for a round.
 pub const VERIFIER_CN: &str = "verifier";
 pub const ENROLL_PATH: &str = "/v1/enroll";
 pub const ACTIVATE_PATH: &str = "/v1/enroll/activate";
+pub const RENEW_PATH: &str = "/v1/renew";
 pub const ROUND_PATH: &str = "/v1/round";
 pub const HEALTH_PATH: &str = "/healthz";
 pub const MOVE_PREPARE_PATH: &str = "/v1/move/prepare";
@@ -92,6 +102,8 @@ pub enum DaemonError {
     BadResponse { what: &'static str, reason: String },
     #[error("enrollment: the verifier sent a CA certificate other than the pinned `verifier_ca`")]
     CaMismatch,
+    #[error("enrollment: the verifier's result key is not the one pinned {pinned_by}; refusing it (a moved or replaced verifier needs the operator to change the pin)")]
+    VerifierKeyMismatch { pinned_by: &'static str },
     #[error("node certificate: {0}")]
     NodeCert(String),
     #[error("listen on {addr}: {reason}")]
@@ -117,6 +129,7 @@ impl DaemonError {
             Self::UnexpectedStatus { .. } => "unexpected_status",
             Self::BadResponse { .. } => "bad_response",
             Self::CaMismatch => "ca_mismatch",
+            Self::VerifierKeyMismatch { .. } => "verifier_key",
             Self::NodeCert(_) => "node_cert",
             Self::Listen { .. } => "listen",
             Self::Tls(_) => "tls",
@@ -215,6 +228,7 @@ fn read_state_file(path: &Path) -> Result<String, DaemonError> {
 // TLS key
 
 /// The agent's TLS key (P-256). `Debug` shows the public key only.
+#[derive(Clone)]
 pub struct TlsKey {
     pem: String,
     spki: Vec<u8>,
@@ -280,6 +294,7 @@ impl TlsKey {
 // Node identity
 
 /// An enrolled node: its id, its certificate for the TLS key, and the verifier CA.
+#[derive(Clone)]
 pub struct NodeIdentity {
     pub node_id: String,
     /// Node certificate, PEM.
@@ -287,7 +302,7 @@ pub struct NodeIdentity {
     /// Verifier CA, PEM: the only roots for mTLS peers.
     pub ca_pem: String,
     /// The verifier's result key (SEC1 P-256) from this enrollment: checks move tickets.
-    /// Empty for an identity loaded from the state directory.
+    /// For an identity loaded from the state directory: the pinned key, if any.
     pub verifier_key: Vec<u8>,
     key: TlsKey,
 }
@@ -348,7 +363,9 @@ impl NodeIdentity {
         let node_id = read_state_file(&state_dir.join(NODE_ID_FILE))?.trim().to_owned();
         let cert = read_state_file(&state_dir.join(NODE_CERT_FILE))?;
         let ca = read_state_file(&state_dir.join(CA_FILE))?;
-        Self::new(node_id, cert, ca, key)
+        let mut id = Self::new(node_id, cert, ca, key)?;
+        id.verifier_key = stored_verifier_key(state_dir)?.unwrap_or_default();
+        Ok(id)
     }
 
     /// Store the certificate, CA and node id in `state_dir` (the key is already there).
@@ -376,6 +393,78 @@ impl NodeIdentity {
         custody_net::server_config(self.tls_identity()?, ClientAuth::Required(roots))
             .map_err(DaemonError::Tls)
     }
+
+    /// [`Self::server_config`] serving whatever certificate `tls` holds now (renewals
+    /// replace it).
+    pub fn reloadable_server_config(
+        &self,
+        tls: Arc<ReloadableIdentity>,
+    ) -> Result<Arc<rustls::ServerConfig>, DaemonError> {
+        let roots = custody_net::roots_from_pem(self.ca_pem.as_bytes()).map_err(DaemonError::Tls)?;
+        custody_net::server_config_with(ServerCert::Reloadable(tls), ClientAuth::Required(roots))
+            .map_err(DaemonError::Tls)
+    }
+
+    /// When to renew: half way through the certificate's validity (now, if past it).
+    pub fn renew_in(&self) -> Result<Duration, DaemonError> {
+        let der = custody_net::certs_from_pem(self.certificate_pem.as_bytes())
+            .map_err(|e| DaemonError::NodeCert(e.to_string()))?;
+        let leaf = der
+            .first()
+            .ok_or_else(|| DaemonError::NodeCert("no certificate".into()))?;
+        let (_, c) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| DaemonError::NodeCert(format!("not X.509: {e}")))?;
+        let (nb, na) = (
+            c.validity().not_before.timestamp(),
+            c.validity().not_after.timestamp(),
+        );
+        let half = nb.saturating_add(na.saturating_sub(nb) / 2);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        Ok(Duration::from_secs(
+            u64::try_from(half.saturating_sub(now)).unwrap_or(0),
+        ))
+    }
+}
+
+fn stored_verifier_key(state_dir: &Path) -> Result<Option<Vec<u8>>, DaemonError> {
+    let path = state_dir.join(VERIFIER_KEY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = read_state_file(&path)?;
+    hex::decode(text.trim())
+        .map(Some)
+        .map_err(|e| state_err(&path, format!("not hex: {e}")))
+}
+
+/// The verifier result key this enrollment may accept: the configured pin, else the one
+/// stored at the first enrollment (stored now when there is none). A different key is
+/// refused, never taken silently: it checks every move ticket.
+fn pin_verifier_key(cfg: &AgentConfig, got: &[u8]) -> Result<(), DaemonError> {
+    let (want, pinned_by) = match cfg.pinned_verifier_key()? {
+        Some(k) => (k, "in agent.toml (`verifier_key`)"),
+        None => match stored_verifier_key(&cfg.state_dir)? {
+            Some(k) => (k, "in the state directory at the first enrollment"),
+            None => {
+                if !got.is_empty() {
+                    ensure_state_dir(&cfg.state_dir)?;
+                    write_state_file(
+                        &cfg.state_dir,
+                        VERIFIER_KEY_FILE,
+                        format!("{}\n", hex::encode(got)).as_bytes(),
+                        0o644,
+                    )?;
+                }
+                return Ok(());
+            }
+        },
+    };
+    if want != got {
+        return Err(DaemonError::VerifierKeyMismatch { pinned_by });
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -397,8 +486,9 @@ pub fn pinned_ca(cfg: &AgentConfig) -> Result<String, DaemonError> {
     Ok(pem)
 }
 
-/// The enrollment client: server-authenticated TLS trusting only the pinned CA, no
-/// client certificate.
+/// The enrollment client: server-authenticated TLS trusting only the pinned CA, and only
+/// a server certified as `verifier` (a node's certificate from the same CA is refused),
+/// no client certificate.
 pub fn enrollment_client(cfg: &AgentConfig) -> Result<HttpsClient, DaemonError> {
     let path = cfg.verifier_ca_path()?.to_owned();
     let roots =
@@ -406,7 +496,7 @@ pub fn enrollment_client(cfg: &AgentConfig) -> Result<HttpsClient, DaemonError> 
             path,
             reason: e.to_string(),
         })?;
-    let tls = custody_net::client_config(roots, None).map_err(DaemonError::Tls)?;
+    let tls = custody_net::client_config_for_role(roots, None, VERIFIER_CN).map_err(DaemonError::Tls)?;
     Ok(HttpsClient::new(tls, ENROLL_TIMEOUT, MAX_MESSAGE_LEN))
 }
 
@@ -453,6 +543,49 @@ async fn blocking<T: Send + 'static>(
         .map_err(DaemonError::Tpm)
 }
 
+/// The first enrollment message: the TPM's keys, this agent's TLS key and endpoints.
+pub fn enroll_request(cfg: &AgentConfig, keys: TpmKeys, key: &TlsKey) -> Result<EnrollRequest, DaemonError> {
+    Ok(EnrollRequest {
+        name: cfg.name.clone(),
+        endpoint: cfg.endpoint()?,
+        ek_cert: keys.ek_certificate,
+        ek_public: keys.ek_public,
+        ak_public: keys.ak_public,
+        tls_spki: key.spki_der().to_vec(),
+        locality_endpoint: cfg.locality_endpoint()?,
+        move_endpoint: cfg.move_endpoint()?,
+    })
+}
+
+fn encode_err(what: &'static str, e: api::ApiError) -> DaemonError {
+    DaemonError::BadResponse {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// The answer to a credential challenge: the TPM activates it, and the agent proves it
+/// with an HMAC keyed by the secret over `sent`, the request it sent. The secret never
+/// leaves the agent, and a proof fits only that request (see
+/// [`custody_formats::api::enrollment_proof`]).
+pub async fn activate(
+    activator: SharedActivator,
+    ch: EnrollChallenge,
+    sent: &EnrollRequest,
+) -> Result<ActivateRequest, DaemonError> {
+    let EnrollChallenge {
+        enrollment_id,
+        id_object,
+        encrypted_secret,
+    } = ch;
+    let secret = blocking(move || activator.activate(&id_object, &encrypted_secret)).await?;
+    let proof = api::enrollment_proof(&secret, sent).map_err(|e| encode_err("EnrollRequest", e))?;
+    Ok(ActivateRequest {
+        enrollment_id,
+        proof: proof.to_vec(),
+    })
+}
+
 /// Enroll with the verifier: send the TPM keys and the TLS key, activate the credential
 /// the verifier sealed to them, check and store the node certificate. Needs `keys()`
 /// before `activate` (the AK must exist); both run on a blocking thread.
@@ -466,38 +599,13 @@ pub async fn enroll(
     let key = TlsKey::load_or_generate(&cfg.state_dir)?;
     let a = activator.clone();
     let keys = blocking(move || a.keys()).await?;
-    let req = EnrollRequest {
-        name: cfg.name.clone(),
-        endpoint: cfg.endpoint()?,
-        ek_cert: keys.ek_certificate,
-        ek_public: keys.ek_public,
-        ak_public: keys.ak_public,
-        tls_spki: key.spki_der().to_vec(),
-        locality_endpoint: cfg.locality_endpoint()?,
-        move_endpoint: cfg.move_endpoint()?,
-    };
-    let encode = |what: &'static str, e: api::ApiError| DaemonError::BadResponse {
-        what,
-        reason: e.to_string(),
-    };
-    let body = api::to_cbor("EnrollRequest", &req).map_err(|e| encode("EnrollRequest", e))?;
+    let req = enroll_request(cfg, keys, &key)?;
+    let body = api::to_cbor("EnrollRequest", &req).map_err(|e| encode_err("EnrollRequest", e))?;
     tracing::info!(name = %req.name, endpoint = %req.endpoint, "enrolling");
     let ch: EnrollChallenge =
         post_cbor(client, &format!("{base}{ENROLL_PATH}"), "EnrollChallenge", body).await?;
-    let EnrollChallenge {
-        enrollment_id,
-        id_object,
-        encrypted_secret,
-    } = ch;
-    let secret = blocking(move || activator.activate(&id_object, &encrypted_secret)).await?;
-    let body = api::to_cbor(
-        "ActivateRequest",
-        &ActivateRequest {
-            enrollment_id,
-            secret,
-        },
-    )
-    .map_err(|e| encode("ActivateRequest", e))?;
+    let answer = activate(activator, ch, &req).await?;
+    let body = api::to_cbor("ActivateRequest", &answer).map_err(|e| encode_err("ActivateRequest", e))?;
     let done: Enrolled = post_cbor(client, &format!("{base}{ACTIVATE_PATH}"), "Enrolled", body).await?;
     // The CA the node will trust for mTLS peers must be the one the operator pinned: a
     // verifier cannot widen the agent's trust.
@@ -514,11 +622,76 @@ pub async fn enroll(
             reason: "verifier_key is not an uncompressed P-256 point".into(),
         });
     }
+    pin_verifier_key(cfg, &done.verifier_key)?;
     let mut id = NodeIdentity::new(done.node_id, done.certificate_pem, done.ca_pem, key)?;
     id.verifier_key = done.verifier_key;
     id.store(&cfg.state_dir)?;
     tracing::info!(node_id = %id.node_id, "enrolled");
     Ok(id)
+}
+
+/// Renew `id`'s certificate over mutual TLS with its current one (`POST /v1/renew`):
+/// the same TLS key, a new certificate for the same node, stored in the state directory.
+pub async fn renew(cfg: &AgentConfig, id: &NodeIdentity) -> Result<NodeIdentity, DaemonError> {
+    let base = cfg.verifier_base_url()?;
+    let roots = custody_net::roots_from_pem(id.ca_pem.as_bytes()).map_err(DaemonError::Tls)?;
+    let tls = custody_net::client_config_for_role(roots, Some(id.tls_identity()?), VERIFIER_CN)
+        .map_err(DaemonError::Tls)?;
+    let client = HttpsClient::new(tls, ENROLL_TIMEOUT, MAX_MESSAGE_LEN);
+    let body = api::to_cbor(
+        "RenewRequest",
+        &RenewRequest {
+            tls_spki: id.key.spki_der().to_vec(),
+        },
+    )
+    .map_err(|e| encode_err("RenewRequest", e))?;
+    let done: Renewed = post_cbor(&client, &format!("{base}{RENEW_PATH}"), "Renewed", body).await?;
+    let cn = custody_net::certs_from_pem(done.certificate_pem.as_bytes())
+        .ok()
+        .and_then(|c| c.first().and_then(|l| custody_net::subject_cn(l)));
+    if cn.as_deref() != Some(format!("node:{}", id.node_id).as_str()) {
+        return Err(DaemonError::NodeCert(format!(
+            "the renewed certificate is for {cn:?}, not node:{}",
+            id.node_id
+        )));
+    }
+    let mut new = NodeIdentity::new(
+        id.node_id.clone(),
+        done.certificate_pem,
+        id.ca_pem.clone(),
+        id.key.clone(),
+    )?;
+    new.verifier_key = id.verifier_key.clone();
+    new.store(&cfg.state_dir)?;
+    tracing::info!(node_id = %new.node_id, "node certificate renewed");
+    Ok(new)
+}
+
+/// Renew at half of each certificate's lifetime and serve the new one through `tls`;
+/// failures are retried with back-off (a removed or revoked node keeps being refused,
+/// and its certificate runs out).
+async fn keep_renewed(cfg: AgentConfig, mut id: NodeIdentity, tls: Arc<ReloadableIdentity>) {
+    loop {
+        let wait = id.renew_in().unwrap_or(Duration::from_secs(60));
+        tokio::time::sleep(wait).await;
+        let mut backoff = Duration::from_secs(10);
+        loop {
+            match renew(&cfg, &id).await.and_then(|n| {
+                tls.replace(n.tls_identity()?).map_err(DaemonError::Tls)?;
+                Ok(n)
+            }) {
+                Ok(n) => {
+                    id = n;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(check = e.check(), error = %e, retry_in = ?backoff, "certificate renewal failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(600));
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -915,12 +1088,17 @@ pub async fn run(
         cfg.round_timeout()?,
     ));
     let locality = spawn_locality(&cfg, &rounds).await?;
-    let mover = spawn_mover(&cfg, &identity, &rounds)?;
-    let served = serve_rounds(listener, &identity, rounds, mover, shutdown).await;
+    let tls = ReloadableIdentity::new(identity.tls_identity()?).map_err(DaemonError::Tls)?;
+    let mover = spawn_mover(&cfg, &identity, &rounds, &tls)?;
+    let server = identity.reloadable_server_config(tls.clone())?;
+    let renewal = tokio::spawn(keep_renewed(cfg.clone(), identity.clone(), tls));
+    tracing::info!(listen = %addr, node_id = %identity.node_id, "serving rounds");
+    custody_net::serve(listener, server, router(rounds, mover), shutdown).await;
+    renewal.abort();
     if let Some(t) = locality {
         t.abort();
     }
-    served
+    Ok(())
 }
 
 impl AsRef<Session> for Rounds {
@@ -935,6 +1113,7 @@ fn spawn_mover(
     cfg: &AgentConfig,
     identity: &NodeIdentity,
     rounds: &Arc<Rounds>,
+    tls: &Arc<ReloadableIdentity>,
 ) -> Result<Option<Arc<Mover>>, DaemonError> {
     let Some(addr) = cfg.move_listen_addr()? else {
         return Ok(None);
@@ -950,8 +1129,9 @@ fn spawn_mover(
         reason: e.to_string(),
     })?;
     let roots = custody_net::roots_from_pem(identity.ca_pem.as_bytes()).map_err(DaemonError::Tls)?;
+    // The destination's role is checked after the handshake, against the ticket.
     let client =
-        custody_net::client_config(roots, Some(identity.tls_identity()?)).map_err(DaemonError::Tls)?;
+        custody_net::client_config(roots, ClientCert::Reloadable(tls.clone())).map_err(DaemonError::Tls)?;
     let session: Arc<dyn AsRef<Session> + Send + Sync> = rounds.clone();
     let mover = Mover::new(
         identity.node_id.clone(),
@@ -962,7 +1142,7 @@ fn spawn_mover(
     )
     .map_err(|e| state_err(&cfg.checkpoints_dir, e))?;
     let mover = Arc::new(mover);
-    mover.serve(listener, identity.server_config()?);
+    mover.serve(listener, identity.reloadable_server_config(tls.clone())?);
     if let Some(sock) = &cfg.admin_socket {
         mover.serve_admin(sock).map_err(|e| state_err(sock, e))?;
         tracing::info!(socket = %sock.display(), "admin socket: custody import");

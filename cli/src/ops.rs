@@ -106,7 +106,8 @@ impl Client {
         };
         let roots = custody_net::roots_from_pem(&read("ca.pem")?)?;
         let id = Identity::from_pem(&read("cert.pem")?, &read("key.pem")?)?;
-        let tls = custody_net::client_config(roots, Some(id))?;
+        // Only the verifier's certificate: a node's, from the same CA, is refused.
+        let tls = custody_net::client_config_for_role(roots, Some(id), "verifier")?;
         Ok(Self {
             http: HttpsClient::new(tls, Duration::from_secs(60), 16 * 1024 * 1024),
             base: conn.verifier.trim_end_matches('/').to_owned(),

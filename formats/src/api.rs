@@ -5,6 +5,7 @@
 //! ```text
 //! agent -> verifier  POST /v1/enroll            EnrollRequest    -> EnrollChallenge
 //! agent -> verifier  POST /v1/enroll/activate   ActivateRequest  -> Enrolled
+//! agent -> verifier  POST /v1/renew             RenewRequest     -> Renewed         (mTLS)
 //! verifier -> agent  POST /v1/round             RoundRequest     -> EvidenceBundle  (mTLS)
 //! agent -> verifier  POST /v1/nonce             (empty)          -> NonceGrant      (mTLS, push mode)
 //! agent -> verifier  POST /v1/evidence          EvidenceBundle   -> PushResult      (mTLS, push mode)
@@ -107,13 +108,53 @@ pub struct EnrollChallenge {
     pub encrypted_secret: Vec<u8>,
 }
 
-/// The secret TPM2_ActivateCredential released.
+/// Proof that the TPM released the secret, bound to the request the agent sent:
+/// `proof = HMAC-SHA256(secret, "custody-enroll-v1" || SHA-256(CBOR(EnrollRequest)))`
+/// ([`enrollment_proof`]). The secret itself never travels, so a relay that altered the
+/// request (its TLS key, its endpoints) cannot turn the activation into its own enrollment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateRequest {
     pub enrollment_id: String,
     #[serde(with = "serde_bytes_vec")]
-    pub secret: Vec<u8>,
+    pub proof: Vec<u8>,
+}
+
+/// Domain separation of [`enrollment_proof`].
+pub const ENROLL_PROOF_LABEL: &[u8] = b"custody-enroll-v1";
+
+/// The activation proof over `request`, keyed by the activated `secret`. The request is
+/// hashed as this crate encodes it, so both sides compute it over the same bytes whatever
+/// encoding travelled.
+pub fn enrollment_proof(secret: &[u8], request: &EnrollRequest) -> Result<[u8; 32], ApiError> {
+    use aws_lc_rs::{digest, hmac};
+    let cbor = to_cbor("EnrollRequest", request)?;
+    let h = digest::digest(&digest::SHA256, &cbor);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(ENROLL_PROOF_LABEL);
+    ctx.update(h.as_ref());
+    let tag = ctx.sign();
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+/// A node asks for a new certificate before its current one expires, over mutual TLS
+/// with that certificate (`POST /v1/renew`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// The TLS key (SubjectPublicKeyInfo, DER) the new certificate will carry.
+    #[serde(with = "serde_bytes_vec")]
+    pub tls_spki: Vec<u8>,
+}
+
+/// The renewed node certificate, PEM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Renewed {
+    pub certificate_pem: String,
 }
 
 /// Enrollment done: the node's identity and its mTLS certificate.
@@ -260,6 +301,13 @@ mod tests {
         };
         let b = to_cbor("enroll", &m).unwrap();
         assert_eq!(from_cbor::<EnrollRequest>("enroll", &b).unwrap(), m);
+        // The proof changes with any field of the request and with the secret.
+        let p = enrollment_proof(&[1; 32], &m).unwrap();
+        let mut other = m.clone();
+        other.tls_spki = vec![5];
+        assert_ne!(enrollment_proof(&[1; 32], &other).unwrap(), p);
+        assert_ne!(enrollment_proof(&[2; 32], &m).unwrap(), p);
+        assert_eq!(enrollment_proof(&[1; 32], &m).unwrap(), p);
         let mut t = b.clone();
         t.push(0);
         assert!(matches!(

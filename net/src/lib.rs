@@ -128,6 +128,17 @@ pub enum ClientAuth {
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 pub fn server_config(id: Identity, auth: ClientAuth) -> Result<Arc<ServerConfig>, NetError> {
+    server_config_with(ServerCert::Static(id), auth)
+}
+
+/// A server's certificate: fixed, or replaced in place on renewal.
+#[derive(Debug)]
+pub enum ServerCert {
+    Static(Identity),
+    Reloadable(Arc<ReloadableIdentity>),
+}
+
+pub fn server_config_with(id: ServerCert, auth: ClientAuth) -> Result<Arc<ServerConfig>, NetError> {
     let provider = provider();
     let builder =
         ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
@@ -148,21 +159,197 @@ pub fn server_config(id: Identity, auth: ClientAuth) -> Result<Arc<ServerConfig>
                 .map_err(|e| NetError::Verifier(e.to_string()))?,
         ),
     };
-    let mut cfg = builder.with_single_cert(id.chain, id.key)?;
+    let mut cfg = match id {
+        ServerCert::Static(id) => builder.with_single_cert(id.chain, id.key)?,
+        ServerCert::Reloadable(r) => builder.with_cert_resolver(r),
+    };
     cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 
-pub fn client_config(roots: RootCertStore, id: Option<Identity>) -> Result<Arc<ClientConfig>, NetError> {
+/// The certificate a client presents, if any.
+#[derive(Debug, Clone)]
+pub enum ClientCert {
+    None,
+    Static(Identity),
+    /// Replaced in place when the node's certificate is renewed.
+    Reloadable(Arc<ReloadableIdentity>),
+}
+
+impl From<Option<Identity>> for ClientCert {
+    fn from(id: Option<Identity>) -> Self {
+        id.map_or(Self::None, Self::Static)
+    }
+}
+
+fn with_client_cert(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    id: ClientCert,
+) -> Result<Arc<ClientConfig>, NetError> {
+    // ALPN is left empty: the HTTPS connector fills it (h2, http/1.1).
+    let cfg = match id {
+        ClientCert::Static(id) => builder.with_client_auth_cert(id.chain, id.key)?,
+        ClientCert::Reloadable(r) => builder.with_client_cert_resolver(r),
+        ClientCert::None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// A client that checks the server's chain and host name only. For peers whose role is
+/// checked after the handshake (the mover) and for servers outside Custody's CA
+/// (webhooks); a client calling the verifier or an agent uses [`client_config_for_role`].
+pub fn client_config(roots: RootCertStore, id: impl Into<ClientCert>) -> Result<Arc<ClientConfig>, NetError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
-    // ALPN is left empty: the HTTPS connector fills it (h2, http/1.1).
-    let cfg = match id {
-        Some(id) => builder.with_client_auth_cert(id.chain, id.key)?,
-        None => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(cfg))
+    with_client_cert(builder, id.into())
+}
+
+/// A certificate and key that can be replaced while servers and clients hold them: a
+/// renewed node certificate takes effect on the next handshake.
+#[derive(Debug)]
+pub struct ReloadableIdentity(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl ReloadableIdentity {
+    fn certified(id: Identity) -> Result<Arc<rustls::sign::CertifiedKey>, NetError> {
+        let key = provider().key_provider.load_private_key(id.key)?;
+        Ok(Arc::new(rustls::sign::CertifiedKey::new(id.chain, key)))
+    }
+
+    pub fn new(id: Identity) -> Result<Arc<Self>, NetError> {
+        Ok(Arc::new(Self(std::sync::RwLock::new(Self::certified(id)?))))
+    }
+
+    /// Use `id` from the next handshake on.
+    pub fn replace(&self, id: Identity) -> Result<(), NetError> {
+        let c = Self::certified(id)?;
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = c;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableIdentity {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ReloadableIdentity {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The role a server must hold: the subject CN of its certificate, as Custody's CA names
+/// roles (`verifier`, `node:<id>`). Host-name checks alone let any certificate of the CA
+/// that names the dialled host pass, and the CA certifies node-chosen hosts.
+#[derive(Debug)]
+struct RoleVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    role: String,
+}
+
+/// The subject common name of a certificate, if it parses and has one.
+pub fn subject_cn(der: &[u8]) -> Option<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = c.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+/// The server presented a certificate of the CA for another role.
+#[derive(Error)]
+#[error("the server is `{got}`, not the `{want}` this client called")]
+pub struct WrongPeerRole {
+    pub want: String,
+    pub got: String,
+}
+
+// rustls shows the cause with `Debug`: make that the sentence.
+impl std::fmt::Debug for WrongPeerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for RoleVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        let got = subject_cn(end_entity).unwrap_or_default();
+        if got != self.role {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(WrongPeerRole {
+                    want: self.role.clone(),
+                    got,
+                }))),
+            ));
+        }
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A client that trusts `roots` and, beyond the host name, accepts only a server whose
+/// certificate names `role` as its subject CN (`verifier`, `node:<id>`).
+pub fn client_config_for_role(
+    roots: RootCertStore,
+    id: impl Into<ClientCert>,
+    role: &str,
+) -> Result<Arc<ClientConfig>, NetError> {
+    let id: ClientCert = id.into();
+    let provider = provider();
+    let inner =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| NetError::Verifier(e.to_string()))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(RoleVerifier {
+            inner,
+            role: role.to_owned(),
+        }));
+    with_client_cert(builder, id)
 }
 
 /// The verified client certificate of the connection a request came on, if any, with its
@@ -175,11 +362,7 @@ pub struct PeerCert {
 
 impl PeerCert {
     pub fn new(cert: Option<CertificateDer<'static>>) -> Self {
-        let cn = cert.as_ref().and_then(|der| {
-            let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
-            let cn = c.subject().iter_common_name().next()?;
-            cn.as_str().ok().map(Arc::from)
-        });
+        let cn = cert.as_ref().and_then(|der| subject_cn(der)).map(Arc::from);
         Self {
             cert: cert.map(Arc::new),
             cn,
@@ -431,6 +614,25 @@ mod tests {
         let r = c.request(Method::GET, &url, None, vec![]).await.unwrap();
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body, b"node:a");
+
+        // A client that called the role `server` gets it; one that called `verifier`
+        // refuses the same certificate before sending anything.
+        let right = HttpsClient::new(
+            client_config_for_role(roots.clone(), None, "server").unwrap(),
+            t,
+            1024,
+        );
+        assert_eq!(
+            right.request(Method::GET, &url, None, vec![]).await.unwrap().body,
+            b"anonymous"
+        );
+        let wrong = HttpsClient::new(
+            client_config_for_role(roots.clone(), None, "verifier").unwrap(),
+            t,
+            1024,
+        );
+        let e = wrong.request(Method::GET, &url, None, vec![]).await.unwrap_err();
+        assert!(e.to_string().contains("not the `verifier`"), "{e}");
 
         let anon = HttpsClient::new(client_config(roots.clone(), None).unwrap(), t, 1024);
         let r = anon.request(Method::GET, &url, None, vec![]).await.unwrap();

@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/keys"),
     ("post", "/v1/enroll"),
     ("post", "/v1/enroll/activate"),
+    ("post", "/v1/renew"),
     ("post", "/v1/nonce"),
     ("post", "/v1/evidence"),
     ("get", "/v1/nodes"),
@@ -68,6 +69,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/keys", get(keys))
         .route("/v1/enroll", post(enroll))
         .route("/v1/enroll/activate", post(activate))
+        .route("/v1/renew", post(renew))
         .route("/v1/nonce", post(push_nonce))
         .route("/v1/evidence", post(push_evidence))
         .route("/v1/nodes", get(nodes))
@@ -283,8 +285,32 @@ async fn activate(State(svc): State<Arc<Service>>, body: Bytes) -> Response {
     .await
 }
 
+/// A node route's caller: the node its certificate names, while that node is neither
+/// removed nor revoked (its certificate may outlive either).
+async fn node_in_standing(svc: &Arc<Service>, peer: &PeerCert) -> Result<String, Response> {
+    let id = require_node(peer)?;
+    let s = svc.clone();
+    let lookup = id.clone();
+    match blocking(move || s.node_in_standing(&lookup)).await? {
+        Ok(_) => Ok(id),
+        Err(f) => Err(refusal(StatusCode::FORBIDDEN, &f)),
+    }
+}
+
+async fn renew(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    body: Bytes,
+) -> Response {
+    let id = match node_in_standing(&svc, &peer).await {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    cbor_exchange(("renew request", "renewed"), &body, move |r| svc.renew(&id, r)).await
+}
+
 async fn push_nonce(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
-    let id = match require_node(&peer) {
+    let id = match node_in_standing(&svc, &peer).await {
         Ok(id) => id,
         Err(r) => return r,
     };
@@ -312,7 +338,7 @@ async fn push_evidence(
     Extension(peer): Extension<PeerCert>,
     body: Bytes,
 ) -> Response {
-    let id = match require_node(&peer) {
+    let id = match node_in_standing(&svc, &peer).await {
         Ok(id) => id,
         Err(r) => return r,
     };

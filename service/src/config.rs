@@ -113,6 +113,14 @@ pub struct Config {
     pub webhooks: Vec<String>,
     /// CA certificates (PEM) webhook receivers' certificates must chain to.
     pub webhook_ca: Option<PathBuf>,
+    /// Lifetime of a node certificate, hours (1-720). Agents renew at about half of it
+    /// (`POST /v1/renew`) while their node is neither removed nor revoked, so a node
+    /// taken out loses its TLS identity within this time.
+    pub node_cert_hours: u32,
+    /// Hosts other than a node's own endpoint host that its locality endpoint may name
+    /// (a responder on another interface). Anything else is refused at enrollment: the
+    /// verifier and remote landmarks connect there.
+    pub allowed_locality_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -139,6 +147,8 @@ impl Default for Config {
             gpu_rims: None,
             webhooks: Vec::new(),
             webhook_ca: None,
+            node_cert_hours: 24,
+            allowed_locality_hosts: Vec::new(),
         }
     }
 }
@@ -234,6 +244,9 @@ impl Config {
         }
         if self.ear_ttl_secs <= 0 {
             return bad("`ear_ttl_secs` must be positive");
+        }
+        if !(1..=720).contains(&self.node_cert_hours) {
+            return bad("`node_cert_hours` must be 1-720");
         }
         if self.server_names.is_empty() {
             return bad("`server_names` must name at least one host");
@@ -339,6 +352,7 @@ mod tests {
             "bogus = 1",
             "listen = \"nowhere\"",
             "interval_secs = 0",
+            "node_cert_hours = 0",
             "revoke_after = 0",
             "webhooks = [\"http://plain\"]",
             "reference = \"maybe\"",

@@ -6,11 +6,24 @@
 //!    secret to that EK and the AK's Name, and keeps the pending enrollment for 60 s.
 //! 2. `POST /v1/enroll/activate`: only a TPM holding both the EK and the AK can release
 //!    the secret (TPM2_ActivateCredential). On a match the node is registered and its TLS
-//!    key certified as `node:<id>`.
+//!    key certified as `node:<id>`. The agent never sends the secret itself but an HMAC
+//!    keyed by it over the request it sent (`custody_formats::api::enrollment_proof`), so
+//!    a relay that altered the request gets nothing.
+//! 3. `POST /v1/renew` (mutual TLS, the node's current certificate): a new short-lived
+//!    certificate, only while the node is neither removed nor revoked.
+//!
+//! A node certificate names the node's endpoint host. That host must be a strict host
+//! name or IP address, none of this verifier's `server_names`, and no other node's, so a
+//! node's certificate is never valid for the verifier's or another node's name. Loopback
+//! addresses are exempt from the last two: they name "this host", which co-located
+//! processes share; Custody's clients also check the role (subject CN) of every server.
 
 use crate::store::{NodeRecord, NodeState, StoreError};
 use crate::{now, Service, ServiceError};
-use custody_formats::api::{ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, Refusal};
+use custody_formats::api::{
+    enrollment_proof, ActivateRequest, EnrollChallenge, EnrollRequest, Enrolled, Refusal, RenewRequest,
+    Renewed,
+};
 use custody_verifier::check::{FailedCheck, UnixTime};
 use custody_verifier::enroll as core;
 use std::collections::HashMap;
@@ -60,15 +73,40 @@ fn looks_like_node_id(n: &str) -> bool {
         .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The host part of `host:port` (brackets removed from IPv6).
+/// The host of `host:port`, as a node certificate may name it: an IP address (IPv6 in
+/// brackets or bare), or a host name of LDH labels (letters, digits, inner hyphens; no
+/// wildcard, no `@`, `?`, `_`), lowercased. `None` for anything else.
 pub fn endpoint_host(endpoint: &str) -> Option<String> {
     let (host, port) = endpoint.rsplit_once(':')?;
     port.parse::<u16>().ok().filter(|p| *p != 0)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains('/') {
-        return None;
+    canonical_host(host)
+}
+
+fn canonical_host(host: &str) -> Option<String> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Some(ip.to_string());
     }
-    Some(host.to_owned())
+    (bare.len() == host.len() && valid_host_name(host)).then(|| host.to_ascii_lowercase())
+}
+
+fn valid_host_name(h: &str) -> bool {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    // An all-digit last label would read as a (malformed) IPv4 address.
+    (1..=253).contains(&h.len())
+        && h.split('.').all(label_ok)
+        && !h
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Node ids derive from the EK certificate, so re-enrolling the same TPM keeps its id.
@@ -98,7 +136,13 @@ impl Service {
             ));
         }
         if endpoint_host(&req.endpoint).is_none() {
-            return Err(refuse("endpoint", format!("`{}` is not host:port", req.endpoint)));
+            return Err(refuse(
+                "endpoint",
+                format!(
+                    "`{}` is not host:port with an IP address or a host name of letters, digits and hyphens",
+                    req.endpoint
+                ),
+            ));
         }
         let Some(ek_cert) = &req.ek_cert else {
             return Err(refuse("ek_cert_chain", "the TPM has no EK certificate; this verifier enrolls only TPMs whose EK a manufacturer CA certified"));
@@ -121,6 +165,7 @@ impl Service {
         // By the EK-derived node id, not the name: a revoked TPM stays revoked under any
         // name it asks for.
         refuse_revoked(self.store.node(&node_id(&ek_cert_sha256)))?;
+        self.certifiable_host(&req, &node_id(&ek_cert_sha256))?;
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).map_err(|e| refuse("rng", e.to_string()))?;
         let cred = core::make_credential(&req.ek_public, &ak.name, &secret)
@@ -182,10 +227,14 @@ impl Service {
         if Instant::now() > p.expires {
             return Err(refuse("enrollment", "the credential challenge expired"));
         }
-        if aws_lc_rs::constant_time::verify_slices_are_equal(&req.secret, &p.secret).is_err() {
+        // The proof binds the activation to the request this verifier holds: a relay
+        // that swapped the TLS key or an endpoint fails here.
+        let want =
+            enrollment_proof(&p.secret, &p.request).map_err(|e| refuse("message_format", e.to_string()))?;
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&req.proof, &want).is_err() {
             return Err(refuse(
-                "credential",
-                "the activated secret does not match: the AK is not in the TPM that holds this EK",
+                "enrollment_binding",
+                "the activation proof does not match: the request was altered on its way here, or the AK is not in the TPM that holds this EK",
             ));
         }
         let at = now();
@@ -193,10 +242,11 @@ impl Service {
         // Checked early for a clear answer; enroll_node checks again in its transaction,
         // where a revocation that committed meanwhile is seen.
         refuse_revoked(self.store.node(&id))?;
-        let host = endpoint_host(&p.request.endpoint).ok_or_else(|| refuse("endpoint", "bad endpoint"))?;
+        // Checked again: another node may have taken the host meanwhile.
+        let host = self.certifiable_host(&p.request, &id)?;
         let cert = self
             .pki
-            .issue_node(&id, &host, &p.request.tls_spki)
+            .issue_node(&id, &host, &p.request.tls_spki, self.cfg.node_cert_hours)
             .map_err(|e| refuse("tls_key", e.to_string()))?;
         let fresh = NodeRecord {
             id: id.clone(),
@@ -289,6 +339,97 @@ impl Service {
     }
 }
 
+impl Service {
+    /// The endpoint host node `node` may have in its certificate (see the module
+    /// documentation), and its locality endpoint checked against it.
+    fn certifiable_host(&self, req: &EnrollRequest, node: &str) -> Result<String, Refusal> {
+        let host = endpoint_host(&req.endpoint)
+            .ok_or_else(|| refuse("endpoint", format!("`{}` is not host:port", req.endpoint)))?;
+        let loopback = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            if self
+                .cfg
+                .server_names
+                .iter()
+                .any(|n| canonical_host(n).as_deref() == Some(host.as_str()))
+            {
+                return Err(refuse(
+                    "endpoint",
+                    format!("`{host}` is one of this verifier's own names"),
+                ));
+            }
+            let nodes = self.store.nodes().map_err(|e| refuse("store", e.to_string()))?;
+            if let Some(other) = nodes
+                .iter()
+                .find(|n| n.id != node && endpoint_host(&n.endpoint).as_deref() == Some(host.as_str()))
+            {
+                return Err(refuse(
+                    "endpoint",
+                    format!("`{host}` is the endpoint host of node `{}`", other.name),
+                ));
+            }
+        }
+        if let Some(l) = &req.locality_endpoint {
+            let lh = endpoint_host(l)
+                .ok_or_else(|| refuse("locality_endpoint", format!("`{l}` is not host:port")))?;
+            let allowed = lh == host
+                || self
+                    .cfg
+                    .allowed_locality_hosts
+                    .iter()
+                    .any(|a| canonical_host(a).as_deref() == Some(lh.as_str()));
+            if !allowed {
+                return Err(refuse(
+                    "locality_endpoint",
+                    format!(
+                        "`{l}` is not on the node's endpoint host `{host}` nor in `allowed_locality_hosts`: the verifier and landmarks would connect there"
+                    ),
+                ));
+            }
+        }
+        Ok(host)
+    }
+
+    /// The node a node certificate names, if it may still use it: not removed, not
+    /// revoked. Every node route asks, so a certificate outliving its node opens nothing.
+    pub fn node_in_standing(&self, id: &str) -> Result<NodeRecord, Refusal> {
+        match self.store.node(id) {
+            Ok(None) => Err(refuse(
+                "node_removed",
+                format!("node `{id}` was removed; its certificate no longer opens any route"),
+            )),
+            Ok(Some(n)) if n.state == NodeState::Revoked => Err(refuse(
+                "revoked",
+                format!(
+                    "node `{}` ({id}) is revoked ({})",
+                    n.name,
+                    n.reason.clone().unwrap_or_default()
+                ),
+            )),
+            Ok(Some(n)) => Ok(n),
+            Err(e) => Err(refuse("store", e.to_string())),
+        }
+    }
+
+    /// `POST /v1/renew`: a new certificate for node `id` (from its current mTLS
+    /// certificate) and the TLS key it sends, while the node is in standing.
+    pub fn renew(&self, id: &str, req: RenewRequest) -> Result<Renewed, Refusal> {
+        let n = self.node_in_standing(id)?;
+        let host = endpoint_host(&n.endpoint).ok_or_else(|| {
+            refuse(
+                "endpoint",
+                format!("stored endpoint `{}` is not certifiable", n.endpoint),
+            )
+        })?;
+        let certificate_pem = self
+            .pki
+            .issue_node(&n.id, &host, &req.tls_spki, self.cfg.node_cert_hours)
+            .map_err(|e| refuse("tls_key", e.to_string()))?;
+        tracing::info!(node = %n.id, "node certificate renewed");
+        Ok(Renewed { certificate_pem })
+    }
+}
+
 /// The stored node, unless it is revoked: then the refusal every enrollment of that TPM
 /// gets until an operator removes the node (`custody nodes remove`).
 fn refuse_revoked(
@@ -329,6 +470,21 @@ mod tests {
         assert_eq!(endpoint_host("nohost"), None);
         assert_eq!(endpoint_host("h:0"), None);
         assert_eq!(endpoint_host(":80"), None);
+        assert_eq!(endpoint_host("Node.Example:1").as_deref(), Some("node.example"));
+        for bad in [
+            "*.example:1",
+            "a@b:1",
+            "a?b:1",
+            "a_b:1",
+            "-a.example:1",
+            "a-.example:1",
+            "a..b:1",
+            "[node.example]:1",
+            "1.2.3:1",
+            "a/b:1",
+        ] {
+            assert_eq!(endpoint_host(bad), None, "{bad}");
+        }
         assert_eq!(node_id("0123456789abcdef0123"), "n-0123456789abcdef");
     }
 }

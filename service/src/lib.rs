@@ -34,6 +34,55 @@ use std::time::Duration;
 use store::{SqliteStore, Store};
 use thiserror::Error;
 
+/// The verifier's clients to agents: one pooled client per node id, each accepting only
+/// a server whose certificate is `node:<that id>`, so a node's certificate at another
+/// node's endpoint gets no round, no nonce and no move order.
+#[derive(Debug)]
+pub struct AgentClients {
+    roots: rustls::RootCertStore,
+    identity: custody_net::Identity,
+    timeout: Duration,
+    clients: Mutex<std::collections::HashMap<String, HttpsClient>>,
+}
+
+impl AgentClients {
+    pub fn new(
+        roots: rustls::RootCertStore,
+        identity: custody_net::Identity,
+        timeout: Duration,
+    ) -> Result<Self, ServiceError> {
+        // Built once here so a bad identity fails at start, not at the first round.
+        custody_net::client_config_for_role(roots.clone(), Some(identity.clone()), "node:check")?;
+        Ok(Self {
+            roots,
+            identity,
+            timeout,
+            clients: Mutex::default(),
+        })
+    }
+
+    /// The client that calls node `id`.
+    pub fn for_node(&self, id: &str) -> Result<HttpsClient, custody_net::NetError> {
+        let mut m = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = m.get(id) {
+            return Ok(c.clone());
+        }
+        let tls = custody_net::client_config_for_role(
+            self.roots.clone(),
+            Some(self.identity.clone()),
+            &format!("node:{id}"),
+        )?;
+        let c = HttpsClient::new(tls, self.timeout, custody_formats::bundle::MAX_BUNDLE_LEN);
+        m.insert(id.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Drop a removed node's client (and its pooled connections).
+    pub fn forget(&self, id: &str) {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -91,7 +140,7 @@ pub struct Service {
     /// TPM manufacturer CA certificates (DER).
     pub ek_cas: Vec<Vec<u8>>,
     /// Asks agents for evidence, presenting the `verifier` identity.
-    pub agents: HttpsClient,
+    pub agents: AgentClients,
     pub events: events::Emitter,
     pub metrics: metrics::Metrics,
     /// Signs this verifier's locality statements when it acts as a landmark.
@@ -217,11 +266,11 @@ impl Service {
         let ek_cas = load_ek_cas(&cfg.ek_ca_dir)?;
         let policy = load_policy(&cfg)?;
         let roots = custody_net::roots_from_pem(pki.ca_pem().as_bytes())?;
-        let agents = HttpsClient::new(
-            custody_net::client_config(roots, Some(pki.client_identity()?))?,
+        let agents = AgentClients::new(
+            roots,
+            pki.client_identity()?,
             Duration::from_secs(cfg.round_timeout_secs),
-            custody_formats::bundle::MAX_BUNDLE_LEN,
-        );
+        )?;
         let events = events::Emitter::new(&cfg)?;
         let mut appraiser = round::Appraiser::new(policy).map_err(ServiceError::Core)?;
         appraiser.landmarks = vec![landmark_key.public_key()];
@@ -489,6 +538,7 @@ impl Service {
         if !self.store.remove_node(&node.id)? {
             return Err(ServiceError::NoNode(key.into()));
         }
+        self.agents.forget(&node.id);
         let at = now();
         self.log(custody_audit::Entry::Revocation(serde_json::json!({
             "node": node.id,

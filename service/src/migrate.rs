@@ -293,8 +293,12 @@ impl Service {
     ) -> Result<(http::StatusCode, T), MigrationRefused> {
         let url = format!("https://{}{path}", node.endpoint);
         let has_body = body.is_some();
+        let reachable =
+            |e: custody_net::NetError| refused("agent_reachable", format!("`{}`: {e}", node.name));
         let r = self
             .agents
+            .for_node(&node.id)
+            .map_err(reachable)?
             .request(
                 method,
                 &url,
@@ -302,7 +306,7 @@ impl Service {
                 body.unwrap_or_default(),
             )
             .await
-            .map_err(|e| refused("agent_reachable", format!("`{}`: {e}", node.name)))?;
+            .map_err(reachable)?;
         if r.status.is_success() {
             let v = api::from_cbor(what, &r.body).map_err(|e| refused("agent_answer", e.to_string()))?;
             return Ok((r.status, v));

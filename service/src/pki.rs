@@ -25,9 +25,6 @@ pub enum PkiError {
     NodeKey(String),
 }
 
-/// Node certificates live this long; agents re-enroll on every start.
-const NODE_CERT_DAYS: i64 = 30;
-
 #[derive(Debug)]
 pub struct Pki {
     ca_pem: String,
@@ -60,11 +57,11 @@ pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), PkiE
     f.sync_all().map_err(err)
 }
 
-fn validity(p: &mut CertificateParams, days: i64) {
+fn validity(p: &mut CertificateParams, life: time::Duration) {
     let now = time::OffsetDateTime::now_utc();
     // A little slack for clocks that disagree by a few minutes.
     p.not_before = now - time::Duration::minutes(5);
-    p.not_after = now + time::Duration::days(days);
+    p.not_after = now + life;
 }
 
 fn leaf_params(
@@ -72,7 +69,7 @@ fn leaf_params(
     names: &[String],
     server: bool,
     client: bool,
-    days: i64,
+    life: time::Duration,
 ) -> Result<CertificateParams, PkiError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -92,7 +89,7 @@ fn leaf_params(
     if client {
         p.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
     }
-    validity(&mut p, days);
+    validity(&mut p, life);
     Ok(p)
 }
 
@@ -112,7 +109,7 @@ impl Pki {
             p.distinguished_name.push(DnType::OrganizationName, "Custody");
             p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
             p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            validity(&mut p, 3650);
+            validity(&mut p, time::Duration::days(3650));
             let cert = p.self_signed(&key)?;
             write_file(&key_path, key.serialize_pem().as_bytes(), true)?;
             write_file(&cert_path, cert.pem().as_bytes(), false)?;
@@ -137,10 +134,10 @@ impl Pki {
         names: &[String],
         server: bool,
         client: bool,
-        days: i64,
+        life: time::Duration,
     ) -> Result<Identity, PkiError> {
         let key = KeyPair::generate()?;
-        let cert = leaf_params(cn, names, server, client, days)?.signed_by(&key, self.issuer())?;
+        let cert = leaf_params(cn, names, server, client, life)?.signed_by(&key, self.issuer())?;
         let chain = format!("{}{}", cert.pem(), self.ca_pem);
         Ok(Identity::from_pem(
             chain.as_bytes(),
@@ -150,12 +147,12 @@ impl Pki {
 
     /// The verifier's TLS server identity for `names` (re-issued at every start).
     pub fn server_identity(&self, names: &[String]) -> Result<Identity, PkiError> {
-        self.issue_with_new_key("verifier", names, true, true, 30)
+        self.issue_with_new_key("verifier", names, true, true, time::Duration::days(30))
     }
 
     /// The identity the verifier presents to agents.
     pub fn client_identity(&self) -> Result<Identity, PkiError> {
-        self.issue_with_new_key("verifier", &[], false, true, 30)
+        self.issue_with_new_key("verifier", &[], false, true, time::Duration::days(30))
     }
 
     /// Write an operator identity (CN `operator`) for the CLI into `dir`:
@@ -166,24 +163,28 @@ impl Pki {
             reason: e.to_string(),
         })?;
         let key = KeyPair::generate()?;
-        let cert = leaf_params("operator", &[], false, true, 365)?.signed_by(&key, self.issuer())?;
+        let cert = leaf_params("operator", &[], false, true, time::Duration::days(365))?
+            .signed_by(&key, self.issuer())?;
         write_file(&dir.join("key.pem"), key.serialize_pem().as_bytes(), true)?;
         write_file(&dir.join("cert.pem"), cert.pem().as_bytes(), false)?;
         write_file(&dir.join("ca.pem"), self.ca_pem.as_bytes(), false)
     }
 
     /// Certify an enrolled node's TLS key (SubjectPublicKeyInfo DER) as `node:<id>`,
-    /// valid for the host of its endpoint.
+    /// valid for the host of its endpoint (checked by the caller: a strict host name or
+    /// IP address, no wildcard) for `hours`.
     pub fn issue_node(
         &self,
         node_id: &str,
         endpoint_host: &str,
         spki_der: &[u8],
+        hours: u32,
     ) -> Result<String, PkiError> {
         let spki =
             rcgen::SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| PkiError::NodeKey(e.to_string()))?;
         let names = [endpoint_host.to_owned()];
-        let cert = leaf_params(&format!("node:{node_id}"), &names, true, true, NODE_CERT_DAYS)?
+        let life = time::Duration::hours(i64::from(hours));
+        let cert = leaf_params(&format!("node:{node_id}"), &names, true, true, life)?
             .signed_by(&spki, self.issuer())?;
         Ok(cert.pem())
     }
@@ -211,7 +212,7 @@ mod tests {
         }
         let node_key = KeyPair::generate().unwrap();
         let pem = b
-            .issue_node("n1", "127.0.0.1", &node_key.subject_public_key_info())
+            .issue_node("n1", "127.0.0.1", &node_key.subject_public_key_info(), 24)
             .unwrap();
         let der = custody_net::certs_from_pem(pem.as_bytes()).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&der[0]).unwrap();
@@ -228,7 +229,7 @@ mod tests {
             cert.public_key().raw,
             node_key.subject_public_key_info().as_slice()
         );
-        assert!(b.issue_node("n1", "127.0.0.1", b"not a key").is_err());
+        assert!(b.issue_node("n1", "127.0.0.1", b"not a key", 24).is_err());
         b.write_operator_identity(&dir.path().join("op")).unwrap();
         assert!(dir.path().join("op/key.pem").exists());
     }

@@ -972,10 +972,10 @@ impl Service {
         let body = api::to_cbor("round request", &RoundRequest { nonce })
             .map_err(|e| ServiceError::Core(e.to_string()))?;
         let url = format!("https://{}/v1/round", node.endpoint);
-        let reply = self
-            .agents
-            .request(http::Method::POST, &url, Some(api::CBOR), body)
-            .await;
+        let reply = match self.agents.for_node(&node.id) {
+            Ok(c) => c.request(http::Method::POST, &url, Some(api::CBOR), body).await,
+            Err(e) => Err(e),
+        };
         // The nonce is spent whatever happened; evidence after its TTL is refused.
         let nonce_state = self.nonces.take(&nonce, &node.id);
         let bytes;

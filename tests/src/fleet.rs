@@ -14,7 +14,7 @@ use custody_agent::tpm::{default_pcrs, TpmCollector, TpmConfig};
 use custody_formats::api::{NonceGrant, PushResult, Refusal, CBOR};
 use custody_formats::bundle::MAX_BUNDLE_LEN;
 pub use custody_net::Response;
-use custody_net::{client_config, roots_from_pem, HttpsClient, Identity};
+use custody_net::{client_config_for_role, roots_from_pem, HttpsClient, Identity};
 use custody_verifier::ear::EarPublicKey;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -206,10 +206,15 @@ impl Verifier {
         std::fs::read(self.data().join("ca.pem")).unwrap()
     }
 
-    /// An HTTPS client that trusts this verifier's CA and presents `id`.
+    /// An HTTPS client that trusts this verifier's CA, accepts only its `verifier`
+    /// certificate, and presents `id`.
     pub fn client(&self, id: Option<Identity>) -> HttpsClient {
         let roots = roots_from_pem(&self.ca_pem()).unwrap();
-        HttpsClient::new(client_config(roots, id).unwrap(), T, MAX_BUNDLE_LEN)
+        HttpsClient::new(
+            client_config_for_role(roots, id, "verifier").unwrap(),
+            T,
+            MAX_BUNDLE_LEN,
+        )
     }
 
     pub fn operator_client(&self) -> HttpsClient {
@@ -442,7 +447,7 @@ impl Pusher {
             tpm,
             session: Session::generate().unwrap(),
             client: HttpsClient::new(
-                client_config(roots, Some(id.tls_identity().unwrap())).unwrap(),
+                client_config_for_role(roots, Some(id.tls_identity().unwrap()), "verifier").unwrap(),
                 T,
                 MAX_BUNDLE_LEN,
             ),

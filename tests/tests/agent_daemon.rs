@@ -391,7 +391,7 @@ async fn stub_activate(
 ) -> axum::response::Response {
     let req: ActivateRequest = api::from_cbor("ActivateRequest", &body).unwrap();
     assert_eq!(req.enrollment_id, "00112233445566778899aabbccddeeff");
-    s.secrets.lock().unwrap().push(req.secret.clone());
+    s.secrets.lock().unwrap().push(req.proof.clone());
     let spki = s.requests.lock().unwrap().last().unwrap().tls_spki.clone();
     let spki = rcgen::SubjectPublicKeyInfo::from_der(&spki).unwrap();
     let cert = s.ca.sign("node:n1", &spki);
@@ -509,7 +509,11 @@ async fn run_enrolls_then_serves_rounds() {
         (&[1u8, 2, 3][..], &[4u8, 5][..])
     );
     assert_eq!(req.ek_cert, Some(vec![0x30, 0x00]));
-    assert_eq!(s.secrets.lock().unwrap()[0], vec![4, 5, 1, 2, 3]);
+    // The activation's output keys the proof over the request sent; it never travels.
+    assert_eq!(
+        s.secrets.lock().unwrap()[0],
+        api::enrollment_proof(&[4, 5, 1, 2, 3], &req).unwrap().to_vec()
+    );
     assert_eq!(std::fs::read_to_string(state.join(NODE_ID_FILE)).unwrap(), "n1\n");
     assert_eq!(std::fs::read_to_string(state.join(CA_FILE)).unwrap(), s.ca.pem());
     let stored = NodeIdentity::load(&state).unwrap();

@@ -112,25 +112,20 @@ async fn a_finishing_enrollment_cannot_take_another_nodes_name() {
     let anon = v.client(None);
     let ca = collector(&ta);
     let ka = ca.keys().unwrap();
-    let request = |name: &str| {
-        api::to_cbor(
-            "enroll",
-            &EnrollRequest {
-                name: name.into(),
-                endpoint: format!("127.0.0.1:{}", free_port()),
-                ek_cert: ka.ek_certificate.clone(),
-                ek_public: ka.ek_public.clone(),
-                ak_public: ka.ak_public.clone(),
-                tls_spki: {
-                    use rcgen::PublicKeyData;
-                    rcgen::KeyPair::generate().unwrap().subject_public_key_info()
-                },
-                locality_endpoint: None,
-                move_endpoint: None,
-            },
-        )
-        .unwrap()
+    let request = |name: &str| EnrollRequest {
+        name: name.into(),
+        endpoint: format!("127.0.0.1:{}", free_port()),
+        ek_cert: ka.ek_certificate.clone(),
+        ek_public: ka.ek_public.clone(),
+        ak_public: ka.ak_public.clone(),
+        tls_spki: {
+            use rcgen::PublicKeyData;
+            rcgen::KeyPair::generate().unwrap().subject_public_key_info()
+        },
+        locality_endpoint: None,
+        move_endpoint: None,
     };
+    let cbor = |r: &EnrollRequest| api::to_cbor("enroll", r).unwrap();
     // A name of a node id's shape is refused at once.
     let r = v
         .request(
@@ -138,14 +133,15 @@ async fn a_finishing_enrollment_cannot_take_another_nodes_name() {
             Method::POST,
             "/v1/enroll",
             Some(CBOR),
-            request("n-0123456789abcdef"),
+            cbor(&request("n-0123456789abcdef")),
         )
         .await;
     assert_refusal(&r, StatusCode::FORBIDDEN, "node_name");
 
     // TPM A begins as `shared` while the name is free ...
+    let sent = request("shared");
     let r = v
-        .request(&anon, Method::POST, "/v1/enroll", Some(CBOR), request("shared"))
+        .request(&anon, Method::POST, "/v1/enroll", Some(CBOR), cbor(&sent))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
     let ch: EnrollChallenge = decode!("challenge", &r);
@@ -160,7 +156,7 @@ async fn a_finishing_enrollment_cannot_take_another_nodes_name() {
         "activate",
         &ActivateRequest {
             enrollment_id: ch.enrollment_id,
-            secret,
+            proof: api::enrollment_proof(&secret, &sent).unwrap().to_vec(),
         },
     )
     .unwrap();

@@ -204,7 +204,7 @@ async fn ak_from_another_tpm_is_refused() {
             "activate",
             &ActivateRequest {
                 enrollment_id: id.into(),
-                secret: vec![0x5a; 32],
+                proof: vec![0x5a; 32],
             },
         )
         .unwrap()
@@ -218,7 +218,7 @@ async fn ak_from_another_tpm_is_refused() {
             guess(&ch.enrollment_id),
         )
         .await;
-    let f = assert_refusal(&r, StatusCode::FORBIDDEN, "credential");
+    let f = assert_refusal(&r, StatusCode::FORBIDDEN, "enrollment_binding");
     assert!(f.detail.contains("AK is not in the TPM"), "{}", f.detail);
     let r = v
         .request(
@@ -248,11 +248,12 @@ async fn ak_from_another_tpm_is_refused() {
         .activate_credential(&ch.id_object, &ch.encrypted_secret)
         .unwrap();
     assert_eq!(secret.len(), 32);
+    let sent: EnrollRequest = api::from_cbor("enroll", &enroll(ka.ak_public.clone())).unwrap();
     let body = api::to_cbor(
         "activate",
         &ActivateRequest {
             enrollment_id: ch.enrollment_id,
-            secret,
+            proof: api::enrollment_proof(&secret, &sent).unwrap().to_vec(),
         },
     )
     .unwrap();

@@ -330,7 +330,7 @@ pub async fn enroll(
             "activate",
             &ActivateRequest {
                 enrollment_id: ch.enrollment_id,
-                secret,
+                proof: wire::enrollment_proof(&secret, &req)?.to_vec(),
             },
         )?,
     )

@@ -55,23 +55,24 @@ pub fn run(iterations: usize) -> Result<Stages> {
     let svc = custody_service::Service::open(cfg).map_err(|e| anyhow!("open service: {e}"))?;
     let tpm = SoftTpm::generate()?;
     let tls_key = rcgen::KeyPair::generate()?;
+    let req = EnrollRequest {
+        name: "stages".into(),
+        endpoint: "127.0.0.1:9".into(),
+        ek_cert: Some(ca.issue_ek(&tpm.ek.spki, 1)?),
+        ek_public: tpm.ek.public.clone(),
+        ak_public: tpm.ak_public.clone(),
+        tls_spki: rcgen::PublicKeyData::subject_public_key_info(&tls_key),
+        locality_endpoint: None,
+        move_endpoint: None,
+    };
     let ch = svc
-        .enroll_begin(EnrollRequest {
-            name: "stages".into(),
-            endpoint: "127.0.0.1:9".into(),
-            ek_cert: Some(ca.issue_ek(&tpm.ek.spki, 1)?),
-            ek_public: tpm.ek.public.clone(),
-            ak_public: tpm.ak_public.clone(),
-            tls_spki: rcgen::PublicKeyData::subject_public_key_info(&tls_key),
-            locality_endpoint: None,
-            move_endpoint: None,
-        })
+        .enroll_begin(req.clone())
         .map_err(|r| anyhow!("enroll: {}: {}", r.check, r.detail))?;
     let secret = tpm.activate_credential(&ch.id_object, &ch.encrypted_secret, &tpm.ak_name)?;
     let done = svc
         .enroll_finish(ActivateRequest {
             enrollment_id: ch.enrollment_id,
-            secret,
+            proof: custody_formats::api::enrollment_proof(&secret, &req)?.to_vec(),
         })
         .map_err(|r| anyhow!("activate: {}: {}", r.check, r.detail))?;
     let id = done.node_id.clone();
