@@ -153,7 +153,9 @@ pub(crate) mod serde_bytes_array {
                         Err(serde::de::Error::custom("expected a byte string, found an array"))
                     }
                 }
-                d.deserialize_bytes(V)
+                // `deserialize_byte_buf`: ciborium's `deserialize_bytes` refuses a byte
+                // string longer than its 4 KiB scratch buffer (an AMD ASK+ARK PEM is more).
+                d.deserialize_byte_buf(V)
             }
         }
     }

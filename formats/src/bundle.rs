@@ -301,6 +301,19 @@ pub(crate) mod opt_bytes {
 mod tests {
     use super::*;
 
+    /// Byte strings above ciborium's 4 KiB scratch buffer decode (a CA chain of an ASK
+    /// and an ARK in PEM is about 4.3 KB).
+    #[test]
+    fn large_byte_strings_decode() {
+        let mut b = sample();
+        b.snp = Some(SnpEvidence {
+            report: vec![1; 0x4A0],
+            vcek: vec![2; 5000],
+            ca_chain: Some(vec![3; 9000]),
+        });
+        assert_eq!(EvidenceBundle::from_cbor(&b.to_cbor().unwrap()).unwrap(), b);
+    }
+
     fn sample() -> EvidenceBundle {
         EvidenceBundle {
             version: BUNDLE_VERSION,

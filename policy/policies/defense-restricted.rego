@@ -1,8 +1,8 @@
 # Custody `defense-restricted`: the strictest shipped policy.
 #
 # - every device's evidence verified (and everything `default` requires);
-# - a verified TPM, and a confidential VM: a verified SEV-SNP report or a GPU attested in
-#   CC mode;
+# - a verified TPM, and the agent inside an attested confidential VM (key_protection
+#   `cvm`: SNP reference values matched, chip registered at the node's site);
 # - every GPU attested, in CC mode "on";
 # - a strong locality proof (session key in CVM memory or TPM-bound) placing the node
 #   within data.custody.params.locality_km (default 100) of params.locality_site
@@ -35,10 +35,16 @@ deny contains msg if {
 	msg := sprintf("%s has no verified TPM evidence", [data.custody.lib.node])
 }
 
+# A GPU in CC mode is no confidential VM (the session key is not in GPU memory), and a
+# genuine SNP report alone proves only that *some* guest saw the round: the verifier
+# says `cvm` only for the node's own attested guest (docs/locality.md).
 deny contains msg if {
-	not data.custody.lib.verified("snp")
-	not data.custody.lib.gpu_cc_on
-	msg := sprintf("%s does not run in a confidential VM: no verified SEV-SNP report and no GPU attested in CC mode", [data.custody.lib.node])
+	not data.custody.lib.cvm_attested
+	msg := sprintf("%s does not run in an attested confidential VM (session key protection: %s): %s", [
+		data.custody.lib.node,
+		object.get(input, ["key_protection", "level"], "unknown"),
+		concat("; ", object.get(input, ["key_protection", "reasons"], [])),
+	])
 }
 
 deny contains msg if some msg in data.custody.lib.gpu_cc_deny

@@ -236,6 +236,10 @@ gpu_cc_deny contains msg if {
 	msg := sprintf("%s: GPU %d (%s) is not attested", [node, g.index, g.model])
 }
 
+# The session key is held in the node's own attested confidential VM (the verifier's
+# `key_protection`, docs/locality.md); a GPU in CC mode never makes it so.
+cvm_attested if input.key_protection.level == "cvm"
+
 gpu_cc_on if {
 	some g in input.gpus
 	g.cc_mode == "on"

@@ -33,6 +33,20 @@ pub struct PolicyInput<J = serde_json::Value> {
     /// Where the TPM reference values came from (`tofu`, `operator`, ...), as today.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceInfo>,
+    /// Where the session key lives: `cvm` only when SNP evidence ties the agent to the
+    /// node's own attested guest. Absent when no evidence arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_protection: Option<KeyProtectionInfo>,
+}
+
+/// The session key's protection as the verifier labels it, and why it is not stronger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyProtectionInfo {
+    /// `cvm` or `process`.
+    pub level: String,
+    /// Why the key is not `cvm` (`snp_reference: unconfigured`, ...); empty when it is.
+    #[serde(default)]
+    pub reasons: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -109,6 +109,9 @@ pub struct Config {
     /// driver and VBIOS versions (`rim`); without it GPU measurements are not compared.
     /// Every file is checked at start-up (a bad one stops the verifier, naming it).
     pub gpu_rims: Option<PathBuf>,
+    /// SEV-SNP reference values (`[snp]`): which guest the agent must run in for its
+    /// session key to count as CVM-protected.
+    pub snp: SnpReference,
     /// Event receivers (HTTPS URLs): each state change is POSTed as JSON.
     pub webhooks: Vec<String>,
     /// CA certificates (PEM) webhook receivers' certificates must chain to.
@@ -145,11 +148,87 @@ impl Default for Config {
             landmark: None,
             landmarks: Vec::new(),
             gpu_rims: None,
+            snp: SnpReference::default(),
             webhooks: Vec::new(),
             webhook_ca: None,
             node_cert_hours: 24,
             allowed_locality_hosts: Vec::new(),
         }
+    }
+}
+
+/// `[snp]`: reference values for the SEV-SNP guest the agent runs in. Without
+/// `measurements` an SNP report that verifies still only says "some guest saw this
+/// round" (anyone can compute the binding), so the session key is labelled `process`
+/// (`snp_reference: unconfigured`). With them, a report whose VMPL, MEASUREMENT or
+/// HOST_DATA differ fails the round at `snp.vmpl`, `snp.measurement` or `snp.host_data`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnpReference {
+    /// Launch MEASUREMENTs (96 hex digits each) of the guest image(s) the agent runs in.
+    pub measurements: Vec<String>,
+    /// HOST_DATA (64 hex digits) the guest must be launched with; unchecked when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_data: Option<String>,
+    /// The VMPL the report must be requested from (0: the guest's most privileged level,
+    /// where an agent in the guest kernel's trust boundary runs).
+    pub vmpl: u32,
+    /// FOR TESTS ONLY: a PEM file with a self-signed test ARK (and its ASK) trusted
+    /// beside AMD's built-in roots, so tests can re-sign captured reports for hardware
+    /// the test machine lacks. Never set it in production: whoever holds that root's
+    /// key can forge any SNP report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_ark: Option<PathBuf>,
+}
+
+/// [`SnpReference`] parsed: what the appraisal compares.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SnpReferenceValues {
+    pub measurements: Vec<[u8; 48]>,
+    pub host_data: Option<[u8; 32]>,
+    pub vmpl: u32,
+}
+
+impl SnpReference {
+    /// The typed values; `None` when no measurement is configured.
+    pub fn values(&self) -> Result<Option<SnpReferenceValues>, ConfigError> {
+        let bad = |s: String| ConfigError::Invalid(s);
+        if self.vmpl > 3 {
+            return Err(bad(format!("`snp.vmpl` must be 0-3, got {}", self.vmpl)));
+        }
+        if self.measurements.is_empty() {
+            if self.host_data.is_some() || self.vmpl != 0 {
+                return Err(bad(
+                    "`snp.host_data` and `snp.vmpl` need `snp.measurements`".into()
+                ));
+            }
+            return Ok(None);
+        }
+        let measurements = self
+            .measurements
+            .iter()
+            .map(|m| {
+                hex::decode(m)
+                    .ok()
+                    .and_then(|b| <[u8; 48]>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| bad(format!("`snp.measurements`: {m:?} is not 96 hex digits")))
+            })
+            .collect::<Result<_, _>>()?;
+        let host_data = self
+            .host_data
+            .as_ref()
+            .map(|h| {
+                hex::decode(h)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| bad(format!("`snp.host_data`: {h:?} is not 64 hex digits")))
+            })
+            .transpose()?;
+        Ok(Some(SnpReferenceValues {
+            measurements,
+            host_data,
+            vmpl: self.vmpl,
+        }))
     }
 }
 
@@ -271,6 +350,7 @@ impl Config {
             }
         }
         self.validate_landmarks()?;
+        self.snp.values()?;
         if let Some(u) = self.webhooks.iter().find(|u| !u.starts_with("https://")) {
             return Err(ConfigError::Invalid(format!(
                 "webhook `{u}` is not an https:// URL"
@@ -326,7 +406,9 @@ impl Config {
              # [landmark]\n# id = \"paris-verifier\"\n# lat = 48.8566\n# lon = 2.3522\n# probes = 8\n\
              # [[landmarks]]                      # remote landmarks (`custody landmark serve`), pinned\n\
              # url = \"http://192.0.2.10:8450\"\n# id = \"fra-landmark\"\n\
-             # public_key = \"<64 hex digits from `custody landmark keygen --pub`>\"\n# timeout_ms = 5000\n",
+             # public_key = \"<64 hex digits from `custody landmark keygen --pub`>\"\n# timeout_ms = 5000\n\
+             # [snp]                              # the guest image the agent runs in\n\
+             # measurements = [\"<96 hex digits>\"]\n# host_data = \"<64 hex digits>\"\n# vmpl = 0\n",
         );
         s
     }
@@ -359,7 +441,14 @@ mod tests {
             "registry = \"/r.cose\"",
             "[landmark]\nid = \"x\"\nlat = 91.0\nlon = 0.0",
             "[landmark]\nid = \"x\"\nlat = 1.0\nlon = 0.0\nprobes = 0",
+            "[snp]\nmeasurements = [\"00\"]",
+            "[snp]\nvmpl = 1",
+            "[snp]\nmeasurements = []\nhost_data = \"00\"",
+            "[snp]\nmeasurements = [\"{m}\"]\nvmpl = 4",
+            "[snp]\nmeasurements = [\"{m}\"]\nhost_data = \"abcd\"",
+            "[snp]\nbogus = 1",
         ] {
+            let bad = &bad.replace("{m}", &"ab".repeat(48));
             assert!(Config::parse(Path::new("x"), bad).is_err(), "{bad}");
         }
     }

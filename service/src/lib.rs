@@ -15,6 +15,7 @@
 pub mod api;
 mod commit;
 pub mod config;
+pub mod cvm;
 pub mod enroll;
 pub mod events;
 pub mod metrics;
@@ -288,6 +289,11 @@ impl Service {
             let n = appraiser.load_gpu_rims(dir, now()).map_err(ServiceError::Core)?;
             tracing::info!(dir = %dir.display(), rims = n, "NVIDIA RIM library loaded");
         }
+        if let Some(p) = &cfg.snp.test_ark {
+            appraiser.trust_snp_test_ark(p).map_err(ServiceError::Core)?;
+            tracing::warn!(path = %p.display(), "snp.test_ark: a TEST root is trusted for SEV-SNP reports (tests only)");
+        }
+        appraiser.snp_reference = cfg.snp.values()?;
         let authorities = load_authorities(&cfg)?;
         let svc = Arc::new(Self {
             nonces: nonce::Nonces::new(Duration::from_secs(cfg.nonce_ttl_secs)),

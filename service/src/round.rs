@@ -51,6 +51,8 @@ pub struct Appraiser {
     pub registry: std::sync::RwLock<Option<Arc<custody_registry::signed::VerifiedRegistry>>>,
     /// The operator's NVIDIA RIMs (`gpu_rims`): GPU measurements are compared with them.
     pub gpu_rims: Option<RimLibrary>,
+    /// `[snp]` reference values: without them no SNP report makes the key `cvm`.
+    pub snp_reference: Option<crate::config::SnpReferenceValues>,
 }
 
 /// What a round learnt besides the bundle.
@@ -170,10 +172,15 @@ fn gpu_inventory(
     let mut seen = std::collections::BTreeSet::new();
     for g in &b.gpus {
         let d = devices.get(&format!("gpu{}", g.index));
+        // Attested as *this node's* GPU: genuine and registered at the node's site (any
+        // CC GPU can sign for a round; see `crate::cvm`).
         let verified = d
             .and_then(|d| d.get("verified"))
             .and_then(serde_json::Value::as_bool)
-            == Some(true);
+            == Some(true)
+            && d.and_then(|d| d.get("platform"))
+                .and_then(serde_json::Value::as_str)
+                == Some("bound");
         let model = d
             .and_then(|d| {
                 d.pointer("/claims/chip_sku")
@@ -345,7 +352,19 @@ impl Appraiser {
             remote_landmarks: Vec::new(),
             registry: std::sync::RwLock::new(None),
             gpu_rims: None,
+            snp_reference: None,
         })
+    }
+
+    /// Trust a test ARK beside AMD's (`[snp] test_ark`, for tests only).
+    pub fn trust_snp_test_ark(&mut self, path: &std::path::Path) -> Result<(), String> {
+        let pem = std::fs::read(path).map_err(|e| format!("snp.test_ark {}: {e}", path.display()))?;
+        self.snp = self
+            .snp
+            .clone()
+            .with_test_ark(&pem)
+            .map_err(|e| format!("snp.test_ark {}: {e}", path.display()))?;
+        Ok(())
     }
 
     /// Load the RIM library in `dir`, checked now against the pinned NVIDIA RIM root.
@@ -379,6 +398,10 @@ impl Appraiser {
         let mut learned = None;
         let mut reference_source = None;
         let mut evidence_sha256 = String::new();
+        // The session key is `cvm` only when SNP evidence ties the agent to the node's own
+        // attested guest ([`crate::cvm`]); otherwise why not, for the policy input.
+        let mut snp_cvm = false;
+        let mut key_protection_reasons: Vec<String> = Vec::new();
         // The first failure names the round, except that a baseline awaiting approval
         // gives way to any real failure found after it.
         let fail = |f: &mut Option<Failure>, check: &str, reason: String| {
@@ -572,6 +595,12 @@ impl Appraiser {
                     submods.insert("tpm".into(), sub);
                 }
             }
+            // Hardware evidence is tied to the node through the registry in force.
+            let registry_now = self
+                .registry
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             if let Some(s) = &b.snp {
                 let outcome = self.snp.verify(
                     SnpEvidence {
@@ -589,12 +618,72 @@ impl Appraiser {
                         &format!("snp.{}", r.error.check()),
                         r.error.to_string(),
                     );
+                    key_protection_reasons
+                        .push(format!("snp: evidence rejected by `snp.{}`", r.error.check()));
                 }
-                devices.insert("snp".into(), device_json("snp", &outcome));
-                submods.insert(
-                    "snp".into(),
-                    Submod::from_outcome(&outcome, Corroboration::default()).map_err(|e| e.to_string())?,
-                );
+                let mut device = device_json("snp", &outcome);
+                let mut sub =
+                    Submod::from_outcome(&outcome, Corroboration::default()).map_err(|e| e.to_string())?;
+                if let Ok(v) = &outcome {
+                    // The binding is public: a genuine report proves only that *some* guest
+                    // saw this round. It vouches for this node's key only from the
+                    // operator's guest image on a chip registered at the node's site.
+                    let c = &v.claims;
+                    let guest = crate::cvm::SnpGuest {
+                        vmpl: c.vmpl,
+                        measurement: &c.measurement,
+                        host_data: &c.host_data,
+                    };
+                    let chip = hex::decode(&c.chip_id)
+                        .ok()
+                        .and_then(|b| HardwareId::from_parts(HardwareId::SNP, &b).ok());
+                    let checked = crate::cvm::compare_snp_reference(self.snp_reference.as_ref(), &guest)
+                        .and_then(|matched| {
+                            let platform = match &chip {
+                                Some(id) => crate::cvm::platform(
+                                    registry_now.as_ref().map(|r| r.registry()),
+                                    node.ek_cert_sha256.as_deref(),
+                                    id,
+                                )?,
+                                None => crate::cvm::Binding::Unbound,
+                            };
+                            Ok((matched, platform))
+                        });
+                    match checked {
+                        Ok((matched, platform)) => {
+                            if !matched {
+                                key_protection_reasons.push("snp_reference: unconfigured (no `[snp] measurements`: the report may come from any guest)".into());
+                            }
+                            if platform != crate::cvm::Binding::Bound {
+                                key_protection_reasons.push("snp_platform: unbound (no registry, or the node's EK is not in it: the chip cannot be tied to this node)".into());
+                            }
+                            snp_cvm = matched && platform == crate::cvm::Binding::Bound;
+                            if let Some(o) = device.as_object_mut() {
+                                o.insert(
+                                    "guest".into(),
+                                    serde_json::json!({
+                                        "reference": if matched { "matched" } else { "unconfigured" },
+                                        "platform": platform,
+                                    }),
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            let check = format!("snp.{}", e.check());
+                            key_protection_reasons.push(format!("snp: evidence rejected by `{check}`"));
+                            if let Some(o) = device.as_object_mut() {
+                                o.insert("verified".into(), false.into());
+                                o.insert("failed_check".into(), e.check().into());
+                            }
+                            sub = failed_submod(&check, &e.to_string());
+                            fail(&mut failure, &check, e.to_string());
+                        }
+                    }
+                }
+                devices.insert("snp".into(), device);
+                submods.insert("snp".into(), sub);
+            } else {
+                key_protection_reasons.push("no SEV-SNP evidence".into());
             }
             for g in &b.gpus {
                 let name = format!("gpu{}", g.index);
@@ -615,11 +704,43 @@ impl Appraiser {
                         r.error.to_string(),
                     );
                 }
-                devices.insert(name.clone(), device_json("nvgpu", &outcome));
-                submods.insert(
-                    name,
-                    Submod::from_outcome(&outcome, Corroboration::default()).map_err(|e| e.to_string())?,
-                );
+                let mut device = device_json("nvgpu", &outcome);
+                let mut sub =
+                    Submod::from_outcome(&outcome, Corroboration::default()).map_err(|e| e.to_string())?;
+                if let Ok(v) = &outcome {
+                    // Any CC-mode GPU can sign for this round (the nonce is public): it
+                    // counts as this node's only where the registry puts its serial at the
+                    // node's site. It never makes the session key stronger.
+                    let serial = hex::decode(&v.claims.leaf_serial)
+                        .ok()
+                        .and_then(|b| HardwareId::from_parts(HardwareId::GPU, &b).ok());
+                    let platform = match &serial {
+                        Some(id) => crate::cvm::platform(
+                            registry_now.as_ref().map(|r| r.registry()),
+                            node.ek_cert_sha256.as_deref(),
+                            id,
+                        ),
+                        None => Ok(crate::cvm::Binding::Unbound),
+                    };
+                    match platform {
+                        Ok(p) => {
+                            if let Some(o) = device.as_object_mut() {
+                                o.insert("platform".into(), serde_json::to_value(p).unwrap_or_default());
+                            }
+                        }
+                        Err(e) => {
+                            let check = format!("{name}.{}", e.check());
+                            if let Some(o) = device.as_object_mut() {
+                                o.insert("verified".into(), false.into());
+                                o.insert("failed_check".into(), e.check().into());
+                            }
+                            sub = failed_submod(&check, &e.to_string());
+                            fail(&mut failure, &check, e.to_string());
+                        }
+                    }
+                }
+                devices.insert(name.clone(), device);
+                submods.insert(name, sub);
             }
         }
         if let Some(f) = &failure {
@@ -648,20 +769,15 @@ impl Appraiser {
 
         // Locality: every statement must be about the session key this very bundle binds
         // and about this node; the key is only as far from copying as the memory it lives
-        // in (a CVM when SNP evidence verified, else plain process memory: a weak proof,
-        // and it says so). Own and remote proofs intersect: the per-site upper bound is
+        // in (a CVM when SNP evidence ties the agent to the node's own attested guest, see
+        // `crate::cvm`; else plain process memory: a weak proof, and it says so). Own and remote proofs intersect: the per-site upper bound is
         // the smallest any landmark proves. A landmark that fails is recorded and simply
         // does not count; only a policy that requires locality turns that into a refusal.
         let mut locality = serde_json::Value::Null;
         let mut locality_failures: Vec<LocalityFailure> = Vec::new();
         let mut locality_claims = Vec::new();
         if let Some(b) = &bundle {
-            let snp_ok = devices
-                .get("snp")
-                .and_then(|d| d.get("verified"))
-                .and_then(serde_json::Value::as_bool)
-                == Some(true);
-            let protection = if snp_ok {
+            let protection = if snp_cvm {
                 custody_locality::KeyProtection::Cvm
             } else {
                 custody_locality::KeyProtection::Process
@@ -774,6 +890,13 @@ impl Appraiser {
             if !locality.is_null() {
                 o.insert("locality".into(), locality);
             }
+            if bundle.is_some() {
+                let level = if snp_cvm { "cvm" } else { "process" };
+                o.insert(
+                    "key_protection".into(),
+                    serde_json::json!({"level": level, "reasons": key_protection_reasons}),
+                );
+            }
             if let Some(e) = &locality_error {
                 o.insert("locality_error".into(), e.clone().into());
                 o.insert(
@@ -861,6 +984,10 @@ impl Appraiser {
                 })
                 .collect();
             attributes.insert("gpus".into(), ClaimValue::Array(models));
+        }
+        if bundle.is_some() {
+            let level = if snp_cvm { "cvm" } else { "process" };
+            attributes.insert("key-protection".into(), ClaimValue::Text(level.into()));
         }
         if !locality_claims.is_empty() {
             attributes.insert("locality".into(), ClaimValue::Array(locality_claims));

@@ -9,6 +9,7 @@
 )]
 
 pub mod fleet;
+pub mod snp;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -281,6 +281,37 @@ impl SnpVerifier {
         Ok(Self { arks, intermediates })
     }
 
+    /// Also trust a **test** root: `pem` holds one self-signed ARK and any ASK/ASVKs under
+    /// it. For tests only (the verifier's `[snp] test_ark`): reports from hardware that
+    /// a test machine cannot have are re-signed under it. The generation comes from the
+    /// ARK's common name as AMD spells it (`ARK-Milan...`, `ARK-Genoa...`, `ARK-Turin...`),
+    /// since it decides how the TCB is read.
+    pub fn with_test_ark(mut self, pem: &[u8]) -> Result<Self, SnpError> {
+        let mut ark = None;
+        for der in split_certs(pem).map_err(|e| SnpError::CaChain(e.to_string()))? {
+            let (subject, issuer) =
+                names(&der).ok_or_else(|| SnpError::CaChain("a test certificate does not parse".into()))?;
+            if subject != issuer {
+                self.intermediates.push(Intermediate { der, subject });
+                continue;
+            }
+            let anchor = TrustAnchor::from_der(der)?;
+            let cn = anchor.name().rsplit("CN=").next().unwrap_or_default().to_owned();
+            let generation = [Generation::Milan, Generation::Genoa, Generation::Turin]
+                .into_iter()
+                .find(|g| cn.starts_with(&format!("ARK-{}", g.name())))
+                .ok_or_else(|| {
+                    SnpError::CaChain(format!(
+                        "test ARK {cn:?}: its CN must start with ARK-Milan, ARK-Genoa or ARK-Turin"
+                    ))
+                })?;
+            ark = Some((generation, anchor));
+        }
+        let ark = ark.ok_or_else(|| SnpError::CaChain("no self-signed test ARK in the file".into()))?;
+        self.arks.push(ark);
+        Ok(self)
+    }
+
     /// The built-in ARKs (DER), for callers that pin them elsewhere.
     pub fn arks(&self) -> impl Iterator<Item = (Generation, &[u8])> {
         self.arks.iter().map(|(g, a)| (*g, a.der()))

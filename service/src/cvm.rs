@@ -1,0 +1,237 @@
+//! Whether hardware evidence of a round vouches for *this* node, and whether the
+//! session key counts as held in confidential-VM memory.
+//!
+//! The round binding (SHA-256 over the nonce and the session keys) is computable from
+//! public values, so a genuine SEV-SNP report or NVIDIA GPU report only proves that
+//! *some* guest or GPU saw the round. It vouches for the node only when:
+//! - SNP: the report comes from the operator's guest image (MEASUREMENT, HOST_DATA and
+//!   VMPL equal the `[snp]` reference values) and its CHIP_ID is registered at the same
+//!   site as the node's TPM EK;
+//! - GPU: its device certificate serial is registered at the node's site.
+//!
+//! Evidence that contradicts a configured value fails the round at a named check
+//! (`snp.vmpl`, `snp.measurement`, `snp.host_data`, `snp.platform`, `gpuN.platform`).
+//! Evidence that verifies but cannot be tied to the node (no reference configured, no
+//! registry, the node's EK not registered) is kept but does not count: the session key
+//! is labelled `process` and the reasons say why. A GPU never strengthens key protection
+//! (the session key does not live in GPU memory).
+
+use crate::config::SnpReferenceValues;
+use custody_registry::model::{HardwareId, Registry};
+use serde::Serialize;
+use thiserror::Error;
+
+/// Evidence that contradicts a configured reference or the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CvmError {
+    #[error(
+        "report VMPL is {got}, expected {expected} (the agent does not run at the attested privilege level)"
+    )]
+    Vmpl { expected: u32, got: u32 },
+    #[error("report MEASUREMENT {got} is none of the configured measurements [{expected}]")]
+    Measurement { expected: String, got: String },
+    #[error("report HOST_DATA is {got}, expected {expected}")]
+    HostData { expected: String, got: String },
+    #[error("{id} is {got}, but the node's TPM EK is registered at site {expected}: the evidence comes from another platform")]
+    Platform {
+        id: String,
+        expected: String,
+        got: String,
+    },
+}
+
+impl CvmError {
+    /// The check's stable name (prefixed with the device: `snp.vmpl`, `gpu0.platform`).
+    pub fn check(&self) -> &'static str {
+        match self {
+            Self::Vmpl { .. } => "vmpl",
+            Self::Measurement { .. } => "measurement",
+            Self::HostData { .. } => "host_data",
+            Self::Platform { .. } => "platform",
+        }
+    }
+}
+
+/// How a device's evidence relates to the node (policy input, per device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binding {
+    /// Registered at the node's site.
+    Bound,
+    /// Cannot be tied to the node: no registry, or the node's EK is not in it.
+    Unbound,
+}
+
+/// The SNP claims the reference comparison reads (hex as the verifier writes them).
+#[derive(Debug, Clone, Copy)]
+pub struct SnpGuest<'a> {
+    pub vmpl: u32,
+    pub measurement: &'a str,
+    pub host_data: &'a str,
+}
+
+/// `Ok(true)`: matched; `Ok(false)`: nothing configured (the key stays `process`).
+pub fn compare_snp_reference(r: Option<&SnpReferenceValues>, g: &SnpGuest<'_>) -> Result<bool, CvmError> {
+    let Some(r) = r else { return Ok(false) };
+    if g.vmpl != r.vmpl {
+        return Err(CvmError::Vmpl {
+            expected: r.vmpl,
+            got: g.vmpl,
+        });
+    }
+    let got = g.measurement.to_ascii_lowercase();
+    if !r.measurements.iter().any(|m| hex::encode(m) == got) {
+        return Err(CvmError::Measurement {
+            expected: r
+                .measurements
+                .iter()
+                .map(hex::encode)
+                .collect::<Vec<_>>()
+                .join(", "),
+            got,
+        });
+    }
+    if let Some(h) = &r.host_data {
+        let got = g.host_data.to_ascii_lowercase();
+        if hex::encode(h) != got {
+            return Err(CvmError::HostData {
+                expected: hex::encode(h),
+                got,
+            });
+        }
+    }
+    Ok(true)
+}
+
+/// Is `id` registered at the site of the node's EK (`ek_sha256`, hex)?
+pub fn platform(
+    registry: Option<&Registry>,
+    node_ek: Option<&str>,
+    id: &HardwareId,
+) -> Result<Binding, CvmError> {
+    let Some(reg) = registry else {
+        return Ok(Binding::Unbound);
+    };
+    let ek = node_ek
+        .and_then(|e| hex::decode(e).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .map(HardwareId::EkCertSha256);
+    let site_of = |want: &HardwareId| {
+        reg.hardware
+            .iter()
+            .find(|h| &h.id == want)
+            .map(|h| h.site.clone())
+    };
+    let Some(node_site) = ek.as_ref().and_then(site_of) else {
+        return Ok(Binding::Unbound);
+    };
+    match site_of(id) {
+        Some(s) if s == node_site => Ok(Binding::Bound),
+        other => Err(CvmError::Platform {
+            id: id.to_string(),
+            expected: node_site,
+            got: other.map_or_else(
+                || "not in the registry".to_owned(),
+                |s| format!("registered at site {s}"),
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custody_registry::model::Hardware;
+
+    fn reference() -> SnpReferenceValues {
+        SnpReferenceValues {
+            measurements: vec![[0xaa; 48]],
+            host_data: Some([0x11; 32]),
+            vmpl: 0,
+        }
+    }
+
+    #[test]
+    fn each_snp_field_is_named_when_it_differs() {
+        let (m, h) = (hex::encode([0xaa; 48]), hex::encode([0x11; 32]));
+        let ok = SnpGuest {
+            vmpl: 0,
+            measurement: &m.to_ascii_uppercase(),
+            host_data: &h,
+        };
+        assert_eq!(compare_snp_reference(Some(&reference()), &ok), Ok(true));
+        assert_eq!(compare_snp_reference(None, &ok), Ok(false));
+        let other_m = hex::encode([0xbb; 48]);
+        let other_h = hex::encode([0x22; 32]);
+        for (g, check) in [
+            (SnpGuest { vmpl: 3, ..ok }, "vmpl"),
+            (
+                SnpGuest {
+                    measurement: &other_m,
+                    ..ok
+                },
+                "measurement",
+            ),
+            (
+                SnpGuest {
+                    host_data: &other_h,
+                    ..ok
+                },
+                "host_data",
+            ),
+        ] {
+            let e = compare_snp_reference(Some(&reference()), &g).unwrap_err();
+            assert_eq!(e.check(), check, "{e}");
+        }
+    }
+
+    #[test]
+    fn hardware_counts_only_at_the_node_s_site() {
+        let ek = [1u8; 32];
+        let reg = Registry {
+            hardware: vec![
+                Hardware {
+                    site: "par1".into(),
+                    id: HardwareId::EkCertSha256(ek),
+                    label: None,
+                },
+                Hardware {
+                    site: "par1".into(),
+                    id: HardwareId::SnpChipId([2; 64]),
+                    label: None,
+                },
+                Hardware {
+                    site: "fra1".into(),
+                    id: HardwareId::SnpChipId([3; 64]),
+                    label: None,
+                },
+            ],
+            version: 1,
+            issued_at: 0,
+            authority: "test".into(),
+            entities: vec![],
+            sites: vec![],
+        };
+        let ek_hex = hex::encode(ek);
+        let ek = Some(ek_hex.as_str());
+        assert_eq!(
+            platform(Some(&reg), ek, &HardwareId::SnpChipId([2; 64])),
+            Ok(Binding::Bound)
+        );
+        for foreign in [HardwareId::SnpChipId([3; 64]), HardwareId::SnpChipId([4; 64])] {
+            assert_eq!(
+                platform(Some(&reg), ek, &foreign).unwrap_err().check(),
+                "platform"
+            );
+        }
+        assert_eq!(
+            platform(None, ek, &HardwareId::SnpChipId([3; 64])),
+            Ok(Binding::Unbound)
+        );
+        let other_ek = hex::encode([9u8; 32]);
+        assert_eq!(
+            platform(Some(&reg), Some(&other_ek), &HardwareId::SnpChipId([3; 64])),
+            Ok(Binding::Unbound)
+        );
+    }
+}

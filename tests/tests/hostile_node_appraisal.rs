@@ -1,0 +1,292 @@
+//! A hostile node's evidence, appraised end to end by a real verifier: each test is one
+//! attack, named after it, with the check that must stop it.
+//!
+//! SEV-SNP: this machine has no SNP hardware, so the reports are captured real reports
+//! re-signed under a test AMD-shaped root ([`custody_e2e::snp`]) that the verifier trusts
+//! only through `[snp] test_ark`. The round binding is computable from public values, so
+//! any SNP guest can produce a report for any node's round: only the reference values
+//! (`[snp]`) and the registry's hardware binding tie it to the node.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use axum::http::{Method, StatusCode};
+use custody_agent::collector::{collect_round, Collector};
+use custody_agent::daemon;
+use custody_agent::session::Session;
+use custody_agent::tpm::TpmCollector;
+use custody_e2e::fleet::*;
+use custody_e2e::registry::{entity, site};
+use custody_e2e::snp::{self, Guest};
+use custody_e2e::{decode, Swtpm};
+use custody_formats::api::{NonceGrant, PushResult, CBOR};
+use custody_formats::bundle::MAX_BUNDLE_LEN;
+use custody_net::{client_config, roots_from_pem, HttpsClient};
+use custody_registry::model::{Hardware, HardwareId, Registry};
+use custody_registry::signed::{RegistryKey, SignedRegistry};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(10);
+
+struct Node {
+    v: Verifier,
+    tpm: Arc<TpmCollector>,
+    session: Session,
+    client: HttpsClient,
+    _t: Swtpm,
+    _state: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+}
+
+/// The signed registry: the node's EK at `par1`, the SNP chip at `chip_site`.
+fn write_registry(dir: &std::path::Path, t: &Swtpm, chip_site: &str) -> String {
+    let key = RegistryKey::generate().unwrap();
+    let reg = Registry {
+        version: 1,
+        issued_at: 1_767_225_600,
+        authority: "test registry authority".into(),
+        entities: vec![entity("eurocloud", "EuroCloud SAS", "FR", false, vec![])],
+        sites: vec![site("par1", "eurocloud"), site("fra1", "eurocloud")],
+        hardware: vec![
+            Hardware {
+                site: "par1".into(),
+                id: HardwareId::EkCertSha256(t.ek_cert_sha256()),
+                label: None,
+            },
+            Hardware {
+                site: chip_site.into(),
+                id: HardwareId::SnpChipId(snp::chip_id()),
+                label: None,
+            },
+        ],
+    };
+    let (r, a) = (dir.join("registry.cose"), dir.join("authority.pem"));
+    std::fs::write(&r, SignedRegistry::sign(&reg, &key).unwrap()).unwrap();
+    std::fs::write(&a, key.public().to_pem()).unwrap();
+    format!(
+        "registry = \"{}\"\nregistry_authorities = [\"{}\"]\n",
+        r.display(),
+        a.display()
+    )
+}
+
+/// A verifier that trusts the test SNP root, with `registry_at` (the chip's site) when
+/// given and the `[snp]` lines `snp`; one enrolled node pushing its own rounds.
+async fn node(registry_at: Option<&str>, snp: &str) -> Node {
+    let t = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = registry_at
+        .map(|s| write_registry(dir.path(), &t, s))
+        .unwrap_or_default();
+    extra.push_str(&format!(
+        "[snp]\ntest_ark = \"{}\"\n{snp}",
+        snp::test_ark().display()
+    ));
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 3600,
+            revoke_after: 10,
+            extra,
+            ..Opts::default()
+        },
+    );
+    let state = tempfile::tempdir().unwrap();
+    let cfg = agent_config(&v, &t, "hostile", state.path());
+    let tpm = collector(&t);
+    let id = enroll_in_process(&cfg, tpm.clone()).await;
+    // The scheduler pulls a new node once (and finds no agent): let that round pass first,
+    // so that its nonce does not race the pushed ones.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while v.node("hostile")["node"]["last_round_at"].is_null() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let roots = roots_from_pem(id.ca_pem.as_bytes()).unwrap();
+    Node {
+        client: HttpsClient::new(
+            client_config(roots, Some(id.tls_identity().unwrap())).unwrap(),
+            T,
+            MAX_BUNDLE_LEN,
+        ),
+        v,
+        tpm,
+        session: Session::generate().unwrap(),
+        _t: t,
+        _state: state,
+        _dir: dir,
+    }
+}
+
+impl Node {
+    /// A round with the node's real TPM quote and an SNP report from `guest` for the
+    /// same binding; the result and the policy input the verifier kept.
+    async fn push(&self, guest: &Guest) -> (Pushed, Value) {
+        let r = self
+            .v
+            .request(&self.client, Method::POST, "/v1/nonce", Some(CBOR), vec![])
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let g: NonceGrant = decode!("nonce grant", &r);
+        let c: &dyn Collector = self.tpm.as_ref();
+        let mut round =
+            collect_round(g.nonce, &self.session, &[c], daemon::platform_facts("hostile")).unwrap();
+        let binding = self.session.binding(&g.nonce);
+        round.bundle.snp = Some(snp::evidence(binding.as_bytes(), guest));
+        let r = self
+            .v
+            .request(
+                &self.client,
+                Method::POST,
+                "/v1/evidence",
+                Some(CBOR),
+                round.bundle.to_cbor().unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        let result: PushResult = decode!("push result", &r);
+        let r = self
+            .v
+            .request(
+                &self.v.operator_client(),
+                Method::GET,
+                "/v1/nodes/hostile/input",
+                None,
+                vec![],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let input: Value = serde_json::from_slice(&r.body).unwrap();
+        let reasons = match self.v.node("hostile")["node"]["reason"].as_str() {
+            Some(r) => vec![r.to_owned()],
+            None => vec![],
+        };
+        (
+            Pushed {
+                failed_check: result.failed_check,
+                reasons,
+            },
+            input["input"].clone(),
+        )
+    }
+}
+
+/// What a push came back with, and the reason the node's state gives.
+struct Pushed {
+    failed_check: Option<String>,
+    reasons: Vec<String>,
+}
+
+fn reference(vmpl: u32) -> String {
+    format!(
+        "measurements = [\"{}\"]\nhost_data = \"{}\"\nvmpl = {vmpl}\n",
+        hex::encode(snp::real_measurement()),
+        hex::encode(snp::real_host_data())
+    )
+}
+
+/// Another guest (a VMPL the agent does not run at, another image, other host data) can
+/// sign a report for this node's round: each fails the round naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_snp_report_from_another_guest_does_not_make_the_key_cvm() {
+    let n = node(Some("par1"), &reference(0)).await;
+
+    // The node's own guest, its chip at the node's site: the key is in CVM memory.
+    let (r, input) = n.push(&Guest::default()).await;
+    assert_eq!(r.failed_check, None, "{:?} {input}", r.reasons);
+    assert_eq!(input["key_protection"]["level"], "cvm", "{input}");
+    assert_eq!(
+        input["devices"]["snp"]["guest"]["reference"], "matched",
+        "{input}"
+    );
+    assert_eq!(input["devices"]["snp"]["guest"]["platform"], "bound", "{input}");
+
+    // A report requested from VMPL 3 (an unprivileged layer of some guest).
+    let (r, input) = n
+        .push(&Guest {
+            vmpl: 3,
+            ..Guest::default()
+        })
+        .await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("snp.vmpl"),
+        "{:?} {input}",
+        r.reasons
+    );
+    assert!(r.reasons[0].contains("VMPL is 3, expected 0"), "{:?}", r.reasons);
+    assert_eq!(input["devices"]["snp"]["verified"], false, "{input}");
+    assert_eq!(input["key_protection"]["level"], "process", "{input}");
+
+    // Another launch measurement (a guest the operator did not approve).
+    let (r, _) = n
+        .push(&Guest {
+            measurement: [0x5a; 48],
+            ..Guest::default()
+        })
+        .await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("snp.measurement"),
+        "{:?}",
+        r.reasons
+    );
+    assert!(r.reasons[0].contains(&hex::encode([0x5a; 48])), "{:?}", r.reasons);
+
+    // Other host data.
+    let (r, _) = n
+        .push(&Guest {
+            host_data: [0x77; 32],
+            ..Guest::default()
+        })
+        .await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("snp.host_data"),
+        "{:?}",
+        r.reasons
+    );
+}
+
+/// A genuine report with no configured reference says only that some guest saw the
+/// round: it is kept, but the key stays in `process` memory and the input says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_snp_report_without_reference_values_leaves_the_key_in_process_memory() {
+    let n = node(None, "").await;
+    let (r, input) = n
+        .push(&Guest {
+            vmpl: 3,
+            measurement: [0x5a; 48],
+            ..Guest::default()
+        })
+        .await;
+    assert_eq!(r.failed_check, None, "{:?} {input}", r.reasons);
+    assert_eq!(input["devices"]["snp"]["verified"], true, "{input}");
+    assert_eq!(
+        input["devices"]["snp"]["guest"]["reference"], "unconfigured",
+        "{input}"
+    );
+    assert_eq!(input["key_protection"]["level"], "process", "{input}");
+    let why = input["key_protection"]["reasons"].to_string();
+    assert!(why.contains("snp_reference: unconfigured"), "{input}");
+}
+
+/// A report from the operator's own image, but on a chip registered at another site
+/// than the node's TPM: it vouches for another machine, and the round fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_snp_report_from_a_chip_at_another_site_fails_at_snp_platform() {
+    let n = node(Some("fra1"), &reference(0)).await;
+    let (r, input) = n.push(&Guest::default()).await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("snp.platform"),
+        "{:?} {input}",
+        r.reasons
+    );
+    assert!(r.reasons[0].contains("site fra1"), "{:?}", r.reasons);
+    assert_eq!(input["key_protection"]["level"], "process", "{input}");
+}
