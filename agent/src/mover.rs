@@ -150,7 +150,10 @@ pub(crate) fn private_dir(dir: &Path) -> Result<(), MoverError> {
                 return Err(refuse(format!("owned by uid {}, not {me}", m.uid())));
             }
             if m.mode() & 0o077 != 0 {
-                return Err(refuse(format!("mode {:o}, want no group or other access", m.mode() & 0o7777)));
+                return Err(refuse(format!(
+                    "mode {:o}, want no group or other access",
+                    m.mode() & 0o7777
+                )));
             }
             Ok(())
         }
@@ -195,7 +198,11 @@ fn prune(dir: &Path, rel: &str, rest: &mut Vec<String>) -> Result<(), MoverError
     for e in rd {
         let e = e.map_err(|e| MoverError::io(dir, e))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let r = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         let ft = e.file_type().map_err(|err| MoverError::io(&e.path(), err))?;
         if ft.is_dir() {
             prune(&e.path(), &r, rest)?;

@@ -141,7 +141,11 @@ impl Store {
     /// tree is not touched: hand the [`Pending`] to [`Store::applied`] once `tx`
     /// committed, and drop it if `tx` did not. The caller must not let another append
     /// happen in between (the service holds this store's lock across both).
-    pub fn append_in(&self, tx: &rusqlite::Transaction<'_>, entries: &[Entry]) -> Result<Pending, StoreError> {
+    pub fn append_in(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        entries: &[Entry],
+    ) -> Result<Pending, StoreError> {
         Self::insert(tx, self.tree.size(), entries)
     }
 
@@ -162,7 +166,10 @@ impl Store {
             let idx = first
                 .checked_add(i as u64)
                 .and_then(|x| i64::try_from(x).ok())
-                .ok_or(StoreError::Gap { row: i64::MAX, expected: first })?;
+                .ok_or(StoreError::Gap {
+                    row: i64::MAX,
+                    expected: first,
+                })?;
             stmt.execute(params![idx, leaf])?;
             hashes.push(tree::leaf_hash(&leaf));
         }

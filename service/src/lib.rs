@@ -702,7 +702,9 @@ mod tests {
         commit::RoundWrite {
             node: node(id),
             record: result(id),
-            audit: vec![custody_audit::Entry::AttestationResult(serde_json::json!({"node": id}))],
+            audit: vec![custody_audit::Entry::AttestationResult(
+                serde_json::json!({"node": id}),
+            )],
         }
     }
 

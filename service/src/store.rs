@@ -169,7 +169,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Remove a node (the operator's `custody nodes remove`) and append `entry` to `log`
     /// in the same transaction; its results and events stay as history. Returns whether
     /// it existed (nothing is appended when it did not).
-    fn remove_node(&self, id: &str, entry: &custody_audit::Entry, log: &mut AuditLog) -> Result<bool, StoreError>;
+    fn remove_node(
+        &self,
+        id: &str,
+        entry: &custody_audit::Entry,
+        log: &mut AuditLog,
+    ) -> Result<bool, StoreError>;
     /// The node's new state, the round's result and its audit entries, in one
     /// transaction; returns the result id. [`StoreError::NodeGone`] when the node was
     /// removed meanwhile.
@@ -565,10 +570,17 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn remove_node(&self, id: &str, entry: &custody_audit::Entry, log: &mut AuditLog) -> Result<bool, StoreError> {
+    fn remove_node(
+        &self,
+        id: &str,
+        entry: &custody_audit::Entry,
+        log: &mut AuditLog,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = tx.prepare_cached("DELETE FROM nodes WHERE id = ?1")?.execute([id])?;
+        let n = tx
+            .prepare_cached("DELETE FROM nodes WHERE id = ?1")?
+            .execute([id])?;
         if n == 0 {
             return Ok(false);
         }
@@ -855,10 +867,17 @@ mod tests {
         c.failures = 1;
         c.reason = Some("policy".into());
         let (ra, rb, rc) = (result_for("a", 20), result_for("b", 20), result_for("c", 21));
-        let e = |n: &str| vec![custody_audit::Entry::AttestationResult(serde_json::json!({"node": n}))];
+        let e = |n: &str| {
+            vec![custody_audit::Entry::AttestationResult(
+                serde_json::json!({"node": n}),
+            )]
+        };
         let (ea, eb, ec) = (e("a"), e("b"), e("c"));
         let out = s
-            .record_rounds(&[(&a, &ra, &ea), (&node("b"), &rb, &eb), (&c, &rc, &ec)], &mut log)
+            .record_rounds(
+                &[(&a, &ra, &ea), (&node("b"), &rb, &eb), (&c, &rc, &ec)],
+                &mut log,
+            )
             .unwrap();
         // The gone node's entry is not appended either.
         assert_eq!(log.size(), 2);
@@ -940,7 +959,9 @@ mod tests {
         // History stays: the result is still there for an auditor.
         assert_eq!(s.results("a", 10).unwrap().len(), 1);
         // A round that finishes after the removal is refused and leaves no node behind.
-        assert!(matches!(s.record_round((&node("a"), &r, &[]), &mut log), Err(StoreError::NodeGone(id)) if id == "a"));
+        assert!(
+            matches!(s.record_round((&node("a"), &r, &[]), &mut log), Err(StoreError::NodeGone(id)) if id == "a")
+        );
         assert!(s.node("a").unwrap().is_none());
         assert_eq!(s.results("a", 10).unwrap().len(), 1);
         // The same id can enroll again.

@@ -67,8 +67,8 @@
 //! # Checks of [`verify`], in order
 //!
 //! `ear_format` (COSE_Sign1 structure), `ear_signature` (protected alg ES256, no critical
-//! headers), `content_type` (the protected content type is [`CONTENT_TYPE`]: the key also
-//! signs migration tickets), `ear_signature` (kid if present equal to the key's, ECDSA P-256 over the Sig_structure),
+//! headers), `content_type` (the protected content type, when present, is [`CONTENT_TYPE`],
+//! and none is unprotected: the key also signs migration tickets, which always name theirs), `ear_signature` (kid if present equal to the key's, ECDSA P-256 over the Sig_structure),
 //! `ear_format` (claims map: profile, types, lengths, no duplicate keys, status consistent),
 //! `ear_expired` (`now >= exp` is rejected).
 
@@ -1109,10 +1109,14 @@ pub fn verify(bytes: &[u8], key: &EarPublicKey, now: UnixTime) -> Result<Attesta
             "critical header parameters not understood".into(),
         ));
     }
-    // content_type: protected, and an EAR's (the key signs tickets too).
-    if p.content_type != Some(coset::ContentType::Text(CONTENT_TYPE.to_owned()))
-        || sign1.unprotected.content_type.is_some()
-    {
+    // content_type: an EAR's, or none (EARs from other issuers, such as Veraison's `ear`
+    // crate, carry none). Every other message this key signs (tickets) names its own
+    // protected type, so none of them can pass here.
+    let ours = match &p.content_type {
+        None => true,
+        Some(t) => *t == coset::ContentType::Text(CONTENT_TYPE.to_owned()),
+    };
+    if !ours || sign1.unprotected.content_type.is_some() {
         return Err(EarError::ContentType {
             found: format!("{:?}", p.content_type),
         });
