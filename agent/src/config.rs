@@ -101,7 +101,8 @@ pub struct AgentConfig {
     /// jobs it receives arrive as `<checkpoints_dir>/<job>` (default
     /// `/var/lib/custody-agent/checkpoints`).
     pub checkpoints_dir: PathBuf,
-    /// Local admin socket (mode 0600) for `custody import FILE`: air-gapped moves are
+    /// Local admin socket (mode 0600, inside a directory of mode 0700 the agent creates or
+    /// that must already be its own and closed to others) for `custody import FILE`: air-gapped moves are
     /// opened with this boot's session key, so they go through the agent; off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_socket: Option<PathBuf>,

@@ -114,16 +114,105 @@ fn node_of(cert: Option<&CertificateDer<'static>>) -> Option<String> {
     cn.strip_prefix("node:").map(str::to_owned)
 }
 
-/// Delete a sent checkpoint: renamed aside first (one atomic step, fsynced) so a crash
-/// mid-delete never leaves a partial directory under the job's name.
-fn release_copy(dir: &Path, ticket: &str) -> Result<(), MoverError> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    let aside = parent.join(format!(".custody-released-{ticket}"));
-    std::fs::rename(dir, &aside).map_err(|e| MoverError::io(dir, e))?;
-    std::fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| MoverError::io(parent, e))?;
-    std::fs::remove_dir_all(&aside).map_err(|e| MoverError::io(&aside, e))
+/// Make `dir` a directory only this user can enter: created mode 0700 when absent;
+/// when present it must be a real directory (not a symlink), owned by this user, with no
+/// group or other access. The admin socket lives inside, so no other user can reach it
+/// in the moment between bind and chmod, nor point its path somewhere else.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), MoverError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let refuse = |why: String| MoverError::AdminSocketDir {
+        path: dir.display().to_string(),
+        why,
+    };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(up) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(up).map_err(|e| MoverError::io(up, e))?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| MoverError::io(dir, e))?;
+            // The umask can only remove bits; set exactly 0700 anyway.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| MoverError::io(dir, e))?;
+            Ok(())
+        }
+        Err(e) => Err(MoverError::io(dir, e)),
+        Ok(m) if m.file_type().is_symlink() => Err(refuse("is a symlink".into())),
+        Ok(m) if !m.is_dir() => Err(refuse("is not a directory".into())),
+        Ok(m) => {
+            // This process's effective uid, without unsafe code: /proc/self belongs to it.
+            let me = std::fs::metadata("/proc/self")
+                .map_err(|e| MoverError::io(Path::new("/proc/self"), e))?
+                .uid();
+            if m.uid() != me {
+                return Err(refuse(format!("owned by uid {}, not {me}", m.uid())));
+            }
+            if m.mode() & 0o077 != 0 {
+                return Err(refuse(format!(
+                    "mode {:o}, want no group or other access",
+                    m.mode() & 0o7777
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Release a sent checkpoint after B's receipt: delete only the manifest's files whose
+/// size and SHA-256 still match (the bytes the receipt vouches for). A file changed or
+/// added after the manifest was never sent, so it stays; each kept path is returned with
+/// why. Directories left empty are removed, the checkpoint's own included.
+fn release_copy(dir: &Path, manifest: &Manifest) -> Result<Vec<String>, MoverError> {
+    let mut kept = Vec::new();
+    let mut changed = std::collections::BTreeSet::new();
+    for f in &manifest.files {
+        let p = custody_mover::manifest::join(dir, &f.path)?;
+        match custody_mover::manifest::hash_file(&p) {
+            Ok((size, d)) if size == f.size && d == f.sha256 => {
+                std::fs::remove_file(&p).map_err(|e| MoverError::io(&p, e))?;
+            }
+            Ok(_) => {
+                changed.insert(f.path.clone());
+                kept.push(format!("{}: changed after the manifest", f.path));
+            }
+            // Gone or unreadable: nothing of it is deleted.
+            Err(e) => kept.push(format!("{}: {e}", f.path)),
+        }
+    }
+    let mut rest = Vec::new();
+    prune(dir, "", &mut rest)?;
+    kept.extend(
+        rest.into_iter()
+            .filter(|r| !changed.contains(r))
+            .map(|r| format!("{r}: added after the manifest")),
+    );
+    Ok(kept)
+}
+
+/// Remove empty directories under and including `dir` (never following symlinks);
+/// collect the relative paths of what remains.
+fn prune(dir: &Path, rel: &str, rest: &mut Vec<String>) -> Result<(), MoverError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| MoverError::io(dir, e))?;
+    for e in rd {
+        let e = e.map_err(|e| MoverError::io(dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let r = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let ft = e.file_type().map_err(|err| MoverError::io(&e.path(), err))?;
+        if ft.is_dir() {
+            prune(&e.path(), &r, rest)?;
+        } else {
+            rest.push(r);
+        }
+    }
+    // Refused while anything remains inside: that is the point.
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
 }
 
 fn status(state: &str, bytes: u64, total: u64) -> MoveStatus {
@@ -134,6 +223,7 @@ fn status(state: &str, bytes: u64, total: u64) -> MoveStatus {
         resumed_at: 0,
         receipt: Vec::new(),
         released: false,
+        kept: Vec::new(),
         export_path: None,
         export_sha256: None,
         check: None,
@@ -242,6 +332,7 @@ impl Mover {
         }
         let me = Arc::clone(self);
         let tid = id.clone();
+        let sent_manifest = manifest.clone();
         std::thread::spawn(move || {
             let span = tracing::info_span!("move_send", ticket = %tid, job = %t.job, to = %t.destination);
             let _e = span.enter();
@@ -261,10 +352,11 @@ impl Mover {
                     s.receipt = sent.receipt_bytes;
                     if release {
                         // Only now: B's signed receipt says the checkpoint is placed there.
-                        match release_copy(&dir, &tid) {
-                            Ok(()) => {
-                                tracing::info!("source copy released after the receipt");
+                        match release_copy(&dir, &sent_manifest) {
+                            Ok(kept) => {
+                                tracing::info!(kept = ?kept, "source copy released after the receipt");
                                 s.released = true;
+                                s.kept = kept;
                             }
                             Err(e) => tracing::warn!(error = %e, "could not release the source copy"),
                         }
@@ -532,11 +624,14 @@ impl Mover {
     /// JSON line `{"import": "/path/to/file"}` in, one JSON line out.
     pub fn serve_admin(self: &Arc<Self>, path: &Path) -> Result<(), MoverError> {
         use std::os::unix::fs::PermissionsExt;
-        if path.exists() {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        private_dir(dir)?;
+        // Only this user can enter `dir`, so what is at `path` is ours (a stale socket).
+        if std::fs::symlink_metadata(path).is_ok() {
             std::fs::remove_file(path).map_err(|e| MoverError::io(path, e))?;
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| MoverError::io(parent, e))?;
         }
         let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| MoverError::io(path, e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -683,6 +778,85 @@ mod tests {
             .start_send(vec![0xd2], "job1", "127.0.0.1:1".into(), 1024, false)
             .unwrap_err();
         assert_eq!(e.check(), "ticket_format");
+    }
+
+    fn mover(d: &Path) -> Arc<Mover> {
+        let roots = custody_net::roots_from_pem(
+            rcgen::CertificateParams::new(Vec::<String>::new())
+                .unwrap()
+                .self_signed(&rcgen::KeyPair::generate().unwrap())
+                .unwrap()
+                .pem()
+                .as_bytes(),
+        )
+        .unwrap();
+        let tls = custody_net::client_config(roots, None).unwrap();
+        let session: Arc<dyn AsRef<Session> + Send + Sync> = Arc::new(Holder(Session::generate().unwrap()));
+        Arc::new(Mover::new("n1".into(), d.join("ckpt"), vec![4; 65], tls, session).unwrap())
+    }
+
+    /// The admin socket is made inside a directory only the agent can enter: created
+    /// 0700 when absent; a pre-existing one open to others, or a symlink, is refused
+    /// (`admin_socket_dir`) before anything is bound.
+    #[test]
+    fn the_admin_socket_lives_in_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let m = mover(d.path());
+        let fresh = d.path().join("run/custody-agent/admin.sock");
+        m.serve_admin(&fresh).unwrap();
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(fresh.parent().unwrap()), 0o700);
+        assert_eq!(mode(&fresh), 0o600);
+        // Started again (a restart): the directory is ours, the stale socket replaced.
+        m.serve_admin(&fresh).unwrap();
+
+        let open = d.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = m.serve_admin(&open.join("admin.sock")).unwrap_err();
+        assert_eq!(e.check(), "admin_socket_dir", "{e}");
+        assert!(!open.join("admin.sock").exists());
+
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(fresh.parent().unwrap(), &link).unwrap();
+        let e = m.serve_admin(&link.join("admin.sock")).unwrap_err();
+        assert_eq!(e.check(), "admin_socket_dir", "{e}");
+    }
+
+    /// `--delete-source` deletes only the manifest's files whose digest still matches:
+    /// a file changed after the manifest and a file added after it survive, and are named.
+    #[test]
+    fn delete_source_keeps_files_changed_or_added_after_the_manifest() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("job");
+        std::fs::create_dir_all(dir.join("shards")).unwrap();
+        std::fs::write(dir.join("a.bin"), [1u8; 10]).unwrap();
+        std::fs::write(dir.join("b.bin"), [2u8; 10]).unwrap();
+        std::fs::write(dir.join("shards/s0.bin"), [3u8; 10]).unwrap();
+        let manifest = Manifest::build(&dir).unwrap();
+        std::fs::write(dir.join("b.bin"), [9u8; 10]).unwrap();
+        std::fs::write(dir.join("late.log"), b"written after the manifest").unwrap();
+        let kept = release_copy(&dir, &manifest).unwrap();
+        assert_eq!(
+            kept,
+            vec![
+                "b.bin: changed after the manifest".to_owned(),
+                "late.log: added after the manifest".to_owned()
+            ]
+        );
+        assert!(!dir.join("a.bin").exists());
+        assert!(!dir.join("shards").exists(), "an emptied directory is removed");
+        assert_eq!(std::fs::read(dir.join("b.bin")).unwrap(), [9u8; 10]);
+        assert!(dir.join("late.log").exists());
+
+        // Nothing changed: the whole checkpoint goes.
+        let clean = d.path().join("clean");
+        std::fs::create_dir_all(&clean).unwrap();
+        std::fs::write(clean.join("w.bin"), [1u8; 10]).unwrap();
+        let manifest = Manifest::build(&clean).unwrap();
+        assert!(release_copy(&clean, &manifest).unwrap().is_empty());
+        assert!(!clean.exists());
     }
 
     struct Holder(Session);

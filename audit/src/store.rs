@@ -53,6 +53,22 @@ CREATE TRIGGER IF NOT EXISTS meta_no_delete BEFORE DELETE ON meta
   BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 ";
 
+/// Entries written inside a caller's transaction and not yet in the tree
+/// ([`Store::append_in`]).
+#[derive(Debug)]
+#[must_use = "hand it to Store::applied once the transaction committed"]
+pub struct Pending {
+    first: u64,
+    hashes: Vec<Hash>,
+}
+
+impl Pending {
+    /// Index of the first entry written.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+}
+
 /// The audit log on disk plus its tree in memory.
 #[derive(Debug)]
 pub struct Store {
@@ -69,6 +85,10 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        Self::from_conn(conn)
+    }
+
+    fn from_conn(conn: Connection) -> Result<Self, StoreError> {
         let mut tree = Tree::new();
         {
             let mut stmt = conn.prepare("SELECT idx, leaf FROM entries ORDER BY idx")?;
@@ -88,6 +108,11 @@ impl Store {
         Ok(Self { conn, tree })
     }
 
+    fn take_conn(&mut self) -> Result<Connection, StoreError> {
+        // A fresh in-memory handle stands in while the real one is rebuilt.
+        Ok(std::mem::replace(&mut self.conn, Connection::open_in_memory()?))
+    }
+
     /// Number of entries.
     pub fn size(&self) -> u64 {
         self.tree.size()
@@ -105,23 +130,65 @@ impl Store {
 
     /// Append entries in one transaction; returns the index of the first.
     pub fn append_batch(&mut self, entries: &[Entry]) -> Result<u64, StoreError> {
-        let first = self.tree.size();
-        let mut hashes = Vec::with_capacity(entries.len());
         let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached("INSERT INTO entries(idx, leaf) VALUES (?1, ?2)")?;
-            for (i, e) in entries.iter().enumerate() {
-                let leaf = e.to_leaf()?;
-                stmt.execute(params![first as i64 + i as i64, leaf])?;
-                hashes.push(tree::leaf_hash(&leaf));
-            }
-        }
+        let pending = Self::insert(&tx, self.tree.size(), entries)?;
         tx.commit()?;
-        // Only after the commit, so the tree never holds what the database refused.
-        for h in hashes {
+        self.applied(pending)
+    }
+
+    /// Write `entries` inside the caller's transaction (on any connection to this
+    /// log's file), so a decision and its entry commit together or not at all. The
+    /// tree is not touched: hand the [`Pending`] to [`Store::applied`] once `tx`
+    /// committed, and drop it if `tx` did not. The caller must not let another append
+    /// happen in between (the service holds this store's lock across both).
+    pub fn append_in(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        entries: &[Entry],
+    ) -> Result<Pending, StoreError> {
+        Self::insert(tx, self.tree.size(), entries)
+    }
+
+    fn insert(tx: &rusqlite::Transaction<'_>, first: u64, entries: &[Entry]) -> Result<Pending, StoreError> {
+        // The database, not the tree, says where the log ends: a tree that fell behind
+        // must fail the append rather than write entries it cannot account for.
+        let next: i64 = tx.query_row("SELECT IFNULL(MAX(idx) + 1, 0) FROM entries", [], |r| r.get(0))?;
+        if u64::try_from(next).ok() != Some(first) {
+            return Err(StoreError::Gap {
+                row: next,
+                expected: first,
+            });
+        }
+        let mut hashes = Vec::with_capacity(entries.len());
+        let mut stmt = tx.prepare_cached("INSERT INTO entries(idx, leaf) VALUES (?1, ?2)")?;
+        for (i, e) in entries.iter().enumerate() {
+            let leaf = e.to_leaf()?;
+            let idx = first
+                .checked_add(i as u64)
+                .and_then(|x| i64::try_from(x).ok())
+                .ok_or(StoreError::Gap {
+                    row: i64::MAX,
+                    expected: first,
+                })?;
+            stmt.execute(params![idx, leaf])?;
+            hashes.push(tree::leaf_hash(&leaf));
+        }
+        Ok(Pending { first, hashes })
+    }
+
+    /// Take entries whose transaction committed into the tree; returns the index of the
+    /// first. Only after the commit, so the tree never holds what the database refused.
+    pub fn applied(&mut self, pending: Pending) -> Result<u64, StoreError> {
+        if pending.first != self.tree.size() {
+            // Not the append this tree expected: rebuild from what the database holds.
+            let first = pending.first;
+            *self = Self::from_conn(self.take_conn()?)?;
+            return Ok(first);
+        }
+        for h in pending.hashes {
             self.tree.push(h);
         }
-        Ok(first)
+        Ok(pending.first)
     }
 
     /// The exact leaf bytes of entry `index`.
@@ -227,5 +294,61 @@ impl Store {
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<(Hash, Hash, Vec<Hash>), StoreError> {
         let proof = self.tree.consistency_proof(old, new)?;
         Ok((self.tree.root_at(old)?, self.tree.root_at(new)?, proof))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u64) -> Entry {
+        Entry::AttestationResult(serde_json::json!({ "round": i }))
+    }
+
+    /// An append inside a caller's transaction that rolls back leaves neither a row nor a
+    /// leaf; one that commits lands exactly as a plain append would.
+    #[test]
+    fn append_in_a_callers_transaction_commits_or_vanishes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("log.db");
+        let mut log = Store::open(&db).unwrap();
+        log.append(&entry(0)).unwrap();
+        let mut other = Connection::open(&db).unwrap();
+
+        let tx = other.transaction().unwrap();
+        let p = log.append_in(&tx, &[entry(1), entry(2)]).unwrap();
+        assert_eq!(p.first(), 1);
+        drop(tx); // rolled back
+        drop(p);
+        assert_eq!(log.size(), 1);
+        assert_eq!(log.leaf(1).unwrap(), None);
+
+        let tx = other.transaction().unwrap();
+        let p = log.append_in(&tx, &[entry(1), entry(2)]).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(log.applied(p).unwrap(), 1);
+        assert_eq!(log.size(), 3);
+
+        let mut plain = Store::open(&dir.path().join("plain.db")).unwrap();
+        plain.append_batch(&[entry(0), entry(1), entry(2)]).unwrap();
+        assert_eq!(log.root(), plain.root());
+        assert_eq!(Store::open(&db).unwrap().root(), plain.root());
+    }
+
+    /// A tree that does not match the rows refuses to append (the round then fails)
+    /// instead of writing at an index it cannot account for.
+    #[test]
+    fn append_in_refuses_when_the_database_moved_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("log.db");
+        let log = Store::open(&db).unwrap();
+        let mut other = Connection::open(&db).unwrap();
+        other
+            .execute("INSERT INTO entries(idx, leaf) VALUES (0, x'7b7d')", [])
+            .unwrap();
+        let tx = other.transaction().unwrap();
+        let e = log.append_in(&tx, &[entry(1)]).unwrap_err();
+        assert!(matches!(e, StoreError::Gap { row: 1, expected: 0 }), "{e}");
     }
 }

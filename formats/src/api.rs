@@ -235,6 +235,10 @@ pub struct MoveStatus {
     /// The source copy was deleted after the receipt verified (`release`).
     #[serde(default)]
     pub released: bool,
+    /// What the release left in place (`PATH: why`): files changed or added after the
+    /// manifest, which the receipt does not cover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
     /// An export (`exported`): the file on the source node and its SHA-256 (hex).
     #[serde(default)]
     pub export_path: Option<String>,

@@ -31,6 +31,16 @@ pub enum MoverError {
     #[error("file {path:?} does not match its manifest digest")]
     FileDigest { path: String },
 
+    /// A COSE_Sign1 whose protected content type is not the one its purpose requires
+    /// (a key that signs several message types must never have one read as another).
+    #[error("protected content type {found}, want {want}")]
+    ContentType { want: &'static str, found: String },
+
+    /// The directory that holds the agent's admin socket is not one only the agent can
+    /// enter (a symlink, not a directory, another owner, or open to group or others).
+    #[error("admin socket directory {path}: {why}")]
+    AdminSocketDir { path: String, why: String },
+
     // --- ticket ---
     #[error("ticket: {0}")]
     TicketFormat(String),
@@ -117,6 +127,8 @@ impl FailedCheck for MoverError {
             Self::ManifestDigest(_) => "manifest_digest",
             Self::ManifestChanged(_) => "manifest_changed",
             Self::FileDigest { .. } => "file_digest",
+            Self::ContentType { .. } => "content_type",
+            Self::AdminSocketDir { .. } => "admin_socket_dir",
             Self::TicketFormat(_) => "ticket_format",
             Self::TicketSignature(_) => "ticket_signature",
             Self::TicketExpired { .. } => "ticket_expired",

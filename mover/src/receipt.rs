@@ -1,7 +1,7 @@
 //! The destination's receipt: COSE_Sign1 (tag 18), alg EdDSA (-8), signed by the
 //! destination's attested Ed25519 session key. Payload: canonical CBOR map
 //! `{1: ticket id bstr(16), 2: job, 3: destination, 4: manifest digest bstr(32), 5: bytes,
-//! 6: completed_at}`. The COSE Sig_structure ("Signature1" context) separates these
+//! 6: completed_at}`; protected header `{1: -8, 3: CONTENT_TYPE}`. The COSE Sig_structure ("Signature1" context) separates these
 //! signatures from the session key's other uses (raw locality challenges).
 
 use crate::error::MoverError;
@@ -9,6 +9,9 @@ use crate::ticket::fixed;
 use aws_lc_rs::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
 use ciborium::value::Value;
 use coset::{iana, CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
+
+/// The protected content type of a receipt.
+pub const CONTENT_TYPE: &str = "application/vnd.custody.receipt+cbor";
 
 /// Proof that a checkpoint arrived and verified at the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +89,10 @@ impl Receipt {
     /// Sign with a signer over the COSE Sig_structure (the agent passes its session
     /// key's Ed25519 signature function).
     pub fn sign_with(&self, sign: impl FnOnce(&[u8]) -> [u8; 64]) -> Result<Vec<u8>, MoverError> {
-        let protected = HeaderBuilder::new().algorithm(iana::Algorithm::EdDSA).build();
+        let protected = HeaderBuilder::new()
+            .algorithm(iana::Algorithm::EdDSA)
+            .content_type(CONTENT_TYPE.to_owned())
+            .build();
         let sign1 = CoseSign1Builder::new()
             .protected(protected)
             .payload(self.payload()?)
@@ -119,6 +125,8 @@ impl Receipt {
         {
             return Err(MoverError::ReceiptSignature);
         }
+        // content_type: every COSE message type names itself (see ticket::CONTENT_TYPE).
+        crate::ticket::check_content_type(&sign1, CONTENT_TYPE)?;
         let pk = UnparsedPublicKey::new(&ED25519, dst_ed25519);
         sign1.verify_signature(b"", |sig, tbs| {
             pk.verify(tbs, sig).map_err(|_| MoverError::ReceiptSignature)
@@ -166,5 +174,15 @@ mod tests {
             t[i] ^= 1;
             assert!(Receipt::verify(&t, &pk).is_err(), "byte {i}");
         }
+        // Without its content type (as every receipt before issue 19 item 11): refused.
+        let bare = CoseSign1Builder::new()
+            .protected(HeaderBuilder::new().algorithm(iana::Algorithm::EdDSA).build())
+            .payload(r.payload().unwrap())
+            .create_signature(b"", |tbs| k.sign(tbs).as_ref().to_vec())
+            .build()
+            .to_tagged_vec()
+            .unwrap();
+        let e = Receipt::verify(&bare, &pk).unwrap_err();
+        assert!(matches!(e, MoverError::ContentType { .. }), "{e}");
     }
 }

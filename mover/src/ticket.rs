@@ -1,5 +1,6 @@
 //! Migration tickets: the verifier's permission for one move, as a COSE_Sign1 (ES256,
-//! P-256, protected header `{1: -7, 4: kid}` with the same RFC 7638 kid as the EAR key).
+//! P-256, protected header `{1: -7, 3: CONTENT_TYPE, 4: kid}` with the same RFC 7638 kid
+//! as the EAR key). The EAR key signs both: the content type keeps them apart.
 //!
 //! Payload: canonical CBOR map with integer keys (see docs/migration-protocol.md):
 //! `0` version (1), `1` id bstr(16), `2` job, `3` source, `4` destination (tstr), `5`
@@ -7,7 +8,7 @@
 //! bstr(32), `9` manifest_digest bstr(32), `10` issued_at, `11` expires_at (int, seconds).
 //!
 //! Checks of [`Ticket::verify`], in order: `ticket_format` (COSE structure),
-//! `ticket_signature`, `ticket_format` (payload), `ticket_expired`. Then the receiver's
+//! `ticket_signature` (algorithm), `content_type`, `ticket_signature`, `ticket_format` (payload), `ticket_expired`. Then the receiver's
 //! [`Ticket::verify_for`] (`ticket_destination`) and [`SeenTickets::check_and_record`]
 //! (`ticket_replayed`).
 
@@ -20,6 +21,22 @@ use custody_verifier::ear::EarPublicKey;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// The protected content type of a ticket.
+pub const CONTENT_TYPE: &str = "application/vnd.custody.ticket+cbor";
+
+/// `content_type`: the protected header names `want`, and the unprotected one names none.
+pub(crate) fn check_content_type(sign1: &CoseSign1, want: &'static str) -> Result<(), MoverError> {
+    if sign1.protected.header.content_type != Some(coset::ContentType::Text(want.to_owned()))
+        || sign1.unprotected.content_type.is_some()
+    {
+        return Err(MoverError::ContentType {
+            want,
+            found: format!("{:?}", sign1.protected.header.content_type),
+        });
+    }
+    Ok(())
+}
 
 /// Payload version.
 pub const TICKET_VERSION: u64 = 1;
@@ -159,6 +176,7 @@ impl Ticket {
             .to_vec();
         let protected = HeaderBuilder::new()
             .algorithm(iana::Algorithm::ES256)
+            .content_type(CONTENT_TYPE.to_owned())
             .key_id(kid)
             .build();
         let rng = SystemRandom::new();
@@ -207,6 +225,8 @@ impl Ticket {
                 "alg in the unprotected header or critical parameters".into(),
             ));
         }
+        // content_type: an EAR signed by the same key is not a ticket.
+        check_content_type(&sign1, CONTENT_TYPE)?;
         if !p.key_id.is_empty() && p.key_id.as_slice() != key.kid() {
             return Err(MoverError::TicketSignature(
                 "kid is not the verifier key's".into(),
@@ -377,6 +397,48 @@ pub(crate) mod tests {
         let e = t.verify_for("node-c", &[1; 32]).unwrap_err();
         assert!(matches!(e, MoverError::TicketDestination { .. }));
         assert!(t.verify_for("node-b", &[9; 32]).is_err());
+    }
+
+    /// Issue 19 item 11: the EAR key signs results and tickets. A ticket's COSE bytes
+    /// presented as an EAR, and an EAR's presented as a ticket, are refused naming
+    /// `content_type`, though each signature is good under the shared key.
+    #[test]
+    fn a_ticket_is_never_an_ear_and_an_ear_never_a_ticket() {
+        use custody_verifier::check::{FailedCheck, UnixTime};
+        use custody_verifier::ear::{self, EarSigningKey};
+        let ear_key = EarSigningKey::generate().unwrap();
+        let pubk = ear_key.public_key().as_sec1().to_vec();
+        let t = ticket();
+        let ticket_bytes = t.sign(ear_key.key_pair()).unwrap();
+        assert_eq!(Ticket::verify(&ticket_bytes, &pubk, 1_100).unwrap(), t);
+        let e = ear::verify(&ticket_bytes, ear_key.public_key(), UnixTime(1_100)).unwrap_err();
+        assert_eq!(e.check(), "content_type", "{e}");
+
+        // An EAR signed by the same key, with a ticket's payload (the worst case: the
+        // payload would parse as a ticket).
+        let forged = CoseSign1Builder::new()
+            .protected(
+                HeaderBuilder::new()
+                    .algorithm(iana::Algorithm::ES256)
+                    .content_type(ear::CONTENT_TYPE.to_owned())
+                    .key_id(ear_key.public_key().kid().to_vec())
+                    .build(),
+            )
+            .payload(t.payload().unwrap())
+            .create_signature(b"", |tbs| {
+                ear_key
+                    .key_pair()
+                    .sign(&SystemRandom::new(), tbs)
+                    .unwrap()
+                    .as_ref()
+                    .to_vec()
+            })
+            .build()
+            .to_tagged_vec()
+            .unwrap();
+        let e = Ticket::verify(&forged, &pubk, 1_100).unwrap_err();
+        assert!(matches!(e, MoverError::ContentType { .. }), "{e}");
+        assert_eq!(e.check(), "content_type");
     }
 
     #[test]

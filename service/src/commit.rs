@@ -1,8 +1,8 @@
 //! Group commit of concluded rounds.
 //!
-//! A concluded round's writes (the node's new state, the result row, the audit entry)
+//! A concluded round's writes (the node's new state, the result row, its audit entries)
 //! join a queue; one writer thread takes the service's write gate, then everything queued
-//! by then, and writes it in one store transaction and one audit transaction. Under load a
+//! by then, and writes it in one transaction (results and entries together). Under load a
 //! round's writes ride along with others', so what every commit pays (locks, the WAL
 //! frames of the pages each round touches, syscalls) is paid once per batch.
 //!
@@ -20,7 +20,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 pub(crate) struct RoundWrite {
     pub node: NodeRecord,
     pub record: ResultRecord,
-    pub audit: custody_audit::Entry,
+    /// The entries recording the decision (the result; a revocation it caused).
+    pub audit: Vec<custody_audit::Entry>,
 }
 
 /// Where a queued round's outcome (its result id) goes.

@@ -84,6 +84,16 @@ impl AgentClients {
     }
 }
 
+/// Fault injection for crash tests: with `CUSTODY_FAULT=NAME` in the environment the
+/// process aborts at the point named NAME (`abort_before_commit`: inside a decision's
+/// transaction after its writes, before the commit). Unset in production: a no-op.
+pub(crate) fn fault_point(name: &str) {
+    if std::env::var_os("CUSTODY_FAULT").is_some_and(|v| v == name) {
+        tracing::error!(fault = name, "CUSTODY_FAULT: aborting");
+        std::process::abort();
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -470,51 +480,44 @@ impl Service {
             .map_err(|_| ServiceError::Core("the verifier is shutting down: round not recorded".into()))
     }
 
-    /// One group commit; the caller holds the write gate.
+    /// One group commit; the caller holds the write gate. The rounds' results and their
+    /// audit entries commit in one transaction: a round is recorded with its entries or
+    /// not at all, and a failed append fails every round of the batch.
     pub(crate) fn write_rounds(&self, batch: Vec<commit::Queued>) {
         if batch.is_empty() {
             return;
         }
-        let pairs: Vec<(&store::NodeRecord, &store::ResultRecord)> =
-            batch.iter().map(|q| (&q.write.node, &q.write.record)).collect();
-        let outcomes = match self.store.record_rounds(&pairs) {
+        let rounds: Vec<store::RoundRows<'_>> = batch
+            .iter()
+            .map(|q| (&q.write.node, &q.write.record, q.write.audit.as_slice()))
+            .collect();
+        let outcomes = match self.store.record_rounds(&rounds, &mut self.audit()) {
             Ok(o) => o,
             Err(e) => {
-                tracing::error!(rounds = batch.len(), error = %e, "group commit of rounds failed");
+                if matches!(e, store::StoreError::Audit(_)) {
+                    self.metrics
+                        .audit_errors
+                        .fetch_add(rounds.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                tracing::error!(rounds = batch.len(), error = %e, "group commit of rounds failed: none recorded");
                 let e = e.to_string();
-                pairs
+                rounds
                     .iter()
                     .map(|_| Err(store::StoreError::GroupCommit(e.clone())))
                     .collect()
             }
         };
-        drop(pairs);
+        drop(rounds);
         self.metrics.observe_group_commit(batch.len());
         // One outcome per round is the store's contract; a round it left out gets an error.
         let mut outcomes = outcomes.into_iter();
-        let mut entries = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
         for q in batch {
             let outcome = outcomes.next().unwrap_or_else(|| {
                 Err(store::StoreError::Corrupt(
                     "the store gave no outcome for a round".into(),
                 ))
             });
-            if outcome.is_ok() {
-                entries.push(q.write.audit);
-            }
-            replies.push((q.done, outcome));
-        }
-        if !entries.is_empty() {
-            if let Err(e) = self.audit().append_batch(&entries) {
-                self.metrics
-                    .audit_errors
-                    .fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(entries = entries.len(), error = %e, "audit append of rounds failed");
-            }
-        }
-        for (done, outcome) in replies {
-            done.send(outcome);
+            q.done.send(outcome);
         }
     }
 
@@ -523,8 +526,6 @@ impl Service {
         self.audit.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Append to the audit log. A failure is logged and counted, never hidden: the
-    /// decision already stands, and the gap shows as a missing entry to an auditor.
     /// A node by id, else by name.
     pub fn find_node(&self, key: &str) -> Result<store::NodeRecord, ServiceError> {
         if let Some(n) = self.store.node(key)? {
@@ -541,21 +542,25 @@ impl Service {
     /// audit log records who removed it and why.
     pub fn remove_node(&self, key: &str, reason: &str, by: &str) -> Result<store::NodeRecord, ServiceError> {
         let node = self.find_node(key)?;
-        if !self.store.remove_node(&node.id)? {
-            return Err(ServiceError::NoNode(key.into()));
-        }
-        self.agents.forget(&node.id);
-        let at = now();
-        self.log(custody_audit::Entry::Revocation(serde_json::json!({
+        let entry = custody_audit::Entry::Revocation(serde_json::json!({
             "node": node.id,
             "name": node.name,
-            "at": at,
+            "at": now(),
             "action": "removed",
             "state": node.state.as_str(),
             "reason": reason,
             "by": by,
             "ek_cert_sha256": node.ek_cert_sha256,
-        })));
+        }));
+        // The removal and its entry commit together: an unlogged removal does not happen.
+        let removed = {
+            let _gate = self.db_writes();
+            self.store.remove_node(&node.id, &entry, &mut self.audit())?
+        };
+        if !removed {
+            return Err(ServiceError::NoNode(key.into()));
+        }
+        self.agents.forget(&node.id);
         self.emit(
             &node,
             "removed",
@@ -628,6 +633,10 @@ impl Service {
         self.find_node(&node.id)
     }
 
+    /// Append an entry that records no decision of its own (registry and policy
+    /// changes, enrollments, migration steps; see docs/threat-model.md). A failure is
+    /// logged and counted; decisions (rounds, revocations, removals) go through the
+    /// store with their entry instead and fail when it cannot be written.
     pub fn log(&self, entry: custody_audit::Entry) {
         let kind = entry.kind();
         let appended = {
@@ -825,7 +834,9 @@ mod tests {
         commit::RoundWrite {
             node: node(id),
             record: result(id),
-            audit: custody_audit::Entry::AttestationResult(serde_json::json!({"node": id})),
+            audit: vec![custody_audit::Entry::AttestationResult(
+                serde_json::json!({"node": id}),
+            )],
         }
     }
 
@@ -900,6 +911,30 @@ mod tests {
         svc.commits.close();
         let e = svc.commit_round(write("n2")).unwrap_err().to_string();
         assert!(e.contains("shutting down"), "{e}");
+    }
+
+    /// Issue 19 item 10: a decision that cannot be logged is not a decision. When the
+    /// audit append fails (here the log's file moved on behind the service's tree), the
+    /// round fails and neither its result nor its node state is recorded.
+    #[test]
+    fn a_round_whose_audit_entry_cannot_be_written_is_not_recorded() {
+        let d = tempfile::tempdir().unwrap();
+        let svc = Service::open(config(d.path())).unwrap();
+        svc.store.put_node(&node("n0")).unwrap();
+        let size = svc.audit().size();
+        let c = rusqlite::Connection::open(svc.cfg.db_path()).unwrap();
+        c.execute(
+            "INSERT INTO entries(idx, leaf) VALUES (?1, x'7b7d')",
+            [i64::try_from(size).unwrap()],
+        )
+        .unwrap();
+        let outcome = svc.commit_round(write("n0"));
+        assert!(outcome.is_err(), "the round must fail: {outcome:?}");
+        assert!(
+            svc.store.results("n0", 5).unwrap().is_empty(),
+            "a result was recorded without its audit entry"
+        );
+        assert_eq!(metric(&svc, "custody_audit_append_errors_total"), 1);
     }
 
     fn with_rims(dir: &Path, rims: &Path) -> Config {

@@ -88,6 +88,9 @@ pub struct Migration {
     pub delete_source: bool,
     #[serde(default)]
     pub source_released: bool,
+    /// Files A kept at the release (changed or added after the manifest), `PATH: why`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_kept: Vec<String>,
     /// An air-gapped move: the export file on A and its SHA-256 once written.
     #[serde(default)]
     pub via_file: bool,
@@ -524,6 +527,7 @@ impl Service {
             detail: None,
             delete_source: req.delete_source,
             source_released: false,
+            source_kept: Vec::new(),
             via_file: req.via_file,
             export_path: None,
             export_sha256: None,
@@ -825,7 +829,10 @@ impl Service {
             match s.state.as_str() {
                 "running" => continue,
                 "done" => {
-                    self.migrations.update(&id, |m| m.source_released = s.released);
+                    self.migrations.update(&id, |m| {
+                        m.source_released = s.released;
+                        m.source_kept = s.kept.clone();
+                    });
                     let r = verify_receipt(&ticket, s.receipt, s.total);
                     self.finish(&id, r, &ticket);
                     return;
@@ -860,6 +867,7 @@ impl Service {
                     "receipt_sha256": digest,
                     "receipt": hex::encode(&bytes),
                     "source_released": self.migrations.get(id).is_some_and(|m| m.source_released),
+                    "source_kept": self.migrations.get(id).map(|m| m.source_kept).unwrap_or_default(),
                     "at": at,
                 })));
                 self.checkpoint_now();

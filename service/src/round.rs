@@ -1449,10 +1449,21 @@ impl Service {
             "evidence_sha256": a.evidence_sha256,
             "ear_sha256": sha256_hex(&a.ear),
         }));
+        let mut audit = vec![entry];
+        if node.state == NodeState::Revoked && previous != NodeState::Revoked {
+            // The revocation is a decision too: its entry commits with the state change.
+            audit.push(custody_audit::Entry::Revocation(serde_json::json!({
+                "node": node.id,
+                "name": node.name,
+                "at": at,
+                "reason": node.reason,
+                "failed_check": a.failed_check,
+            })));
+        }
         let write = crate::commit::RoundWrite {
             node: node.clone(),
             record,
-            audit: entry,
+            audit,
         };
         Ok((
             Concluding {
@@ -1467,8 +1478,8 @@ impl Service {
         ))
     }
 
-    /// After the round's writes: metrics, the state-change event (and the revocation's
-    /// audit entry), the log line, the summary.
+    /// After the round's writes (which carried a revocation's audit entry): metrics, the
+    /// state-change event, the log line, the summary.
     fn finish_conclusion(
         &self,
         c: Concluding,
@@ -1494,15 +1505,6 @@ impl Service {
                     "failed_check": a.failed_check,
                 }),
             )?;
-            if node.state == NodeState::Revoked {
-                self.log(custody_audit::Entry::Revocation(serde_json::json!({
-                    "node": node.id,
-                    "name": node.name,
-                    "at": at,
-                    "reason": node.reason,
-                    "failed_check": a.failed_check,
-                })));
-            }
         }
         match &a.failed_check {
             None => tracing::info!(node = %node.name, status = a.status.as_str(), "round passed"),

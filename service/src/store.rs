@@ -36,7 +36,17 @@ pub enum StoreError {
     /// The transaction that carried this round with others failed; none was recorded.
     #[error("the group commit failed: {0}")]
     GroupCommit(String),
+    /// The decision's audit entry could not be written: the decision is not recorded.
+    #[error("audit_append: {0}")]
+    Audit(#[from] custody_audit::store::StoreError),
 }
+
+/// The audit log that decisions are appended to, in the same transaction.
+pub type AuditLog = custody_audit::store::Store;
+
+/// One round's writes for [`Store::record_rounds`]: the node's new state, its result
+/// and the audit entries that record the decision (committed with it or not at all).
+pub type RoundRows<'a> = (&'a NodeRecord, &'a ResultRecord, &'a [custody_audit::Entry]);
 
 /// A node's life: enrolled -> trusted <-> failed -> revoked (terminal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,21 +192,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
     fn node_by_name(&self, name: &str) -> Result<Option<NodeRecord>, StoreError>;
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
-    /// Remove a node (the operator's `custody nodes remove`); its results and events stay
-    /// as history. Returns whether it existed.
-    fn remove_node(&self, id: &str) -> Result<bool, StoreError>;
-    /// The node's new state and the round's result, in one transaction; returns the
-    /// result id. [`StoreError::NodeGone`] when the node was removed meanwhile.
-    fn record_round(&self, node: &NodeRecord, result: &ResultRecord) -> Result<i64, StoreError>;
+    /// Remove a node (the operator's `custody nodes remove`) and append `entry` to `log`
+    /// in the same transaction; its results and events stay as history. Returns whether
+    /// it existed (nothing is appended when it did not).
+    fn remove_node(
+        &self,
+        id: &str,
+        entry: &custody_audit::Entry,
+        log: &mut AuditLog,
+    ) -> Result<bool, StoreError>;
+    /// The node's new state, the round's result and its audit entries, in one
+    /// transaction; returns the result id. [`StoreError::NodeGone`] when the node was
+    /// removed meanwhile.
+    fn record_round(&self, round: RoundRows<'_>, log: &mut AuditLog) -> Result<i64, StoreError> {
+        let mut out = self.record_rounds(&[round], log)?;
+        out.pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("no outcome for the round".into())))
+    }
     /// Several rounds' [`Store::record_round`] at once (a group commit): one outcome per
-    /// round, in order. A round whose node is gone fails alone; the outer error is a
-    /// failure of the whole write, which then recorded none of them.
+    /// round, in order. A round whose node is gone fails alone (and its entries are not
+    /// appended); the outer error is a failure of the whole write, which then recorded
+    /// none of them, neither results nor entries.
     fn record_rounds(
         &self,
-        rounds: &[(&NodeRecord, &ResultRecord)],
-    ) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
-        Ok(rounds.iter().map(|(n, r)| self.record_round(n, r)).collect())
-    }
+        rounds: &[RoundRows<'_>],
+        log: &mut AuditLog,
+    ) -> Result<Vec<Result<i64, StoreError>>, StoreError>;
     fn latest_result(&self, node_id: &str) -> Result<Option<ResultRecord>, StoreError>;
     fn results(&self, node_id: &str, limit: u32) -> Result<Vec<ResultRecord>, StoreError>;
     fn reference(&self, group: &str) -> Result<Option<Reference>, StoreError>;
@@ -650,23 +671,31 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
-        let conn = self.lock();
-        let n = conn
+    fn remove_node(
+        &self,
+        id: &str,
+        entry: &custody_audit::Entry,
+        log: &mut AuditLog,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx
             .prepare_cached("DELETE FROM nodes WHERE id = ?1")?
             .execute([id])?;
-        Ok(n > 0)
-    }
-
-    fn record_round(&self, node: &NodeRecord, result: &ResultRecord) -> Result<i64, StoreError> {
-        let mut out = self.record_rounds(&[(node, result)])?;
-        out.pop()
-            .unwrap_or_else(|| Err(StoreError::Corrupt("no outcome for the round".into())))
+        if n == 0 {
+            return Ok(false);
+        }
+        let pending = log.append_in(&tx, std::slice::from_ref(entry))?;
+        crate::fault_point("abort_before_commit");
+        tx.commit()?;
+        log.applied(pending)?;
+        Ok(true)
     }
 
     fn record_rounds(
         &self,
-        rounds: &[(&NodeRecord, &ResultRecord)],
+        rounds: &[RoundRows<'_>],
+        log: &mut AuditLog,
     ) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
         let mut conn = self.lock();
         // IMMEDIATE: take the write lock at BEGIN. A deferred transaction starts as a
@@ -674,15 +703,24 @@ impl Store for SqliteStore {
         // audit log's connection to the same file committed in between.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(rounds.len());
-        for (node, result) in rounds {
+        let mut entries = Vec::new();
+        for (node, result, audit) in rounds {
             // A gone node writes nothing, so it fails alone; any SQLite error fails the
             // whole transaction (and so every round in it).
             match record_round_in(&tx, node, result) {
                 Err(StoreError::NodeGone(id)) => out.push(Err(StoreError::NodeGone(id))),
-                other => out.push(Ok(other?)),
+                other => {
+                    out.push(Ok(other?));
+                    entries.extend(audit.iter().cloned());
+                }
             }
         }
+        // A decision that cannot be logged is not a decision: the entries ride in the
+        // same transaction, and a failed append fails every round in it.
+        let pending = log.append_in(&tx, &entries)?;
+        crate::fault_point("abort_before_commit");
         tx.commit()?;
+        log.applied(pending)?;
         Ok(out)
     }
 
@@ -927,6 +965,7 @@ mod tests {
     fn a_group_commit_records_each_round_and_a_gone_node_fails_alone() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("g.db")).unwrap();
+        let mut log = AuditLog::open(&dir.path().join("g.db")).unwrap();
         for id in ["a", "c"] {
             s.put_node(&node(id)).unwrap();
         }
@@ -938,9 +977,21 @@ mod tests {
         c.failures = 1;
         c.reason = Some("policy".into());
         let (ra, rb, rc) = (result_for("a", 20), result_for("b", 20), result_for("c", 21));
+        let e = |n: &str| {
+            vec![custody_audit::Entry::AttestationResult(
+                serde_json::json!({"node": n}),
+            )]
+        };
+        let (ea, eb, ec) = (e("a"), e("b"), e("c"));
         let out = s
-            .record_rounds(&[(&a, &ra), (&node("b"), &rb), (&c, &rc)])
+            .record_rounds(
+                &[(&a, &ra, &ea), (&node("b"), &rb, &eb), (&c, &rc, &ec)],
+                &mut log,
+            )
             .unwrap();
+        // The gone node's entry is not appended either.
+        assert_eq!(log.size(), 2);
+        assert_eq!(log.leaf(1).unwrap().unwrap(), ec[0].to_leaf().unwrap());
         assert_eq!(out.len(), 3);
         let id_a = *out[0].as_ref().unwrap();
         assert!(matches!(&out[1], Err(StoreError::NodeGone(id)) if id == "b"));
@@ -966,6 +1017,7 @@ mod tests {
     fn a_round_does_not_overwrite_a_re_enrollment_that_landed_meanwhile() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+        let mut log = AuditLog::open(&dir.path().join("r.db")).unwrap();
         let before = node("a");
         s.put_node(&before).unwrap();
         let mut enrolled_again = node("a");
@@ -977,7 +1029,8 @@ mod tests {
         let mut concluded = before.clone();
         concluded.state = NodeState::Trusted;
         concluded.updated_at = 16;
-        s.record_round(&concluded, &result_for("a", 16)).unwrap();
+        s.record_round((&concluded, &result_for("a", 16), &[]), &mut log)
+            .unwrap();
         let got = s.node("a").unwrap().unwrap();
         assert_eq!(got.ak_public, vec![7, 7, 7]);
         assert_eq!(got.endpoint, "127.0.0.1:2");
@@ -991,16 +1044,19 @@ mod tests {
     fn a_late_passing_round_does_not_overwrite_a_revocation() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("v.db")).unwrap();
+        let mut log = AuditLog::open(&dir.path().join("v.db")).unwrap();
         let before = node("a");
         s.put_node(&before).unwrap();
         let mut revoked = before.clone();
         revoked.state = NodeState::Revoked;
         revoked.reason = Some("reference_values: PCR 14".into());
-        s.record_round(&revoked, &result_for("a", 11)).unwrap();
+        s.record_round((&revoked, &result_for("a", 11), &[]), &mut log)
+            .unwrap();
         let mut late = before.clone();
         late.state = NodeState::Trusted;
         late.reason = None;
-        s.record_round(&late, &result_for("a", 12)).unwrap();
+        s.record_round((&late, &result_for("a", 12), &[]), &mut log)
+            .unwrap();
         let got = s.node("a").unwrap().unwrap();
         assert_eq!(got.state, NodeState::Revoked);
         assert_eq!(got.reason.as_deref(), Some("reference_values: PCR 14"));
@@ -1022,13 +1078,15 @@ mod tests {
     fn enrollment_is_an_upsert_by_id_that_keeps_what_belongs_to_the_tpm() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("e.db")).unwrap();
+        let mut log = AuditLog::open(&dir.path().join("e.db")).unwrap();
         let mut a = node("a");
         assert_eq!(s.enroll_node(&a).unwrap(), None);
         let mut failing = a.clone();
         failing.state = NodeState::Failed;
         failing.failures = 2;
         failing.reason = Some("reference_values".into());
-        s.record_round(&failing, &result_for("a", 11)).unwrap();
+        s.record_round((&failing, &result_for("a", 11), &[]), &mut log)
+            .unwrap();
         assert!(s.set_group("a", "gpu-hosts").unwrap());
         // The same TPM enrolls again (its agent restarted), same AK, new endpoint.
         a.endpoint = "127.0.0.1:9".into();
@@ -1054,7 +1112,8 @@ mod tests {
         // Revoked stays revoked.
         let mut revoked = s.node("a").unwrap().unwrap();
         revoked.state = NodeState::Revoked;
-        s.record_round(&revoked, &result_for("a", 30)).unwrap();
+        s.record_round((&revoked, &result_for("a", 30), &[]), &mut log)
+            .unwrap();
         assert!(matches!(s.enroll_node(&a), Err(StoreError::Revoked { .. })));
         assert_eq!(s.node("a").unwrap().unwrap().state, NodeState::Revoked);
     }
@@ -1081,6 +1140,8 @@ mod tests {
     fn a_removed_node_keeps_its_history_and_a_late_round_does_not_bring_it_back() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        let mut log = AuditLog::open(&dir.path().join("c.db")).unwrap();
+        let removed = custody_audit::Entry::Revocation(serde_json::json!({"node": "a", "action": "removed"}));
         s.put_node(&node("a")).unwrap();
         let r = ResultRecord {
             id: 0,
@@ -1093,18 +1154,22 @@ mod tests {
             evidence_sha256: "00".into(),
             input: None,
         };
-        s.record_round(&node("a"), &r).unwrap();
-        assert!(s.remove_node("a").unwrap());
+        s.record_round((&node("a"), &r, &[]), &mut log).unwrap();
+        assert!(s.remove_node("a", &removed, &mut log).unwrap());
+        assert_eq!(log.size(), 1, "the removal and its entry commit together");
         assert!(
-            !s.remove_node("a").unwrap(),
+            !s.remove_node("a", &removed, &mut log).unwrap(),
             "removing twice reports nothing removed"
         );
+        assert_eq!(log.size(), 1, "and logs nothing");
         assert!(s.node("a").unwrap().is_none());
         assert!(s.node_by_name("name-a").unwrap().is_none());
         // History stays: the result is still there for an auditor.
         assert_eq!(s.results("a", 10).unwrap().len(), 1);
         // A round that finishes after the removal is refused and leaves no node behind.
-        assert!(matches!(s.record_round(&node("a"), &r), Err(StoreError::NodeGone(id)) if id == "a"));
+        assert!(
+            matches!(s.record_round((&node("a"), &r, &[]), &mut log), Err(StoreError::NodeGone(id)) if id == "a")
+        );
         assert!(s.node("a").unwrap().is_none());
         assert_eq!(s.results("a", 10).unwrap().len(), 1);
         // The same id can enroll again.
@@ -1118,6 +1183,7 @@ mod tests {
         let p = dir.path().join("c.db");
         {
             let s = SqliteStore::open(&p).unwrap();
+            let mut log = AuditLog::open(&p).unwrap();
             assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
             s.put_node(&node("a")).unwrap();
             let mut n = node("a");
@@ -1135,7 +1201,7 @@ mod tests {
                 evidence_sha256: "00".into(),
                 input: Some(r#"{"node":{"id":"a"}}"#.into()),
             };
-            let id = s.record_round(&n, &r).unwrap();
+            let id = s.record_round((&n, &r, &[]), &mut log).unwrap();
             assert!(id > 0);
             s.add_event(&Event {
                 id: 0,

@@ -5,8 +5,8 @@
 //!
 //! # Wire format
 //!
-//! `COSE_Sign1` (tag 18) with protected header `{1: -7 (ES256), 4: kid}`, where kid is the
-//! RFC 7638 JWK thumbprint (SHA-256) of the signing key's public half, and an empty
+//! `COSE_Sign1` (tag 18) with protected header `{1: -7 (ES256), 3: CONTENT_TYPE, 4: kid}`
+//! ([`CONTENT_TYPE`] is the EAR media type), where kid is the RFC 7638 JWK thumbprint (SHA-256) of the signing key's public half, and an empty
 //! unprotected header. The payload is the claims map below, encoded deterministically
 //! (RFC 8949 section 4.2.1: shortest forms, definite lengths, map keys sorted by their
 //! encoded bytes), so the same result always gives the same bytes.
@@ -67,7 +67,8 @@
 //! # Checks of [`verify`], in order
 //!
 //! `ear_format` (COSE_Sign1 structure), `ear_signature` (protected alg ES256, no critical
-//! headers, kid if present equal to the key's, ECDSA P-256 over the Sig_structure),
+//! headers), `content_type` (the protected content type, when present, is [`CONTENT_TYPE`],
+//! and none is unprotected: the key also signs migration tickets, which always name theirs), `ear_signature` (kid if present equal to the key's, ECDSA P-256 over the Sig_structure),
 //! `ear_format` (claims map: profile, types, lengths, no duplicate keys, status consistent),
 //! `ear_expired` (`now >= exp` is rejected).
 
@@ -142,6 +143,10 @@ pub enum EarError {
     Expired { exp: i64, now: i64 },
     #[error("key: {0}")]
     Key(String),
+    /// The protected content type is not an EAR's: a message signed with the same key
+    /// for another purpose (a migration ticket) never reads as a result.
+    #[error("protected content type {found}, want {CONTENT_TYPE}")]
+    ContentType { found: String },
 }
 
 impl FailedCheck for EarError {
@@ -151,6 +156,7 @@ impl FailedCheck for EarError {
             Self::Algorithm(_) | Self::KeyId | Self::Signature => "ear_signature",
             Self::Expired { .. } => "ear_expired",
             Self::Key(_) => "ear_key",
+            Self::ContentType { .. } => "content_type",
         }
     }
 }
@@ -1046,11 +1052,20 @@ impl EarPublicKey {
     }
 }
 
-/// Sign a result: COSE_Sign1 (tag 18), ES256, kid, payload = the CBOR claims map.
+/// The protected content type of an EAR: the EAT media type for a CWT (RFC 9782). The
+/// `eat_profile` parameter is left out because COSE (coset, and so Veraison's `ear`
+/// crate) accepts only `type/subtype` text, and the profile URI has a `/`; the claims
+/// carry the profile. The EAR key also signs migration tickets; each message type names
+/// itself so that a signature for one never verifies as the other.
+pub const CONTENT_TYPE: &str = "application/eat+cwt";
+
+/// Sign a result: COSE_Sign1 (tag 18), ES256, content type, kid, payload = the CBOR
+/// claims map.
 pub fn sign(result: &AttestationResult, key: &EarSigningKey) -> Result<Vec<u8>, EarError> {
     let payload = result.to_cbor()?;
     let protected = HeaderBuilder::new()
         .algorithm(iana::Algorithm::ES256)
+        .content_type(CONTENT_TYPE.to_owned())
         .key_id(key.public.kid.clone())
         .build();
     let rng = SystemRandom::new();
@@ -1093,6 +1108,18 @@ pub fn verify(bytes: &[u8], key: &EarPublicKey, now: UnixTime) -> Result<Attesta
         return Err(EarError::Algorithm(
             "critical header parameters not understood".into(),
         ));
+    }
+    // content_type: an EAR's, or none (EARs from other issuers, such as Veraison's `ear`
+    // crate, carry none). Every other message this key signs (tickets) names its own
+    // protected type, so none of them can pass here.
+    let ours = match &p.content_type {
+        None => true,
+        Some(t) => *t == coset::ContentType::Text(CONTENT_TYPE.to_owned()),
+    };
+    if !ours || sign1.unprotected.content_type.is_some() {
+        return Err(EarError::ContentType {
+            found: format!("{:?}", p.content_type),
+        });
     }
     let kid = if p.key_id.is_empty() {
         &sign1.unprotected.key_id

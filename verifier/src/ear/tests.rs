@@ -115,7 +115,10 @@ fn wrong_key_is_refused() {
     let mut s = CoseSign1::from_tagged_slice(&token).unwrap();
     s.protected = coset::ProtectedHeader {
         original_data: None,
-        header: HeaderBuilder::new().algorithm(iana::Algorithm::ES256).build(),
+        header: HeaderBuilder::new()
+            .algorithm(iana::Algorithm::ES256)
+            .content_type(CONTENT_TYPE.to_owned())
+            .build(),
     };
     let no_kid = s.to_tagged_vec().unwrap();
     assert!(matches!(
@@ -190,8 +193,67 @@ fn other_algorithms_and_critical_headers_are_refused() {
         Err(EarError::Algorithm(_))
     ));
     // The same payload, correctly re-signed, still verifies: the refusals are the headers.
-    let ok = resign(HeaderBuilder::new().algorithm(iana::Algorithm::ES256).build());
+    let ok = resign(
+        HeaderBuilder::new()
+            .algorithm(iana::Algorithm::ES256)
+            .content_type(CONTENT_TYPE.to_owned())
+            .build(),
+    );
     assert!(verify(&ok, key.public_key(), NOW).is_ok());
+}
+
+/// Issue 19 item 11: the EAR key also signs migration tickets. A message whose protected
+/// content type is another type's, or that puts one in the unprotected header, is
+/// refused naming `content_type`, however good its signature.
+#[test]
+fn a_message_of_another_type_signed_with_the_ear_key_is_refused() {
+    let key = EarSigningKey::generate().unwrap();
+    let token = sign(&fixed(), &key).unwrap();
+    let s = CoseSign1::from_tagged_slice(&token).unwrap();
+    assert_eq!(
+        s.protected.header.content_type,
+        Some(coset::ContentType::Text(CONTENT_TYPE.to_owned()))
+    );
+    let resign = |protected: coset::Header, unprotected: coset::Header| {
+        CoseSign1Builder::new()
+            .protected(protected)
+            .unprotected(unprotected)
+            .payload(s.payload.clone().unwrap())
+            .create_signature(b"", |tbs| {
+                key.pair
+                    .sign(&SystemRandom::new(), tbs)
+                    .unwrap()
+                    .as_ref()
+                    .to_vec()
+            })
+            .build()
+            .to_tagged_vec()
+            .unwrap()
+    };
+    let es256 = || HeaderBuilder::new().algorithm(iana::Algorithm::ES256);
+    let ticket = es256()
+        .content_type("application/vnd.custody.ticket+cbor".to_owned())
+        .build();
+    // None at all is accepted (other issuers' EARs, see `verify`).
+    assert!(verify(
+        &resign(es256().build(), coset::Header::default()),
+        key.public_key(),
+        NOW
+    )
+    .is_ok());
+    let cases = [
+        (ticket, coset::Header::default()),
+        (
+            es256().build(),
+            HeaderBuilder::new().content_type(CONTENT_TYPE.to_owned()).build(),
+        ),
+    ];
+    for (protected, unprotected) in cases {
+        let bytes = resign(protected, unprotected);
+        let e = verify(&bytes, key.public_key(), NOW).unwrap_err();
+        assert!(matches!(e, EarError::ContentType { .. }), "{e}");
+        assert_eq!(e.check(), "content_type");
+    }
 }
 
 #[test]
