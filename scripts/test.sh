@@ -10,5 +10,6 @@ cargo test --workspace --locked
 # Interop with Veraison's `ear` (own workspace: its dependencies stay out of Custody's).
 cargo fmt --manifest-path interop/Cargo.toml -- --check
 cargo test --manifest-path interop/Cargo.toml --locked
-# Fuzz smoke run (each target briefly); FUZZ_SECONDS=0 skips it.
+# Fuzz smoke run (each target briefly); FUZZ_SECONDS=0 skips it. Any finding fails it.
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+if [ "${FUZZ_SECONDS:-20}" != "0" ]; then bash scripts/fuzz-findings-test.sh; fi

@@ -466,10 +466,10 @@ fn verifier_restart_keeps_nodes_and_history() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 6. An agent that disappears
+// 6. Revocation: terminal until an operator removes the node
 
 #[test]
-fn vanished_agent_goes_failed_then_revoked() {
+fn rejected_evidence_revokes_for_good_until_the_operator_removes_the_node() {
     let t = Swtpm::start();
     let v = Verifier::start(
         &[&t],
@@ -484,8 +484,11 @@ fn vanished_agent_goes_failed_then_revoked() {
     eventually("a scheduled round to pass", 20, || {
         (v.node("node-gone")["node"]["state"] == "trusted").then_some(())
     });
-    a.child.kill().unwrap();
-    a.child.wait().unwrap();
+    // PCR 14 changes behind the agent's back: every round's evidence is now refused.
+    let m = format!("14:sha256={}", "ab".repeat(32));
+    eventually("swtpm to take a PCR extend", 20, || {
+        t.try_tool(&["tpm2_pcrextend", &m]).then_some(())
+    });
     let killed = Instant::now();
     let n = eventually("the node to be revoked", 15, || {
         let n = v.node("node-gone");
@@ -497,7 +500,7 @@ fn vanished_agent_goes_failed_then_revoked() {
         killed.elapsed()
     );
     let reason = n["node"]["reason"].as_str().unwrap();
-    assert!(reason.starts_with("agent_reachable: "), "{reason}");
+    assert!(reason.starts_with("reference_values: "), "{reason}");
     // Events, newest first: revoked after failed, both naming the check.
     let events: Vec<&Value> = n["events"].as_array().unwrap().iter().collect();
     let pos = |kind: &str| {
@@ -509,7 +512,7 @@ fn vanished_agent_goes_failed_then_revoked() {
     let (failed, revoked) = (pos("failed"), pos("revoked"));
     assert!(revoked < failed, "{n}");
     for i in [failed, revoked] {
-        assert_eq!(events[i]["detail"]["failed_check"], "agent_reachable", "{n}");
+        assert_eq!(events[i]["detail"]["failed_check"], "reference_values", "{n}");
     }
     assert_eq!(events[failed]["detail"]["previous"], "trusted");
     assert_eq!(events[revoked]["detail"]["previous"], "failed");
@@ -521,6 +524,8 @@ fn vanished_agent_goes_failed_then_revoked() {
     assert_eq!(later["results"].as_array().unwrap().len(), rounds);
     assert_eq!(later["node"]["state"], "revoked");
 
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
     // The same TPM cannot come back under the same name or another one: the node id is
     // the EK certificate's, and a revoked id stays revoked.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -557,6 +562,8 @@ fn vanished_agent_goes_failed_then_revoked() {
     assert_ne!(again.code, 0);
     assert!(again.stderr.contains("no node"), "{}", again.stderr);
 
+    // The machine reboots (PCRs back to their values) and its agent enrolls again.
+    t.power_cycle();
     let mut a = Agent::start(&v, &t, "node-gone");
     enrolled(&v, &mut a, "node-gone");
     let n = eventually("the re-enrolled node to pass a round", 20, || {

@@ -1,0 +1,206 @@
+//! A hostile network and hostile evidence (issue 20): each test is one finding, played end
+//! to end against a real `custody-verifier` with nodes on swtpm, named after what it shows.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use axum::http::{Method, StatusCode};
+use custody_e2e::fleet::*;
+use custody_e2e::{decode, eventually, Swtpm};
+use custody_formats::api::{PushResult, CBOR};
+use custody_formats::bundle::{EvidenceBundle, GpuEvidence};
+use serde_json::Value;
+use std::time::Duration;
+
+fn results(v: &Verifier, name: &str) -> Vec<Value> {
+    v.node(name)["results"].as_array().unwrap().clone()
+}
+
+/// Finding 1. Before: 2,000 junk GPU entries pushed the policy past its instruction limit,
+/// the appraisal errored, and the round ended with no result, no failure count and no log
+/// entry: the node stayed `trusted` forever. Now lists are bounded while the bundle
+/// decodes (16 GPUs), so the round is a recorded failure at `bundle_format`, counted
+/// towards revocation like any refused evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_gpu_entries_cannot_make_rounds_vanish() {
+    let t = Swtpm::start();
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 3600,
+            revoke_after: 2,
+            ..Opts::default()
+        },
+    );
+    let state = tempfile::tempdir().unwrap();
+    let (p, _) = Pusher::enroll(&agent_config(&v, &t, "junk", state.path()), collector(&t)).await;
+    let honest = p.push(&v, &p.bundle(&v).await).await;
+    assert_eq!(honest.failed_check, None, "{honest:?}");
+    let before = results(&v, "junk").len();
+
+    for round in 1..=2 {
+        let mut b = EvidenceBundle::from_cbor(&p.bundle(&v).await).unwrap();
+        b.gpus = (0..2000)
+            .map(|index| GpuEvidence {
+                index,
+                report: vec![0x11, 0xe0],
+                cert_chain: vec![],
+            })
+            .collect();
+        let r = v
+            .request(
+                &p.client,
+                Method::POST,
+                "/v1/evidence",
+                Some(CBOR),
+                b.to_cbor().unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        let res: PushResult = decode!("push result", &r);
+        assert_eq!(res.failed_check.as_deref(), Some("bundle_format"), "{res:?}");
+        let n = v.node("junk");
+        assert!(
+            n["node"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("more than 16 entries"),
+            "{n}"
+        );
+        assert_eq!(
+            results(&v, "junk").len(),
+            before + round,
+            "every round is recorded"
+        );
+    }
+    assert_eq!(v.node("junk")["node"]["state"], "revoked");
+}
+
+/// Finding 3, first half. Before: a node that was silent or unreachable was charged
+/// `agent_reachable`, and after `revoke_after` such rounds it was revoked, which is
+/// terminal (a network outage could revoke a fleet). Now it is `failed` (untrusted, the
+/// reason says why) and never revoked for being unreachable.
+#[test]
+fn an_unreachable_node_is_failed_but_never_revoked() {
+    let t = Swtpm::start();
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 1,
+            revoke_after: 2,
+            ..Opts::default()
+        },
+    );
+    let mut a = Agent::start(&v, &t, "silent");
+    enrolled(&v, &mut a, "silent");
+    eventually("a scheduled round to pass", 20, || {
+        (v.node("silent")["node"]["state"] == "trusted").then_some(())
+    });
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let n = eventually("four unreachable rounds", 30, || {
+        let n = v.node("silent");
+        let unreachable = n["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["failed_check"] == "agent_reachable")
+            .count();
+        (unreachable >= 4).then_some(n)
+    });
+    assert_eq!(n["node"]["state"], "failed", "{n}");
+    assert_eq!(n["node"]["consecutive_failures"], 0, "{n}");
+    assert!(
+        n["node"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("agent_reachable"),
+        "{n}"
+    );
+    // The agent comes back: the next round passes and the node is trusted again.
+    a.child = Agent::spawn(a.dir.path());
+    eventually("the node to be trusted again", 60, || {
+        (v.node("silent")["node"]["state"] == "trusted").then_some(())
+    });
+}
+
+/// Finding 3, second half. Before: when the verifier ran out of file descriptors, its
+/// failed connects were charged to the nodes (`agent_reachable`) and every node was
+/// revoked. Now the verifier's own exhaustion is recorded as `verifier_error` and changes
+/// nothing for the node.
+#[test]
+fn verifier_file_descriptor_exhaustion_is_not_charged_to_nodes() {
+    let t = Swtpm::start();
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 1,
+            revoke_after: 2,
+            ..Opts::default()
+        },
+    );
+    let mut a = Agent::start(&v, &t, "victim");
+    enrolled(&v, &mut a, "victim");
+    eventually("a scheduled round to pass", 20, || {
+        (v.node("victim")["node"]["state"] == "trusted").then_some(())
+    });
+    let pid = v.child.as_ref().unwrap().id().to_string();
+    // The lowest descriptor number not in use: with the limit there, no new one fits
+    // (the limit bounds numbers, not the count, and closed ones leave holes).
+    let lowest_free = || {
+        let used: std::collections::BTreeSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        (0..).find(|n| !used.contains(n)).unwrap()
+    };
+    // The soft limit only: raising it back needs no privilege.
+    let prlimit = |n: usize| {
+        let st = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={n}:")])
+            .status()
+            .unwrap();
+        assert!(st.success(), "prlimit");
+    };
+    // No descriptor left for a new socket; the agent goes too, so that the pooled
+    // connection to it closes and every round needs a new one.
+    let t0 = now();
+    prlimit(lowest_free());
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let t1 = now();
+    prlimit(4096);
+    let n = eventually("the verifier to answer again", 20, || {
+        let r = v.cli(&["nodes", "show", "victim"]);
+        (r.code == 0).then(|| r.json())
+    });
+    // What was recorded while the verifier had no descriptor (afterwards the dead agent
+    // is merely unreachable).
+    let inside = |x: &Value| x["at"].as_i64().is_some_and(|at| at > t0 && at < t1);
+    let window: Vec<&Value> = n["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| inside(r))
+        .collect();
+    assert!(window.len() >= 2, "rounds recorded while out of descriptors: {n}");
+    for r in &window {
+        assert_eq!(r["failed_check"], "verifier_error", "{r}\n{n}");
+    }
+    let changes: Vec<&Value> = n["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| inside(e))
+        .collect();
+    assert!(
+        changes
+            .iter()
+            .all(|e| e["kind"] != "failed" && e["kind"] != "revoked"),
+        "the node's state changed for the verifier's trouble: {changes:?}"
+    );
+}
