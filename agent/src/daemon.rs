@@ -589,6 +589,13 @@ pub async fn activate(
 /// Enroll with the verifier: send the TPM keys and the TLS key, activate the credential
 /// the verifier sealed to them, check and store the node certificate. Needs `keys()`
 /// before `activate` (the AK must exist); both run on a blocking thread.
+/// `d` plus up to half of it again, at random.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = aws_lc_rs::rand::fill(&mut b).map_or(0, |()| u16::from_le_bytes(b));
+    d + d.mul_f64(f64::from(r) / f64::from(u16::MAX) / 2.0)
+}
+
 pub async fn enroll(
     cfg: &AgentConfig,
     activator: SharedActivator,
@@ -1068,18 +1075,26 @@ pub async fn run(
             _ = &mut shutdown => return Ok(()),
             r = enroll(&cfg, activator.clone(), &client) => r,
         };
-        match attempt {
+        let wait = match attempt {
             Ok(id) => break id,
             Err(DaemonError::Transport(e)) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "verifier unreachable");
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                backoff
+            }
+            // The verifier is momentarily full (pending enrollments): try again later,
+            // at a jittered time so that a fleet restarting together does not return in step.
+            Err(DaemonError::Refused { ref check, .. }) if check == "busy" => {
+                let wait = jitter(backoff);
+                tracing::warn!(retry_in = ?wait, "verifier busy; enrollment retried later");
+                wait
             }
             Err(e) => return Err(e),
+        };
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
         }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
     };
     let rounds = Arc::new(Rounds::new(
         session,

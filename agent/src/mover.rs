@@ -28,6 +28,28 @@ use std::time::Duration;
 
 /// A stalled peer is dropped after this long without progress.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Move connections served at once; more are closed as they arrive.
+pub const MAX_MOVE_CONNECTIONS: usize = 64;
+/// Time a peer has to complete its TLS handshake on the move listener.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One of the move listener's connection places, given back when dropped.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering::SeqCst;
+        open.fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Self(Arc::clone(open)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 /// Connect timeout to the destination.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -679,17 +701,49 @@ impl Mover {
             .cloned()
     }
 
-    /// Accept moves on `listener` (a thread per connection) until the process ends.
+    /// Accept moves on `listener` until the process ends: a thread per connection, at
+    /// most [`MAX_MOVE_CONNECTIONS`] at once (more are closed at once), each handshake
+    /// done within [`HANDSHAKE_DEADLINE`]. A thread the OS refuses costs that connection
+    /// only, never the accept loop.
     pub fn serve(self: &Arc<Self>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
         let me = Arc::clone(self);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(tcp) = stream else { continue };
-                let me = Arc::clone(&me);
-                let tls = tls.clone();
-                std::thread::spawn(move || me.serve_one(tcp, tls));
-            }
-        });
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let spawned = std::thread::Builder::new()
+            .name("move-accept".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let tcp = match stream {
+                        Ok(t) => t,
+                        Err(e) => {
+                            // Out of descriptors and the like: back off instead of spinning.
+                            tracing::warn!(error = %e, "move listener: accept failed");
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                    };
+                    let Some(slot) = Slot::take(&open, MAX_MOVE_CONNECTIONS) else {
+                        tracing::warn!(
+                            limit = MAX_MOVE_CONNECTIONS,
+                            "move listener full: connection closed"
+                        );
+                        continue;
+                    };
+                    let me = Arc::clone(&me);
+                    let tls = tls.clone();
+                    let r = std::thread::Builder::new()
+                        .name("move-conn".into())
+                        .spawn(move || {
+                            let _slot = slot;
+                            me.serve_one(tcp, tls);
+                        });
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "move listener: no thread for a connection; closed");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "move listener: no accept thread");
+        }
     }
 
     fn serve_one(&self, tcp: TcpStream, tls: Arc<rustls::ServerConfig>) {
@@ -718,7 +772,14 @@ impl Mover {
             return;
         };
         let mut s = rustls::StreamOwned::new(conn, tcp);
+        let started = std::time::Instant::now();
         while s.conn.is_handshaking() {
+            // Each read waits IO_TIMEOUT at most; a peer trickling bytes still has to
+            // finish the whole handshake in time.
+            if started.elapsed() > HANDSHAKE_DEADLINE {
+                tracing::warn!("move: TLS handshake took too long; closed");
+                return;
+            }
             if let Err(e) = s.conn.complete_io(&mut s.sock) {
                 tracing::warn!(error = %e, "move: TLS handshake failed");
                 return;
@@ -778,6 +839,51 @@ mod tests {
             .start_send(vec![0xd2], "job1", "127.0.0.1:1".into(), 1024, false)
             .unwrap_err();
         assert_eq!(e.check(), "ticket_format");
+    }
+
+    /// Issue 20 finding 5: the move listener took a thread per connection without a cap.
+    #[test]
+    fn connection_places_are_capped_and_given_back() {
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let held: Vec<Slot> = (0..3).map(|_| Slot::take(&open, 3).unwrap()).collect();
+        assert!(Slot::take(&open, 3).is_none(), "a fourth connection is closed");
+        drop(held);
+        assert_eq!(open.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(Slot::take(&open, 3).is_some());
+    }
+
+    /// A full listener closes new connections at once and keeps accepting.
+    #[test]
+    fn a_full_move_listener_closes_new_connections() {
+        use std::io::Read;
+        let d = tempfile::tempdir().unwrap();
+        let m = mover(d.path());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ca = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&ca)
+            .unwrap();
+        let id =
+            custody_net::Identity::from_pem(cert.pem().as_bytes(), ca.serialize_pem().as_bytes()).unwrap();
+        let tls = custody_net::server_config(id, custody_net::ClientAuth::None).unwrap();
+        m.serve(listener, tls);
+        // Idle connections that never send a byte hold every place.
+        let idle: Vec<TcpStream> = (0..MAX_MOVE_CONNECTIONS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut extra = TcpStream::connect(addr).unwrap();
+        extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        match extra.read(&mut b) {
+            Ok(0) => {}
+            Ok(n) => panic!("{n} bytes from a listener that should have closed"),
+            // Held open (waiting for a handshake) instead of closed: the old behaviour.
+            Err(e) => panic!("the 65th connection was held, not closed: {e}"),
+        }
+        drop(idle);
     }
 
     fn mover(d: &Path) -> Arc<Mover> {

@@ -314,7 +314,11 @@ async fn push_nonce(State(svc): State<Arc<Service>>, Extension(peer): Extension<
         Ok(id) => id,
         Err(r) => return r,
     };
-    match svc.nonces.issue(&id) {
+    let limit = svc.cfg.push_rounds_per_minute;
+    match svc
+        .nonces
+        .issue_for_push(&id, limit, std::time::Duration::from_secs(60))
+    {
         Ok(nonce) => cbor(
             StatusCode::OK,
             "nonce grant",
@@ -324,7 +328,12 @@ async fn push_nonce(State(svc): State<Arc<Service>>, Extension(peer): Extension<
             },
         ),
         Err(e) => refusal(
-            StatusCode::SERVICE_UNAVAILABLE,
+            match e {
+                crate::nonce::NonceError::PerNode | crate::nonce::NonceError::Rate(_) => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            },
             &Refusal {
                 check: "nonce".into(),
                 detail: e.to_string(),

@@ -69,6 +69,9 @@ pub struct Config {
     pub interval_secs: u64,
     /// Lifetime of a round nonce.
     pub nonce_ttl_secs: u64,
+    /// Nonces a node may ask for itself (push mode) per minute; beyond it `/v1/nonce`
+    /// answers 429 (check `nonce`). A node pushing once per interval needs one.
+    pub push_rounds_per_minute: u32,
     /// How long the verifier waits for an agent's evidence.
     pub round_timeout_secs: u64,
     /// Consecutive rounds whose evidence was refused after which a node is revoked. A
@@ -135,6 +138,7 @@ impl Default for Config {
             ek_ca_dir: PathBuf::from("/etc/custody/ek-ca"),
             interval_secs: 60,
             nonce_ttl_secs: 30,
+            push_rounds_per_minute: 60,
             round_timeout_secs: 15,
             revoke_after: 3,
             ear_ttl_secs: 600,
@@ -317,6 +321,9 @@ impl Config {
         }
         if self.interval_secs == 0 || self.nonce_ttl_secs == 0 || self.round_timeout_secs == 0 {
             return bad("`interval_secs`, `nonce_ttl_secs` and `round_timeout_secs` must be positive");
+        }
+        if self.push_rounds_per_minute == 0 {
+            return bad("`push_rounds_per_minute` must be at least 1");
         }
         if self.revoke_after == 0 {
             return bad("`revoke_after` must be at least 1");

@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 const PENDING_TTL: Duration = Duration::from_secs(60);
 /// Pending enrollments held at most (a flood cannot grow memory without bound).
 const MAX_PENDING: usize = 10_000;
+/// Pending enrollments per EK certificate.
+const MAX_PENDING_PER_EK: usize = 2;
 
 #[derive(Debug)]
 struct PendingEnrollment {
@@ -174,9 +176,26 @@ impl Service {
         aws_lc_rs::rand::fill(&mut id).map_err(|e| refuse("rng", e.to_string()))?;
         let enrollment_id = hex::encode(id);
         let mut pending = self.enrollments.lock();
-        if pending.len() >= MAX_PENDING {
-            let t = Instant::now();
+        let t = Instant::now();
+        let of_this_ek = |pending: &HashMap<String, PendingEnrollment>| {
+            pending
+                .values()
+                .filter(|p| p.ek_cert_sha256 == ek_cert_sha256 && p.expires > t)
+                .count()
+        };
+        // Per EK: replaying one certified EK certificate (public) cannot fill the table
+        // every enrolling node shares. A TPM needs one; a second covers a retry.
+        if pending.len() >= MAX_PENDING || of_this_ek(&pending) >= MAX_PENDING_PER_EK {
             pending.retain(|_, p| p.expires > t);
+            if of_this_ek(&pending) >= MAX_PENDING_PER_EK {
+                return Err(refuse(
+                    "busy",
+                    format!(
+                        "this TPM has {MAX_PENDING_PER_EK} enrollments in progress; finish one or wait {} s",
+                        PENDING_TTL.as_secs()
+                    ),
+                ));
+            }
             if pending.len() >= MAX_PENDING {
                 return Err(refuse("busy", "too many enrollments in progress"));
             }

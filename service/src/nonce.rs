@@ -11,6 +11,9 @@ use thiserror::Error;
 /// Outstanding nonces held at most; issuing beyond it first drops expired ones, then
 /// refuses (a flood of nonce requests cannot grow memory without bound).
 const MAX_OUTSTANDING: usize = 1 << 20;
+/// Outstanding nonces per node: one node cannot fill the table that every node shares.
+/// A round needs one; a few cover retries while an old one expires.
+pub const MAX_PER_NODE: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NonceError {
@@ -22,21 +25,55 @@ pub enum NonceError {
     WrongNode,
     #[error("too many outstanding nonces")]
     Exhausted,
+    #[error("this node has {MAX_PER_NODE} nonces outstanding; use or let one expire first")]
+    PerNode,
+    #[error("this node asked for {0} nonces in this interval, its limit")]
+    Rate(u32),
     #[error("no randomness: {0}")]
     Rng(String),
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    map: HashMap<[u8; NONCE_LEN], (String, Instant)>,
+    /// Outstanding nonces per node (the entries of `map` by owner).
+    per_node: HashMap<String, u32>,
+    /// Nonces a node asked for itself (push mode) in the current window: (window start,
+    /// count).
+    pushes: HashMap<String, (Instant, u32)>,
+}
+
+impl Table {
+    fn forget(&mut self, node: &str) {
+        if let Some(c) = self.per_node.get_mut(node) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.per_node.remove(node);
+            }
+        }
+    }
+
+    /// Drop expired nonces and recount.
+    fn purge(&mut self, now: Instant) {
+        self.map.retain(|_, (_, exp)| *exp > now);
+        self.per_node.clear();
+        for (owner, _) in self.map.values() {
+            *self.per_node.entry(owner.clone()).or_default() += 1;
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Nonces {
     ttl: Duration,
-    map: Mutex<HashMap<[u8; NONCE_LEN], (String, Instant)>>,
+    table: Mutex<Table>,
 }
 
 impl Nonces {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            map: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
         }
     }
 
@@ -44,30 +81,63 @@ impl Nonces {
         self.ttl
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; NONCE_LEN], (String, Instant)>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A fresh nonce for `node_id`.
+    /// A fresh nonce for `node_id` (a round the verifier pulls).
     pub fn issue(&self, node_id: &str) -> Result<Nonce, NonceError> {
         let mut n = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut n).map_err(|e| NonceError::Rng(e.to_string()))?;
-        let mut map = self.lock();
-        if map.len() >= MAX_OUTSTANDING {
-            let now = Instant::now();
-            map.retain(|_, (_, exp)| *exp > now);
-            if map.len() >= MAX_OUTSTANDING {
+        let mut t = self.lock();
+        let now = Instant::now();
+        if t.map.len() >= MAX_OUTSTANDING || t.per_node.get(node_id).copied().unwrap_or(0) >= MAX_PER_NODE {
+            t.purge(now);
+            if t.map.len() >= MAX_OUTSTANDING {
                 return Err(NonceError::Exhausted);
             }
+            if t.per_node.get(node_id).copied().unwrap_or(0) >= MAX_PER_NODE {
+                return Err(NonceError::PerNode);
+            }
         }
-        map.insert(n, (node_id.to_owned(), Instant::now() + self.ttl));
+        t.map.insert(n, (node_id.to_owned(), now + self.ttl));
+        *t.per_node.entry(node_id.to_owned()).or_default() += 1;
         Ok(Nonce(n))
+    }
+
+    /// A nonce `node_id` asked for to push a round: at most `per_window` per `window`
+    /// (the attestation interval), on top of the per-node bound on outstanding ones.
+    pub fn issue_for_push(
+        &self,
+        node_id: &str,
+        per_window: u32,
+        window: Duration,
+    ) -> Result<Nonce, NonceError> {
+        {
+            let mut t = self.lock();
+            let now = Instant::now();
+            let e = t.pushes.entry(node_id.to_owned()).or_insert((now, 0));
+            if now.duration_since(e.0) >= window {
+                *e = (now, 0);
+            }
+            if e.1 >= per_window {
+                return Err(NonceError::Rate(e.1));
+            }
+            e.1 += 1;
+            // One entry per node that ever pushed; bounded by the number of nodes.
+        }
+        self.issue(node_id)
     }
 
     /// Consume `nonce` for `node_id`. It is removed whatever the outcome: a nonce shown
     /// once, even with the wrong node, is never accepted again.
     pub fn take(&self, nonce: &Nonce, node_id: &str) -> Result<(), NonceError> {
-        let (owner, expires) = self.lock().remove(nonce.as_bytes()).ok_or(NonceError::Unknown)?;
+        let (owner, expires) = {
+            let mut t = self.lock();
+            let (owner, expires) = t.map.remove(nonce.as_bytes()).ok_or(NonceError::Unknown)?;
+            t.forget(&owner);
+            (owner, expires)
+        };
         let now = Instant::now();
         if now > expires {
             return Err(NonceError::Expired(now.duration_since(expires).as_millis()));
@@ -79,7 +149,7 @@ impl Nonces {
     }
 
     pub fn outstanding(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 }
 
@@ -105,5 +175,34 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         assert!(matches!(n.take(&c, "a"), Err(NonceError::Expired(_))));
         assert_eq!(n.take(&Nonce([0; 32]), "a"), Err(NonceError::Unknown));
+    }
+
+    /// Issue 20 finding 4: one node could fill the table every node shares.
+    #[test]
+    fn one_node_cannot_hold_more_than_its_share() {
+        let n = Nonces::new(Duration::from_millis(60));
+        let held: Vec<Nonce> = (0..MAX_PER_NODE).map(|_| n.issue("greedy").unwrap()).collect();
+        assert_eq!(n.issue("greedy"), Err(NonceError::PerNode));
+        assert!(n.issue("other").is_ok(), "other nodes are not affected");
+        // Using one frees its place; so does expiry.
+        n.take(&held[0], "greedy").unwrap();
+        assert!(n.issue("greedy").is_ok());
+        assert_eq!(n.issue("greedy"), Err(NonceError::PerNode));
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(n.issue("greedy").is_ok());
+    }
+
+    #[test]
+    fn pushed_rounds_are_limited_per_interval() {
+        let n = Nonces::new(Duration::from_secs(60));
+        let w = Duration::from_millis(100);
+        for _ in 0..3 {
+            let x = n.issue_for_push("p", 3, w).unwrap();
+            n.take(&x, "p").unwrap();
+        }
+        assert_eq!(n.issue_for_push("p", 3, w), Err(NonceError::Rate(3)));
+        assert!(n.issue_for_push("q", 3, w).is_ok());
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(n.issue_for_push("p", 3, w).is_ok(), "a new interval");
     }
 }

@@ -349,6 +349,8 @@ enum Mode {
     Accept,
     RefuseEk,
     WrongCa,
+    /// `busy` to the first enrollment, then accept.
+    BusyOnce,
 }
 
 struct Stub {
@@ -369,7 +371,21 @@ async fn stub_enroll(
     body: Bytes,
 ) -> axum::response::Response {
     let req: EnrollRequest = api::from_cbor("EnrollRequest", &body).unwrap();
-    s.requests.lock().unwrap().push(req.clone());
+    let first = {
+        let mut r = s.requests.lock().unwrap();
+        r.push(req.clone());
+        r.len() == 1
+    };
+    if s.mode == Mode::BusyOnce && first {
+        let r = Refusal {
+            check: "busy".into(),
+            detail: "too many enrollments in progress".into(),
+        };
+        return cbor(
+            StatusCode::SERVICE_UNAVAILABLE,
+            api::to_cbor("Refusal", &r).unwrap(),
+        );
+    }
     if s.mode == Mode::RefuseEk {
         let r = Refusal {
             check: "ek_cert_chain".into(),
@@ -526,6 +542,40 @@ async fn run_enrolls_then_serves_rounds() {
     assert_eq!(b.nonce, nonce);
     assert!(b.tpm.is_none());
     assert!(b.platform.contains_key("unavailable.snp"));
+    let _ = tx.send(());
+    agent.await.unwrap().unwrap();
+}
+
+/// Issue 20 finding 4: an agent that got `busy` at start exited. Now it waits (backoff
+/// with jitter) and enrolls on a later try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_retries_a_busy_verifier_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stub(Mode::BusyOnce);
+    let (cfg, _stop) = stub_verifier(s.clone(), &s.ca.pem(), dir.path()).await;
+    let state = cfg.state_dir.clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let started = std::time::Instant::now();
+    let agent = tokio::spawn(daemon::run(
+        cfg,
+        vec![Arc::new(NotBuilt("snp"))],
+        Arc::new(FakeTpm),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let mut enrolled = false;
+    for _ in 0..100 {
+        if state.join(NODE_ID_FILE).exists() {
+            enrolled = true;
+            break;
+        }
+        assert!(!agent.is_finished(), "the agent gave up: {:?}", agent.await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(enrolled, "the agent did not enroll after a busy answer");
+    assert_eq!(s.requests.lock().unwrap().len(), 2, "one busy answer, one retry");
+    assert!(started.elapsed() >= Duration::from_secs(1), "the retry waited");
     let _ = tx.send(());
     agent.await.unwrap().unwrap();
 }

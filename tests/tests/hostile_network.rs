@@ -148,16 +148,6 @@ fn verifier_file_descriptor_exhaustion_is_not_charged_to_nodes() {
         (v.node("victim")["node"]["state"] == "trusted").then_some(())
     });
     let pid = v.child.as_ref().unwrap().id().to_string();
-    // The lowest descriptor number not in use: with the limit there, no new one fits
-    // (the limit bounds numbers, not the count, and closed ones leave holes).
-    let lowest_free = || {
-        let used: std::collections::BTreeSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        (0..).find(|n| !used.contains(n)).unwrap()
-    };
-    // The soft limit only: raising it back needs no privilege.
     let prlimit = |n: usize| {
         let st = std::process::Command::new("prlimit")
             .args(["--pid", &pid, &format!("--nofile={n}:")])
@@ -165,10 +155,12 @@ fn verifier_file_descriptor_exhaustion_is_not_charged_to_nodes() {
             .unwrap();
         assert!(st.success(), "prlimit");
     };
-    // No descriptor left for a new socket; the agent goes too, so that the pooled
-    // connection to it closes and every round needs a new one.
+    // No descriptor left for a new socket: the limit bounds descriptor numbers, so at 3
+    // (stdin, stdout and stderr are open) nothing new fits, whatever closes meanwhile,
+    // while open ones keep working. The agent goes too, so that the pooled connection to
+    // it closes and every round needs a new one.
     let t0 = now();
-    prlimit(lowest_free());
+    prlimit(3);
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     std::thread::sleep(Duration::from_secs(6));
@@ -203,4 +195,53 @@ fn verifier_file_descriptor_exhaustion_is_not_charged_to_nodes() {
             .all(|e| e["kind"] != "failed" && e["kind"] != "revoked"),
         "the node's state changed for the verifier's trouble: {changes:?}"
     );
+}
+
+/// Finding 4. Before: anyone could fill the global table of pending enrollments (10,000)
+/// without authentication by replaying one certified EK certificate, which is public, and
+/// then no TPM could enroll. Now one EK holds at most two pending enrollments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ek_certificate_cannot_fill_the_pending_enrollments() {
+    use custody_formats::api::{self, EnrollChallenge, EnrollRequest, Refusal};
+    let (ta, tb) = (Swtpm::start(), Swtpm::start());
+    let v = Verifier::start(
+        &[&ta, &tb],
+        Opts {
+            interval_secs: 3600,
+            ..Opts::default()
+        },
+    );
+    let anon = v.client(None);
+    let ka = collector(&ta).keys().unwrap();
+    let replay = |i: u16| EnrollRequest {
+        name: format!("flood-{i}"),
+        endpoint: format!("127.0.0.1:{}", 20000 + i),
+        ek_cert: ka.ek_certificate.clone(),
+        ek_public: ka.ek_public.clone(),
+        ak_public: ka.ak_public.clone(),
+        tls_spki: {
+            use rcgen::PublicKeyData;
+            rcgen::KeyPair::generate().unwrap().subject_public_key_info()
+        },
+        locality_endpoint: None,
+        move_endpoint: None,
+    };
+    for i in 0..2 {
+        let body = api::to_cbor("enroll", &replay(i)).unwrap();
+        let r = v
+            .request(&anon, Method::POST, "/v1/enroll", Some(CBOR), body)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        let _: EnrollChallenge = decode!("challenge", &r);
+    }
+    let body = api::to_cbor("enroll", &replay(2)).unwrap();
+    let r = v
+        .request(&anon, Method::POST, "/v1/enroll", Some(CBOR), body)
+        .await;
+    let f: Refusal = decode!("refusal", &r);
+    assert_eq!(f.check, "busy", "{f:?}");
+    assert!(f.detail.contains("this TPM"), "{}", f.detail);
+    // Another TPM enrolls as usual.
+    let mut b = Agent::start(&v, &tb, "honest");
+    enrolled(&v, &mut b, "honest");
 }

@@ -310,15 +310,28 @@ fn renew_body(spki: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_node_certificate_opens_no_route() {
     let t = Swtpm::start();
-    // Nothing serves the in-process node's endpoint: its rounds fail until it is revoked.
-    let v = Verifier::start(&[&t], Opts::default());
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 3600,
+            ..Opts::default()
+        },
+    );
     let state = tempfile::tempdir().unwrap();
     let cfg = agent_config(&v, &t, "failing", state.path());
     let id = enroll_in_process(&cfg, collector(&t)).await;
+    let c = node_client(&v, &id);
+    // The node pushes evidence that does not decode, `revoke_after` (2) times: revoked.
+    // (Being unreachable never revokes.)
+    for _ in 0..2 {
+        let r = v
+            .request(&c, Method::POST, "/v1/evidence", Some(CBOR), vec![0xa0])
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    }
     custody_e2e::eventually("the node to be revoked", 60, || {
         (v.node_listed("failing").unwrap()["state"] == "revoked").then_some(())
     });
-    let c = node_client(&v, &id);
     let r = v.request(&c, Method::POST, "/v1/nonce", None, vec![]).await;
     assert_refusal(&r, StatusCode::FORBIDDEN, "revoked");
     let r = v

@@ -170,7 +170,7 @@ fn start(tpms: [&Swtpm; 3], key: &RegistryKey) -> World {
             free_port(),
             free_port(),
             p(&format!("{name}-checkpoints")).display(),
-            p(&format!("{name}.sock")).display(),
+            p(&format!("{name}-admin/admin.sock")).display(),
             p("data").join("ca.pem").display(),
             state.display(),
             t.tcti()
@@ -571,7 +571,7 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
         "the export's digest"
     );
     let import = |node: &str, f: &Path| {
-        let sock = w.path(&format!("{node}.sock"));
+        let sock = w.path(&format!("{node}-admin/admin.sock"));
         custody([
             "import".as_ref(),
             f.as_os_str(),

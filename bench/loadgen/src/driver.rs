@@ -201,7 +201,7 @@ pub async fn spawn(opt: &Options, ek_ca_dir: &Path) -> Result<Spawned> {
     // interval_secs: the scheduler must never pull from the attesters' fake endpoints;
     // revoke_after: should it ever, no node is revoked for it.
     let cfg = format!(
-        "listen = \"127.0.0.1:{port}\"\nserver_names = [\"127.0.0.1\", \"localhost\"]\ndata_dir = {}\nek_ca_dir = {}\ninterval_secs = 1000000000\nnonce_ttl_secs = 60\nrevoke_after = 1000000\ncheckpoint_secs = 3600\n",
+        "listen = \"127.0.0.1:{port}\"\nserver_names = [\"127.0.0.1\", \"localhost\"]\ndata_dir = {}\nek_ca_dir = {}\ninterval_secs = 1000000000\nnonce_ttl_secs = 60\npush_rounds_per_minute = 1000000000\nrevoke_after = 1000000\ncheckpoint_secs = 3600\n",
         q(&dir.path().join("data")),
         q(ek_ca_dir),
     );
