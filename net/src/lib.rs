@@ -380,15 +380,134 @@ impl PeerCert {
     }
 }
 
-/// Serve `router` over TLS on `listener` until `shutdown` completes. Each connection's
-/// verified client certificate is attached to its requests as [`PeerCert`].
+/// What one listener allows each peer, so that connections cannot be held or filled for
+/// free: anyone who can reach the port can open them, before any certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Connections served at once; more are closed as they are accepted.
+    pub max_connections: usize,
+    /// Time for the whole TLS handshake.
+    pub handshake: Duration,
+    /// Time for an HTTP/1.1 request's headers (trickled headers are cut off).
+    pub header_read: Duration,
+    /// Time for a request's body, from the moment its headers arrived.
+    pub body_read: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle: Duration,
+    /// HTTP/2 pings at this interval; a peer that does not answer within it is dropped.
+    pub keep_alive: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams: u32,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            handshake: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(30),
+            idle: Duration::from_secs(120),
+            keep_alive: Duration::from_secs(30),
+            max_streams: 64,
+        }
+    }
+}
+
+/// The soft limit on this process's open files, from /proc (Linux), if readable.
+pub fn open_files_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Serve `router` over TLS on `listener` until `shutdown` completes, with the default
+/// [`ServeLimits`]. Each connection's verified client certificate is attached to its
+/// requests as [`PeerCert`].
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    serve_with(listener, tls, router, ServeLimits::default(), shutdown).await;
+}
+
+/// A request body that must arrive by a deadline: a client trickling its body holds a
+/// connection and a task only that long.
+struct DeadlineBody {
+    inner: hyper::body::Incoming,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        if let Poll::Ready(r) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(r.map(|f| f.map_err(Into::into)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err("request body not received in time".into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> ActivityGuard {
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ActivityGuard(self.clone())
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(self.last.lock().unwrap_or_else(|p| p.into_inner()).elapsed())
+    }
+}
+
+struct ActivityGuard(Arc<Activity>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: axum::Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let acceptor = TlsAcceptor::from(tls);
+    let places = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let limits = Arc::new(limits);
     tokio::pin!(shutdown);
     loop {
         let (tcp, remote) = tokio::select! {
@@ -403,11 +522,18 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            // Full: closed at once (dropped), before any TLS work is spent on it.
+            tracing::debug!(%remote, limit = limits.max_connections, "connection limit reached; closed");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let _place = place;
+            let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, error = %e, "TLS handshake refused");
@@ -425,14 +551,60 @@ pub async fn serve(
                     .and_then(|c| c.first())
                     .map(|c| c.clone().into_owned()),
             );
-            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(peer.clone());
-                req.extensions_mut().insert(RemoteAddr(remote));
-                router.clone().oneshot(req.map(axum::body::Body::new))
+            let activity = Arc::new(Activity {
+                in_flight: std::sync::atomic::AtomicUsize::new(0),
+                last: std::sync::Mutex::new(tokio::time::Instant::now()),
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            let body_read = limits.body_read;
+            let act = activity.clone();
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let guard = act.begin();
+                let (mut parts, inner) = req.into_parts();
+                parts.extensions.insert(peer.clone());
+                parts.extensions.insert(RemoteAddr(remote));
+                let body = DeadlineBody {
+                    inner,
+                    deadline: Box::pin(tokio::time::sleep(body_read)),
+                };
+                let req = Request::from_parts(parts, axum::body::Body::new(body));
+                let router = router.clone();
+                async move {
+                    let r = router.oneshot(req).await;
+                    drop(guard);
+                    r
+                }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read);
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Some(limits.keep_alive))
+                .keep_alive_timeout(limits.keep_alive)
+                .max_concurrent_streams(limits.max_streams);
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            let tick = (limits.idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%remote, error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    _ = tokio::time::sleep(tick), if !closing => {
+                        if activity.idle_for().is_some_and(|d| d >= limits.idle) {
+                            tracing::debug!(%remote, "idle connection closed");
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
             }
         });
     }

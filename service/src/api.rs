@@ -28,6 +28,9 @@ use std::sync::Arc;
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
+/// Body limit of the enrollment routes (anyone may call them).
+pub const SMALL_BODY: usize = 256 * 1024;
+
 /// Every route, for the router and for the test that the OpenAPI document lists them all.
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
@@ -67,8 +70,16 @@ pub fn router(svc: Arc<Service>) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .route("/v1/keys", get(keys))
-        .route("/v1/enroll", post(enroll))
-        .route("/v1/enroll/activate", post(activate))
+        // Unauthenticated and small: their messages are a few KiB, so a client without a
+        // certificate cannot make the verifier read 16 MiB per request.
+        .route(
+            "/v1/enroll",
+            post(enroll).layer(DefaultBodyLimit::max(SMALL_BODY)),
+        )
+        .route(
+            "/v1/enroll/activate",
+            post(activate).layer(DefaultBodyLimit::max(SMALL_BODY)),
+        )
         .route("/v1/renew", post(renew))
         .route("/v1/nonce", post(push_nonce))
         .route("/v1/evidence", post(push_evidence))

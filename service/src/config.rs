@@ -115,6 +115,8 @@ pub struct Config {
     /// SEV-SNP reference values (`[snp]`): which guest the agent must run in for its
     /// session key to count as CVM-protected.
     pub snp: SnpReference,
+    /// What the API listener allows each peer (connections, deadlines, streams).
+    pub limits: Limits,
     /// Event receivers (HTTPS URLs): each state change is POSTed as JSON.
     pub webhooks: Vec<String>,
     /// CA certificates (PEM) webhook receivers' certificates must chain to.
@@ -157,6 +159,7 @@ impl Default for Config {
             webhook_ca: None,
             node_cert_hours: 24,
             allowed_locality_hosts: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -233,6 +236,60 @@ impl SnpReference {
             host_data,
             vmpl: self.vmpl,
         }))
+    }
+}
+
+/// What the API listener allows each peer (`[limits]`): anyone who reaches the port can
+/// open connections before any certificate is checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections served at once (clamped below the process's open-files limit).
+    pub max_connections: usize,
+    /// Seconds for a TLS handshake.
+    pub handshake_secs: u64,
+    /// Seconds for an HTTP/1.1 request's headers.
+    pub header_read_secs: u64,
+    /// Seconds for a request's body after its headers.
+    pub body_read_secs: u64,
+    /// Seconds a connection may sit with no request in flight.
+    pub idle_secs: u64,
+    /// HTTP/2 keep-alive ping interval (and timeout), seconds.
+    pub keep_alive_secs: u64,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let d = custody_net::ServeLimits::default();
+        Self {
+            max_connections: d.max_connections,
+            handshake_secs: d.handshake.as_secs(),
+            header_read_secs: d.header_read.as_secs(),
+            body_read_secs: d.body_read.as_secs(),
+            idle_secs: d.idle.as_secs(),
+            keep_alive_secs: d.keep_alive.as_secs(),
+            max_streams: d.max_streams,
+        }
+    }
+}
+
+impl Limits {
+    /// The listener's limits; `max_connections` leaves 256 descriptors for everything
+    /// else the verifier opens (database, agents, landmarks, webhooks).
+    pub fn serve_limits(&self) -> custody_net::ServeLimits {
+        use std::time::Duration;
+        let fds = custody_net::open_files_limit().map_or(usize::MAX, |n| n.saturating_sub(256).max(16));
+        custody_net::ServeLimits {
+            max_connections: self.max_connections.min(fds),
+            handshake: Duration::from_secs(self.handshake_secs),
+            header_read: Duration::from_secs(self.header_read_secs),
+            body_read: Duration::from_secs(self.body_read_secs),
+            idle: Duration::from_secs(self.idle_secs),
+            keep_alive: Duration::from_secs(self.keep_alive_secs),
+            max_streams: self.max_streams,
+        }
     }
 }
 
@@ -355,6 +412,17 @@ impl Config {
             if pcrs.iter().any(|p| *p > 23) {
                 return Err(ConfigError::Invalid(format!("`min_pcrs.{bank}`: PCRs are 0-23")));
             }
+        }
+        let l = &self.limits;
+        if l.max_connections == 0
+            || l.handshake_secs == 0
+            || l.header_read_secs == 0
+            || l.body_read_secs == 0
+            || l.idle_secs == 0
+            || l.keep_alive_secs == 0
+            || l.max_streams == 0
+        {
+            return bad("every value in `[limits]` must be positive");
         }
         self.validate_landmarks()?;
         self.snp.values()?;

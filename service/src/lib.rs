@@ -697,7 +697,9 @@ pub async fn run(
     let checkpoints = tokio::spawn(checkpoint_loop(svc.clone(), stop_rx));
     svc.resume_migrations();
     tracing::info!(addr = ?listener.local_addr().ok(), "custody-verifier listening");
-    custody_net::serve(listener, tls, router, shutdown).await;
+    let limits = svc.cfg.limits.serve_limits();
+    tracing::info!(?limits, "listener limits");
+    custody_net::serve_with(listener, tls, router, limits, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = checkpoints.await;

@@ -197,6 +197,150 @@ fn verifier_file_descriptor_exhaustion_is_not_charged_to_nodes() {
     );
 }
 
+/// A TLS connection to the verifier that presents no certificate and says nothing yet.
+async fn raw_tls(v: &Verifier) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let roots = custody_net::roots_from_pem(&v.ca_pem()).unwrap();
+    let cfg = custody_net::client_config(roots, None).unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", v.port))
+        .await
+        .unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Whether the server closes `s` within `within` (EOF, an error, or an answer such as 408
+/// followed by EOF).
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Finding 2. Before: hyper's header read timeout was silently off (no timer was set), so
+/// a client that trickled its headers held a connection and a task for as long as it
+/// liked. Now the headers must arrive within `header_read_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_headers_do_not_hold_a_connection() {
+    use tokio::io::AsyncWriteExt;
+    // A TPM only for its EK CA: the verifier refuses to start without one.
+    let t = Swtpm::start();
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 3600,
+            extra: "[limits]\nheader_read_secs = 2\n".into(),
+            ..Opts::default()
+        },
+    );
+    let s = raw_tls(&v).await;
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let trickle = tokio::spawn(async move {
+        let _ = wr
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await;
+        for _ in 0..40 {
+            if wr.write_all(b"X").await.is_err() || wr.flush().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let started = std::time::Instant::now();
+    assert!(
+        closed_within(&mut rd, Duration::from_secs(6)).await,
+        "a client trickling its headers kept the connection for 6 s"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    trickle.abort();
+}
+
+/// Finding 2. Before: one task per connection with no cap and no idle timeout, so idle
+/// TLS connections (no certificate needed) piled up until descriptors ran out. Now the
+/// listener serves at most `max_connections` (more are closed as they arrive) and closes
+/// a connection with no request in flight after `idle_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_excess_connections_are_closed() {
+    // A TPM only for its EK CA: the verifier refuses to start without one.
+    let t = Swtpm::start();
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 3600,
+            extra: "[limits]\nmax_connections = 8\nidle_secs = 2\n".into(),
+            ..Opts::default()
+        },
+    );
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(raw_tls(&v).await);
+    }
+    // The ninth is closed before any TLS: the handshake cannot complete.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", v.port))
+        .await
+        .unwrap();
+    let roots = custody_net::roots_from_pem(&v.ca_pem()).unwrap();
+    let cfg = custody_net::client_config(roots, None).unwrap();
+    let ninth = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(cfg)
+            .connect(rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp),
+    )
+    .await
+    .expect("the ninth connection was held, not closed");
+    assert!(ninth.is_err(), "a ninth connection was served");
+    // The idle ones are closed after idle_secs, and the listener serves again.
+    for s in &mut idle {
+        assert!(
+            closed_within(s, Duration::from_secs(6)).await,
+            "an idle connection stayed open"
+        );
+    }
+    let r = v
+        .request(&v.client(None), Method::GET, "/healthz", None, vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+/// Finding 2. Before: the unauthenticated enrollment routes read bodies up to 16 MiB (and
+/// with 200 streams per connection, 3.2 GiB per connection). Now they take 256 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_enrollment_bodies_are_refused() {
+    // A TPM only for its EK CA: the verifier refuses to start without one.
+    let t = Swtpm::start();
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            interval_secs: 3600,
+            ..Opts::default()
+        },
+    );
+    let anon = v.client(None);
+    for path in ["/v1/enroll", "/v1/enroll/activate"] {
+        let r = v
+            .request(&anon, Method::POST, path, Some(CBOR), vec![0x40; 1024 * 1024])
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+}
+
 /// Finding 4. Before: anyone could fill the global table of pending enrollments (10,000)
 /// without authentication by replaying one certified EK certificate, which is public, and
 /// then no TPM could enroll. Now one EK holds at most two pending enrollments.
