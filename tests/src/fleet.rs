@@ -11,7 +11,7 @@ use custody_agent::config::{AgentConfig, CollectorsSection, TpmSection};
 use custody_agent::daemon::{self, NodeIdentity};
 use custody_agent::session::Session;
 use custody_agent::tpm::{default_pcrs, TpmCollector, TpmConfig};
-use custody_formats::api::{NonceGrant, PushResult, Refusal, CBOR};
+use custody_formats::api::{self, NonceGrant, PushResult, Refusal, CBOR};
 use custody_formats::bundle::MAX_BUNDLE_LEN;
 pub use custody_net::Response;
 use custody_net::{client_config_for_role, roots_from_pem, HttpsClient, Identity};
@@ -54,6 +54,24 @@ pub struct Opts {
     pub webhook: Option<(String, PathBuf)>,
     /// More lines for verifier.toml (top-level keys first, then any tables).
     pub extra: String,
+}
+
+impl Opts {
+    /// The defaults with continuous attestation every `interval_secs`.
+    pub fn every(interval_secs: u64) -> Self {
+        Self {
+            interval_secs,
+            ..Self::default()
+        }
+    }
+
+    /// Revoke after `n` rounds whose evidence is refused.
+    pub fn revoke_after(self, n: u32) -> Self {
+        Self {
+            revoke_after: n,
+            ..self
+        }
+    }
 }
 
 impl Default for Opts {
@@ -486,4 +504,32 @@ impl Pusher {
         assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
         decode!("push result", &r)
     }
+}
+
+/// A fresh TLS public key (SubjectPublicKeyInfo DER), as an agent would send it.
+pub fn tls_spki() -> Vec<u8> {
+    use rcgen::PublicKeyData;
+    rcgen::KeyPair::generate().unwrap().subject_public_key_info()
+}
+
+/// The enrollment request a TPM with `keys` would send (a fresh TLS key each time): what
+/// an attacker replays, since every field but the TLS key is public.
+pub fn enroll_request(keys: &custody_agent::tpm::TpmKeys, name: &str, endpoint: &str) -> api::EnrollRequest {
+    api::EnrollRequest {
+        name: name.into(),
+        endpoint: endpoint.into(),
+        ek_cert: keys.ek_certificate.clone(),
+        ek_public: keys.ek_public.clone(),
+        ak_public: keys.ak_public.clone(),
+        tls_spki: tls_spki(),
+        locality_endpoint: None,
+        move_endpoint: None,
+    }
+}
+
+/// `POST /v1/enroll` without a client certificate.
+pub async fn begin_enrollment(v: &Verifier, req: &api::EnrollRequest) -> Response {
+    let body = api::to_cbor("enroll", req).unwrap();
+    v.request(&v.client(None), Method::POST, "/v1/enroll", Some(CBOR), body)
+        .await
 }

@@ -27,14 +27,7 @@ fn results(v: &Verifier, name: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_gpu_entries_cannot_make_rounds_vanish() {
     let t = Swtpm::start();
-    let v = Verifier::start(
-        &[&t],
-        Opts {
-            interval_secs: 3600,
-            revoke_after: 2,
-            ..Opts::default()
-        },
-    );
+    let v = Verifier::start(&[&t], Opts::every(3600).revoke_after(2));
     let state = tempfile::tempdir().unwrap();
     let (p, _) = Pusher::enroll(&agent_config(&v, &t, "junk", state.path()), collector(&t)).await;
     let honest = p.push(&v, &p.bundle(&v).await).await;
@@ -86,14 +79,7 @@ async fn junk_gpu_entries_cannot_make_rounds_vanish() {
 #[test]
 fn an_unreachable_node_is_failed_but_never_revoked() {
     let t = Swtpm::start();
-    let v = Verifier::start(
-        &[&t],
-        Opts {
-            interval_secs: 1,
-            revoke_after: 2,
-            ..Opts::default()
-        },
-    );
+    let v = Verifier::start(&[&t], Opts::every(1).revoke_after(2));
     let mut a = Agent::start(&v, &t, "silent");
     enrolled(&v, &mut a, "silent");
     eventually("a scheduled round to pass", 20, || {
@@ -134,14 +120,7 @@ fn an_unreachable_node_is_failed_but_never_revoked() {
 #[test]
 fn verifier_file_descriptor_exhaustion_is_not_charged_to_nodes() {
     let t = Swtpm::start();
-    let v = Verifier::start(
-        &[&t],
-        Opts {
-            interval_secs: 1,
-            revoke_after: 2,
-            ..Opts::default()
-        },
-    );
+    let v = Verifier::start(&[&t], Opts::every(1).revoke_after(2));
     let mut a = Agent::start(&v, &t, "victim");
     enrolled(&v, &mut a, "victim");
     eventually("a scheduled round to pass", 20, || {
@@ -320,13 +299,7 @@ async fn idle_and_excess_connections_are_closed() {
 async fn oversized_enrollment_bodies_are_refused() {
     // A TPM only for its EK CA: the verifier refuses to start without one.
     let t = Swtpm::start();
-    let v = Verifier::start(
-        &[&t],
-        Opts {
-            interval_secs: 3600,
-            ..Opts::default()
-        },
-    );
+    let v = Verifier::start(&[&t], Opts::every(3600));
     let anon = v.client(None);
     for path in ["/v1/enroll", "/v1/enroll/activate"] {
         let r = v
@@ -346,42 +319,17 @@ async fn oversized_enrollment_bodies_are_refused() {
 /// then no TPM could enroll. Now one EK holds at most two pending enrollments.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ek_certificate_cannot_fill_the_pending_enrollments() {
-    use custody_formats::api::{self, EnrollChallenge, EnrollRequest, Refusal};
+    use custody_formats::api::{EnrollChallenge, Refusal};
     let (ta, tb) = (Swtpm::start(), Swtpm::start());
-    let v = Verifier::start(
-        &[&ta, &tb],
-        Opts {
-            interval_secs: 3600,
-            ..Opts::default()
-        },
-    );
-    let anon = v.client(None);
+    let v = Verifier::start(&[&ta, &tb], Opts::every(3600));
     let ka = collector(&ta).keys().unwrap();
-    let replay = |i: u16| EnrollRequest {
-        name: format!("flood-{i}"),
-        endpoint: format!("127.0.0.1:{}", 20000 + i),
-        ek_cert: ka.ek_certificate.clone(),
-        ek_public: ka.ek_public.clone(),
-        ak_public: ka.ak_public.clone(),
-        tls_spki: {
-            use rcgen::PublicKeyData;
-            rcgen::KeyPair::generate().unwrap().subject_public_key_info()
-        },
-        locality_endpoint: None,
-        move_endpoint: None,
-    };
+    let replay = |i: u16| enroll_request(&ka, &format!("flood-{i}"), &format!("127.0.0.1:{}", 20000 + i));
     for i in 0..2 {
-        let body = api::to_cbor("enroll", &replay(i)).unwrap();
-        let r = v
-            .request(&anon, Method::POST, "/v1/enroll", Some(CBOR), body)
-            .await;
+        let r = begin_enrollment(&v, &replay(i)).await;
         assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
         let _: EnrollChallenge = decode!("challenge", &r);
     }
-    let body = api::to_cbor("enroll", &replay(2)).unwrap();
-    let r = v
-        .request(&anon, Method::POST, "/v1/enroll", Some(CBOR), body)
-        .await;
+    let r = begin_enrollment(&v, &replay(2)).await;
     let f: Refusal = decode!("refusal", &r);
     assert_eq!(f.check, "busy", "{f:?}");
     assert!(f.detail.contains("this TPM"), "{}", f.detail);

@@ -44,14 +44,7 @@ fn tamper(p: &Pusher, t: &Swtpm) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_node_cannot_set_a_baseline_that_compares_nothing() {
     let (t1, t2) = (Swtpm::start(), Swtpm::start());
-    let v = Verifier::start(
-        &[&t1, &t2],
-        Opts {
-            interval_secs: 3600,
-            revoke_after: 5,
-            ..Opts::default()
-        },
-    );
+    let v = Verifier::start(&[&t1, &t2], Opts::every(3600).revoke_after(5));
     let s1 = tempfile::tempdir().unwrap();
     let s2 = tempfile::tempdir().unwrap();
     let (first, _) = Pusher::enroll(&agent_config(&v, &t1, "first", s1.path()), quoting(&t1, vec![23])).await;

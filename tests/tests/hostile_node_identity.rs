@@ -11,37 +11,13 @@
 
 use axum::http::{Method, StatusCode};
 use custody_agent::daemon::{self, NodeIdentity};
-use custody_agent::tpm::TpmKeys;
 use custody_e2e::fleet::*;
 use custody_e2e::{decode, free_port, Swtpm};
-use custody_formats::api::{self, EnrollChallenge, EnrollRequest, CBOR};
+use custody_formats::api::{self, EnrollChallenge, CBOR};
 use custody_net::{ClientAuth, HttpsClient};
 use rcgen::PublicKeyData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-fn tls_spki() -> Vec<u8> {
-    rcgen::KeyPair::generate().unwrap().subject_public_key_info()
-}
-
-fn request(keys: &TpmKeys, name: &str, endpoint: &str) -> EnrollRequest {
-    EnrollRequest {
-        name: name.into(),
-        endpoint: endpoint.into(),
-        ek_cert: keys.ek_certificate.clone(),
-        ek_public: keys.ek_public.clone(),
-        ak_public: keys.ak_public.clone(),
-        tls_spki: tls_spki(),
-        locality_endpoint: None,
-        move_endpoint: None,
-    }
-}
-
-async fn begin(v: &Verifier, req: &EnrollRequest) -> Response {
-    let body = api::to_cbor("enroll", req).unwrap();
-    v.request(&v.client(None), Method::POST, "/v1/enroll", Some(CBOR), body)
-        .await
-}
 
 /// A TLS server presenting `id`'s node certificate that counts every request reaching it.
 struct Impostor {
@@ -122,7 +98,7 @@ async fn a_node_certificate_cannot_serve_as_the_verifiers() {
         "bad_label.test:8443",
         "-lead.test:8443",
     ] {
-        let r = begin(&v, &request(&keys_b, "node-b", endpoint)).await;
+        let r = begin_enrollment(&v, &enroll_request(&keys_b, "node-b", endpoint)).await;
         let f = assert_refusal(&r, StatusCode::FORBIDDEN, "endpoint");
         assert!(!f.detail.is_empty(), "{endpoint}");
     }
@@ -182,7 +158,7 @@ async fn a_node_certificate_cannot_serve_as_the_verifiers() {
     let mut ca3 = ca.clone();
     ca3.endpoint = Some(format!("node-a.custody.test:{}", free_port()));
     enroll_in_process(&ca3, collector(&ta)).await;
-    let r = begin(&v, &request(&keys_b, "node-b", "node-a.custody.test:9")).await;
+    let r = begin_enrollment(&v, &enroll_request(&keys_b, "node-b", "node-a.custody.test:9")).await;
     let f = assert_refusal(&r, StatusCode::FORBIDDEN, "endpoint");
     assert!(f.detail.contains("node-a.custody.test"), "{}", f.detail);
     drop(a);
@@ -241,7 +217,7 @@ async fn a_relayed_enrollment_is_refused() {
     let attacker_key = rcgen::KeyPair::generate().unwrap();
     let mut forged = honest.clone();
     forged.tls_spki = attacker_key.subject_public_key_info();
-    let r = begin(&v, &forged).await;
+    let r = begin_enrollment(&v, &forged).await;
     assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
     let ch: EnrollChallenge = decode!("challenge", &r);
 
@@ -405,16 +381,16 @@ async fn a_locality_endpoint_elsewhere_is_refused() {
     );
     let keys = collector(&t).keys().unwrap();
     let port = free_port();
-    let mut req = request(&keys, "loc", &format!("127.0.0.1:{port}"));
+    let mut req = enroll_request(&keys, "loc", &format!("127.0.0.1:{port}"));
     for elsewhere in ["10.1.2.3:22", "169.254.169.254:80", "verifier.test:8442"] {
         req.locality_endpoint = Some(elsewhere.into());
-        let r = begin(&v, &req).await;
+        let r = begin_enrollment(&v, &req).await;
         assert_refusal(&r, StatusCode::FORBIDDEN, "locality_endpoint");
     }
     // The node's own host, or one the operator allowed.
     for fine in [format!("127.0.0.1:{}", free_port()), "192.0.2.7:8450".into()] {
         req.locality_endpoint = Some(fine.clone());
-        let r = begin(&v, &req).await;
+        let r = begin_enrollment(&v, &req).await;
         assert_eq!(
             r.status,
             StatusCode::OK,

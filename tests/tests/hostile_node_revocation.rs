@@ -59,14 +59,7 @@ fn node_state(v: &Verifier, name: &str) -> (String, u64) {
 #[test]
 fn re_enrollment_does_not_reset_a_failing_node() {
     let t = Swtpm::start();
-    let v = Verifier::start(
-        &[&t],
-        Opts {
-            interval_secs: 3600,
-            revoke_after: 3,
-            ..Opts::default()
-        },
-    );
+    let v = Verifier::start(&[&t], Opts::every(3600).revoke_after(3));
     let mut a = Agent::start(&v, &t, "flaky");
     enrolled(&v, &mut a, "flaky");
     let r = attest(&v, "flaky");
@@ -102,29 +95,11 @@ fn re_enrollment_does_not_reset_a_failing_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finishing_enrollment_cannot_take_another_nodes_name() {
     let (ta, tb) = (Swtpm::start(), Swtpm::start());
-    let v = Verifier::start(
-        &[&ta, &tb],
-        Opts {
-            interval_secs: 3600,
-            ..Opts::default()
-        },
-    );
+    let v = Verifier::start(&[&ta, &tb], Opts::every(3600));
     let anon = v.client(None);
     let ca = collector(&ta);
     let ka = ca.keys().unwrap();
-    let request = |name: &str| EnrollRequest {
-        name: name.into(),
-        endpoint: format!("127.0.0.1:{}", free_port()),
-        ek_cert: ka.ek_certificate.clone(),
-        ek_public: ka.ek_public.clone(),
-        ak_public: ka.ak_public.clone(),
-        tls_spki: {
-            use rcgen::PublicKeyData;
-            rcgen::KeyPair::generate().unwrap().subject_public_key_info()
-        },
-        locality_endpoint: None,
-        move_endpoint: None,
-    };
+    let request = |name: &str| enroll_request(&ka, name, &format!("127.0.0.1:{}", free_port()));
     let cbor = |r: &EnrollRequest| api::to_cbor("enroll", r).unwrap();
     // A name of a node id's shape is refused at once.
     let r = v
@@ -182,14 +157,7 @@ async fn a_finishing_enrollment_cannot_take_another_nodes_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_round_cannot_race_a_pulled_round_of_the_same_node() {
     let t = Swtpm::start();
-    let v = Verifier::start(
-        &[&t],
-        Opts {
-            interval_secs: 3600,
-            revoke_after: 5,
-            ..Opts::default()
-        },
-    );
+    let v = Verifier::start(&[&t], Opts::every(3600).revoke_after(5));
     // The node's round endpoint accepts TCP and never answers: a pulled round hangs there
     // until the verifier's round timeout (5 s).
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -250,14 +218,7 @@ fn a_cleared_tpm_is_not_revoked_forever() {
     // A power cycle first, so that the clear below has a reset count to set back.
     t.power_cycle();
     assert!(t.reset_counts().0 >= 1);
-    let v = Verifier::start(
-        &[&t],
-        Opts {
-            interval_secs: 3600,
-            revoke_after: 2,
-            ..Opts::default()
-        },
-    );
+    let v = Verifier::start(&[&t], Opts::every(3600).revoke_after(2));
     let mut a = Agent::start(&v, &t, "cleared");
     enrolled(&v, &mut a, "cleared");
     let r = attest(&v, "cleared");
