@@ -168,6 +168,17 @@ fn role(peer: &PeerCert) -> Option<String> {
     peer.common_name()
 }
 
+/// An operator's JSON body: the peer must be the operator and the body must parse
+/// (refused at `check` otherwise).
+fn operator_body<T: serde::de::DeserializeOwned>(
+    peer: &PeerCert,
+    body: &[u8],
+    check: &'static str,
+) -> Result<T, Response> {
+    require_operator(peer)?;
+    serde_json::from_slice(body).map_err(|e| json_error(StatusCode::BAD_REQUEST, check, e))
+}
+
 fn require_operator(peer: &PeerCert) -> Result<(), Response> {
     match role(peer).as_deref() {
         Some("operator") => Ok(()),
@@ -517,12 +528,9 @@ async fn remove_node(
     Path(key): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = require_operator(&peer) {
-        return r;
-    }
-    let b: RemoveBody = match serde_json::from_slice(&body) {
+    let b: RemoveBody = match operator_body(&peer, &body, "remove_format") {
         Ok(b) => b,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, "remove_format", e),
+        Err(r) => return r,
     };
     let reason = b.reason.trim().to_owned();
     if reason.is_empty() || reason.len() > 1024 {
@@ -617,12 +625,9 @@ async fn set_reference(
     Path(group): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = require_operator(&peer) {
-        return r;
-    }
-    let b: ReferenceBody = match serde_json::from_slice(&body) {
+    let b: ReferenceBody = match operator_body(&peer, &body, "reference_format") {
         Ok(b) => b,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, "reference_format", e),
+        Err(r) => return r,
     };
     for (bank, pcrs) in &b.pcrs {
         let want = match bank.as_str() {
@@ -727,12 +732,9 @@ async fn set_group(
     Path(key): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = require_operator(&peer) {
-        return r;
-    }
-    let b: GroupBody = match serde_json::from_slice(&body) {
+    let b: GroupBody = match operator_body(&peer, &body, "group") {
         Ok(b) => b,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, "group", e),
+        Err(r) => return r,
     };
     let by = peer.common_name().unwrap_or_default();
     match blocking(move || svc.set_group(&key, &b.group, &by)).await {
