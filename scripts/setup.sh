@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Custody needs on a fresh Debian (bookworm) machine: the system
 # packages for the real-TPM tests (swtpm, tpm2-tools, tpm2-tss), libxmlsec1 for NVIDIA RIM
-# signatures, python3 (the demo reads JSON with it; bench/appraise.sh makes a venv),
+# signatures, python3 (the demo reads JSON with it; bench/appraise.sh makes a venv, and
+# scripts/schemathesis.sh installs schemathesis from PyPI into .venv-schemathesis),
 # openssh-server (bench/mover.sh compares against scp through a private sshd), and the
 # Rust tools CI uses; perl builds the OpenSSL that Veraison's `ear` crate (a dev-dependency,
 # the EAR interop test) compiles from source. CI and a new user run this same script.
@@ -34,4 +35,15 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
+# schemathesis for scripts/schemathesis.sh (the API fuzzing scripts/test.sh runs), pinned
+# there; SCHEMATHESIS_EXAMPLES=0 skips both the install and the run.
+if [ "${SCHEMATHESIS_EXAMPLES:-25}" != "0" ]; then
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  st_version="$(sed -n 's/^SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-\(.*\)}"$/\1/p' "$root/scripts/schemathesis.sh")"
+  if ! "$root/.venv-schemathesis/bin/st" --version 2>/dev/null | grep -q "$st_version"; then
+    echo "setup: installing schemathesis $st_version into .venv-schemathesis"
+    python3 -m venv "$root/.venv-schemathesis"
+    "$root/.venv-schemathesis/bin/pip" install -q --disable-pip-version-check "schemathesis==$st_version"
+  fi
+fi
 echo "setup: ok ($(cargo --version), $(swtpm --version 2>&1 | head -1))"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run every test: formatting, lints, unit and end-to-end tests (real swtpm),
-# and a short run of every fuzz target. This is the README's test command and .ci/run's.
+# a short run of every fuzz target and a short schemathesis run against the live API. This is the README's test command and .ci/run's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,3 +13,8 @@ cargo test --manifest-path interop/Cargo.toml --locked
 # Fuzz smoke run (each target briefly); FUZZ_SECONDS=0 skips it. Any finding fails it.
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 if [ "${FUZZ_SECONDS:-20}" != "0" ]; then bash scripts/fuzz-findings-test.sh; fi
+# API fuzzing (schemathesis against service/openapi.json on a live verifier, anonymous,
+# operator and node); SCHEMATHESIS_EXAMPLES=0 skips it. Any finding fails it.
+if [ "${SCHEMATHESIS_EXAMPLES:-25}" != "0" ]; then
+  bash scripts/schemathesis.sh --max-examples "${SCHEMATHESIS_EXAMPLES:-25}"
+fi
