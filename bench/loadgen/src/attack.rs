@@ -306,10 +306,7 @@ fn slow_header_byte(i: u64) -> u8 {
     let i = usize::try_from(i).unwrap_or(usize::MAX);
     match HEAD.get(i) {
         Some(&b) => b,
-        None => LINE
-            .get((i - HEAD.len()) % LINE.len())
-            .copied()
-            .unwrap_or(b'a'),
+        None => LINE.get((i - HEAD.len()) % LINE.len()).copied().unwrap_or(b'a'),
     }
 }
 
@@ -361,7 +358,14 @@ async fn slow_headers(t: Target, every: Duration, deadline: Instant) {
     }
 }
 
-async fn big_bodies(url: String, client: HttpsClient, body: Vec<u8>, st: Arc<Stats>, k: usize, deadline: Instant) {
+async fn big_bodies(
+    url: String,
+    client: HttpsClient,
+    body: Vec<u8>,
+    st: Arc<Stats>,
+    k: usize,
+    deadline: Instant,
+) {
     let routes = ["/v1/enroll", "/v1/enroll/activate"];
     let mut i = k;
     while Instant::now() < deadline {
@@ -369,7 +373,12 @@ async fn big_bodies(url: String, client: HttpsClient, body: Vec<u8>, st: Arc<Sta
         i += 1;
         let r = timeout_at(
             deadline,
-            client.request(Method::POST, &format!("{url}{route}"), Some(wire::CBOR), body.clone()),
+            client.request(
+                Method::POST,
+                &format!("{url}{route}"),
+                Some(wire::CBOR),
+                body.clone(),
+            ),
         )
         .await;
         let Ok(r) = r else { return };
@@ -478,14 +487,27 @@ pub async fn run(opt: AttackOptions, ready: impl FnOnce(&AttackReport)) -> Resul
         let c = HttpsClient::new(anon_cfg.clone(), Duration::from_secs(30), 1 << 20);
         let body = vec![0xa5u8; opt.big_bytes];
         for k in 0..opt.big {
-            tasks.spawn(big_bodies(url.clone(), c.clone(), body.clone(), st.clone(), k, hold_end));
+            tasks.spawn(big_bodies(
+                url.clone(),
+                c.clone(),
+                body.clone(),
+                st.clone(),
+                k,
+                hold_end,
+            ));
         }
     }
     if let (Some((cert, key)), true) = (&opt.node, opt.garbage > 0) {
         let id = Identity::from_pem(cert.as_bytes(), key.as_bytes())?;
         let c = HttpsClient::new(client_config(roots, Some(id))?, Duration::from_secs(30), 1 << 20);
         for _ in 0..opt.garbage {
-            tasks.spawn(garbage(url.clone(), c.clone(), opt.garbage_max, st.clone(), hold_end));
+            tasks.spawn(garbage(
+                url.clone(),
+                c.clone(),
+                opt.garbage_max,
+                st.clone(),
+                hold_end,
+            ));
         }
     }
     ready(&st.report(ramp_s, start.elapsed().as_secs_f64()));

@@ -460,7 +460,19 @@ async fn setup(opt: &Options, extra: usize) -> Result<Setup> {
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await?;
             let node = enroll(&url, &anon, &ca, &roots, name, i as u64 + 1).await?;
-            push_round(&url, &node).await.context("first round")?;
+            // Right after enrollment the verifier may still hold a round of its own with
+            // the node (busy, 409): try again a few times.
+            let mut tries = 0;
+            loop {
+                match push_round(&url, &node).await {
+                    Ok(_) => break,
+                    Err(e) if tries < 20 && format!("{e:#}").contains("HTTP 409") => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e.context("first round")),
+                }
+            }
             anyhow::Ok(node)
         }));
     }
@@ -488,7 +500,13 @@ struct Phase {
     loadgen_cpu: Cpu,
 }
 
-async fn measure(nodes: &Arc<Vec<Node>>, url: &str, c: usize, duration: Duration, vpid: Option<u32>) -> Result<Phase> {
+async fn measure(
+    nodes: &Arc<Vec<Node>>,
+    url: &str,
+    c: usize,
+    duration: Duration,
+    vpid: Option<u32>,
+) -> Result<Phase> {
     // Loop k owns attesters k, k+C, ...: an attester is never in two rounds at once (its
     // TPM clock must be seen to move forward).
     let errors = Arc::new(AtomicU64::new(0));
@@ -498,7 +516,12 @@ async fn measure(nodes: &Arc<Vec<Node>>, url: &str, c: usize, duration: Duration
     let deadline = start + duration;
     let mut loops = Vec::new();
     for k in 0..c {
-        let (nodes, url, errors, first) = (nodes.clone(), url.to_owned(), errors.clone(), first_errors.clone());
+        let (nodes, url, errors, first) = (
+            nodes.clone(),
+            url.to_owned(),
+            errors.clone(),
+            first_errors.clone(),
+        );
         loops.push(tokio::spawn(async move {
             let mine: Vec<usize> = (k..nodes.len()).step_by(c).collect();
             let mut times = Vec::new();
@@ -704,7 +727,10 @@ fn sibling_bin(given: Option<&PathBuf>, name: &str) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("executable has no directory"))?
         .join(name);
     if !p.exists() {
-        bail!("{} not found: build it (cargo build -p custody-loadgen)", p.display());
+        bail!(
+            "{} not found: build it (cargo build -p custody-loadgen)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -715,7 +741,10 @@ fn sibling_bin(given: Option<&PathBuf>, name: &str) -> Result<PathBuf> {
 pub async fn run_attack(opt: Options, a: AttackSettings) -> Result<AttackRun> {
     let bin = sibling_bin(a.attacker_bin.as_ref(), "custody-attacker")?;
     let mut s = setup(&opt, 1).await?;
-    let bad = s.nodes.pop().ok_or_else(|| anyhow!("no node for the garbage pusher"))?;
+    let bad = s
+        .nodes
+        .pop()
+        .ok_or_else(|| anyhow!("no node for the garbage pusher"))?;
     let nodes: Arc<Vec<Node>> = Arc::new(s.nodes);
     let c = opt.concurrency.clamp(1, nodes.len().max(1));
     let vpid = s.spawned.as_ref().map(Spawned::pid);
@@ -726,7 +755,11 @@ pub async fn run_attack(opt: Options, a: AttackSettings) -> Result<AttackRun> {
     drop(fds);
 
     let dir = tempfile::tempdir()?;
-    let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("node.pem"), dir.path().join("node.key"));
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("node.pem"),
+        dir.path().join("node.key"),
+    );
     std::fs::write(&ca, &s.roots_pem)?;
     std::fs::write(&cert, &bad.cert_pem)?;
     std::fs::write(&key, &bad.key_pem)?;
@@ -775,18 +808,16 @@ pub async fn run_attack(opt: Options, a: AttackSettings) -> Result<AttackRun> {
     let attacked = measure(&nodes, &s.url, c, opt.duration, vpid).await?;
     let a_cpu1 = proc_cpu(apid);
     let a_wall = t_att.elapsed().as_secs_f64();
-    let done = attacker
-        .line("done ", Duration::from_secs_f64(hold + 30.0))
-        .await;
+    let done = attacker.line("done ", Duration::from_secs_f64(hold + 30.0)).await;
     let attack_fds = fds.peak();
     drop(fds);
     drop(attacker);
     let attacker_cpu = cpu_delta(a_cpu0, a_cpu1, a_wall);
 
     let metrics = verifier_metrics(&s.anon, &s.url).await;
-    let revoked = metrics.as_deref().map(|m| {
-        metric(m, "custody_nodes{state=\"revoked\"}").unwrap_or(0)
-    });
+    let revoked = metrics
+        .as_deref()
+        .map(|m| metric(m, "custody_nodes{state=\"revoked\"}").unwrap_or(0));
     let fd_limit = vpid.and_then(fd_limit);
     drop(s.spawned);
     let errors = clean.errors + attacked.errors;

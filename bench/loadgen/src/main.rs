@@ -124,11 +124,15 @@ fn print_attack(r: &AttackRun, json: bool) -> Result<()> {
         }
         println!(
             "attacker ready: {}",
-            r.attacker_ready.as_ref().map_or_else(|| "-".into(), ToString::to_string)
+            r.attacker_ready
+                .as_ref()
+                .map_or_else(|| "-".into(), ToString::to_string)
         );
         println!(
             "attacker done: {}",
-            r.attacker_done.as_ref().map_or_else(|| "-".into(), ToString::to_string)
+            r.attacker_done
+                .as_ref()
+                .map_or_else(|| "-".into(), ToString::to_string)
         );
     }
     let n = |v: Option<u64>| v.map_or_else(|| "unknown".to_owned(), |n| n.to_string());

@@ -61,7 +61,10 @@ fn tiny_attack_runs_and_stops_by_itself() {
     let lines: Vec<&str> = stdout.lines().collect();
     let last = lines[lines.len() - 1];
     assert!(last.starts_with("attack: clean "), "{last}");
-    assert!(last.contains("/s p99 ") && last.contains("; under attack "), "{last}");
+    assert!(
+        last.contains("/s p99 ") && last.contains("; under attack "),
+        "{last}"
+    );
     assert!(last.contains("; revoked 0; errors 0"), "{last}");
     let r: serde_json::Value = serde_json::from_str(lines[lines.len() - 3]).unwrap();
     let done = &r["attacker_done"];
@@ -73,7 +76,10 @@ fn tiny_attack_runs_and_stops_by_itself() {
     assert!(!done["garbage_evidence"].as_object().unwrap().is_empty(), "{r}");
     // The verifier held the attack's sockets: 28 more descriptors at least.
     let clean = r["verifier_fds_clean_peak"].as_u64().unwrap();
-    assert!(r["verifier_fds_attack_peak"].as_u64().unwrap() >= clean + 28, "{r}");
+    assert!(
+        r["verifier_fds_attack_peak"].as_u64().unwrap() >= clean + 28,
+        "{r}"
+    );
     assert!(r["attacked"]["appraisals"].as_u64().unwrap() >= 1, "{r}");
     // Bounded: 1 s clean + 1 s attacked + the attacker's 3 s margin, plus enrollment.
     assert!(t.elapsed() < std::time::Duration::from_secs(120));
