@@ -271,6 +271,9 @@ pub struct Node {
     pub tpm: SoftTpm,
     pub id: String,
     pub client: HttpsClient,
+    /// The node's certificate chain and TLS key (PEM), for another process to use.
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 async fn post<T: for<'de> serde::Deserialize<'de>>(
@@ -335,10 +338,8 @@ pub async fn enroll(
         )?,
     )
     .await?;
-    let id = Identity::from_pem(
-        done.certificate_pem.as_bytes(),
-        tls_key.serialize_pem().as_bytes(),
-    )?;
+    let key_pem = tls_key.serialize_pem();
+    let id = Identity::from_pem(done.certificate_pem.as_bytes(), key_pem.as_bytes())?;
     let client = HttpsClient::new(
         client_config(roots_from_pem(roots_pem.as_bytes())?, Some(id))?,
         Duration::from_secs(30),
@@ -348,6 +349,8 @@ pub async fn enroll(
         tpm,
         id: done.node_id,
         client,
+        cert_pem: done.certificate_pem,
+        key_pem,
     })
 }
 
@@ -391,7 +394,17 @@ pub fn prepare_ca(dir: &Path) -> Result<EkCa> {
     Ok(ca)
 }
 
-pub async fn run(opt: Options) -> Result<Report> {
+/// A verifier (spawned or given) with enrolled attesters, each past its first round.
+struct Setup {
+    spawned: Option<Spawned>,
+    url: String,
+    roots_pem: String,
+    anon: HttpsClient,
+    nodes: Vec<Node>,
+    enroll_s: f64,
+}
+
+async fn setup(opt: &Options, extra: usize) -> Result<Setup> {
     let tmp_ca = tempfile::tempdir()?;
     let ca_dir = opt
         .ek_ca_out
@@ -399,7 +412,7 @@ pub async fn run(opt: Options) -> Result<Report> {
         .unwrap_or_else(|| tmp_ca.path().to_path_buf());
     let ca = Arc::new(prepare_ca(&ca_dir)?);
     let spawned = if opt.spawn {
-        Some(spawn(&opt, &ca_dir).await?)
+        Some(spawn(opt, &ca_dir).await?)
     } else {
         None
     };
@@ -435,7 +448,7 @@ pub async fn run(opt: Options) -> Result<Report> {
     let tag = hex::encode(tag);
     let sem = Arc::new(tokio::sync::Semaphore::new(8));
     let mut tasks = Vec::new();
-    for i in 0..opt.attesters {
+    for i in 0..opt.attesters + extra {
         let (url, anon, ca, roots, sem) = (
             url.clone(),
             anon.clone(),
@@ -447,29 +460,68 @@ pub async fn run(opt: Options) -> Result<Report> {
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await?;
             let node = enroll(&url, &anon, &ca, &roots, name, i as u64 + 1).await?;
-            push_round(&url, &node).await.context("first round")?;
+            // Right after enrollment the verifier may still hold a round of its own with
+            // the node (busy, 409): try again a few times.
+            let mut tries = 0;
+            loop {
+                match push_round(&url, &node).await {
+                    Ok(_) => break,
+                    Err(e) if tries < 20 && format!("{e:#}").contains("HTTP 409") => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e.context("first round")),
+                }
+            }
             anyhow::Ok(node)
         }));
     }
-    let mut nodes = Vec::with_capacity(opt.attesters);
+    let mut nodes = Vec::with_capacity(opt.attesters + extra);
     for t in tasks {
         nodes.push(t.await??);
     }
-    let enroll_s = t_enroll.elapsed().as_secs_f64();
+    Ok(Setup {
+        spawned,
+        url,
+        roots_pem,
+        anon,
+        nodes,
+        enroll_s: t_enroll.elapsed().as_secs_f64(),
+    })
+}
 
-    // The measured phase. Loop k owns attesters k, k+C, ...: an attester is never in two
-    // rounds at once (its TPM clock must be seen to move forward).
-    let nodes: Arc<Vec<Node>> = Arc::new(nodes);
-    let c = opt.concurrency.clamp(1, nodes.len().max(1));
+/// One measured phase: C loops of push rounds for `duration`.
+struct Phase {
+    times: Vec<RoundTimes>,
+    errors: u64,
+    first_errors: Vec<String>,
+    wall: f64,
+    verifier_cpu: Option<Cpu>,
+    loadgen_cpu: Cpu,
+}
+
+async fn measure(
+    nodes: &Arc<Vec<Node>>,
+    url: &str,
+    c: usize,
+    duration: Duration,
+    vpid: Option<u32>,
+) -> Result<Phase> {
+    // Loop k owns attesters k, k+C, ...: an attester is never in two rounds at once (its
+    // TPM clock must be seen to move forward).
     let errors = Arc::new(AtomicU64::new(0));
     let first_errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let vpid = spawned.as_ref().map(Spawned::pid);
     let cpu0 = (vpid.and_then(proc_cpu), proc_cpu(std::process::id()));
     let start = Instant::now();
-    let deadline = start + opt.duration;
+    let deadline = start + duration;
     let mut loops = Vec::new();
     for k in 0..c {
-        let (nodes, url, errors, first) = (nodes.clone(), url.clone(), errors.clone(), first_errors.clone());
+        let (nodes, url, errors, first) = (
+            nodes.clone(),
+            url.to_owned(),
+            errors.clone(),
+            first_errors.clone(),
+        );
         loops.push(tokio::spawn(async move {
             let mine: Vec<usize> = (k..nodes.len()).step_by(c).collect();
             let mut times = Vec::new();
@@ -499,39 +551,287 @@ pub async fn run(opt: Options) -> Result<Report> {
     }
     let wall = start.elapsed().as_secs_f64();
     let cpu1 = (vpid.and_then(proc_cpu), proc_cpu(std::process::id()));
-    let metrics = verifier_metrics(&anon, &url).await;
-    let audit_errors = metrics
-        .as_deref()
-        .and_then(|m| metric(m, "custody_audit_append_errors_total"));
-    let rounds_per_commit = metrics.as_deref().and_then(|m| {
-        let commits = metric(m, "custody_round_group_commits_total")?;
-        let rounds = metric(m, "custody_round_group_committed_total")?;
-        (commits > 0).then(|| rounds as f64 / commits as f64)
-    });
-    drop(spawned);
-
-    let mut total: Vec<u64> = times.iter().map(|t| t.nonce_us + t.evidence_us).collect();
-    let mut nonce: Vec<u64> = times.iter().map(|t| t.nonce_us).collect();
-    let mut build: Vec<u64> = times.iter().map(|t| t.build_us).collect();
-    let mut evidence: Vec<u64> = times.iter().map(|t| t.evidence_us).collect();
     let first_errors = first_errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    Ok(Report {
-        attesters: nodes.len(),
-        concurrency: c,
-        duration_s: wall,
-        enroll_s,
-        appraisals: times.len() as u64,
+    Ok(Phase {
+        times,
         errors: errors.load(Ordering::Relaxed),
-        appraisals_per_s: times.len() as f64 / wall,
-        latency: percentiles(&mut total),
-        nonce_request: percentiles(&mut nonce),
-        build_bundle: percentiles(&mut build),
-        evidence_request: percentiles(&mut evidence),
+        first_errors,
+        wall,
         verifier_cpu: cpu_delta(cpu0.0, cpu1.0, wall),
         loadgen_cpu: cpu_delta(cpu0.1, cpu1.1, wall).unwrap_or_default(),
-        first_errors,
-        audit_errors,
-        rounds_per_commit,
+    })
+}
+
+impl Phase {
+    fn report(self, attesters: usize, c: usize, enroll_s: f64, metrics: Option<&str>) -> Report {
+        let times = self.times;
+        let mut total: Vec<u64> = times.iter().map(|t| t.nonce_us + t.evidence_us).collect();
+        let mut nonce: Vec<u64> = times.iter().map(|t| t.nonce_us).collect();
+        let mut build: Vec<u64> = times.iter().map(|t| t.build_us).collect();
+        let mut evidence: Vec<u64> = times.iter().map(|t| t.evidence_us).collect();
+        Report {
+            attesters,
+            concurrency: c,
+            duration_s: self.wall,
+            enroll_s,
+            appraisals: times.len() as u64,
+            errors: self.errors,
+            appraisals_per_s: times.len() as f64 / self.wall,
+            latency: percentiles(&mut total),
+            nonce_request: percentiles(&mut nonce),
+            build_bundle: percentiles(&mut build),
+            evidence_request: percentiles(&mut evidence),
+            verifier_cpu: self.verifier_cpu,
+            loadgen_cpu: self.loadgen_cpu,
+            first_errors: self.first_errors,
+            audit_errors: metrics.and_then(|m| metric(m, "custody_audit_append_errors_total")),
+            rounds_per_commit: metrics.and_then(|m| {
+                let commits = metric(m, "custody_round_group_commits_total")?;
+                let rounds = metric(m, "custody_round_group_committed_total")?;
+                (commits > 0).then(|| rounds as f64 / commits as f64)
+            }),
+        }
+    }
+}
+
+pub async fn run(opt: Options) -> Result<Report> {
+    let s = setup(&opt, 0).await?;
+    let nodes: Arc<Vec<Node>> = Arc::new(s.nodes);
+    let c = opt.concurrency.clamp(1, nodes.len().max(1));
+    let vpid = s.spawned.as_ref().map(Spawned::pid);
+    let phase = measure(&nodes, &s.url, c, opt.duration, vpid).await?;
+    let metrics = verifier_metrics(&s.anon, &s.url).await;
+    drop(s.spawned);
+    Ok(phase.report(nodes.len(), c, s.enroll_s, metrics.as_deref()))
+}
+
+/// The attack bench's settings (see `custody_loadgen::attack`).
+#[derive(Debug, Clone, Default)]
+pub struct AttackSettings {
+    /// The `custody-attacker` binary (default: next to this executable).
+    pub attacker_bin: Option<PathBuf>,
+    /// Extra arguments for it, e.g. `--idle-tls 20`.
+    pub attacker_args: Vec<String>,
+    /// Seconds the attacker may take to open its connections.
+    pub ramp_max_s: f64,
+}
+
+/// The attack bench's outcome: the same load, clean and then under attack.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttackRun {
+    pub clean: Report,
+    pub attacked: Report,
+    /// The attacker's own report (`ready` when the hold began, `done` at its end).
+    pub attacker_ready: Option<serde_json::Value>,
+    pub attacker_done: Option<serde_json::Value>,
+    pub attacker_cpu: Option<Cpu>,
+    /// The verifier's open descriptors (/proc/PID/fd), highest sample of each phase.
+    pub verifier_fds_clean_peak: Option<u64>,
+    pub verifier_fds_attack_peak: Option<u64>,
+    /// The verifier's soft and hard `Max open files`.
+    pub verifier_fd_limit: Option<String>,
+    /// `custody_nodes{state="revoked"}` after the run (a fresh verifier starts at 0).
+    pub revoked: Option<u64>,
+    /// Failed legitimate rounds, both phases.
+    pub errors: u64,
+}
+
+fn fd_count(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+fn fd_limit(pid: u32) -> Option<String> {
+    let l = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = l.lines().find(|l| l.starts_with("Max open files"))?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    Some(format!("{} soft, {} hard", f.get(3)?, f.get(4)?))
+}
+
+/// Samples a process's descriptor count every 100 ms until dropped; `peak()` so far.
+struct FdSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    peak: Arc<AtomicU64>,
+}
+
+impl FdSampler {
+    fn start(pid: Option<u32>) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        if let Some(pid) = pid {
+            let (stop, peak) = (stop.clone(), peak.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(n) = fd_count(pid) {
+                        peak.fetch_max(n, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        Self { stop, peak }
+    }
+    fn peak(&self) -> Option<u64> {
+        Some(self.peak.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+}
+
+impl Drop for FdSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The attacker process; killed on drop should it not have stopped by itself.
+struct Attacker {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Attacker {
+    /// The next stdout line starting with `tag`, parsed as JSON, within `wait`.
+    async fn line(&self, tag: &str, wait: Duration) -> Option<serde_json::Value> {
+        let end = Instant::now() + wait;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.lines.try_recv() {
+                Ok(l) => {
+                    if let Some(j) = l.strip_prefix(tag) {
+                        return serde_json::from_str(j.trim()).ok();
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    tokio::time::sleep(left.min(Duration::from_millis(50))).await;
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn sibling_bin(given: Option<&PathBuf>, name: &str) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe().context("own executable")?;
+    let p = exe
+        .parent()
+        .ok_or_else(|| anyhow!("executable has no directory"))?
+        .join(name);
+    if !p.exists() {
+        bail!(
+            "{} not found: build it (cargo build -p custody-loadgen)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// The attack bench: enroll, measure the load clean, start `custody-attacker` (another
+/// process; one more enrolled node for its garbage evidence), wait until its connections
+/// are open, measure the same load again while it holds them, let it stop by itself.
+pub async fn run_attack(opt: Options, a: AttackSettings) -> Result<AttackRun> {
+    let bin = sibling_bin(a.attacker_bin.as_ref(), "custody-attacker")?;
+    let mut s = setup(&opt, 1).await?;
+    let bad = s
+        .nodes
+        .pop()
+        .ok_or_else(|| anyhow!("no node for the garbage pusher"))?;
+    let nodes: Arc<Vec<Node>> = Arc::new(s.nodes);
+    let c = opt.concurrency.clamp(1, nodes.len().max(1));
+    let vpid = s.spawned.as_ref().map(Spawned::pid);
+
+    let fds = FdSampler::start(vpid);
+    let clean = measure(&nodes, &s.url, c, opt.duration, vpid).await?;
+    let clean_fds = fds.peak();
+    drop(fds);
+
+    let dir = tempfile::tempdir()?;
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("node.pem"),
+        dir.path().join("node.key"),
+    );
+    std::fs::write(&ca, &s.roots_pem)?;
+    std::fs::write(&cert, &bad.cert_pem)?;
+    std::fs::write(&key, &bad.key_pem)?;
+    // The attack is held a little longer than the measured phase, so it covers all of it.
+    let hold = opt.duration.as_secs_f64() + 3.0;
+    let ramp = a.ramp_max_s.max(1.0);
+    let fds = FdSampler::start(vpid);
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--url")
+        .arg(&s.url)
+        .arg("--ca")
+        .arg(&ca)
+        .arg("--node-cert")
+        .arg(&cert)
+        .arg("--node-key")
+        .arg(&key)
+        .arg("--ramp-max")
+        .arg(ramp.to_string())
+        .arg("--hold")
+        .arg(hold.to_string())
+        .args(&a.attacker_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().with_context(|| format!("start {}", bin.display()))?;
+    let out = child.stdout.take().ok_or_else(|| anyhow!("attacker stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let attacker = Attacker { child, lines: rx };
+    let apid = attacker.child.id();
+    let ready = attacker
+        .line("ready ", Duration::from_secs_f64(ramp + 30.0))
+        .await;
+    if ready.is_none() {
+        bail!("custody-attacker did not get ready (see its stderr above)");
+    }
+    let t_att = Instant::now();
+    let a_cpu0 = proc_cpu(apid);
+    let attacked = measure(&nodes, &s.url, c, opt.duration, vpid).await?;
+    let a_cpu1 = proc_cpu(apid);
+    let a_wall = t_att.elapsed().as_secs_f64();
+    let done = attacker.line("done ", Duration::from_secs_f64(hold + 30.0)).await;
+    let attack_fds = fds.peak();
+    drop(fds);
+    drop(attacker);
+    let attacker_cpu = cpu_delta(a_cpu0, a_cpu1, a_wall);
+
+    let metrics = verifier_metrics(&s.anon, &s.url).await;
+    let revoked = metrics
+        .as_deref()
+        .map(|m| metric(m, "custody_nodes{state=\"revoked\"}").unwrap_or(0));
+    let fd_limit = vpid.and_then(fd_limit);
+    drop(s.spawned);
+    let errors = clean.errors + attacked.errors;
+    Ok(AttackRun {
+        clean: clean.report(nodes.len(), c, s.enroll_s, None),
+        attacked: attacked.report(nodes.len(), c, s.enroll_s, metrics.as_deref()),
+        attacker_ready: ready,
+        attacker_done: done,
+        attacker_cpu,
+        verifier_fds_clean_peak: clean_fds,
+        verifier_fds_attack_peak: attack_fds,
+        verifier_fd_limit: fd_limit,
+        revoked,
+        errors,
     })
 }
 

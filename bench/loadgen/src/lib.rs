@@ -3,6 +3,7 @@
 //! A benchmark tool, not part of the product.
 #![forbid(unsafe_code)]
 
+pub mod attack;
 pub mod attester;
 pub mod driver;
 pub mod ekca;

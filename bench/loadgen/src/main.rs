@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use custody_loadgen::driver::{self, Options, Report};
+use custody_loadgen::driver::{self, AttackRun, Options, Report};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,6 +50,19 @@ struct Cli {
     stages: Option<usize>,
     #[arg(long)]
     json: bool,
+    /// The attack bench: the same load clean, then again while `custody-attacker` (another
+    /// process) attacks the verifier; the last line compares the two.
+    #[arg(long)]
+    attack: bool,
+    /// The custody-attacker binary for --attack (default: next to this executable).
+    #[arg(long)]
+    attacker_bin: Option<PathBuf>,
+    /// Extra custody-attacker arguments, split at spaces, e.g. "--idle-tls 20 --slow 5".
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    attack_args: String,
+    /// Seconds the attacker may take to open its connections before the measured phase.
+    #[arg(long, default_value_t = 60.0)]
+    attack_ramp: f64,
 }
 
 fn print(r: &Report, json: bool) -> Result<()> {
@@ -95,6 +108,53 @@ fn print(r: &Report, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn print_attack(r: &AttackRun, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        println!("== clean");
+        print(&r.clean, false)?;
+        println!("== under attack");
+        print(&r.attacked, false)?;
+        if let Some(c) = &r.attacker_cpu {
+            println!(
+                "attacker cpu (measured phase): user {:.2} s sys {:.2} s = {:.2} cores",
+                c.user_s, c.sys_s, c.cores
+            );
+        }
+        println!(
+            "attacker ready: {}",
+            r.attacker_ready
+                .as_ref()
+                .map_or_else(|| "-".into(), ToString::to_string)
+        );
+        println!(
+            "attacker done: {}",
+            r.attacker_done
+                .as_ref()
+                .map_or_else(|| "-".into(), ToString::to_string)
+        );
+    }
+    let n = |v: Option<u64>| v.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+    println!(
+        "verifier open fds: clean peak {}, under attack peak {} (limit {})",
+        n(r.verifier_fds_clean_peak),
+        n(r.verifier_fds_attack_peak),
+        r.verifier_fd_limit.as_deref().unwrap_or("unknown")
+    );
+    // The summary is always the last line.
+    println!(
+        "attack: clean {:.0}/s p99 {:.2} ms; under attack {:.0}/s p99 {:.2} ms; revoked {}; errors {}",
+        r.clean.appraisals_per_s,
+        r.clean.latency.p99_ms,
+        r.attacked.appraisals_per_s,
+        r.attacked.latency.p99_ms,
+        n(r.revoked),
+        r.errors
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(n) = cli.stages {
@@ -130,6 +190,19 @@ fn main() -> Result<()> {
         verifier_bin: cli.verifier_bin,
         service_log: cli.service_log,
     };
+    if cli.attack {
+        let a = driver::AttackSettings {
+            attacker_bin: cli.attacker_bin,
+            attacker_args: cli.attack_args.split_whitespace().map(str::to_owned).collect(),
+            ramp_max_s: cli.attack_ramp,
+        };
+        let r = rt.block_on(driver::run_attack(opt, a))?;
+        print_attack(&r, cli.json)?;
+        if r.clean.appraisals == 0 || r.attacked.appraisals == 0 || r.attacker_done.is_none() {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let r = rt.block_on(driver::run(opt))?;
     print(&r, cli.json)?;
     if r.errors > 0 || r.appraisals == 0 {
