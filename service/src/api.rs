@@ -331,16 +331,28 @@ async fn renew(
     cbor_exchange(("renew request", "renewed"), &body, move |r| svc.renew(&id, r)).await
 }
 
+/// 429 for a node over its per-minute share (check `rate_limit`).
+fn too_many(detail: String) -> Response {
+    refusal(
+        StatusCode::TOO_MANY_REQUESTS,
+        &Refusal {
+            check: "rate_limit".into(),
+            detail,
+        },
+    )
+}
+
 async fn push_nonce(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
     let id = match node_in_standing(&svc, &peer).await {
         Ok(id) => id,
         Err(r) => return r,
     };
-    let limit = svc.cfg.push_rounds_per_minute;
-    match svc
-        .nonces
-        .issue_for_push(&id, limit, std::time::Duration::from_secs(60))
-    {
+    if let Err(limit) = svc.push_nonces.admit(&id) {
+        return too_many(format!(
+            "this node asked for {limit} nonces in the last minute, its limit"
+        ));
+    }
+    match svc.nonces.issue(&id) {
         Ok(nonce) => cbor(
             StatusCode::OK,
             "nonce grant",
@@ -351,9 +363,7 @@ async fn push_nonce(State(svc): State<Arc<Service>>, Extension(peer): Extension<
         ),
         Err(e) => refusal(
             match e {
-                crate::nonce::NonceError::PerNode | crate::nonce::NonceError::Rate(_) => {
-                    StatusCode::TOO_MANY_REQUESTS
-                }
+                crate::nonce::NonceError::PerNode => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             },
             &Refusal {
@@ -373,6 +383,13 @@ async fn push_evidence(
         Ok(id) => id,
         Err(r) => return r,
     };
+    // Before anything is appraised or stored: a node pushing faster than its share gets
+    // no round (and so no write), only this answer.
+    if let Err(limit) = svc.pushes.admit(&id) {
+        return too_many(format!(
+            "this node pushed {limit} rounds in the last minute, its limit"
+        ));
+    }
     match svc.push_round(id, body).await {
         Ok((s, ear)) => cbor(
             StatusCode::OK,

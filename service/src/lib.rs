@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod nonce;
 pub mod pki;
+pub mod rate;
 pub mod round;
 pub mod store;
 
@@ -147,6 +148,10 @@ pub struct Service {
     audit: Mutex<custody_audit::store::Store>,
     log_signer: Signer,
     pub nonces: nonce::Nonces,
+    /// Nonces a node asks for itself, and bundles it pushes, per minute
+    /// (`push_rounds_per_minute` each): garbage is recorded, but not without bound.
+    pub push_nonces: rate::PerNode,
+    pub pushes: rate::PerNode,
     pub enrollments: enroll::Pending,
     /// TPM manufacturer CA certificates (DER).
     pub ek_cas: Vec<Vec<u8>>,
@@ -307,6 +312,8 @@ impl Service {
         let authorities = load_authorities(&cfg)?;
         let svc = Arc::new(Self {
             nonces: nonce::Nonces::new(Duration::from_secs(cfg.nonce_ttl_secs)),
+            push_nonces: rate::PerNode::new(cfg.push_rounds_per_minute, Duration::from_secs(60)),
+            pushes: rate::PerNode::new(cfg.push_rounds_per_minute, Duration::from_secs(60)),
             enrollments: enroll::Pending::default(),
             cfg,
             store,

@@ -27,8 +27,6 @@ pub enum NonceError {
     Exhausted,
     #[error("this node has {MAX_PER_NODE} nonces outstanding; use or let one expire first")]
     PerNode,
-    #[error("this node asked for {0} nonces in this interval, its limit")]
-    Rate(u32),
     #[error("no randomness: {0}")]
     Rng(String),
 }
@@ -38,9 +36,6 @@ struct Table {
     map: HashMap<[u8; NONCE_LEN], (String, Instant)>,
     /// Outstanding nonces per node (the entries of `map` by owner).
     per_node: HashMap<String, u32>,
-    /// Nonces a node asked for itself (push mode) in the current window: (window start,
-    /// count).
-    pushes: HashMap<String, (Instant, u32)>,
 }
 
 impl Table {
@@ -105,30 +100,6 @@ impl Nonces {
         Ok(Nonce(n))
     }
 
-    /// A nonce `node_id` asked for to push a round: at most `per_window` per `window`
-    /// (the attestation interval), on top of the per-node bound on outstanding ones.
-    pub fn issue_for_push(
-        &self,
-        node_id: &str,
-        per_window: u32,
-        window: Duration,
-    ) -> Result<Nonce, NonceError> {
-        {
-            let mut t = self.lock();
-            let now = Instant::now();
-            let e = t.pushes.entry(node_id.to_owned()).or_insert((now, 0));
-            if now.duration_since(e.0) >= window {
-                *e = (now, 0);
-            }
-            if e.1 >= per_window {
-                return Err(NonceError::Rate(e.1));
-            }
-            e.1 += 1;
-            // One entry per node that ever pushed; bounded by the number of nodes.
-        }
-        self.issue(node_id)
-    }
-
     /// Consume `nonce` for `node_id`. It is removed whatever the outcome: a nonce shown
     /// once, even with the wrong node, is never accepted again.
     pub fn take(&self, nonce: &Nonce, node_id: &str) -> Result<(), NonceError> {
@@ -190,19 +161,5 @@ mod tests {
         assert_eq!(n.issue("greedy"), Err(NonceError::PerNode));
         std::thread::sleep(Duration::from_millis(80));
         assert!(n.issue("greedy").is_ok());
-    }
-
-    #[test]
-    fn pushed_rounds_are_limited_per_interval() {
-        let n = Nonces::new(Duration::from_secs(60));
-        let w = Duration::from_millis(100);
-        for _ in 0..3 {
-            let x = n.issue_for_push("p", 3, w).unwrap();
-            n.take(&x, "p").unwrap();
-        }
-        assert_eq!(n.issue_for_push("p", 3, w), Err(NonceError::Rate(3)));
-        assert!(n.issue_for_push("q", 3, w).is_ok());
-        std::thread::sleep(Duration::from_millis(120));
-        assert!(n.issue_for_push("p", 3, w).is_ok(), "a new interval");
     }
 }

@@ -314,6 +314,36 @@ async fn oversized_enrollment_bodies_are_refused() {
     }
 }
 
+/// Finding 4. Before: pushed garbage was appraised, stored and logged every time, as fast
+/// as a node could send it. Now a node gets `push_rounds_per_minute` pushes (each a
+/// recorded round); beyond, 429 `rate_limit` and nothing is appraised or stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cannot_make_the_verifier_store_without_bound() {
+    let t = Swtpm::start();
+    let v = Verifier::start(
+        &[&t],
+        Opts {
+            extra: "push_rounds_per_minute = 5\n".into(),
+            ..Opts::every(3600).revoke_after(100)
+        },
+    );
+    let state = tempfile::tempdir().unwrap();
+    let (p, _) = Pusher::enroll(&agent_config(&v, &t, "noisy", state.path()), collector(&t)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let r = v
+            .request(&p.client, Method::POST, "/v1/evidence", Some(CBOR), vec![0xa0])
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            let f: custody_formats::api::Refusal = decode!("refusal", &r);
+            assert_eq!(f.check, "rate_limit", "{f:?}");
+        }
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    assert_eq!(results(&v, "noisy").len(), 5, "only admitted pushes are recorded");
+}
+
 /// Finding 4. Before: anyone could fill the global table of pending enrollments (10,000)
 /// without authentication by replaying one certified EK certificate, which is public, and
 /// then no TPM could enroll. Now one EK holds at most two pending enrollments.
