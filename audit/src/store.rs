@@ -84,6 +84,9 @@ impl Store {
         // process crash; a power cut may lose the last commits but never corrupts the log.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The verifier's store writes the same file through its own connection: wait for
+        // its write lock instead of failing at once ("database is locked").
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         Self::from_conn(conn)
     }
@@ -130,7 +133,11 @@ impl Store {
 
     /// Append entries in one transaction; returns the index of the first.
     pub fn append_batch(&mut self, entries: &[Entry]) -> Result<u64, StoreError> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the write lock at BEGIN, where the busy timeout applies; a deferred
+        // transaction that must upgrade fails at once when another connection writes.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let pending = Self::insert(&tx, self.tree.size(), entries)?;
         tx.commit()?;
         self.applied(pending)
@@ -308,6 +315,31 @@ mod tests {
 
     /// An append inside a caller's transaction that rolls back leaves neither a row nor a
     /// leaf; one that commits lands exactly as a plain append would.
+    /// Found by the attack bench: enrollment entries appended while the verifier's store
+    /// connection held the write lock failed at once with "database is locked" (no busy
+    /// timeout on this connection). Now the append waits for the lock.
+    #[test]
+    fn an_append_waits_for_another_connections_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("busy.db");
+        let mut log = Store::open(&db).unwrap();
+        let mut other = Connection::open(&db).unwrap();
+        let held = std::thread::spawn(move || {
+            let tx = other
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .unwrap();
+            tx.execute_batch("CREATE TABLE IF NOT EXISTS x(a)").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            tx.commit().unwrap();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let i = log
+            .append(&Entry::PolicyChange(serde_json::json!({"k": 1})))
+            .expect("the append waits for the other writer");
+        assert_eq!(i, 0);
+        held.join().unwrap();
+    }
+
     #[test]
     fn append_in_a_callers_transaction_commits_or_vanishes_with_it() {
         let dir = tempfile::tempdir().unwrap();
