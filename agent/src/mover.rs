@@ -813,18 +813,7 @@ mod tests {
     #[test]
     fn checkpoint_names_stay_inside_the_store() {
         let d = tempfile::tempdir().unwrap();
-        let roots = custody_net::roots_from_pem(
-            rcgen::CertificateParams::new(Vec::<String>::new())
-                .unwrap()
-                .self_signed(&rcgen::KeyPair::generate().unwrap())
-                .unwrap()
-                .pem()
-                .as_bytes(),
-        )
-        .unwrap();
-        let tls = custody_net::client_config(roots, None).unwrap();
-        let session: Arc<dyn AsRef<Session> + Send + Sync> = Arc::new(Holder(Session::generate().unwrap()));
-        let m = Mover::new("n1".into(), d.path().join("ckpt"), vec![4; 65], tls, session).unwrap();
+        let m = mover(d.path());
         for bad in ["", "../etc", "a/b", ".custody-staging-x", "a\0"] {
             let e = m.prepare(bad).unwrap_err();
             assert_eq!(e.check(), "manifest_path", "{bad:?}");
@@ -835,7 +824,7 @@ mod tests {
         assert_eq!((p.files, p.total_bytes), (1, 100));
         assert!(p.dtypes.is_empty());
         // A ticket that does not verify never starts a transfer.
-        let e = Arc::new(m)
+        let e = m
             .start_send(vec![0xd2], "job1", "127.0.0.1:1".into(), 1024, false)
             .unwrap_err();
         assert_eq!(e.check(), "ticket_format");

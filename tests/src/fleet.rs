@@ -533,3 +533,28 @@ pub async fn begin_enrollment(v: &Verifier, req: &api::EnrollRequest) -> Respons
     v.request(&v.client(None), Method::POST, "/v1/enroll", Some(CBOR), body)
         .await
 }
+
+/// `POST /v1/enroll/activate` without a client certificate, with the proof a TPM that
+/// released `secret` computes over the request it `sent`.
+pub async fn finish_enrollment(
+    v: &Verifier,
+    enrollment_id: String,
+    secret: &[u8],
+    sent: &api::EnrollRequest,
+) -> Response {
+    let proof = api::enrollment_proof(secret, sent).unwrap().to_vec();
+    post_activation(v, &api::ActivateRequest { enrollment_id, proof }).await
+}
+
+/// `POST /v1/enroll/activate` of `req` as it is, without a client certificate.
+pub async fn post_activation(v: &Verifier, req: &api::ActivateRequest) -> Response {
+    let body = api::to_cbor("activate", req).unwrap();
+    v.request(
+        &v.client(None),
+        Method::POST,
+        "/v1/enroll/activate",
+        Some(CBOR),
+        body,
+    )
+    .await
+}

@@ -46,13 +46,7 @@ fn results_and_entries(db: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
 #[test]
 fn a_result_can_be_recorded_with_no_log_entry() {
     let t = Swtpm::start();
-    let mut v = Verifier::start(
-        &[&t],
-        Opts {
-            interval_secs: 3600,
-            ..Opts::default()
-        },
-    );
+    let mut v = Verifier::start(&[&t], Opts::every(3600));
     let mut a = Agent::start(&v, &t, "node-a");
     enrolled(&v, &mut a, "node-a");
     let r = v.attest("node-a");

@@ -75,14 +75,7 @@ fn node_client(v: &Verifier, id: &NodeIdentity) -> HttpsClient {
 async fn a_node_certificate_cannot_serve_as_the_verifiers() {
     let (ta, tb) = (Swtpm::start(), Swtpm::start());
     // Rounds only when the test asks: nothing serves the in-process nodes' endpoints.
-    let v = Verifier::start(
-        &[&ta, &tb],
-        Opts {
-            interval_secs: 3600,
-            revoke_after: 10,
-            ..Opts::default()
-        },
-    );
+    let v = Verifier::start(&[&ta, &tb], Opts::every(3600).revoke_after(10));
     let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let ca = agent_config(&v, &ta, "node-a", sa.path());
     let a = enroll_in_process(&ca, collector(&ta)).await;
@@ -208,7 +201,6 @@ async fn a_relayed_enrollment_is_refused() {
     let state = tempfile::tempdir().unwrap();
     let cfg = agent_config(&v, &t, "victim", state.path());
     let tpm = collector(&t);
-    let anon = v.client(None);
 
     // The victim's agent builds its request; the man in the middle swaps the TLS key for
     // its own before passing it on.
@@ -224,10 +216,7 @@ async fn a_relayed_enrollment_is_refused() {
     // The challenge goes to the victim's real TPM, which activates it; the victim's
     // agent answers for the request it sent.
     let activate = daemon::activate(tpm.clone(), ch.clone(), &honest).await.unwrap();
-    let body = api::to_cbor("activate", &activate).unwrap();
-    let r = v
-        .request(&anon, Method::POST, "/v1/enroll/activate", Some(CBOR), body)
-        .await;
+    let r = post_activation(&v, &activate).await;
     let f = assert_refusal(&r, StatusCode::FORBIDDEN, "enrollment_binding");
     assert!(f.detail.contains("request"), "{}", f.detail);
     assert!(v.node_listed("victim").is_none(), "the relay enrolled a node");
@@ -286,13 +275,7 @@ fn renew_body(spki: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_node_certificate_opens_no_route() {
     let t = Swtpm::start();
-    let v = Verifier::start(
-        &[&t],
-        Opts {
-            interval_secs: 3600,
-            ..Opts::default()
-        },
-    );
+    let v = Verifier::start(&[&t], Opts::every(3600));
     let state = tempfile::tempdir().unwrap();
     let cfg = agent_config(&v, &t, "failing", state.path());
     let id = enroll_in_process(&cfg, collector(&t)).await;

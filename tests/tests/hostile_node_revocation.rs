@@ -11,7 +11,7 @@
 use axum::http::{Method, StatusCode};
 use custody_e2e::fleet::*;
 use custody_e2e::{decode, eventually, free_port, Swtpm};
-use custody_formats::api::{self, ActivateRequest, EnrollChallenge, EnrollRequest, CBOR};
+use custody_formats::api::{self, EnrollChallenge, EnrollRequest, CBOR};
 use serde_json::Value;
 
 /// Extend PCR 14 behind the agent's back (the agent lets go of swtpm between rounds).
@@ -127,17 +127,7 @@ async fn a_finishing_enrollment_cannot_take_another_nodes_name() {
     let secret = ca
         .activate_credential(&ch.id_object, &ch.encrypted_secret)
         .unwrap();
-    let body = api::to_cbor(
-        "activate",
-        &ActivateRequest {
-            enrollment_id: ch.enrollment_id,
-            proof: api::enrollment_proof(&secret, &sent).unwrap().to_vec(),
-        },
-    )
-    .unwrap();
-    let r = v
-        .request(&anon, Method::POST, "/v1/enroll/activate", Some(CBOR), body)
-        .await;
+    let r = finish_enrollment(&v, ch.enrollment_id, &secret, &sent).await;
     let f = assert_refusal(&r, StatusCode::FORBIDDEN, "node_name");
     assert!(f.detail.contains("another TPM"), "{}", f.detail);
     let listed = v.cli_json(&["nodes", "list"]);

@@ -249,17 +249,7 @@ async fn ak_from_another_tpm_is_refused() {
         .unwrap();
     assert_eq!(secret.len(), 32);
     let sent: EnrollRequest = api::from_cbor("enroll", &enroll(ka.ak_public.clone())).unwrap();
-    let body = api::to_cbor(
-        "activate",
-        &ActivateRequest {
-            enrollment_id: ch.enrollment_id,
-            proof: api::enrollment_proof(&secret, &sent).unwrap().to_vec(),
-        },
-    )
-    .unwrap();
-    let r = v
-        .request(&anon, Method::POST, "/v1/enroll/activate", Some(CBOR), body)
-        .await;
+    let r = finish_enrollment(&v, ch.enrollment_id, &secret, &sent).await;
     assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
     let done: Enrolled = decode!("enrolled", &r);
     assert_eq!(done.ca_pem.as_bytes(), v.ca_pem());
