@@ -37,6 +37,7 @@ use custody_net::{
     ClientAuth, ClientCert, HttpsClient, Identity, NetError, PeerCert, ReloadableIdentity, RemoteAddr,
     ServerCert,
 };
+use custody_verifier::FailedCheck;
 use rcgen::PublicKeyData;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -69,6 +70,7 @@ pub const MOVE_PREPARE_PATH: &str = "/v1/move/prepare";
 pub const MOVE_SEND_PATH: &str = "/v1/move/send";
 pub const MOVE_STATUS_PATH: &str = "/v1/move/{id}";
 pub const MOVE_EXPORT_PATH: &str = "/v1/move/export";
+pub const DENY_PATH: &str = "/v1/deny";
 /// Bound on one enrollment request (connect and answer).
 const ENROLL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest state file read (certificates, ids).
@@ -886,7 +888,10 @@ async fn verifier_request<T: DeserializeOwned>(
     api::from_cbor(what, &body).map_err(|e| refuse(StatusCode::BAD_REQUEST, "request", e.to_string()))
 }
 
-async fn round_handler(State(rounds): State<Arc<Rounds>>, req: Request) -> Response {
+async fn round_handler(
+    State((rounds, mover)): State<(Arc<Rounds>, Option<Arc<Mover>>)>,
+    req: Request,
+) -> Response {
     let peer = req.extensions().get::<PeerCert>().and_then(PeerCert::common_name);
     let remote = req
         .extensions()
@@ -899,6 +904,14 @@ async fn round_handler(State(rounds): State<Arc<Rounds>>, req: Request) -> Respo
             Ok(r) => r,
             Err(refusal) => return refusal,
         };
+        // The deny list rides along; a bad one is logged and never costs the round.
+        if let (Some(list), Some(m)) = (&rr.deny, &mover) {
+            match m.deny().offer(list, crate::mover::now()) {
+                Ok(true) => tracing::info!(issued_at_ms = m.deny().issued_at_ms(), "deny list updated"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(check = e.check(), error = %e, "deny list refused"),
+            }
+        }
         match rounds.round(rr.nonce).await.and_then(|b| {
             b.to_cbor()
                 .map(|c| (c, b))
@@ -993,6 +1006,35 @@ async fn move_export(State(mover): State<Arc<Mover>>, req: Request) -> Response 
     .await
 }
 
+/// `PUT /v1/deny`: the verifier's deny list, taken if it verifies and is newer.
+async fn deny_update(State(mover): State<Arc<Mover>>, req: Request) -> Response {
+    let peer = peer_of(&req);
+    let u: api::DenyListUpdate = match verifier_request(peer.as_deref(), req, "DenyListUpdate").await {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    let deny = mover.deny();
+    match deny.offer(&u.list, crate::mover::now()) {
+        Ok(replaced) => {
+            let held = api::DenyListHeld {
+                replaced,
+                issued_at_ms: deny.issued_at_ms(),
+            };
+            if replaced {
+                tracing::info!(issued_at_ms = held.issued_at_ms, "deny list updated");
+            }
+            match api::to_cbor("DenyListHeld", &held) {
+                Ok(b) => cbor_response(StatusCode::OK, b),
+                Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "encode", e.to_string()),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(check = e.check(), error = %e, "deny list refused");
+            refuse(StatusCode::BAD_REQUEST, e.check(), e.to_string())
+        }
+    }
+}
+
 async fn move_status(
     State(mover): State<Arc<Mover>>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -1020,7 +1062,7 @@ pub fn router(rounds: Arc<Rounds>, mover: Option<Arc<Mover>>) -> axum::Router {
     let r = axum::Router::new()
         .route(ROUND_PATH, post(round_handler))
         .route(HEALTH_PATH, get(|| async { "ok" }))
-        .with_state(rounds);
+        .with_state((rounds, mover.clone()));
     match mover {
         Some(m) => r.merge(
             axum::Router::new()
@@ -1028,6 +1070,7 @@ pub fn router(rounds: Arc<Rounds>, mover: Option<Arc<Mover>>) -> axum::Router {
                 .route(MOVE_SEND_PATH, post(move_send))
                 .route(MOVE_EXPORT_PATH, post(move_export))
                 .route(MOVE_STATUS_PATH, get(move_status))
+                .route(DENY_PATH, axum::routing::put(deny_update))
                 .with_state(m),
         ),
         None => r,

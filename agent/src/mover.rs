@@ -53,7 +53,7 @@ impl Drop for Slot {
 /// Connect timeout to the destination.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -295,6 +295,11 @@ impl Mover {
     /// Receiving takes either.
     pub fn set_bulk_channel(&self, on: bool) {
         self.bulk_channel.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The verifier's deny list as this agent holds it (kept beside the checkpoints).
+    pub fn deny(&self) -> &custody_mover::deny::DenyState {
+        &self.dest.deny
     }
 
     /// `<checkpoints_dir>/<name>`, one path component only.
@@ -557,10 +562,14 @@ impl Mover {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(checkpoint);
-        match known.map(|m| wire::check_source_with(ticket, checks, dir, m)) {
-            Some(Err(MoverError::ManifestDigest(_))) | None => wire::check_source(ticket, checks, dir),
-            Some(r) => r,
-        }
+        let (t, m) = match known.map(|m| wire::check_source_with(ticket, checks, dir, m)) {
+            Some(Err(MoverError::ManifestDigest(_))) | None => wire::check_source(ticket, checks, dir)?,
+            Some(r) => r?,
+        };
+        // node_removed / revoked: nothing goes to a destination the verifier has since
+        // removed or revoked, whatever the ticket issued before says.
+        self.dest.deny.check(&t.destination)?;
+        Ok((t, m))
     }
 
     fn export_now(
@@ -618,6 +627,7 @@ impl Mover {
                     me: &self.node_id,
                     my_x25519: self.dest.my_x25519,
                     seen: &mut seen,
+                    deny: Some(&self.dest.deny),
                 },
                 &self.dest.my_x25519_secret,
                 &self.dest.dir,

@@ -305,6 +305,16 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
                         v["previous_state"].as_str().unwrap_or(""),
                         v["reason"].as_str().unwrap_or("")
                     );
+                    let d = &v["deny_list"];
+                    match (d["sent"].as_u64(), d["held"].as_u64()) {
+                        (Some(sent), Some(held)) => println!(
+                            "deny list: {held} of {sent} agents hold it (the others learn it at their next round)"
+                        ),
+                        _ => println!(
+                            "deny list not pushed ({}); agents learn it at their next round",
+                            d["error"].as_str().unwrap_or("unknown error")
+                        ),
+                    }
                 }
             }
         }

@@ -255,6 +255,34 @@ pub struct MoveStatus {
 #[serde(deny_unknown_fields)]
 pub struct RoundRequest {
     pub nonce: Nonce,
+    /// The verifier's signed deny list (COSE_Sign1, see `custody_mover::deny`): nodes
+    /// this agent must refuse in moves. A round carries it so that an agent that missed
+    /// the verifier's push learns it at its next round.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::bundle::opt_bytes"
+    )]
+    pub deny: Option<Vec<u8>>,
+}
+
+/// The verifier sends its deny list to an agent (`PUT /v1/deny`) as soon as a node is
+/// removed or revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyListUpdate {
+    /// COSE_Sign1 (see `custody_mover::deny`).
+    #[serde(with = "serde_bytes_vec")]
+    pub list: Vec<u8>,
+}
+
+/// The agent's answer: whether the list replaced its own, and the issue time (ms) of the
+/// list it now holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyListHeld {
+    pub replaced: bool,
+    pub issued_at_ms: i64,
 }
 
 /// Push mode: a fresh nonce the node must use within `ttl_seconds`.
@@ -329,6 +357,7 @@ mod tests {
         // Unknown fields are refused, so a message cannot smuggle extra claims.
         let r = RoundRequest {
             nonce: Nonce([7; 32]),
+            deny: None,
         };
         let mut v: ciborium::Value = ciborium::Value::serialized(&r).unwrap();
         if let ciborium::Value::Map(m) = &mut v {

@@ -103,6 +103,18 @@ pub enum MoverError {
     #[error("bulk connection not bound to the control session: {0}")]
     BulkBinding(String),
 
+    // --- deny list ---
+    /// The verifier's deny list did not verify or decode.
+    #[error("deny list: {0}")]
+    DenyList(String),
+    /// The verifier listed the node as removed or revoked.
+    #[error("node {node} was {} at {since} (the verifier's deny list)", denial.as_str())]
+    NodeDenied {
+        node: String,
+        denial: crate::deny::Denial,
+        since: i64,
+    },
+
     // --- staging / files ---
     #[error("staging: {0}")]
     Staging(String),
@@ -150,6 +162,15 @@ impl FailedCheck for MoverError {
             Self::TicketSource(_) => "ticket_source",
             Self::TransferActive(_) => "transfer_active",
             Self::BulkBinding(_) => "bulk_binding",
+            Self::DenyList(_) => "deny_list",
+            Self::NodeDenied {
+                denial: crate::deny::Denial::Removed,
+                ..
+            } => "node_removed",
+            Self::NodeDenied {
+                denial: crate::deny::Denial::Revoked,
+                ..
+            } => "revoked",
             Self::Staging(_) => "staging",
             Self::Io { .. } => "io",
         }

@@ -208,11 +208,14 @@ pub struct ImportChecks<'a> {
     pub me: &'a str,
     pub my_x25519: [u8; 32],
     pub seen: &'a mut SeenTickets,
+    /// The verifier's deny list as this node knows it: a file from a removed or
+    /// revoked source is refused (`node_removed`, `revoked`) even with a good ticket.
+    pub deny: Option<&'a crate::deny::DenyState>,
 }
 
 /// Import an export file into `dest_dir` (target `<dest_dir>/<job>` unless given).
 /// Checks, in order: `export_format`, `ticket_format`, `ticket_signature`,
-/// `ticket_expired`, `ticket_destination`, `ticket_replayed`, `manifest_format`,
+/// `ticket_expired`, `ticket_destination`, `node_removed` / `revoked`, `ticket_replayed`, `manifest_format`,
 /// `manifest_digest`, `stream_header`, `wrong_recipient`, then per chunk
 /// `chunk_length`/`chunk_authentication`, `stream_extra`, `stream_truncated`,
 /// `file_digest`. The ticket id is recorded as used once the checkpoint is in place.
@@ -228,6 +231,9 @@ pub fn import<R: Read>(
     let h = read_header(r)?;
     let ticket = Ticket::verify(&h.ticket, checks.verifier_public_sec1, checks.now)?;
     ticket.verify_for(checks.me, &checks.my_x25519)?;
+    if let Some(d) = checks.deny {
+        d.check(&ticket.source)?;
+    }
     if checks.seen.contains(&ticket.id) {
         return Err(MoverError::TicketReplayed(ticket.id_hex()));
     }

@@ -10,7 +10,9 @@
 #![forbid(unsafe_code)]
 
 pub mod chips;
+pub mod deny;
 pub mod direct;
+mod envelope;
 pub mod error;
 pub mod export;
 pub mod keywrap;

@@ -13,11 +13,9 @@
 //! (`ticket_replayed`).
 
 use crate::error::MoverError;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+use aws_lc_rs::signature::EcdsaKeyPair;
 use ciborium::value::Value;
-use coset::{iana, CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
-use custody_verifier::ear::EarPublicKey;
+use coset::CoseSign1;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -65,6 +63,15 @@ pub struct Ticket {
 
 fn fmt_err(msg: impl Into<String>) -> MoverError {
     MoverError::TicketFormat(msg.into())
+}
+
+fn envelope_err(e: crate::envelope::EnvelopeError) -> MoverError {
+    use crate::envelope::EnvelopeError as E;
+    match e {
+        E::Format(m) => MoverError::TicketFormat(m),
+        E::Signature(m) => MoverError::TicketSignature(m),
+        E::ContentType { want, found } => MoverError::ContentType { want, found },
+    }
 }
 
 /// RFC 8949 4.2.1: integer keys 0..=11 are already in encoded-byte order when sorted
@@ -170,80 +177,18 @@ impl Ticket {
 
     /// Sign with the verifier's P-256 key: COSE_Sign1 (tag 18), ES256, kid.
     pub fn sign(&self, key: &EcdsaKeyPair) -> Result<Vec<u8>, MoverError> {
-        let kid = EarPublicKey::from_sec1(key.public_key().as_ref())
-            .map_err(|e| MoverError::TicketSignature(e.to_string()))?
-            .kid()
-            .to_vec();
-        let protected = HeaderBuilder::new()
-            .algorithm(iana::Algorithm::ES256)
-            .content_type(CONTENT_TYPE.to_owned())
-            .key_id(kid)
-            .build();
-        let rng = SystemRandom::new();
-        let sign1 = CoseSign1Builder::new()
-            .protected(protected)
-            .payload(self.payload()?)
-            .try_create_signature(b"", |tbs| {
-                key.sign(&rng, tbs)
-                    .map(|s| s.as_ref().to_vec())
-                    .map_err(|_| MoverError::TicketSignature("ECDSA signing failed".into()))
-            })?
-            .build();
-        sign1.to_tagged_vec().map_err(|e| fmt_err(e.to_string()))
+        crate::envelope::sign(key, CONTENT_TYPE, self.payload()?).map_err(envelope_err)
     }
 
     /// Verify a signed ticket against the pinned verifier key (uncompressed SEC1 P-256
     /// point) at time `now` (seconds).
     pub fn verify(bytes: &[u8], verifier_public_sec1: &[u8], now: i64) -> Result<Self, MoverError> {
-        // ticket_format (structure)
-        if bytes.len() > MAX_TICKET_LEN {
-            return Err(fmt_err(format!(
-                "{} bytes, more than {MAX_TICKET_LEN}",
-                bytes.len()
-            )));
-        }
-        let sign1 = CoseSign1::from_tagged_slice(bytes)
-            .or_else(|_| CoseSign1::from_slice(bytes))
-            .map_err(|e| fmt_err(format!("not a COSE_Sign1: {e}")))?;
-
-        // ticket_signature
-        let key = EarPublicKey::from_sec1(verifier_public_sec1)
-            .map_err(|e| MoverError::TicketSignature(format!("verifier key: {e}")))?;
-        let p = &sign1.protected.header;
-        if p.alg
-            != Some(coset::RegisteredLabelWithPrivate::Assigned(
-                iana::Algorithm::ES256,
-            ))
-        {
-            return Err(MoverError::TicketSignature(format!(
-                "protected alg {:?}, want ES256",
-                p.alg
-            )));
-        }
-        if sign1.unprotected.alg.is_some() || !p.crit.is_empty() {
-            return Err(MoverError::TicketSignature(
-                "alg in the unprotected header or critical parameters".into(),
-            ));
-        }
-        // content_type: an EAR signed by the same key is not a ticket.
-        check_content_type(&sign1, CONTENT_TYPE)?;
-        if !p.key_id.is_empty() && p.key_id.as_slice() != key.kid() {
-            return Err(MoverError::TicketSignature(
-                "kid is not the verifier key's".into(),
-            ));
-        }
-        let pk = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.as_sec1());
-        sign1.verify_signature(b"", |sig, tbs| {
-            pk.verify(tbs, sig)
-                .map_err(|_| MoverError::TicketSignature("signature does not verify".into()))
-        })?;
-
+        // ticket_format (structure), ticket_signature, content_type (an EAR signed by
+        // the same key is not a ticket), ticket_signature
+        let payload = crate::envelope::open(bytes, verifier_public_sec1, CONTENT_TYPE, MAX_TICKET_LEN)
+            .map_err(envelope_err)?;
         // ticket_format (payload)
-        let payload = sign1
-            .payload
-            .as_deref()
-            .ok_or_else(|| fmt_err("detached payload"))?;
-        let t = Self::from_payload(payload)?;
+        let t = Self::from_payload(&payload)?;
 
         // ticket_expired
         if now >= t.expires_at || now < t.issued_at.saturating_sub(CLOCK_SKEW) {
@@ -338,7 +283,9 @@ impl SeenTickets {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use coset::{iana, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
 
     pub fn key() -> EcdsaKeyPair {
         EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap()

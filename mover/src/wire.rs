@@ -33,6 +33,7 @@
 //! or a cut connection) is answered with that stored RECEIPT instead of ACCEPT, when it
 //! comes from the same peer for the same manifest; any other replay is `ticket_replayed`.
 
+use crate::deny::DenyState;
 use crate::error::MoverError;
 use crate::export::ExportHeader;
 use crate::keywrap::{self, DataKey};
@@ -47,7 +48,7 @@ use rustls::crypto::hpke::HpkePrivateKey;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub const HELLO: &[u8; 15] = b"custody-move-v1";
 const K_HELLO: u8 = 1;
@@ -668,6 +669,8 @@ pub struct Destination {
     /// Where checkpoints arrive: `<dir>/<job>`, staging beside it.
     pub dir: PathBuf,
     pub seen: Mutex<SeenTickets>,
+    /// The verifier's deny list: a source it lists is refused whatever its ticket says.
+    pub deny: Arc<DenyState>,
     /// Signs receipts with the attested Ed25519 session key.
     pub sign: ReceiptSigner,
     /// Chunks between durable points.
@@ -720,6 +723,9 @@ pub struct Received {
     pub receipt_resent: bool,
 }
 
+/// The destination's copy of the verifier's deny list: `<dir>/.custody-deny-list`.
+pub const DENY_LIST_FILE: &str = ".custody-deny-list";
+
 /// Receipts of placed checkpoints at the destination: `<dir>/.custody-receipts/<id hex>`,
 /// each the CBOR array `[peer tstr, manifest_digest bstr(32), receipt bstr]`.
 const RECEIPTS_DIR: &str = ".custody-receipts";
@@ -751,6 +757,7 @@ impl Destination {
         sign: ReceiptSigner,
     ) -> Result<Self, MoverError> {
         let seen = SeenTickets::open(&dir.join(".custody-seen-tickets"))?;
+        let deny = DenyState::open(&dir.join(DENY_LIST_FILE), verifier_public_sec1.clone())?;
         Ok(Self {
             me,
             my_x25519,
@@ -758,6 +765,7 @@ impl Destination {
             verifier_public_sec1,
             dir,
             seen: Mutex::new(seen),
+            deny: Arc::new(deny),
             sign,
             sync_every: crate::receive::DEFAULT_SYNC_EVERY,
             direct_io: true,
@@ -870,6 +878,9 @@ impl Destination {
                 ticket.source
             )));
         }
+        // node_removed / revoked: a ticket issued before the source's removal is good
+        // until it expires; the verifier's deny list is not.
+        self.deny.check(&ticket.source)?;
         let manifest = Manifest::from_cbor(&offer.manifest)?;
         let md = manifest.digest()?;
         if md != ticket.manifest_digest {
@@ -1746,6 +1757,37 @@ mod tests {
         let (s, _) = w.run(&w.ticket(4, "node-x", NOW + 600), "node-x", |_| {});
         assert_eq!(s.unwrap_err().check(), "ticket_source");
         assert!(!w.target().exists());
+    }
+
+    /// Issue 19 item 3: a ticket issued before its source was removed stayed good at
+    /// the destination until it expired. The verifier's deny list ends it at once, and
+    /// the source is told why.
+    #[test]
+    fn a_removed_source_is_refused_whatever_its_ticket() {
+        use crate::deny::{Denial, DeniedNode, DenyList};
+        let w = world(3000);
+        let ticket = w.ticket(5, "node-a", NOW + 600);
+        let list =
+            |at: i64, nodes: Vec<DeniedNode>| DenyList::new(at, nodes).unwrap().sign(&w.verifier).unwrap();
+        let removed = DeniedNode {
+            id: "node-a".into(),
+            denial: Denial::Removed,
+            since: NOW - 5,
+        };
+        assert!(w.dest.deny.offer(&list(NOW * 1000, vec![removed]), NOW).unwrap());
+        let (s, r) = w.run(&ticket, "node-a", |_| {});
+        assert_eq!(r.unwrap_err().check(), "node_removed");
+        let s = s.unwrap_err();
+        assert!(
+            matches!(&s, MoverError::Refused { check, .. } if check == "node_removed"),
+            "{s}"
+        );
+        assert!(!w.target().exists());
+        // Enrolled again (a newer list without it): the same ticket, unused, goes through.
+        assert!(w.dest.deny.offer(&list(NOW * 1000 + 1, vec![]), NOW).unwrap());
+        let (s, r) = w.run(&ticket, "node-a", |_| {});
+        s.unwrap();
+        r.unwrap();
     }
 
     #[test]

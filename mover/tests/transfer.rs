@@ -407,6 +407,7 @@ fn export_import_only_the_ticketed_destination() {
                 me,
                 my_x25519: claims_key,
                 seen,
+                deny: None,
             };
             let r = export::import(&mut &bytes[..], checks, &who.secret, &dest, None);
             (dest, r)
@@ -513,6 +514,7 @@ fn export_with_the_prepared_manifest_checks_digests_while_streaming() {
         me: "node-b",
         my_x25519: b.x25519,
         seen: &mut seen,
+        deny: None,
     };
     let (target, _) = export::import(&mut &file[..], checks, &b.secret, &dest, None).unwrap();
     same_tree(&src, &target);

@@ -572,16 +572,29 @@ async fn remove_node(
         );
     }
     let by = role(&peer).unwrap_or_default();
-    operator_json(&peer, move || {
-        let n = svc.remove_node(&key, &reason, &by)?;
-        Ok(serde_json::json!({
-            "removed": n.id,
-            "name": n.name,
-            "previous_state": n.state.as_str(),
-            "reason": reason,
-        }))
-    })
-    .await
+    if let Err(r) = require_operator(&peer) {
+        return r;
+    }
+    let s = svc.clone();
+    let n = match blocking(move || s.remove_node(&key, &reason, &by).map(|n| (n, reason))).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return service_error(e),
+        Err(r) => return r,
+    };
+    // Agents check tickets offline: they hear of the removal now, and the operator sees
+    // how many did (the others at their next round).
+    let pushed = match svc.push_deny_list().await {
+        Ok(p) => serde_json::json!(p),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    Json(serde_json::json!({
+        "removed": n.0.id,
+        "name": n.0.name,
+        "previous_state": n.0.state.as_str(),
+        "reason": n.1,
+        "deny_list": pushed,
+    }))
+    .into_response()
 }
 
 async fn result(

@@ -286,6 +286,11 @@ impl Service {
             move_endpoint: p.request.move_endpoint.clone(),
             session_keys: None,
         };
+        let was_removed = self
+            .store
+            .removed_at(&fresh.id)
+            .map_err(|e| refuse("store", e.to_string()))?
+            .is_some();
         let previous = match self.store.enroll_node(&fresh) {
             Ok(prev) => prev,
             Err(StoreError::Revoked { id, name, reason }) => {
@@ -299,6 +304,10 @@ impl Service {
             }
             Err(e) => return Err(refuse("store", e.to_string())),
         };
+        if was_removed {
+            // Off the deny list: the agents hear it now, not at their next round.
+            self.deny_changed();
+        }
         // The credential was activated with this AK: a new AK on the same EK (a cleared
         // TPM, lost agent state) proves the TPM anew, so its clock baseline restarted
         // (TPM2_Clear sets the reset counters back; the old baseline would fail every round).

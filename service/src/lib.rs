@@ -16,6 +16,7 @@ pub mod api;
 mod commit;
 pub mod config;
 pub mod cvm;
+pub mod deny;
 pub mod enroll;
 pub mod events;
 pub mod metrics;
@@ -171,6 +172,9 @@ pub struct Service {
     db_writes: Mutex<()>,
     /// Concluded rounds waiting for the writer thread's next group commit ([`commit`]).
     commits: Arc<commit::Queue>,
+    /// The signed deny list for agents ([`deny`]), and whether it changed since the last push.
+    deny: Mutex<deny::DenyCache>,
+    deny_dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Service {
@@ -332,6 +336,8 @@ impl Service {
             migrations: migrate::Migrations::default(),
             db_writes: Mutex::new(()),
             commits: Arc::default(),
+            deny: Mutex::default(),
+            deny_dirty: std::sync::atomic::AtomicBool::new(false),
         });
         commit::start(&svc).map_err(|e| ServiceError::Core(format!("cannot start the round writer: {e}")))?;
         svc.load_registry()?;
@@ -568,6 +574,7 @@ impl Service {
             return Err(ServiceError::NoNode(key.into()));
         }
         self.agents.forget(&node.id);
+        self.deny_changed();
         self.emit(
             &node,
             "removed",
@@ -701,7 +708,8 @@ pub async fn run(
     let router = api::router(svc.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(round::schedule(svc.clone(), stop_rx.clone()));
-    let checkpoints = tokio::spawn(checkpoint_loop(svc.clone(), stop_rx));
+    let checkpoints = tokio::spawn(checkpoint_loop(svc.clone(), stop_rx.clone()));
+    let deny = tokio::spawn(deny::push_loop(svc.clone(), stop_rx));
     svc.resume_migrations();
     tracing::info!(addr = ?listener.local_addr().ok(), "custody-verifier listening");
     let limits = svc.cfg.limits.serve_limits();
@@ -710,6 +718,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = checkpoints.await;
+    let _ = deny.await;
     // A final checkpoint so everything appended is covered by a signature.
     if let Err(e) = svc.checkpoint() {
         tracing::error!(error = %e, "final checkpoint failed");

@@ -1096,7 +1096,15 @@ impl Service {
             .nonces
             .issue(&node.id)
             .map_err(|e| ServiceError::Core(e.to_string()))?;
-        let body = api::to_cbor("round request", &RoundRequest { nonce })
+        // The deny list rides along (see `deny`); without one the round still runs.
+        let deny = match self.deny_list() {
+            Ok(l) => Some(l.as_ref().clone()),
+            Err(e) => {
+                tracing::error!(error = %e, "no deny list for the round request");
+                None
+            }
+        };
+        let body = api::to_cbor("round request", &RoundRequest { nonce, deny })
             .map_err(|e| ServiceError::Core(e.to_string()))?;
         let url = format!("https://{}/v1/round", node.endpoint);
         let reply = match self.agents.for_node(&node.id) {
@@ -1495,6 +1503,9 @@ impl Service {
         } = c;
         let elapsed = started.elapsed();
         self.metrics.observe_round(passed, elapsed);
+        if node.state == NodeState::Revoked && previous != NodeState::Revoked {
+            self.deny_changed();
+        }
         if node.state != previous {
             self.emit(
                 &node,

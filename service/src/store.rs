@@ -201,6 +201,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         entry: &custody_audit::Entry,
         log: &mut AuditLog,
     ) -> Result<bool, StoreError>;
+    /// Nodes removed at or after `since` (seconds), and revoked nodes whose revocation
+    /// (their last update) is at or after it: the verifier's deny list.
+    fn denied_since(&self, since: i64) -> Result<Vec<custody_mover::deny::DeniedNode>, StoreError>;
+    /// When node `id` was removed, if it was and has not enrolled again since.
+    fn removed_at(&self, id: &str) -> Result<Option<i64>, StoreError>;
     /// The node's new state, the round's result and its audit entries, in one
     /// transaction; returns the result id. [`StoreError::NodeGone`] when the node was
     /// removed meanwhile.
@@ -337,6 +342,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX migrations_state ON migrations(state);
     CREATE INDEX migrations_issued ON migrations(issued_at);",
+    // 5: removed nodes, until their certificates and tickets are past (the deny list).
+    "CREATE TABLE removed_nodes (
+        id TEXT PRIMARY KEY,
+        removed_at INTEGER NOT NULL
+    );",
 ];
 
 #[derive(Debug)]
@@ -601,6 +611,9 @@ impl Store for SqliteStore {
         if holder.is_some() {
             return Err(StoreError::NameTaken(node.name.clone()));
         }
+        // Enrolled again after a removal: no longer denied.
+        tx.prepare_cached("DELETE FROM removed_nodes WHERE id = ?1")?
+            .execute([&node.id])?;
         match &previous {
             None => put_node_in(&tx, node)?,
             Some(_) => {
@@ -685,11 +698,49 @@ impl Store for SqliteStore {
         if n == 0 {
             return Ok(false);
         }
+        tx.prepare_cached("INSERT OR REPLACE INTO removed_nodes (id, removed_at) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![id, crate::now()])?;
         let pending = log.append_in(&tx, std::slice::from_ref(entry))?;
         crate::fault_point("abort_before_commit");
         tx.commit()?;
         log.applied(pending)?;
         Ok(true)
+    }
+
+    fn removed_at(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .read()
+            .prepare_cached("SELECT removed_at FROM removed_nodes WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn denied_since(&self, since: i64) -> Result<Vec<custody_mover::deny::DeniedNode>, StoreError> {
+        use custody_mover::deny::{Denial, DeniedNode};
+        let conn = self.read();
+        let mut out = Vec::new();
+        let mut st =
+            conn.prepare_cached("SELECT id, removed_at FROM removed_nodes WHERE removed_at >= ?1")?;
+        let mut rows = st.query([since])?;
+        while let Some(r) = rows.next()? {
+            out.push(DeniedNode {
+                id: r.get(0)?,
+                denial: Denial::Removed,
+                since: r.get(1)?,
+            });
+        }
+        let mut st = conn.prepare_cached(
+            "SELECT id, updated_at FROM nodes WHERE state = 'revoked' AND updated_at >= ?1",
+        )?;
+        let mut rows = st.query([since])?;
+        while let Some(r) = rows.next()? {
+            out.push(DeniedNode {
+                id: r.get(0)?,
+                denial: Denial::Revoked,
+                since: r.get(1)?,
+            });
+        }
+        Ok(out)
     }
 
     fn record_rounds(

@@ -146,7 +146,7 @@ fn assert_refused(r: &Response, status: StatusCode, check: &str) -> Refusal {
 }
 
 fn round_body(nonce: Nonce) -> Vec<u8> {
-    api::to_cbor("RoundRequest", &RoundRequest { nonce }).unwrap()
+    api::to_cbor("RoundRequest", &RoundRequest { nonce, deny: None }).unwrap()
 }
 
 fn appraise(b: &EvidenceBundle, expected: &Binding) -> Vec<&'static str> {

@@ -332,7 +332,7 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".custody-seen-tickets" && n != ".custody-receipts")
+        .filter(|n| n != ".custody-seen-tickets" && n != ".custody-receipts" && n != ".custody-deny-list")
         .collect();
     assert!(left.is_empty(), "B's store is not empty: {left:?}");
 
@@ -609,4 +609,58 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
     let r = import("node-b", &file);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("ticket_replayed"), "{}", r.stderr);
+}
+
+/// Issue 19 item 3: tickets are checked offline, so a ticket issued before its source
+/// was removed stayed good until it expired (a day for an export file). The verifier
+/// pushes its signed deny list when the operator removes a node; the destination then
+/// refuses the removed node's file at `node_removed`, with nothing placed.
+#[test]
+fn a_ticket_issued_before_a_removal_moves_nothing() {
+    let (a, b, us) = (Swtpm::start(), Swtpm::start(), Swtpm::start());
+    let key = RegistryKey::generate().unwrap();
+    let w = start([&a, &b, &us], &key);
+    let job = w.store("node-a").join("job-r");
+    checkpoint(&job, 9);
+    let r = w.cli(&[
+        "migrate",
+        "job-r",
+        "--from",
+        "node-a",
+        "--to",
+        "node-b",
+        "--via-file",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}\n{}", r.stdout, r.stderr, w.logs());
+    let file = PathBuf::from(r.json()["export_path"].as_str().unwrap());
+
+    // The operator removes node-a; the removal waits for the agents to hold the list.
+    let r = w.cli(&[
+        "nodes",
+        "remove",
+        "node-a",
+        "--reason",
+        "decommissioned",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let pushed = &r.json()["deny_list"];
+    assert_eq!(pushed["sent"], 2, "node-b and node-us: {pushed}");
+    assert_eq!(pushed["held"], 2, "{pushed}\n{}", w.logs());
+
+    // The file's ticket is still within its day, and B refuses it.
+    let sock = w.path("node-b-admin/admin.sock");
+    let r = custody([
+        "import".as_ref(),
+        file.as_os_str(),
+        "--socket".as_ref(),
+        sock.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("node_removed"), "{}", r.stderr);
+    assert!(!w.store("node-b").join("job-r").exists(), "nothing placed");
+    // B's agent keeps the list across a restart (it is a file beside the checkpoints).
+    assert!(w.store("node-b").join(".custody-deny-list").exists());
 }
