@@ -714,13 +714,19 @@ async fn set_reference(
     };
     let g = group.clone();
     match blocking(move || -> Result<(), ServiceError> {
-        svc.store.set_reference(&g, &r)?;
-        svc.log(custody_audit::Entry::PolicyChange(serde_json::json!({
+        let entry = custody_audit::Entry::PolicyChange(serde_json::json!({
             "reference_values": g,
             "source": "operator",
             "at": r.at,
             "pcrs": r.pcrs,
-        })));
+        }));
+        svc.decide(
+            crate::store::Decision::Reference {
+                group: &g,
+                reference: &r,
+            },
+            &[entry],
+        )?;
         Ok(())
     })
     .await

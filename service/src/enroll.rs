@@ -291,7 +291,33 @@ impl Service {
             .removed_at(&fresh.id)
             .map_err(|e| refuse("store", e.to_string()))?
             .is_some();
-        let previous = match self.store.enroll_node(&fresh) {
+        let ek_cert_sha256 = p.ek_cert_sha256.clone();
+        let entry = |previous: Option<&NodeRecord>| {
+            let (node, restart_clock) = merge(&fresh, previous);
+            // An agent keeps its AK across restarts (state_dir/ak.tpm); a new AK on the
+            // same EK means the TPM was cleared or the agent's state lost, worth an
+            // auditor's look.
+            let ak_changed = previous.map(|n| n.ak_public != node.ak_public);
+            custody_audit::Entry::Enrollment(serde_json::json!({
+                "node": node.id,
+                "name": node.name,
+                "at": at,
+                "ek_cert_sha256": ek_cert_sha256,
+                "ak_sha256": hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &node.ak_public).as_ref()),
+                "endpoint": node.endpoint,
+                "re_enrollment": previous.is_some(),
+                "ak_changed": ak_changed,
+                "state": node.state.as_str(),
+                "failures": node.failures,
+                "clock_baseline_restarted": restart_clock,
+            }))
+        };
+        // The enrollment and its entry commit together: one that cannot be logged fails.
+        let enrolled = {
+            let _gate = self.db_writes();
+            self.store.enroll_node(&fresh, &entry, &mut self.audit())
+        };
+        let previous = match enrolled {
             Ok(prev) => prev,
             Err(StoreError::Revoked { id, name, reason }) => {
                 return Err(refuse(
@@ -308,39 +334,8 @@ impl Service {
             // Off the deny list: the agents hear it now, not at their next round.
             self.deny_changed();
         }
-        // The credential was activated with this AK: a new AK on the same EK (a cleared
-        // TPM, lost agent state) proves the TPM anew, so its clock baseline restarted
-        // (TPM2_Clear sets the reset counters back; the old baseline would fail every round).
-        let restart_clock = previous.as_ref().is_some_and(|n| n.ak_public != fresh.ak_public);
-        // What the node is now: the TPM's state, failures and group survive re-enrollment.
-        let node = match &previous {
-            None => fresh,
-            Some(prev) => NodeRecord {
-                state: prev.state,
-                reason: prev.reason.clone(),
-                failures: prev.failures,
-                group: prev.group.clone(),
-                last_round_at: prev.last_round_at,
-                tpm_clock: if restart_clock { None } else { prev.tpm_clock },
-                ..fresh
-            },
-        };
-        // An agent keeps its AK across restarts (state_dir/ak.tpm); a new AK on the same
-        // EK means the TPM was cleared or the agent's state lost, worth an auditor's look.
+        let (node, restart_clock) = merge(&fresh, previous.as_ref());
         let ak_changed = previous.as_ref().map(|n| n.ak_public != node.ak_public);
-        self.log(custody_audit::Entry::Enrollment(serde_json::json!({
-            "node": id,
-            "name": node.name,
-            "at": at,
-            "ek_cert_sha256": p.ek_cert_sha256,
-            "ak_sha256": hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &node.ak_public).as_ref()),
-            "endpoint": node.endpoint,
-            "re_enrollment": previous.is_some(),
-            "ak_changed": ak_changed,
-            "state": node.state.as_str(),
-            "failures": node.failures,
-            "clock_baseline_restarted": restart_clock,
-        })));
         let kind = if previous.is_some() {
             "re_enrolled"
         } else {
@@ -478,6 +473,27 @@ fn refuse_revoked(
     }
 }
 
+/// What a node is once enrolled: the request's name, keys and endpoints; the TPM's
+/// state, failures and group, which survive re-enrollment; and whether the TPM clock
+/// baseline restarted (the credential was activated with a new AK on the same EK: a
+/// cleared TPM, or lost agent state, proves the TPM anew, and TPM2_Clear sets the reset
+/// counters back, so the old baseline would fail every round).
+fn merge(fresh: &NodeRecord, previous: Option<&NodeRecord>) -> (NodeRecord, bool) {
+    let restart_clock = previous.is_some_and(|n| n.ak_public != fresh.ak_public);
+    let node = match previous {
+        None => fresh.clone(),
+        Some(prev) => NodeRecord {
+            state: prev.state,
+            reason: prev.reason.clone(),
+            failures: prev.failures,
+            group: prev.group.clone(),
+            last_round_at: prev.last_round_at,
+            tpm_clock: if restart_clock { None } else { prev.tpm_clock },
+            ..fresh.clone()
+        },
+    };
+    (node, restart_clock)
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -401,37 +401,43 @@ impl Service {
                 return Ok(cur.clone());
             }
         }
-        self.store
-            .put_registry(&store::RegistryRecord {
-                version: v.version(),
-                digest: v.digest().to_owned(),
-                kid: v.kid().to_owned(),
-                body: bytes.to_vec(),
-                loaded_at: now(),
-            })
+        let previous = slot.as_ref().map(|c| c.version());
+        let r = v.registry();
+        let entry = custody_audit::Entry::RegistryChange(serde_json::json!({
+            "version": v.version(),
+            "previous": previous,
+            "digest": v.digest(),
+            "kid": v.kid(),
+            "authority": r.authority,
+            "entities": r.entities.len(),
+            "sites": r.sites.len(),
+            "hardware": r.hardware.len(),
+            "at": now(),
+        }));
+        let record = store::RegistryRecord {
+            version: v.version(),
+            digest: v.digest().to_owned(),
+            kid: v.kid().to_owned(),
+            body: bytes.to_vec(),
+            loaded_at: now(),
+        };
+        // A new version and its entry commit together; the stored version put back in
+        // force at start is logged as such (it was decided before).
+        let stored = self
+            .decide(store::Decision::Registry(&record), std::slice::from_ref(&entry))
             .map_err(|e| match e {
-                store::StoreError::Conflict(d) => ServiceError::Registry {
+                ServiceError::Store(store::StoreError::Conflict(d)) => ServiceError::Registry {
                     check: "registry_version",
                     detail: d,
                 },
-                other => ServiceError::Store(other),
+                other => other,
             })?;
-        let previous = slot.as_ref().map(|c| c.version());
         *slot = Some(v.clone());
         drop(slot);
+        if !stored && previous.is_none_or(|p| p < v.version()) {
+            self.log(entry);
+        }
         if previous.is_none_or(|p| p < v.version()) {
-            let r = v.registry();
-            self.log(custody_audit::Entry::RegistryChange(serde_json::json!({
-                "version": v.version(),
-                "previous": previous,
-                "digest": v.digest(),
-                "kid": v.kid(),
-                "authority": r.authority,
-                "entities": r.entities.len(),
-                "sites": r.sites.len(),
-                "hardware": r.hardware.len(),
-                "at": now(),
-            })));
             tracing::info!(version = v.version(), digest = v.digest(), "registry adopted");
         }
         Ok(v)
@@ -442,13 +448,19 @@ impl Service {
         let p = &self.appraiser.policy;
         let last = self.store.setting("policy_digest")?;
         if last.as_deref() != Some(p.digest()) {
-            self.log(custody_audit::Entry::PolicyChange(serde_json::json!({
+            let entry = custody_audit::Entry::PolicyChange(serde_json::json!({
                 "policy_id": p.id(),
                 "policy_digest": p.digest(),
                 "previous_digest": last,
                 "at": now(),
-            })));
-            self.store.set_setting("policy_digest", p.digest())?;
+            }));
+            self.decide(
+                store::Decision::Setting {
+                    key: "policy_digest",
+                    value: p.digest(),
+                },
+                &[entry],
+            )?;
         }
         Ok(())
     }
@@ -534,7 +546,7 @@ impl Service {
         }
     }
 
-    fn audit(&self) -> MutexGuard<'_, custody_audit::store::Store> {
+    pub(crate) fn audit(&self) -> MutexGuard<'_, custody_audit::store::Store> {
         // Appends are single transactions; a poisoned lock holds a consistent log.
         self.audit.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -602,15 +614,15 @@ impl Service {
         }
         r.pending = false;
         r.source = "approved".into();
-        self.store.set_reference(group, &r)?;
-        self.log(custody_audit::Entry::PolicyChange(serde_json::json!({
+        let entry = custody_audit::Entry::PolicyChange(serde_json::json!({
             "reference_values": group,
             "source": "approved",
             "learned_from": r.learned_from,
             "by": by,
             "at": now(),
             "pcrs": r.pcrs,
-        })));
+        }));
+        self.decide(store::Decision::Reference { group, reference: &r }, &[entry])?;
         Ok(r)
     }
 
@@ -628,17 +640,17 @@ impl Service {
             });
         }
         let node = self.find_node(key)?;
-        if !self.store.set_group(&node.id, group)? {
-            return Err(ServiceError::NoNode(key.into()));
-        }
-        self.log(custody_audit::Entry::PolicyChange(serde_json::json!({
+        let entry = custody_audit::Entry::PolicyChange(serde_json::json!({
             "node": node.id,
             "name": node.name,
             "group": group,
             "previous_group": node.group,
             "by": by,
             "at": now(),
-        })));
+        }));
+        if !self.decide(store::Decision::Group { id: &node.id, group }, &[entry])? {
+            return Err(ServiceError::NoNode(key.into()));
+        }
         self.emit(
             &node,
             "group_changed",
@@ -647,10 +659,31 @@ impl Service {
         self.find_node(&node.id)
     }
 
-    /// Append an entry that records no decision of its own (registry and policy
-    /// changes, enrollments, migration steps; see docs/threat-model.md). A failure is
-    /// logged and counted; decisions (rounds, revocations, removals) go through the
-    /// store with their entry instead and fail when it cannot be written.
+    /// Apply a decision with its audit entries in one transaction ([`store::Store::decide`]):
+    /// one that cannot be logged is not made.
+    pub fn decide(
+        &self,
+        d: store::Decision<'_>,
+        entries: &[custody_audit::Entry],
+    ) -> Result<bool, ServiceError> {
+        let r = {
+            let _gate = self.db_writes();
+            self.store.decide(d, entries, &mut self.audit())
+        };
+        if let Err(e) = &r {
+            self.metrics
+                .audit_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(error = %e, "a decision and its audit entry could not be written");
+        }
+        Ok(r?)
+    }
+
+    /// Append an entry that records an observation, not a decision of the verifier's
+    /// (a refused migration, an export written, a policy re-stated at start; see
+    /// docs/threat-model.md). A failure is logged and counted; decisions (enrollments,
+    /// rounds, revocations, removals, reference values, groups, registries, tickets) go
+    /// through the store with their entry instead and fail when it cannot be written.
     pub fn log(&self, entry: custody_audit::Entry) {
         let kind = entry.kind();
         let appended = {
@@ -953,6 +986,43 @@ mod tests {
             "a result was recorded without its audit entry"
         );
         assert_eq!(metric(&svc, "custody_audit_append_errors_total"), 1);
+    }
+
+    /// Issue 19 item 10 beyond rounds: an operator's decision (a node's group, a group's
+    /// reference values, the policy in force) commits with its entry or not at all.
+    #[test]
+    fn a_decision_that_cannot_be_logged_is_not_made() {
+        let d = tempfile::tempdir().unwrap();
+        let svc = Service::open(config(d.path())).unwrap();
+        svc.store.put_node(&node("n0")).unwrap();
+        let size = svc.audit().size();
+        let c = rusqlite::Connection::open(svc.cfg.db_path()).unwrap();
+        c.execute(
+            "INSERT INTO entries(idx, leaf) VALUES (?1, x'7b7d')",
+            [i64::try_from(size).unwrap()],
+        )
+        .unwrap();
+        assert!(svc.set_group("n0", "gpu-hosts", "operator").is_err());
+        assert_eq!(svc.store.node("n0").unwrap().unwrap().group, "default");
+        let r = store::Reference {
+            pcrs: Default::default(),
+            source: "operator".into(),
+            at: 1,
+            learned_from: None,
+            pending: false,
+        };
+        let e = custody_audit::Entry::PolicyChange(serde_json::json!({}));
+        assert!(svc
+            .decide(
+                store::Decision::Reference {
+                    group: "g",
+                    reference: &r
+                },
+                &[e]
+            )
+            .is_err());
+        assert!(svc.store.reference("g").unwrap().is_none());
+        assert_eq!(metric(&svc, "custody_audit_append_errors_total"), 2);
     }
 
     fn with_rims(dir: &Path, rims: &Path) -> Config {

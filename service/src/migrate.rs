@@ -532,7 +532,7 @@ impl Service {
             export_path: None,
             export_sha256: None,
         };
-        self.log(custody_audit::Entry::Migration(serde_json::json!({
+        let entry = custody_audit::Entry::Migration(serde_json::json!({
             "outcome": "ticket_issued",
             "ticket": m.id,
             "job": m.job,
@@ -552,12 +552,14 @@ impl Service {
             "ticket_cose": hex::encode(&signed),
             "source_at": a_place,
             "destination_at": b_place,
-        })));
-        self.checkpoint_now();
-        // Kept before A is told to send: a verifier that restarts from here on watches the
-        // move again (`resume_migrations`).
+        }));
+        // The ticket is a decision: stored with its entry before A is told to send (so a
+        // verifier that restarts from here on watches the move again,
+        // `resume_migrations`), or not issued at all.
+        self.persist_logged(&m, &signed, &[entry])
+            .map_err(|e| refused("audit", format!("the ticket could not be recorded: {e}")))?;
         self.migrations.put(m.clone());
-        self.persist_migration(&m, &signed);
+        self.checkpoint_now();
         let (path, body) = if req.via_file {
             let export = MoveExport {
                 ticket: signed,
@@ -581,7 +583,7 @@ impl Service {
             .await
         {
             // Nothing was sent; `migrate` logs the refusal.
-            self.end_migration(&m.id, |m| {
+            self.end_migration(&m.id, None, |m| {
                 m.state = "failed".into();
                 m.check = Some(e.check.clone());
                 m.detail = Some(e.detail.clone());
@@ -593,31 +595,44 @@ impl Service {
     }
 
     fn persist_migration(&self, m: &Migration, ticket: &[u8]) {
-        let r = serde_json::to_string(m)
-            .map_err(|e| e.to_string())
-            .and_then(|doc| {
-                self.store
-                    .put_migration(&MigrationRecord {
-                        id: m.id.clone(),
-                        state: m.state.clone(),
-                        issued_at: m.issued_at,
-                        doc,
-                        ticket: ticket.to_vec(),
-                    })
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(e) = r {
+        if let Err(e) = self.persist_logged(m, ticket, &[]) {
             tracing::error!(ticket = %m.id, error = %e, "could not store the migration");
         }
     }
 
-    /// Final state: stored, then dropped from memory (the store answers from now on).
-    fn end_migration(&self, id: &str, f: impl FnOnce(&mut Migration)) {
+    /// Store the migration and append `entries` in one transaction.
+    fn persist_logged(
+        &self,
+        m: &Migration,
+        ticket: &[u8],
+        entries: &[custody_audit::Entry],
+    ) -> Result<(), ServiceError> {
+        let doc = serde_json::to_string(m).map_err(|e| ServiceError::Core(e.to_string()))?;
+        let rec = MigrationRecord {
+            id: m.id.clone(),
+            state: m.state.clone(),
+            issued_at: m.issued_at,
+            doc,
+            ticket: ticket.to_vec(),
+        };
+        if entries.is_empty() {
+            return Ok(self.store.put_migration(&rec)?);
+        }
+        self.decide(crate::store::Decision::Migration(&rec), entries)
+            .map(drop)
+    }
+
+    /// Final state: stored with its audit entry, then dropped from memory (the store
+    /// answers from now on). The placement or failure already happened: a write that
+    /// fails is logged and counted, and the migration stays in memory.
+    fn end_migration(&self, id: &str, entry: Option<custody_audit::Entry>, f: impl FnOnce(&mut Migration)) {
         self.migrations.update(id, f);
         if let Some(m) = self.migrations.get(id) {
             // The ticket was stored with the first insert and is kept.
-            self.persist_migration(&m, &[]);
-            self.migrations.remove(id);
+            match self.persist_logged(&m, &[], entry.as_slice()) {
+                Ok(()) => self.migrations.remove(id),
+                Err(e) => tracing::error!(ticket = %id, error = %e, "could not record the migration's end"),
+            }
         }
     }
 
@@ -855,7 +870,7 @@ impl Service {
             Ok((receipt, bytes)) => {
                 let digest = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes));
                 tracing::info!(ticket = %id, job = %t.job, to = %t.destination, "migration placed, receipt verified");
-                self.log(custody_audit::Entry::Migration(serde_json::json!({
+                let entry = custody_audit::Entry::Migration(serde_json::json!({
                     "outcome": "placed",
                     "ticket": id,
                     "job": t.job,
@@ -869,14 +884,14 @@ impl Service {
                     "source_released": self.migrations.get(id).is_some_and(|m| m.source_released),
                     "source_kept": self.migrations.get(id).map(|m| m.source_kept).unwrap_or_default(),
                     "at": at,
-                })));
-                self.checkpoint_now();
-                self.end_migration(id, |m| {
+                }));
+                self.end_migration(id, Some(entry), |m| {
                     m.state = "done".into();
                     m.bytes = receipt.bytes;
                     m.completed_at = Some(receipt.completed_at);
                     m.receipt_sha256 = Some(digest);
                 });
+                self.checkpoint_now();
             }
             Err(e) => self.fail_migration(id, &t.job, &t.source, &t.destination, e),
         }
@@ -885,7 +900,7 @@ impl Service {
     /// A ticketed migration that ended without a placement: logged, signed, stored.
     fn fail_migration(&self, id: &str, job: &str, source: &str, destination: &str, e: MigrationRefused) {
         tracing::warn!(ticket = %id, check = %e.check, detail = %e.detail, "migration failed");
-        self.log(custody_audit::Entry::Migration(serde_json::json!({
+        let entry = custody_audit::Entry::Migration(serde_json::json!({
             "outcome": "failed",
             "ticket": id,
             "job": job,
@@ -894,13 +909,13 @@ impl Service {
             "check": e.check,
             "detail": e.detail,
             "at": now(),
-        })));
-        self.checkpoint_now();
-        self.end_migration(id, |m| {
+        }));
+        self.end_migration(id, Some(entry), |m| {
             m.state = "failed".into();
             m.check = Some(e.check);
             m.detail = Some(e.detail);
         });
+        self.checkpoint_now();
     }
 }
 

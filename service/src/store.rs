@@ -44,6 +44,25 @@ pub enum StoreError {
 /// The audit log that decisions are appended to, in the same transaction.
 pub type AuditLog = custody_audit::store::Store;
 
+/// A write that is a decision, for [`Store::decide`]: it commits with its audit entries
+/// or not at all.
+#[derive(Debug, Clone, Copy)]
+pub enum Decision<'a> {
+    /// A group's reference values (set by an operator, or approved).
+    Reference {
+        group: &'a str,
+        reference: &'a Reference,
+    },
+    /// A node's reference-value group.
+    Group { id: &'a str, group: &'a str },
+    /// A signed registry adopted.
+    Registry(&'a RegistryRecord),
+    /// A remembered setting (the policy in force).
+    Setting { key: &'a str, value: &'a str },
+    /// A migration's ticket issued, or its outcome.
+    Migration(&'a MigrationRecord),
+}
+
 /// One round's writes for [`Store::record_rounds`]: the node's new state, its result
 /// and the audit entries that record the decision (committed with it or not at all).
 pub type RoundRows<'a> = (&'a NodeRecord, &'a ResultRecord, &'a [custody_audit::Entry]);
@@ -186,7 +205,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// the AK changed (a credential activation proved a new AK on the same EK: a cleared
     /// TPM, which sets its reset counters back), the TPM clock baseline restarts. Returns
     /// the node as it was before, if any.
-    fn enroll_node(&self, node: &NodeRecord) -> Result<Option<NodeRecord>, StoreError>;
+    /// The audit entry, built from the node as it was (`None`: a new node), is appended in
+    /// the same transaction: an enrollment that cannot be logged does not happen.
+    fn enroll_node(
+        &self,
+        node: &NodeRecord,
+        entry: &dyn Fn(Option<&NodeRecord>) -> custody_audit::Entry,
+        log: &mut AuditLog,
+    ) -> Result<Option<NodeRecord>, StoreError>;
+    /// Apply an operator's or the verifier's decision and append its entries in one
+    /// transaction. Returns whether it changed anything (a group change for a node that
+    /// is gone does not; nothing is appended then).
+    fn decide(
+        &self,
+        decision: Decision<'_>,
+        entries: &[custody_audit::Entry],
+        log: &mut AuditLog,
+    ) -> Result<bool, StoreError>;
     /// Put a node in a reference-value group (the operator's `custody nodes group`).
     fn set_group(&self, id: &str, group: &str) -> Result<bool, StoreError>;
     fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
@@ -587,7 +622,12 @@ impl Store for SqliteStore {
         put_node_in(&self.lock(), node)
     }
 
-    fn enroll_node(&self, node: &NodeRecord) -> Result<Option<NodeRecord>, StoreError> {
+    fn enroll_node(
+        &self,
+        node: &NodeRecord,
+        entry: &dyn Fn(Option<&NodeRecord>) -> custody_audit::Entry,
+        log: &mut AuditLog,
+    ) -> Result<Option<NodeRecord>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let previous = {
@@ -647,16 +687,40 @@ impl Store for SqliteStore {
                 }
             }
         }
+        let pending = log.append_in(&tx, &[entry(previous.as_ref())])?;
+        crate::fault_point("abort_before_commit");
         tx.commit()?;
+        log.applied(pending)?;
         Ok(previous)
     }
 
+    fn decide(
+        &self,
+        decision: Decision<'_>,
+        entries: &[custody_audit::Entry],
+        log: &mut AuditLog,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let changed = match decision {
+            Decision::Reference { group, reference } => set_reference_in(&tx, group, reference)?,
+            Decision::Group { id, group } => set_group_in(&tx, id, group)?,
+            Decision::Registry(r) => put_registry_in(&tx, r)?,
+            Decision::Setting { key, value } => set_setting_in(&tx, key, value)?,
+            Decision::Migration(m) => put_migration_in(&tx, m)?,
+        };
+        if !changed {
+            return Ok(false);
+        }
+        let pending = log.append_in(&tx, entries)?;
+        crate::fault_point("abort_before_commit");
+        tx.commit()?;
+        log.applied(pending)?;
+        Ok(true)
+    }
+
     fn set_group(&self, id: &str, group: &str) -> Result<bool, StoreError> {
-        let n = self
-            .lock()
-            .prepare_cached("UPDATE nodes SET grp = ?2 WHERE id = ?1")?
-            .execute([id, group])?;
-        Ok(n == 1)
+        set_group_in(&self.lock(), id, group)
     }
 
     fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
@@ -808,12 +872,7 @@ impl Store for SqliteStore {
     }
 
     fn set_reference(&self, group: &str, reference: &Reference) -> Result<(), StoreError> {
-        let body = serde_json::to_string(reference).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.lock().execute(
-            "INSERT OR REPLACE INTO reference_values (grp, body) VALUES (?1, ?2)",
-            rusqlite::params![group, body],
-        )?;
-        Ok(())
+        set_reference_in(&self.lock(), group, reference).map(drop)
     }
 
     fn learn_reference(&self, group: &str, reference: &Reference) -> Result<bool, StoreError> {
@@ -854,27 +913,7 @@ impl Store for SqliteStore {
     }
 
     fn put_registry(&self, r: &RegistryRecord) -> Result<(), StoreError> {
-        let version = i64::try_from(r.version).map_err(|_| StoreError::Corrupt("registry version".into()))?;
-        let conn = self.lock();
-        let existing: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row(
-            "SELECT digest FROM registries WHERE version = ?1",
-            [version],
-            |row| row.get(0),
-        ))?;
-        match existing {
-            Some(d) if d == r.digest => Ok(()),
-            Some(d) => Err(StoreError::Conflict(format!(
-                "registry version {} is already stored with digest {d}",
-                r.version
-            ))),
-            None => {
-                conn.execute(
-                    "INSERT INTO registries (version, digest, kid, body, loaded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    rusqlite::params![version, r.digest, r.kid, r.body, r.loaded_at],
-                )?;
-                Ok(())
-            }
-        }
+        put_registry_in(&self.lock(), r).map(drop)
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -886,20 +925,11 @@ impl Store for SqliteStore {
     }
 
     fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)",
-            [key, value],
-        )?;
-        Ok(())
+        set_setting_in(&self.lock(), key, value).map(drop)
     }
 
     fn put_migration(&self, m: &MigrationRecord) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO migrations (id, state, issued_at, doc, ticket) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
-            rusqlite::params![m.id, m.state, m.issued_at, m.doc, m.ticket],
-        )?;
-        Ok(())
+        put_migration_in(&self.lock(), m).map(drop)
     }
 
     fn migration(&self, id: &str) -> Result<Option<MigrationRecord>, StoreError> {
@@ -964,6 +994,71 @@ mod hex_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
+}
+
+// The writes that can be decisions, on a connection or inside a transaction (both deref
+// to `rusqlite::Connection`); each says whether it changed anything.
+
+fn set_group_in(conn: &rusqlite::Connection, id: &str, group: &str) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached("UPDATE nodes SET grp = ?2 WHERE id = ?1")?
+        .execute([id, group])?;
+    Ok(n == 1)
+}
+
+fn set_reference_in(
+    conn: &rusqlite::Connection,
+    group: &str,
+    reference: &Reference,
+) -> Result<bool, StoreError> {
+    let body = serde_json::to_string(reference).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.execute(
+        "INSERT OR REPLACE INTO reference_values (grp, body) VALUES (?1, ?2)",
+        rusqlite::params![group, body],
+    )?;
+    Ok(true)
+}
+
+/// A version is never replaced by other bytes (`Conflict`); the same bytes again change
+/// nothing.
+fn put_registry_in(conn: &rusqlite::Connection, r: &RegistryRecord) -> Result<bool, StoreError> {
+    let version = i64::try_from(r.version).map_err(|_| StoreError::Corrupt("registry version".into()))?;
+    let existing: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row(
+        "SELECT digest FROM registries WHERE version = ?1",
+        [version],
+        |row| row.get(0),
+    ))?;
+    match existing {
+        Some(d) if d == r.digest => Ok(false),
+        Some(d) => Err(StoreError::Conflict(format!(
+            "registry version {} is already stored with digest {d}",
+            r.version
+        ))),
+        None => {
+            conn.execute(
+                "INSERT INTO registries (version, digest, kid, body, loaded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![version, r.digest, r.kid, r.body, r.loaded_at],
+            )?;
+            Ok(true)
+        }
+    }
+}
+
+fn set_setting_in(conn: &rusqlite::Connection, key: &str, value: &str) -> Result<bool, StoreError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)",
+        [key, value],
+    )?;
+    Ok(true)
+}
+
+fn put_migration_in(conn: &rusqlite::Connection, m: &MigrationRecord) -> Result<bool, StoreError> {
+    conn.execute(
+        "INSERT INTO migrations (id, state, issued_at, doc, ticket) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
+        rusqlite::params![m.id, m.state, m.issued_at, m.doc, m.ticket],
+    )?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -1130,8 +1225,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("e.db")).unwrap();
         let mut log = AuditLog::open(&dir.path().join("e.db")).unwrap();
+        let enrolled = |_: Option<&NodeRecord>| custody_audit::Entry::Enrollment(serde_json::json!({}));
         let mut a = node("a");
-        assert_eq!(s.enroll_node(&a).unwrap(), None);
+        assert_eq!(s.enroll_node(&a, &enrolled, &mut log).unwrap(), None);
         let mut failing = a.clone();
         failing.state = NodeState::Failed;
         failing.failures = 2;
@@ -1142,7 +1238,7 @@ mod tests {
         // The same TPM enrolls again (its agent restarted), same AK, new endpoint.
         a.endpoint = "127.0.0.1:9".into();
         a.enrolled_at = 20;
-        let prev = s.enroll_node(&a).unwrap().unwrap();
+        let prev = s.enroll_node(&a, &enrolled, &mut log).unwrap().unwrap();
         assert_eq!((prev.state, prev.failures), (NodeState::Failed, 2));
         let got = s.node("a").unwrap().unwrap();
         assert_eq!((got.state, got.failures), (NodeState::Failed, 2));
@@ -1152,12 +1248,15 @@ mod tests {
         assert!(got.tpm_clock.is_some(), "same AK: the clock baseline stays");
         // A new AK on the same EK: the clock baseline restarts.
         a.ak_public = vec![9, 9];
-        s.enroll_node(&a).unwrap();
+        s.enroll_node(&a, &enrolled, &mut log).unwrap();
         assert_eq!(s.node("a").unwrap().unwrap().tpm_clock, None);
         // Another TPM asking for the same name is refused and deletes nothing.
         let mut b = node("b");
         b.name = a.name.clone();
-        assert!(matches!(s.enroll_node(&b), Err(StoreError::NameTaken(_))));
+        assert!(matches!(
+            s.enroll_node(&b, &enrolled, &mut log),
+            Err(StoreError::NameTaken(_))
+        ));
         assert!(s.node("a").unwrap().is_some());
         assert!(s.node("b").unwrap().is_none());
         // Revoked stays revoked.
@@ -1165,8 +1264,37 @@ mod tests {
         revoked.state = NodeState::Revoked;
         s.record_round((&revoked, &result_for("a", 30), &[]), &mut log)
             .unwrap();
-        assert!(matches!(s.enroll_node(&a), Err(StoreError::Revoked { .. })));
+        assert!(matches!(
+            s.enroll_node(&a, &enrolled, &mut log),
+            Err(StoreError::Revoked { .. })
+        ));
         assert_eq!(s.node("a").unwrap().unwrap().state, NodeState::Revoked);
+    }
+
+    /// Issue 19 item 10 for enrollments: the node and its entry commit together, so an
+    /// enrollment whose entry cannot be written leaves no node behind.
+    #[test]
+    fn an_enrollment_that_cannot_be_logged_enrolls_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        let s = SqliteStore::open(&db).unwrap();
+        let mut log = AuditLog::open(&db).unwrap();
+        let enrolled = |_: Option<&NodeRecord>| custody_audit::Entry::Enrollment(serde_json::json!({}));
+        // A stray row where the next entry goes: the append fails.
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("INSERT INTO entries(idx, leaf) VALUES (0, x'7b7d')", [])
+            .unwrap();
+        assert!(s.enroll_node(&node("a"), &enrolled, &mut log).is_err());
+        assert!(
+            s.node("a").unwrap().is_none(),
+            "a node enrolled without its entry"
+        );
+        assert!(
+            !s.decide(Decision::Group { id: "a", group: "g" }, &[], &mut log)
+                .unwrap(),
+            "no node, nothing changed"
+        );
     }
 
     #[test]
