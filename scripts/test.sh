@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Only what appraises links libxmlsec1: the agent, mover, audit log and locality share
+# the small custody-types vocabulary instead of the appraisal core.
+for c in custody-agent custody-mover custody-audit custody-locality; do
+  if cargo tree --locked -p "$c" -e normal,build | grep -qE 'custody-xmldsig|custody-verifier'; then
+    echo "$c depends on the appraisal core (and so on libxmlsec1)" >&2; exit 1
+  fi
+done
 cargo test --workspace --locked
 # Interop with Veraison's `ear` (own workspace: its dependencies stay out of Custody's).
 cargo fmt --manifest-path interop/Cargo.toml -- --check

@@ -37,7 +37,7 @@ use custody_net::{
     ClientAuth, ClientCert, HttpsClient, Identity, NetError, PeerCert, ReloadableIdentity, RemoteAddr,
     ServerCert,
 };
-use custody_verifier::FailedCheck;
+use custody_types::FailedCheck;
 use rcgen::PublicKeyData;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -941,7 +941,7 @@ fn peer_of(req: &Request) -> Option<String> {
 }
 
 fn move_refusal(e: &custody_mover::MoverError) -> Response {
-    use custody_verifier::check::FailedCheck;
+    use custody_types::FailedCheck;
     let status = match e {
         custody_mover::MoverError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         custody_mover::MoverError::TransferActive(_) => StatusCode::CONFLICT,

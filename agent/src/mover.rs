@@ -18,7 +18,7 @@ use custody_mover::ticket::Ticket;
 use custody_mover::wire::{self, Destination, SourceChecks};
 use custody_mover::MoverError;
 use custody_net::PeerCert;
-use custody_verifier::check::FailedCheck;
+use custody_types::FailedCheck;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};

@@ -13,7 +13,7 @@ use aws_lc_rs::encoding::AsBigEndian;
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use custody_verifier::FailedCheck;
+use custody_types::FailedCheck;
 use std::fmt;
 use thiserror::Error;
 

@@ -14,7 +14,7 @@ use custody_audit::note::{Checkpoint, Signer, Verifier};
 use custody_audit::store::Store;
 use custody_audit::verify::{verify_dir, AuditError};
 use custody_audit::Entry;
-use custody_verifier::FailedCheck;
+use custody_types::FailedCheck;
 use rusqlite::Connection;
 use serde_json::json;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! The EAR claims decoder and the COSE_Sign1 verifier never panic; accepted claims
 //! round-trip through the deterministic encoder.
 use custody_verifier::check::UnixTime;
-use custody_verifier::ear::{verify, AttestationResult, EarPublicKey};
+use custody_verifier::ear::{verify, AttestationResult, VerifierKey};
 use libfuzzer_sys::fuzz_target;
 
 /// A fixed valid P-256 point (the generator), so verify reaches the signature check.
@@ -16,6 +16,6 @@ fuzz_target!(|data: &[u8]| {
     let point: Vec<u8> = (0..G.len() / 2)
         .map(|i| u8::from_str_radix(&G[2 * i..2 * i + 2], 16).expect("hex"))
         .collect();
-    let key = EarPublicKey::from_sec1(&point).expect("point");
+    let key = VerifierKey::from_sec1(&point).expect("point");
     let _ = verify(data, &key, UnixTime(0));
 });

@@ -47,8 +47,7 @@ impl LocalityError {
     }
 }
 
-#[cfg(feature = "verifier")]
-impl custody_verifier::FailedCheck for LocalityError {
+impl custody_types::FailedCheck for LocalityError {
     fn check(&self) -> &'static str {
         LocalityError::check(self)
     }

@@ -95,8 +95,7 @@ impl RemoteError {
     }
 }
 
-#[cfg(feature = "verifier")]
-impl custody_verifier::FailedCheck for RemoteError {
+impl custody_types::FailedCheck for RemoteError {
     fn check(&self) -> &'static str {
         RemoteError::check(self)
     }

@@ -174,14 +174,15 @@ impl DenyList {
 
     /// Sign with the verifier's result key.
     pub fn sign(&self, key: &EcdsaKeyPair) -> Result<Vec<u8>, MoverError> {
-        crate::envelope::sign(key, CONTENT_TYPE, self.payload()?).map_err(envelope_err)
+        custody_types::envelope::sign(key, CONTENT_TYPE, self.payload()?).map_err(envelope_err)
     }
 
     /// Verify a signed list against the pinned verifier key; `now` (seconds) refuses a
     /// list issued in the future.
     pub fn verify(bytes: &[u8], verifier_public_sec1: &[u8], now: i64) -> Result<Self, MoverError> {
-        let payload = crate::envelope::open(bytes, verifier_public_sec1, CONTENT_TYPE, MAX_DENY_LIST_LEN)
-            .map_err(envelope_err)?;
+        let payload =
+            custody_types::envelope::open(bytes, verifier_public_sec1, CONTENT_TYPE, MAX_DENY_LIST_LEN)
+                .map_err(envelope_err)?;
         let l = Self::from_payload(&payload)?;
         if l.issued_at_ms / 1000 > now.saturating_add(CLOCK_SKEW) {
             return Err(fmt_err(format!(
@@ -201,8 +202,8 @@ impl DenyList {
     }
 }
 
-fn envelope_err(e: crate::envelope::EnvelopeError) -> MoverError {
-    use crate::envelope::EnvelopeError as E;
+fn envelope_err(e: custody_types::envelope::EnvelopeError) -> MoverError {
+    use custody_types::envelope::EnvelopeError as E;
     match e {
         E::Format(m) | E::Signature(m) => MoverError::DenyList(m),
         E::ContentType { want, found } => MoverError::ContentType { want, found },

@@ -1,6 +1,6 @@
 //! One error type for the mover; every variant names the check that refused.
 
-use custody_verifier::check::FailedCheck;
+use custody_types::FailedCheck;
 
 /// Why a move, a checkpoint or a message was refused.
 #[derive(Debug, thiserror::Error)]

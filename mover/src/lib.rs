@@ -12,7 +12,6 @@
 pub mod chips;
 pub mod deny;
 pub mod direct;
-mod envelope;
 pub mod error;
 pub mod export;
 pub mod keywrap;

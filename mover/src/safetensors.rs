@@ -389,7 +389,7 @@ pub fn scan_checkpoint(dir: &Path) -> Result<Requirements, MoverError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use custody_verifier::check::FailedCheck;
+    use custody_types::FailedCheck;
 
     /// A real safetensors file: header JSON padded to 8 bytes like the reference writer.
     pub fn build(tensors: &[(&str, &str, &[u64], usize)], metadata: bool) -> Vec<u8> {

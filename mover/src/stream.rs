@@ -325,7 +325,7 @@ impl Opener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use custody_verifier::check::FailedCheck;
+    use custody_types::FailedCheck;
 
     fn setup(total: u64) -> (DataKey, StreamHeader, Vec<u8>) {
         let key = DataKey::from_bytes([9; 32]);

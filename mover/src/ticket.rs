@@ -65,8 +65,8 @@ fn fmt_err(msg: impl Into<String>) -> MoverError {
     MoverError::TicketFormat(msg.into())
 }
 
-fn envelope_err(e: crate::envelope::EnvelopeError) -> MoverError {
-    use crate::envelope::EnvelopeError as E;
+fn envelope_err(e: custody_types::envelope::EnvelopeError) -> MoverError {
+    use custody_types::envelope::EnvelopeError as E;
     match e {
         E::Format(m) => MoverError::TicketFormat(m),
         E::Signature(m) => MoverError::TicketSignature(m),
@@ -177,7 +177,7 @@ impl Ticket {
 
     /// Sign with the verifier's P-256 key: COSE_Sign1 (tag 18), ES256, kid.
     pub fn sign(&self, key: &EcdsaKeyPair) -> Result<Vec<u8>, MoverError> {
-        crate::envelope::sign(key, CONTENT_TYPE, self.payload()?).map_err(envelope_err)
+        custody_types::envelope::sign(key, CONTENT_TYPE, self.payload()?).map_err(envelope_err)
     }
 
     /// Verify a signed ticket against the pinned verifier key (uncompressed SEC1 P-256
@@ -185,8 +185,9 @@ impl Ticket {
     pub fn verify(bytes: &[u8], verifier_public_sec1: &[u8], now: i64) -> Result<Self, MoverError> {
         // ticket_format (structure), ticket_signature, content_type (an EAR signed by
         // the same key is not a ticket), ticket_signature
-        let payload = crate::envelope::open(bytes, verifier_public_sec1, CONTENT_TYPE, MAX_TICKET_LEN)
-            .map_err(envelope_err)?;
+        let payload =
+            custody_types::envelope::open(bytes, verifier_public_sec1, CONTENT_TYPE, MAX_TICKET_LEN)
+                .map_err(envelope_err)?;
         // ticket_format (payload)
         let t = Self::from_payload(&payload)?;
 
@@ -316,7 +317,7 @@ pub(crate) mod tests {
         assert_eq!(Ticket::verify(&bytes, &pubk, 1_100).unwrap(), t);
 
         let check = |r: Result<Ticket, MoverError>| {
-            use custody_verifier::check::FailedCheck;
+            use custody_types::FailedCheck;
             r.unwrap_err().check()
         };
         // Expired, and not yet valid.

@@ -43,7 +43,7 @@ use crate::receive::{staging_dir, Receiver};
 use crate::send::Sender;
 use crate::stream::{StreamHeader, TAG_LEN};
 use crate::ticket::{SeenTickets, Ticket};
-use custody_verifier::check::FailedCheck;
+use custody_types::FailedCheck;
 use rustls::crypto::hpke::HpkePrivateKey;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};

@@ -13,7 +13,7 @@ use custody_mover::send::Sender;
 use custody_mover::stream::StreamHeader;
 use custody_mover::ticket::{SeenTickets, Ticket};
 use custody_mover::MoverError;
-use custody_verifier::check::FailedCheck;
+use custody_types::FailedCheck;
 use std::path::Path;
 
 const CHUNK: u32 = 64 * 1024;

@@ -15,7 +15,7 @@ use custody_formats::api::{self, NonceGrant, PushResult, Refusal, CBOR};
 use custody_formats::bundle::MAX_BUNDLE_LEN;
 pub use custody_net::Response;
 use custody_net::{client_config_for_role, roots_from_pem, HttpsClient, Identity};
-use custody_verifier::ear::EarPublicKey;
+use custody_verifier::ear::VerifierKey;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -425,7 +425,7 @@ pub fn assert_refusal(r: &Response, status: StatusCode, check: &str) -> Refusal 
 }
 
 /// The EAR verification key the verifier publishes (`GET /v1/keys`, a JWK).
-pub async fn ear_key(v: &Verifier) -> EarPublicKey {
+pub async fn ear_key(v: &Verifier) -> VerifierKey {
     let r = v
         .request(&v.client(None), Method::GET, "/v1/keys", None, vec![])
         .await;
@@ -444,7 +444,7 @@ pub async fn ear_key(v: &Verifier) -> EarPublicKey {
     let mut sec1 = vec![0x04];
     sec1.extend(coord("x"));
     sec1.extend(coord("y"));
-    EarPublicKey::from_sec1(&sec1).unwrap()
+    VerifierKey::from_sec1(&sec1).unwrap()
 }
 
 /// A node that pushes its own rounds (`/v1/nonce`, `/v1/evidence`), enrolled in process.

@@ -73,13 +73,10 @@
 //! `ear_expired` (`now >= exp` is rejected).
 
 use crate::check::{Check, FailedCheck, Outcome, UnixTime};
-use aws_lc_rs::digest;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
 };
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use ciborium::value::{Integer, Value};
 use coset::{iana, CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
 use serde::Serialize;
@@ -938,14 +935,14 @@ fn tier(v: Value) -> Result<TrustTier, EarError> {
 /// The EAR signing key: ECDSA P-256 (ES256).
 pub struct EarSigningKey {
     pair: EcdsaKeyPair,
-    public: EarPublicKey,
+    public: VerifierKey,
 }
 
 impl fmt::Debug for EarSigningKey {
     // Never the private half.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EarSigningKey")
-            .field("kid", &crate::hex(&self.public.kid))
+            .field("kid", &crate::hex(self.public.kid()))
             .finish()
     }
 }
@@ -974,11 +971,12 @@ impl EarSigningKey {
     }
 
     fn from_pair(pair: EcdsaKeyPair) -> Result<Self, EarError> {
-        let public = EarPublicKey::from_sec1(pair.public_key().as_ref())?;
+        let public =
+            VerifierKey::from_sec1(pair.public_key().as_ref()).map_err(|e| EarError::Key(e.to_string()))?;
         Ok(Self { pair, public })
     }
 
-    pub fn public_key(&self) -> &EarPublicKey {
+    pub fn public_key(&self) -> &VerifierKey {
         &self.public
     }
 
@@ -989,68 +987,8 @@ impl EarSigningKey {
     }
 }
 
-/// An EAR verification key: a P-256 public key (uncompressed SEC1 point).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EarPublicKey {
-    point: Vec<u8>,
-    kid: Vec<u8>,
-}
-
-impl EarPublicKey {
-    /// From the 65-byte uncompressed point `04 || x || y`.
-    pub fn from_sec1(point: &[u8]) -> Result<Self, EarError> {
-        if point.len() != 65 || point.first() != Some(&0x04) {
-            return Err(EarError::Key(format!(
-                "P-256 public key must be a 65-byte uncompressed point, got {} bytes",
-                point.len()
-            )));
-        }
-        let kid = digest::digest(&digest::SHA256, Self::thumbprint_input(point).as_bytes())
-            .as_ref()
-            .to_vec();
-        Ok(Self {
-            point: point.to_vec(),
-            kid,
-        })
-    }
-
-    fn coords(point: &[u8]) -> (&[u8], &[u8]) {
-        (
-            point.get(1..33).unwrap_or_default(),
-            point.get(33..65).unwrap_or_default(),
-        )
-    }
-
-    /// RFC 7638 canonical JWK members, in order.
-    fn thumbprint_input(point: &[u8]) -> String {
-        let (x, y) = Self::coords(point);
-        format!(
-            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-            URL_SAFE_NO_PAD.encode(x),
-            URL_SAFE_NO_PAD.encode(y)
-        )
-    }
-
-    pub fn as_sec1(&self) -> &[u8] {
-        &self.point
-    }
-
-    /// The COSE kid: the RFC 7638 JWK thumbprint (SHA-256).
-    pub fn kid(&self) -> &[u8] {
-        &self.kid
-    }
-
-    /// The key as a JWK (what relying parties and Veraison's `ear` crate take).
-    pub fn to_jwk(&self) -> String {
-        let (x, y) = Self::coords(&self.point);
-        format!(
-            r#"{{"kty":"EC","crv":"P-256","alg":"ES256","kid":"{}","x":"{}","y":"{}"}}"#,
-            URL_SAFE_NO_PAD.encode(&self.kid),
-            URL_SAFE_NO_PAD.encode(x),
-            URL_SAFE_NO_PAD.encode(y)
-        )
-    }
-}
+/// The key that verifies EARs: the verifier's key (it also signs tickets and deny lists).
+pub use custody_types::key::{KeyError, VerifierKey};
 
 /// The protected content type of an EAR: the EAT media type for a CWT (RFC 9782). The
 /// `eat_profile` parameter is left out because COSE (coset, and so Veraison's `ear`
@@ -1066,7 +1004,7 @@ pub fn sign(result: &AttestationResult, key: &EarSigningKey) -> Result<Vec<u8>, 
     let protected = HeaderBuilder::new()
         .algorithm(iana::Algorithm::ES256)
         .content_type(CONTENT_TYPE.to_owned())
-        .key_id(key.public.kid.clone())
+        .key_id(key.public.kid().to_vec())
         .build();
     let rng = SystemRandom::new();
     let sign1 = CoseSign1Builder::new()
@@ -1083,7 +1021,7 @@ pub fn sign(result: &AttestationResult, key: &EarSigningKey) -> Result<Vec<u8>, 
 }
 
 /// Verify and decode a signed result at appraisal time `now` (checks in the module doc).
-pub fn verify(bytes: &[u8], key: &EarPublicKey, now: UnixTime) -> Result<AttestationResult, EarError> {
+pub fn verify(bytes: &[u8], key: &VerifierKey, now: UnixTime) -> Result<AttestationResult, EarError> {
     // ear_format: tagged (18) or untagged COSE_Sign1; coset refuses trailing bytes.
     let sign1 = CoseSign1::from_tagged_slice(bytes)
         .or_else(|_| CoseSign1::from_slice(bytes))

@@ -22,7 +22,7 @@ use custody_mover::manifest::Manifest;
 use custody_mover::ticket::Ticket;
 use custody_mover::wire::{self, Destination, SourceChecks};
 use custody_mover::MoverError;
-use custody_verifier::check::FailedCheck;
+use custody_types::FailedCheck;
 use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

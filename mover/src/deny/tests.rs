@@ -1,7 +1,7 @@
 use super::*;
 use crate::ticket::tests::{key, ticket};
 use aws_lc_rs::signature::KeyPair;
-use custody_verifier::FailedCheck;
+use custody_types::FailedCheck;
 
 fn list(at: i64, ids: &[(&str, Denial)]) -> DenyList {
     DenyList::new(

@@ -1,4 +1,7 @@
 use super::*;
+use aws_lc_rs::digest;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use crate::check::EvidenceVerifier;
 use crate::nvgpu::{NvgpuEvidence, NvgpuVerifier};
 use crate::snp::{SnpEvidence, SnpVerifier};
@@ -448,7 +451,7 @@ fn pkcs8_export_import_keeps_the_key() {
     assert!(verify(&token, key.public_key(), NOW).is_ok());
     assert!(EarSigningKey::from_pkcs8(&der[..der.len() - 1]).is_err());
     assert!(!format!("{key:?}").contains(&hex::encode(&der)));
-    assert!(EarPublicKey::from_sec1(&key.public_key().as_sec1()[..64]).is_err());
+    assert!(VerifierKey::from_sec1(&key.public_key().as_sec1()[..64]).is_err());
 }
 
 #[test]

@@ -1,31 +1,35 @@
-//! The verifier's COSE_Sign1 envelope for what agents check on their own: tickets and
-//! deny lists. ES256 with the verifier's result key, protected header
-//! `{1: -7, 3: content type, 4: kid}`; the content type tells the messages apart, so a
-//! signature over one never verifies as another (nor as an EAR, which the same key signs).
+//! The COSE_Sign1 envelope of what the verifier's key signs: migration tickets and deny
+//! lists (and, in their own modules, attestation results). ES256, protected header
+//! `{1: -7, 3: content type, 4: kid}` with the RFC 7638 kid, empty unprotected header,
+//! no external AAD, the payload attached; the content type tells the messages apart, so
+//! a signature over one never verifies as another.
 
+use crate::key::VerifierKey;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 use coset::{iana, CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
-use custody_verifier::ear::EarPublicKey;
 
 /// Why an envelope was refused; each message type maps it to its own named checks.
-#[derive(Debug)]
-pub(crate) enum EnvelopeError {
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("{0}")]
     /// Not a COSE_Sign1 within the size bound, or no payload.
     Format(String),
     /// Algorithm, header or signature.
+    #[error("{0}")]
     Signature(String),
     /// Another message type's content type.
+    #[error("content type {found}, want {want}")]
     ContentType { want: &'static str, found: String },
 }
 
 /// Sign `payload` as a tagged COSE_Sign1 of `content_type`.
-pub(crate) fn sign(
+pub fn sign(
     key: &EcdsaKeyPair,
     content_type: &'static str,
     payload: Vec<u8>,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let kid = EarPublicKey::from_sec1(key.public_key().as_ref())
+    let kid = VerifierKey::from_sec1(key.public_key().as_ref())
         .map_err(|e| EnvelopeError::Signature(e.to_string()))?
         .kid()
         .to_vec();
@@ -51,7 +55,7 @@ pub(crate) fn sign(
 
 /// Check an envelope against the pinned verifier key (uncompressed SEC1 P-256 point) and
 /// return its payload. Order: structure, algorithm, content type, kid, signature.
-pub(crate) fn open(
+pub fn open(
     bytes: &[u8],
     verifier_public_sec1: &[u8],
     content_type: &'static str,
@@ -66,7 +70,7 @@ pub(crate) fn open(
     let sign1 = CoseSign1::from_tagged_slice(bytes)
         .or_else(|_| CoseSign1::from_slice(bytes))
         .map_err(|e| EnvelopeError::Format(format!("not a COSE_Sign1: {e}")))?;
-    let key = EarPublicKey::from_sec1(verifier_public_sec1)
+    let key = VerifierKey::from_sec1(verifier_public_sec1)
         .map_err(|e| EnvelopeError::Signature(format!("verifier key: {e}")))?;
     let p = &sign1.protected.header;
     if p.alg
