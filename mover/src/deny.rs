@@ -15,6 +15,8 @@
 use crate::error::MoverError;
 use aws_lc_rs::signature::EcdsaKeyPair;
 use ciborium::value::Value;
+use custody_types::envelope::{self, Alg, EnvelopeError, Profile};
+use custody_types::VerifierKey;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -174,15 +176,15 @@ impl DenyList {
 
     /// Sign with the verifier's result key.
     pub fn sign(&self, key: &EcdsaKeyPair) -> Result<Vec<u8>, MoverError> {
-        custody_types::envelope::sign(key, CONTENT_TYPE, self.payload()?).map_err(envelope_err)
+        envelope::seal_es256(&PROFILE, key, self.payload()?).map_err(envelope_err)
     }
 
     /// Verify a signed list against the pinned verifier key; `now` (seconds) refuses a
     /// list issued in the future.
     pub fn verify(bytes: &[u8], verifier_public_sec1: &[u8], now: i64) -> Result<Self, MoverError> {
-        let payload =
-            custody_types::envelope::open(bytes, verifier_public_sec1, CONTENT_TYPE, MAX_DENY_LIST_LEN)
-                .map_err(envelope_err)?;
+        let key = VerifierKey::from_sec1(verifier_public_sec1)
+            .map_err(|e| MoverError::DenyList(format!("verifier key: {e}")))?;
+        let payload = envelope::open_es256(bytes, &PROFILE, &key).map_err(envelope_err)?;
         let l = Self::from_payload(&payload)?;
         if l.issued_at_ms / 1000 > now.saturating_add(CLOCK_SKEW) {
             return Err(fmt_err(format!(
@@ -202,13 +204,22 @@ impl DenyList {
     }
 }
 
-fn envelope_err(e: custody_types::envelope::EnvelopeError) -> MoverError {
-    use custody_types::envelope::EnvelopeError as E;
+fn envelope_err(e: EnvelopeError) -> MoverError {
     match e {
-        E::Format(m) | E::Signature(m) => MoverError::DenyList(m),
-        E::ContentType { want, found } => MoverError::ContentType { want, found },
+        EnvelopeError::ContentType { want, found } => MoverError::ContentType { want, found },
+        other => MoverError::DenyList(other.to_string()),
     }
 }
+
+/// A deny list's envelope (see `custody_types::envelope`).
+pub const PROFILE: Profile = Profile {
+    content_type: CONTENT_TYPE,
+    alg: Alg::Es256,
+    max_len: MAX_DENY_LIST_LEN,
+    require_tag: false,
+    require_kid: false,
+    foreign: false,
+};
 
 /// What an agent knows: the newest list it verified, kept in a file so that a restart
 /// does not forget a removal.

@@ -6,9 +6,9 @@
 
 use crate::error::MoverError;
 use crate::ticket::fixed;
-use aws_lc_rs::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
+use aws_lc_rs::signature::Ed25519KeyPair;
 use ciborium::value::Value;
-use coset::{iana, CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
+use custody_types::envelope::{self, Alg, EnvelopeError, Profile};
 
 /// The protected content type of a receipt.
 pub const CONTENT_TYPE: &str = "application/vnd.custody.receipt+cbor";
@@ -89,16 +89,10 @@ impl Receipt {
     /// Sign with a signer over the COSE Sig_structure (the agent passes its session
     /// key's Ed25519 signature function).
     pub fn sign_with(&self, sign: impl FnOnce(&[u8]) -> [u8; 64]) -> Result<Vec<u8>, MoverError> {
-        let protected = HeaderBuilder::new()
-            .algorithm(iana::Algorithm::EdDSA)
-            .content_type(CONTENT_TYPE.to_owned())
-            .build();
-        let sign1 = CoseSign1Builder::new()
-            .protected(protected)
-            .payload(self.payload()?)
-            .create_signature(b"", |tbs| sign(tbs).to_vec())
-            .build();
-        sign1.to_tagged_vec().map_err(|e| fmt_err(e.to_string()))
+        envelope::seal(&PROFILE, Vec::new(), self.payload()?, |tbs| {
+            Some(sign(tbs).to_vec())
+        })
+        .map_err(envelope_err)
     }
 
     pub fn sign(&self, key: &Ed25519KeyPair) -> Result<Vec<u8>, MoverError> {
@@ -111,32 +105,29 @@ impl Receipt {
 
     /// Verify with the destination's Ed25519 key (the ticket's `dst_ed25519`).
     pub fn verify(bytes: &[u8], dst_ed25519: &[u8; 32]) -> Result<Self, MoverError> {
-        if bytes.len() > 64 * 1024 {
-            return Err(fmt_err("too long"));
+        let payload = envelope::open_ed25519(bytes, &PROFILE, dst_ed25519).map_err(envelope_err)?;
+        Self::from_payload(&payload)
+    }
+}
+
+/// A receipt's envelope (see `custody_types::envelope`): EdDSA with the destination's
+/// attested session key, no kid (the ticket names the key).
+pub const PROFILE: Profile = Profile {
+    content_type: CONTENT_TYPE,
+    alg: Alg::EdDsa,
+    max_len: 64 * 1024,
+    require_tag: false,
+    require_kid: false,
+    foreign: false,
+};
+
+fn envelope_err(e: EnvelopeError) -> MoverError {
+    match e {
+        EnvelopeError::Format(m) => fmt_err(m),
+        EnvelopeError::ContentType { want, found } => MoverError::ContentType { want, found },
+        EnvelopeError::Algorithm(_) | EnvelopeError::KeyId(_) | EnvelopeError::Signature(_) => {
+            MoverError::ReceiptSignature
         }
-        let sign1 = CoseSign1::from_tagged_slice(bytes)
-            .or_else(|_| CoseSign1::from_slice(bytes))
-            .map_err(|e| fmt_err(format!("not a COSE_Sign1: {e}")))?;
-        if sign1.protected.header.alg
-            != Some(coset::RegisteredLabelWithPrivate::Assigned(
-                iana::Algorithm::EdDSA,
-            ))
-            || !sign1.protected.header.crit.is_empty()
-        {
-            return Err(MoverError::ReceiptSignature);
-        }
-        // content_type: every COSE message type names itself (see ticket::CONTENT_TYPE).
-        crate::ticket::check_content_type(&sign1, CONTENT_TYPE)?;
-        let pk = UnparsedPublicKey::new(&ED25519, dst_ed25519);
-        sign1.verify_signature(b"", |sig, tbs| {
-            pk.verify(tbs, sig).map_err(|_| MoverError::ReceiptSignature)
-        })?;
-        Self::from_payload(
-            sign1
-                .payload
-                .as_deref()
-                .ok_or_else(|| fmt_err("detached payload"))?,
-        )
     }
 }
 
@@ -144,6 +135,7 @@ impl Receipt {
 mod tests {
     use super::*;
     use aws_lc_rs::signature::KeyPair;
+    use coset::{iana, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
 
     #[test]
     fn sign_verify_tamper() {

@@ -15,7 +15,8 @@
 use crate::error::MoverError;
 use aws_lc_rs::signature::EcdsaKeyPair;
 use ciborium::value::Value;
-use coset::CoseSign1;
+use custody_types::envelope::{self, Alg, EnvelopeError, Profile};
+use custody_types::VerifierKey;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,18 +24,15 @@ use std::path::{Path, PathBuf};
 /// The protected content type of a ticket.
 pub const CONTENT_TYPE: &str = "application/vnd.custody.ticket+cbor";
 
-/// `content_type`: the protected header names `want`, and the unprotected one names none.
-pub(crate) fn check_content_type(sign1: &CoseSign1, want: &'static str) -> Result<(), MoverError> {
-    if sign1.protected.header.content_type != Some(coset::ContentType::Text(want.to_owned()))
-        || sign1.unprotected.content_type.is_some()
-    {
-        return Err(MoverError::ContentType {
-            want,
-            found: format!("{:?}", sign1.protected.header.content_type),
-        });
-    }
-    Ok(())
-}
+/// A ticket's envelope (see `custody_types::envelope`).
+pub const PROFILE: Profile = Profile {
+    content_type: CONTENT_TYPE,
+    alg: Alg::Es256,
+    max_len: MAX_TICKET_LEN,
+    require_tag: false,
+    require_kid: false,
+    foreign: false,
+};
 
 /// Payload version.
 pub const TICKET_VERSION: u64 = 1;
@@ -65,12 +63,13 @@ fn fmt_err(msg: impl Into<String>) -> MoverError {
     MoverError::TicketFormat(msg.into())
 }
 
-fn envelope_err(e: custody_types::envelope::EnvelopeError) -> MoverError {
-    use custody_types::envelope::EnvelopeError as E;
+fn envelope_err(e: EnvelopeError) -> MoverError {
     match e {
-        E::Format(m) => MoverError::TicketFormat(m),
-        E::Signature(m) => MoverError::TicketSignature(m),
-        E::ContentType { want, found } => MoverError::ContentType { want, found },
+        EnvelopeError::Format(m) => MoverError::TicketFormat(m),
+        EnvelopeError::Algorithm(m) | EnvelopeError::KeyId(m) | EnvelopeError::Signature(m) => {
+            MoverError::TicketSignature(m)
+        }
+        EnvelopeError::ContentType { want, found } => MoverError::ContentType { want, found },
     }
 }
 
@@ -177,7 +176,7 @@ impl Ticket {
 
     /// Sign with the verifier's P-256 key: COSE_Sign1 (tag 18), ES256, kid.
     pub fn sign(&self, key: &EcdsaKeyPair) -> Result<Vec<u8>, MoverError> {
-        custody_types::envelope::sign(key, CONTENT_TYPE, self.payload()?).map_err(envelope_err)
+        envelope::seal_es256(&PROFILE, key, self.payload()?).map_err(envelope_err)
     }
 
     /// Verify a signed ticket against the pinned verifier key (uncompressed SEC1 P-256
@@ -185,9 +184,9 @@ impl Ticket {
     pub fn verify(bytes: &[u8], verifier_public_sec1: &[u8], now: i64) -> Result<Self, MoverError> {
         // ticket_format (structure), ticket_signature, content_type (an EAR signed by
         // the same key is not a ticket), ticket_signature
-        let payload =
-            custody_types::envelope::open(bytes, verifier_public_sec1, CONTENT_TYPE, MAX_TICKET_LEN)
-                .map_err(envelope_err)?;
+        let key = VerifierKey::from_sec1(verifier_public_sec1)
+            .map_err(|e| MoverError::TicketSignature(format!("verifier key: {e}")))?;
+        let payload = envelope::open_es256(bytes, &PROFILE, &key).map_err(envelope_err)?;
         // ticket_format (payload)
         let t = Self::from_payload(&payload)?;
 

@@ -17,10 +17,8 @@ use aws_lc_rs::signature::{
 };
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use coset::{
-    iana, ContentType, CoseSign1, CoseSign1Builder, HeaderBuilder, RegisteredLabelWithPrivate,
-    TaggedCborSerializable,
-};
+use coset::{iana, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
+use custody_types::envelope::{self, Alg, EnvelopeError, Opened, Profile};
 use std::fmt;
 
 /// The protected content type of a signed registry.
@@ -203,27 +201,45 @@ impl SignedRegistry {
     /// Verify a signed registry against the configured authorities (checks in the crate
     /// doc). The only way to a [`VerifiedRegistry`].
     pub fn verify(bytes: &[u8], authorities: &[AuthorityKey]) -> Result<VerifiedRegistry, RegistryError> {
-        let sign1 = parse(bytes)?;
-        let kid = header_kid(&sign1)?;
         if authorities.is_empty() {
+            // Headers first, so a malformed file says so even where no authority is set.
+            parse(bytes)?;
             return Err(RegistryError::NoAuthority);
         }
-        let authority = authorities
-            .iter()
-            .find(|a| a.kid.as_slice() == kid.as_slice())
-            .ok_or_else(|| RegistryError::UnknownAuthority {
-                kid: hex::encode(&kid),
-            })?;
-        let pk = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, authority.as_sec1());
-        sign1.verify_signature(b"", |sig, tbs| {
-            pk.verify(tbs, sig).map_err(|_| RegistryError::Signature {
-                kid: authority.kid_hex(),
-            })
-        })?;
-        let payload = sign1
-            .payload
-            .as_deref()
-            .ok_or_else(|| RegistryError::Cose("detached payload".into()))?;
+        // The authority the kid names, found inside the envelope's checks (after the
+        // headers, before the signature).
+        let mut found: Option<&AuthorityKey> = None;
+        let mut unknown: Option<String> = None;
+        let opened = envelope::open(bytes, &PROFILE, |kid, tbs, sig| {
+            let Some(a) = authorities.iter().find(|a| a.kid.as_slice() == kid) else {
+                unknown = Some(hex::encode(kid));
+                return Err(EnvelopeError::KeyId(
+                    "no configured authority has this kid".into(),
+                ));
+            };
+            found = Some(a);
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, a.as_sec1())
+                .verify(tbs, sig)
+                .map_err(|_| EnvelopeError::Signature("signature does not verify".into()))
+        });
+        let opened = match (opened, unknown, found) {
+            (Ok(o), _, Some(a)) => (o, a),
+            (Err(EnvelopeError::KeyId(_)), Some(kid), _) => {
+                return Err(RegistryError::UnknownAuthority { kid })
+            }
+            (Err(EnvelopeError::Signature(_)), _, Some(a)) => {
+                return Err(RegistryError::Signature { kid: a.kid_hex() })
+            }
+            (Err(EnvelopeError::Format(m)), _, _) => return Err(RegistryError::Cose(m)),
+            (Err(e), _, _) => return Err(RegistryError::Algorithm(e.to_string())),
+            (Ok(_), _, None) => {
+                return Err(RegistryError::Algorithm(
+                    "no authority checked the signature".into(),
+                ))
+            }
+        };
+        let (Opened { payload, .. }, authority) = opened;
+        let payload = payload.as_slice();
         let registry = Registry::decode(payload)?;
         registry.validate()?;
         let order = registry.ownership_order()?;
@@ -262,40 +278,17 @@ fn parse(bytes: &[u8]) -> Result<CoseSign1, RegistryError> {
     CoseSign1::from_tagged_slice(bytes).map_err(|e| RegistryError::Cose(e.to_string()))
 }
 
-/// The protected header must say exactly ES256, our content type and a 32-byte kid.
-fn header_kid(sign1: &CoseSign1) -> Result<Vec<u8>, RegistryError> {
-    let p = &sign1.protected.header;
-    if p.alg != Some(RegisteredLabelWithPrivate::Assigned(iana::Algorithm::ES256)) {
-        return Err(RegistryError::Algorithm(format!(
-            "protected alg {:?}, want ES256",
-            p.alg
-        )));
-    }
-    if !p.crit.is_empty() {
-        return Err(RegistryError::Algorithm(
-            "critical header parameters not understood".into(),
-        ));
-    }
-    if p.content_type != Some(ContentType::Text(CONTENT_TYPE.to_owned())) {
-        return Err(RegistryError::Algorithm(format!(
-            "protected content type {:?}, want {CONTENT_TYPE}",
-            p.content_type
-        )));
-    }
-    if p.key_id.len() != 32 {
-        return Err(RegistryError::Algorithm(format!(
-            "protected kid is {} bytes, want 32",
-            p.key_id.len()
-        )));
-    }
-    let u = &sign1.unprotected;
-    if u.alg.is_some() || !u.key_id.is_empty() || u.content_type.is_some() || !u.crit.is_empty() {
-        return Err(RegistryError::Algorithm(
-            "alg, kid, content type or crit in the unprotected header".into(),
-        ));
-    }
-    Ok(p.key_id.clone())
-}
+/// A registry's envelope (see `custody_types::envelope`): tag 18 and a protected kid
+/// required.
+pub const PROFILE: Profile = Profile {
+    content_type: CONTENT_TYPE,
+    alg: Alg::Es256,
+    // Room for the headers and signature around the largest payload.
+    max_len: MAX_REGISTRY_BYTES + 4096,
+    require_tag: true,
+    require_kid: true,
+    foreign: false,
+};
 
 /// A registry whose signature by a configured authority verified and whose content is
 /// consistent.

@@ -73,12 +73,9 @@
 //! `ear_expired` (`now >= exp` is rejected).
 
 use crate::check::{Check, FailedCheck, Outcome, UnixTime};
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
-};
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use ciborium::value::{Integer, Value};
-use coset::{iana, CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
+use custody_types::envelope::{self, Alg, EnvelopeError, Profile};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -997,88 +994,44 @@ pub use custody_types::key::{KeyError, VerifierKey};
 /// itself so that a signature for one never verifies as the other.
 pub const CONTENT_TYPE: &str = "application/eat+cwt";
 
+/// An EAR's envelope (see `custody_types::envelope`). `foreign`: EARs of other issuers,
+/// such as Veraison's `ear` crate, name no content type and may carry the kid unprotected;
+/// every other message the verifier's key signs names its own protected type, so none of
+/// them passes here.
+pub const PROFILE: Profile = Profile {
+    content_type: CONTENT_TYPE,
+    alg: Alg::Es256,
+    max_len: MAX_EAR_LEN,
+    require_tag: false,
+    require_kid: false,
+    foreign: true,
+};
+
+/// Largest EAR accepted, bytes (a result with 16 GPUs' submods is a few KiB).
+pub const MAX_EAR_LEN: usize = 256 * 1024;
+
 /// Sign a result: COSE_Sign1 (tag 18), ES256, content type, kid, payload = the CBOR
 /// claims map.
 pub fn sign(result: &AttestationResult, key: &EarSigningKey) -> Result<Vec<u8>, EarError> {
-    let payload = result.to_cbor()?;
-    let protected = HeaderBuilder::new()
-        .algorithm(iana::Algorithm::ES256)
-        .content_type(CONTENT_TYPE.to_owned())
-        .key_id(key.public.kid().to_vec())
-        .build();
-    let rng = SystemRandom::new();
-    let sign1 = CoseSign1Builder::new()
-        .protected(protected)
-        .payload(payload)
-        .try_create_signature(b"", |tbs| {
-            key.pair
-                .sign(&rng, tbs)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| EarError::Key("ECDSA signing failed".into()))
-        })?
-        .build();
-    sign1.to_tagged_vec().map_err(|e| EarError::Cose(e.to_string()))
+    envelope::seal_es256(&PROFILE, &key.pair, result.to_cbor()?).map_err(envelope_err)
+}
+
+fn envelope_err(e: EnvelopeError) -> EarError {
+    match e {
+        EnvelopeError::Format(m) => EarError::Cose(m),
+        EnvelopeError::Algorithm(m) => EarError::Algorithm(m),
+        EnvelopeError::ContentType { found, .. } => EarError::ContentType { found },
+        EnvelopeError::KeyId(_) => EarError::KeyId,
+        EnvelopeError::Signature(_) => EarError::Signature,
+    }
 }
 
 /// Verify and decode a signed result at appraisal time `now` (checks in the module doc).
 pub fn verify(bytes: &[u8], key: &VerifierKey, now: UnixTime) -> Result<AttestationResult, EarError> {
-    // ear_format: tagged (18) or untagged COSE_Sign1; coset refuses trailing bytes.
-    let sign1 = CoseSign1::from_tagged_slice(bytes)
-        .or_else(|_| CoseSign1::from_slice(bytes))
-        .map_err(|e| EarError::Cose(e.to_string()))?;
-
-    // ear_signature
-    let p = &sign1.protected.header;
-    if p.alg
-        != Some(coset::RegisteredLabelWithPrivate::Assigned(
-            iana::Algorithm::ES256,
-        ))
-    {
-        return Err(EarError::Algorithm(format!(
-            "protected alg {:?}, want ES256",
-            p.alg
-        )));
-    }
-    if sign1.unprotected.alg.is_some() {
-        return Err(EarError::Algorithm("alg in the unprotected header".into()));
-    }
-    if !p.crit.is_empty() {
-        return Err(EarError::Algorithm(
-            "critical header parameters not understood".into(),
-        ));
-    }
-    // content_type: an EAR's, or none (EARs from other issuers, such as Veraison's `ear`
-    // crate, carry none). Every other message this key signs (tickets) names its own
-    // protected type, so none of them can pass here.
-    let ours = match &p.content_type {
-        None => true,
-        Some(t) => *t == coset::ContentType::Text(CONTENT_TYPE.to_owned()),
-    };
-    if !ours || sign1.unprotected.content_type.is_some() {
-        return Err(EarError::ContentType {
-            found: format!("{:?}", p.content_type),
-        });
-    }
-    let kid = if p.key_id.is_empty() {
-        &sign1.unprotected.key_id
-    } else {
-        &p.key_id
-    };
-    if !kid.is_empty() && kid.as_slice() != key.kid() {
-        return Err(EarError::KeyId);
-    }
-    let pk = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.as_sec1());
-    sign1.verify_signature(b"", |sig, tbs| {
-        pk.verify(tbs, sig).map_err(|_| EarError::Signature)
-    })?;
-
+    // ear_format (structure), ear_signature (alg, crit, kid, signature), content_type
+    let payload = envelope::open_es256(bytes, &PROFILE, key).map_err(envelope_err)?;
     // ear_format (claims)
-    let payload = sign1
-        .payload
-        .as_deref()
-        .ok_or_else(|| claims_err("detached payload"))?;
-    let result = AttestationResult::from_cbor(payload)?;
-
+    let result = AttestationResult::from_cbor(&payload)?;
     // ear_expired
     if now.0 >= result.exp {
         return Err(EarError::Expired {

@@ -1,10 +1,12 @@
 use super::*;
-use aws_lc_rs::digest;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use crate::check::EvidenceVerifier;
 use crate::nvgpu::{NvgpuEvidence, NvgpuVerifier};
 use crate::snp::{SnpEvidence, SnpVerifier};
+use aws_lc_rs::digest;
+use aws_lc_rs::rand::SystemRandom;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use coset::{iana, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
 
 const NOW: UnixTime = UnixTime(1_750_000_000);
 
