@@ -310,7 +310,7 @@ mod tests {
     use super::*;
 
     fn entry(i: u64) -> Entry {
-        Entry::AttestationResult(serde_json::json!({ "round": i }))
+        Entry::AttestationResult(crate::entry::ResultEntry::example(&format!("n{i}"), i as i64))
     }
 
     /// An append inside a caller's transaction that rolls back leaves neither a row nor a
@@ -334,7 +334,9 @@ mod tests {
         });
         std::thread::sleep(std::time::Duration::from_millis(50));
         let i = log
-            .append(&Entry::PolicyChange(serde_json::json!({"k": 1})))
+            .append(&Entry::AttestationResult(crate::entry::ResultEntry::example(
+                "k", 1,
+            )))
             .expect("the append waits for the other writer");
         assert_eq!(i, 0);
         held.join().unwrap();

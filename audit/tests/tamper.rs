@@ -9,6 +9,7 @@
     clippy::manual_is_multiple_of
 )]
 
+use custody_audit::entry::ResultEntry;
 use custody_audit::export::{self, checkpoint_file};
 use custody_audit::note::{Checkpoint, Signer, Verifier};
 use custody_audit::store::Store;
@@ -16,17 +17,17 @@ use custody_audit::verify::{verify_dir, AuditError};
 use custody_audit::Entry;
 use custody_types::FailedCheck;
 use rusqlite::Connection;
-use serde_json::json;
 use std::path::{Path, PathBuf};
 
 const ORIGIN: &str = "custody.example/audit";
 
 fn entry(i: u64) -> Entry {
-    match i % 3 {
-        0 => Entry::AttestationResult(json!({"node": format!("n{i}"), "status": "affirming"})),
-        1 => Entry::Migration(json!({"job": format!("j{i}"), "to": "node-b"})),
-        _ => Entry::PolicyChange(json!({"policy": "eu-sovereign", "rev": i})),
+    let mut r = ResultEntry::example(&format!("n{i}"), i as i64);
+    if i % 3 == 1 {
+        r.status = "contraindicated".into();
+        r.failed_check = Some("pcr_values".into());
     }
+    Entry::AttestationResult(r)
 }
 
 /// A log of `n` entries with a checkpoint every `every` entries and one at the end.
@@ -130,10 +131,9 @@ fn expect_entry(db: &Path, tmp: &Path, key: &Verifier, check: &str, entry: u64) 
 #[test]
 fn edited_row_is_named() {
     let (tmp, signer, db) = setup(1);
-    let forged = serde_json::to_vec(&Entry::AttestationResult(
-        json!({"node":"n6","status":"affirming","site":"us"}),
-    ))
-    .unwrap();
+    let mut r = ResultEntry::example("n6", 6);
+    r.policy_id = "forged".into();
+    let forged = serde_json::to_vec(&Entry::AttestationResult(r)).unwrap();
     attacker(&db)
         .execute("UPDATE entries SET leaf = ?1 WHERE idx = 6", [forged])
         .unwrap();
@@ -379,7 +379,9 @@ fn verified_entries_come_only_from_a_log_that_verifies() {
     // An edited line: the audit itself refuses, no entries come back.
     let path = out.join(export::ENTRIES);
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replacen("\"j1\"", "\"j7\"", 1)).unwrap();
+    let edited = text.replacen("\"n1\"", "\"n7\"", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&path, edited).unwrap();
     let r = verified_entries(&out, &signer.verifier(), None).unwrap_err();
     assert_eq!(r.error.check(), "tree_root");
 

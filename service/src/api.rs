@@ -714,12 +714,16 @@ async fn set_reference(
     };
     let g = group.clone();
     match blocking(move || -> Result<(), ServiceError> {
-        let entry = custody_audit::Entry::PolicyChange(serde_json::json!({
-            "reference_values": g,
-            "source": "operator",
-            "at": r.at,
-            "pcrs": r.pcrs,
-        }));
+        let entry = custody_audit::Entry::PolicyChange(custody_audit::entry::PolicyEntry::ReferenceValues(
+            custody_audit::entry::ReferenceChange {
+                reference_values: g.clone(),
+                source: "operator".into(),
+                learned_from: None,
+                by: Some(role(&peer).unwrap_or_default()),
+                at: r.at,
+                pcrs: r.pcrs.clone(),
+            },
+        ));
         svc.decide(
             crate::store::Decision::Reference {
                 group: &g,

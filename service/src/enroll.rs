@@ -298,19 +298,21 @@ impl Service {
             // same EK means the TPM was cleared or the agent's state lost, worth an
             // auditor's look.
             let ak_changed = previous.map(|n| n.ak_public != node.ak_public);
-            custody_audit::Entry::Enrollment(serde_json::json!({
-                "node": node.id,
-                "name": node.name,
-                "at": at,
-                "ek_cert_sha256": ek_cert_sha256,
-                "ak_sha256": hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &node.ak_public).as_ref()),
-                "endpoint": node.endpoint,
-                "re_enrollment": previous.is_some(),
-                "ak_changed": ak_changed,
-                "state": node.state.as_str(),
-                "failures": node.failures,
-                "clock_baseline_restarted": restart_clock,
-            }))
+            custody_audit::Entry::Enrollment(custody_audit::entry::EnrollmentEntry {
+                node: node.id.clone(),
+                name: node.name.clone(),
+                at,
+                ek_cert_sha256: Some(ek_cert_sha256.clone()),
+                ak_sha256: hex::encode(
+                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &node.ak_public).as_ref(),
+                ),
+                endpoint: node.endpoint.clone(),
+                re_enrollment: previous.is_some(),
+                ak_changed,
+                state: node.state.as_str().into(),
+                failures: node.failures,
+                clock_baseline_restarted: restart_clock,
+            })
         };
         // The enrollment and its entry commit together: one that cannot be logged fails.
         let enrolled = {

@@ -28,6 +28,7 @@ pub mod round;
 pub mod store;
 
 use config::Config;
+use custody_audit::entry::{self, Entry};
 use custody_audit::note::Signer;
 use custody_net::{ClientAuth, HttpsClient};
 use custody_verifier::ear::EarSigningKey;
@@ -403,17 +404,17 @@ impl Service {
         }
         let previous = slot.as_ref().map(|c| c.version());
         let r = v.registry();
-        let entry = custody_audit::Entry::RegistryChange(serde_json::json!({
-            "version": v.version(),
-            "previous": previous,
-            "digest": v.digest(),
-            "kid": v.kid(),
-            "authority": r.authority,
-            "entities": r.entities.len(),
-            "sites": r.sites.len(),
-            "hardware": r.hardware.len(),
-            "at": now(),
-        }));
+        let entry = Entry::RegistryChange(entry::RegistryEntry {
+            version: v.version(),
+            previous,
+            digest: v.digest().to_owned(),
+            kid: v.kid().to_owned(),
+            authority: r.authority.clone(),
+            entities: r.entities.len(),
+            sites: r.sites.len(),
+            hardware: r.hardware.len(),
+            at: now(),
+        });
         let record = store::RegistryRecord {
             version: v.version(),
             digest: v.digest().to_owned(),
@@ -448,11 +449,11 @@ impl Service {
         let p = &self.appraiser.policy;
         let last = self.store.setting("policy_digest")?;
         if last.as_deref() != Some(p.digest()) {
-            let entry = custody_audit::Entry::PolicyChange(serde_json::json!({
-                "policy_id": p.id(),
-                "policy_digest": p.digest(),
-                "previous_digest": last,
-                "at": now(),
+            let entry = Entry::PolicyChange(entry::PolicyEntry::Policy(entry::PolicyInForce {
+                policy_id: p.id().into(),
+                policy_digest: p.digest().into(),
+                previous_digest: last,
+                at: now(),
             }));
             self.decide(
                 store::Decision::Setting {
@@ -567,16 +568,17 @@ impl Service {
     /// audit log records who removed it and why.
     pub fn remove_node(&self, key: &str, reason: &str, by: &str) -> Result<store::NodeRecord, ServiceError> {
         let node = self.find_node(key)?;
-        let entry = custody_audit::Entry::Revocation(serde_json::json!({
-            "node": node.id,
-            "name": node.name,
-            "at": now(),
-            "action": "removed",
-            "state": node.state.as_str(),
-            "reason": reason,
-            "by": by,
-            "ek_cert_sha256": node.ek_cert_sha256,
-        }));
+        let entry = Entry::Revocation(entry::RevocationEntry {
+            node: node.id.clone(),
+            name: node.name.clone(),
+            at: now(),
+            action: Some(entry::RevocationAction::Removed),
+            reason: Some(reason.to_owned()),
+            failed_check: None,
+            state: Some(node.state.as_str().into()),
+            by: Some(by.to_owned()),
+            ek_cert_sha256: node.ek_cert_sha256.clone(),
+        });
         // The removal and its entry commit together: an unlogged removal does not happen.
         let removed = {
             let _gate = self.db_writes();
@@ -614,13 +616,13 @@ impl Service {
         }
         r.pending = false;
         r.source = "approved".into();
-        let entry = custody_audit::Entry::PolicyChange(serde_json::json!({
-            "reference_values": group,
-            "source": "approved",
-            "learned_from": r.learned_from,
-            "by": by,
-            "at": now(),
-            "pcrs": r.pcrs,
+        let entry = Entry::PolicyChange(entry::PolicyEntry::ReferenceValues(entry::ReferenceChange {
+            reference_values: group.to_owned(),
+            source: "approved".into(),
+            learned_from: r.learned_from.clone(),
+            by: Some(by.to_owned()),
+            at: now(),
+            pcrs: r.pcrs.clone(),
         }));
         self.decide(store::Decision::Reference { group, reference: &r }, &[entry])?;
         Ok(r)
@@ -640,13 +642,13 @@ impl Service {
             });
         }
         let node = self.find_node(key)?;
-        let entry = custody_audit::Entry::PolicyChange(serde_json::json!({
-            "node": node.id,
-            "name": node.name,
-            "group": group,
-            "previous_group": node.group,
-            "by": by,
-            "at": now(),
+        let entry = Entry::PolicyChange(entry::PolicyEntry::Group(entry::GroupChange {
+            node: node.id.clone(),
+            name: node.name.clone(),
+            group: group.to_owned(),
+            previous_group: node.group.clone(),
+            by: by.to_owned(),
+            at: now(),
         }));
         if !self.decide(store::Decision::Group { id: &node.id, group }, &[entry])? {
             return Err(ServiceError::NoNode(key.into()));
@@ -886,7 +888,7 @@ mod tests {
             node: node(id),
             record: result(id),
             audit: vec![custody_audit::Entry::AttestationResult(
-                serde_json::json!({"node": id}),
+                custody_audit::entry::ResultEntry::example(id, 1),
             )],
         }
     }
@@ -1011,7 +1013,7 @@ mod tests {
             learned_from: None,
             pending: false,
         };
-        let e = custody_audit::Entry::PolicyChange(serde_json::json!({}));
+        let e = custody_audit::Entry::AttestationResult(custody_audit::entry::ResultEntry::example("n0", 1));
         assert!(svc
             .decide(
                 store::Decision::Reference {

@@ -10,6 +10,7 @@
 
 use crate::store::{MigrationRecord, NodeRecord};
 use crate::{now, Service, ServiceError};
+use custody_audit::entry::{self, Entry, MigrationEntry};
 use custody_formats::api::{self, MoveExport, MovePrepare, MovePrepared, MoveSend, MoveStatus, Refusal};
 use custody_mover::chips::{self, Chip};
 use custody_mover::manifest::Manifest;
@@ -342,15 +343,14 @@ impl Service {
         let r = self.migrate_inner(&req).await;
         if let Err(e) = &r {
             tracing::warn!(check = %e.check, detail = %e.detail, "migration refused");
-            self.log(custody_audit::Entry::Migration(serde_json::json!({
-                "outcome": "refused",
-                "job": req.job,
-                "source": req.source,
-                "destination": req.destination,
-                "at": now(),
-                "check": e.check,
-                "detail": e.detail,
-                "reasons": e.reasons,
+            self.log(Entry::Migration(MigrationEntry::Refused(entry::MoveRefused {
+                job: req.job.clone(),
+                source: req.source.clone(),
+                destination: req.destination.clone(),
+                at: now(),
+                check: e.check.clone(),
+                detail: e.detail.clone(),
+                reasons: e.reasons.clone(),
             })));
             self.checkpoint_now();
         }
@@ -364,7 +364,7 @@ impl Service {
         &self,
         node: &NodeRecord,
         check: &str,
-    ) -> Result<(serde_json::Value, serde_json::Value), MigrationRefused> {
+    ) -> Result<(serde_json::Value, entry::Appraised), MigrationRefused> {
         let rec = self
             .store
             .latest_result(&node.id)
@@ -380,20 +380,28 @@ impl Service {
                     format!("the round of `{}` kept no policy input", node.name),
                 )
             })?;
-        let at = |p: &str| input.pointer(p).cloned().unwrap_or(serde_json::Value::Null);
-        let place = serde_json::json!({
-            "node": node.id,
-            "name": node.name,
-            "site": at("/sovereignty/site/id"),
-            "site_name": at("/sovereignty/site/name"),
-            "country": at("/sovereignty/site/country"),
-            "operator": at("/sovereignty/operator/name"),
-            "operator_country": at("/sovereignty/operator/country"),
-            "appraised_at": rec.at,
-            "status": rec.status,
-            "evidence_sha256": rec.evidence_sha256,
-            "ear_sha256": hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &rec.ear)),
-        });
+        let at = |p: &str| {
+            input
+                .pointer(p)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let place = entry::Appraised {
+            node: node.id.clone(),
+            name: node.name.clone(),
+            site: at("/sovereignty/site/id"),
+            site_name: at("/sovereignty/site/name"),
+            country: at("/sovereignty/site/country"),
+            operator: at("/sovereignty/operator/name"),
+            operator_country: at("/sovereignty/operator/country"),
+            appraised_at: Some(rec.at),
+            status: Some(rec.status.clone()),
+            evidence_sha256: Some(rec.evidence_sha256.clone()),
+            ear_sha256: Some(hex::encode(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                &rec.ear,
+            ))),
+        };
         Ok((input, place))
     }
 
@@ -532,27 +540,26 @@ impl Service {
             export_path: None,
             export_sha256: None,
         };
-        let entry = custody_audit::Entry::Migration(serde_json::json!({
-            "outcome": "ticket_issued",
-            "ticket": m.id,
-            "job": m.job,
-            "source": m.source,
-            "destination": m.destination,
-            "policy_id": m.policy_id,
-            "policy_digest": m.policy_digest,
-            "manifest_sha256": m.manifest_sha256,
-            "bytes": m.total,
-            "dst_x25519": hex::encode(dst_x25519),
-            "at": issued_at,
-            "expires_at": m.expires_at,
-            "delete_source": req.delete_source,
-            "transport": if req.via_file { "file" } else { "wire" },
+        let entry = Entry::Migration(MigrationEntry::TicketIssued(Box::new(entry::TicketIssued {
+            ticket: m.id.clone(),
+            job: m.job.clone(),
+            source: m.source.clone(),
+            destination: m.destination.clone(),
+            policy_id: m.policy_id.clone(),
+            policy_digest: m.policy_digest.clone(),
+            manifest_sha256: m.manifest_sha256.clone(),
+            bytes: m.total,
+            dst_x25519: hex::encode(dst_x25519),
+            at: issued_at,
+            expires_at: m.expires_at,
+            delete_source: req.delete_source,
+            transport: if req.via_file { "file" } else { "wire" }.into(),
             // The signed ticket itself, so the placed entry's receipt can be checked
             // against the key the ticket names, offline.
-            "ticket_cose": hex::encode(&signed),
-            "source_at": a_place,
-            "destination_at": b_place,
-        }));
+            ticket_cose: hex::encode(&signed),
+            source_at: Some(a_place),
+            destination_at: Some(b_place),
+        })));
         // The ticket is a decision: stored with its entry before A is told to send (so a
         // verifier that restarts from here on watches the move again,
         // `resume_migrations`), or not issued at all.
@@ -757,16 +764,15 @@ impl Service {
                     "running" => continue,
                     "exported" => {
                         tracing::info!(ticket = %id, file = ?s.export_path, "export written at the source");
-                        self.log(custody_audit::Entry::Migration(serde_json::json!({
-                            "outcome": "exported",
-                            "ticket": id,
-                            "job": ticket.job,
-                            "source": ticket.source,
-                            "destination": ticket.destination,
-                            "file": s.export_path,
-                            "file_sha256": s.export_sha256,
-                            "bytes": s.bytes,
-                            "at": now(),
+                        self.log(Entry::Migration(MigrationEntry::Exported(entry::MoveExported {
+                            ticket: id.clone(),
+                            job: ticket.job.clone(),
+                            source: ticket.source.clone(),
+                            destination: ticket.destination.clone(),
+                            file: s.export_path.clone(),
+                            file_sha256: s.export_sha256.clone(),
+                            bytes: s.bytes,
+                            at: now(),
                         })));
                         self.migrations.update(&id, |m| {
                             m.state = "exported".into();
@@ -870,20 +876,19 @@ impl Service {
             Ok((receipt, bytes)) => {
                 let digest = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes));
                 tracing::info!(ticket = %id, job = %t.job, to = %t.destination, "migration placed, receipt verified");
-                let entry = custody_audit::Entry::Migration(serde_json::json!({
-                    "outcome": "placed",
-                    "ticket": id,
-                    "job": t.job,
-                    "source": t.source,
-                    "destination": t.destination,
-                    "manifest_sha256": hex::encode(t.manifest_digest),
-                    "bytes": receipt.bytes,
-                    "completed_at": receipt.completed_at,
-                    "receipt_sha256": digest,
-                    "receipt": hex::encode(&bytes),
-                    "source_released": self.migrations.get(id).is_some_and(|m| m.source_released),
-                    "source_kept": self.migrations.get(id).map(|m| m.source_kept).unwrap_or_default(),
-                    "at": at,
+                let entry = Entry::Migration(MigrationEntry::Placed(entry::MovePlaced {
+                    ticket: id.to_owned(),
+                    job: t.job.clone(),
+                    source: t.source.clone(),
+                    destination: t.destination.clone(),
+                    manifest_sha256: hex::encode(t.manifest_digest),
+                    bytes: receipt.bytes,
+                    completed_at: receipt.completed_at,
+                    receipt_sha256: digest.clone(),
+                    receipt: hex::encode(&bytes),
+                    source_released: self.migrations.get(id).is_some_and(|m| m.source_released),
+                    source_kept: self.migrations.get(id).map(|m| m.source_kept).unwrap_or_default(),
+                    at,
                 }));
                 self.end_migration(id, Some(entry), |m| {
                     m.state = "done".into();
@@ -900,15 +905,14 @@ impl Service {
     /// A ticketed migration that ended without a placement: logged, signed, stored.
     fn fail_migration(&self, id: &str, job: &str, source: &str, destination: &str, e: MigrationRefused) {
         tracing::warn!(ticket = %id, check = %e.check, detail = %e.detail, "migration failed");
-        let entry = custody_audit::Entry::Migration(serde_json::json!({
-            "outcome": "failed",
-            "ticket": id,
-            "job": job,
-            "source": source,
-            "destination": destination,
-            "check": e.check,
-            "detail": e.detail,
-            "at": now(),
+        let entry = Entry::Migration(MigrationEntry::Failed(entry::MoveFailed {
+            ticket: id.to_owned(),
+            job: job.to_owned(),
+            source: source.to_owned(),
+            destination: destination.to_owned(),
+            check: e.check.clone(),
+            detail: e.detail.clone(),
+            at: now(),
         }));
         self.end_migration(id, Some(entry), |m| {
             m.state = "failed".into();

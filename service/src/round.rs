@@ -11,6 +11,7 @@
 use crate::config::ReferenceMode;
 use crate::store::{Event, NodeRecord, NodeState, Reference, ResultRecord, TpmClock};
 use crate::{now, Service, ServiceError};
+use custody_audit::entry::{self, Entry};
 use custody_formats::api::{self, RoundRequest};
 use custody_formats::binding::{Binding, Nonce, SessionKeys};
 use custody_formats::bundle::EvidenceBundle;
@@ -1443,30 +1444,41 @@ impl Service {
             evidence_sha256: a.evidence_sha256.clone(),
             input: Some(a.input.to_string()),
         };
-        let entry = custody_audit::Entry::AttestationResult(serde_json::json!({
-            "node": node.id,
-            "name": node.name,
-            "at": at,
-            "status": a.status.as_str(),
-            "failed_check": a.failed_check,
-            "policy_id": self.appraiser.policy.id(),
-            "policy_digest": self.appraiser.policy.digest(),
-            "registry_version": a.input.pointer("/sovereignty/registry/version"),
-            "registry_digest": a.input.pointer("/sovereignty/registry/digest"),
-            "reference": a.reference_source,
-            "evidence_sha256": a.evidence_sha256,
-            "ear_sha256": sha256_hex(&a.ear),
-        }));
+        let entry = Entry::AttestationResult(entry::ResultEntry {
+            node: node.id.clone(),
+            name: node.name.clone(),
+            at,
+            status: a.status.as_str().into(),
+            failed_check: a.failed_check.clone(),
+            policy_id: self.appraiser.policy.id().into(),
+            policy_digest: self.appraiser.policy.digest().into(),
+            registry_version: a
+                .input
+                .pointer("/sovereignty/registry/version")
+                .and_then(serde_json::Value::as_u64),
+            registry_digest: a
+                .input
+                .pointer("/sovereignty/registry/digest")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            reference: a.reference_source.clone(),
+            evidence_sha256: a.evidence_sha256.clone(),
+            ear_sha256: sha256_hex(&a.ear),
+        });
         let mut audit = vec![entry];
         if node.state == NodeState::Revoked && previous != NodeState::Revoked {
             // The revocation is a decision too: its entry commits with the state change.
-            audit.push(custody_audit::Entry::Revocation(serde_json::json!({
-                "node": node.id,
-                "name": node.name,
-                "at": at,
-                "reason": node.reason,
-                "failed_check": a.failed_check,
-            })));
+            audit.push(Entry::Revocation(entry::RevocationEntry {
+                node: node.id.clone(),
+                name: node.name.clone(),
+                at,
+                action: None,
+                reason: node.reason.clone(),
+                failed_check: a.failed_check.clone(),
+                state: None,
+                by: None,
+                ek_cert_sha256: None,
+            }));
         }
         let write = crate::commit::RoundWrite {
             node: node.clone(),

@@ -1125,7 +1125,7 @@ mod tests {
         let (ra, rb, rc) = (result_for("a", 20), result_for("b", 20), result_for("c", 21));
         let e = |n: &str| {
             vec![custody_audit::Entry::AttestationResult(
-                serde_json::json!({"node": n}),
+                custody_audit::entry::ResultEntry::example(n, 20),
             )]
         };
         let (ea, eb, ec) = (e("a"), e("b"), e("c"));
@@ -1225,7 +1225,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("e.db")).unwrap();
         let mut log = AuditLog::open(&dir.path().join("e.db")).unwrap();
-        let enrolled = |_: Option<&NodeRecord>| custody_audit::Entry::Enrollment(serde_json::json!({}));
+        let enrolled = |_: Option<&NodeRecord>| {
+            custody_audit::Entry::AttestationResult(custody_audit::entry::ResultEntry::example("a", 1))
+        };
         let mut a = node("a");
         assert_eq!(s.enroll_node(&a, &enrolled, &mut log).unwrap(), None);
         let mut failing = a.clone();
@@ -1279,7 +1281,9 @@ mod tests {
         let db = dir.path().join("x.db");
         let s = SqliteStore::open(&db).unwrap();
         let mut log = AuditLog::open(&db).unwrap();
-        let enrolled = |_: Option<&NodeRecord>| custody_audit::Entry::Enrollment(serde_json::json!({}));
+        let enrolled = |_: Option<&NodeRecord>| {
+            custody_audit::Entry::AttestationResult(custody_audit::entry::ResultEntry::example("a", 1))
+        };
         // A stray row where the next entry goes: the append fails.
         rusqlite::Connection::open(&db)
             .unwrap()
@@ -1320,7 +1324,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("c.db")).unwrap();
         let mut log = AuditLog::open(&dir.path().join("c.db")).unwrap();
-        let removed = custody_audit::Entry::Revocation(serde_json::json!({"node": "a", "action": "removed"}));
+        let removed = custody_audit::Entry::Revocation(custody_audit::entry::RevocationEntry {
+            node: "a".into(),
+            name: "a".into(),
+            at: 1,
+            action: Some(custody_audit::entry::RevocationAction::Removed),
+            reason: Some("retired".into()),
+            failed_check: None,
+            state: Some("trusted".into()),
+            by: Some("operator".into()),
+            ek_cert_sha256: None,
+        });
         s.put_node(&node("a")).unwrap();
         let r = ResultRecord {
             id: 0,

@@ -2,6 +2,7 @@
 //! and audited by the binary; a row edited behind the log's back is named, exit 1.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
+use custody_audit::entry::ResultEntry;
 use custody_audit::note::Signer;
 use custody_audit::store::Store;
 use custody_audit::Entry;
@@ -9,13 +10,23 @@ use custody_e2e::custody;
 use serde_json::json;
 use std::path::Path;
 
+/// A log entry from its JSON (`{"kind": ..., "body": ...}`), as the verifier writes it.
+fn entry(v: serde_json::Value) -> Entry {
+    serde_json::from_value(v).unwrap()
+}
+
+fn refused(job: &str, at: i64) -> Entry {
+    entry(
+        json!({"kind": "migration", "body": {"outcome": "refused", "job": job,
+        "source": "node-a", "destination": "node-b", "check": "destination_attestation",
+        "detail": "policy", "reasons": [], "at": at}}),
+    )
+}
+
 fn build(db: &Path, signer: &Signer) {
     let mut s = Store::open(db).unwrap();
     for i in 0..12u64 {
-        s.append(&Entry::Migration(
-            json!({"job": format!("job-{i}"), "to": "node-b"}),
-        ))
-        .unwrap();
+        s.append(&refused(&format!("job-{i}"), i as i64)).unwrap();
         s.checkpoint(signer).unwrap();
     }
 }
@@ -98,7 +109,7 @@ fn export_verify_prove_and_tamper() {
     // Edit entry 7 behind the log's back.
     let c = rusqlite::Connection::open(&db).unwrap();
     c.execute_batch("DROP TRIGGER entries_no_update").unwrap();
-    let forged = serde_json::to_vec(&Entry::Migration(json!({"job": "job-7", "to": "node-x"}))).unwrap();
+    let forged = serde_json::to_vec(&refused("job-7", 8)).unwrap();
     c.execute("UPDATE entries SET leaf = ?1 WHERE idx = 7", [forged])
         .unwrap();
     drop(c);
@@ -121,10 +132,7 @@ fn export_verify_prove_and_tamper() {
     // names it as not covered.
     let fresh = tmp.path().join("fresh.db");
     build(&fresh, &signer);
-    Store::open(&fresh)
-        .unwrap()
-        .append(&Entry::Migration(json!({"job": "late", "to": "node-b"})))
-        .unwrap();
+    Store::open(&fresh).unwrap().append(&refused("late", 99)).unwrap();
     let out3 = tmp.path().join("export3");
     let r = export(&fresh, &out3);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -169,7 +177,8 @@ fn export_verify_prove_and_tamper() {
 fn place(node: &str, site: &str, country: &str) -> serde_json::Value {
     json!({"node": node, "name": node, "site": site, "site_name": format!("{site} DC"),
            "country": country, "operator": "EuroCloud SAS", "operator_country": "FR",
-           "evidence_sha256": "e1", "ear_sha256": "a1", "appraised_at": 1_767_225_600})
+           "evidence_sha256": "e1", "ear_sha256": "a1", "appraised_at": 1_767_225_600,
+           "status": "affirming"})
 }
 
 /// `custody audit where`: the job's stays with sites and countries, from an audited
@@ -196,28 +205,29 @@ fn where_answers_from_an_audited_export_only() {
     ];
     for (i, (t, a, b)) in moves.iter().enumerate() {
         let at = t0 + 100 * i as i64;
-        s.append(&Entry::AttestationResult(
-            json!({"node": "node-b", "status": "affirming"}),
+        s.append(&Entry::AttestationResult(ResultEntry::example("node-b", at)))
+            .unwrap();
+        s.append(&entry(
+            json!({"kind": "migration", "body": {"outcome": "ticket_issued",
+            "ticket": t, "job": "llama", "source": a["node"], "destination": b["node"],
+            "policy_id": "eu-sovereign", "policy_digest": "pd", "manifest_sha256": "md",
+            "bytes": 1 << 20, "dst_x25519": "xx", "at": at, "expires_at": at + 900,
+            "delete_source": false, "transport": "wire", "ticket_cose": "d2",
+            "source_at": a, "destination_at": b}}),
         ))
         .unwrap();
-        s.append(&Entry::Migration(
-            json!({"outcome": "ticket_issued", "ticket": t, "job": "llama",
-            "source": a["node"], "destination": b["node"], "policy_id": "eu-sovereign",
-            "policy_digest": "pd", "manifest_sha256": "md", "at": at,
-            "source_at": a, "destination_at": b}),
-        ))
-        .unwrap();
-        s.append(&Entry::Migration(
-            json!({"outcome": "placed", "ticket": t, "job": "llama",
-            "bytes": 1 << 20, "completed_at": at + 7, "receipt_sha256": "r1", "at": at + 7}),
-        ))
-        .unwrap();
+        s.append(&entry(json!({"kind": "migration", "body": {"outcome": "placed",
+            "ticket": t, "job": "llama", "source": a["node"], "destination": b["node"],
+            "manifest_sha256": "md", "bytes": 1 << 20, "completed_at": at + 7,
+            "receipt_sha256": "r1", "receipt": "d2", "at": at + 7}})))
+            .unwrap();
         s.checkpoint(&signer).unwrap();
     }
-    s.append(&Entry::Migration(
-        json!({"outcome": "refused", "job": "llama", "source": "node-c",
-        "destination": "node-us", "check": "destination_attestation", "detail": "policy",
-        "reasons": ["operator Nimbus Inc (US) is subject to the CLOUD Act"], "at": t0 + 500}),
+    s.append(&entry(
+        json!({"kind": "migration", "body": {"outcome": "refused", "job": "llama",
+        "source": "node-c", "destination": "node-us", "check": "destination_attestation",
+        "detail": "policy", "reasons": ["operator Nimbus Inc (US) is subject to the CLOUD Act"],
+        "at": t0 + 500}}),
     ))
     .unwrap();
     s.checkpoint(&signer).unwrap();

@@ -251,11 +251,10 @@ pub fn run(iterations: usize) -> Result<Stages> {
         "audit log append (AttestationResult entry)",
         "second SQLite transaction per round",
         time(n, || {
-            svc.log(custody_audit::Entry::AttestationResult(serde_json::json!({
-                "node": node.id, "name": node.name, "at": at, "status": "affirming",
-                "failed_check": null, "policy_id": "default", "policy_digest": "00",
-                "reference": "tofu", "evidence_sha256": rec.evidence_sha256, "ear_sha256": "00",
-            })));
+            let mut e = custody_audit::entry::ResultEntry::example(&node.id, at);
+            e.name = node.name.clone();
+            e.evidence_sha256 = rec.evidence_sha256.clone();
+            svc.log(custody_audit::Entry::AttestationResult(e));
             Ok(())
         })?,
     );
