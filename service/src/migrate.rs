@@ -233,14 +233,21 @@ fn chip_check(needs: &MovePrepared, gpus: &[(String, bool)]) -> Result<(), Migra
             ),
         ));
     }
-    for (model, _) in gpus {
+    for (model, attested) in gpus {
+        // An attested GPU's model comes from its signed report; another's is the agent's
+        // unsigned NVML name, and the refusal says so.
+        let whose = if *attested {
+            ""
+        } else {
+            " (unattested: the agent's NVML name)"
+        };
         let chip = Chip::from_model(model).ok_or_else(|| {
             refused(
                 "chip_unknown",
-                format!("destination GPU {model:?} is not in the chip table"),
+                format!("destination GPU {model:?}{whose} is not in the chip table"),
             )
         })?;
-        chips::check(&req, chip).map_err(|e| refused("chip_mismatch", e.to_string()))?;
+        chips::check(&req, chip).map_err(|e| refused("chip_mismatch", format!("{e}{whose}")))?;
     }
     Ok(())
 }

@@ -182,23 +182,30 @@ fn gpu_inventory(
             && d.and_then(|d| d.get("platform"))
                 .and_then(serde_json::Value::as_str)
                 == Some("bound");
-        let model = d
-            .and_then(|d| {
-                d.pointer("/claims/chip_sku")
-                    .or_else(|| d.pointer("/claims/architecture"))
-            })
+        // The model as the signed evidence says it: the leaf certificate's hardware
+        // model (`GH100 A01 GSP FMC LF`), which the chip table reads. The NVML name is
+        // the agent's word, signed by nothing: used only for a GPU whose report did not
+        // verify, which is then unattested.
+        let signed = d
+            .and_then(|d| d.pointer("/claims/hwmodel"))
             .and_then(serde_json::Value::as_str)
-            .unwrap_or("unknown");
+            .filter(|m| !m.is_empty());
         let name = b
             .gpu_identities
             .iter()
             .find(|i| i.index == g.index)
             .and_then(|i| i.name.clone());
+        let model = match (verified, signed) {
+            (true, Some(m)) => m.to_owned(),
+            _ => name
+                .or_else(|| signed.map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into()),
+        };
         seen.insert(g.index);
         out.push(serde_json::json!({
             "index": g.index,
-            "model": name.as_deref().unwrap_or(model),
-            "attested": verified,
+            "model": model,
+            "attested": verified && signed.is_some(),
             "cc_mode": "on",
         }));
     }
@@ -1800,5 +1807,75 @@ mod locality_tests {
             .unwrap();
         assert!(r.input.get("locality").is_none(), "{}", r.input);
         assert_eq!(r.input["locality_failures"][0]["check"], "locality_node");
+    }
+}
+
+#[cfg(test)]
+mod gpu_tests {
+    use super::*;
+    use custody_formats::bundle::{GpuEvidence, GpuIdentity};
+
+    fn identity(index: u32, name: &str) -> GpuIdentity {
+        GpuIdentity {
+            index,
+            name: Some(name.into()),
+            uuid: None,
+            driver_version: None,
+            vbios_version: None,
+            architecture: None,
+            compute_capability: None,
+            memory_bytes: None,
+            serial: None,
+            pci_bus_id: None,
+            cc: Default::default(),
+            attested: true,
+        }
+    }
+
+    /// Issue 21: an attested GPU was labelled with the NVML name, which nothing signs,
+    /// and the migration's chip check decided on it. Its model now comes from the signed
+    /// report's leaf certificate; the NVML name labels only a GPU whose report did not
+    /// verify, which is then unattested.
+    #[test]
+    fn an_attested_gpu_is_named_by_its_signed_report_not_by_nvml() {
+        let bundle = EvidenceBundle {
+            version: 1,
+            nonce: Nonce([5; 32]),
+            session_keys: SessionKeys {
+                x25519: [6; 32],
+                ed25519: [7; 32],
+            },
+            tpm: None,
+            snp: None,
+            gpus: (0..2)
+                .map(|index| GpuEvidence {
+                    index,
+                    report: vec![],
+                    cert_chain: vec![],
+                })
+                .collect(),
+            // The agent claims B200s: FP8-capable chips a Hopper checkpoint would go to.
+            gpu_identities: vec![identity(0, "NVIDIA B200"), identity(1, "NVIDIA B200")],
+            platform: Default::default(),
+        };
+        let mut devices = serde_json::Map::new();
+        devices.insert(
+            "gpu0".into(),
+            serde_json::json!({"verified": true, "platform": "bound",
+                "claims": {"hwmodel": "GH100 A01 GSP FMC LF", "architecture": "hopper"}}),
+        );
+        devices.insert(
+            "gpu1".into(),
+            serde_json::json!({"verified": false, "failed_check": "signature", "claims": null}),
+        );
+        let inv = gpu_inventory(Some(&bundle), &devices);
+        assert_eq!(inv[0]["model"], "GH100 A01 GSP FMC LF");
+        assert_eq!(inv[0]["attested"], true);
+        assert_eq!(
+            custody_mover::chips::Chip::from_model(inv[0]["model"].as_str().unwrap()),
+            Some(custody_mover::chips::Chip::H100)
+        );
+        assert_eq!(inv[1]["model"], "NVIDIA B200");
+        assert_eq!(inv[1]["attested"], false);
     }
 }
