@@ -115,6 +115,8 @@ pub struct Config {
     /// SEV-SNP reference values (`[snp]`): which guest the agent must run in for its
     /// session key to count as CVM-protected.
     pub snp: SnpReference,
+    /// NVIDIA GPU appraisal (`[nvgpu]`).
+    pub nvgpu: NvgpuConfig,
     /// What the API listener allows each peer (connections, deadlines, streams).
     pub limits: Limits,
     /// Event receivers (HTTPS URLs): each state change is POSTed as JSON.
@@ -155,6 +157,7 @@ impl Default for Config {
             landmarks: Vec::new(),
             gpu_rims: None,
             snp: SnpReference::default(),
+            nvgpu: NvgpuConfig::default(),
             webhooks: Vec::new(),
             webhook_ca: None,
             node_cert_hours: 24,
@@ -186,6 +189,18 @@ pub struct SnpReference {
     /// key can forge any SNP report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_ark: Option<PathBuf>,
+}
+
+/// `[nvgpu]`: NVIDIA GPU appraisal.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NvgpuConfig {
+    /// FOR TESTS ONLY: a PEM file with a self-signed test device-identity root trusted
+    /// beside NVIDIA's built-in one, so tests can sign GPU reports for hardware the test
+    /// machine lacks. Never set it in production: whoever holds that root's key can forge
+    /// any GPU report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_root: Option<PathBuf>,
 }
 
 /// [`SnpReference`] parsed: what the appraisal compares.

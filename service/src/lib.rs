@@ -313,6 +313,10 @@ impl Service {
             appraiser.trust_snp_test_ark(p).map_err(ServiceError::Core)?;
             tracing::warn!(path = %p.display(), "snp.test_ark: a TEST root is trusted for SEV-SNP reports (tests only)");
         }
+        if let Some(p) = &cfg.nvgpu.test_root {
+            appraiser.trust_gpu_test_root(p).map_err(ServiceError::Core)?;
+            tracing::warn!(path = %p.display(), "nvgpu.test_root: a TEST root is trusted for NVIDIA GPU reports (tests only)");
+        }
         appraiser.snp_reference = cfg.snp.values()?;
         let authorities = load_authorities(&cfg)?;
         let svc = Arc::new(Self {

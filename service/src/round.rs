@@ -375,6 +375,18 @@ impl Appraiser {
         Ok(())
     }
 
+    /// Trust a test device-identity root beside NVIDIA's (`[nvgpu] test_root`, for tests
+    /// only).
+    pub fn trust_gpu_test_root(&mut self, path: &std::path::Path) -> Result<(), String> {
+        let err = |e: String| format!("nvgpu.test_root {}: {e}", path.display());
+        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let mut device = self.gpu.device_roots().to_vec();
+        device.extend(TrustAnchor::from_pem_or_der(&pem).map_err(|e| err(e.to_string()))?);
+        let rim = TrustAnchor::from_pem_or_der(RIM_ROOT_PEM).map_err(|e| err(e.to_string()))?;
+        self.gpu = NvgpuVerifier::with_roots(device, rim);
+        Ok(())
+    }
+
     /// Load the RIM library in `dir`, checked now against the pinned NVIDIA RIM root.
     pub fn load_gpu_rims(&mut self, dir: &std::path::Path, at: i64) -> Result<usize, String> {
         let roots =

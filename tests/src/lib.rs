@@ -9,6 +9,7 @@
 )]
 
 pub mod fleet;
+pub mod nvgpu;
 pub mod snp;
 
 use std::net::TcpListener;

@@ -3,7 +3,8 @@
 //!
 //! SEV-SNP: this machine has no SNP hardware, so the reports are captured real reports
 //! re-signed under a test AMD-shaped root ([`custody_e2e::snp`]) that the verifier trusts
-//! only through `[snp] test_ark`. The round binding is computable from public values, so
+//! only through `[snp] test_ark`. GPUs likewise: NVIDIA's sample report re-signed by a
+//! test device chain ([`custody_e2e::nvgpu`]), trusted only through `[nvgpu] test_root`. The round binding is computable from public values, so
 //! any SNP guest can produce a report for any node's round: only the reference values
 //! (`[snp]`) and the registry's hardware binding tie it to the node.
 #![allow(
@@ -19,11 +20,12 @@ use custody_agent::daemon;
 use custody_agent::session::Session;
 use custody_agent::tpm::TpmCollector;
 use custody_e2e::fleet::*;
+use custody_e2e::nvgpu::Gpu;
 use custody_e2e::registry::{entity, site};
 use custody_e2e::snp::{self, Guest};
 use custody_e2e::{decode, Swtpm};
 use custody_formats::api::{NonceGrant, PushResult, CBOR};
-use custody_formats::bundle::MAX_BUNDLE_LEN;
+use custody_formats::bundle::{EvidenceBundle, MAX_BUNDLE_LEN};
 use custody_net::{client_config, roots_from_pem, HttpsClient};
 use custody_registry::model::{Hardware, HardwareId, Registry};
 use custody_registry::signed::{RegistryKey, SignedRegistry};
@@ -43,8 +45,9 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-/// The signed registry: the node's EK at `par1`, the SNP chip at `chip_site`.
-fn write_registry(dir: &std::path::Path, t: &Swtpm, chip_site: &str) -> String {
+/// The signed registry: the node's EK at `par1`, the SNP chip at `chip_site`, and any
+/// `more` hardware.
+fn write_registry_with(dir: &std::path::Path, t: &Swtpm, chip_site: &str, more: Vec<Hardware>) -> String {
     let key = RegistryKey::generate().unwrap();
     let reg = Registry {
         version: 1,
@@ -63,7 +66,10 @@ fn write_registry(dir: &std::path::Path, t: &Swtpm, chip_site: &str) -> String {
                 id: HardwareId::SnpChipId(snp::chip_id()),
                 label: None,
             },
-        ],
+        ]
+        .into_iter()
+        .chain(more)
+        .collect(),
     };
     let (r, a) = (dir.join("registry.cose"), dir.join("authority.pem"));
     std::fs::write(&r, SignedRegistry::sign(&reg, &key).unwrap()).unwrap();
@@ -78,11 +84,22 @@ fn write_registry(dir: &std::path::Path, t: &Swtpm, chip_site: &str) -> String {
 /// A verifier that trusts the test SNP root, with `registry_at` (the chip's site) when
 /// given and the `[snp]` lines `snp`; one enrolled node pushing its own rounds.
 async fn node(registry_at: Option<&str>, snp: &str) -> Node {
+    node_with(registry_at, snp, |_| (vec![], String::new())).await
+}
+
+/// [`node`], with `more(dir)` giving extra registry hardware and extra configuration.
+async fn node_with(
+    registry_at: Option<&str>,
+    snp: &str,
+    more: impl FnOnce(&std::path::Path) -> (Vec<Hardware>, String),
+) -> Node {
     let t = Swtpm::start();
     let dir = tempfile::tempdir().unwrap();
+    let (hardware, config) = more(dir.path());
     let mut extra = registry_at
-        .map(|s| write_registry(dir.path(), &t, s))
+        .map(|s| write_registry_with(dir.path(), &t, s, hardware))
         .unwrap_or_default();
+    extra.push_str(&config);
     extra.push_str(&format!(
         "[snp]\ntest_ark = \"{}\"\n{snp}",
         snp::test_ark().display()
@@ -126,6 +143,13 @@ impl Node {
     /// A round with the node's real TPM quote and an SNP report from `guest` for the
     /// same binding; the result and the policy input the verifier kept.
     async fn push(&self, guest: &Guest) -> (Pushed, Value) {
+        self.push_with(|binding, b| b.snp = Some(snp::evidence(binding, guest)))
+            .await
+    }
+
+    /// A round with the node's real TPM quote and what `add` puts in the bundle for the
+    /// round's binding.
+    async fn push_with(&self, add: impl FnOnce(&[u8; 32], &mut EvidenceBundle)) -> (Pushed, Value) {
         let r = self
             .v
             .request(&self.client, Method::POST, "/v1/nonce", Some(CBOR), vec![])
@@ -136,7 +160,7 @@ impl Node {
         let mut round =
             collect_round(g.nonce, &self.session, &[c], daemon::platform_facts("hostile")).unwrap();
         let binding = self.session.binding(&g.nonce);
-        round.bundle.snp = Some(snp::evidence(binding.as_bytes(), guest));
+        add(binding.as_bytes(), &mut round.bundle);
         let r = self
             .v
             .request(
@@ -289,4 +313,80 @@ async fn an_snp_report_from_a_chip_at_another_site_fails_at_snp_platform() {
     );
     assert!(r.reasons[0].contains("site fra1"), "{:?}", r.reasons);
     assert_eq!(input["key_protection"]["level"], "process", "{input}");
+}
+
+/// Issue 19 item 9 for GPUs: the round's binding is public, so any confidential GPU can
+/// sign a report for any node's round. A GPU counts as the node's own only where the
+/// registry puts its certificate serial at the node's site; a GPU of another machine
+/// (registered elsewhere, or not at all) fails the round at `gpu0.platform`, and a report
+/// for another round at `gpu0.nonce`. Its model is the signed report's, whatever NVML says.
+/// The GPU is a test double ([`custody_e2e::nvgpu`]) under a test root the verifier trusts
+/// only through `[nvgpu] test_root`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_report_from_another_machine_does_not_count_as_the_nodes_gpu() {
+    let own = Gpu::new(&[0x4e, 0x01]);
+    let elsewhere = Gpu::new(&[0x4e, 0x02]);
+    let unregistered = Gpu::new(&[0x4e, 0x03]);
+    let n = node_with(Some("par1"), "", |dir| {
+        let roots: String = [&own, &elsewhere, &unregistered]
+            .iter()
+            .map(|g| g.root_pem.clone())
+            .collect();
+        let p = dir.join("gpu-roots.pem");
+        std::fs::write(&p, roots).unwrap();
+        let at = |g: &Gpu, site: &str| Hardware {
+            site: site.into(),
+            id: HardwareId::GpuCertSerial(g.serial.clone()),
+            label: None,
+        };
+        (
+            vec![at(&own, "par1"), at(&elsewhere, "fra1")],
+            format!("[nvgpu]\ntest_root = \"{}\"\n", p.display()),
+        )
+    })
+    .await;
+    fn with(g: &Gpu) -> impl FnOnce(&[u8; 32], &mut EvidenceBundle) + '_ {
+        move |binding, b| {
+            b.gpus = vec![g.evidence(0, binding)];
+            // The agent's unsigned word: a chip it does not have.
+            b.gpu_identities = vec![Gpu::identity(0, "NVIDIA B200")];
+        }
+    }
+
+    // The node's own GPU, registered at its site: attested, named by its report.
+    let (r, input) = n.push_with(with(&own)).await;
+    assert_eq!(r.failed_check, None, "{:?} {input}", r.reasons);
+    assert_eq!(input["devices"]["gpu0"]["verified"], true, "{input}");
+    assert_eq!(input["devices"]["gpu0"]["platform"], "bound", "{input}");
+    assert_eq!(input["gpus"][0]["attested"], true, "{input}");
+    assert_eq!(input["gpus"][0]["model"], "GH100 A01 GSP FMC LF", "{input}");
+
+    // A GPU registered at another site: it vouches for another machine.
+    let (r, input) = n.push_with(with(&elsewhere)).await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("gpu0.platform"),
+        "{:?} {input}",
+        r.reasons
+    );
+    assert!(r.reasons[0].contains("site fra1"), "{:?}", r.reasons);
+    assert_eq!(input["gpus"][0]["attested"], false, "{input}");
+
+    // A genuine GPU the registry does not know.
+    let (r, _) = n.push_with(with(&unregistered)).await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("gpu0.platform"),
+        "{:?}",
+        r.reasons
+    );
+    assert!(r.reasons[0].contains("not in the registry"), "{:?}", r.reasons);
+
+    // The node's own GPU, but a report made for another round.
+    let (r, _) = n
+        .push_with(|_, b| {
+            b.gpus = vec![own.evidence(0, &[0x11; 32])];
+        })
+        .await;
+    assert_eq!(r.failed_check.as_deref(), Some("gpu0.nonce"), "{:?}", r.reasons);
 }
