@@ -12,7 +12,7 @@
 //! Transfers run on blocking threads: a few chunks of memory per side.
 
 use crate::session::Session;
-use custody_formats::api::{MovePrepared, MoveStatus};
+use custody_formats::api::{MovePrepared, MoveState, MoveStatus};
 use custody_mover::manifest::Manifest;
 use custody_mover::ticket::Ticket;
 use custody_mover::wire::{self, Destination, SourceChecks};
@@ -237,9 +237,9 @@ fn prune(dir: &Path, rel: &str, rest: &mut Vec<String>) -> Result<(), MoverError
     Ok(())
 }
 
-fn status(state: &str, bytes: u64, total: u64) -> MoveStatus {
+fn status(state: MoveState, bytes: u64, total: u64) -> MoveStatus {
     MoveStatus {
-        state: state.into(),
+        state,
         bytes,
         total,
         resumed_at: 0,
@@ -352,10 +352,10 @@ impl Mover {
         let total = manifest.total_bytes();
         {
             let mut map = self.transfers.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(&id).is_some_and(|s| s.state == "running") {
+            if map.get(&id).is_some_and(|s| s.state == MoveState::Running) {
                 return Err(MoverError::TransferActive(id));
             }
-            map.insert(id.clone(), status("running", 0, total));
+            map.insert(id.clone(), status(MoveState::Running, 0, total));
         }
         let me = Arc::clone(self);
         let tid = id.clone();
@@ -374,7 +374,7 @@ impl Mover {
                         receipt_resent = sent.receipt_resent,
                         "move sent, receipt verified"
                     );
-                    s.state = "done".into();
+                    s.state = MoveState::Done;
                     s.bytes = sent.total_bytes;
                     s.receipt = sent.receipt_bytes;
                     if release {
@@ -391,7 +391,7 @@ impl Mover {
                 }
                 Err(e) => {
                     tracing::warn!(check = e.check(), error = %e, "move failed");
-                    s.state = "failed".into();
+                    s.state = MoveState::Failed;
                     s.check = Some(e.check().into());
                     s.detail = Some(e.to_string());
                 }
@@ -509,10 +509,10 @@ impl Mover {
         let path = out_dir.join(format!("{checkpoint}.{id}.custody"));
         {
             let mut map = self.transfers.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(&id).is_some_and(|s| s.state == "running") {
+            if map.get(&id).is_some_and(|s| s.state == MoveState::Running) {
                 return Err(MoverError::TransferActive(id));
             }
-            map.insert(id.clone(), status("running", 0, 0));
+            map.insert(id.clone(), status(MoveState::Running, 0, 0));
         }
         let me = Arc::clone(self);
         let tid = id.clone();
@@ -525,7 +525,7 @@ impl Mover {
             match r {
                 Ok((bytes, sha256)) => {
                     tracing::info!(path = %path.display(), bytes, "checkpoint exported");
-                    s.state = "exported".into();
+                    s.state = MoveState::Exported;
                     s.bytes = bytes;
                     s.total = bytes;
                     s.export_path = Some(path.display().to_string());
@@ -533,7 +533,7 @@ impl Mover {
                 }
                 Err(e) => {
                     tracing::warn!(check = e.check(), error = %e, "export failed");
-                    s.state = "failed".into();
+                    s.state = MoveState::Failed;
                     s.check = Some(e.check().into());
                     s.detail = Some(e.to_string());
                 }
@@ -636,7 +636,7 @@ impl Mover {
         };
         let signed = receipt.sign_with(|m| (self.dest.sign)(m))?;
         let id = hex::encode(receipt.ticket_id);
-        let mut s = status("done", receipt.bytes, receipt.bytes);
+        let mut s = status(MoveState::Done, receipt.bytes, receipt.bytes);
         s.receipt = signed.clone();
         self.transfers
             .lock()

@@ -220,12 +220,41 @@ pub struct MoveExport {
     pub chunk_size: u32,
 }
 
+/// Where a move stands, at the source agent and at the verifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveState {
+    /// Sending (or writing the export file).
+    Running,
+    /// The export file is written; it waits to be imported at the destination.
+    Exported,
+    /// Placed at the destination, its receipt verified.
+    Done,
+    /// Ended without a placement (`check` says why).
+    Failed,
+}
+
+impl MoveState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Exported => "exported",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Ended: nothing more happens to the move.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Failed)
+    }
+}
+
 /// A transfer as the source agent sees it (`GET /v1/move/{ticket id hex}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoveStatus {
-    /// `running`, `done` or `failed`.
-    pub state: String,
+    pub state: MoveState,
     pub bytes: u64,
     pub total: u64,
     pub resumed_at: u64,

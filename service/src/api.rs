@@ -707,7 +707,7 @@ async fn set_reference(
     }
     let r = Reference {
         pcrs: b.pcrs,
-        source: "operator".into(),
+        source: crate::store::ReferenceSource::Operator,
         at: now(),
         learned_from: None,
         pending: false,

@@ -619,7 +619,7 @@ impl Service {
             });
         }
         r.pending = false;
-        r.source = "approved".into();
+        r.source = store::ReferenceSource::Approved;
         let entry = Entry::PolicyChange(entry::PolicyEntry::ReferenceValues(entry::ReferenceChange {
             reference_values: group.to_owned(),
             source: "approved".into(),
@@ -1012,7 +1012,7 @@ mod tests {
         assert_eq!(svc.store.node("n0").unwrap().unwrap().group, "default");
         let r = store::Reference {
             pcrs: Default::default(),
-            source: "operator".into(),
+            source: store::ReferenceSource::Operator,
             at: 1,
             learned_from: None,
             pending: false,

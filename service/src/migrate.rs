@@ -11,7 +11,9 @@
 use crate::store::{MigrationRecord, NodeRecord};
 use crate::{now, Service, ServiceError};
 use custody_audit::entry::{self, Entry, MigrationEntry};
-use custody_formats::api::{self, MoveExport, MovePrepare, MovePrepared, MoveSend, MoveStatus, Refusal};
+use custody_formats::api::{
+    self, MoveExport, MovePrepare, MovePrepared, MoveSend, MoveState, MoveStatus, Refusal,
+};
 use custody_mover::chips::{self, Chip};
 use custody_mover::manifest::Manifest;
 use custody_mover::receipt::Receipt;
@@ -70,8 +72,7 @@ pub struct Migration {
     pub policy_digest: String,
     pub manifest_sha256: String,
     pub files: u64,
-    /// `running`, `done` or `failed`.
-    pub state: String,
+    pub state: MoveState,
     pub bytes: u64,
     pub total: u64,
     pub resumed_at: u64,
@@ -525,7 +526,7 @@ impl Service {
             policy_digest: decision.policy_digest.clone(),
             manifest_sha256: hex::encode(manifest_digest),
             files: prepared.files,
-            state: "running".into(),
+            state: MoveState::Running,
             bytes: 0,
             total: prepared.total_bytes,
             resumed_at: 0,
@@ -598,7 +599,7 @@ impl Service {
         {
             // Nothing was sent; `migrate` logs the refusal.
             self.end_migration(&m.id, None, |m| {
-                m.state = "failed".into();
+                m.state = MoveState::Failed;
                 m.check = Some(e.check.clone());
                 m.detail = Some(e.detail.clone());
             });
@@ -624,7 +625,7 @@ impl Service {
         let doc = serde_json::to_string(m).map_err(|e| ServiceError::Core(e.to_string()))?;
         let rec = MigrationRecord {
             id: m.id.clone(),
-            state: m.state.clone(),
+            state: m.state.as_str().into(),
             issued_at: m.issued_at,
             doc,
             ticket: ticket.to_vec(),
@@ -745,7 +746,10 @@ impl Service {
     async fn watch_file(self: Arc<Self>, source: NodeRecord, ticket: Ticket) {
         let id = ticket.id_hex();
         let path = format!("/v1/move/{id}");
-        let mut exported = self.migrations.get(&id).is_some_and(|m| m.state == "exported");
+        let mut exported = self
+            .migrations
+            .get(&id)
+            .is_some_and(|m| m.state == MoveState::Exported);
         loop {
             tokio::time::sleep(if exported { FILE_POLL } else { POLL }).await;
             if now() > ticket.expires_at.saturating_add(60) {
@@ -767,9 +771,9 @@ impl Service {
                 else {
                     continue;
                 };
-                match s.state.as_str() {
-                    "running" => continue,
-                    "exported" => {
+                match s.state {
+                    MoveState::Running => continue,
+                    MoveState::Exported => {
                         tracing::info!(ticket = %id, file = ?s.export_path, "export written at the source");
                         self.log(Entry::Migration(MigrationEntry::Exported(entry::MoveExported {
                             ticket: id.clone(),
@@ -782,7 +786,7 @@ impl Service {
                             at: now(),
                         })));
                         self.migrations.update(&id, |m| {
-                            m.state = "exported".into();
+                            m.state = MoveState::Exported;
                             m.bytes = s.bytes;
                             m.export_path = s.export_path.clone();
                             m.export_sha256 = s.export_sha256.clone();
@@ -813,7 +817,7 @@ impl Service {
                 else {
                     continue;
                 };
-                if s.state == "done" {
+                if s.state == MoveState::Done {
                     let total = s.total;
                     let r = verify_receipt(&ticket, s.receipt, total);
                     self.finish(&id, r, &ticket);
@@ -854,9 +858,9 @@ impl Service {
                 m.total = s.total;
                 m.resumed_at = s.resumed_at;
             });
-            match s.state.as_str() {
-                "running" => continue,
-                "done" => {
+            match s.state {
+                MoveState::Running => continue,
+                MoveState::Done => {
                     self.migrations.update(&id, |m| {
                         m.source_released = s.released;
                         m.source_kept = s.kept.clone();
@@ -898,7 +902,7 @@ impl Service {
                     at,
                 }));
                 self.end_migration(id, Some(entry), |m| {
-                    m.state = "done".into();
+                    m.state = MoveState::Done;
                     m.bytes = receipt.bytes;
                     m.completed_at = Some(receipt.completed_at);
                     m.receipt_sha256 = Some(digest);
@@ -922,7 +926,7 @@ impl Service {
             at: now(),
         }));
         self.end_migration(id, Some(entry), |m| {
-            m.state = "failed".into();
+            m.state = MoveState::Failed;
             m.check = Some(e.check);
             m.detail = Some(e.detail);
         });

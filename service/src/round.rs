@@ -9,7 +9,7 @@
 //! evidence when present -> `policy` (Rego).
 
 use crate::config::ReferenceMode;
-use crate::store::{Event, NodeRecord, NodeState, Reference, ResultRecord, TpmClock};
+use crate::store::{Event, NodeRecord, NodeState, Reference, ReferenceSource, ResultRecord, TpmClock};
 use crate::{now, Service, ServiceError};
 use custody_audit::entry::{self, Entry};
 use custody_formats::api::{self, RoundRequest};
@@ -119,8 +119,8 @@ pub struct Appraisal {
     pub tpm_clock: Option<TpmClock>,
     /// Reference values learnt from this round (trust on first use).
     pub learned: Option<Reference>,
-    /// `tofu` or `operator` when reference values were compared.
-    pub reference_source: Option<String>,
+    /// What the PCRs were compared with, when they were.
+    pub reference_source: Option<ReferenceSource>,
     /// What the policy decided on (JSON): kept with the result for `custody policy explain`.
     pub input: serde_json::Value,
     /// The session keys this round's evidence vouched for (only when it passed).
@@ -238,7 +238,7 @@ pub struct RoundSummary {
     pub status: String,
     pub failed_check: Option<String>,
     pub reasons: Vec<String>,
-    pub reference: Option<String>,
+    pub reference: Option<ReferenceSource>,
     pub result_id: i64,
     pub at: i64,
     pub duration_ms: u64,
@@ -527,11 +527,11 @@ impl Appraiser {
                                     (Some(r), _) => {
                                         let diffs = compare_reference(r, &quoted);
                                         if !diffs.is_empty() {
-                                            reference_source = Some(r.source.clone());
+                                            reference_source = Some(r.source);
                                             extra_failure =
                                                 Some(("reference_values".into(), diffs.join("; ")));
                                         } else if r.pending {
-                                            reference_source = Some("tofu-pending".into());
+                                            reference_source = Some(ReferenceSource::TofuPending);
                                             extra_failure = Some((
                                                 REFERENCE_PENDING.into(),
                                                 format!(
@@ -540,23 +540,23 @@ impl Appraiser {
                                                 ),
                                             ));
                                         } else {
-                                            reference_source = Some(r.source.clone());
+                                            reference_source = Some(r.source);
                                             matched = true;
                                         }
                                     }
                                     (None, ReferenceMode::Tofu) => {
-                                        reference_source = Some("tofu".into());
+                                        reference_source = Some(ReferenceSource::Tofu);
                                         matched = true;
                                         learned = Some(Reference {
                                             pcrs: quoted,
-                                            source: "tofu".into(),
+                                            source: ReferenceSource::Tofu,
                                             at,
                                             learned_from: Some(node.id.clone()),
                                             pending: false,
                                         });
                                     }
                                     (None, ReferenceMode::TofuApprove) => {
-                                        reference_source = Some("tofu-pending".into());
+                                        reference_source = Some(ReferenceSource::TofuPending);
                                         extra_failure = Some((
                                             REFERENCE_PENDING.into(),
                                             format!(
@@ -566,7 +566,7 @@ impl Appraiser {
                                         ));
                                         learned = Some(Reference {
                                             pcrs: quoted,
-                                            source: "tofu".into(),
+                                            source: ReferenceSource::Tofu,
                                             at,
                                             learned_from: Some(node.id.clone()),
                                             pending: true,
@@ -593,7 +593,7 @@ impl Appraiser {
                     let mut sub = Submod::from_outcome(&outcome, corroboration).map_err(|e| e.to_string())?;
                     if let Some(src) = &reference_source {
                         sub.annotations
-                            .insert("reference".into(), ClaimValue::Text(src.clone()));
+                            .insert("reference".into(), ClaimValue::Text(src.as_str().into()));
                     }
                     let mut device = serde_json::json!({
                         "kind": "tpm",
@@ -956,7 +956,7 @@ impl Appraiser {
             .filter(|d| d.len() == 32);
         let mut attributes = Claims::new();
         if let Some(src) = &reference_source {
-            attributes.insert("reference-source".into(), ClaimValue::Text(src.clone()));
+            attributes.insert("reference-source".into(), ClaimValue::Text(src.as_str().into()));
         }
         let (mut site, mut country, mut operator) = (None, None, None);
         if let Some(d) = &sovereignty {
@@ -1480,7 +1480,7 @@ impl Service {
                 .pointer("/sovereignty/registry/digest")
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_owned),
-            reference: a.reference_source.clone(),
+            reference: a.reference_source.map(|r| r.as_str().to_owned()),
             evidence_sha256: a.evidence_sha256.clone(),
             ear_sha256: sha256_hex(&a.ear),
         });

@@ -172,8 +172,7 @@ pub struct ResultRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reference {
     pub pcrs: BTreeMap<String, BTreeMap<u32, String>>,
-    /// `tofu` (learned from the first trusted round) or `operator` (provisioned).
-    pub source: String,
+    pub source: ReferenceSource,
     pub at: i64,
     /// For TOFU: the node whose round the values were learned from.
     pub learned_from: Option<String>,
@@ -181,6 +180,38 @@ pub struct Reference {
     /// decides nothing (rounds that match it fail `reference_pending`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+}
+
+/// Where a group's reference values came from (and, in results, what decided).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReferenceSource {
+    /// Learnt from the group's first trusted round (trust on first use).
+    Tofu,
+    /// Learnt, awaiting an operator's approval (`reference = "tofu-approve"`): decides
+    /// nothing. Only in results; a stored baseline says `tofu` and `pending`.
+    TofuPending,
+    /// A learnt baseline an operator approved.
+    Approved,
+    /// Provisioned by an operator.
+    Operator,
+}
+
+impl ReferenceSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tofu => "tofu",
+            Self::TofuPending => "tofu-pending",
+            Self::Approved => "approved",
+            Self::Operator => "operator",
+        }
+    }
+}
+
+impl std::fmt::Display for ReferenceSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1307,7 +1338,7 @@ mod tests {
         let s = SqliteStore::open(&dir.path().join("l.db")).unwrap();
         let r = |from: &str| Reference {
             pcrs: BTreeMap::new(),
-            source: "tofu".into(),
+            source: ReferenceSource::Tofu,
             at: 1,
             learned_from: Some(from.into()),
             pending: true,
@@ -1408,7 +1439,7 @@ mod tests {
                 "default",
                 &Reference {
                     pcrs: BTreeMap::from([("sha256".into(), BTreeMap::from([(0, "00".into())]))]),
-                    source: "tofu".into(),
+                    source: ReferenceSource::Tofu,
                     at: 1,
                     learned_from: Some("a".into()),
                     pending: false,
@@ -1428,7 +1459,10 @@ mod tests {
         assert_eq!(n.session_keys.as_deref(), Some("00".repeat(64).as_str()));
         assert_eq!(s.events(Some("a"), 10).unwrap().len(), 1);
         assert_eq!(s.events(None, 10).unwrap().len(), 1);
-        assert_eq!(s.reference("default").unwrap().unwrap().source, "tofu");
+        assert_eq!(
+            s.reference("default").unwrap().unwrap().source,
+            ReferenceSource::Tofu
+        );
         assert!(s.node("b").unwrap().is_none());
         let mode: String = s
             .lock()
