@@ -18,6 +18,7 @@ PKGS=(
   openssl perl iproute2 iptables python3 python3-venv
   openssh-server
   valgrind  # scripts/policy-instructions.sh: instruction counts per policy decision
+  prometheus  # promtool: tests/tests/dashboards.rs checks deploy/prometheus rules
 )
 
 missing=()

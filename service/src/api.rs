@@ -244,25 +244,42 @@ where
 }
 
 async fn metrics(State(svc): State<Arc<Service>>) -> Response {
-    let nodes = svc.store.nodes().unwrap_or_default();
-    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in [
-        NodeState::Enrolled,
-        NodeState::Trusted,
-        NodeState::Failed,
-        NodeState::Revoked,
-    ] {
-        by_state.insert(s.as_str(), 0);
+    let s = svc.clone();
+    let text = blocking(move || {
+        let nodes = s.store.node_times().unwrap_or_default();
+        let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+        for st in [
+            NodeState::Enrolled,
+            NodeState::Trusted,
+            NodeState::Failed,
+            NodeState::Revoked,
+        ] {
+            by_state.insert(st.as_str(), 0);
+        }
+        for n in &nodes {
+            *by_state.entry(n.state.as_str()).or_default() += 1;
+        }
+        let states: Vec<(&str, usize)> = by_state.into_iter().collect();
+        let mut migrations: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in s.migrations.list() {
+            *migrations.entry(m.state.as_str()).or_default() += 1;
+        }
+        let migrations: Vec<(&str, usize)> = migrations.into_iter().collect();
+        s.metrics.render(&crate::metrics::Snapshot {
+            states: &states,
+            nodes: &nodes,
+            nonces: s.nonces.outstanding(),
+            migrations: &migrations,
+            audit_entries: s.audit_size(),
+            interval_secs: s.cfg.interval_secs,
+            checkpoint_secs: s.cfg.checkpoint_secs,
+        })
+    })
+    .await;
+    match text {
+        Ok(t) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], t).into_response(),
+        Err(r) => r,
     }
-    for n in &nodes {
-        *by_state.entry(n.state.as_str()).or_default() += 1;
-    }
-    let v: Vec<(&str, usize)> = by_state.into_iter().collect();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        svc.metrics.render(&v, svc.nonces.outstanding()),
-    )
-        .into_response()
 }
 
 async fn keys(State(svc): State<Arc<Service>>) -> Response {

@@ -593,6 +593,9 @@ impl Service {
         }
         self.agents.forget(&node.id);
         self.deny_changed();
+        self.metrics
+            .removals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.emit(
             &node,
             "removed",
@@ -713,12 +716,24 @@ impl Service {
             .map_err(|e| ServiceError::Audit(e.to_string()))?
             .last()
             .map(|(size, _)| *size);
+        let covered = |m: &metrics::Metrics| {
+            m.last_checkpoint_at
+                .store(now(), std::sync::atomic::Ordering::Relaxed)
+        };
         if last == Some(a.size()) || a.size() == 0 {
+            covered(&self.metrics);
             return Ok(None);
         }
-        a.checkpoint(&self.log_signer)
-            .map(Some)
-            .map_err(|e| ServiceError::Audit(e.to_string()))
+        let signed = a
+            .checkpoint(&self.log_signer)
+            .map_err(|e| ServiceError::Audit(e.to_string()))?;
+        covered(&self.metrics);
+        Ok(Some(signed))
+    }
+
+    /// Entries in the audit log.
+    pub fn audit_size(&self) -> u64 {
+        self.audit().size()
     }
 
     pub fn log_public_key(&self) -> String {
@@ -898,7 +913,7 @@ mod tests {
     }
 
     fn metric(svc: &Service, name: &str) -> u64 {
-        let text = svc.metrics.render(&[], 0);
+        let text = svc.metrics.render(&metrics::Snapshot::default());
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .unwrap_or_else(|| panic!("{name} not in {text}"))

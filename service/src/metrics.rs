@@ -1,9 +1,27 @@
 //! Prometheus text exposition, written by hand: a few counters and one histogram do not
 //! earn a metrics framework.
 
+use crate::store::NodeTimes;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+/// What `/metrics` reads from outside the counters at scrape time.
+#[derive(Debug, Default)]
+pub struct Snapshot<'a> {
+    /// Count per node state.
+    pub states: &'a [(&'a str, usize)],
+    /// Every node's last round and last pass.
+    pub nodes: &'a [NodeTimes],
+    pub nonces: usize,
+    /// Migrations this process watches, by state (`running`, `exported`).
+    pub migrations: &'a [(&'a str, usize)],
+    /// Entries in the audit log.
+    pub audit_entries: u64,
+    /// `interval_secs` and `checkpoint_secs` of the configuration, for alerts.
+    pub interval_secs: u64,
+    pub checkpoint_secs: u64,
+}
 
 /// Upper bounds (seconds) of the round-duration histogram.
 const BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
@@ -18,6 +36,17 @@ pub struct Metrics {
     /// Appraisals that failed with an error (each recorded as a failed round at
     /// `appraisal_error`).
     pub appraisal_errors: AtomicU64,
+    /// Nodes revoked by their rounds, and removed by operators, since start.
+    pub revocations: AtomicU64,
+    pub removals: AtomicU64,
+    /// Migrations that ended since start, by outcome, and the bytes placed.
+    pub migrations_done: AtomicU64,
+    pub migrations_failed: AtomicU64,
+    pub migration_bytes: AtomicU64,
+    /// When a round last concluded (any node), and when the checkpoint loop last found
+    /// every entry signed (Unix seconds; 0: not yet).
+    pub last_round_at: AtomicI64,
+    pub last_checkpoint_at: AtomicI64,
     /// Group commits of concluded rounds, and the rounds they carried.
     group_commits: AtomicU64,
     group_committed_rounds: AtomicU64,
@@ -42,6 +71,7 @@ impl Metrics {
         self.count.fetch_add(1, Relaxed);
         self.sum_micros
             .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        self.last_round_at.fetch_max(crate::now(), Relaxed);
     }
 
     /// One group commit of `rounds` concluded rounds.
@@ -51,8 +81,8 @@ impl Metrics {
             .fetch_add(u64::try_from(rounds).unwrap_or(u64::MAX), Relaxed);
     }
 
-    /// The exposition text; `nodes` is the count per state.
-    pub fn render(&self, nodes: &[(&str, usize)], nonces: usize) -> String {
+    /// The exposition text.
+    pub fn render(&self, snap: &Snapshot<'_>) -> String {
         let mut o = String::new();
         head(
             &mut o,
@@ -133,16 +163,127 @@ impl Metrics {
         let _ = writeln!(o, "custody_round_duration_seconds_count {count}");
         let _ = writeln!(o, "# HELP custody_nodes Enrolled nodes, by state.");
         let _ = writeln!(o, "# TYPE custody_nodes gauge");
-        for (state, n) in nodes {
+        for (state, n) in snap.states {
             let _ = writeln!(o, "custody_nodes{{state=\"{state}\"}} {n}");
         }
+        head(
+            &mut o,
+            "custody_node_last_round_timestamp_seconds",
+            "When each node last had a round (any outcome), by node name and state.",
+            "gauge",
+        );
+        for n in snap.nodes.iter() {
+            if let Some(t) = n.last_round_at {
+                let _ = writeln!(
+                    o,
+                    "custody_node_last_round_timestamp_seconds{{node=\"{}\",state=\"{}\"}} {t}",
+                    label(&n.name),
+                    n.state.as_str()
+                );
+            }
+        }
+        head(
+            &mut o,
+            "custody_node_last_pass_timestamp_seconds",
+            "When each node last passed a round, by node name and state.",
+            "gauge",
+        );
+        for n in snap.nodes.iter() {
+            if let Some(t) = n.last_pass_at {
+                let _ = writeln!(
+                    o,
+                    "custody_node_last_pass_timestamp_seconds{{node=\"{}\",state=\"{}\"}} {t}",
+                    label(&n.name),
+                    n.state.as_str()
+                );
+            }
+        }
+        gauge(
+            &mut o,
+            "custody_last_round_timestamp_seconds",
+            "When this verifier last concluded a round, any node (0: none since start).",
+            self.last_round_at.load(Relaxed),
+        );
+        gauge(
+            &mut o,
+            "custody_attestation_interval_seconds",
+            "How often every node is attested (interval_secs).",
+            snap.interval_secs,
+        );
+        counter(
+            &mut o,
+            "custody_revocations_total",
+            "Nodes revoked by failed rounds since start.",
+            self.revocations.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "custody_node_removals_total",
+            "Nodes removed by an operator since start.",
+            self.removals.load(Relaxed),
+        );
+        head(
+            &mut o,
+            "custody_migrations",
+            "Migrations in progress, by state.",
+            "gauge",
+        );
+        for state in ["running", "exported"] {
+            let n = snap
+                .migrations
+                .iter()
+                .filter(|(s, _)| *s == state)
+                .map(|(_, n)| n)
+                .sum::<usize>();
+            let _ = writeln!(o, "custody_migrations{{state=\"{state}\"}} {n}");
+        }
+        head(
+            &mut o,
+            "custody_migrations_total",
+            "Migrations ended since start, by outcome.",
+            "counter",
+        );
+        let _ = writeln!(
+            o,
+            "custody_migrations_total{{outcome=\"done\"}} {}",
+            self.migrations_done.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "custody_migrations_total{{outcome=\"failed\"}} {}",
+            self.migrations_failed.load(Relaxed)
+        );
+        counter(
+            &mut o,
+            "custody_migration_bytes_total",
+            "Checkpoint bytes placed by migrations since start.",
+            self.migration_bytes.load(Relaxed),
+        );
+        gauge(
+            &mut o,
+            "custody_audit_entries",
+            "Entries in the audit log.",
+            snap.audit_entries,
+        );
+        gauge(
+            &mut o,
+            "custody_audit_checkpoint_timestamp_seconds",
+            "When the checkpoint loop last found every entry under a signed checkpoint (0: not yet).",
+            self.last_checkpoint_at.load(Relaxed),
+        );
+        gauge(
+            &mut o,
+            "custody_audit_checkpoint_interval_seconds",
+            "How often the log is checkpointed (checkpoint_secs).",
+            snap.checkpoint_secs,
+        );
         head(
             &mut o,
             "custody_nonces_outstanding",
             "Issued nonces not yet used or expired.",
             "gauge",
         );
-        let _ = writeln!(o, "custody_nonces_outstanding {nonces}");
+        let _ = writeln!(o, "custody_nonces_outstanding {}", snap.nonces);
         o
     }
 }
@@ -151,6 +292,17 @@ impl Metrics {
 fn counter(o: &mut String, name: &str, help: &str, value: u64) {
     head(o, name, help, "counter");
     let _ = writeln!(o, "{name} {value}");
+}
+
+/// An unlabelled gauge: its header and its one sample.
+fn gauge(o: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    head(o, name, help, "gauge");
+    let _ = writeln!(o, "{name} {value}");
+}
+
+/// A label value, escaped as the exposition format wants (`\`, `"`, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// The `# HELP` and `# TYPE` lines that open a metric family.
@@ -168,7 +320,10 @@ mod tests {
         let m = Metrics::default();
         m.observe_round(true, Duration::from_micros(800));
         m.observe_round(false, Duration::from_millis(30));
-        let t = m.render(&[("trusted", 1)], 0);
+        let t = m.render(&Snapshot {
+            states: &[("trusted", 1)],
+            ..Snapshot::default()
+        });
         assert!(t.contains("custody_round_duration_seconds_bucket{le=\"0.001\"} 1\n"));
         assert!(t.contains("custody_round_duration_seconds_bucket{le=\"0.05\"} 2\n"));
         assert!(t.contains("custody_round_duration_seconds_bucket{le=\"0.025\"} 1\n"));
@@ -181,7 +336,7 @@ mod tests {
         let m = Metrics::default();
         m.observe_group_commit(1);
         m.observe_group_commit(3);
-        let t = m.render(&[], 0);
+        let t = m.render(&Snapshot::default());
         assert!(t.contains("custody_round_group_commits_total 2\n"), "{t}");
         assert!(t.contains("custody_round_group_committed_total 4\n"), "{t}");
     }

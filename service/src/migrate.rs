@@ -643,6 +643,17 @@ impl Service {
     fn end_migration(&self, id: &str, entry: Option<custody_audit::Entry>, f: impl FnOnce(&mut Migration)) {
         self.migrations.update(id, f);
         if let Some(m) = self.migrations.get(id) {
+            use std::sync::atomic::Ordering::Relaxed;
+            match m.state {
+                MoveState::Done => {
+                    self.metrics.migrations_done.fetch_add(1, Relaxed);
+                    self.metrics.migration_bytes.fetch_add(m.bytes, Relaxed);
+                }
+                MoveState::Failed => {
+                    self.metrics.migrations_failed.fetch_add(1, Relaxed);
+                }
+                MoveState::Running | MoveState::Exported => {}
+            }
             // The ticket was stored with the first insert and is kept.
             match self.persist_logged(&m, &[], entry.as_slice()) {
                 Ok(()) => self.migrations.remove(id),

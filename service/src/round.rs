@@ -1536,6 +1536,9 @@ impl Service {
         self.metrics.observe_round(passed, elapsed);
         if node.state == NodeState::Revoked && previous != NodeState::Revoked {
             self.deny_changed();
+            self.metrics
+                .revocations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if node.state != previous {
             self.emit(

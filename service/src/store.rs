@@ -44,6 +44,15 @@ pub enum StoreError {
 /// The audit log that decisions are appended to, in the same transaction.
 pub type AuditLog = custody_audit::store::Store;
 
+/// When a node was last attested, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTimes {
+    pub name: String,
+    pub state: NodeState,
+    pub last_round_at: Option<i64>,
+    pub last_pass_at: Option<i64>,
+}
+
 /// A write that is a decision, for [`Store::decide`]: it commits with its audit entries
 /// or not at all.
 #[derive(Debug, Clone, Copy)]
@@ -270,6 +279,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Nodes removed at or after `since` (seconds), and revoked nodes whose revocation
     /// (their last update) is at or after it: the verifier's deny list.
     fn denied_since(&self, since: i64) -> Result<Vec<custody_mover::deny::DeniedNode>, StoreError>;
+    /// Every node's name, state, and when it last had a round and last passed one.
+    fn node_times(&self) -> Result<Vec<NodeTimes>, StoreError>;
     /// When node `id` was removed, if it was and has not enrolled again since.
     fn removed_at(&self, id: &str) -> Result<Option<i64>, StoreError>;
     /// The node's new state, the round's result and its audit entries, in one
@@ -413,6 +424,8 @@ const MIGRATIONS: &[&str] = &[
         id TEXT PRIMARY KEY,
         removed_at INTEGER NOT NULL
     );",
+    // 6: when each node last passed a round (for `/metrics` and alerts).
+    "ALTER TABLE nodes ADD COLUMN last_pass_at INTEGER;",
 ];
 
 #[derive(Debug)]
@@ -580,7 +593,8 @@ fn record_round_in(
             // committed must not write `trusted` (or a cleared reason) over it.
             "UPDATE nodes SET state = CASE WHEN state = 'revoked' THEN 'revoked' ELSE ?2 END, \
              reason = CASE WHEN state = 'revoked' THEN reason ELSE ?3 END, failures = ?4, tpm_clock = ?5, \
-             session_keys = CASE WHEN state = 'revoked' THEN NULL ELSE ?6 END, last_round_at = ?7, updated_at = ?8 WHERE id = ?1",
+             session_keys = CASE WHEN state = 'revoked' THEN NULL ELSE ?6 END, last_round_at = ?7, updated_at = ?8, \
+             last_pass_at = CASE WHEN ?9 THEN ?7 ELSE last_pass_at END WHERE id = ?1",
         )?
         .execute(rusqlite::params![
             node.id,
@@ -590,7 +604,8 @@ fn record_round_in(
             clock,
             node.session_keys,
             node.last_round_at,
-            node.updated_at
+            node.updated_at,
+            result.failed_check.is_none()
         ])?;
     if updated == 0 {
         return Err(StoreError::NodeGone(node.id.clone()));
@@ -800,6 +815,24 @@ impl Store for SqliteStore {
         tx.commit()?;
         log.applied(pending)?;
         Ok(true)
+    }
+
+    fn node_times(&self) -> Result<Vec<NodeTimes>, StoreError> {
+        let conn = self.read();
+        let mut st =
+            conn.prepare_cached("SELECT name, state, last_round_at, last_pass_at FROM nodes ORDER BY name")?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let state: String = r.get(1)?;
+            out.push(NodeTimes {
+                name: r.get(0)?,
+                state: NodeState::parse(&state)?,
+                last_round_at: r.get(2)?,
+                last_pass_at: r.get(3)?,
+            });
+        }
+        Ok(out)
     }
 
     fn removed_at(&self, id: &str) -> Result<Option<i64>, StoreError> {

@@ -255,6 +255,17 @@ impl Verifier {
             .unwrap()
     }
 
+    /// The open /metrics, as text.
+    pub fn metrics_text(&self) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt.block_on(self.request(&self.client(None), Method::GET, "/metrics", None, vec![]));
+        assert_eq!(r.status, StatusCode::OK);
+        String::from_utf8(r.body).unwrap()
+    }
+
     /// `custody_enrollments_total{outcome="OUTCOME"}` from the open /metrics.
     pub async fn enrollments(&self, outcome: &str) -> u64 {
         let r = self
