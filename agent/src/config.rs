@@ -54,6 +54,8 @@ pub enum ConfigError {
     RoundTimeout(u64),
     #[error("`locality_listen` {value:?} is not an IP socket address (ip:port): {reason}")]
     LocalityListen { value: String, reason: String },
+    #[error("`locality_delay_ms` {0} must be 0-1000")]
+    LocalityDelay(u64),
     #[error("`move_listen` {value:?} is not an IP socket address (ip:port): {reason}")]
     MoveListen { value: String, reason: String },
     #[error("`verifier_key` must be the verifier's result key as 130 hex digits (SEC1 uncompressed P-256, `04...`)")]
@@ -93,6 +95,10 @@ pub struct AgentConfig {
     /// Where the locality responder (docs/locality.md) listens, `ip:port`; off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locality_listen: Option<String>,
+    /// Milliseconds the locality responder waits before each answer (default 0, at most
+    /// 1000): demos and tests simulate distance with it. A delay only makes the node look
+    /// farther, never nearer.
+    pub locality_delay_ms: u64,
     /// Where other agents deliver checkpoint moves (docs/migration-protocol.md), `ip:port`;
     /// off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,6 +164,7 @@ impl Default for AgentConfig {
             collectors: CollectorsSection::default(),
             round_timeout_secs: DEFAULT_ROUND_TIMEOUT_SECS,
             locality_listen: None,
+            locality_delay_ms: 0,
             move_listen: None,
             checkpoints_dir: PathBuf::from(DEFAULT_CHECKPOINTS_DIR),
             admin_socket: None,
@@ -244,6 +251,9 @@ impl AgentConfig {
         crate::tpm::TpmCollector::new(self.tpm_config()?)?;
         self.round_timeout()?;
         self.locality_listen_addr()?;
+        if self.locality_delay_ms > 1000 {
+            return Err(ConfigError::LocalityDelay(self.locality_delay_ms));
+        }
         self.move_listen_addr()?;
         Ok(())
     }

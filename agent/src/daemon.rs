@@ -319,7 +319,12 @@ async fn spawn_locality(
     let session_pub = rounds.session().public_keys().ed25519;
     let r = Arc::clone(rounds);
     let signer: custody_locality::net::Signer = Arc::new(move |m: &[u8]| r.session().sign_challenge(m));
-    let serve = custody_locality::net::serve(listener, signer, session_pub, std::future::pending());
+    let limits = custody_locality::net::Limits {
+        added_delay: Duration::from_millis(cfg.locality_delay_ms),
+        ..Default::default()
+    };
+    let serve =
+        custody_locality::net::serve_with(listener, signer, session_pub, limits, std::future::pending());
     Ok(Some(tokio::spawn(serve)))
 }
 

@@ -71,6 +71,18 @@ pub fn upper_bounds(proofs: &[Proof], sites: &[(String, LatLon)]) -> BTreeMap<St
     out
 }
 
+/// The proofs that exclude `site`: the site lies farther from the landmark than the
+/// proven bound plus `tolerance_km` (coordinates name a site, not a rack), so the key
+/// that answered is not where the hardware is registered (a relay, or a wrong registry).
+/// Each with the site's distance from its landmark.
+pub fn contradictions(proofs: &[Proof], site: LatLon, tolerance_km: f64) -> Vec<(&Proof, f64)> {
+    proofs
+        .iter()
+        .map(|p| (p, haversine_km(p.position(), site)))
+        .filter(|(p, d)| *d > p.bound_km + tolerance_km)
+        .collect()
+}
+
 /// The claimed position lies inside every landmark's disk (the intersection test). No
 /// proofs prove nothing: `false`.
 pub fn consistent(proofs: &[Proof], claimed: LatLon) -> bool {

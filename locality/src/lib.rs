@@ -22,7 +22,7 @@ pub mod statement;
 pub mod wire;
 
 pub use error::LocalityError;
-pub use geo::{bound_km, consistent, haversine_km, upper_bounds, LatLon, FIBRE_KM_PER_MS};
+pub use geo::{bound_km, consistent, contradictions, haversine_km, upper_bounds, LatLon, FIBRE_KM_PER_MS};
 pub use proof::{KeyProtection, Locality, Proof};
 pub use statement::{LandmarkKey, LandmarkStatement, PinnedLandmark};
 pub use wire::{Challenge, Response, CHALLENGE_LEN, RESPONSE_LEN};

@@ -31,6 +31,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Challenges answered per connection.
     pub max_probes: u32,
+    /// Added before each answer (zero by default): demos and tests simulate a node's
+    /// distance with it. Delay only ever makes a node look farther, never nearer.
+    pub added_delay: Duration,
 }
 
 impl Default for Limits {
@@ -40,6 +43,7 @@ impl Default for Limits {
             max_connection_time: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(10),
             max_probes: MAX_PROBES,
+            added_delay: Duration::ZERO,
         }
     }
 }
@@ -114,6 +118,9 @@ async fn answer(mut stream: TcpStream, signer: Signer, session_pub: [u8; 32], li
             return;
         };
         let sig: [u8; RESPONSE_LEN] = signer(&challenge.signed_message(&session_pub));
+        if !limits.added_delay.is_zero() {
+            tokio::time::sleep(limits.added_delay).await;
+        }
         if stream.write_all(&sig).await.is_err() {
             return;
         }

@@ -317,6 +317,38 @@ fn bound_arithmetic() {
     assert!((bound_km(Duration::from_micros(100), Duration::ZERO) - 10.0).abs() < 1e-9);
 }
 
+/// A bound that excludes the registered site contradicts it; one that includes it (or
+/// misses it by less than the tolerance) does not.
+#[test]
+fn a_bound_that_excludes_the_registered_site_is_a_contradiction() {
+    let pf = haversine_km(PARIS, FRANKFURT);
+    let near = proof("paris", PARIS, 8.0, KeyProtection::Process);
+    let far = proof("paris", PARIS, pf + 10.0, KeyProtection::Process);
+    let short = proof("paris", PARIS, pf - 30.0, KeyProtection::Process);
+    let all = [near.clone(), far.clone(), short.clone()];
+    let c = contradictions(&all, FRANKFURT, 50.0);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].0, &near);
+    assert!((c[0].1 - pf).abs() < 1e-9);
+    assert!(contradictions(&[far], FRANKFURT, 0.0).is_empty());
+    assert_eq!(contradictions(&[short], FRANKFURT, 0.0).len(), 1);
+    assert!(contradictions(&[near], PARIS, 0.0).is_empty());
+}
+
+/// An added delay answers later, so the measured bound only grows.
+#[tokio::test]
+async fn an_added_delay_makes_the_node_look_farther() {
+    let limits = Limits {
+        added_delay: Duration::from_millis(5),
+        ..Limits::default()
+    };
+    let (addr, _stop) = responder(session_signer(), limits).await;
+    let m = measure(addr, "l", &session_pub(), 3, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(m.rtt_min >= Duration::from_millis(5), "{m:?}");
+}
+
 #[test]
 fn haversine_distances() {
     let pf = haversine_km(PARIS, FRANKFURT);
@@ -486,6 +518,7 @@ async fn responder_limits() {
         max_connection_time: Duration::from_secs(5),
         idle_timeout: Duration::from_millis(200),
         max_probes: 3,
+        added_delay: Duration::ZERO,
     };
     let (addr, _stop) = responder(session_signer(), limits).await;
     // At most `max_probes` per connection.

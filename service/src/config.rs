@@ -131,6 +131,9 @@ pub struct Config {
     /// (a responder on another interface). Anything else is refused at enrollment: the
     /// verifier and remote landmarks connect there.
     pub allowed_locality_hosts: Vec<String>,
+    /// How far (km) a registered site may lie outside a locality bound before the round
+    /// fails `locality_consistency`: registry coordinates name a site, not a rack.
+    pub locality_tolerance_km: f64,
 }
 
 impl Default for Config {
@@ -162,6 +165,7 @@ impl Default for Config {
             webhook_ca: None,
             node_cert_hours: 24,
             allowed_locality_hosts: Vec::new(),
+            locality_tolerance_km: 50.0,
             limits: Limits::default(),
         }
     }
@@ -405,6 +409,9 @@ impl Config {
         }
         if !(1..=720).contains(&self.node_cert_hours) {
             return bad("`node_cert_hours` must be 1-720");
+        }
+        if !(0.0..=20_000.0).contains(&self.locality_tolerance_km) {
+            return bad("`locality_tolerance_km` must be 0-20000");
         }
         if self.server_names.is_empty() {
             return bad("`server_names` must name at least one host");

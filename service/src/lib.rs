@@ -295,6 +295,7 @@ impl Service {
         let events = events::Emitter::new(&cfg)?;
         let mut appraiser = round::Appraiser::new(policy).map_err(ServiceError::Core)?;
         appraiser.landmarks = vec![landmark_key.public_key()];
+        appraiser.locality_tolerance_km = cfg.locality_tolerance_km;
         appraiser.min_pcrs = cfg
             .min_pcrs
             .iter()

@@ -48,6 +48,8 @@ pub struct Appraiser {
     /// Remote landmarks (`[[landmarks]]`): a statement counts only under the key pinned
     /// for the landmark id it came from.
     pub remote_landmarks: Vec<custody_locality::PinnedLandmark>,
+    /// `locality_tolerance_km`: see [`crate::config::Config::locality_tolerance_km`].
+    pub locality_tolerance_km: f64,
     /// The signed registry in force; replaced whole when a newer version is adopted.
     pub registry: std::sync::RwLock<Option<Arc<custody_registry::signed::VerifiedRegistry>>>,
     /// The operator's NVIDIA RIMs (`gpu_rims`): GPU measurements are compared with them.
@@ -358,6 +360,7 @@ impl Appraiser {
             min_pcrs: BTreeMap::from([("sha256".to_owned(), (0..=7).collect())]),
             landmarks: Vec::new(),
             remote_landmarks: Vec::new(),
+            locality_tolerance_km: 50.0,
             registry: std::sync::RwLock::new(None),
             gpu_rims: None,
             snp_reference: None,
@@ -864,6 +867,21 @@ impl Appraiser {
                         check,
                         detail,
                     }),
+                }
+            }
+            // locality_consistency: the registry says where the node's hardware is; a bound
+            // that excludes that site means the attested key answered from elsewhere.
+            if let Some(site) = sovereignty.as_ref().and_then(|d| d.site.as_ref()) {
+                let at_site = custody_locality::LatLon::new(site.lat, site.lon);
+                for (p, d) in custody_locality::contradictions(&proofs, at_site, self.locality_tolerance_km) {
+                    fail(
+                        &mut failure,
+                        "locality_consistency",
+                        format!(
+                            "landmark {} at ({:.4}, {:.4}) proves the node's key within {:.0} km, but its hardware is registered at site {} ({}) at ({:.4}, {:.4}), {:.0} km away (tolerance {} km): the key answered from elsewhere than the hardware",
+                            p.landmark, p.lat, p.lon, p.bound_km, site.id, site.name, site.lat, site.lon, d, self.locality_tolerance_km
+                        ),
+                    );
                 }
             }
             if !proofs.is_empty() {

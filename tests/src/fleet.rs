@@ -315,10 +315,19 @@ pub fn agent_toml(v: &Verifier, t: &Swtpm, name: &str, listen: &str, state: &Pat
 impl Agent {
     /// `custody-agent run` on swtpm `t`, enrolling with `v` as `name`.
     pub fn start(v: &Verifier, t: &Swtpm, name: &str) -> Self {
+        Self::start_with(v, t, name, "")
+    }
+
+    /// [`Agent::start`] with `top` (top-level agent.toml lines) added.
+    pub fn start_with(v: &Verifier, t: &Swtpm, name: &str, top: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
         let cfg = dir.path().join("agent.toml");
-        std::fs::write(&cfg, agent_toml(v, t, name, &listen, &dir.path().join("state"))).unwrap();
+        let toml = format!(
+            "{top}{}",
+            agent_toml(v, t, name, &listen, &dir.path().join("state"))
+        );
+        std::fs::write(&cfg, toml).unwrap();
         let child = Self::spawn(dir.path());
         Self { child, dir }
     }

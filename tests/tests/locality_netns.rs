@@ -564,6 +564,11 @@ impl Round {
 /// Paris landmark; an agent whose locality responder is reached by the remote landmark
 /// only through `127.0.0.1:locality_port` in the landmark's namespace (a delay line
 /// there forwards over the veth).
+///
+/// The node's site is registered in Paris while the Frankfurt landmark reaches it over
+/// loopback: by construction its small bound excludes the site, which would fail
+/// `locality_consistency`. This test is about intersecting proofs, so the tolerance is the
+/// planet (`locality_tolerance_km = 20000`); the consistency check has its own tests.
 fn start_round(tpm: &Swtpm, landmark_url: &str, landmark_pub: &str, locality_port: u16) -> Round {
     let dir = tempfile::tempdir().unwrap();
     let p = |s: &str| dir.path().join(s);
@@ -591,7 +596,8 @@ fn start_round(tpm: &Swtpm, landmark_url: &str, landmark_pub: &str, locality_por
     let cfg = format!(
         "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nek_ca_dir = \"{}\"\ninterval_secs = 300\n\
          nonce_ttl_secs = 10\nround_timeout_secs = 5\n\
-         registry = \"{}\"\nregistry_authorities = [\"{}\"]\n\n\
+         registry = \"{}\"\nregistry_authorities = [\"{}\"]\n\
+         locality_tolerance_km = 20000\n\n\
          [landmark]\nid = \"fra-verifier\"\nlat = {}\nlon = {}\nprobes = 5\n\n\
          [[landmarks]]\nurl = \"{landmark_url}\"\nid = \"paris-remote\"\npublic_key = \"{landmark_pub}\"\ntimeout_ms = 4000\n",
         p("data").display(),
