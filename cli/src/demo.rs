@@ -411,7 +411,10 @@ fn demo(dir: &Path) -> Result<()> {
     // adds (below). eu-sovereign's default 1,000 km would refuse it on jitter; the demo
     // allows 1,500 km. A landmark per site proves far less: docs/locality.md.
     let policy_params = dir.join("policy-params.json");
-    std::fs::write(&policy_params, r#"{"custody": {"params": {"locality_km": 1500}}}"#)?;
+    std::fs::write(
+        &policy_params,
+        r#"{"custody": {"params": {"locality_km": 1500}}}"#,
+    )?;
     std::fs::write(
         &vcfg,
         format!(

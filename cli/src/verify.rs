@@ -60,6 +60,13 @@ pub struct SnpArgs {
     /// Accept guests launched with the debug policy bit set.
     #[arg(long)]
     allow_debug: bool,
+    /// An AMD KDS CRL (DER or PEM; repeatable, one per ARK): the chain's revocation is
+    /// `good`, `revoked` (exit 1, check `revocation`), `stale` or, without one, `unchecked`.
+    #[arg(long = "crl")]
+    crls: Vec<PathBuf>,
+    /// Days past a CRL's nextUpdate it still counts as fresh (default 0).
+    #[arg(long, default_value_t = 0)]
+    crl_grace_days: u32,
     /// Appraisal time (RFC 3339); default now.
     #[arg(long)]
     at: Option<String>,
@@ -214,9 +221,19 @@ fn snp(a: SnpArgs) -> Result<ExitCode, Usage> {
         ),
         None => None,
     };
+    let mut crls = Vec::new();
+    for p in &a.crls {
+        let bytes = read(p, "CRL")?;
+        crls.push(
+            custody_verifier::crl::Crl::parse(&bytes)
+                .with_context(|| format!("--crl {}", p.display()))
+                .map_err(Usage)?,
+        );
+    }
     let verifier = SnpVerifier::builtin()
         .context("built-in AMD roots")
-        .map_err(Usage)?;
+        .map_err(Usage)?
+        .with_crls(crls, i64::from(a.crl_grace_days) * 86_400);
     let outcome = verifier.verify(
         SnpEvidence {
             report: &report,

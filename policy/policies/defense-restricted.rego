@@ -1,6 +1,7 @@
 # Custody `defense-restricted`: the strictest shipped policy.
 #
 # - every device's evidence verified (and everything `default` requires);
+# - SEV-SNP chains checked against a current AMD CRL (revocation `good`);
 # - a verified TPM, and the agent inside an attested confidential VM (key_protection
 #   `cvm`: SNP reference values matched, chip registered at the node's site);
 # - every GPU attested, in CC mode "on";
@@ -45,6 +46,17 @@ deny contains msg if {
 		object.get(input, ["key_protection", "level"], "unknown"),
 		concat("; ", object.get(input, ["key_protection", "reasons"], [])),
 	])
+}
+
+# Every SEV-SNP chain checked against a current CRL of its ARK: `stale` or `unchecked`
+# revocation is not enough here.
+deny contains msg if {
+	some name, d in input.devices
+	d.kind == "snp"
+	d.verified
+	status := object.get(d, ["claims", "revocation", "status"], "unchecked")
+	status != "good"
+	msg := sprintf("%s: the SEV-SNP chain's revocation is %s; defense-restricted requires a current AMD CRL (good)", [name, status])
 }
 
 deny contains msg if some msg in data.custody.lib.gpu_cc_deny

@@ -193,6 +193,14 @@ pub struct SnpReference {
     /// key can forge any SNP report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_ark: Option<PathBuf>,
+    /// AMD KDS CRLs (DER or PEM), one per ARK (`https://kdsintf.amd.com/vcek/v1/{Milan,
+    /// Genoa,Turin}/crl`, fetched on a connected machine): each SNP chain's revocation is
+    /// then `good`, `revoked` (the round fails at `snp.revocation`) or `stale`; without
+    /// one it is `unchecked`. Read at start; each is checked against its ARK when used.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub crls: Vec<PathBuf>,
+    /// Days past a CRL's nextUpdate it still counts as fresh (default 0).
+    pub crl_grace_days: u32,
 }
 
 /// `[nvgpu]`: NVIDIA GPU appraisal.

@@ -318,6 +318,12 @@ impl Service {
             appraiser.trust_gpu_test_root(p).map_err(ServiceError::Core)?;
             tracing::warn!(path = %p.display(), "nvgpu.test_root: a TEST root is trusted for NVIDIA GPU reports (tests only)");
         }
+        if !cfg.snp.crls.is_empty() {
+            appraiser
+                .load_snp_crls(&cfg.snp.crls, cfg.snp.crl_grace_days)
+                .map_err(ServiceError::Core)?;
+            tracing::info!(crls = cfg.snp.crls.len(), "AMD CRLs loaded for SEV-SNP chains");
+        }
         appraiser.snp_reference = cfg.snp.values()?;
         let authorities = load_authorities(&cfg)?;
         let svc = Arc::new(Self {

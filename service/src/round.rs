@@ -378,6 +378,21 @@ impl Appraiser {
         Ok(())
     }
 
+    /// AMD KDS CRLs for the SEV-SNP chains (`[snp] crls`), parsed now; each is checked
+    /// against its ARK when a chain uses it.
+    pub fn load_snp_crls(&mut self, paths: &[std::path::PathBuf], grace_days: u32) -> Result<(), String> {
+        let mut crls = Vec::new();
+        for p in paths {
+            let bytes = std::fs::read(p).map_err(|e| format!("snp.crls {}: {e}", p.display()))?;
+            crls.push(
+                custody_verifier::crl::Crl::parse(&bytes)
+                    .map_err(|e| format!("snp.crls {}: {e}", p.display()))?,
+            );
+        }
+        self.snp = self.snp.clone().with_crls(crls, i64::from(grace_days) * 86_400);
+        Ok(())
+    }
+
     /// Trust a test device-identity root beside NVIDIA's (`[nvgpu] test_root`, for tests
     /// only).
     pub fn trust_gpu_test_root(&mut self, path: &std::path::Path) -> Result<(), String> {

@@ -390,3 +390,44 @@ async fn a_gpu_report_from_another_machine_does_not_count_as_the_nodes_gpu() {
         .await;
     assert_eq!(r.failed_check.as_deref(), Some("gpu0.nonce"), "{:?}", r.reasons);
 }
+
+/// Issue 22 (revocation collateral) end to end: with the ARK's CRL configured
+/// (`[snp] crls`), a report whose chain runs through a revoked ASK fails the round at
+/// `snp.revocation`; a CRL that lists nothing makes the chain `good`, one past its next
+/// update `stale` (the round passes; policies decide). The CRLs are the test root's
+/// (tests/testdata/snp-test-root/make.py), signed like AMD's KDS CRLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_snp_chain_through_a_revoked_ask_fails_at_snp_revocation() {
+    let crl = |name: &str| {
+        custody_e2e::repo_root()
+            .join("tests/testdata/snp-test-root")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    for (file, failed, status) in [
+        ("crl_ask_revoked.der", Some("snp.revocation"), None),
+        ("crl_good.der", None, Some("good")),
+        ("crl_stale.der", None, Some("stale")),
+    ] {
+        let n = node(
+            Some("par1"),
+            &format!("{}crls = [\"{}\"]\n", reference(0), crl(file)),
+        )
+        .await;
+        let (r, input) = n.push(&Guest::default()).await;
+        assert_eq!(
+            r.failed_check.as_deref(),
+            failed,
+            "{file}: {:?} {input}",
+            r.reasons
+        );
+        match status {
+            Some(s) => assert_eq!(
+                input["devices"]["snp"]["claims"]["revocation"]["status"], s,
+                "{file}: {input}"
+            ),
+            None => assert!(r.reasons[0].contains("revoked"), "{file}: {:?}", r.reasons),
+        }
+    }
+}

@@ -48,6 +48,7 @@ fn vcek_report_verifies_with_builtin_roots() {
             "parse",
             "cert_chain",
             "cert_validity",
+            "revocation",
             "signature",
             "key_kind",
             "tcb",
@@ -55,6 +56,7 @@ fn vcek_report_verifies_with_builtin_roots() {
             "policy"
         ]
     );
+    assert_eq!(j["claims"]["revocation"]["status"], "unchecked");
     assert_eq!(j["claims"]["product"], "Milan");
     assert_eq!(j["claims"]["signer"], "vcek");
     assert_eq!(j["claims"]["policy"]["debug"], false);
@@ -171,4 +173,67 @@ fn usage_errors_exit_2() {
     let p = scratch("bad.hex", b"not hex at all");
     let p = p.display().to_string();
     assert_eq!(verify(&vcek_args(&p, &v)).code, 2);
+}
+
+fn amd_crl(name: &str) -> String {
+    testvectors()
+        .join("amd-crl/amd-kds-crl-openpcc")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// `--crl` with AMD's real KDS CRLs (shared vectors): the Milan chain is `good` inside the
+/// Milan CRL's window, `stale` after its nextUpdate (or `good` within the grace), and
+/// `unchecked` with only Genoa's CRL; a CRL whose signature was altered fails at
+/// `revocation`, exit 1; a file that is no CRL is a usage error, exit 2.
+#[test]
+fn amd_crls_give_the_chain_its_revocation_status() {
+    let (r, v) = (snp("trustee-test-report.bin"), snp("trustee-test-vcek.der"));
+    let (milan, genoa) = (amd_crl("milan_crl.der"), amd_crl("genoa_crl.pem"));
+    let status = |crls: &[&str], at: &str, grace: &str| {
+        let mut a = vec![
+            "--report",
+            r.as_str(),
+            "--vcek",
+            v.as_str(),
+            "--at",
+            at,
+            "--crl-grace-days",
+            grace,
+        ];
+        for c in crls {
+            a.extend(["--crl", c]);
+        }
+        let run = verify(&a);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        run.json()["claims"]["revocation"]["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(status(&[&milan, &genoa], AT, "0"), "good");
+    assert_eq!(status(&[&milan], "2026-06-01T00:00:00Z", "0"), "stale");
+    assert_eq!(status(&[&milan], "2026-06-01T00:00:00Z", "30"), "good");
+    assert_eq!(status(&[&genoa], AT, "0"), "unchecked");
+
+    let mut der = std::fs::read(amd_crl("milan_crl.der")).unwrap();
+    let n = der.len();
+    der[n - 5] ^= 1;
+    let bad = scratch("milan-altered.crl", &der);
+    let mut a = vcek_args(&r, &v);
+    a.extend(["--crl", bad.to_str().unwrap()]);
+    let run = verify(&a);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.failed_check().as_deref(),
+        Some("revocation"),
+        "{}",
+        run.stdout
+    );
+
+    let mut a = vcek_args(&r, &v);
+    let ark = amd_crl("milan_ark.pem");
+    a.extend(["--crl", ark.as_str()]);
+    assert_eq!(verify(&a).code, 2);
 }

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod check;
+pub mod crl;
 pub mod ear;
 pub mod enroll;
 pub mod nvgpu;

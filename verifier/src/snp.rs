@@ -5,12 +5,16 @@
 //! 2. `cert_chain` / `cert_validity`: VCEK -> ASK -> ARK or VLEK -> ASVK -> ARK, ending at
 //!    a built-in ARK (Milan, Genoa, Turin). A CA file may supply the ASK/ASVK; any
 //!    self-signed certificate in it must be byte-identical to a built-in ARK.
-//! 3. `signature`: SIGNATURE_ALGO = 1, ECDSA P-384/SHA-384 over bytes `[0, 0x2A0)`.
-//! 4. `key_kind`: the report's SIGNING_KEY (VCEK/VLEK) matches the certificate's kind.
-//! 5. `tcb`: the certificate's SPL extensions equal the report's REPORTED_TCB (decoded
+//! 3. `revocation`: with the ARK's CRL given ([`SnpVerifier::with_crls`], AMD KDS), the
+//!    ASK/ASVK it issued is not listed (`revoked` fails here, as does a CRL that does not
+//!    verify under the ARK); a CRL past its nextUpdate (plus the grace) says `stale`, none
+//!    says `unchecked`: both pass, named in the claims, for policies to decide.
+//! 4. `signature`: SIGNATURE_ALGO = 1, ECDSA P-384/SHA-384 over bytes `[0, 0x2A0)`.
+//! 5. `key_kind`: the report's SIGNING_KEY (VCEK/VLEK) matches the certificate's kind.
+//! 6. `tcb`: the certificate's SPL extensions equal the report's REPORTED_TCB (decoded
 //!    with the generation the chain proves); a VCEK's hwID equals CHIP_ID.
-//! 6. `report_data` (only when an expected value is given).
-//! 7. `policy`: debug off unless allowed ([`evaluate_policy`]).
+//! 7. `report_data` (only when an expected value is given).
+//! 8. `policy`: debug off unless allowed ([`evaluate_policy`]).
 
 use crate::check::{CheckLog, EvidenceVerifier, FailedCheck, Outcome, UnixTime};
 use crate::x509::{split_certs, verify_chain, ChainError, TrustAnchor};
@@ -183,6 +187,10 @@ pub enum SnpError {
     ReportData { expected: String, got: String },
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error("certificate serial {serial} of the chain was revoked at {revoked_at} (the ARK's CRL)")]
+    Revoked { serial: String, revoked_at: i64 },
+    #[error(transparent)]
+    Crl(#[from] crate::crl::CrlError),
 }
 
 impl FailedCheck for SnpError {
@@ -200,6 +208,7 @@ impl FailedCheck for SnpError {
             Self::Extension { .. } | Self::TcbMismatch { .. } => "tcb",
             Self::ReportData { .. } => "report_data",
             Self::Policy(_) => "policy",
+            Self::Revoked { .. } | Self::Crl(_) => "revocation",
         }
     }
 }
@@ -244,6 +253,8 @@ pub struct SnpClaims {
     pub cpuid: Option<Cpuid>,
     pub current_version: String,
     pub committed_version: String,
+    /// The chain's revocation status (`good`, `revoked`, `stale`, `unchecked`).
+    pub revocation: crate::crl::Revocation,
 }
 
 #[derive(Debug, Clone)]
@@ -257,6 +268,9 @@ struct Intermediate {
 pub struct SnpVerifier {
     arks: Vec<(Generation, TrustAnchor)>,
     intermediates: Vec<Intermediate>,
+    /// AMD KDS CRLs (one per ARK), and the seconds past nextUpdate still taken as fresh.
+    crls: Vec<crate::crl::Crl>,
+    crl_grace: i64,
 }
 
 impl SnpVerifier {
@@ -278,7 +292,20 @@ impl SnpVerifier {
                 }
             }
         }
-        Ok(Self { arks, intermediates })
+        Ok(Self {
+            arks,
+            intermediates,
+            crls: Vec::new(),
+            crl_grace: 0,
+        })
+    }
+
+    /// Check chains against these CRLs (AMD KDS, one per ARK), taking a CRL as fresh up
+    /// to `grace` seconds past its nextUpdate. Each is checked against its ARK when used.
+    pub fn with_crls(mut self, crls: Vec<crate::crl::Crl>, grace: i64) -> Self {
+        self.crls = crls;
+        self.crl_grace = grace;
+        self
     }
 
     /// Also trust a **test** root: `pem` holds one self-signed ARK and any ASK/ASVKs under
@@ -423,6 +450,48 @@ impl EvidenceVerifier for SnpVerifier {
             ),
         );
 
+        // revocation: the certificates the ARK issued, against the ARK's CRL.
+        let revocation = {
+            let anchor = self
+                .arks
+                .iter()
+                .find(|(_, a)| a.name() == validated.anchor)
+                .map(|(_, a)| a);
+            match anchor {
+                None => crate::crl::Revocation::Unchecked,
+                Some(a) => {
+                    let issued: Vec<Vec<u8>> = chain
+                        .iter()
+                        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+                        .filter(|c| {
+                            c.issuer().as_raw() == a.subject_raw() && c.subject().as_raw() != a.subject_raw()
+                        })
+                        .map(|c| c.raw_serial().to_vec())
+                        .collect();
+                    tri!(crate::crl::status(&self.crls, a, &issued, at.0, self.crl_grace))
+                }
+            }
+        };
+        if let crate::crl::Revocation::Revoked { serial, revoked_at } = &revocation {
+            return Err(log.reject(SnpError::Revoked {
+                serial: serial.clone(),
+                revoked_at: *revoked_at,
+            }));
+        }
+        log.pass(
+            "revocation",
+            match &revocation {
+                crate::crl::Revocation::Good { crl_next_update, .. } => format!(
+                    "not listed by the ARK's CRL (next update {})",
+                    crl_next_update.map_or("none".into(), |n| n.to_string())
+                ),
+                crate::crl::Revocation::Stale { crl_next_update } => {
+                    format!("stale: the ARK's newest CRL was due for update at {crl_next_update}")
+                }
+                _ => "unchecked: no CRL of this ARK was given".into(),
+            },
+        );
+
         // signature
         if report.sig_algo != SIG_ALGO_ECDSA_P384_SHA384 {
             return Err(log.reject(SnpError::SigAlgo(report.sig_algo)));
@@ -491,11 +560,17 @@ impl EvidenceVerifier for SnpVerifier {
             ),
         );
 
-        Ok(log.finish(claims(&report, &vek, generation, layout)))
+        Ok(log.finish(claims(&report, &vek, generation, layout, revocation)))
     }
 }
 
-fn claims(r: &SnpReport, vek: &VekInfo, generation: Generation, layout: TcbLayout) -> SnpClaims {
+fn claims(
+    r: &SnpReport,
+    vek: &VekInfo,
+    generation: Generation,
+    layout: TcbLayout,
+    revocation: crate::crl::Revocation,
+) -> SnpClaims {
     let ver = |v: FwVersion| format!("{}.{}.{}", v.major, v.minor, v.build);
     SnpClaims {
         product: generation.name(),
@@ -530,6 +605,7 @@ fn claims(r: &SnpReport, vek: &VekInfo, generation: Generation, layout: TcbLayou
         }),
         current_version: ver(r.current_version),
         committed_version: ver(r.committed_version),
+        revocation,
     }
 }
 
@@ -834,6 +910,7 @@ mod tests {
                 "parse",
                 "cert_chain",
                 "cert_validity",
+                "revocation",
                 "signature",
                 "key_kind",
                 "tcb",
@@ -842,6 +919,7 @@ mod tests {
             ]
         );
         let c = o.unwrap().claims;
+        assert_eq!(c.revocation.as_str(), "unchecked");
         assert_eq!(c.product, "Milan");
         assert_eq!(c.product_name.as_deref(), Some("Milan-B0"));
         assert_eq!(c.signer, "vcek");
@@ -1058,7 +1136,51 @@ mod tests {
         ev.vek = read("trustee-test-vcek.der");
         let (check, passed) = ev.fails();
         assert_eq!(check, "signature");
-        assert_eq!(passed, ["parse", "cert_chain", "cert_validity"]);
+        assert_eq!(passed, ["parse", "cert_chain", "cert_validity", "revocation"]);
+    }
+
+    /// AMD's real Milan CRL (testdata/amd-crl) against the real Milan chain: good inside
+    /// its window, stale after it; the Genoa CRL says nothing about a Milan chain; a CRL
+    /// from an ARK that does not verify fails at `revocation`.
+    #[test]
+    fn amds_real_crls_give_the_chain_its_revocation_status() {
+        let crl = |n: &str| {
+            crate::crl::Crl::parse(
+                &std::fs::read(format!("{}/testdata/amd-crl/{n}", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+            )
+            .unwrap()
+        };
+        let run = |crls: Vec<crate::crl::Crl>, at: UnixTime| {
+            let ev = Ev::vcek();
+            SnpVerifier::builtin().unwrap().with_crls(crls, 0).verify(
+                SnpEvidence {
+                    report: &ev.report,
+                    vek: &ev.vek,
+                    ca_chain: None,
+                    expected_report_data: None,
+                    allow_debug: false,
+                },
+                at,
+            )
+        };
+        let good = run(vec![crl("milan_crl.der"), crl("genoa_crl.der")], AT).unwrap();
+        assert_eq!(good.claims.revocation.as_str(), "good");
+        let after = UnixTime(1_778_544_000 + 86_400); // 2026-05-13, past Milan's nextUpdate
+                                                      // (The VCEK is valid until 2030.)
+        let stale = run(vec![crl("milan_crl.der")], after).unwrap();
+        assert_eq!(stale.claims.revocation.as_str(), "stale");
+        let other = run(vec![crl("genoa_crl.der")], AT).unwrap();
+        assert_eq!(other.claims.revocation.as_str(), "unchecked");
+        // The Milan CRL with one byte of its signature changed.
+        let mut der = std::fs::read(format!(
+            "{}/testdata/amd-crl/milan_crl.der",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let n = der.len();
+        der[n - 5] ^= 1;
+        let e = run(vec![crate::crl::Crl::parse(&der).unwrap()], AT).unwrap_err();
+        assert_eq!(e.error.check(), "revocation", "{e}");
     }
 
     #[test]

@@ -207,7 +207,12 @@ impl PublicKey {
     }
 
     /// Verify an X.509-style signature given the algorithm identifier of the signed object.
-    fn verify_x509(&self, alg: &AlgorithmIdentifier<'_>, msg: &[u8], sig: &[u8]) -> Result<bool, String> {
+    pub(crate) fn verify_x509(
+        &self,
+        alg: &AlgorithmIdentifier<'_>,
+        msg: &[u8],
+        sig: &[u8],
+    ) -> Result<bool, String> {
         use signature as s;
         let oid = alg.algorithm.to_id_string();
         let algo: &'static dyn s::VerificationAlgorithm = match (oid.as_str(), self) {
@@ -287,6 +292,15 @@ impl TrustAnchor {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The subject name as DER (compared byte for byte).
+    pub fn subject_raw(&self) -> &[u8] {
+        &self.subject
+    }
+
+    pub fn key(&self) -> &PublicKey {
+        &self.key
     }
 }
 

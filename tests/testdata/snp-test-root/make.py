@@ -63,3 +63,22 @@ pem = serialization.Encoding.PEM
 (here / "vcek.der").write_bytes(vcek.public_bytes(serialization.Encoding.DER))
 (here / "vcek.p8.der").write_bytes(vcek_key.private_bytes(
     serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def crl(revoked_serials, this_update, next_update):
+    """A CRL issued by the test ARK (RSASSA-PSS/SHA-384, as AMD's KDS CRLs)."""
+    b = (x509.CertificateRevocationListBuilder().issuer_name(ark_name)
+         .last_update(this_update).next_update(next_update))
+    for s in revoked_serials:
+        b = b.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(s)
+            .revocation_date(datetime.datetime(2024, 6, 1, tzinfo=datetime.timezone.utc)).build())
+    return b.sign(ark_key, hashes.SHA384(), rsa_padding=pss).public_bytes(serialization.Encoding.DER)
+
+
+# CRLs for the revocation tests: none revoked, the test ASK revoked, and one past its
+# next update (stale from 2024-07-01).
+(here / "crl_good.der").write_bytes(crl([], start, end))
+(here / "crl_ask_revoked.der").write_bytes(crl([2], start, end))
+(here / "crl_stale.der").write_bytes(
+    crl([], start, datetime.datetime(2024, 7, 1, tzinfo=datetime.timezone.utc)))
