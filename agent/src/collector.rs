@@ -184,20 +184,7 @@ mod tests {
         fn collect(&self, _: &Binding) -> Result<Evidence, CollectError> {
             Ok(Evidence::Nvgpu(GpuRound {
                 evidence: Vec::new(),
-                identities: vec![GpuIdentity {
-                    index: 0,
-                    name: Some("NVIDIA L4".into()),
-                    uuid: None,
-                    driver_version: None,
-                    vbios_version: None,
-                    architecture: None,
-                    compute_capability: None,
-                    memory_bytes: None,
-                    serial: None,
-                    pci_bus_id: None,
-                    cc: BTreeMap::new(),
-                    attested: false,
-                }],
+                identities: vec![GpuIdentity::named(0, "NVIDIA L4", false)],
             }))
         }
     }

@@ -137,6 +137,26 @@ pub struct GpuIdentity {
     pub attested: bool,
 }
 
+impl GpuIdentity {
+    /// An identity with only an index and a name (what NVML answered when nothing else).
+    pub fn named(index: u32, name: &str, attested: bool) -> Self {
+        Self {
+            index,
+            name: Some(name.into()),
+            uuid: None,
+            driver_version: None,
+            vbios_version: None,
+            architecture: None,
+            compute_capability: None,
+            memory_bytes: None,
+            serial: None,
+            pci_bus_id: None,
+            cc: BTreeMap::new(),
+            attested,
+        }
+    }
+}
+
 /// All evidence of one round.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -375,20 +395,7 @@ mod tests {
         ));
 
         let mut b = sample();
-        let mut id = GpuIdentity {
-            index: 0,
-            name: Some("NVIDIA H100".into()),
-            uuid: None,
-            driver_version: None,
-            vbios_version: None,
-            architecture: None,
-            compute_capability: None,
-            memory_bytes: None,
-            serial: None,
-            pci_bus_id: None,
-            cc: BTreeMap::new(),
-            attested: false,
-        };
+        let mut id = GpuIdentity::named(0, "NVIDIA H100", false);
         b.gpu_identities = vec![id.clone()];
         assert!(EvidenceBundle::from_cbor(&b.to_cbor().unwrap()).is_ok());
         id.cc.insert("x".repeat(MAX_TEXT_LEN + 1), "on".into());

@@ -992,6 +992,18 @@ mod tests {
         assert!(e.contains("shutting down"), "{e}");
     }
 
+    /// A stray row where the next audit entry goes: the service's next append fails.
+    fn break_the_log(svc: &Service) {
+        let size = svc.audit().size();
+        rusqlite::Connection::open(svc.cfg.db_path())
+            .unwrap()
+            .execute(
+                "INSERT INTO entries(idx, leaf) VALUES (?1, x'7b7d')",
+                [i64::try_from(size).unwrap()],
+            )
+            .unwrap();
+    }
+
     /// Issue 19 item 10: a decision that cannot be logged is not a decision. When the
     /// audit append fails (here the log's file moved on behind the service's tree), the
     /// round fails and neither its result nor its node state is recorded.
@@ -1000,13 +1012,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let svc = Service::open(config(d.path())).unwrap();
         svc.store.put_node(&node("n0")).unwrap();
-        let size = svc.audit().size();
-        let c = rusqlite::Connection::open(svc.cfg.db_path()).unwrap();
-        c.execute(
-            "INSERT INTO entries(idx, leaf) VALUES (?1, x'7b7d')",
-            [i64::try_from(size).unwrap()],
-        )
-        .unwrap();
+        break_the_log(&svc);
         let outcome = svc.commit_round(write("n0"));
         assert!(outcome.is_err(), "the round must fail: {outcome:?}");
         assert!(
@@ -1023,13 +1029,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let svc = Service::open(config(d.path())).unwrap();
         svc.store.put_node(&node("n0")).unwrap();
-        let size = svc.audit().size();
-        let c = rusqlite::Connection::open(svc.cfg.db_path()).unwrap();
-        c.execute(
-            "INSERT INTO entries(idx, leaf) VALUES (?1, x'7b7d')",
-            [i64::try_from(size).unwrap()],
-        )
-        .unwrap();
+        break_the_log(&svc);
         assert!(svc.set_group("n0", "gpu-hosts", "operator").is_err());
         assert_eq!(svc.store.node("n0").unwrap().unwrap().group, "default");
         let r = store::Reference {

@@ -1863,23 +1863,6 @@ mod gpu_tests {
     use super::*;
     use custody_formats::bundle::{GpuEvidence, GpuIdentity};
 
-    fn identity(index: u32, name: &str) -> GpuIdentity {
-        GpuIdentity {
-            index,
-            name: Some(name.into()),
-            uuid: None,
-            driver_version: None,
-            vbios_version: None,
-            architecture: None,
-            compute_capability: None,
-            memory_bytes: None,
-            serial: None,
-            pci_bus_id: None,
-            cc: Default::default(),
-            attested: true,
-        }
-    }
-
     /// Issue 21: an attested GPU was labelled with the NVML name, which nothing signs,
     /// and the migration's chip check decided on it. Its model now comes from the signed
     /// report's leaf certificate; the NVML name labels only a GPU whose report did not
@@ -1903,7 +1886,10 @@ mod gpu_tests {
                 })
                 .collect(),
             // The agent claims B200s: FP8-capable chips a Hopper checkpoint would go to.
-            gpu_identities: vec![identity(0, "NVIDIA B200"), identity(1, "NVIDIA B200")],
+            gpu_identities: vec![
+                GpuIdentity::named(0, "NVIDIA B200", true),
+                GpuIdentity::named(1, "NVIDIA B200", true),
+            ],
             platform: Default::default(),
         };
         let mut devices = serde_json::Map::new();

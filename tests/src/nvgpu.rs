@@ -133,18 +133,8 @@ impl Gpu {
     /// What NVML says about it (unattested): the name the agent chooses.
     pub fn identity(index: u32, name: &str) -> GpuIdentity {
         GpuIdentity {
-            index,
-            name: Some(name.into()),
-            uuid: None,
-            driver_version: None,
-            vbios_version: None,
-            architecture: None,
-            compute_capability: None,
-            memory_bytes: None,
-            serial: None,
-            pci_bus_id: None,
             cc: [("cc_enabled".to_owned(), "true".to_owned())].into(),
-            attested: true,
+            ..GpuIdentity::named(index, name, true)
         }
     }
 }

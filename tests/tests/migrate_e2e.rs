@@ -98,6 +98,13 @@ impl World {
             .collect()
     }
 
+    /// `custody migrate JOB --from A --to B --via-file`, which must succeed: its JSON.
+    fn export(&self, job: &str, from: &str, to: &str) -> serde_json::Value {
+        let r = self.cli(&["migrate", job, "--from", from, "--to", to, "--via-file", "--json"]);
+        assert_eq!(r.code, 0, "{}\n{}\n{}", r.stdout, r.stderr, self.logs());
+        r.json()
+    }
+
     fn store(&self, node: &str) -> PathBuf {
         self.path(&format!("{node}-checkpoints"))
     }
@@ -549,18 +556,7 @@ fn checkpoint_moves_only_to_a_passing_node_and_arrives_bit_identical() {
     // collects B's receipt, and the file cannot be imported twice.
     let job4 = w.store("node-a").join("job-4");
     let job4_digests = checkpoint(&job4, 16);
-    let r = w.cli(&[
-        "migrate",
-        "job-4",
-        "--from",
-        "node-a",
-        "--to",
-        "node-b",
-        "--via-file",
-        "--json",
-    ]);
-    assert_eq!(r.code, 0, "{}\n{}\n{}", r.stdout, r.stderr, w.logs());
-    let m = r.json();
+    let m = w.export("job-4", "node-a", "node-b");
     assert_eq!(m["state"], "exported", "{m}");
     let id4 = m["id"].as_str().unwrap().to_owned();
     let file = PathBuf::from(m["export_path"].as_str().unwrap());
@@ -622,18 +618,8 @@ fn a_ticket_issued_before_a_removal_moves_nothing() {
     let w = start([&a, &b, &us], &key);
     let job = w.store("node-a").join("job-r");
     checkpoint(&job, 9);
-    let r = w.cli(&[
-        "migrate",
-        "job-r",
-        "--from",
-        "node-a",
-        "--to",
-        "node-b",
-        "--via-file",
-        "--json",
-    ]);
-    assert_eq!(r.code, 0, "{}\n{}\n{}", r.stdout, r.stderr, w.logs());
-    let file = PathBuf::from(r.json()["export_path"].as_str().unwrap());
+    let m = w.export("job-r", "node-a", "node-b");
+    let file = PathBuf::from(m["export_path"].as_str().unwrap());
 
     // The operator removes node-a; the removal waits for the agents to hold the list.
     let r = w.cli(&[
