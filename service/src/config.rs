@@ -187,6 +187,18 @@ pub struct SnpReference {
     /// The VMPL the report must be requested from (0: the guest's most privileged level,
     /// where an agent in the guest kernel's trust boundary runs).
     pub vmpl: u32,
+    /// ID key digests (96 hex digits each, SHA-384 of the ID key the guest was launched
+    /// with) the operator signs its images with; unchecked when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub id_key_digests: Vec<String>,
+    /// The lowest TCB the platform may report (`[snp.min_tcb]`: `bootloader`, `tee`,
+    /// `snp`, `microcode` SPLs); unchecked when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_tcb: Option<MinTcb>,
+    /// Guest policy bits that must be off (`smt`, `migrate_ma`, `debug`, `cxl_allow`,
+    /// `single_socket`); e.g. `["migrate_ma"]` refuses guests a migration agent may move.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forbid_policy: Vec<String>,
     /// FOR TESTS ONLY: a PEM file with a self-signed test ARK (and its ASK) trusted
     /// beside AMD's built-in roots, so tests can re-sign captured reports for hardware
     /// the test machine lacks. Never set it in production: whoever holds that root's
@@ -215,12 +227,28 @@ pub struct NvgpuConfig {
     pub test_root: Option<PathBuf>,
 }
 
+/// The lowest platform TCB accepted (security patch levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MinTcb {
+    pub bootloader: u8,
+    pub tee: u8,
+    pub snp: u8,
+    pub microcode: u8,
+}
+
+/// Guest policy bits `[snp] forbid_policy` may name.
+pub const POLICY_BITS: [&str; 5] = ["smt", "migrate_ma", "debug", "cxl_allow", "single_socket"];
+
 /// [`SnpReference`] parsed: what the appraisal compares.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SnpReferenceValues {
     pub measurements: Vec<[u8; 48]>,
     pub host_data: Option<[u8; 32]>,
     pub vmpl: u32,
+    pub id_key_digests: Vec<[u8; 48]>,
+    pub min_tcb: Option<MinTcb>,
+    pub forbid_policy: Vec<String>,
 }
 
 impl SnpReference {
@@ -231,23 +259,39 @@ impl SnpReference {
             return Err(bad(format!("`snp.vmpl` must be 0-3, got {}", self.vmpl)));
         }
         if self.measurements.is_empty() {
-            if self.host_data.is_some() || self.vmpl != 0 {
+            if self.host_data.is_some()
+                || self.vmpl != 0
+                || !self.id_key_digests.is_empty()
+                || self.min_tcb.is_some()
+                || !self.forbid_policy.is_empty()
+            {
                 return Err(bad(
-                    "`snp.host_data` and `snp.vmpl` need `snp.measurements`".into()
+                    "`snp.host_data`, `vmpl`, `id_key_digests`, `min_tcb` and `forbid_policy` need `snp.measurements`".into(),
                 ));
             }
             return Ok(None);
         }
-        let measurements = self
-            .measurements
+        let hex48 = |what: &str, list: &[String]| -> Result<Vec<[u8; 48]>, ConfigError> {
+            list.iter()
+                .map(|m| {
+                    hex::decode(m)
+                        .ok()
+                        .and_then(|b| <[u8; 48]>::try_from(b.as_slice()).ok())
+                        .ok_or_else(|| bad(format!("`snp.{what}`: {m:?} is not 96 hex digits")))
+                })
+                .collect()
+        };
+        let measurements = hex48("measurements", &self.measurements)?;
+        let id_key_digests = hex48("id_key_digests", &self.id_key_digests)?;
+        if let Some(b) = self
+            .forbid_policy
             .iter()
-            .map(|m| {
-                hex::decode(m)
-                    .ok()
-                    .and_then(|b| <[u8; 48]>::try_from(b.as_slice()).ok())
-                    .ok_or_else(|| bad(format!("`snp.measurements`: {m:?} is not 96 hex digits")))
-            })
-            .collect::<Result<_, _>>()?;
+            .find(|b| !POLICY_BITS.contains(&b.as_str()))
+        {
+            return Err(bad(format!(
+                "`snp.forbid_policy`: {b:?} is not one of {POLICY_BITS:?}"
+            )));
+        }
         let host_data = self
             .host_data
             .as_ref()
@@ -262,6 +306,9 @@ impl SnpReference {
             measurements,
             host_data,
             vmpl: self.vmpl,
+            id_key_digests,
+            min_tcb: self.min_tcb,
+            forbid_policy: self.forbid_policy.clone(),
         }))
     }
 }

@@ -32,6 +32,12 @@ pub enum CvmError {
     Measurement { expected: String, got: String },
     #[error("report HOST_DATA is {got}, expected {expected}")]
     HostData { expected: String, got: String },
+    #[error("report ID key digest {got} is none of the configured digests [{expected}]")]
+    IdKey { expected: String, got: String },
+    #[error("reported TCB is below the minimum: {0}")]
+    TcbMin(String),
+    #[error("guest policy has {0} on, which the reference forbids")]
+    GuestPolicy(String),
     #[error("{id} is {got}, but the node's TPM EK is registered at site {expected}: the evidence comes from another platform")]
     Platform {
         id: String,
@@ -47,6 +53,9 @@ impl CvmError {
             Self::Vmpl { .. } => "vmpl",
             Self::Measurement { .. } => "measurement",
             Self::HostData { .. } => "host_data",
+            Self::IdKey { .. } => "id_key_digest",
+            Self::TcbMin(_) => "tcb_min",
+            Self::GuestPolicy(_) => "guest_policy",
             Self::Platform { .. } => "platform",
         }
     }
@@ -68,6 +77,9 @@ pub struct SnpGuest<'a> {
     pub vmpl: u32,
     pub measurement: &'a str,
     pub host_data: &'a str,
+    pub id_key_digest: &'a str,
+    pub reported_tcb: custody_formats::snp::Tcb,
+    pub policy: custody_formats::snp::GuestPolicy,
 }
 
 /// `Ok(true)`: matched; `Ok(false)`: nothing configured (the key stays `process`).
@@ -99,6 +111,53 @@ pub fn compare_snp_reference(r: Option<&SnpReferenceValues>, g: &SnpGuest<'_>) -
                 got,
             });
         }
+    }
+    if !r.id_key_digests.is_empty() {
+        let got = g.id_key_digest.to_ascii_lowercase();
+        if !r.id_key_digests.iter().any(|d| hex::encode(d) == got) {
+            return Err(CvmError::IdKey {
+                expected: r
+                    .id_key_digests
+                    .iter()
+                    .map(hex::encode)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                got,
+            });
+        }
+    }
+    if let Some(min) = &r.min_tcb {
+        let t = &g.reported_tcb;
+        let below: Vec<String> = [
+            ("bootloader", t.bootloader, min.bootloader),
+            ("tee", t.tee, min.tee),
+            ("snp", t.snp, min.snp),
+            ("microcode", t.microcode, min.microcode),
+        ]
+        .iter()
+        .filter(|(_, got, want)| got < want)
+        .map(|(name, got, want)| format!("{name} {got} < {want}"))
+        .collect();
+        if !below.is_empty() {
+            return Err(CvmError::TcbMin(below.join(", ")));
+        }
+    }
+    let p = &g.policy;
+    let on: Vec<&str> = r
+        .forbid_policy
+        .iter()
+        .map(String::as_str)
+        .filter(|b| match *b {
+            "smt" => p.smt,
+            "migrate_ma" => p.migrate_ma,
+            "debug" => p.debug,
+            "cxl_allow" => p.cxl_allow,
+            "single_socket" => p.single_socket,
+            _ => false,
+        })
+        .collect();
+    if !on.is_empty() {
+        return Err(CvmError::GuestPolicy(on.join(", ")));
     }
     Ok(true)
 }
@@ -148,16 +207,42 @@ mod tests {
             measurements: vec![[0xaa; 48]],
             host_data: Some([0x11; 32]),
             vmpl: 0,
+            id_key_digests: vec![[0xcc; 48]],
+            min_tcb: Some(crate::config::MinTcb {
+                bootloader: 3,
+                tee: 0,
+                snp: 8,
+                microcode: 0x73,
+            }),
+            forbid_policy: vec!["migrate_ma".into(), "debug".into()],
+        }
+    }
+
+    fn tcb(snp: u8, microcode: u8) -> custody_formats::snp::Tcb {
+        custody_formats::snp::Tcb {
+            raw: 0,
+            fmc: None,
+            bootloader: 3,
+            tee: 0,
+            snp,
+            microcode,
         }
     }
 
     #[test]
     fn each_snp_field_is_named_when_it_differs() {
-        let (m, h) = (hex::encode([0xaa; 48]), hex::encode([0x11; 32]));
+        let (m, h, k) = (
+            hex::encode([0xaa; 48]),
+            hex::encode([0x11; 32]),
+            hex::encode([0xcc; 48]),
+        );
         let ok = SnpGuest {
             vmpl: 0,
             measurement: &m.to_ascii_uppercase(),
             host_data: &h,
+            id_key_digest: &k,
+            reported_tcb: tcb(8, 0x73),
+            policy: custody_formats::snp::GuestPolicy::from_raw(0x30000),
         };
         assert_eq!(compare_snp_reference(Some(&reference()), &ok), Ok(true));
         assert_eq!(compare_snp_reference(None, &ok), Ok(false));
@@ -179,10 +264,63 @@ mod tests {
                 },
                 "host_data",
             ),
+            (
+                SnpGuest {
+                    id_key_digest: &other_m,
+                    ..ok
+                },
+                "id_key_digest",
+            ),
+            (
+                SnpGuest {
+                    reported_tcb: tcb(7, 0x73),
+                    ..ok
+                },
+                "tcb_min",
+            ),
+            (
+                SnpGuest {
+                    reported_tcb: tcb(8, 0x72),
+                    ..ok
+                },
+                "tcb_min",
+            ),
+            (
+                SnpGuest {
+                    // Bit 18: a migration agent may move the guest.
+                    policy: custody_formats::snp::GuestPolicy::from_raw(0x30000 | 1 << 18),
+                    ..ok
+                },
+                "guest_policy",
+            ),
         ] {
             let e = compare_snp_reference(Some(&reference()), &g).unwrap_err();
             assert_eq!(e.check(), check, "{e}");
         }
+        // Each mismatch names the field, what was expected and what came.
+        let e = compare_snp_reference(
+            Some(&reference()),
+            &SnpGuest {
+                reported_tcb: tcb(7, 0x70),
+                ..ok
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "reported TCB is below the minimum: snp 7 < 8, microcode 112 < 115"
+        );
+        // A higher TCB than the minimum passes.
+        assert_eq!(
+            compare_snp_reference(
+                Some(&reference()),
+                &SnpGuest {
+                    reported_tcb: tcb(9, 0x80),
+                    ..ok
+                }
+            ),
+            Ok(true)
+        );
     }
 
     #[test]

@@ -671,6 +671,9 @@ impl Appraiser {
                         vmpl: c.vmpl,
                         measurement: &c.measurement,
                         host_data: &c.host_data,
+                        id_key_digest: &c.id_key_digest,
+                        reported_tcb: c.reported_tcb,
+                        policy: c.policy,
                     };
                     let chip = hex::decode(&c.chip_id)
                         .ok()

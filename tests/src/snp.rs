@@ -44,6 +44,11 @@ pub fn real_host_data() -> [u8; 32] {
     real_report()[HOST_DATA..HOST_DATA + 32].try_into().unwrap()
 }
 
+/// The captured report's ID_KEY_DIGEST (offset 0xE0).
+pub fn real_id_key_digest() -> [u8; 48] {
+    real_report()[0xE0..0xE0 + 48].try_into().unwrap()
+}
+
 /// The captured report's CHIP_ID (its VCEK's hwID; the test VCEK copies it).
 pub fn chip_id() -> [u8; 64] {
     real_report()[CHIP_ID..CHIP_ID + 64].try_into().unwrap()

@@ -431,3 +431,46 @@ async fn an_snp_chain_through_a_revoked_ask_fails_at_snp_revocation() {
         }
     }
 }
+
+/// Issue 22 (reference values for SEV-SNP): beyond the image (MEASUREMENT, HOST_DATA,
+/// VMPL), the operator's ID key and a minimum TCB. A platform below the minimum fails at
+/// `snp.tcb_min` naming the component; a guest launched with another ID key at
+/// `snp.id_key_digest`; the captured report (SNP SPL 8) passes a minimum of 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_snp_guest_below_the_minimum_tcb_or_under_another_id_key_is_refused() {
+    let id_key = hex::encode(snp::real_id_key_digest());
+    for (extra, failed, reason) in [
+        (
+            format!("id_key_digests = [\"{id_key}\"]\n[snp.min_tcb]\nsnp = 9\n"),
+            Some("snp.tcb_min"),
+            "snp 8 < 9",
+        ),
+        (
+            format!(
+                "id_key_digests = [\"{}\"]\n[snp.min_tcb]\nsnp = 8\n",
+                "ab".repeat(48)
+            ),
+            Some("snp.id_key_digest"),
+            "ID key digest",
+        ),
+        (
+            format!("id_key_digests = [\"{id_key}\"]\nforbid_policy = [\"debug\"]\n[snp.min_tcb]\nsnp = 8\n"),
+            None,
+            "",
+        ),
+    ] {
+        let n = node(Some("par1"), &format!("{}{extra}", reference(0))).await;
+        let (r, input) = n.push(&Guest::default()).await;
+        assert_eq!(
+            r.failed_check.as_deref(),
+            failed,
+            "{extra}: {:?} {input}",
+            r.reasons
+        );
+        if failed.is_some() {
+            assert!(r.reasons[0].contains(reason), "{:?}", r.reasons);
+        } else {
+            assert_eq!(input["key_protection"]["level"], "cvm", "{input}");
+        }
+    }
+}
