@@ -19,6 +19,7 @@ PKGS=(
   openssh-server
   valgrind  # scripts/policy-instructions.sh: instruction counts per policy decision
   prometheus  # promtool: tests/tests/dashboards.rs checks deploy/prometheus rules
+  chromium  # headless: tests/tests/audit_cli.rs loads the auditor's report
 )
 
 missing=()

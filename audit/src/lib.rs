@@ -7,6 +7,7 @@ pub mod entry;
 pub mod export;
 pub mod history;
 pub mod note;
+pub mod report;
 pub mod store;
 pub mod tree;
 pub mod verify;

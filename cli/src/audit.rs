@@ -28,6 +28,28 @@ pub enum AuditCmd {
     /// Where a job's checkpoint has been: stays with sites and countries, every move and
     /// refusal, from an audited export (or, unaudited, the log database).
     Where(WhereArgs),
+    /// The auditor's report: audit the export, then write one self-contained HTML file
+    /// (verification, sites, each job's stays, moves and refusals, each node's results).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The export directory; audited with --key before anything is read from it.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The log's public key (a file or the key string).
+    #[arg(long)]
+    key: String,
+    /// A signed checkpoint kept from an earlier audit; the log must extend it.
+    #[arg(long)]
+    since: Option<PathBuf>,
+    /// Only these jobs (repeatable); default every job the log names.
+    #[arg(long = "job")]
+    jobs: Vec<String>,
+    /// The HTML file to write (not written when the audit fails).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +127,7 @@ pub fn run(cmd: AuditCmd) -> ExitCode {
         AuditCmd::Verify(a) => verify(a),
         AuditCmd::Prove(p) => prove(p),
         AuditCmd::Where(a) => where_job(a),
+        AuditCmd::Report(a) => report(a),
     };
     match r {
         Ok(code) => code,
@@ -207,6 +230,30 @@ fn prove(p: ProveCmd) -> Result<ExitCode> {
             }))?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(a: ReportArgs) -> Result<ExitCode> {
+    let key = read_key(&a.key)?;
+    let since = read_since(a.since.as_deref())?;
+    let (v, entries) = match verified_entries(&a.dir, &key, since.as_deref()) {
+        Ok(x) => x,
+        Err(r) if r.error.check() == "read" => {
+            eprintln!("custody: {}", r.error);
+            return Ok(ExitCode::from(2));
+        }
+        Err(r) => {
+            eprintln!("custody: audit log rejected, no report written: {r}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let r = custody_audit::report::build(&v.claims, &key.to_key_string(), &entries, &a.jobs);
+    let html = custody_audit::report::render(&r);
+    // Written aside and renamed: a reader never opens half a report.
+    let tmp = a.out.with_extension("html.partial");
+    std::fs::write(&tmp, html).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &a.out).with_context(|| format!("cannot write {}", a.out.display()))?;
+    println!("{}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -781,7 +781,22 @@ fn demo(dir: &Path) -> Result<()> {
     for line in out.lines() {
         println!("    | {line}");
     }
+    let report = dir.join("report.html");
+    run(
+        Command::new(&custody_bin)
+            .args(["audit", "report", "--dir"])
+            .arg(&export)
+            .arg("--key")
+            .arg(vdir.join("log-key.pub"))
+            .arg("--out")
+            .arg(&report),
+        "custody audit report",
+    )?;
+    println!(
+        "    the auditor's report (one HTML file, opens offline): {}",
+        report.display()
+    );
 
-    println!("\nsummary: 2 nodes enrolled by credential activation and appraised under eu-sovereign with a signed registry and a Paris landmark; frankfurt-gpu-2 revoked after its PCR 14 changed; paris-gpu-1 refused once its operator came under US control (cloud_act_exposed); a checkpoint moved FR -> DE to a passing node with a verified receipt and was refused the way back to the failing one; audit log verified offline, and it says where the job has been.");
+    println!("\nsummary: 2 nodes enrolled by credential activation and appraised under eu-sovereign with a signed registry and a Paris landmark; frankfurt-gpu-2 revoked after its PCR 14 changed; paris-gpu-1 refused once its operator came under US control (cloud_act_exposed); a checkpoint moved FR -> DE to a passing node with a verified receipt and was refused the way back to the failing one; audit log verified offline, and it says where the job has been (report.html).");
     Ok(())
 }

@@ -181,10 +181,10 @@ fn place(node: &str, site: &str, country: &str) -> serde_json::Value {
            "status": "affirming"})
 }
 
-/// `custody audit where`: the job's stays with sites and countries, from an audited
-/// export only; a tampered export gives no history.
-#[test]
-fn where_answers_from_an_audited_export_only() {
+/// A log where job `llama` moved par-1 (FR) -> fra-1 (DE) -> ams-1 (NL) and was refused
+/// a move to a US-controlled node, with three signed checkpoints, exported: (temp dir,
+/// export dir, log key, t0).
+fn llama_log() -> (tempfile::TempDir, std::path::PathBuf, String, i64) {
     let tmp = tempfile::tempdir().unwrap();
     let signer = Signer::generate("custody.example/audit").unwrap();
     let key = signer.verifier().to_key_string();
@@ -235,6 +235,15 @@ fn where_answers_from_an_audited_export_only() {
     let out = tmp.path().join("export");
     let r = export(&db, &out);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    (tmp, out, key, t0)
+}
+
+/// `custody audit where`: the job's stays with sites and countries, from an audited
+/// export only; a tampered export gives no history.
+#[test]
+fn where_answers_from_an_audited_export_only() {
+    let (tmp, out, key, t0) = llama_log();
+    let db = tmp.path().join("audit.db");
     let dir = out.to_str().unwrap();
 
     let r = custody(["audit", "where", "llama", "--dir", dir, "--key", &key, "--json"]);
@@ -315,4 +324,91 @@ fn where_answers_from_an_audited_export_only() {
     assert!(r.stderr.contains("not the auditor's key"), "{}", r.stderr);
     let r = custody(["audit", "where", "llama", "--dir", dir]);
     assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+/// `custody audit report`: the audited export as one self-contained HTML file, loaded in
+/// a real browser (Debian's chromium, headless): the numbers on the page are the
+/// export's, nothing is loaded from anywhere, a screenshot is kept
+/// (target/custody-artifacts/audit-report.png), and a tampered export gives no report.
+#[test]
+fn report_is_built_only_from_an_audited_export_and_opens_offline() {
+    let (tmp, out, key, _) = llama_log();
+    let dir = out.to_str().unwrap();
+    let html = tmp.path().join("report.html");
+    let r = custody([
+        "audit",
+        "report",
+        "--dir",
+        dir,
+        "--key",
+        &key,
+        "--out",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), html.to_str().unwrap());
+
+    let profile = tmp.path().join("chromium-profile");
+    let chromium = |extra: &[&str]| {
+        let o = std::process::Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(format!("file://{}", html.display()))
+            .output()
+            .expect("chromium (Debian's chromium; scripts/setup.sh installs it)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let started = std::time::Instant::now();
+    let dom = chromium(&["--dump-dom"]);
+    let opened = started.elapsed();
+    for want in [
+        "data-entries=\"7\"",
+        "data-checkpoints=\"3\"",
+        "data-stays=\"3\"",
+        "data-refusals=\"1\"",
+        "data-job=\"llama\"",
+        "operator Nimbus Inc (US) is subject to the CLOUD Act",
+        "ams-1",
+    ] {
+        assert!(dom.contains(want), "{want} not on the page:\n{dom}");
+    }
+    for outside in ["<script", "<img", "<link", "http://", "https://"] {
+        assert!(!dom.contains(outside), "{outside} on the page");
+    }
+    assert!(opened < std::time::Duration::from_secs(20), "{opened:?}");
+
+    let shots = custody_e2e::repo_root().join("target/custody-artifacts");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("audit-report.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1200,1600",
+        "--hide-scrollbars",
+    ]);
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "an empty screenshot"
+    );
+
+    // An edited entry: the audit fails, naming it, and no report is written.
+    let entries = out.join("entries.jsonl");
+    let text = std::fs::read_to_string(&entries).unwrap();
+    std::fs::write(&entries, text.replacen("ams-1", "ams-9", 1)).unwrap();
+    let bad = tmp.path().join("bad.html");
+    let r = custody([
+        "audit",
+        "report",
+        "--dir",
+        dir,
+        "--key",
+        &key,
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("no report written"), "{}", r.stderr);
+    assert!(!bad.exists());
 }

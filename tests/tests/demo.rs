@@ -34,6 +34,7 @@ fn demo_runs_every_step_and_ends_with_an_audited_history() {
         "stays (2):",
         "paris-gpu-1 (par-1, FR) -> frankfurt-gpu-2 (fra-1, DE) under eu-sovereign; placed",
         "refused (1):",
+        "the auditor's report (one HTML file, opens offline):",
         "summary:",
     ] {
         let Some(i) = out[at..].find(want) else {
@@ -47,4 +48,9 @@ fn demo_runs_every_step_and_ends_with_an_audited_history() {
         .is_file());
     assert!(!dir.join("agent-0-checkpoints/llama-ft").exists());
     assert!(dir.join("audit-export/entries.jsonl").is_file());
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        report.contains("data-job=\"llama-ft\""),
+        "the report names the job"
+    );
 }

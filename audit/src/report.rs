@@ -1,0 +1,430 @@
+//! The auditor's report: one self-contained HTML file (no script, no font, no request
+//! leaves the page; it opens from a USB stick on an air-gapped laptop), built only from
+//! the entries of an export that verified. Sections: the verification itself, the sites
+//! the log saw, each job's stays, moves and refused moves, each node's results and
+//! revocations. Every row names the log entry it comes from, and `custody audit prove
+//! inclusion --index N` proves that entry again.
+//!
+//! [`build`] turns verified entries into a [`Report`]; [`render`] writes the HTML. Numbers
+//! a reader might check (entries, stays, refusals, nodes) are also `data-*` attributes,
+//! so a test reads them from the page's DOM.
+
+use crate::entry::{Entry, MigrationEntry, PolicyEntry, RevocationAction};
+use crate::history::{job_history, JobHistory, Outcome};
+use crate::verify::AuditSummary;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// One node, as the log saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeLine {
+    pub node: String,
+    pub name: String,
+    pub affirming: u64,
+    pub warning: u64,
+    pub contraindicated: u64,
+    pub first_at: Option<i64>,
+    pub last_at: Option<i64>,
+    /// The last result's status and its entry.
+    pub last: Option<(String, u64)>,
+    /// Revocations and removals: (entry, at, what, reason).
+    pub revocations: Vec<(u64, i64, String, String)>,
+    pub enrollments: u64,
+}
+
+/// One site, as the tickets appraised it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteLine {
+    pub site: String,
+    pub name: String,
+    pub country: String,
+    pub operator: String,
+    /// Nodes appraised there (names).
+    pub nodes: Vec<String>,
+}
+
+/// Everything the report shows.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub summary: AuditSummary,
+    /// The log key as the auditor holds it (`name+hash+key`).
+    pub log_key: String,
+    pub first_at: Option<i64>,
+    pub last_at: Option<i64>,
+    /// Entries per kind.
+    pub kinds: BTreeMap<&'static str, u64>,
+    pub registry_versions: Vec<(u64, u64, String)>,
+    pub sites: Vec<SiteLine>,
+    pub jobs: Vec<JobHistory>,
+    pub nodes: Vec<NodeLine>,
+}
+
+/// Build the report from the entries of a verified export; `jobs` limits the job
+/// sections (empty: every job the log names).
+pub fn build(summary: &AuditSummary, log_key: &str, entries: &[Entry], jobs: &[String]) -> Report {
+    let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut nodes: BTreeMap<String, NodeLine> = BTreeMap::new();
+    let mut sites: BTreeMap<String, SiteLine> = BTreeMap::new();
+    let mut registry_versions = Vec::new();
+    let mut job_names: Vec<String> = Vec::new();
+    let (mut first_at, mut last_at) = (None::<i64>, None::<i64>);
+    for (i, e) in (0u64..).zip(entries) {
+        *kinds.entry(e.kind()).or_default() += 1;
+        let at = e.at();
+        first_at = Some(first_at.map_or(at, |f| f.min(at)));
+        last_at = Some(last_at.map_or(at, |l| l.max(at)));
+        match e {
+            Entry::AttestationResult(r) => {
+                let n = nodes.entry(r.node.clone()).or_default();
+                n.node.clone_from(&r.node);
+                n.name.clone_from(&r.name);
+                match r.status.as_str() {
+                    "affirming" => n.affirming += 1,
+                    "warning" => n.warning += 1,
+                    _ => n.contraindicated += 1,
+                }
+                n.first_at = Some(n.first_at.map_or(r.at, |f| f.min(r.at)));
+                n.last_at = Some(n.last_at.map_or(r.at, |l| l.max(r.at)));
+                n.last = Some((r.status.clone(), i));
+            }
+            Entry::Enrollment(x) => {
+                let n = nodes.entry(x.node.clone()).or_default();
+                n.node.clone_from(&x.node);
+                n.name.clone_from(&x.name);
+                n.enrollments += 1;
+            }
+            Entry::Revocation(r) => {
+                let n = nodes.entry(r.node.clone()).or_default();
+                n.node.clone_from(&r.node);
+                n.name.clone_from(&r.name);
+                let what = match r.action {
+                    Some(RevocationAction::Removed) => "removed",
+                    None => "revoked",
+                };
+                n.revocations
+                    .push((i, r.at, what.to_owned(), r.reason.clone().unwrap_or_default()));
+            }
+            Entry::RegistryChange(r) => registry_versions.push((i, r.version, r.digest.clone())),
+            Entry::Migration(m) => {
+                if !job_names.iter().any(|j| j == m.job()) {
+                    job_names.push(m.job().to_owned());
+                }
+                if let MigrationEntry::TicketIssued(t) = m {
+                    for p in [&t.source_at, &t.destination_at].into_iter().flatten() {
+                        let Some(site) = &p.site else { continue };
+                        let s = sites.entry(site.clone()).or_default();
+                        s.site.clone_from(site);
+                        s.name = p.site_name.clone().unwrap_or_default();
+                        s.country = p.country.clone().unwrap_or_default();
+                        s.operator = p.operator.clone().unwrap_or_default();
+                        if !s.nodes.contains(&p.name) {
+                            s.nodes.push(p.name.clone());
+                        }
+                    }
+                }
+            }
+            Entry::PolicyChange(
+                PolicyEntry::Group(_) | PolicyEntry::ReferenceValues(_) | PolicyEntry::Policy(_),
+            ) => {}
+        }
+    }
+    let wanted: Vec<String> = if jobs.is_empty() { job_names } else { jobs.to_vec() };
+    let jobs = wanted
+        .iter()
+        .map(|j| job_history(j, (0u64..).zip(entries.iter())))
+        .collect();
+    Report {
+        summary: summary.clone(),
+        log_key: log_key.to_owned(),
+        first_at,
+        last_at,
+        kinds,
+        registry_versions,
+        sites: sites.into_values().collect(),
+        jobs,
+        nodes: nodes.into_values().collect(),
+    }
+}
+
+/// HTML text: `&`, `<`, `>`, `"` and `'` escaped.
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// RFC 3339 UTC from Unix seconds (civil-from-days, no time library needed).
+pub fn rfc3339(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn when(t: Option<i64>) -> String {
+    t.map_or_else(|| "-".to_owned(), rfc3339)
+}
+
+fn entry_ref(i: u64) -> String {
+    format!("<span class=\"entry\" title=\"custody audit prove inclusion --index {i}\">#{i}</span>")
+}
+
+const STYLE: &str = "
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1b1f24;margin:2rem auto;max-width:1100px;padding:0 1rem}
+h1{font-size:1.6rem;margin:0 0 .3rem}h2{font-size:1.2rem;border-bottom:2px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
+h3{font-size:1rem;margin:1.2rem 0 .4rem}
+table{border-collapse:collapse;width:100%;margin:.4rem 0 1rem;table-layout:auto}th,td{border:1px solid #d0d7de;padding:.25rem .45rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}td.when{white-space:nowrap}
+th{background:#f6f8fa;overflow-wrap:normal;word-break:keep-all}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.ok{color:#1a7f37}.warn{color:#9a6700}.bad{color:#cf222e}.entry{font-family:ui-monospace,monospace;color:#57606a}
+.mono{font-family:ui-monospace,monospace;word-break:break-all}.muted{color:#57606a}
+.timeline{display:flex;flex-wrap:wrap;gap:.3rem;align-items:center;margin:.4rem 0}
+.stay{border:1px solid #8c959f;border-radius:4px;padding:.2rem .5rem;background:#f6f8fa}
+.arrow{color:#57606a}
+section{page-break-inside:avoid}
+@media print{body{margin:0;max-width:none}section.job,section#nodes,section#sites{page-break-before:always}a{color:inherit}}
+";
+
+/// The report as one HTML document.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let s = &r.summary;
+    let stays: usize = r.jobs.iter().map(|j| j.stays.len()).sum();
+    let refusals: usize = r.jobs.iter().map(|j| j.refused.len()).sum();
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\
+         <title>Custody audit report: {}</title><style>{STYLE}</style></head>\n<body>\n",
+        esc(&s.origin)
+    );
+    let _ = write!(
+        o,
+        "<h1>Custody audit report</h1><p class=\"muted\">Built from the entries of an export that verified offline \
+         against the log key below; nothing here comes from the operator's database.</p>\n"
+    );
+    // Verification.
+    let _ = write!(
+        o,
+        "<section id=\"verification\"><h2>Verification</h2><table>\
+         <tr><th>log</th><td class=\"mono\">{}</td></tr>\
+         <tr><th>log key</th><td class=\"mono\">{}</td></tr>\
+         <tr><th>entries</th><td id=\"entries\" data-entries=\"{}\">{}</td></tr>\
+         <tr><th>signed checkpoints checked</th><td data-checkpoints=\"{}\">{}</td></tr>\
+         <tr><th>root</th><td class=\"mono\">{}</td></tr>\
+         <tr><th>first and last entry</th><td>{} .. {}</td></tr>\
+         <tr><th>entries by kind</th><td>{}</td></tr>\
+         <tr><th>registry versions</th><td>{}</td></tr></table>\
+         <p class=\"muted\">Every entry up to the latest checkpoint was recomputed into its root and every \
+         checkpoint's signature checked (<code>custody audit verify</code>). The export holds the signed entries \
+         only: entries appended after the latest checkpoint are left out. Any row's entry can be proved again \
+         with <code>custody audit prove inclusion --index N</code>.</p></section>\n",
+        esc(&s.origin),
+        esc(&r.log_key),
+        s.entries,
+        s.entries,
+        s.checkpoints,
+        s.checkpoints,
+        esc(&s.root),
+        when(r.first_at),
+        when(r.last_at),
+        r.kinds
+            .iter()
+            .map(|(k, n)| format!("{} {n}", esc(k)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if r.registry_versions.is_empty() {
+            "none".to_owned()
+        } else {
+            r.registry_versions
+                .iter()
+                .map(|(i, v, d)| format!("v{v} ({}...) {}", esc(d.get(..12).unwrap_or(d)), entry_ref(*i)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    // Sites.
+    let _ = write!(
+        o,
+        "<section id=\"sites\"><h2>Sites</h2><table data-sites=\"{}\"><tr><th>site</th><th>name</th><th>country</th>\
+         <th>operator</th><th>nodes appraised there</th></tr>",
+        r.sites.len()
+    );
+    for site in &r.sites {
+        let _ = write!(
+            o,
+            "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&site.site),
+            esc(&site.name),
+            esc(&site.country),
+            esc(&site.operator),
+            esc(&site.nodes.join(", "))
+        );
+    }
+    if r.sites.is_empty() {
+        o.push_str("<tr><td colspan=\"5\" class=\"muted\">no ticket named a registered site</td></tr>");
+    }
+    o.push_str("</table></section>\n");
+    // Jobs.
+    let _ = write!(
+        o,
+        "<section id=\"jobs\" data-jobs=\"{}\" data-stays=\"{stays}\" data-refusals=\"{refusals}\"><h2>Jobs</h2>",
+        r.jobs.len()
+    );
+    if r.jobs.is_empty() {
+        o.push_str("<p class=\"muted\">the log names no job</p>");
+    }
+    for j in &r.jobs {
+        let _ = write!(
+            o,
+            "<section class=\"job\" data-job=\"{}\" data-stays=\"{}\" data-moves=\"{}\" data-refusals=\"{}\"><h3>Job {}</h3><div class=\"timeline\">",
+            esc(&j.job),
+            j.stays.len(),
+            j.moves.len(),
+            j.refused.len(),
+            esc(&j.job)
+        );
+        for (k, st) in j.stays.iter().enumerate() {
+            if k > 0 {
+                o.push_str("<span class=\"arrow\">&rarr;</span>");
+            }
+            let _ = write!(
+                o,
+                "<span class=\"stay\">{} <span class=\"muted\">{}</span></span>",
+                esc(&st.place.label()),
+                esc(&st.place.operator)
+            );
+        }
+        o.push_str("</div><table><tr><th>since</th><th>until</th><th>node</th><th>site</th><th>country</th><th>operator</th><th>entry</th></tr>");
+        for st in &j.stays {
+            let _ = write!(
+                o,
+                "<tr class=\"stay-row\"><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                st.since.map_or_else(|| "(before the log)".to_owned(), rfc3339),
+                st.until.map_or_else(|| "now".to_owned(), rfc3339),
+                esc(if st.place.name.is_empty() { &st.place.node } else { &st.place.name }),
+                esc(&st.place.site),
+                esc(&st.place.site_name),
+                esc(&st.place.country),
+                esc(&st.place.operator),
+                entry_ref(st.entry)
+            );
+        }
+        o.push_str("</table><table><tr><th>ticket</th><th>from</th><th>to</th><th>policy</th><th>outcome</th><th>receipt</th><th>entries</th></tr>");
+        for m in &j.moves {
+            let (class, outcome) = match m.outcome {
+                Outcome::Placed => ("ok", "placed"),
+                Outcome::Failed => ("bad", "failed"),
+                Outcome::Open => ("warn", "open"),
+            };
+            let _ = write!(
+                o,
+                "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{outcome}{}</td><td class=\"mono\">{}</td><td>{}{}</td></tr>",
+                esc(m.ticket.get(..8).unwrap_or(&m.ticket)),
+                esc(&m.source.label()),
+                esc(&m.destination.label()),
+                esc(&m.policy_id),
+                m.check
+                    .as_deref()
+                    .map(|c| format!(": {}", esc(c)))
+                    .unwrap_or_default(),
+                esc(m.receipt_sha256.as_deref().map(|r| r.get(..16).unwrap_or(r)).unwrap_or("-")),
+                entry_ref(m.entry),
+                m.outcome_entry.map(|e| format!(" {}", entry_ref(e))).unwrap_or_default()
+            );
+        }
+        o.push_str("</table>");
+        if !j.refused.is_empty() {
+            o.push_str("<table><tr><th>refused at</th><th>from</th><th>to</th><th>check</th><th>reasons</th><th>entry</th></tr>");
+            for f in &j.refused {
+                let _ = write!(
+                    o,
+                    "<tr class=\"refusal\"><td>{}</td><td>{}</td><td>{}</td><td class=\"bad\">{}</td><td>{}</td><td>{}</td></tr>",
+                    when(f.at),
+                    esc(&f.source),
+                    esc(&f.destination),
+                    esc(&f.check),
+                    esc(&if f.reasons.is_empty() { f.detail.clone() } else { f.reasons.join("; ") }),
+                    entry_ref(f.entry)
+                );
+            }
+            o.push_str("</table>");
+        }
+        o.push_str("</section>\n");
+    }
+    o.push_str("</section>\n");
+    // Nodes.
+    let _ = write!(
+        o,
+        "<section id=\"nodes\" data-nodes=\"{}\"><h2>Nodes</h2><table><tr><th>node</th><th>affirming</th><th>warning</th>\
+         <th>contraindicated</th><th>first .. last result</th><th>last</th><th>enrollments</th><th>revocations and removals</th></tr>",
+        r.nodes.len()
+    );
+    for n in &r.nodes {
+        let last = n
+            .last
+            .as_ref()
+            .map(|(st, i)| {
+                let class = match st.as_str() {
+                    "affirming" => "ok",
+                    "warning" => "warn",
+                    _ => "bad",
+                };
+                format!("<span class=\"{class}\">{}</span> {}", esc(st), entry_ref(*i))
+            })
+            .unwrap_or_else(|| "-".into());
+        let revs = n
+            .revocations
+            .iter()
+            .map(|(i, at, what, why)| {
+                format!(
+                    "<span class=\"bad\">{what}</span> {} ({}) {}",
+                    rfc3339(*at),
+                    esc(why),
+                    entry_ref(*i)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("<br>");
+        let _ = write!(
+            o,
+            "<tr><td>{} <span class=\"mono muted\">{}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td>{} .. {}</td><td>{last}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            esc(&n.name),
+            esc(&n.node),
+            n.affirming,
+            n.warning,
+            n.contraindicated,
+            when(n.first_at),
+            when(n.last_at),
+            n.enrollments,
+            if revs.is_empty() { "-".into() } else { revs }
+        );
+    }
+    o.push_str("</table></section>\n</body></html>\n");
+    o
+}
+
+#[cfg(test)]
+mod tests;
