@@ -219,13 +219,12 @@ pub fn render(r: &Report) -> String {
          <title>Custody audit report: {}</title><style>{STYLE}</style></head>\n<body>\n",
         esc(&s.origin)
     );
-    let _ = write!(
-        o,
+    o.push_str(
         "<h1>Custody audit report</h1><p class=\"muted\">Built from the entries of an export that verified offline \
-         against the log key below; nothing here comes from the operator's database.</p>\n"
+         against the log key below; nothing here comes from the operator's database.</p>\n",
     );
     // Verification.
-    let _ = write!(
+    let _ = writeln!(
         o,
         "<section id=\"verification\"><h2>Verification</h2><table>\
          <tr><th>log</th><td class=\"mono\">{}</td></tr>\
@@ -239,7 +238,7 @@ pub fn render(r: &Report) -> String {
          <p class=\"muted\">Every entry up to the latest checkpoint was recomputed into its root and every \
          checkpoint's signature checked (<code>custody audit verify</code>). The export holds the signed entries \
          only: entries appended after the latest checkpoint are left out. Any row's entry can be proved again \
-         with <code>custody audit prove inclusion --index N</code>.</p></section>\n",
+         with <code>custody audit prove inclusion --index N</code>.</p></section>",
         esc(&s.origin),
         esc(&r.log_key),
         s.entries,
