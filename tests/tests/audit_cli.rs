@@ -467,7 +467,7 @@ fn a_fleet_sized_report_opens_in_under_two_seconds() {
     while (batch.len() as u64) + total < 50_000 {
         let mut r = ResultEntry::example(&format!("n-{:04}", i % 1000), t0 + 10_000 + i as i64);
         r.name = format!("node-{:04}", i % 1000);
-        if i % 97 == 0 {
+        if i.is_multiple_of(97) {
             r.status = "contraindicated".into();
             r.failed_check = Some("reference_values".into());
         }
