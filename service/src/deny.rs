@@ -32,7 +32,7 @@ pub struct DenyCache {
 /// What a push reached.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Pushed {
-    /// Agents the list was sent to (enrolled, not revoked).
+    /// Agents the list was sent to (enrolled, not revoked, taking moves).
     pub sent: usize,
     /// Agents that answered holding this list or a newer one.
     pub held: usize,
@@ -84,7 +84,8 @@ impl Service {
         self.deny_dirty.store(true, Ordering::SeqCst);
     }
 
-    /// Send the current list to every enrolled, unrevoked node's agent, a few at a time.
+    /// Send the current list to every enrolled, unrevoked node's agent that takes moves, a
+    /// few at a time.
     pub async fn push_deny_list(self: &Arc<Self>) -> Result<Pushed, ServiceError> {
         // Cleared before the list is read: a change after this marks it again.
         self.deny_dirty.store(false, Ordering::SeqCst);
@@ -101,9 +102,10 @@ impl Service {
             },
         )
         .map_err(|e| ServiceError::Core(e.to_string()))?;
+        // Only agents that take moves check tickets (the route is theirs).
         let targets: Vec<_> = nodes
             .into_iter()
-            .filter(|n| n.state != NodeState::Revoked)
+            .filter(|n| n.state != NodeState::Revoked && n.move_endpoint.is_some())
             .collect();
         let limit = Arc::new(tokio::sync::Semaphore::new(PUSH_CONCURRENCY));
         let mut tasks = tokio::task::JoinSet::new();
