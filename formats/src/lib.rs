@@ -14,4 +14,5 @@ pub mod eventlog;
 pub mod reader;
 pub mod snp;
 pub mod spdm;
+pub mod tdx;
 pub mod tpm;
