@@ -16,6 +16,31 @@ pub enum VerifyCmd {
     Snp(SnpArgs),
     /// An NVIDIA confidential-GPU SPDM measurement report with its certificate chain.
     Nvgpu(NvgpuArgs),
+    /// An Intel TDX quote (v4 or v5) with its collateral as Intel PCS serves it.
+    Tdx(TdxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TdxArgs {
+    /// The quote (binary).
+    #[arg(long)]
+    quote: PathBuf,
+    /// The collateral directory: tcb_info.pcs.json, tcb_info_issuer_chain.pem,
+    /// qe_identity.pcs.json, qe_identity_issuer_chain.pem, pck_crl.der, root_ca_crl.der.
+    #[arg(long)]
+    collateral: PathBuf,
+    /// Expected REPORT_DATA, 64 bytes of hex.
+    #[arg(long)]
+    report_data: Option<String>,
+    /// Fail (check `tcb`) unless the TCB status is UpToDate.
+    #[arg(long)]
+    require_up_to_date: bool,
+    /// The Intel SGX Root CA to pin instead of the built-in one (DER or PEM).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Appraisal time (RFC 3339); default now.
+    #[arg(long)]
+    at: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +131,7 @@ pub fn run(cmd: VerifyCmd) -> ExitCode {
         VerifyCmd::Tpm(a) => tpm(a),
         VerifyCmd::Snp(a) => snp(a),
         VerifyCmd::Nvgpu(a) => nvgpu(a),
+        VerifyCmd::Tdx(a) => tdx(a),
     };
     match r {
         Ok(code) => code,
@@ -183,6 +209,64 @@ fn emit<C: Serialize, E: FailedCheck>(kind: &str, outcome: Outcome<C, E>) -> Res
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn tdx(a: TdxArgs) -> Result<ExitCode, Usage> {
+    use custody_verifier::tdx::{TdxCollateral, TdxEvidence, TdxVerifier};
+    use custody_verifier::EvidenceVerifier;
+    let quote = read(&a.quote, "quote")?;
+    let c = |name: &str| read(&a.collateral.join(name), name);
+    let (tcb_info, tcb_info_chain) = (c("tcb_info.pcs.json")?, c("tcb_info_issuer_chain.pem")?);
+    let (qe_identity, qe_identity_chain) = (c("qe_identity.pcs.json")?, c("qe_identity_issuer_chain.pem")?);
+    let (pck_crl, root_ca_crl) = (c("pck_crl.der")?, c("root_ca_crl.der")?);
+    let report_data = match &a.report_data {
+        Some(h) => {
+            let b = hex_arg(h, "--report-data")?;
+            if b.len() != 64 {
+                return Err(Usage(anyhow::anyhow!("--report-data must be 64 bytes of hex")));
+            }
+            Some(b)
+        }
+        None => None,
+    };
+    let at = at_arg(a.at.as_deref())?;
+    let verifier = match &a.root {
+        Some(p) => TdxVerifier::with_root(&read(p, "root")?),
+        None => TdxVerifier::new(),
+    }
+    .context("Intel SGX Root CA")
+    .map_err(Usage)?;
+    let mut outcome = verifier.verify(
+        TdxEvidence {
+            quote: &quote,
+            collateral: TdxCollateral {
+                tcb_info: &tcb_info,
+                tcb_info_chain: &tcb_info_chain,
+                qe_identity: &qe_identity,
+                qe_identity_chain: &qe_identity_chain,
+                pck_crl: &pck_crl,
+                root_ca_crl: &root_ca_crl,
+            },
+            expected_report_data: report_data.as_deref(),
+        },
+        at,
+    );
+    // --require-up-to-date: any other status fails at `tcb`, after the checks that passed.
+    if a.require_up_to_date {
+        if let Ok(v) = &outcome {
+            if v.claims.tcb_status != "UpToDate" {
+                let mut log = custody_verifier::check::CheckLog::new();
+                for c in v.checks.iter().filter(|c| c.name != "tcb") {
+                    log.pass(c.name, c.detail.clone());
+                }
+                outcome = Err(log.reject(custody_verifier::tdx::TdxError::Tcb(format!(
+                    "status {} (advisories {:?}); --require-up-to-date",
+                    v.claims.tcb_status, v.claims.advisory_ids
+                ))));
+            }
+        }
+    }
+    emit(TdxVerifier::KIND, outcome)
 }
 
 fn tpm(a: TpmArgs) -> Result<ExitCode, Usage> {

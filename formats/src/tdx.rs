@@ -54,7 +54,11 @@ pub enum TdxParseError {
     #[error("certification data type {got}, want {want}")]
     CertType { got: u16, want: u16 },
     #[error("{field} declares {declared} bytes but {actual} are there")]
-    Length { field: &'static str, declared: usize, actual: usize },
+    Length {
+        field: &'static str,
+        declared: usize,
+        actual: usize,
+    },
     #[error("{0} non-zero bytes after the signature data")]
     Trailing(usize),
 }
@@ -137,8 +141,16 @@ fn td_report<'a>(r: &mut Reader<'a>, v15: bool) -> Result<TdReport<'a>, Truncate
             r.take(48, "rtmr3")?,
         ],
         report_data: r.take(64, "report_data")?,
-        tee_tcb_svn_2: if v15 { Some(r.array("tee_tcb_svn_2")?) } else { None },
-        mr_servicetd: if v15 { Some(r.take(48, "mr_servicetd")?) } else { None },
+        tee_tcb_svn_2: if v15 {
+            Some(r.array("tee_tcb_svn_2")?)
+        } else {
+            None
+        },
+        mr_servicetd: if v15 {
+            Some(r.take(48, "mr_servicetd")?)
+        } else {
+            None
+        },
     })
 }
 

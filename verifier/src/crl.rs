@@ -123,6 +123,15 @@ impl Crl {
     pub fn issuer(&self) -> &str {
         &self.issuer_text
     }
+
+    /// How many certificates it lists.
+    pub fn len(&self) -> usize {
+        self.revoked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.revoked.is_empty()
+    }
 }
 
 /// A chain's revocation status, in the claims and the EAR.

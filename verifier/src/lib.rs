@@ -12,6 +12,7 @@ pub mod enroll;
 pub mod nvgpu;
 pub mod rim;
 pub mod snp;
+pub mod tdx;
 pub mod tpm;
 pub mod x509;
 

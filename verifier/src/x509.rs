@@ -202,6 +202,16 @@ impl PublicKey {
     }
 
     /// ECDSA P-384 with SHA-384 over `msg`, signature as raw r||s (96 bytes), as SPDM uses.
+    /// A fixed-length (r||s) ECDSA signature under a P-256 key with `alg`.
+    pub fn verify_with_fixed(
+        &self,
+        alg: &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm,
+        msg: &[u8],
+        sig: &[u8],
+    ) -> bool {
+        matches!(self, Self::EcP256(_)) && self.verify_with(alg, msg, sig)
+    }
+
     pub fn verify_p384_fixed(&self, msg: &[u8], sig: &[u8]) -> bool {
         matches!(self, Self::EcP384(_)) && self.verify_with(&signature::ECDSA_P384_SHA384_FIXED, msg, sig)
     }

@@ -1,0 +1,243 @@
+use super::*;
+
+struct Files {
+    quote: Vec<u8>,
+    tcb_info: Vec<u8>,
+    tcb_info_chain: Vec<u8>,
+    qe_identity: Vec<u8>,
+    qe_identity_chain: Vec<u8>,
+    pck_crl: Vec<u8>,
+    root_ca_crl: Vec<u8>,
+}
+
+fn files(name: &str) -> Files {
+    let r =
+        |f: &str| std::fs::read(format!("{}/testdata/tdx/{name}/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    Files {
+        quote: r("quote.bin"),
+        tcb_info: r("tcb_info.pcs.json"),
+        tcb_info_chain: r("tcb_info_issuer_chain.pem"),
+        qe_identity: r("qe_identity.pcs.json"),
+        qe_identity_chain: r("qe_identity_issuer_chain.pem"),
+        pck_crl: r("pck_crl.der"),
+        root_ca_crl: r("root_ca_crl.der"),
+    }
+}
+
+fn run(f: &Files, at: &str) -> Outcome<TdxClaims, TdxError> {
+    TdxVerifier::new().unwrap().verify(
+        TdxEvidence {
+            quote: &f.quote,
+            collateral: TdxCollateral {
+                tcb_info: &f.tcb_info,
+                tcb_info_chain: &f.tcb_info_chain,
+                qe_identity: &f.qe_identity,
+                qe_identity_chain: &f.qe_identity_chain,
+                pck_crl: &f.pck_crl,
+                root_ca_crl: &f.root_ca_crl,
+            },
+            expected_report_data: None,
+        },
+        UnixTime(unix(at).unwrap()),
+    )
+}
+
+fn failed(o: Outcome<TdxClaims, TdxError>) -> String {
+    match o {
+        Ok(v) => panic!("verified: {:?}", v.claims.tcb_status),
+        Err(r) => format!("{}: {}", r.error.check(), r.error),
+    }
+}
+
+/// Each shared vector at a time inside its collateral's window gives the outcome its
+/// PROVENANCE.md states (testdata/tdx/*/PROVENANCE.md).
+#[test]
+fn every_shared_quote_gives_its_expected_outcome() {
+    for (name, at, status, advisories) in [
+        (
+            "tdx-dcap-qvl-uptodate",
+            "2025-07-01T00:00:00Z",
+            "UpToDate",
+            &[][..],
+        ),
+        (
+            "tdx-dcap-qvl-near-20a06f",
+            "2025-09-10T00:00:00Z",
+            "UpToDate",
+            &[],
+        ),
+        ("tdx-automata-alibaba-v5", "2025-06-15T00:00:00Z", "UpToDate", &[]),
+        ("tdx-go-tdx-guest-v5", "2026-03-01T00:00:00Z", "UpToDate", &[]),
+        (
+            "tdx-zkdcap-00806f05",
+            "2025-01-21T13:44:20Z",
+            "OutOfDate",
+            &["INTEL-SA-00960", "INTEL-SA-00982", "INTEL-SA-00986"],
+        ),
+    ] {
+        let o = run(&files(name), at);
+        let v = o.unwrap_or_else(|r| panic!("{name}: {} {}", r.error.check(), r.error));
+        assert_eq!(v.claims.tcb_status, status, "{name}");
+        assert_eq!(v.claims.advisory_ids, advisories, "{name}");
+        let names: Vec<&str> = v.checks.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "parse",
+                "cert_chain",
+                "cert_validity",
+                "revocation",
+                "qe_report_signature",
+                "qe_report_data",
+                "quote_signature",
+                "qe_identity",
+                "tcb_info",
+                "tcb"
+            ],
+            "{name}"
+        );
+    }
+    // Genuine, but no TCB level matches: rejected at `tcb`.
+    let e = failed(run(&files("tdx-dcap-qvl-outdated"), "2026-03-01T00:00:00Z"));
+    assert!(e.starts_with("tcb: "), "{e}");
+    // Text after the signature data: refused at parse (see formats' tdx tests).
+    let e = failed(run(&files("tdx-go-tdx-guest-spr-v4"), "2023-07-01T01:00:00Z"));
+    assert!(e.starts_with("parse: "), "{e}");
+}
+
+#[test]
+fn the_claims_are_the_td_reports() {
+    let v = run(&files("tdx-dcap-qvl-uptodate"), "2025-07-01T00:00:00Z").unwrap();
+    let c = v.claims;
+    assert_eq!(c.fmspc, "B0C06F000000");
+    assert!(c.mr_td.starts_with("91eb2b44d141d4ec"));
+    assert_eq!(c.tee_tcb_svn, "06010300000000000000000000000000");
+    assert!(c.report_data.starts_with("9a9d48e7f6799642"));
+    assert!(!c.debug);
+}
+
+/// Outside the collateral's window: the CRLs or the TCB info are not current.
+#[test]
+fn stale_or_early_collateral_is_refused() {
+    let f = files("tdx-dcap-qvl-uptodate");
+    let e = failed(run(&f, "2025-08-01T00:00:00Z"));
+    assert!(
+        e.starts_with("revocation: ") || e.starts_with("qe_identity: "),
+        "{e}"
+    );
+    let e = failed(run(&f, "2025-06-01T00:00:00Z"));
+    assert!(!e.starts_with("tcb: "), "{e}");
+    // The alibaba PCK certificate is not valid before 2025-06-14T16:04:26Z.
+    let e = failed(run(&files("tdx-automata-alibaba-v5"), "2025-06-14T00:00:00Z"));
+    assert!(e.starts_with("cert_validity: "), "{e}");
+}
+
+/// Every tampering fails at its check.
+#[test]
+fn each_tampering_fails_at_its_check() {
+    let at = "2025-07-01T00:00:00Z";
+    let base = files("tdx-dcap-qvl-uptodate");
+    let q = custody_formats::tdx::TdxQuote::parse(&base.quote).unwrap();
+    let body_at = 48 + 200; // inside the TD report (MRTD)
+    let sig_data = q.signed.len() + 4;
+    let qe_report_at = sig_data + 128 + 6 + 100;
+    type Tamper = Box<dyn Fn(&mut Files)>;
+    let cases: Vec<(Tamper, &str)> = vec![
+        (Box::new(move |f| f.quote[body_at] ^= 1), "quote_signature"),
+        (Box::new(move |f| f.quote[sig_data + 10] ^= 1), "quote_signature"),
+        (
+            Box::new(move |f| f.quote[qe_report_at] ^= 1),
+            "qe_report_signature",
+        ),
+        // The attestation key changed: the QE's report data no longer commits to it.
+        (
+            Box::new(move |f| f.quote[sig_data + 64 + 5] ^= 1),
+            "qe_report_data",
+        ),
+        (
+            Box::new(|f| {
+                let t = String::from_utf8(f.tcb_info.clone()).unwrap();
+                f.tcb_info = t
+                    .replacen(
+                        "\"tcbEvaluationDataNumber\":17",
+                        "\"tcbEvaluationDataNumber\":18",
+                        1,
+                    )
+                    .into_bytes();
+            }),
+            "tcb_info",
+        ),
+        (
+            Box::new(|f| {
+                let t = String::from_utf8(f.qe_identity.clone()).unwrap();
+                f.qe_identity = t.replacen("\"isvprodid\":2", "\"isvprodid\":3", 1).into_bytes();
+            }),
+            "qe_identity",
+        ),
+        (
+            Box::new(|f| {
+                let n = f.pck_crl.len();
+                f.pck_crl[n - 10] ^= 1;
+            }),
+            "revocation",
+        ),
+        (
+            Box::new(|f| {
+                let n = f.root_ca_crl.len();
+                f.root_ca_crl[n - 10] ^= 1;
+            }),
+            "revocation",
+        ),
+        // Another platform's TCB info (wrong FMSPC).
+        (
+            Box::new(|f| {
+                let other = files("tdx-dcap-qvl-near-20a06f");
+                f.tcb_info = other.tcb_info;
+                f.tcb_info_chain = other.tcb_info_chain;
+            }),
+            "tcb_info",
+        ),
+    ];
+    for (i, (tamper, check)) in cases.iter().enumerate() {
+        let mut f = files("tdx-dcap-qvl-uptodate");
+        tamper(&mut f);
+        let e = failed(run(&f, at));
+        assert!(e.starts_with(&format!("{check}: ")), "case {i}: {e}");
+    }
+    // A quote chained to another root.
+    let other = TdxVerifier::with_root(include_bytes!("../../testdata/snp-milan-ark.pem")).unwrap();
+    let f = &base;
+    let r = other
+        .verify(
+            TdxEvidence {
+                quote: &f.quote,
+                collateral: TdxCollateral {
+                    tcb_info: &f.tcb_info,
+                    tcb_info_chain: &f.tcb_info_chain,
+                    qe_identity: &f.qe_identity,
+                    qe_identity_chain: &f.qe_identity_chain,
+                    pck_crl: &f.pck_crl,
+                    root_ca_crl: &f.root_ca_crl,
+                },
+                expected_report_data: None,
+            },
+            UnixTime(unix(at).unwrap()),
+        )
+        .unwrap_err();
+    assert_eq!(r.error.check(), "cert_chain", "{}", r.error);
+}
+
+#[test]
+fn pcs_times_read_as_unix_seconds() {
+    assert_eq!(unix("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(unix("2025-07-01T00:00:00Z"), Some(1_751_328_000));
+    assert_eq!(unix("2024-02-29T12:00:00Z"), Some(1_709_208_000));
+    for bad in [
+        "2025-07-01 00:00:00Z",
+        "2025-13-01T00:00:00Z",
+        "2025-07-01T00:00:00",
+        "",
+    ] {
+        assert_eq!(unix(bad), None, "{bad}");
+    }
+}
