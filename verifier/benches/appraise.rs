@@ -143,5 +143,39 @@ fn nvgpu(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tpm, snp, nvgpu);
+/// A TDX quote with its full collateral (chain, two CRLs, QE identity, TCB info): every
+/// signature checked each time, nothing cached (`tdx/quote-cold`; no warm path yet).
+fn tdx(c: &mut Criterion) {
+    use custody_verifier::tdx::{TdxCollateral, TdxEvidence, TdxVerifier};
+    let f = |n: &str| read(&format!("tdx/tdx-dcap-qvl-uptodate/{n}"));
+    let (quote, ti, tic, qi, qic, pck, root) = (
+        f("quote.bin"),
+        f("tcb_info.pcs.json"),
+        f("tcb_info_issuer_chain.pem"),
+        f("qe_identity.pcs.json"),
+        f("qe_identity_issuer_chain.pem"),
+        f("pck_crl.der"),
+        f("root_ca_crl.der"),
+    );
+    let ev = TdxEvidence {
+        quote: &quote,
+        collateral: TdxCollateral {
+            tcb_info: &ti,
+            tcb_info_chain: &tic,
+            qe_identity: &qi,
+            qe_identity_chain: &qic,
+            pck_crl: &pck,
+            root_ca_crl: &root,
+        },
+        expected_report_data: None,
+    };
+    let at = UnixTime(1_751_328_000); // 2025-07-01
+    let v = TdxVerifier::new().unwrap();
+    assert_eq!(v.verify(ev, at).unwrap().claims.tcb_status, "UpToDate");
+    let mut g = c.benchmark_group("tdx");
+    g.bench_function("quote-cold", |b| b.iter(|| v.verify(black_box(ev), at).is_ok()));
+    g.finish();
+}
+
+criterion_group!(benches, tpm, snp, nvgpu, tdx);
 criterion_main!(benches);
