@@ -112,6 +112,10 @@ pub struct MigrationRefused {
     pub reasons: Vec<String>,
 }
 
+/// How long a move waits for a round already running with a node (a round is bounded by
+/// the agent timeouts, well under this).
+const ROUND_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn refused(check: &str, detail: impl Into<String>) -> MigrationRefused {
     MigrationRefused {
         check: check.into(),
@@ -333,8 +337,20 @@ impl Service {
     }
 
     /// A round with `node` now; refused as `check` with its reasons when it fails.
+    /// A round already running with the node (the scheduler's, or the node's push) is
+    /// waited for, up to `ROUND_WAIT`: the move needs a round of its own, after it.
     async fn passes_now(self: &Arc<Self>, node: &NodeRecord, check: &str) -> Result<(), MigrationRefused> {
-        let r = self.attest(&node.id).await?;
+        let deadline = std::time::Instant::now() + ROUND_WAIT;
+        let r = loop {
+            match self.attest(&node.id).await {
+                Err(ServiceError::Busy(m)) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(node = %node.name, "{m}; waiting");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(ServiceError::Busy(m)) => return Err(refused("busy", m)),
+                other => break other?,
+            }
+        };
         match r.failed_check {
             None => Ok(()),
             Some(c) => Err(MigrationRefused {
@@ -985,6 +1001,30 @@ mod tests {
         chip_check(&prepared(&[]), &[]).unwrap();
         let e = chip_check(&prepared(&[("F9", &["x"])]), &h100).unwrap_err();
         assert_eq!(e.check, "safetensors_dtype");
+    }
+
+    /// A destination whose scheduled round (or its own push) is running when a move asks
+    /// for a fresh one: the move waits for it and runs its own round, instead of failing
+    /// as `internal: busy` (seen in CI: migrate_e2e failed when the scheduler's round
+    /// with `node-us` overlapped the move's).
+    #[tokio::test]
+    async fn a_move_waits_for_a_round_already_running_then_runs_its_own() {
+        let d = tempfile::tempdir().unwrap();
+        let svc = Arc::new(Service::open(crate::tests::config(d.path())).unwrap());
+        svc.store
+            .put_node(&crate::store::NodeRecord::sample("n1"))
+            .unwrap();
+        let node = svc.store.node("n1").unwrap().unwrap();
+        let guard = svc.claim_round("n1").unwrap();
+        let s2 = svc.clone();
+        let t = tokio::spawn(async move { s2.passes_now(&node, "destination_attestation").await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!t.is_finished(), "gave up while another round ran: {:?}", t.await);
+        drop(guard);
+        // Its own round then ran: the sample node's endpoint answers nothing, so the
+        // round fails, and the move is refused for that, not for `busy`.
+        let e = t.await.unwrap().unwrap_err();
+        assert_eq!(e.check, "destination_attestation", "{e:?}");
     }
 
     #[test]

@@ -1110,7 +1110,7 @@ fn device_json<C: Serialize, E: FailedCheck>(
 }
 
 /// Releases a node's in-flight mark when the round ends, however it ends.
-struct InFlight<'a> {
+pub(crate) struct InFlight<'a> {
     svc: &'a Service,
     node: String,
 }
@@ -1126,7 +1126,7 @@ impl Drop for InFlight<'_> {
 }
 
 impl Service {
-    fn claim_round(&self, node_id: &str) -> Option<InFlight<'_>> {
+    pub(crate) fn claim_round(&self, node_id: &str) -> Option<InFlight<'_>> {
         let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         set.insert(node_id.to_owned()).then(|| InFlight {
             svc: self,
