@@ -1,4 +1,4 @@
-//! `custody verify tpm|snp|nvgpu`.
+//! `custody verify tpm|snp|nvgpu|tdx|azure-cvm`.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -18,6 +18,48 @@ pub enum VerifyCmd {
     Nvgpu(NvgpuArgs),
     /// An Intel TDX quote (v4 or v5) with its collateral as Intel PCS serves it.
     Tdx(TdxArgs),
+    /// An Azure confidential VM on SEV-SNP: the paravisor's HCL report and the vTPM quote.
+    AzureCvm(AzureArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AzureArgs {
+    /// The HCL report (vTPM NV index 0x01400001, `tpm2_nvread 0x01400001`).
+    #[arg(long)]
+    hcl_report: PathBuf,
+    /// The VCEK (DER or PEM), as Azure's IMDS or AMD KDS serves it.
+    #[arg(long)]
+    vcek: PathBuf,
+    /// ASK/ARK (PEM) to use instead of the built-in ones.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// TPMS_ATTEST (`tpm2_quote -m`).
+    #[arg(long)]
+    quote: PathBuf,
+    /// The quote signature: TPMT_SIGNATURE or the raw RSA signature.
+    #[arg(long)]
+    sig: PathBuf,
+    /// PCR values: `tpm2_quote -o`, or text lines `INDEX HEX` (SHA-256).
+    #[arg(long)]
+    pcrs: PathBuf,
+    /// Expected extraData, hex.
+    #[arg(long)]
+    nonce: String,
+    /// The AK (PEM/DER SPKI) the caller expects; must be the runtime data's HCLAkPub.
+    #[arg(long)]
+    ak: Option<PathBuf>,
+    /// Also require the nonce in the runtime data's user-data (check `user_data`).
+    #[arg(long)]
+    require_user_data: bool,
+    /// AMD KDS CRL (DER), one per ARK; repeat.
+    #[arg(long = "crl")]
+    crls: Vec<PathBuf>,
+    /// Days past a CRL's nextUpdate it is still taken as fresh.
+    #[arg(long, default_value_t = 0)]
+    crl_grace_days: u32,
+    /// Appraisal time (RFC 3339); default now.
+    #[arg(long)]
+    at: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +174,7 @@ pub fn run(cmd: VerifyCmd) -> ExitCode {
         VerifyCmd::Snp(a) => snp(a),
         VerifyCmd::Nvgpu(a) => nvgpu(a),
         VerifyCmd::Tdx(a) => tdx(a),
+        VerifyCmd::AzureCvm(a) => azure(a),
     };
     match r {
         Ok(code) => code,
@@ -269,6 +312,58 @@ fn tdx(a: TdxArgs) -> Result<ExitCode, Usage> {
     emit(TdxVerifier::KIND, outcome)
 }
 
+fn read_crls(paths: &[PathBuf]) -> Result<Vec<custody_verifier::crl::Crl>, Usage> {
+    let mut crls = Vec::new();
+    for p in paths {
+        let bytes = read(p, "CRL")?;
+        crls.push(
+            custody_verifier::crl::Crl::parse(&bytes)
+                .with_context(|| format!("--crl {}", p.display()))
+                .map_err(Usage)?,
+        );
+    }
+    Ok(crls)
+}
+
+fn azure(a: AzureArgs) -> Result<ExitCode, Usage> {
+    use custody_verifier::azure::{AzureEvidence, AzureVerifier};
+    use custody_verifier::snp::SnpVerifier;
+    use custody_verifier::tpm::TpmVerifier;
+    use custody_verifier::EvidenceVerifier;
+    let hcl_report = read(&a.hcl_report, "HCL report")?;
+    let vcek = read(&a.vcek, "VCEK")?;
+    let ca = a.ca.as_deref().map(|p| read(p, "CA chain")).transpose()?;
+    let quote = read(&a.quote, "quote")?;
+    let signature = read(&a.sig, "signature")?;
+    let pcrs = read(&a.pcrs, "PCR file")?;
+    let ak = a.ak.as_deref().map(|p| read(p, "attestation key")).transpose()?;
+    let nonce = hex_arg(&a.nonce, "--nonce")?;
+    let at = at_arg(a.at.as_deref())?;
+    let snp = SnpVerifier::builtin()
+        .context("built-in AMD roots")
+        .map_err(Usage)?
+        .with_crls(read_crls(&a.crls)?, i64::from(a.crl_grace_days) * 86_400);
+    let verifier = AzureVerifier {
+        snp,
+        tpm: TpmVerifier::new(),
+    };
+    let outcome = verifier.verify(
+        AzureEvidence {
+            hcl_report: &hcl_report,
+            vcek: &vcek,
+            ca_chain: ca.as_deref(),
+            quote: &quote,
+            signature: &signature,
+            pcrs: &pcrs,
+            nonce: &nonce,
+            ak: ak.as_deref(),
+            require_user_data: a.require_user_data,
+        },
+        at,
+    );
+    emit(AzureVerifier::KIND, outcome)
+}
+
 fn tpm(a: TpmArgs) -> Result<ExitCode, Usage> {
     use custody_verifier::tpm::{TpmEvidence, TpmVerifier};
     use custody_verifier::EvidenceVerifier;
@@ -305,15 +400,7 @@ fn snp(a: SnpArgs) -> Result<ExitCode, Usage> {
         ),
         None => None,
     };
-    let mut crls = Vec::new();
-    for p in &a.crls {
-        let bytes = read(p, "CRL")?;
-        crls.push(
-            custody_verifier::crl::Crl::parse(&bytes)
-                .with_context(|| format!("--crl {}", p.display()))
-                .map_err(Usage)?,
-        );
-    }
+    let crls = read_crls(&a.crls)?;
     let verifier = SnpVerifier::builtin()
         .context("built-in AMD roots")
         .map_err(Usage)?

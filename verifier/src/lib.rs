@@ -4,6 +4,7 @@
 //! One module per evidence kind, each implementing [`check::EvidenceVerifier`].
 #![forbid(unsafe_code)]
 
+pub mod azure;
 pub mod cache;
 pub mod check;
 pub mod crl;
