@@ -1,4 +1,4 @@
-//! `custody verify tpm|snp|nvgpu|tdx|azure-cvm`.
+//! `custody verify tpm|snp|nvgpu|tdx|azure-cvm|gcp-vtpm`.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -20,6 +20,42 @@ pub enum VerifyCmd {
     Tdx(TdxArgs),
     /// An Azure confidential VM on SEV-SNP: the paravisor's HCL report and the vTPM quote.
     AzureCvm(AzureArgs),
+    /// A Google Cloud VM's vTPM quote under the AK certificate Google issued to it.
+    GcpVtpm(GcpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GcpArgs {
+    /// The AK certificate (DER or PEM; vTPM NV index 0x01C10000, or the GCE API).
+    #[arg(long)]
+    ak_cert: PathBuf,
+    /// The AK (PEM/DER SPKI) the caller expects; must be the certificate's key.
+    #[arg(long)]
+    ak: Option<PathBuf>,
+    /// TPMS_ATTEST (`tpm2_quote -m`).
+    #[arg(long)]
+    quote: PathBuf,
+    /// TPMT_SIGNATURE (`tpm2_quote -s`).
+    #[arg(long)]
+    sig: PathBuf,
+    /// PCR values: `tpm2_quote -o`, or text lines `INDEX HEX` (one bank).
+    #[arg(long)]
+    pcrs: PathBuf,
+    /// Expected extraData, hex (may be empty).
+    #[arg(long)]
+    nonce: String,
+    /// The TCG event log, replayed against the quoted PCRs.
+    #[arg(long)]
+    eventlog: Option<PathBuf>,
+    /// Roots to trust instead of Google's built-in ones (PEM or DER).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// More intermediates (PEM or DER), e.g. one Google issued after this release.
+    #[arg(long)]
+    intermediates: Option<PathBuf>,
+    /// Appraisal time (RFC 3339); default now.
+    #[arg(long)]
+    at: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +211,7 @@ pub fn run(cmd: VerifyCmd) -> ExitCode {
         VerifyCmd::Nvgpu(a) => nvgpu(a),
         VerifyCmd::Tdx(a) => tdx(a),
         VerifyCmd::AzureCvm(a) => azure(a),
+        VerifyCmd::GcpVtpm(a) => gcp(a),
     };
     match r {
         Ok(code) => code,
@@ -362,6 +399,46 @@ fn azure(a: AzureArgs) -> Result<ExitCode, Usage> {
         at,
     );
     emit(AzureVerifier::KIND, outcome)
+}
+
+fn gcp(a: GcpArgs) -> Result<ExitCode, Usage> {
+    use custody_verifier::gcp::{GcpEvidence, GcpVerifier};
+    use custody_verifier::EvidenceVerifier;
+    let ak_cert = read(&a.ak_cert, "AK certificate")?;
+    let ak = a.ak.as_deref().map(|p| read(p, "attestation key")).transpose()?;
+    let quote = read(&a.quote, "quote")?;
+    let signature = read(&a.sig, "signature")?;
+    let pcrs = read(&a.pcrs, "PCR file")?;
+    let nonce = hex_arg(&a.nonce, "--nonce")?;
+    let event_log = a.eventlog.as_deref().map(|p| read(p, "event log")).transpose()?;
+    let intermediates = a
+        .intermediates
+        .as_deref()
+        .map(|p| read(p, "intermediates"))
+        .transpose()?;
+    let at = at_arg(a.at.as_deref())?;
+    let verifier = match &a.root {
+        Some(p) => GcpVerifier::with_roots(&read(p, "root")?, intermediates.as_deref()),
+        None => match &intermediates {
+            Some(i) => GcpVerifier::builtin().and_then(|v| v.with_intermediates(i)),
+            None => GcpVerifier::builtin(),
+        },
+    }
+    .context("Google roots")
+    .map_err(Usage)?;
+    let outcome = verifier.verify(
+        GcpEvidence {
+            ak_cert: &ak_cert,
+            ak: ak.as_deref(),
+            quote: &quote,
+            signature: &signature,
+            pcrs: &pcrs,
+            nonce: &nonce,
+            event_log: event_log.as_deref(),
+        },
+        at,
+    );
+    emit(GcpVerifier::KIND, outcome)
 }
 
 fn tpm(a: TpmArgs) -> Result<ExitCode, Usage> {

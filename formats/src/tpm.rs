@@ -726,6 +726,50 @@ pub struct PcrFile {
 }
 
 impl PcrFile {
+    /// PCR values as text lines `INDEX HEX` (one bank, told by the digest length), as cloud
+    /// tools (Azure's, go-tpm-tools') print them; blank lines are skipped. Strict: PCRs
+    /// 0-23, each once, all of one bank. Fuzzed (`tpm_pcrs`).
+    pub fn from_text(text: &str) -> Result<Self, TpmError> {
+        let bad = |m: String| TpmError::PcrFile(m);
+        let mut values: Vec<(HashAlg, u32, Vec<u8>)> = Vec::new();
+        let mut bank = None;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if values.len() >= 24 {
+                return Err(bad("more than 24 PCR lines".into()));
+            }
+            let mut parts = line.split_whitespace();
+            let (Some(i), Some(h), None) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(bad("a line is not `INDEX HEX`".into()));
+            };
+            let i: u32 = i
+                .parse()
+                .ok()
+                .filter(|i| *i <= 23)
+                .ok_or_else(|| bad("a PCR index is not 0-23".into()))?;
+            let v = hex::decode(h).map_err(|_| bad(format!("PCR {i}: not hex")))?;
+            let b = HashAlg::ALL
+                .into_iter()
+                .find(|b| b.digest_len() == v.len())
+                .ok_or_else(|| bad(format!("PCR {i}: {} bytes is no bank's digest", v.len())))?;
+            if *bank.get_or_insert(b) != b {
+                return Err(bad(format!("PCR {i}: banks mixed in one file")));
+            }
+            if values.iter().any(|(_, j, _)| *j == i) {
+                return Err(bad(format!("PCR {i} twice")));
+            }
+            values.push((b, i, v));
+        }
+        let bank = bank.ok_or_else(|| bad("no PCR lines".into()))?;
+        values.sort_by_key(|(_, i, _)| *i);
+        Ok(PcrFile {
+            selection: vec![PcrSelection {
+                bank,
+                pcrs: values.iter().map(|(_, i, _)| *i).collect(),
+            }],
+            values,
+        })
+    }
+
     pub fn get(&self, bank: HashAlg, pcr: u32) -> Option<&[u8]> {
         self.values
             .iter()

@@ -74,6 +74,11 @@ fn prefixed(kind: &str, check: &str) -> &'static str {
     }
 }
 
+/// A TPM check under its cloud name (`tpm_signature`, ...), for the cloud vTPM kinds.
+pub(crate) fn tpm_check(check: &str) -> &'static str {
+    prefixed("tpm", check)
+}
+
 impl FailedCheck for AzureError {
     fn check(&self) -> &'static str {
         match self {
@@ -99,7 +104,7 @@ pub struct AzureEvidence<'a> {
     /// signature Azure's tools write.
     pub quote: &'a [u8],
     pub signature: &'a [u8],
-    /// PCR values: `tpm2_quote -o` binary, or text lines `INDEX HEX` (SHA-256 bank).
+    /// PCR values: `tpm2_quote -o` binary, or text lines `INDEX HEX` (one bank).
     pub pcrs: &'a [u8],
     /// The quote's expected extraData.
     pub nonce: &'a [u8],
@@ -277,45 +282,17 @@ fn tpmt_rsassa_sha256(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Text PCR lines (`INDEX HEX`, SHA-256) as the `tpm2_quote -o` file, or the input as is.
-fn pcr_file(input: &[u8]) -> Result<Vec<u8>, AzureError> {
-    use custody_formats::alg::HashAlg;
-    use custody_formats::tpm::{PcrFile, PcrSelection};
-    let Ok(text) = std::str::from_utf8(input) else {
-        return Ok(input.to_vec());
+/// Text PCR lines (`INDEX HEX`) as the `tpm2_quote -o` file, or the input as is.
+pub(crate) fn pcr_file(input: &[u8]) -> Result<Vec<u8>, crate::tpm::TpmVerifyError> {
+    use custody_formats::tpm::PcrFile;
+    let text = match std::str::from_utf8(input) {
+        // tpm2_quote -o starts with a little-endian count: never printable text.
+        Ok(t) if t.trim_start().starts_with(|c: char| c.is_ascii_digit()) => t,
+        _ => return Ok(input.to_vec()),
     };
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let looks_text = !lines.is_empty()
-        && lines.iter().all(|l| {
-            let mut p = l.split_whitespace();
-            p.next().is_some_and(|i| i.parse::<u32>().is_ok())
-                && p.next().is_some_and(|h| hex::decode(h).is_ok())
-        });
-    if !looks_text {
-        return Ok(input.to_vec());
-    }
-    let mut values = Vec::new();
-    for l in lines {
-        let mut p = l.split_whitespace();
-        let i: u32 = p.next().and_then(|i| i.parse().ok()).unwrap_or(u32::MAX);
-        let v = p.next().and_then(|h| hex::decode(h).ok()).unwrap_or_default();
-        if i > 23 || v.len() != 32 {
-            return Err(AzureError::Tpm(crate::tpm::TpmVerifyError::PcrFile(
-                custody_formats::tpm::TpmError::PcrFile(format!("line {l:?}: want PCR 0-23 and 32 bytes")),
-            )));
-        }
-        values.push((HashAlg::Sha256, i, v));
-    }
-    values.sort_by_key(|(_, i, _)| *i);
-    let file = PcrFile {
-        selection: vec![PcrSelection {
-            bank: HashAlg::Sha256,
-            pcrs: values.iter().map(|(_, i, _)| *i).collect(),
-        }],
-        values,
-    };
-    file.to_bytes()
-        .map_err(|e| AzureError::Tpm(crate::tpm::TpmVerifyError::PcrFile(e)))
+    PcrFile::from_text(text)
+        .and_then(|f| f.to_bytes())
+        .map_err(crate::tpm::TpmVerifyError::PcrFile)
 }
 
 /// Verifies Azure SNP CVM evidence with the AMD roots and a TPM quote verifier.
@@ -406,7 +383,7 @@ impl EvidenceVerifier for AzureVerifier {
         // The vTPM quote.
         let pcrs = match pcr_file(ev.pcrs) {
             Ok(p) => p,
-            Err(e) => return Err(log.reject(e)),
+            Err(e) => return Err(log.reject(AzureError::Tpm(e))),
         };
         let sig = if ev.signature.len() * 8 == bits {
             tpmt_rsassa_sha256(ev.signature)
@@ -445,7 +422,7 @@ impl EvidenceVerifier for AzureVerifier {
 }
 
 /// PEM (`PUBLIC KEY`) to DER, or DER as is.
-fn pem_or_der(b: &[u8]) -> Vec<u8> {
+pub(crate) fn pem_or_der(b: &[u8]) -> Vec<u8> {
     let Ok(s) = std::str::from_utf8(b) else {
         return b.to_vec();
     };

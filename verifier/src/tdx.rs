@@ -156,32 +156,7 @@ impl TdxVerifier {
 // ---------------------------------------------------------------------------------------
 // The PCK certificate's SGX extension: a DER walk, bounded by the extension's length.
 
-/// `(tag, content)` of each TLV directly in `b`.
-fn tlvs(mut b: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let (&tag, rest) = b.split_first().ok_or("empty")?;
-        let (&l0, mut rest) = rest.split_first().ok_or("no length")?;
-        let len = if l0 & 0x80 == 0 {
-            usize::from(l0)
-        } else {
-            let n = usize::from(l0 & 0x7f);
-            if n == 0 || n > 3 || rest.len() < n {
-                return Err("bad length".into());
-            }
-            let (lb, r) = rest.split_at(n);
-            rest = r;
-            lb.iter().fold(0usize, |a, x| (a << 8) | usize::from(*x))
-        };
-        if rest.len() < len {
-            return Err("truncated".into());
-        }
-        let (content, r) = rest.split_at(len);
-        out.push((tag, content));
-        b = r;
-    }
-    Ok(out)
-}
+use crate::der::tlvs;
 
 fn oid_string(b: &[u8]) -> String {
     let mut parts: Vec<u64> = Vec::new();
