@@ -109,7 +109,7 @@ impl Verifier {
         let port = free_port();
         let mut cfg = format!(
             "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nek_ca_dir = \"{}\"\n\
-             interval_secs = {}\nrevoke_after = {}\nnonce_ttl_secs = 10\nround_timeout_secs = 5\n\
+             interval_secs = {}\nrevoke_after = {}\nnonce_ttl_secs = 30\nround_timeout_secs = 5\n\
              checkpoint_secs = 1\n",
             dir.path().join("data").display(),
             ek.display(),
