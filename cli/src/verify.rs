@@ -32,18 +32,8 @@ pub struct GcpArgs {
     /// The AK (PEM/DER SPKI) the caller expects; must be the certificate's key.
     #[arg(long)]
     ak: Option<PathBuf>,
-    /// TPMS_ATTEST (`tpm2_quote -m`).
-    #[arg(long)]
-    quote: PathBuf,
-    /// TPMT_SIGNATURE (`tpm2_quote -s`).
-    #[arg(long)]
-    sig: PathBuf,
-    /// PCR values: `tpm2_quote -o`, or text lines `INDEX HEX` (one bank).
-    #[arg(long)]
-    pcrs: PathBuf,
-    /// Expected extraData, hex (may be empty).
-    #[arg(long)]
-    nonce: String,
+    #[command(flatten)]
+    q: QuoteFiles,
     /// The TCG event log, replayed against the quoted PCRs.
     #[arg(long)]
     eventlog: Option<PathBuf>,
@@ -69,18 +59,8 @@ pub struct AzureArgs {
     /// ASK/ARK (PEM) to use instead of the built-in ones.
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// TPMS_ATTEST (`tpm2_quote -m`).
-    #[arg(long)]
-    quote: PathBuf,
-    /// The quote signature: TPMT_SIGNATURE or the raw RSA signature.
-    #[arg(long)]
-    sig: PathBuf,
-    /// PCR values: `tpm2_quote -o`, or text lines `INDEX HEX` (SHA-256).
-    #[arg(long)]
-    pcrs: PathBuf,
-    /// Expected extraData, hex.
-    #[arg(long)]
-    nonce: String,
+    #[command(flatten)]
+    q: QuoteFiles,
     /// The AK (PEM/DER SPKI) the caller expects; must be the runtime data's HCLAkPub.
     #[arg(long)]
     ak: Option<PathBuf>,
@@ -121,23 +101,44 @@ pub struct TdxArgs {
     at: Option<String>,
 }
 
+/// A quote as `tpm2_quote -m/-s/-o` writes it, and the nonce it must carry.
 #[derive(Debug, Args)]
-pub struct TpmArgs {
+pub struct QuoteFiles {
     /// TPMS_ATTEST (`tpm2_quote -m`).
     #[arg(long)]
     quote: PathBuf,
-    /// TPMT_SIGNATURE (`tpm2_quote -s`).
+    /// TPMT_SIGNATURE (`tpm2_quote -s`); azure-cvm also takes the raw RSA signature.
     #[arg(long)]
     sig: PathBuf,
+    /// PCR values: `tpm2_quote -o`, or text lines `INDEX HEX` (one bank) as cloud tools print.
+    #[arg(long)]
+    pcrs: PathBuf,
+    /// Expected extraData, hex (exact bytes; may be empty).
+    #[arg(long)]
+    nonce: String,
+}
+
+/// The quote's files read: (quote, signature, PCRs, nonce).
+type Quote = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+
+impl QuoteFiles {
+    fn read(&self) -> Result<Quote, Usage> {
+        Ok((
+            read(&self.quote, "quote")?,
+            read(&self.sig, "signature")?,
+            read(&self.pcrs, "PCR file")?,
+            hex_arg(&self.nonce, "--nonce")?,
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TpmArgs {
+    #[command(flatten)]
+    q: QuoteFiles,
     /// Attestation key: PEM/DER SubjectPublicKeyInfo, or TPMT_PUBLIC / TPM2B_PUBLIC.
     #[arg(long)]
     ak: PathBuf,
-    /// PCR values (`tpm2_quote -o`).
-    #[arg(long)]
-    pcrs: PathBuf,
-    /// Expected extraData, hex (exact bytes).
-    #[arg(long)]
-    nonce: String,
     /// TCG PC Client measured-boot event log to replay against the quoted PCRs.
     #[arg(long)]
     eventlog: Option<PathBuf>,
@@ -370,11 +371,8 @@ fn azure(a: AzureArgs) -> Result<ExitCode, Usage> {
     let hcl_report = read(&a.hcl_report, "HCL report")?;
     let vcek = read(&a.vcek, "VCEK")?;
     let ca = a.ca.as_deref().map(|p| read(p, "CA chain")).transpose()?;
-    let quote = read(&a.quote, "quote")?;
-    let signature = read(&a.sig, "signature")?;
-    let pcrs = read(&a.pcrs, "PCR file")?;
+    let (quote, signature, pcrs, nonce) = a.q.read()?;
     let ak = a.ak.as_deref().map(|p| read(p, "attestation key")).transpose()?;
-    let nonce = hex_arg(&a.nonce, "--nonce")?;
     let at = at_arg(a.at.as_deref())?;
     let snp = SnpVerifier::builtin()
         .context("built-in AMD roots")
@@ -406,10 +404,7 @@ fn gcp(a: GcpArgs) -> Result<ExitCode, Usage> {
     use custody_verifier::EvidenceVerifier;
     let ak_cert = read(&a.ak_cert, "AK certificate")?;
     let ak = a.ak.as_deref().map(|p| read(p, "attestation key")).transpose()?;
-    let quote = read(&a.quote, "quote")?;
-    let signature = read(&a.sig, "signature")?;
-    let pcrs = read(&a.pcrs, "PCR file")?;
-    let nonce = hex_arg(&a.nonce, "--nonce")?;
+    let (quote, signature, pcrs, nonce) = a.q.read()?;
     let event_log = a.eventlog.as_deref().map(|p| read(p, "event log")).transpose()?;
     let intermediates = a
         .intermediates
@@ -444,11 +439,11 @@ fn gcp(a: GcpArgs) -> Result<ExitCode, Usage> {
 fn tpm(a: TpmArgs) -> Result<ExitCode, Usage> {
     use custody_verifier::tpm::{TpmEvidence, TpmVerifier};
     use custody_verifier::EvidenceVerifier;
-    let quote = read(&a.quote, "quote")?;
-    let signature = read(&a.sig, "signature")?;
+    let (quote, signature, pcrs, nonce) = a.q.read()?;
+    let pcrs = custody_verifier::tpm::pcr_file_or_text(&pcrs)
+        .context("--pcrs")
+        .map_err(Usage)?;
     let ak = read(&a.ak, "attestation key")?;
-    let pcrs = read(&a.pcrs, "PCR file")?;
-    let nonce = hex_arg(&a.nonce, "--nonce")?;
     let event_log = a.eventlog.as_deref().map(|p| read(p, "event log")).transpose()?;
     let at = at_arg(a.at.as_deref())?;
     let evidence = TpmEvidence {

@@ -69,3 +69,27 @@ fn gce_vtpm_rejections_name_their_check() {
     let check = r.failed_check().unwrap_or_default();
     assert!(check.starts_with("tpm_pcr"), "{check}");
 }
+
+/// The same quote as a plain TPM quote, its PCRs in the text form: `verify tpm` reads it
+/// too, and only the cloud kind knows whose vTPM it is.
+#[test]
+fn a_gce_quote_verifies_as_a_plain_tpm_quote_with_text_pcrs() {
+    let dir = testvectors().join("gcp/gcp-vtpm-go-tpm-tools-cos85/split-nonce9009");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let r = custody([
+        "verify".to_string(),
+        "tpm".into(),
+        "--quote".into(),
+        p("quote1_msg.bin"),
+        "--sig".into(),
+        p("quote1_sig.tpmt_signature"),
+        "--pcrs".into(),
+        p("quote1_pcrs.txt"),
+        "--ak".into(),
+        p("ak_pub.tpmt_public"),
+        "--nonce".into(),
+        "9009".into(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.json()["claims"].get("instance").is_none());
+}

@@ -282,19 +282,6 @@ fn tpmt_rsassa_sha256(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Text PCR lines (`INDEX HEX`) as the `tpm2_quote -o` file, or the input as is.
-pub(crate) fn pcr_file(input: &[u8]) -> Result<Vec<u8>, crate::tpm::TpmVerifyError> {
-    use custody_formats::tpm::PcrFile;
-    let text = match std::str::from_utf8(input) {
-        // tpm2_quote -o starts with a little-endian count: never printable text.
-        Ok(t) if t.trim_start().starts_with(|c: char| c.is_ascii_digit()) => t,
-        _ => return Ok(input.to_vec()),
-    };
-    PcrFile::from_text(text)
-        .and_then(|f| f.to_bytes())
-        .map_err(crate::tpm::TpmVerifyError::PcrFile)
-}
-
 /// Verifies Azure SNP CVM evidence with the AMD roots and a TPM quote verifier.
 #[derive(Debug)]
 pub struct AzureVerifier {
@@ -381,7 +368,7 @@ impl EvidenceVerifier for AzureVerifier {
         }
         log.pass("ak", format!("HCLAkPub, RSA-{bits}"));
         // The vTPM quote.
-        let pcrs = match pcr_file(ev.pcrs) {
+        let pcrs = match crate::tpm::pcr_file_or_text(ev.pcrs) {
             Ok(p) => p,
             Err(e) => return Err(log.reject(AzureError::Tpm(e))),
         };

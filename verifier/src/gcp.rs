@@ -348,7 +348,7 @@ impl EvidenceVerifier for GcpVerifier {
             }
         }
         log.pass("ak", "the AK certificate's key signs the quote");
-        let pcrs = tri!(crate::azure::pcr_file(ev.pcrs));
+        let pcrs = tri!(crate::tpm::pcr_file_or_text(ev.pcrs));
         let quote = self.tpm.verify(
             TpmEvidence {
                 quote: ev.quote,

@@ -279,6 +279,20 @@ pub struct TpmClaims {
     pub event_log: Option<EventLogClaims>,
 }
 
+/// PCR values as the `tpm2_quote -o` file: text lines `INDEX HEX` (one bank, as cloud
+/// tools print them) are converted; anything else is taken as that file already.
+pub fn pcr_file_or_text(input: &[u8]) -> Result<Vec<u8>, TpmVerifyError> {
+    use custody_formats::tpm::PcrFile;
+    let text = match std::str::from_utf8(input) {
+        // tpm2_quote -o starts with a little-endian bank count: never a digit.
+        Ok(t) if t.trim_start().starts_with(|c: char| c.is_ascii_digit()) => t,
+        _ => return Ok(input.to_vec()),
+    };
+    PcrFile::from_text(text)
+        .and_then(|f| f.to_bytes())
+        .map_err(TpmVerifyError::PcrFile)
+}
+
 /// TPM quote verifier. The AK is part of the evidence (its provenance is established at
 /// enrollment). A node presents the same AK every round, so parsed AKs and the aws-lc keys
 /// prepared from them are kept in small bounded caches keyed by the exact AK bytes (and

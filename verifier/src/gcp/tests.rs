@@ -31,16 +31,25 @@ fn files(dir: &str, quote: usize) -> Files {
 /// Inside the AK certificate's validity (2021-08-31 .. 2051-08-24).
 const AT: UnixTime = UnixTime(1_767_225_600); // 2026-01-01
 
+/// The files as evidence, without the caller's AK and event log.
+fn evidence<'a>(f: &'a Files, nonce: &'a [u8]) -> GcpEvidence<'a> {
+    GcpEvidence {
+        ak_cert: &f.ak_cert,
+        ak: None,
+        quote: &f.quote,
+        signature: &f.sig,
+        pcrs: &f.pcrs,
+        nonce,
+        event_log: None,
+    }
+}
+
 fn run(f: &Files, nonce: &[u8], event_log: bool) -> Outcome<GcpClaims, GcpError> {
     GcpVerifier::builtin().unwrap().verify(
         GcpEvidence {
-            ak_cert: &f.ak_cert,
             ak: Some(&f.ak),
-            quote: &f.quote,
-            signature: &f.sig,
-            pcrs: &f.pcrs,
-            nonce,
             event_log: event_log.then_some(f.event_log.as_slice()),
+            ..evidence(f, nonce)
         },
         AT,
     )
@@ -145,19 +154,9 @@ fn a_swapped_ak_or_certificate_is_refused() {
     // key did not sign this quote.
     let mut f = files("cos85-nonce9009", 1);
     f.ak_cert = read("openpcc-ak-cert/ak_cert.pem");
-    f.ak = Vec::new();
-    let o = GcpVerifier::builtin().unwrap().verify(
-        GcpEvidence {
-            ak_cert: &f.ak_cert,
-            ak: None,
-            quote: &f.quote,
-            signature: &f.sig,
-            pcrs: &f.pcrs,
-            nonce: &[0x90, 0x09],
-            event_log: None,
-        },
-        AT,
-    );
+    let o = GcpVerifier::builtin()
+        .unwrap()
+        .verify(evidence(&f, &[0x90, 0x09]), AT);
     let e = failed(o);
     assert!(e.starts_with("tpm_"), "{e}");
 }
@@ -184,33 +183,15 @@ fn the_2024_intermediate_is_found_among_same_named_ones() {
 #[test]
 fn outside_the_certificate_window_or_under_another_root_fails() {
     let f = files("cos85-nonce9009", 1);
-    let o = GcpVerifier::builtin().unwrap().verify(
-        GcpEvidence {
-            ak_cert: &f.ak_cert,
-            ak: None,
-            quote: &f.quote,
-            signature: &f.sig,
-            pcrs: &f.pcrs,
-            nonce: &[0x90, 0x09],
-            event_log: None,
-        },
-        UnixTime(1_600_000_000), // 2020
-    );
+    let o = GcpVerifier::builtin()
+        .unwrap()
+        .verify(evidence(&f, &[0x90, 0x09]), UnixTime(1_600_000_000)); // 2020
     assert!(failed(o).starts_with("ak_cert_validity:"));
     // Only the AMD Milan ARK trusted: Google's chain ends nowhere.
     let amd = std::fs::read(format!("{}/roots/amd/milan-ark.pem", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let o = GcpVerifier::with_roots(&amd, None).unwrap().verify(
-        GcpEvidence {
-            ak_cert: &f.ak_cert,
-            ak: None,
-            quote: &f.quote,
-            signature: &f.sig,
-            pcrs: &f.pcrs,
-            nonce: &[0x90, 0x09],
-            event_log: None,
-        },
-        AT,
-    );
+    let o = GcpVerifier::with_roots(&amd, None)
+        .unwrap()
+        .verify(evidence(&f, &[0x90, 0x09]), AT);
     assert!(failed(o).starts_with("ak_cert_chain:"));
 }
 
