@@ -53,12 +53,18 @@ pub struct AzureArgs {
     /// The HCL report (vTPM NV index 0x01400001, `tpm2_nvread 0x01400001`).
     #[arg(long)]
     hcl_report: PathBuf,
-    /// The VCEK (DER or PEM), as Azure's IMDS or AMD KDS serves it.
-    #[arg(long)]
-    vcek: PathBuf,
+    /// SEV-SNP: the VCEK (DER or PEM), as Azure's IMDS or AMD KDS serves it.
+    #[arg(long, required_unless_present = "td_quote", conflicts_with = "td_quote")]
+    vcek: Option<PathBuf>,
     /// ASK/ARK (PEM) to use instead of the built-in ones.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// TDX: the TD quote of the HCL's TDREPORT (from Azure's quoting service).
+    #[arg(long, requires = "collateral")]
+    td_quote: Option<PathBuf>,
+    /// TDX: the Intel PCS collateral directory, as for `verify tdx`.
+    #[arg(long, requires = "td_quote")]
+    collateral: Option<PathBuf>,
     #[command(flatten)]
     q: QuoteFiles,
     /// The AK (PEM/DER SPKI) the caller expects; must be the runtime data's HCLAkPub.
@@ -292,14 +298,25 @@ fn emit<C: Serialize, E: FailedCheck>(kind: &str, outcome: Outcome<C, E>) -> Res
     }
 }
 
+/// The six files of an Intel PCS collateral directory, in `TdxCollateral`'s order.
+fn read_collateral(dir: &Path) -> Result<[Vec<u8>; 6], Usage> {
+    let c = |name: &str| read(&dir.join(name), name);
+    Ok([
+        c("tcb_info.pcs.json")?,
+        c("tcb_info_issuer_chain.pem")?,
+        c("qe_identity.pcs.json")?,
+        c("qe_identity_issuer_chain.pem")?,
+        c("pck_crl.der")?,
+        c("root_ca_crl.der")?,
+    ])
+}
+
 fn tdx(a: TdxArgs) -> Result<ExitCode, Usage> {
     use custody_verifier::tdx::{TdxCollateral, TdxEvidence, TdxVerifier};
     use custody_verifier::EvidenceVerifier;
     let quote = read(&a.quote, "quote")?;
-    let c = |name: &str| read(&a.collateral.join(name), name);
-    let (tcb_info, tcb_info_chain) = (c("tcb_info.pcs.json")?, c("tcb_info_issuer_chain.pem")?);
-    let (qe_identity, qe_identity_chain) = (c("qe_identity.pcs.json")?, c("qe_identity_issuer_chain.pem")?);
-    let (pck_crl, root_ca_crl) = (c("pck_crl.der")?, c("root_ca_crl.der")?);
+    let [tcb_info, tcb_info_chain, qe_identity, qe_identity_chain, pck_crl, root_ca_crl] =
+        read_collateral(&a.collateral)?;
     let report_data = match &a.report_data {
         Some(h) => {
             let b = hex_arg(h, "--report-data")?;
@@ -364,13 +381,16 @@ fn read_crls(paths: &[PathBuf]) -> Result<Vec<custody_verifier::crl::Crl>, Usage
 }
 
 fn azure(a: AzureArgs) -> Result<ExitCode, Usage> {
-    use custody_verifier::azure::{AzureEvidence, AzureVerifier};
+    use custody_verifier::azure::{AzureEvidence, AzureHardware, AzureVerifier};
     use custody_verifier::snp::SnpVerifier;
+    use custody_verifier::tdx::{TdxCollateral, TdxVerifier};
     use custody_verifier::tpm::TpmVerifier;
     use custody_verifier::EvidenceVerifier;
     let hcl_report = read(&a.hcl_report, "HCL report")?;
-    let vcek = read(&a.vcek, "VCEK")?;
+    let vcek = a.vcek.as_deref().map(|p| read(p, "VCEK")).transpose()?;
     let ca = a.ca.as_deref().map(|p| read(p, "CA chain")).transpose()?;
+    let td_quote = a.td_quote.as_deref().map(|p| read(p, "TD quote")).transpose()?;
+    let collateral = a.collateral.as_deref().map(read_collateral).transpose()?;
     let (quote, signature, pcrs, nonce) = a.q.read()?;
     let ak = a.ak.as_deref().map(|p| read(p, "attestation key")).transpose()?;
     let at = at_arg(a.at.as_deref())?;
@@ -380,13 +400,40 @@ fn azure(a: AzureArgs) -> Result<ExitCode, Usage> {
         .with_crls(read_crls(&a.crls)?, i64::from(a.crl_grace_days) * 86_400);
     let verifier = AzureVerifier {
         snp,
+        tdx: TdxVerifier::new().context("Intel SGX Root CA").map_err(Usage)?,
         tpm: TpmVerifier::new(),
+    };
+    // clap guarantees one of --vcek and --td-quote, and --collateral with the latter.
+    let hardware = match (&vcek, &td_quote, &collateral) {
+        (Some(vcek), _, _) => AzureHardware::Snp {
+            vcek,
+            ca_chain: ca.as_deref(),
+        },
+        (
+            None,
+            Some(quote),
+            Some([tcb_info, tcb_info_chain, qe_identity, qe_identity_chain, pck_crl, root_ca_crl]),
+        ) => AzureHardware::Tdx {
+            quote,
+            collateral: TdxCollateral {
+                tcb_info,
+                tcb_info_chain,
+                qe_identity,
+                qe_identity_chain,
+                pck_crl,
+                root_ca_crl,
+            },
+        },
+        _ => {
+            return Err(Usage(anyhow::anyhow!(
+                "give --vcek, or --td-quote with --collateral"
+            )))
+        }
     };
     let outcome = verifier.verify(
         AzureEvidence {
             hcl_report: &hcl_report,
-            vcek: &vcek,
-            ca_chain: ca.as_deref(),
+            hardware,
             quote: &quote,
             signature: &signature,
             pcrs: &pcrs,

@@ -143,3 +143,50 @@ fn azure_cvm_rejections_name_their_check() {
     ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+/// Azure TDX: the HCL's TDREPORT, the TD quote of it with Intel PCS collateral, the vTPM
+/// quote (trustee's az-tdx-vtpm, automata's 2025-06 collateral): accepted, OutOfDate.
+#[test]
+fn an_azure_tdx_cvm_verifies_through_its_td_quote() {
+    let dir = testvectors().join("azure/az-tdx-vtpm-trustee");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let args = |at: &str, td_quote: &str| -> Vec<String> {
+        vec![
+            "verify".into(),
+            "azure-cvm".into(),
+            "--hcl-report".into(),
+            p("split/hcl_report.bin"),
+            "--td-quote".into(),
+            p(td_quote),
+            "--collateral".into(),
+            p("collateral_automata_2025-06"),
+            "--quote".into(),
+            p("split/tpm_quote_msg.bin"),
+            "--sig".into(),
+            p("split/tpm_quote_sig.bin"),
+            "--pcrs".into(),
+            p("split/pcrs.txt"),
+            "--nonce".into(),
+            "6368616c6c656e6765".into(),
+            "--at".into(),
+            at.into(),
+        ]
+    };
+    let r = custody(args("2025-06-15T00:00:00Z", "split/td_quote.bin"));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let j = r.json();
+    assert_eq!(j["claims"]["tdx"]["tcb_status"], "OutOfDate", "{j}");
+    assert!(j["claims"].get("snp").is_none(), "{j}");
+    // Another TD's quote (a TDX quote of Google's, valid in itself) is not this HCL's TD.
+    let gcp = testvectors().join("gcp/gcp-tdx-openpcc/quote.bin");
+    let mut a = args("2025-06-15T00:00:00Z", "split/td_quote.bin");
+    let i = a.iter().position(|x| x == "--td-quote").unwrap();
+    a[i + 1] = gcp.to_str().unwrap().into();
+    let r = custody(a);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.failed_check().as_deref(), Some("tdx_report_data"));
+    // --vcek and --td-quote together: usage.
+    let mut a = args("2025-06-15T00:00:00Z", "split/td_quote.bin");
+    a.extend(["--vcek".into(), p("split/td_quote.bin")]);
+    assert_eq!(custody(a).code, 2);
+}

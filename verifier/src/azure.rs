@@ -1,16 +1,19 @@
-//! Azure confidential VMs on SEV-SNP: the paravisor (HCL) report and the vTPM quote.
+//! Azure confidential VMs (SEV-SNP or TDX): the paravisor (HCL) report and the vTPM quote.
 //!
-//! The guest does not hold the SNP report's REPORT_DATA: Azure's paravisor does, and puts
-//! there the SHA-256 of a runtime-data JSON that carries the vTPM's attestation key
-//! (`HCLAkPub`). So the chain of trust is: AMD signs the report (the SNP checks), the
-//! report commits to the runtime data (`runtime_data`), the runtime data names the AK
+//! The guest does not hold the hardware report's REPORT_DATA: Azure's paravisor does, and
+//! puts there the SHA-256 of a runtime-data JSON that carries the vTPM's attestation key
+//! (`HCLAkPub`). So the chain of trust is: AMD signs the SNP report (the SNP checks), or
+//! Intel's quoting enclave signs a TD quote of the HCL's TDREPORT (the TDX checks, then
+//! `td_report`: the quote is of that TD), the report commits to the runtime data
+//! (`runtime_data`), the runtime data names the AK
 //! (`ak`), the AK signs the quote over the round's nonce (the TPM checks). The trust in
 //! the paravisor is explicit: the vTPM is software inside it, and the claims say
 //! `tpm: paravisor-vtpm`.
 //!
-//! Checks, in order: `hcl_report` (the HCLA envelope: header, SNP report, IGVM request
-//! header, runtime data), the SNP checks under `snp_*` names (`snp_cert_chain`, ...,
-//! `snp_report_data`: SHA-256 of the runtime data then zeros), `runtime_data`, `user_data`
+//! Checks, in order: `hcl_report` (the HCLA envelope: header, hardware report, IGVM
+//! request header, runtime data), the SNP checks under `snp_*` names (`snp_cert_chain`,
+//! ..., `snp_report_data`: SHA-256 of the runtime data then zeros) or the TDX checks under
+//! `tdx_*` names and `td_report`, `runtime_data`, `user_data`
 //! (if asked: the nonce is in the runtime data too), `ak` (the runtime data's
 //! `HCLAkPub`, an RSA key; a caller's AK must be the same), then the TPM checks under
 //! `tpm_*` names (`tpm_parse`, `tpm_signature`, `tpm_nonce`, `tpm_pcr_selection`,
@@ -18,6 +21,7 @@
 
 use crate::check::{Check, CheckLog, EvidenceVerifier, FailedCheck, Outcome, UnixTime};
 use crate::snp::{ExpectedReportData, SnpClaims, SnpEvidence, SnpVerifier};
+use crate::tdx::{TdxClaims, TdxCollateral, TdxEvidence, TdxVerifier};
 use crate::tpm::{TpmClaims, TpmEvidence, TpmVerifier};
 use aws_lc_rs::digest;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,6 +33,12 @@ use thiserror::Error;
 const HCL_HEADER_LEN: usize = 32;
 const SNP_REPORT_LEN: usize = 0x4A0;
 const IGVM_HEADER_LEN: usize = 20;
+/// A TDX TDREPORT, at the start of the hardware report's space.
+const TDREPORT_LEN: usize = 1024;
+/// In a TDREPORT: REPORTDATA, and TDINFO's attributes through RTMR3 (what a TD quote's
+/// body repeats, contiguous in both).
+const TDREPORT_DATA: std::ops::Range<usize> = 128..192;
+const TDINFO_MEASURED: std::ops::Range<usize> = 512..912;
 /// IGVM report types.
 const REPORT_TYPE_SNP: u32 = 2;
 const REPORT_TYPE_TDX: u32 = 4;
@@ -43,6 +53,10 @@ pub enum AzureError {
     Snp(#[from] crate::snp::SnpError),
     #[error("runtime data: {0}")]
     RuntimeData(String),
+    #[error("TD quote: {0}")]
+    Tdx(#[from] crate::tdx::TdxError),
+    #[error("TD report: {0}")]
+    TdReport(String),
     #[error("user data: {0}")]
     UserData(String),
     #[error("attestation key: {0}")]
@@ -69,6 +83,18 @@ fn prefixed(kind: &str, check: &str) -> &'static str {
         ("tpm", "pcr_selection") => "tpm_pcr_selection",
         ("tpm", "pcr_digest") => "tpm_pcr_digest",
         ("tpm", "event_log") => "tpm_event_log",
+        ("tdx", "parse") => "tdx_parse",
+        ("tdx", "cert_chain") => "tdx_cert_chain",
+        ("tdx", "cert_validity") => "tdx_cert_validity",
+        ("tdx", "revocation") => "tdx_revocation",
+        ("tdx", "qe_report_signature") => "tdx_qe_report_signature",
+        ("tdx", "qe_report_data") => "tdx_qe_report_data",
+        ("tdx", "quote_signature") => "tdx_quote_signature",
+        ("tdx", "qe_identity") => "tdx_qe_identity",
+        ("tdx", "tcb_info") => "tdx_tcb_info",
+        ("tdx", "tcb") => "tdx_tcb",
+        ("tdx", "report_data") => "tdx_report_data",
+        ("tdx", _) => "tdx",
         ("snp", _) => "snp",
         _ => "tpm",
     }
@@ -85,6 +111,8 @@ impl FailedCheck for AzureError {
             Self::Hcl(_) => "hcl_report",
             Self::Snp(e) => prefixed("snp", e.check()),
             Self::RuntimeData(_) => "runtime_data",
+            Self::Tdx(e) => prefixed("tdx", e.check()),
+            Self::TdReport(_) => "td_report",
             Self::UserData(_) => "user_data",
             Self::Ak(_) => "ak",
             Self::Tpm(e) => prefixed("tpm", e.check()),
@@ -92,14 +120,28 @@ impl FailedCheck for AzureError {
     }
 }
 
-/// One round of Azure SNP CVM evidence.
+/// What vouches for the HCL report's hardware part.
+#[derive(Debug, Clone, Copy)]
+pub enum AzureHardware<'a> {
+    /// SEV-SNP: the VCEK (DER or PEM) and, optionally, the ASK/ARK.
+    Snp {
+        vcek: &'a [u8],
+        ca_chain: Option<&'a [u8]>,
+    },
+    /// TDX: the TD quote Azure's quoting service made of the HCL's TDREPORT, and its
+    /// Intel PCS collateral.
+    Tdx {
+        quote: &'a [u8],
+        collateral: TdxCollateral<'a>,
+    },
+}
+
+/// One round of Azure CVM evidence.
 #[derive(Debug, Clone, Copy)]
 pub struct AzureEvidence<'a> {
     /// The HCL report, as read from the vTPM's NV index 0x01400001.
     pub hcl_report: &'a [u8],
-    /// The VCEK (DER or PEM) and, optionally, the ASK/ARK.
-    pub vcek: &'a [u8],
-    pub ca_chain: Option<&'a [u8]>,
+    pub hardware: AzureHardware<'a>,
     /// TPMS_ATTEST, and the signature: a TPMT_SIGNATURE or the raw RSASSA-PKCS1-v1_5
     /// signature Azure's tools write.
     pub quote: &'a [u8],
@@ -120,9 +162,12 @@ pub struct AzureEvidence<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct AzureClaims {
     /// `paravisor-vtpm`: the quote comes from a vTPM inside Azure's paravisor, which the
-    /// SNP report attests; trust in the paravisor is part of this result.
+    /// hardware report attests; trust in the paravisor is part of this result.
     pub tpm: &'static str,
-    pub snp: SnpClaims,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snp: Option<SnpClaims>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tdx: Option<TdxClaims>,
     pub quote: TpmClaims,
     /// Whether the runtime data's `user-data` carries the nonce (then zeros).
     pub user_data_binds_nonce: bool,
@@ -163,8 +208,17 @@ fn user_data_binds(user_data: &str, nonce: &[u8]) -> bool {
     }
 }
 
-/// The HCL report's SNP report and runtime data. Pure; fuzzed (`fuzz_targets/azure_hcl.rs`).
-pub fn split_hcl(b: &[u8]) -> Result<(&[u8], &[u8]), AzureError> {
+/// The HCL report's hardware report: an SNP report, or a TDX TDREPORT (which only the
+/// platform can check; its TD quote is what verifies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HclHardware<'a> {
+    Snp(&'a [u8]),
+    TdReport(&'a [u8]),
+}
+
+/// The HCL report's hardware report and runtime data. Pure; fuzzed
+/// (`fuzz_targets/azure_hcl.rs`).
+pub fn split_hcl(b: &[u8]) -> Result<(HclHardware<'_>, &[u8]), AzureError> {
     let err = |m: String| AzureError::Hcl(m);
     if b.get(..4) != Some(b"HCLA") {
         return Err(err("no HCLA signature".into()));
@@ -183,11 +237,11 @@ pub fn split_hcl(b: &[u8]) -> Result<(&[u8], &[u8]), AzureError> {
             .unwrap_or_default()
     };
     let (report_type, hash_type, var_size) = (u32_at(8), u32_at(12), u32_at(16) as usize);
-    match report_type {
-        REPORT_TYPE_SNP => {}
-        REPORT_TYPE_TDX => return Err(err("a TDX HCL report (not yet appraised here)".into())),
-        t => return Err(err(format!("report type {t}, want 2 (SEV-SNP)"))),
-    }
+    let hardware = match report_type {
+        REPORT_TYPE_SNP => HclHardware::Snp(snp),
+        REPORT_TYPE_TDX => HclHardware::TdReport(snp.get(..TDREPORT_LEN).unwrap_or(snp)),
+        t => return Err(err(format!("report type {t}, want 2 (SEV-SNP) or 4 (TDX)"))),
+    };
     if hash_type != 1 {
         return Err(err(format!(
             "runtime data hash type {hash_type}, want 1 (SHA-256)"
@@ -200,7 +254,7 @@ pub fn split_hcl(b: &[u8]) -> Result<(&[u8], &[u8]), AzureError> {
     let var = b
         .get(var_at..var_at + var_size)
         .ok_or_else(|| err(format!("runtime data of {var_size} bytes past the end")))?;
-    Ok((snp, var))
+    Ok((hardware, var))
 }
 
 fn parse_runtime_data(runtime: &[u8]) -> Result<RuntimeData, AzureError> {
@@ -282,11 +336,43 @@ fn tpmt_rsassa_sha256(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Verifies Azure SNP CVM evidence with the AMD roots and a TPM quote verifier.
+/// Verifies Azure CVM evidence with the AMD and Intel roots and a TPM quote verifier.
 #[derive(Debug)]
 pub struct AzureVerifier {
     pub snp: SnpVerifier,
+    pub tdx: TdxVerifier,
     pub tpm: TpmVerifier,
+}
+
+/// The TD quote is of the HCL's TD: same REPORTDATA, attributes, XFAM, MRTD, MRCONFIGID,
+/// MROWNER, MROWNERCONFIG and RTMRs.
+fn same_td(td_report: &[u8], quote: &TdxClaims) -> Result<(), AzureError> {
+    let field = |r: std::ops::Range<usize>| td_report.get(r).map(hex::encode).unwrap_or_default();
+    let measured = field(TDINFO_MEASURED);
+    let ours = [
+        quote.td_attributes.as_str(),
+        &quote.xfam,
+        &quote.mr_td,
+        &quote.mr_config_id,
+        &quote.mr_owner,
+        &quote.mr_owner_config,
+        &quote.rtmr[0],
+        &quote.rtmr[1],
+        &quote.rtmr[2],
+        &quote.rtmr[3],
+    ]
+    .concat();
+    if field(TDREPORT_DATA) != quote.report_data {
+        return Err(AzureError::TdReport(
+            "the HCL's TDREPORT has another REPORTDATA than the TD quote".into(),
+        ));
+    }
+    if measured != ours {
+        return Err(AzureError::TdReport(
+            "the HCL's TDREPORT measures another TD than the TD quote (attributes, XFAM, MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG or RTMRs differ)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn carry(log: &mut CheckLog, kind: &str, checks: &[Check]) {
@@ -303,35 +389,81 @@ impl EvidenceVerifier for AzureVerifier {
 
     fn verify(&self, ev: AzureEvidence<'_>, at: UnixTime) -> Outcome<AzureClaims, AzureError> {
         let mut log = CheckLog::new();
-        let (snp_report, runtime) = match split_hcl(ev.hcl_report) {
+        let (hardware, runtime) = match split_hcl(ev.hcl_report) {
             Ok(x) => x,
             Err(e) => return Err(log.reject(e)),
         };
-        log.pass(
-            "hcl_report",
-            format!("HCLA, SEV-SNP report, {} bytes of runtime data", runtime.len()),
-        );
-        // The SNP report must commit to the runtime data: SHA-256, then 32 zero bytes.
+        // The hardware report must commit to the runtime data: SHA-256, then 32 zeros.
         let mut want = [0u8; 64];
         want[..32].copy_from_slice(digest::digest(&digest::SHA256, runtime).as_ref());
-        let snp = self.snp.verify(
-            SnpEvidence {
-                report: snp_report,
-                vek: ev.vcek,
-                ca_chain: ev.ca_chain,
-                expected_report_data: Some(ExpectedReportData::Exact(want)),
-                allow_debug: false,
-            },
-            at,
-        );
-        let snp = match snp {
-            Ok(v) => {
-                carry(&mut log, "snp", &v.checks);
-                v.claims
+        let (snp, tdx) = match (hardware, ev.hardware) {
+            (HclHardware::Snp(report), AzureHardware::Snp { vcek, ca_chain }) => {
+                log.pass(
+                    "hcl_report",
+                    format!("HCLA, SEV-SNP report, {} bytes of runtime data", runtime.len()),
+                );
+                let snp = self.snp.verify(
+                    SnpEvidence {
+                        report,
+                        vek: vcek,
+                        ca_chain,
+                        expected_report_data: Some(ExpectedReportData::Exact(want)),
+                        allow_debug: false,
+                    },
+                    at,
+                );
+                match snp {
+                    Ok(v) => {
+                        carry(&mut log, "snp", &v.checks);
+                        (Some(v.claims), None)
+                    }
+                    Err(r) => {
+                        carry(&mut log, "snp", &r.passed);
+                        return Err(log.reject(AzureError::Snp(r.error)));
+                    }
+                }
             }
-            Err(r) => {
-                carry(&mut log, "snp", &r.passed);
-                return Err(log.reject(AzureError::Snp(r.error)));
+            (HclHardware::TdReport(td_report), AzureHardware::Tdx { quote, collateral }) => {
+                log.pass(
+                    "hcl_report",
+                    format!("HCLA, TDX TDREPORT, {} bytes of runtime data", runtime.len()),
+                );
+                let tdx = self.tdx.verify(
+                    TdxEvidence {
+                        quote,
+                        collateral,
+                        expected_report_data: Some(&want),
+                    },
+                    at,
+                );
+                let claims = match tdx {
+                    Ok(v) => {
+                        carry(&mut log, "tdx", &v.checks);
+                        v.claims
+                    }
+                    Err(r) => {
+                        carry(&mut log, "tdx", &r.passed);
+                        return Err(log.reject(AzureError::Tdx(r.error)));
+                    }
+                };
+                if let Err(e) = same_td(td_report, &claims) {
+                    return Err(log.reject(e));
+                }
+                log.pass(
+                    "td_report",
+                    "the TD quote is of the HCL's TDREPORT (REPORTDATA, TDINFO)",
+                );
+                (None, Some(claims))
+            }
+            (HclHardware::Snp(_), AzureHardware::Tdx { .. }) => {
+                return Err(log.reject(AzureError::Hcl(
+                    "an SEV-SNP HCL report, but TDX evidence was given".into(),
+                )))
+            }
+            (HclHardware::TdReport(_), AzureHardware::Snp { .. }) => {
+                return Err(log.reject(AzureError::Hcl(
+                    "a TDX HCL report, but SEV-SNP evidence was given".into(),
+                )))
             }
         };
         // runtime_data, ak
@@ -401,6 +533,7 @@ impl EvidenceVerifier for AzureVerifier {
         Ok(log.finish(AzureClaims {
             tpm: "paravisor-vtpm",
             snp,
+            tdx,
             quote,
             user_data_binds_nonce,
             vm_configuration: rt.vm_configuration,

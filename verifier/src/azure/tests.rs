@@ -38,6 +38,7 @@ const AT: UnixTime = UnixTime(1_748_736_000); // 2025-06-01
 fn verifier() -> AzureVerifier {
     AzureVerifier {
         snp: SnpVerifier::builtin().unwrap(),
+        tdx: TdxVerifier::new().unwrap(),
         tpm: TpmVerifier::new(),
     }
 }
@@ -46,8 +47,10 @@ fn run(f: &Files, require_user_data: bool) -> Outcome<AzureClaims, AzureError> {
     verifier().verify(
         AzureEvidence {
             hcl_report: &f.hcl,
-            vcek: &f.vcek,
-            ca_chain: None,
+            hardware: AzureHardware::Snp {
+                vcek: &f.vcek,
+                ca_chain: None,
+            },
             quote: &f.quote,
             signature: &f.sig,
             pcrs: &f.pcrs,
@@ -200,8 +203,10 @@ fn the_wrong_vcek_or_chain_is_refused() {
     let o = verifier().verify(
         AzureEvidence {
             hcl_report: &f.hcl,
-            vcek: &f.vcek,
-            ca_chain: Some(&milan),
+            hardware: AzureHardware::Snp {
+                vcek: &f.vcek,
+                ca_chain: Some(&milan),
+            },
             quote: &f.quote,
             signature: &f.sig,
             pcrs: &f.pcrs,
@@ -220,8 +225,10 @@ fn before_the_vcek_is_valid_fails_at_snp_cert_validity() {
     let o = verifier().verify(
         AzureEvidence {
             hcl_report: &f.hcl,
-            vcek: &f.vcek,
-            ca_chain: None,
+            hardware: AzureHardware::Snp {
+                vcek: &f.vcek,
+                ca_chain: None,
+            },
             quote: &f.quote,
             signature: &f.sig,
             pcrs: &f.pcrs,
@@ -254,11 +261,13 @@ fn a_malformed_hcl_report_fails_at_hcl_report() {
             assert!(matches!(e, Err(AzureError::Hcl(_))), "cut {cut}");
         }
     }
-    // A TDX HCL report is named as such.
+    // Report type 4 is a TDX TDREPORT.
     let mut tdx = f.hcl.clone();
     tdx[HCL_HEADER_LEN + SNP_REPORT_LEN + 8] = 4;
+    assert!(matches!(split_hcl(&tdx), Ok((HclHardware::TdReport(r), _)) if r.len() == TDREPORT_LEN));
+    tdx[HCL_HEADER_LEN + SNP_REPORT_LEN + 8] = 3;
     let e = split_hcl(&tdx).unwrap_err().to_string();
-    assert!(e.contains("TDX"), "{e}");
+    assert!(e.contains("report type 3"), "{e}");
     // A runtime data size past the end.
     let mut big = f.hcl.clone();
     big[HCL_HEADER_LEN + SNP_REPORT_LEN + 16..HCL_HEADER_LEN + SNP_REPORT_LEN + 20]
@@ -278,4 +287,131 @@ fn the_hclakpub_jwk_is_the_published_ak() {
         &URL_SAFE_NO_PAD.decode(&jwk.e).unwrap(),
     );
     assert_eq!(spki, pem_or_der(&f.ak));
+}
+
+/// Azure TDX (trustee's `az-tdx-vtpm` evidence): the HCL's TDREPORT, the TD quote of it
+/// under Intel PCS collateral (automata's 2025-06 set for FMSPC 00806F050000), the vTPM
+/// quote. testdata/azure/tdx/PROVENANCE.md: accept, TCB status OutOfDate.
+struct TdxFiles {
+    hcl: Vec<u8>,
+    td_quote: Vec<u8>,
+    c: [Vec<u8>; 6],
+    quote: Vec<u8>,
+    sig: Vec<u8>,
+    pcrs: Vec<u8>,
+    nonce: Vec<u8>,
+}
+
+fn tdx_files() -> TdxFiles {
+    let r =
+        |f: &str| std::fs::read(format!("{}/testdata/azure/tdx/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    TdxFiles {
+        hcl: r("hcl_report.bin"),
+        td_quote: r("td_quote.bin"),
+        c: [
+            r("collateral/tcb_info.pcs.json"),
+            r("collateral/tcb_info_issuer_chain.pem"),
+            r("collateral/qe_identity.pcs.json"),
+            r("collateral/qe_identity_issuer_chain.pem"),
+            r("collateral/pck_crl.der"),
+            r("collateral/root_ca_crl.der"),
+        ],
+        quote: r("tpm_quote_msg.bin"),
+        sig: r("tpm_quote_sig.bin"),
+        pcrs: r("pcrs.txt"),
+        nonce: hex::decode(String::from_utf8(r("tpm_nonce.hex")).unwrap().trim()).unwrap(),
+    }
+}
+
+fn run_tdx(f: &TdxFiles, at: UnixTime) -> Outcome<AzureClaims, AzureError> {
+    let [tcb_info, tcb_info_chain, qe_identity, qe_identity_chain, pck_crl, root_ca_crl] = &f.c;
+    verifier().verify(
+        AzureEvidence {
+            hcl_report: &f.hcl,
+            hardware: AzureHardware::Tdx {
+                quote: &f.td_quote,
+                collateral: TdxCollateral {
+                    tcb_info,
+                    tcb_info_chain,
+                    qe_identity,
+                    qe_identity_chain,
+                    pck_crl,
+                    root_ca_crl,
+                },
+            },
+            quote: &f.quote,
+            signature: &f.sig,
+            pcrs: &f.pcrs,
+            nonce: &f.nonce,
+            ak: None,
+            require_user_data: false,
+        },
+        at,
+    )
+}
+
+/// Inside the collateral's window (2025-06-04 .. 2025-07-04).
+const TDX_AT: UnixTime = UnixTime(1_749_945_600); // 2025-06-15
+
+#[test]
+fn an_azure_tdx_cvm_is_accepted_with_its_tcb_status() {
+    let v = run_tdx(&tdx_files(), TDX_AT).unwrap_or_else(|r| panic!("{}: {}", r.error.check(), r.error));
+    let tdx = v.claims.tdx.as_ref().unwrap();
+    assert_eq!(tdx.tcb_status, "OutOfDate");
+    assert!(v.claims.snp.is_none());
+    assert_eq!(v.claims.tpm, "paravisor-vtpm");
+    let names: Vec<&str> = v.checks.iter().map(|c| c.name).collect();
+    for want in [
+        "hcl_report",
+        "tdx_cert_chain",
+        "tdx_quote_signature",
+        "tdx_report_data",
+        "td_report",
+        "runtime_data",
+        "ak",
+        "tpm_signature",
+        "tpm_nonce",
+    ] {
+        assert!(names.contains(&want), "{want}: {names:?}");
+    }
+}
+
+#[test]
+fn azure_tdx_tamperings_fail_at_their_checks() {
+    // The TDREPORT measures another TD (a byte of its MRTD).
+    let mut f = tdx_files();
+    f.hcl[HCL_HEADER_LEN + TDINFO_MEASURED.start + 16] ^= 1;
+    assert!(failed(run_tdx(&f, TDX_AT)).starts_with("td_report:"));
+    // The runtime data changed: the TD quote's REPORTDATA no longer commits to it.
+    let mut f = tdx_files();
+    let (_, var) = split_hcl(&f.hcl).unwrap();
+    let at = HCL_HEADER_LEN + SNP_REPORT_LEN + IGVM_HEADER_LEN + var.len() / 2;
+    f.hcl[at] ^= 0x20;
+    assert!(failed(run_tdx(&f, TDX_AT)).starts_with("tdx_report_data:"));
+    // A bit of the TD quote's body.
+    let mut f = tdx_files();
+    f.td_quote[48 + 200] ^= 1;
+    assert!(failed(run_tdx(&f, TDX_AT)).starts_with("tdx_quote_signature:"));
+    // Collateral out of date.
+    assert!(failed(run_tdx(&tdx_files(), UnixTime(1_800_000_000))).starts_with("tdx_"));
+    // SNP evidence for a TDX HCL report.
+    let f = tdx_files();
+    let snp = files("milan-v1");
+    let o = verifier().verify(
+        AzureEvidence {
+            hcl_report: &f.hcl,
+            hardware: AzureHardware::Snp {
+                vcek: &snp.vcek,
+                ca_chain: None,
+            },
+            quote: &f.quote,
+            signature: &f.sig,
+            pcrs: &f.pcrs,
+            nonce: &f.nonce,
+            ak: None,
+            require_user_data: false,
+        },
+        TDX_AT,
+    );
+    assert!(failed(o).starts_with("hcl_report:"));
 }
