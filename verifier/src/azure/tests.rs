@@ -43,20 +43,29 @@ fn verifier() -> AzureVerifier {
     }
 }
 
+/// The files as SNP evidence, without a caller's AK.
+fn evidence(f: &Files) -> AzureEvidence<'_> {
+    AzureEvidence {
+        hcl_report: &f.hcl,
+        hardware: AzureHardware::Snp {
+            vcek: &f.vcek,
+            ca_chain: None,
+        },
+        quote: &f.quote,
+        signature: &f.sig,
+        pcrs: &f.pcrs,
+        nonce: &f.nonce,
+        ak: None,
+        require_user_data: false,
+    }
+}
+
 fn run(f: &Files, require_user_data: bool) -> Outcome<AzureClaims, AzureError> {
     verifier().verify(
         AzureEvidence {
-            hcl_report: &f.hcl,
-            hardware: AzureHardware::Snp {
-                vcek: &f.vcek,
-                ca_chain: None,
-            },
-            quote: &f.quote,
-            signature: &f.sig,
-            pcrs: &f.pcrs,
-            nonce: &f.nonce,
             ak: Some(&f.ak),
             require_user_data,
+            ..evidence(f)
         },
         AT,
     )
@@ -202,17 +211,11 @@ fn the_wrong_vcek_or_chain_is_refused() {
     let milan = std::fs::read(format!("{}/roots/amd/milan-ask.pem", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let o = verifier().verify(
         AzureEvidence {
-            hcl_report: &f.hcl,
             hardware: AzureHardware::Snp {
                 vcek: &f.vcek,
                 ca_chain: Some(&milan),
             },
-            quote: &f.quote,
-            signature: &f.sig,
-            pcrs: &f.pcrs,
-            nonce: &f.nonce,
-            ak: None,
-            require_user_data: false,
+            ..evidence(&f)
         },
         AT,
     );
@@ -222,22 +225,7 @@ fn the_wrong_vcek_or_chain_is_refused() {
 #[test]
 fn before_the_vcek_is_valid_fails_at_snp_cert_validity() {
     let f = files("genoa");
-    let o = verifier().verify(
-        AzureEvidence {
-            hcl_report: &f.hcl,
-            hardware: AzureHardware::Snp {
-                vcek: &f.vcek,
-                ca_chain: None,
-            },
-            quote: &f.quote,
-            signature: &f.sig,
-            pcrs: &f.pcrs,
-            nonce: &f.nonce,
-            ak: None,
-            require_user_data: false,
-        },
-        UnixTime(1_700_000_000),
-    );
+    let o = verifier().verify(evidence(&f), UnixTime(1_700_000_000));
     assert!(failed(o).starts_with("snp_cert_validity:"));
 }
 
@@ -400,16 +388,7 @@ fn azure_tdx_tamperings_fail_at_their_checks() {
     let o = verifier().verify(
         AzureEvidence {
             hcl_report: &f.hcl,
-            hardware: AzureHardware::Snp {
-                vcek: &snp.vcek,
-                ca_chain: None,
-            },
-            quote: &f.quote,
-            signature: &f.sig,
-            pcrs: &f.pcrs,
-            nonce: &f.nonce,
-            ak: None,
-            require_user_data: false,
+            ..evidence(&snp)
         },
         TDX_AT,
     );
