@@ -73,12 +73,8 @@ pub struct AzureArgs {
     /// Also require the nonce in the runtime data's user-data (check `user_data`).
     #[arg(long)]
     require_user_data: bool,
-    /// AMD KDS CRL (DER), one per ARK; repeat.
-    #[arg(long = "crl")]
-    crls: Vec<PathBuf>,
-    /// Days past a CRL's nextUpdate it is still taken as fresh.
-    #[arg(long, default_value_t = 0)]
-    crl_grace_days: u32,
+    #[command(flatten)]
+    crl: CrlArgs,
     /// Appraisal time (RFC 3339); default now.
     #[arg(long)]
     at: Option<String>,
@@ -170,13 +166,8 @@ pub struct SnpArgs {
     /// Accept guests launched with the debug policy bit set.
     #[arg(long)]
     allow_debug: bool,
-    /// An AMD KDS CRL (DER or PEM; repeatable, one per ARK): the chain's revocation is
-    /// `good`, `revoked` (exit 1, check `revocation`), `stale` or, without one, `unchecked`.
-    #[arg(long = "crl")]
-    crls: Vec<PathBuf>,
-    /// Days past a CRL's nextUpdate it still counts as fresh (default 0).
-    #[arg(long, default_value_t = 0)]
-    crl_grace_days: u32,
+    #[command(flatten)]
+    crl: CrlArgs,
     /// Appraisal time (RFC 3339); default now.
     #[arg(long)]
     at: Option<String>,
@@ -367,22 +358,39 @@ fn tdx(a: TdxArgs) -> Result<ExitCode, Usage> {
     emit(TdxVerifier::KIND, outcome)
 }
 
-fn read_crls(paths: &[PathBuf]) -> Result<Vec<custody_verifier::crl::Crl>, Usage> {
-    let mut crls = Vec::new();
-    for p in paths {
-        let bytes = read(p, "CRL")?;
-        crls.push(
-            custody_verifier::crl::Crl::parse(&bytes)
-                .with_context(|| format!("--crl {}", p.display()))
-                .map_err(Usage)?,
-        );
+/// AMD KDS CRLs for the SNP chain (`verify snp`, `verify azure-cvm`).
+#[derive(Debug, Args)]
+pub struct CrlArgs {
+    /// An AMD KDS CRL (DER or PEM; repeatable, one per ARK): the chain's revocation is
+    /// `good`, `revoked` (exit 1, check `revocation`), `stale` or, without one, `unchecked`.
+    #[arg(long = "crl")]
+    crls: Vec<PathBuf>,
+    /// Days past a CRL's nextUpdate it still counts as fresh (default 0).
+    #[arg(long, default_value_t = 0)]
+    crl_grace_days: u32,
+}
+
+impl CrlArgs {
+    /// The SNP verifier with the built-in AMD roots and these CRLs.
+    fn snp_verifier(&self) -> Result<custody_verifier::snp::SnpVerifier, Usage> {
+        let mut crls = Vec::new();
+        for p in &self.crls {
+            let bytes = read(p, "CRL")?;
+            crls.push(
+                custody_verifier::crl::Crl::parse(&bytes)
+                    .with_context(|| format!("--crl {}", p.display()))
+                    .map_err(Usage)?,
+            );
+        }
+        Ok(custody_verifier::snp::SnpVerifier::builtin()
+            .context("built-in AMD roots")
+            .map_err(Usage)?
+            .with_crls(crls, i64::from(self.crl_grace_days) * 86_400))
     }
-    Ok(crls)
 }
 
 fn azure(a: AzureArgs) -> Result<ExitCode, Usage> {
     use custody_verifier::azure::{AzureEvidence, AzureHardware, AzureVerifier};
-    use custody_verifier::snp::SnpVerifier;
     use custody_verifier::tdx::{TdxCollateral, TdxVerifier};
     use custody_verifier::tpm::TpmVerifier;
     use custody_verifier::EvidenceVerifier;
@@ -394,12 +402,8 @@ fn azure(a: AzureArgs) -> Result<ExitCode, Usage> {
     let (quote, signature, pcrs, nonce) = a.q.read()?;
     let ak = a.ak.as_deref().map(|p| read(p, "attestation key")).transpose()?;
     let at = at_arg(a.at.as_deref())?;
-    let snp = SnpVerifier::builtin()
-        .context("built-in AMD roots")
-        .map_err(Usage)?
-        .with_crls(read_crls(&a.crls)?, i64::from(a.crl_grace_days) * 86_400);
     let verifier = AzureVerifier {
-        snp,
+        snp: a.crl.snp_verifier()?,
         tdx: TdxVerifier::new().context("Intel SGX Root CA").map_err(Usage)?,
         tpm: TpmVerifier::new(),
     };
@@ -519,11 +523,7 @@ fn snp(a: SnpArgs) -> Result<ExitCode, Usage> {
         ),
         None => None,
     };
-    let crls = read_crls(&a.crls)?;
-    let verifier = SnpVerifier::builtin()
-        .context("built-in AMD roots")
-        .map_err(Usage)?
-        .with_crls(crls, i64::from(a.crl_grace_days) * 86_400);
+    let verifier = a.crl.snp_verifier()?;
     let outcome = verifier.verify(
         SnpEvidence {
             report: &report,

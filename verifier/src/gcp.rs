@@ -204,7 +204,8 @@ pub struct GcpClaims {
 #[derive(Debug)]
 pub struct GcpVerifier {
     roots: Vec<TrustAnchor>,
-    intermediates: Vec<Vec<u8>>,
+    /// Subjects read once here, not per verify.
+    intermediates: Vec<Intermediate>,
     pub tpm: TpmVerifier,
 }
 
@@ -216,7 +217,7 @@ impl GcpVerifier {
                 .iter()
                 .map(|d| TrustAnchor::from_der(d.to_vec()))
                 .collect::<Result<_, _>>()?,
-            intermediates: INTERMEDIATES.iter().map(|d| d.to_vec()).collect(),
+            intermediates: with_subjects(INTERMEDIATES.iter().map(|d| d.to_vec()))?,
             tpm: TpmVerifier::new(),
         })
     }
@@ -226,15 +227,16 @@ impl GcpVerifier {
     pub fn with_roots(roots: &[u8], intermediates: Option<&[u8]>) -> Result<Self, ChainError> {
         let mut v = Self::builtin()?;
         v.roots = TrustAnchor::from_pem_or_der(roots)?;
-        if let Some(i) = intermediates {
-            v.intermediates.extend(split_certs(i)?);
+        match intermediates {
+            Some(i) => v.with_intermediates(i),
+            None => Ok(v),
         }
-        Ok(v)
     }
 
     /// Adds intermediates (PEM or DER) to the built-in ones.
     pub fn with_intermediates(mut self, pem_or_der: &[u8]) -> Result<Self, ChainError> {
-        self.intermediates.extend(split_certs(pem_or_der)?);
+        self.intermediates
+            .extend(with_subjects(split_certs(pem_or_der)?)?);
         Ok(self)
     }
 
@@ -250,7 +252,8 @@ impl GcpVerifier {
         let candidates = self
             .intermediates
             .iter()
-            .filter(|der| X509Certificate::from_der(der).is_ok_and(|(_, c)| c.subject().as_raw() == issuer));
+            .filter(|(subject, _)| subject == issuer)
+            .map(|(_, der)| der);
         for inter in candidates {
             match verify_chain(&[leaf.to_vec(), inter.clone()], &self.roots, at) {
                 Ok(v) => return Ok(v),
@@ -270,6 +273,25 @@ impl GcpVerifier {
             Err(e) => Err(last.unwrap_or(e)),
         }
     }
+}
+
+/// An intermediate CA certificate: (raw subject, DER).
+type Intermediate = (Vec<u8>, Vec<u8>);
+
+/// Each certificate with its raw subject; one that does not parse is an error.
+fn with_subjects(ders: impl IntoIterator<Item = Vec<u8>>) -> Result<Vec<Intermediate>, ChainError> {
+    ders.into_iter()
+        .enumerate()
+        .map(|(index, der)| {
+            let subject = X509Certificate::from_der(&der)
+                .map(|(_, c)| c.subject().as_raw().to_vec())
+                .map_err(|e| ChainError::Parse {
+                    index,
+                    reason: e.to_string(),
+                })?;
+            Ok((subject, der))
+        })
+        .collect()
 }
 
 /// The certificate as DER (PEM accepted): exactly one.

@@ -24,22 +24,25 @@ fn files(name: &str) -> Files {
     }
 }
 
-fn run(f: &Files, at: &str) -> Outcome<TdxClaims, TdxError> {
-    TdxVerifier::new().unwrap().verify(
-        TdxEvidence {
-            quote: &f.quote,
-            collateral: TdxCollateral {
-                tcb_info: &f.tcb_info,
-                tcb_info_chain: &f.tcb_info_chain,
-                qe_identity: &f.qe_identity,
-                qe_identity_chain: &f.qe_identity_chain,
-                pck_crl: &f.pck_crl,
-                root_ca_crl: &f.root_ca_crl,
-            },
-            expected_report_data: None,
+fn evidence(f: &Files) -> TdxEvidence<'_> {
+    TdxEvidence {
+        quote: &f.quote,
+        collateral: TdxCollateral {
+            tcb_info: &f.tcb_info,
+            tcb_info_chain: &f.tcb_info_chain,
+            qe_identity: &f.qe_identity,
+            qe_identity_chain: &f.qe_identity_chain,
+            pck_crl: &f.pck_crl,
+            root_ca_crl: &f.root_ca_crl,
         },
-        UnixTime(unix(at).unwrap()),
-    )
+        expected_report_data: None,
+    }
+}
+
+fn run(f: &Files, at: &str) -> Outcome<TdxClaims, TdxError> {
+    TdxVerifier::new()
+        .unwrap()
+        .verify(evidence(f), UnixTime(unix(at).unwrap()))
 }
 
 fn failed(o: Outcome<TdxClaims, TdxError>) -> String {
@@ -206,23 +209,8 @@ fn each_tampering_fails_at_its_check() {
     }
     // A quote chained to another root.
     let other = TdxVerifier::with_root(include_bytes!("../../testdata/snp-milan-ark.pem")).unwrap();
-    let f = &base;
     let r = other
-        .verify(
-            TdxEvidence {
-                quote: &f.quote,
-                collateral: TdxCollateral {
-                    tcb_info: &f.tcb_info,
-                    tcb_info_chain: &f.tcb_info_chain,
-                    qe_identity: &f.qe_identity,
-                    qe_identity_chain: &f.qe_identity_chain,
-                    pck_crl: &f.pck_crl,
-                    root_ca_crl: &f.root_ca_crl,
-                },
-                expected_report_data: None,
-            },
-            UnixTime(unix(at).unwrap()),
-        )
+        .verify(evidence(&base), UnixTime(unix(at).unwrap()))
         .unwrap_err();
     assert_eq!(r.error.check(), "cert_chain", "{}", r.error);
 }
