@@ -187,6 +187,46 @@ pub struct RegistryEntry {
     pub sites: usize,
     pub hardware: usize,
     pub at: i64,
+    /// Where the registry puts things (added in round 2; absent in older logs): what an
+    /// auditor's map and a node's registry history are drawn from, with nothing fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub places: Option<RegistryPlaces>,
+}
+
+/// A registry version's sites and hardware bindings, as the verifier read them from the
+/// signed registry it put in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryPlaces {
+    pub sites: Vec<PlacedSite>,
+    pub hardware: Vec<PlacedHardware>,
+}
+
+/// One site and who runs it, with the jurisdiction the registry's ownership derives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacedSite {
+    pub id: String,
+    pub name: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// Microdegrees, as in the registry.
+    pub lat_e6: i32,
+    pub lon_e6: i32,
+    /// The operating entity's id and name.
+    pub operator: String,
+    pub operator_name: String,
+    /// The operator, or an entity controlling it, is within reach of the US CLOUD Act.
+    pub cloud_act_exposed: bool,
+}
+
+/// A hardware identity bound to a site: `KIND:HEX` (`ek_sha256:…`, `snp_chip_id:…`,
+/// `gpu_serial:…`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacedHardware {
+    pub site: String,
+    pub id: String,
 }
 
 /// `policy_change`: one of three changes, told apart by their fields (`group`,

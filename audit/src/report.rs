@@ -5,15 +5,23 @@
 //! revocations. Every row names the log entry it comes from, and `custody audit prove
 //! inclusion --index N` proves that entry again.
 //!
+//! The map and each node's registry history come from the places the `registry_change`
+//! entries record (the sites' coordinates and operators, and which TPM EK is bound to
+//! which site); a log written before those were recorded gets the sites its tickets named,
+//! without a map.
+//!
 //! [`build`] turns verified entries into a [`Report`]; [`render`] writes the HTML. Numbers
 //! a reader might check (entries, stays, refusals, nodes) are also `data-*` attributes,
 //! so a test reads them from the page's DOM.
 
-use crate::entry::{Entry, MigrationEntry, PolicyEntry, RevocationAction};
+use crate::entry::{Entry, MigrationEntry, PlacedSite, PolicyEntry, RegistryEntry, RevocationAction};
 use crate::history::{job_history, JobHistory, Outcome};
+use crate::tree::{Hash, Tree};
 use crate::verify::AuditSummary;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+
+mod map;
 
 /// One node, as the log saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,6 +38,41 @@ pub struct NodeLine {
     /// Revocations and removals: (entry, at, what, reason).
     pub revocations: Vec<(u64, i64, String, String)>,
     pub enrollments: u64,
+    /// SHA-256 of the TPM EK certificate, hex, from its latest enrollment.
+    pub ek: Option<String>,
+    /// Registry versions that changed where the node is or who runs its site.
+    pub registry: Vec<RegistryChangeLine>,
+}
+
+impl NodeLine {
+    /// The node's state at the end of the log: `removed` or `revoked` when that came
+    /// after its last result, else the last result's status (`enrolled` without one).
+    pub fn state(&self) -> &str {
+        let last_result = self.last.as_ref().map(|(_, i)| *i);
+        match (self.revocations.last(), &self.last) {
+            (Some((i, _, what, _)), _) if last_result.is_none_or(|r| *i > r) => what,
+            (_, Some((status, _))) => status,
+            _ => "enrolled",
+        }
+    }
+}
+
+/// The CSS class of a node state.
+fn state_class(state: &str) -> &'static str {
+    match state {
+        "affirming" => "ok",
+        "warning" | "enrolled" => "warn",
+        _ => "bad",
+    }
+}
+
+/// One registry version's effect on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryChangeLine {
+    pub entry: u64,
+    pub at: i64,
+    pub version: u64,
+    pub what: String,
 }
 
 /// One site, as the tickets appraised it.
@@ -41,6 +84,11 @@ pub struct SiteLine {
     pub operator: String,
     /// Nodes appraised there (names).
     pub nodes: Vec<String>,
+    /// From the latest registry that records places: where it is (microdegrees), whether
+    /// its operator is exposed to the US CLOUD Act, and the nodes it binds here.
+    pub lat_lon_e6: Option<(i32, i32)>,
+    pub cloud_act_exposed: Option<bool>,
+    pub bound: Vec<String>,
 }
 
 /// Everything the report shows.
@@ -57,6 +105,39 @@ pub struct Report {
     pub sites: Vec<SiteLine>,
     pub jobs: Vec<JobHistory>,
     pub nodes: Vec<NodeLine>,
+    /// Inclusion proofs of the jobs' entries in the audited tree (see [`Report::prove`]):
+    /// entry index -> (leaf hash, audit path leaf side first).
+    pub proofs: BTreeMap<u64, (Hash, Vec<Hash>)>,
+}
+
+impl JobHistory {
+    /// Every log entry the job's rows cite, in order.
+    fn cited(&self) -> BTreeSet<u64> {
+        let mut out = BTreeSet::new();
+        out.extend(self.stays.iter().map(|s| s.entry));
+        for m in &self.moves {
+            out.insert(m.entry);
+            out.extend(m.outcome_entry);
+        }
+        out.extend(self.refused.iter().map(|f| f.entry));
+        out
+    }
+}
+
+impl Report {
+    /// Add the inclusion proof of every entry the job sections cite, from the tree the
+    /// audit rebuilt: the auditor's reader can check each against the root shown, or ask
+    /// `custody audit prove inclusion` for it again.
+    pub fn prove(&mut self, leaves: &Tree) {
+        let size = self.summary.entries;
+        for j in &self.jobs {
+            for i in j.cited() {
+                if let (Some(leaf), Ok(path)) = (leaves.leaf(i), leaves.inclusion_proof(i, size)) {
+                    self.proofs.insert(i, (leaf, path));
+                }
+            }
+        }
+    }
 }
 
 /// Build the report from the entries of a verified export; `jobs` limits the job
@@ -67,6 +148,7 @@ pub fn build(summary: &AuditSummary, log_key: &str, entries: &[Entry], jobs: &[S
     let mut sites: BTreeMap<String, SiteLine> = BTreeMap::new();
     let mut registry_versions = Vec::new();
     let mut job_names: Vec<String> = Vec::new();
+    let mut placed: Vec<(u64, &RegistryEntry)> = Vec::new();
     let (mut first_at, mut last_at) = (None::<i64>, None::<i64>);
     for (i, e) in (0u64..).zip(entries) {
         *kinds.entry(e.kind()).or_default() += 1;
@@ -92,6 +174,9 @@ pub fn build(summary: &AuditSummary, log_key: &str, entries: &[Entry], jobs: &[S
                 n.node.clone_from(&x.node);
                 n.name.clone_from(&x.name);
                 n.enrollments += 1;
+                if x.ek_cert_sha256.is_some() {
+                    n.ek.clone_from(&x.ek_cert_sha256);
+                }
             }
             Entry::Revocation(r) => {
                 let n = nodes.entry(r.node.clone()).or_default();
@@ -104,7 +189,12 @@ pub fn build(summary: &AuditSummary, log_key: &str, entries: &[Entry], jobs: &[S
                 n.revocations
                     .push((i, r.at, what.to_owned(), r.reason.clone().unwrap_or_default()));
             }
-            Entry::RegistryChange(r) => registry_versions.push((i, r.version, r.digest.clone())),
+            Entry::RegistryChange(r) => {
+                registry_versions.push((i, r.version, r.digest.clone()));
+                if r.places.is_some() {
+                    placed.push((i, r));
+                }
+            }
             Entry::Migration(m) => {
                 if !job_names.iter().any(|j| j == m.job()) {
                     job_names.push(m.job().to_owned());
@@ -128,6 +218,12 @@ pub fn build(summary: &AuditSummary, log_key: &str, entries: &[Entry], jobs: &[S
             ) => {}
         }
     }
+    for n in nodes.values_mut() {
+        n.registry = registry_history(n.ek.as_deref(), &placed);
+    }
+    if let Some((_, latest)) = placed.last() {
+        place_sites(&mut sites, latest, &nodes);
+    }
     let wanted: Vec<String> = if jobs.is_empty() { job_names } else { jobs.to_vec() };
     let jobs = wanted
         .iter()
@@ -143,7 +239,150 @@ pub fn build(summary: &AuditSummary, log_key: &str, entries: &[Entry], jobs: &[S
         sites: sites.into_values().collect(),
         jobs,
         nodes: nodes.into_values().collect(),
+        proofs: BTreeMap::new(),
     }
+}
+
+/// Where a registry puts the node whose EK certificate hashes to `ek`, and who runs it.
+fn placement<'a>(ek: &str, r: &'a RegistryEntry) -> Option<&'a PlacedSite> {
+    let places = r.places.as_ref()?;
+    let id = format!("ek_sha256:{}", ek.to_ascii_lowercase());
+    let h = places.hardware.iter().find(|h| h.id == id)?;
+    places.sites.iter().find(|s| s.id == h.site)
+}
+
+/// The registry versions that changed a node's site, its site's operator or that
+/// operator's CLOUD Act exposure, each as a sentence.
+fn registry_history(ek: Option<&str>, placed: &[(u64, &RegistryEntry)]) -> Vec<RegistryChangeLine> {
+    let Some(ek) = ek else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut prev: Option<&PlacedSite> = None;
+    for (i, r) in placed {
+        let cur = placement(ek, r);
+        let exposed = |s: &PlacedSite| {
+            if s.cloud_act_exposed {
+                ", exposed to the US CLOUD Act"
+            } else {
+                ""
+            }
+        };
+        let what = match (prev, cur) {
+            (None, None) => None,
+            (None, Some(c)) => Some(format!(
+                "bound to site {} ({}, {}), operated by {}{}",
+                c.id,
+                c.name,
+                c.country,
+                c.operator_name,
+                exposed(c)
+            )),
+            (Some(p), None) => Some(format!("no longer in the registry (was at site {})", p.id)),
+            (Some(p), Some(c)) if p.id != c.id => Some(format!(
+                "moved from site {} ({}) to site {} ({}, {}), operated by {}{}",
+                p.id,
+                p.country,
+                c.id,
+                c.name,
+                c.country,
+                c.operator_name,
+                exposed(c)
+            )),
+            (Some(p), Some(c)) => {
+                let mut parts = Vec::new();
+                if p.operator != c.operator {
+                    parts.push(format!(
+                        "site {} now operated by {} (was {})",
+                        c.id, c.operator_name, p.operator_name
+                    ));
+                }
+                if p.cloud_act_exposed != c.cloud_act_exposed {
+                    parts.push(if c.cloud_act_exposed {
+                        format!("operator {} now exposed to the US CLOUD Act", c.operator_name)
+                    } else {
+                        format!(
+                            "operator {} no longer exposed to the US CLOUD Act",
+                            c.operator_name
+                        )
+                    });
+                }
+                if p.country != c.country {
+                    parts.push(format!("site {} now in {} (was {})", c.id, c.country, p.country));
+                }
+                (!parts.is_empty()).then(|| parts.join("; "))
+            }
+        };
+        if let Some(what) = what {
+            out.push(RegistryChangeLine {
+                entry: *i,
+                at: r.at,
+                version: r.version,
+                what,
+            });
+        }
+        prev = cur;
+    }
+    out
+}
+
+/// The latest recorded registry's sites, with their places and the nodes bound there,
+/// merged into the sites the tickets named.
+fn place_sites(
+    sites: &mut BTreeMap<String, SiteLine>,
+    latest: &RegistryEntry,
+    nodes: &BTreeMap<String, NodeLine>,
+) {
+    let Some(places) = &latest.places else { return };
+    let mut bound: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for n in nodes.values() {
+        if let Some(at) = n.ek.as_deref().and_then(|ek| placement(ek, latest)) {
+            bound.entry(at.id.as_str()).or_default().push(n.node.clone());
+        }
+    }
+    for p in &places.sites {
+        let s = sites.entry(p.id.clone()).or_default();
+        s.site.clone_from(&p.id);
+        s.name.clone_from(&p.name);
+        s.country.clone_from(&p.country);
+        s.operator.clone_from(&p.operator_name);
+        s.lat_lon_e6 = Some((p.lat_e6, p.lon_e6));
+        s.cloud_act_exposed = Some(p.cloud_act_exposed);
+        s.bound = bound.remove(p.id.as_str()).unwrap_or_default();
+    }
+}
+
+/// The inclusion proofs of a job's entries, folded: each against the audited root.
+fn render_proofs(o: &mut String, r: &Report, j: &JobHistory) {
+    let cited: Vec<u64> = j
+        .cited()
+        .into_iter()
+        .filter(|i| r.proofs.contains_key(i))
+        .collect();
+    if cited.is_empty() {
+        return;
+    }
+    let _ = write!(
+        o,
+        "<details class=\"proofs\" data-proofs=\"{}\"><summary>Inclusion proofs of these {} entries in the tree of {} entries, \
+         root <span class=\"mono\">{}</span> (RFC 9162; <code>custody audit prove inclusion --index N</code> gives the same)</summary>\
+         <table><tr><th>entry</th><th>leaf hash</th><th>audit path, leaf side first</th></tr>",
+        cited.len(),
+        cited.len(),
+        r.summary.entries,
+        esc(&r.summary.root)
+    );
+    for i in cited {
+        let Some((leaf, path)) = r.proofs.get(&i) else {
+            continue;
+        };
+        let _ = write!(
+            o,
+            "<tr class=\"proof\" data-index=\"{i}\"><td>{}</td><td class=\"mono\">{}</td><td class=\"mono path\">{}</td></tr>",
+            entry_ref(i),
+            hex::encode(leaf),
+            path.iter().map(hex::encode).collect::<Vec<_>>().join(" ")
+        );
+    }
+    o.push_str("</table></details>");
 }
 
 /// HTML text: `&`, `<`, `>`, `"` and `'` escaped.
@@ -202,7 +441,11 @@ th{background:#f6f8fa;overflow-wrap:normal;word-break:keep-all}td.num{text-align
 .timeline{display:flex;flex-wrap:wrap;gap:.3rem;align-items:center;margin:.4rem 0}
 .stay{border:1px solid #8c959f;border-radius:4px;padding:.2rem .5rem;background:#f6f8fa}
 .arrow{color:#57606a}
-section{page-break-inside:avoid}
+svg.map{width:100%;height:auto;border:1px solid #d0d7de;margin:.4rem 0}svg.map .sea{fill:#eef4fa}
+svg.map .land{fill:#e4e7eb;stroke:#8c959f;stroke-width:.6}svg.map .land.sited{fill:#d2e3f5}
+svg.map circle{stroke:#fff;stroke-width:2}svg.map circle.ok{fill:#1a7f37}svg.map circle.warn{fill:#bf8700}
+svg.map circle.bad{fill:#cf222e}svg.map circle.none{fill:#8c959f}svg.map text{font-size:13px;fill:#1b1f24;paint-order:stroke;stroke:#fff;stroke-width:3px}
+section{page-break-inside:avoid}details.proofs td.path{font-size:11px}
 @media print{body{margin:0;max-width:none}section.job,section#nodes,section#sites{page-break-before:always}a{color:inherit}}
 ";
 
@@ -264,25 +507,103 @@ pub fn render(r: &Report) -> String {
         }
     );
     // Sites.
+    let by_id: BTreeMap<&str, &NodeLine> = r.nodes.iter().map(|n| (n.node.as_str(), n)).collect();
+    let label = |id: &String| {
+        by_id
+            .get(id.as_str())
+            .map_or_else(|| id.clone(), |n| n.name.clone())
+    };
+    let state = |id: &String| by_id.get(id.as_str()).map_or("enrolled", |n| n.state());
+    let mut dots = Vec::new();
+    let mut sited = Vec::new();
+    for site in &r.sites {
+        let Some((lat, lon)) = site.lat_lon_e6 else {
+            continue;
+        };
+        let states: Vec<&str> = site.bound.iter().map(state).collect();
+        let class = if states.is_empty() {
+            "none"
+        } else if states.iter().any(|s| state_class(s) == "bad") {
+            "bad"
+        } else if states.iter().any(|s| state_class(s) == "warn") {
+            "warn"
+        } else {
+            "ok"
+        };
+        dots.push(map::Dot {
+            site: site.site.clone(),
+            label: format!("{} ({})", site.name, site.bound.len()),
+            title: format!(
+                "{} {}, {}: {}",
+                site.site,
+                site.name,
+                site.country,
+                site.bound
+                    .iter()
+                    .map(|n| format!("{} {}", label(n), state(n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            lat: f64::from(lat) / 1e6,
+            lon: f64::from(lon) / 1e6,
+            class,
+        });
+        sited.push(site.country.clone());
+    }
+    let _ = write!(o, "<section id=\"sites\"><h2>Sites</h2>");
+    if dots.is_empty() {
+        o.push_str(
+            "<p class=\"muted\">No registry change in this log records site locations (logs from before they \
+             were recorded); the sites below are those the tickets named.</p>",
+        );
+    } else {
+        o.push_str(&map::svg(&dots, &sited));
+        o.push_str(
+            "<p class=\"muted\">Sites as the latest registry version in the log places them; a dot is green when every node \
+             bound there passed its last round, amber when one only warned or has no result yet, red when one failed or \
+             was revoked or removed. Outlines: Natural Earth 1:110m (public domain).</p>",
+        );
+    }
     let _ = write!(
         o,
-        "<section id=\"sites\"><h2>Sites</h2><table data-sites=\"{}\"><tr><th>site</th><th>name</th><th>country</th>\
-         <th>operator</th><th>nodes appraised there</th></tr>",
+        "<table data-sites=\"{}\"><tr><th>site</th><th>name</th><th>country</th>\
+         <th>operator</th><th>US CLOUD Act</th><th>nodes bound there (state)</th><th>nodes appraised there by tickets</th></tr>",
         r.sites.len()
     );
     for site in &r.sites {
+        let bound = site
+            .bound
+            .iter()
+            .map(|n| {
+                let st = state(n);
+                format!(
+                    "{} <span class=\"{}\">{}</span>",
+                    esc(&label(n)),
+                    state_class(st),
+                    esc(st)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = write!(
             o,
-            "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"site-row\" data-site=\"{}\"><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&site.site),
             esc(&site.site),
             esc(&site.name),
             esc(&site.country),
             esc(&site.operator),
+            match site.cloud_act_exposed {
+                Some(true) => "<span class=\"bad\">exposed</span>",
+                Some(false) => "<span class=\"ok\">not exposed</span>",
+                None => "-",
+            },
+            if bound.is_empty() { "-".to_owned() } else { bound },
             esc(&site.nodes.join(", "))
         );
     }
     if r.sites.is_empty() {
-        o.push_str("<tr><td colspan=\"5\" class=\"muted\">no ticket named a registered site</td></tr>");
+        o.push_str("<tr><td colspan=\"7\" class=\"muted\">neither a registry nor a ticket in the log names a site</td></tr>");
     }
     o.push_str("</table></section>\n");
     // Jobs.
@@ -370,6 +691,7 @@ pub fn render(r: &Report) -> String {
             }
             o.push_str("</table>");
         }
+        render_proofs(&mut o, r, j);
         o.push_str("</section>\n");
     }
     o.push_str("</section>\n");
@@ -377,7 +699,8 @@ pub fn render(r: &Report) -> String {
     let _ = write!(
         o,
         "<section id=\"nodes\" data-nodes=\"{}\"><h2>Nodes</h2><table><tr><th>node</th><th>affirming</th><th>warning</th>\
-         <th>contraindicated</th><th>first .. last result</th><th>last</th><th>enrollments</th><th>revocations and removals</th></tr>",
+         <th>contraindicated</th><th>first .. last result</th><th>last</th><th>state</th><th>enrollments</th><th>revocations and removals</th>\
+         <th>registry changes</th></tr>",
         r.nodes.len()
     );
     for n in &r.nodes {
@@ -406,10 +729,29 @@ pub fn render(r: &Report) -> String {
             })
             .collect::<Vec<_>>()
             .join("<br>");
+        let changes = n
+            .registry
+            .iter()
+            .map(|c| {
+                format!(
+                    "<span class=\"registry-change\">v{} {}: {}</span> {}",
+                    c.version,
+                    rfc3339(c.at),
+                    esc(&c.what),
+                    entry_ref(c.entry)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("<br>");
+        let st = n.state();
         let _ = write!(
             o,
-            "<tr><td>{} <span class=\"mono muted\">{}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td>{} .. {}</td><td>{last}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr class=\"node-row\" data-node=\"{}\" data-state=\"{}\" data-registry-changes=\"{}\"><td>{} <span class=\"mono muted\">{}</span></td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{} .. {}</td><td>{last}</td>\
+             <td class=\"{}\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&n.node),
+            esc(st),
+            n.registry.len(),
             esc(&n.name),
             esc(&n.node),
             n.affirming,
@@ -417,8 +759,11 @@ pub fn render(r: &Report) -> String {
             n.contraindicated,
             when(n.first_at),
             when(n.last_at),
+            state_class(st),
+            esc(st),
             n.enrollments,
-            if revs.is_empty() { "-".into() } else { revs }
+            if revs.is_empty() { "-".into() } else { revs },
+            if changes.is_empty() { "-".into() } else { changes }
         );
     }
     o.push_str("</table></section>\n</body></html>\n");

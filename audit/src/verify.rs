@@ -116,7 +116,7 @@ struct SignedCheckpoint {
 /// checkpoint the auditor kept from an earlier audit.
 pub fn verify_dir(dir: &Path, key: &Verifier, since: Option<&str>) -> AuditOutcome {
     let mut log = CheckLog::new();
-    match run(dir, key, since, &mut log, None) {
+    match run(dir, key, since, &mut log, None, None) {
         Ok(s) => Ok(log.finish(s)),
         Err(e) => Err(log.reject(e)),
     }
@@ -132,8 +132,24 @@ pub fn verified_entries(
 ) -> Result<(Verified<AuditSummary>, Vec<Entry>), Rejected<AuditError>> {
     let mut log = CheckLog::new();
     let mut entries = Vec::new();
-    match run(dir, key, since, &mut log, Some(&mut entries)) {
+    match run(dir, key, since, &mut log, Some(&mut entries), None) {
         Ok(s) => Ok((log.finish(s), entries)),
+        Err(e) => Err(log.reject(e)),
+    }
+}
+
+/// Like [`verified_entries`], and also the tree of those entries' leaves, so that a
+/// report can show each entry's inclusion proof against the root the audit checked.
+pub fn verified_log(
+    dir: &Path,
+    key: &Verifier,
+    since: Option<&str>,
+) -> Result<(Verified<AuditSummary>, Vec<Entry>, tree::Tree), Rejected<AuditError>> {
+    let mut log = CheckLog::new();
+    let mut entries = Vec::new();
+    let mut leaves = tree::Tree::new();
+    match run(dir, key, since, &mut log, Some(&mut entries), Some(&mut leaves)) {
+        Ok(s) => Ok((log.finish(s), entries, leaves)),
         Err(e) => Err(log.reject(e)),
     }
 }
@@ -144,6 +160,7 @@ fn run(
     since: Option<&str>,
     log: &mut CheckLog,
     mut keep: Option<&mut Vec<Entry>>,
+    mut leaves: Option<&mut tree::Tree>,
 ) -> Result<AuditSummary, AuditError> {
     let pub_path = dir.join(LOG_PUB);
     let found = fs::read_to_string(&pub_path).map_err(|e| read_err(&pub_path, e))?;
@@ -271,7 +288,11 @@ fn run(
         if let Some(k) = keep.as_deref_mut() {
             k.push(entry);
         }
-        tree.push(tree::leaf_hash(leaf));
+        let hash = tree::leaf_hash(leaf);
+        if let Some(t) = leaves.as_deref_mut() {
+            t.push(hash);
+        }
+        tree.push(hash);
         check_at(&tree, &mut next, &mut last_good, &mut kept_ok)?;
     }
     log.pass("entry_parse", format!("{} entries", tree.size()));

@@ -236,7 +236,7 @@ fn prove(p: ProveCmd) -> Result<ExitCode> {
 fn report(a: ReportArgs) -> Result<ExitCode> {
     let key = read_key(&a.key)?;
     let since = read_since(a.since.as_deref())?;
-    let (v, entries) = match verified_entries(&a.dir, &key, since.as_deref()) {
+    let (v, entries, leaves) = match custody_audit::verify::verified_log(&a.dir, &key, since.as_deref()) {
         Ok(x) => x,
         Err(r) if r.error.check() == "read" => {
             eprintln!("custody: {}", r.error);
@@ -247,7 +247,8 @@ fn report(a: ReportArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let r = custody_audit::report::build(&v.claims, &key.to_key_string(), &entries, &a.jobs);
+    let mut r = custody_audit::report::build(&v.claims, &key.to_key_string(), &entries, &a.jobs);
+    r.prove(&leaves);
     let html = custody_audit::report::render(&r);
     // Written aside and renamed: a reader never opens half a report.
     let tmp = a.out.with_extension("html.partial");

@@ -181,6 +181,17 @@ impl VerifiedRegistry {
     }
 }
 
+impl VerifiedRegistry {
+    /// The operator of site `site` with its derived jurisdiction, as a round at that site
+    /// would see it.
+    pub fn site_operator(&self, site: &str) -> Option<OperatorInfo> {
+        let reg = self.registry();
+        let s = reg.site(site)?;
+        let o = reg.entities.iter().position(|e| e.id == s.operator)?;
+        operator_info(reg, &self.order, o)
+    }
+}
+
 fn bind(reg: &Registry, hw: &[HardwareId]) -> HardwareBinding {
     let mut seen = BTreeSet::new();
     let (mut matched, mut unmatched, mut hits) = (Vec::new(), Vec::new(), Vec::new());

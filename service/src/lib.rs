@@ -425,6 +425,7 @@ impl Service {
             sites: r.sites.len(),
             hardware: r.hardware.len(),
             at: now(),
+            places: Some(places(&v)),
         });
         let record = store::RegistryRecord {
             version: v.version(),
@@ -863,6 +864,39 @@ fn load_authorities(cfg: &Config) -> Result<Vec<custody_registry::signed::Author
             custody_registry::signed::AuthorityKey::from_pem(&pem).map_err(|e| err(e.to_string()))
         })
         .collect()
+}
+
+/// What the log keeps of a registry's places: sites with their operator's derived
+/// exposure, and hardware bindings (the auditor's map and per-node registry history).
+fn places(v: &custody_registry::signed::VerifiedRegistry) -> entry::RegistryPlaces {
+    let r = v.registry();
+    entry::RegistryPlaces {
+        sites: r
+            .sites
+            .iter()
+            .map(|s| {
+                let op = v.site_operator(&s.id);
+                entry::PlacedSite {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                    country: s.country.to_string(),
+                    lat_e6: s.lat_e6,
+                    lon_e6: s.lon_e6,
+                    operator: s.operator.clone(),
+                    operator_name: op.as_ref().map(|o| o.name.clone()).unwrap_or_default(),
+                    cloud_act_exposed: op.is_some_and(|o| o.cloud_act_exposed),
+                }
+            })
+            .collect(),
+        hardware: r
+            .hardware
+            .iter()
+            .map(|h| entry::PlacedHardware {
+                site: h.site.clone(),
+                id: h.id.to_string(),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -185,6 +185,14 @@ fn place(node: &str, site: &str, country: &str) -> serde_json::Value {
 /// a move to a US-controlled node, with three signed checkpoints, exported: (temp dir,
 /// export dir, log key, t0).
 fn llama_log() -> (tempfile::TempDir, std::path::PathBuf, String, i64) {
+    llama_log_with(false)
+}
+
+/// [`llama_log`], with `placed` four entries more at its end: the three nodes' enrollments
+/// and a registry version that places them (sites with coordinates and operators, EK
+/// bindings), as a verifier since round 2 logs it; node-c's site operator is exposed to
+/// the US CLOUD Act.
+fn llama_log_with(placed: bool) -> (tempfile::TempDir, std::path::PathBuf, String, i64) {
     let tmp = tempfile::tempdir().unwrap();
     let signer = Signer::generate("custody.example/audit").unwrap();
     let key = signer.verifier().to_key_string();
@@ -230,6 +238,33 @@ fn llama_log() -> (tempfile::TempDir, std::path::PathBuf, String, i64) {
         "at": t0 + 500}}),
     ))
     .unwrap();
+    if placed {
+        let ek = |n: &str| format!("{:064x}", n.len() * 1000 + n.as_bytes()[5] as usize);
+        for n in ["node-a", "node-b", "node-c"] {
+            s.append(&entry(
+                json!({"kind": "enrollment", "body": {"node": n, "name": n,
+                "at": t0 + 600, "ek_cert_sha256": ek(n), "ak_sha256": "aa",
+                "endpoint": format!("https://{n}:8443"), "re_enrollment": false,
+                "ak_changed": null, "state": "trusted", "failures": 0}}),
+            ))
+            .unwrap();
+        }
+        let site = |id: &str, cc: &str, lat: i32, lon: i32, exposed: bool| {
+            json!({"id": id, "name": format!("{id} DC"), "country": cc, "lat_e6": lat,
+                   "lon_e6": lon, "operator": "eurocloud", "operator_name": "EuroCloud SAS",
+                   "cloud_act_exposed": exposed})
+        };
+        s.append(&entry(json!({"kind": "registry_change", "body": {"version": 1,
+            "previous": null, "digest": "dd", "kid": "kk", "authority": "EU Registry",
+            "entities": 1, "sites": 3, "hardware": 3, "at": t0 + 650, "places": {
+            "sites": [site("par-1", "FR", 48_856_600, 2_352_200, false),
+                      site("fra-1", "DE", 50_110_900, 8_682_100, false),
+                      site("ams-1", "NL", 52_367_600, 4_904_100, true)],
+            "hardware": [{"site": "par-1", "id": format!("ek_sha256:{}", ek("node-a"))},
+                         {"site": "fra-1", "id": format!("ek_sha256:{}", ek("node-b"))},
+                         {"site": "ams-1", "id": format!("ek_sha256:{}", ek("node-c"))}]}}})))
+            .unwrap();
+    }
     s.checkpoint(&signer).unwrap();
     drop(s);
     let out = tmp.path().join("export");
@@ -335,7 +370,7 @@ static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// (target/custody-artifacts/audit-report.png), and a tampered export gives no report.
 #[test]
 fn report_is_built_only_from_an_audited_export_and_opens_offline() {
-    let (tmp, out, key, _) = llama_log();
+    let (tmp, out, key, _) = llama_log_with(true);
     let dir = out.to_str().unwrap();
     let html = tmp.path().join("report.html");
     let r = custody([
@@ -368,13 +403,20 @@ fn report_is_built_only_from_an_audited_export_and_opens_offline() {
     let dom = chromium(&["--dump-dom"]);
     let opened = started.elapsed();
     for want in [
-        "data-entries=\"7\"",
+        "data-entries=\"11\"",
         "data-checkpoints=\"3\"",
         "data-stays=\"3\"",
         "data-refusals=\"1\"",
         "data-job=\"llama\"",
         "operator Nimbus Inc (US) is subject to the CLOUD Act",
         "ams-1",
+        // The map: three sites, France, Germany and the Netherlands drawn as sited.
+        "data-dots=\"3\"",
+        "class=\"land sited\" data-country=\"FR\"",
+        "class=\"land sited\" data-country=\"NL\"",
+        "data-site=\"ams-1\"><circle class=\"warn\"",
+        // Each node's registry history: bound to its site by version 1.
+        "bound to site ams-1 (ams-1 DC, NL), operated by EuroCloud SAS, exposed to the US CLOUD Act",
     ] {
         assert!(dom.contains(want), "{want} not on the page:\n{dom}");
     }
@@ -382,6 +424,39 @@ fn report_is_built_only_from_an_audited_export_and_opens_offline() {
         assert!(!dom.contains(outside), "{outside} on the page");
     }
     assert!(opened < std::time::Duration::from_secs(20), "{opened:?}");
+
+    // The refusal's inclusion proof on the page is the one the log database gives.
+    let db = tmp.path().join("audit.db");
+    let p = custody([
+        "audit",
+        "prove",
+        "inclusion",
+        "--db",
+        db.to_str().unwrap(),
+        "--index",
+        "6",
+        "--size",
+        "11",
+    ]);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let p = p.json();
+    let path: Vec<&str> = p["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    let row = format!(
+        "<td class=\"mono\">{}</td><td class=\"mono path\">{}</td>",
+        p["leaf_hash"].as_str().unwrap(),
+        path.join(" ")
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains(&row), "{row} not in the report");
+    assert!(
+        page.contains("data-proofs=\"5\""),
+        "tickets, placements and the refusal proven"
+    );
 
     let shots = custody_e2e::repo_root().join("target/custody-artifacts");
     std::fs::create_dir_all(&shots).unwrap();
@@ -432,6 +507,41 @@ fn a_fleet_sized_report_opens_in_under_two_seconds() {
     let country = |n: u64| ["FR", "DE", "NL", "ES"][(n % 4) as usize];
     let mut batch = Vec::new();
     let mut total = 0u64;
+    // 1,000 enrollments and two registry versions placing them at four sites; the second
+    // puts mad-1's operator under US control: 1,002 entries.
+    let ek = |n: u64| format!("{n:064x}");
+    for n in 0..1000u64 {
+        batch.push(entry(
+            json!({"kind": "enrollment", "body": {"node": format!("n-{n:04}"),
+            "name": format!("node-{n:04}"), "at": t0, "ek_cert_sha256": ek(n), "ak_sha256": "aa",
+            "endpoint": format!("https://node-{n:04}:8443"), "re_enrollment": false,
+            "ak_changed": null, "state": "trusted", "failures": 0}}),
+        ));
+    }
+    for (version, mad_exposed) in [(1u64, false), (2, true)] {
+        let sites: Vec<serde_json::Value> = (0..4u64)
+            .map(|k| {
+                let (lat, lon) = [
+                    (48_856_600, 2_352_200),
+                    (50_110_900, 8_682_100),
+                    (52_367_600, 4_904_100),
+                    (40_416_800, -3_703_800),
+                ][k as usize];
+                json!({"id": site(k), "name": format!("{} DC", site(k)), "country": country(k),
+                    "lat_e6": lat, "lon_e6": lon, "operator": format!("op-{k}"),
+                    "operator_name": format!("Operator {k}"), "cloud_act_exposed": mad_exposed && k == 3})
+            })
+            .collect();
+        let hardware: Vec<serde_json::Value> = (0..1000u64)
+            .map(|n| json!({"site": site(n), "id": format!("ek_sha256:{}", ek(n))}))
+            .collect();
+        batch.push(entry(
+            json!({"kind": "registry_change", "body": {"version": version,
+            "previous": if version == 1 { json!(null) } else { json!(1) }, "digest": format!("d{version}"),
+            "kid": "kk", "authority": "EU Registry", "entities": 4, "sites": 4, "hardware": 1000,
+            "at": t0 + version as i64, "places": {"sites": sites, "hardware": hardware}}}),
+        ));
+    }
     // 100 jobs, each moved 4 times between nodes and refused once: 900 entries.
     for j in 0..100u64 {
         for m in 0..4u64 {
@@ -528,9 +638,16 @@ fn a_fleet_sized_report_opens_in_under_two_seconds() {
         "data-nodes=\"1000\"",
         "data-jobs=\"100\"",
         "data-refusals=\"100\"",
+        "data-dots=\"4\"",
     ] {
         assert!(dom.contains(want), "{want} not on the page");
     }
+    assert_eq!(
+        dom.matches("operator Operator 3 now exposed to the US CLOUD Act")
+            .count(),
+        250,
+        "every node at mad-1 shows the change"
+    );
     assert!(
         warm < std::time::Duration::from_secs(2),
         "the report took {warm:?} to open"

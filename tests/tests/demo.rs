@@ -53,4 +53,13 @@ fn demo_runs_every_step_and_ends_with_an_audited_history() {
         report.contains("data-job=\"llama-ft\""),
         "the report names the job"
     );
+    // The map of the registry's two sites, and Paris's node told of registry v2.
+    for want in [
+        "data-dots=\"2\"",
+        "class=\"land sited\" data-country=\"FR\"",
+        "class=\"land sited\" data-country=\"DE\"",
+        "operator EuroCloud SAS now exposed to the US CLOUD Act",
+    ] {
+        assert!(report.contains(want), "{want} not in the report");
+    }
 }

@@ -101,3 +101,165 @@ fn times_are_rfc3339_utc() {
     assert_eq!(rfc3339(1_709_251_200), "2024-03-01T00:00:00Z");
     assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
 }
+
+fn enrolled(node: &str, ek: &str) -> Entry {
+    leaf(&format!(
+        r#"{{"kind":"enrollment","body":{{"ak_changed":null,"ak_sha256":"aa","at":1,"ek_cert_sha256":"{ek}","endpoint":"https://{node}:8443","failures":0,"name":"{node}-name","node":"{node}","re_enrollment":false,"state":"trusted"}}}}"#
+    ))
+}
+
+/// A registry version placing `ek -> site` with `par-1`'s operator exposed or not.
+fn registry(version: u64, at: i64, bindings: &[(&str, &str)], par_exposed: bool) -> Entry {
+    let site = |id: &str, cc: &str, lat: i32, lon: i32, op: &str, exposed: bool| {
+        format!(
+            r#"{{"cloud_act_exposed":{exposed},"country":"{cc}","id":"{id}","lat_e6":{lat},"lon_e6":{lon},"name":"{id} DC","operator":"{op}","operator_name":"{op} SAS"}}"#
+        )
+    };
+    let hw = bindings
+        .iter()
+        .map(|(ek, s)| format!(r#"{{"id":"ek_sha256:{ek}","site":"{s}"}}"#))
+        .collect::<Vec<_>>()
+        .join(",");
+    leaf(&format!(
+        r#"{{"kind":"registry_change","body":{{"at":{at},"authority":"EU Registry","digest":"dd{version}","entities":2,"hardware":{},"kid":"kk","previous":null,"sites":3,"version":{version},"places":{{"sites":[{},{},{}],"hardware":[{hw}]}}}}}}"#,
+        bindings.len(),
+        site("par-1", "FR", 48_856_600, 2_352_200, "eurocloud", par_exposed),
+        site("fra-1", "DE", 50_110_900, 8_682_100, "rhein", false),
+        site("ams-1", "NL", 52_367_600, 4_904_100, "rhein", false),
+    ))
+}
+
+/// The log the map and the registry history are drawn from: n-1 stays at par-1 whose
+/// operator comes under US control in v2; n-2 moves fra-1 -> ams-1 in v2 and leaves the
+/// registry in v3; n-3 never is in it.
+fn placed_log() -> Vec<Entry> {
+    let (ek1, ek2, ek3) = ("11".repeat(32), "22".repeat(32), "33".repeat(32));
+    let mut passed = ResultEntry::example("n-1", 30);
+    passed.name = "n-1-name".into();
+    vec![
+        enrolled("n-1", &ek1),
+        enrolled("n-2", &ek2),
+        enrolled("n-3", &ek3),
+        registry(1, 10, &[(&ek1, "par-1"), (&ek2, "fra-1")], false),
+        registry(2, 20, &[(&ek1, "par-1"), (&ek2, "ams-1")], true),
+        registry(3, 25, &[(&ek1, "par-1")], true),
+        Entry::AttestationResult(passed),
+    ]
+}
+
+#[test]
+fn each_node_lists_the_registry_versions_that_changed_where_it_is_or_who_runs_it() {
+    let r = build(&summary(), "k", &placed_log(), &[]);
+    let node = |id: &str| r.nodes.iter().find(|n| n.node == id).unwrap();
+    let whats = |id: &str| {
+        node(id)
+            .registry
+            .iter()
+            .map(|c| (c.entry, c.version, c.what.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        whats("n-1"),
+        vec![
+            (
+                3,
+                1,
+                "bound to site par-1 (par-1 DC, FR), operated by eurocloud SAS".to_owned()
+            ),
+            (
+                4,
+                2,
+                "operator eurocloud SAS now exposed to the US CLOUD Act".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(
+        whats("n-2"),
+        vec![
+            (
+                3,
+                1,
+                "bound to site fra-1 (fra-1 DC, DE), operated by rhein SAS".to_owned()
+            ),
+            (
+                4,
+                2,
+                "moved from site fra-1 (DE) to site ams-1 (ams-1 DC, NL), operated by rhein SAS".to_owned()
+            ),
+            (5, 3, "no longer in the registry (was at site ams-1)".to_owned()),
+        ]
+    );
+    assert!(whats("n-3").is_empty());
+    assert_eq!(node("n-1").state(), "affirming");
+    assert_eq!(node("n-2").state(), "enrolled");
+}
+
+#[test]
+fn the_sites_are_the_latest_registrys_with_their_places_and_bound_nodes() {
+    let r = build(&summary(), "k", &placed_log(), &[]);
+    assert_eq!(r.sites.len(), 3);
+    let par = r.sites.iter().find(|s| s.site == "par-1").unwrap();
+    assert_eq!(par.lat_lon_e6, Some((48_856_600, 2_352_200)));
+    assert_eq!(par.cloud_act_exposed, Some(true));
+    assert_eq!(par.bound, vec!["n-1".to_owned()]);
+    let ams = r.sites.iter().find(|s| s.site == "ams-1").unwrap();
+    assert!(ams.bound.is_empty(), "v3 took n-2 out");
+
+    let html = render(&r);
+    for want in [
+        "<svg class=\"map\"",
+        "data-dots=\"3\"",
+        "data-site=\"par-1\"><circle class=\"ok\"",
+        "data-site=\"ams-1\"><circle class=\"none\"",
+        "class=\"land sited\" data-country=\"FR\"",
+        "data-node=\"n-2\" data-state=\"enrolled\" data-registry-changes=\"3\"",
+        "<span class=\"bad\">exposed</span>",
+    ] {
+        assert!(html.contains(want), "{want} not in the report");
+    }
+    assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("src="));
+}
+
+#[test]
+fn a_log_without_recorded_places_gets_its_ticket_sites_and_no_map() {
+    let r = build(&summary(), "k", &log(), &[]);
+    assert!(r.sites.iter().all(|s| s.lat_lon_e6.is_none()));
+    let html = render(&r);
+    assert!(!html.contains("<svg"));
+    assert!(html.contains("No registry change in this log records site locations"));
+}
+
+#[test]
+fn a_revocation_after_the_last_result_is_the_nodes_state() {
+    let r = build(&summary(), "k", &log(), &[]);
+    let n2 = r.nodes.iter().find(|n| n.node == "n-2").unwrap();
+    assert_eq!(n2.state(), "revoked");
+    assert!(render(&r).contains("data-node=\"n-2\" data-state=\"revoked\""));
+}
+
+#[test]
+fn each_cited_entry_carries_an_inclusion_proof_that_checks_against_the_root() {
+    let entries = log();
+    let mut t = crate::tree::Tree::new();
+    for e in &entries {
+        t.push(crate::tree::leaf_hash(&e.to_leaf().unwrap()));
+    }
+    let mut s = summary();
+    s.entries = entries.len() as u64;
+    s.root = hex::encode(t.root());
+    let mut r = build(&s, "k", &entries, &[]);
+    r.prove(&t);
+    // The stays cite entries 1 (ticket) and 2 (placed), the refusal entry 5.
+    assert_eq!(r.proofs.keys().copied().collect::<Vec<_>>(), vec![1, 2, 5]);
+    for (i, (leaf, path)) in &r.proofs {
+        crate::tree::verify_inclusion(*i, s.entries, leaf, path, &t.root()).unwrap();
+    }
+    let html = render(&r);
+    assert!(html.contains("data-proofs=\"3\""));
+    let (leaf, path) = &r.proofs[&5];
+    assert!(html.contains(&format!(
+        "<td class=\"mono\">{}</td><td class=\"mono path\">{}</td>",
+        hex::encode(leaf),
+        path.iter().map(hex::encode).collect::<Vec<_>>().join(" ")
+    )));
+}
