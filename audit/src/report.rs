@@ -105,6 +105,9 @@ pub struct Report {
     pub sites: Vec<SiteLine>,
     pub jobs: Vec<JobHistory>,
     pub nodes: Vec<NodeLine>,
+    /// Per registry version that records places, in log order: (entry, version, site ->
+    /// its operator exposed to the US CLOUD Act).
+    pub exposure: Vec<(u64, u64, BTreeMap<String, bool>)>,
     /// Inclusion proofs of the jobs' entries in the audited tree (see [`Report::prove`]):
     /// entry index -> (leaf hash, audit path leaf side first).
     pub proofs: BTreeMap<u64, (Hash, Vec<Hash>)>,
@@ -125,6 +128,13 @@ impl JobHistory {
 }
 
 impl Report {
+    /// Whether `site`'s operator was exposed to the US CLOUD Act by the registry in force
+    /// at entry `at` (the last version logged before it), and that version.
+    pub fn exposed_at(&self, site: &str, at: u64) -> Option<(bool, u64)> {
+        let (_, v, sites) = self.exposure.iter().rev().find(|(i, _, _)| *i < at)?;
+        sites.get(site).map(|e| (*e, *v))
+    }
+
     /// Add the inclusion proof of every entry the job sections cite, from the tree the
     /// audit rebuilt: the auditor's reader can check each against the root shown, or ask
     /// `custody audit prove inclusion` for it again.
@@ -239,6 +249,20 @@ pub fn build(summary: &AuditSummary, log_key: &str, entries: &[Entry], jobs: &[S
         sites: sites.into_values().collect(),
         jobs,
         nodes: nodes.into_values().collect(),
+        exposure: placed
+            .iter()
+            .filter_map(|(i, r)| {
+                let p = r.places.as_ref()?;
+                Some((
+                    *i,
+                    r.version,
+                    p.sites
+                        .iter()
+                        .map(|s| (s.id.clone(), s.cloud_act_exposed))
+                        .collect(),
+                ))
+            })
+            .collect(),
         proofs: BTreeMap::new(),
     }
 }
@@ -636,11 +660,11 @@ pub fn render(r: &Report) -> String {
                 esc(&st.place.operator)
             );
         }
-        o.push_str("</div><table><tr><th>since</th><th>until</th><th>node</th><th>site</th><th>country</th><th>operator</th><th>entry</th></tr>");
+        o.push_str("</div><table><tr><th>since</th><th>until</th><th>node</th><th>site</th><th>country</th><th>operator</th><th>US CLOUD Act</th><th>entry</th></tr>");
         for st in &j.stays {
             let _ = write!(
                 o,
-                "<tr class=\"stay-row\"><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr class=\"stay-row\"><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 st.since.map_or_else(|| "(before the log)".to_owned(), rfc3339),
                 st.until.map_or_else(|| "now".to_owned(), rfc3339),
                 esc(if st.place.name.is_empty() { &st.place.node } else { &st.place.name }),
@@ -648,6 +672,11 @@ pub fn render(r: &Report) -> String {
                 esc(&st.place.site_name),
                 esc(&st.place.country),
                 esc(&st.place.operator),
+                match r.exposed_at(&st.place.site, st.entry) {
+                    Some((true, v)) => format!("<span class=\"bad\">exposed</span> (registry v{v})"),
+                    Some((false, v)) => format!("<span class=\"ok\">not exposed</span> (registry v{v})"),
+                    None => "-".to_owned(),
+                },
                 entry_ref(st.entry)
             );
         }

@@ -263,3 +263,21 @@ fn each_cited_entry_carries_an_inclusion_proof_that_checks_against_the_root() {
         path.iter().map(hex::encode).collect::<Vec<_>>().join(" ")
     )));
 }
+
+#[test]
+fn a_stay_shows_the_cloud_act_exposure_of_the_registry_in_force_when_it_began() {
+    let mut entries = vec![registry(1, 5, &[], false)];
+    entries.extend(log());
+    entries.push(registry(2, 20, &[], true));
+    let r = build(&summary(), "k", &entries, &[]);
+    assert_eq!(r.exposed_at("par-1", 2), Some((false, 1)));
+    assert_eq!(r.exposed_at("par-1", 8), Some((true, 2)));
+    assert_eq!(
+        r.exposed_at("par-1", 0),
+        None,
+        "nothing in force before the first version"
+    );
+    assert_eq!(r.exposed_at("nowhere", 2), None);
+    let html = render(&r);
+    assert!(html.contains("<span class=\"ok\">not exposed</span> (registry v1)"));
+}
