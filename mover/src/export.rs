@@ -259,3 +259,6 @@ pub fn import<R: Read>(
     checks.seen.check_and_record(&ticket.id)?;
     Ok(done)
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -27,6 +27,28 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Open `html` in Debian's chromium, headless, with its own profile directory, and return
+/// what it printed (`--dump-dom` gives the DOM; `--screenshot=F` writes F). Panics when
+/// chromium fails.
+pub fn chromium(html: &Path, profile: &Path, extra: &[&str]) -> String {
+    let o = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium (Debian's chromium; scripts/setup.sh installs it)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Where tests keep what a person may want to look at (screenshots).
+pub fn artifacts() -> PathBuf {
+    let d = repo_root().join("target/custody-artifacts");
+    std::fs::create_dir_all(&d).expect("create target/custody-artifacts");
+    d
+}
+
 /// `../shared/testvectors` beside the checkout, or `CUSTODY_TESTVECTORS` if set.
 pub fn testvectors() -> PathBuf {
     if let Ok(p) = std::env::var("CUSTODY_TESTVECTORS") {

@@ -388,17 +388,7 @@ fn report_is_built_only_from_an_audited_export_and_opens_offline() {
 
     let profile = tmp.path().join("chromium-profile");
     let _one_browser = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
-    let chromium = |extra: &[&str]| {
-        let o = std::process::Command::new("chromium")
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(extra)
-            .arg(format!("file://{}", html.display()))
-            .output()
-            .expect("chromium (Debian's chromium; scripts/setup.sh installs it)");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    };
+    let chromium = |extra: &[&str]| custody_e2e::chromium(&html, &profile, extra);
     let started = std::time::Instant::now();
     let dom = chromium(&["--dump-dom"]);
     let opened = started.elapsed();
@@ -458,9 +448,7 @@ fn report_is_built_only_from_an_audited_export_and_opens_offline() {
         "tickets, placements and the refusal proven"
     );
 
-    let shots = custody_e2e::repo_root().join("target/custody-artifacts");
-    std::fs::create_dir_all(&shots).unwrap();
-    let shot = shots.join("audit-report.png");
+    let shot = custody_e2e::artifacts().join("audit-report.png");
     let _ = std::fs::remove_file(&shot);
     chromium(&[
         &format!("--screenshot={}", shot.display()),
@@ -611,23 +599,19 @@ fn a_fleet_sized_report_opens_in_under_two_seconds() {
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     eprintln!(
-        "report of 50,000 entries audited and written in {:?}",
-        built.elapsed()
+        "report of 50,000 entries audited and written in {:?}, {} bytes",
+        built.elapsed(),
+        std::fs::metadata(&html).unwrap().len()
     );
 
+    // Kept for a person to look at, as the screenshots are.
+    std::fs::copy(&html, custody_e2e::artifacts().join("fleet-report.html")).unwrap();
     let profile = tmp.path().join("chromium-profile");
     let _one_browser = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
     let open = || {
         let started = std::time::Instant::now();
-        let o = std::process::Command::new("chromium")
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("--dump-dom")
-            .arg(format!("file://{}", html.display()))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        (started.elapsed(), String::from_utf8(o.stdout).unwrap())
+        let dom = custody_e2e::chromium(&html, &profile, &["--dump-dom"]);
+        (started.elapsed(), dom)
     };
     // The browser's own start-up is measured too: a second run, warm, is the page's cost.
     let (cold, _) = open();

@@ -53,6 +53,43 @@ fn demo_runs_every_step_and_ends_with_an_audited_history() {
         report.contains("data-job=\"llama-ft\""),
         "the report names the job"
     );
+    // In a real browser: the numbers on the page are the export's, nothing is loaded, and
+    // a screenshot is kept (target/custody-artifacts/demo-report.png; docs/audit-report.png
+    // is one).
+    let entries = std::fs::read_to_string(dir.join("audit-export/entries.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    let html = dir.join("report.html");
+    let profile = tmp.path().join("chromium-profile");
+    let dom = custody_e2e::chromium(&html, &profile, &["--dump-dom"]);
+    for want in [
+        format!("data-entries=\"{entries}\""),
+        "data-stays=\"2\"".to_owned(),
+        "data-refusals=\"1\"".to_owned(),
+        "data-dots=\"2\"".to_owned(),
+        "data-proofs=".to_owned(),
+    ] {
+        assert!(dom.contains(&want), "{want} not on the page");
+    }
+    for outside in ["<script", "<img", "<link", "http://", "https://"] {
+        assert!(!dom.contains(outside), "{outside} on the page");
+    }
+    let shot = custody_e2e::artifacts().join("demo-report.png");
+    let _ = std::fs::remove_file(&shot);
+    custody_e2e::chromium(
+        &html,
+        &profile,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1200,1500",
+            "--hide-scrollbars",
+        ],
+    );
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "an empty screenshot"
+    );
     // The map of the registry's two sites, and Paris's node told of registry v2.
     for want in [
         "data-dots=\"2\"",

@@ -42,7 +42,7 @@ pub struct View {
 
 impl View {
     /// The box around `dots`, padded so that each dot has its country's neighbours
-    /// around it, at least 16 x 10 degrees. `None` for no dots.
+    /// around it, at least 12 degrees of latitude, landscape. `None` for no dots.
     pub fn around(dots: &[Dot]) -> Option<Self> {
         let first = dots.first()?;
         let (mut w, mut e, mut s, mut n) = (first.lon, first.lon, first.lat, first.lat);
@@ -62,8 +62,13 @@ impl View {
                 *hi = mid + min / 2.0;
             }
         };
-        grow(&mut w, &mut e, 16.0);
-        grow(&mut s, &mut n, 10.0);
+        grow(&mut s, &mut n, 12.0);
+        // A landscape map, between 2:1 and 3:1 once projected: a page's width, not a
+        // screenful of sea.
+        let cos = ((s + n) / 2.0).to_radians().cos().max(0.2);
+        grow(&mut w, &mut e, 2.0 * (n - s) / cos);
+        let wide = (e - w) * cos / 3.0;
+        grow(&mut s, &mut n, wide);
         let (w, e) = (w.max(-180.0), e.min(180.0));
         let (s, n) = (s.max(-85.0), n.min(85.0));
         let cos = ((s + n) / 2.0).to_radians().cos().max(0.2);

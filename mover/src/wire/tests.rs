@@ -784,3 +784,206 @@ fn frames_are_bounded() {
     assert_eq!(r.check(), "destination_refused");
     assert!(r.to_string().contains("wrong_recipient"));
 }
+
+/// The fuzz target's connection (`fuzz/fuzz_targets/mover_wire.rs`): reads the seed and
+/// keeps what the destination answers.
+struct Replay<'a> {
+    input: &'a [u8],
+    answer: Vec<u8>,
+}
+
+impl Read for Replay<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl Write for Replay<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.answer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The fuzz target's verifier key: the P-256 generator, whose private key (1) signs no
+/// seed.
+const P256_GX: &str = "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296";
+const P256_GY: &str = "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
+
+/// The destination of the `mover_wire` fuzz target serving `seed` from node-a: its
+/// error, and the check its REFUSE frame names.
+fn serve_as_fuzz_target(seed: &[u8]) -> (MoverError, String) {
+    let target = include_str!("../../../fuzz/fuzz_targets/mover_wire.rs");
+    assert!(
+        target.contains(P256_GX) && target.contains(P256_GY) && target.contains("\"node-b\""),
+        "the fuzz target's destination changed: update these seeds"
+    );
+    let g = hex::decode(format!("04{P256_GX}{P256_GY}")).unwrap();
+    // A usable key: a refusal at the signature is the signature's, not the key's.
+    custody_types::VerifierKey::from_sec1(&g).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let (public, secret) = keywrap::generate_x25519().unwrap();
+    let dest = Destination::new(
+        "node-b".into(),
+        public,
+        secret,
+        g,
+        d.path().to_path_buf(),
+        Box::new(|_| [0u8; 64]),
+    )
+    .unwrap();
+    let mut conn = Replay {
+        input: seed,
+        answer: Vec::new(),
+    };
+    let e = dest.serve(&mut conn, "node-a", NOW).unwrap_err();
+    let mut answer = Cursor::new(&conn.answer);
+    let mut buf = Vec::new();
+    assert_eq!(
+        read_frame(&mut answer, MAX_SMALL, &mut buf).unwrap(),
+        Some(K_REFUSE)
+    );
+    assert_eq!(read_frame(&mut answer, MAX_SMALL, &mut buf).unwrap(), None);
+    let MoverError::Refused { check, .. } = parse_refusal(&buf) else {
+        panic!("REFUSE body");
+    };
+    assert!(!d.path().join("job-1").exists(), "nothing placed");
+    (e, check)
+}
+
+fn frames_of(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(kind) = read_frame(&mut bytes, MAX_OFFER, &mut buf).unwrap() {
+        out.push((kind, buf.clone()));
+    }
+    out
+}
+
+fn wire_of(frames: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (kind, body) in frames {
+        write_frame(&mut out, *kind, body).unwrap();
+    }
+    out
+}
+
+/// Seeds for the `mover_wire` fuzz target: what a real source writes to a destination
+/// (HELLO, an OFFER with a structurally valid ticket, the CHUNKs), with tickets signed by
+/// a key other than the target's, so each is refused at the ticket's signature (or,
+/// for the variants, at the check named), never past it.
+#[test]
+fn fuzz_seeds_for_mover_wire_are_well_formed() {
+    use crate::ticket::PROFILE;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+    use custody_types::envelope::{self, EnvelopeError, Profile};
+
+    // A real move of a small checkpoint (3 chunks of 1024), every byte A wrote kept.
+    let w = world(3000);
+    let t = w.ticket(0x5e, "node-a", NOW + 600);
+    let wrote = Arc::new(Mutex::new(Vec::new()));
+    let rec = wrote.clone();
+    let (s, r) = w.run(&t, "node-a", |a| {
+        a.tamper = Some(Box::new(move |_, v| rec.lock().unwrap().extend_from_slice(v)));
+    });
+    s.unwrap();
+    r.unwrap();
+    let real = std::mem::take(&mut *wrote.lock().unwrap());
+    let frames = frames_of(&real);
+    let kinds: Vec<u8> = frames.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, [K_HELLO, K_OFFER, K_CHUNK, K_CHUNK, K_CHUNK]);
+    assert_eq!(ExportHeader::from_cbor(&frames[1].1).unwrap().ticket, t);
+
+    // The same move with its ticket sealed again: `profile`, `kid`, signed by the
+    // verifier of `w` (not the generator's key).
+    let (pk, _) = w.checks();
+    let payload = Ticket::verify(&t, &pk, NOW).unwrap().payload().unwrap();
+    let resealed = |profile: &Profile, kid: Vec<u8>| -> Vec<(u8, Vec<u8>)> {
+        let ticket = envelope::seal(profile, kid, payload.clone(), |tbs| {
+            w.verifier
+                .sign(&SystemRandom::new(), tbs)
+                .ok()
+                .map(|s| s.as_ref().to_vec())
+        })
+        .unwrap();
+        // A good signature of w's verifier, whatever kid it names.
+        envelope::open(&ticket, profile, |_, tbs, sig| {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &pk)
+                .verify(tbs, sig)
+                .map_err(|_| EnvelopeError::Signature("w's key".into()))
+        })
+        .unwrap();
+        let mut h = ExportHeader::from_cbor(&frames[1].1).unwrap();
+        h.ticket = ticket;
+        let mut f = frames.clone();
+        f[1].1 = h.to_cbor().unwrap();
+        f
+    };
+    let generator = hex::decode(format!("04{P256_GX}{P256_GY}")).unwrap();
+    let generator_kid = custody_types::VerifierKey::from_sec1(&generator)
+        .unwrap()
+        .kid()
+        .to_vec();
+    // Names the target's key, so the ECDSA verification itself runs and fails.
+    let with_generator_kid = resealed(&PROFILE, generator_kid);
+    let without_kid = resealed(&PROFILE, Vec::new());
+    // Without a kid it is a good ticket of w's verifier.
+    let h = ExportHeader::from_cbor(&without_kid[1].1).unwrap();
+    assert_eq!(
+        Ticket::verify(&h.ticket, &pk, NOW).unwrap().payload().unwrap(),
+        payload
+    );
+    let other_type = resealed(
+        &Profile {
+            content_type: "application/eat+cwt",
+            ..PROFILE
+        },
+        Vec::new(),
+    );
+    let mut offer_as_chunk = frames.clone();
+    offer_as_chunk[1].0 = K_CHUNK;
+    let mut then_garbage = wire_of(&with_generator_kid[..2]);
+    then_garbage.extend_from_slice(&[K_CHUNK, 0xff, 0xff, 0xff, 0xff]);
+    then_garbage.extend_from_slice(b"\x00not a frame\xff\xfe");
+
+    let kid_mismatch = "the kid is not the verifier key's";
+    let bad_signature = "signature does not verify";
+    let seeds: [(&str, Vec<u8>, &str, &str); 6] = [
+        ("real_source", real.clone(), "ticket_signature", kid_mismatch),
+        (
+            "generator_kid",
+            wire_of(&with_generator_kid),
+            "ticket_signature",
+            bad_signature,
+        ),
+        ("no_kid", wire_of(&without_kid), "ticket_signature", bad_signature),
+        (
+            "other_content_type",
+            wire_of(&other_type),
+            "content_type",
+            "application/eat+cwt",
+        ),
+        (
+            "offer_as_chunk",
+            wire_of(&offer_as_chunk),
+            "wire_format",
+            "expected OFFER",
+        ),
+        (
+            "offer_then_garbage",
+            then_garbage,
+            "ticket_signature",
+            bad_signature,
+        ),
+    ];
+    for (name, seed, check, detail) in seeds {
+        let (e, refused) = serve_as_fuzz_target(&seed);
+        assert_eq!((e.check(), refused.as_str()), (check, check), "{name}: {e}");
+        assert!(e.to_string().contains(detail), "{name}: {e}");
+        crate::export::tests::write_fuzz_seed("mover_wire", name, &seed);
+    }
+}

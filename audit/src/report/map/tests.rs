@@ -25,6 +25,8 @@ fn paris_and_frankfurt_draw_their_countries_and_fit_the_view() {
     let dots = [dot("par-1", 48.86, 2.35), dot("fra-1", 50.11, 8.68)];
     let v = View::around(&dots).unwrap();
     assert!(v.width() <= MAX_W + 0.01 && v.height() <= MAX_H + 0.01);
+    let ratio = v.width() / v.height();
+    assert!((1.99..=3.01).contains(&ratio), "landscape: {ratio}");
     for d in &dots {
         let (x, y) = v.xy(d.lon, d.lat);
         assert!(x > 0.0 && x < v.width() && y > 0.0 && y < v.height(), "{d:?}");
