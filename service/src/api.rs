@@ -273,6 +273,7 @@ async fn metrics(State(svc): State<Arc<Service>>) -> Response {
             audit_entries: s.audit_size(),
             interval_secs: s.cfg.interval_secs,
             checkpoint_secs: s.cfg.checkpoint_secs,
+            collateral: &s.appraiser.collateral(),
         })
     })
     .await;

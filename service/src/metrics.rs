@@ -21,6 +21,18 @@ pub struct Snapshot<'a> {
     /// `interval_secs` and `checkpoint_secs` of the configuration, for alerts.
     pub interval_secs: u64,
     pub checkpoint_secs: u64,
+    /// Revocation collateral in use.
+    pub collateral: &'a [Collateral],
+}
+
+/// One item of revocation collateral the verifier holds (an AMD CRL today; NVIDIA OCSP
+/// responses and Intel PCS collateral once cached).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collateral {
+    pub kind: &'static str,
+    pub issuer: String,
+    /// When its issuer promises the next one (Unix seconds); `None`: no promise.
+    pub next_update: Option<i64>,
 }
 
 /// Upper bounds (seconds) of the round-duration histogram.
@@ -284,6 +296,21 @@ impl Metrics {
             "gauge",
         );
         let _ = writeln!(o, "custody_nonces_outstanding {}", snap.nonces);
+        head(
+            &mut o,
+            "custody_collateral_next_update_timestamp_seconds",
+            "When each item of revocation collateral in use is due to be replaced (its nextUpdate; 0: none given).",
+            "gauge",
+        );
+        for c in snap.collateral {
+            let _ = writeln!(
+                o,
+                "custody_collateral_next_update_timestamp_seconds{{kind=\"{}\",issuer=\"{}\"}} {}",
+                label(c.kind),
+                label(&c.issuer),
+                c.next_update.unwrap_or(0)
+            );
+        }
         o
     }
 }
@@ -329,6 +356,34 @@ mod tests {
         assert!(t.contains("custody_round_duration_seconds_bucket{le=\"0.025\"} 1\n"));
         assert!(t.contains("custody_rounds_total{outcome=\"failed\"} 1\n"));
         assert!(t.contains("custody_nodes{state=\"trusted\"} 1\n"));
+    }
+
+    #[test]
+    fn collateral_says_when_each_item_is_due_and_escapes_its_issuer() {
+        let m = Metrics::default();
+        let c = [
+            Collateral {
+                kind: "amd_crl",
+                issuer: "CN=ARK-Milan, O=\"AMD\"".into(),
+                next_update: Some(1_767_225_600),
+            },
+            Collateral {
+                kind: "amd_crl",
+                issuer: "ARK-Genoa".into(),
+                next_update: None,
+            },
+        ];
+        let t = m.render(&Snapshot {
+            collateral: &c,
+            ..Snapshot::default()
+        });
+        assert!(t.contains("# TYPE custody_collateral_next_update_timestamp_seconds gauge\n"));
+        assert!(t.contains(
+            "custody_collateral_next_update_timestamp_seconds{kind=\"amd_crl\",issuer=\"CN=ARK-Milan, O=\\\"AMD\\\"\"} 1767225600\n"
+        ), "{t}");
+        assert!(t.contains(
+            "custody_collateral_next_update_timestamp_seconds{kind=\"amd_crl\",issuer=\"ARK-Genoa\"} 0\n"
+        ));
     }
 
     #[test]

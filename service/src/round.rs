@@ -378,6 +378,20 @@ impl Appraiser {
         Ok(())
     }
 
+    /// The revocation collateral in use and when each item is due to be replaced, for
+    /// `/metrics` (`custody_collateral_next_update_timestamp_seconds`).
+    pub fn collateral(&self) -> Vec<crate::metrics::Collateral> {
+        self.snp
+            .crls()
+            .iter()
+            .map(|c| crate::metrics::Collateral {
+                kind: "amd_crl",
+                issuer: c.issuer().to_owned(),
+                next_update: c.next_update,
+            })
+            .collect()
+    }
+
     /// AMD KDS CRLs for the SEV-SNP chains (`[snp] crls`), parsed now; each is checked
     /// against its ARK when a chain uses it.
     pub fn load_snp_crls(&mut self, paths: &[std::path::PathBuf], grace_days: u32) -> Result<(), String> {

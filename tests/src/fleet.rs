@@ -266,13 +266,18 @@ impl Verifier {
         String::from_utf8(r.body).unwrap()
     }
 
-    /// `custody_enrollments_total{outcome="OUTCOME"}` from the open /metrics.
-    pub async fn enrollments(&self, outcome: &str) -> u64 {
+    /// The open /metrics, as text, from async code.
+    pub async fn metrics(&self) -> String {
         let r = self
             .request(&self.client(None), Method::GET, "/metrics", None, vec![])
             .await;
         assert_eq!(r.status, StatusCode::OK);
-        let text = String::from_utf8(r.body).unwrap();
+        String::from_utf8(r.body).unwrap()
+    }
+
+    /// `custody_enrollments_total{outcome="OUTCOME"}` from the open /metrics.
+    pub async fn enrollments(&self, outcome: &str) -> u64 {
+        let text = self.metrics().await;
         let key = format!("custody_enrollments_total{{outcome=\"{outcome}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&key))

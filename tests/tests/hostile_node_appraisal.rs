@@ -429,6 +429,14 @@ async fn an_snp_chain_through_a_revoked_ask_fails_at_snp_revocation() {
             ),
             None => assert!(r.reasons[0].contains("revoked"), "{file}: {:?}", r.reasons),
         }
+        // The operator sees when the CRL in use is due (issue 24: collateral freshness).
+        let m = n.v.metrics().await;
+        let due = m
+            .lines()
+            .find(|l| l.starts_with("custody_collateral_next_update_timestamp_seconds{kind=\"amd_crl\""))
+            .unwrap_or_else(|| panic!("{file}: no collateral sample in\n{m}"));
+        let at: i64 = due.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(at > 1_600_000_000, "{file}: {due}");
     }
 }
 

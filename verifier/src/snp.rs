@@ -308,6 +308,11 @@ impl SnpVerifier {
         self
     }
 
+    /// The CRLs chains are checked against (`with_crls`).
+    pub fn crls(&self) -> &[crate::crl::Crl] {
+        &self.crls
+    }
+
     /// Also trust a **test** root: `pem` holds one self-signed ARK and any ASK/ASVKs under
     /// it. For tests only (the verifier's `[snp] test_ark`): reports from hardware that
     /// a test machine cannot have are re-signed under it. The generation comes from the
