@@ -42,6 +42,36 @@ pub fn chromium(html: &Path, profile: &Path, extra: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A page that loads nothing: no script, image, stylesheet link or URL in its DOM.
+pub fn assert_self_contained(dom: &str) {
+    for outside in ["<script", "<img", "<link", "http://", "https://"] {
+        assert!(!dom.contains(outside), "{outside} on the page");
+    }
+}
+
+/// A screenshot of `html` at 1200 x `height` into `target/custody-artifacts/NAME`,
+/// checked not to be empty.
+pub fn screenshot(html: &Path, profile: &Path, name: &str, height: u32) -> PathBuf {
+    let shot = artifacts().join(name);
+    let _ = std::fs::remove_file(&shot);
+    chromium(
+        html,
+        profile,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            &format!("--window-size=1200,{height}"),
+            "--hide-scrollbars",
+        ],
+    );
+    let len = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        len > 10_000,
+        "an empty screenshot: {} ({len} bytes)",
+        shot.display()
+    );
+    shot
+}
+
 /// Where tests keep what a person may want to look at (screenshots).
 pub fn artifacts() -> PathBuf {
     let d = repo_root().join("target/custody-artifacts");

@@ -410,9 +410,7 @@ fn report_is_built_only_from_an_audited_export_and_opens_offline() {
     ] {
         assert!(dom.contains(want), "{want} not on the page:\n{dom}");
     }
-    for outside in ["<script", "<img", "<link", "http://", "https://"] {
-        assert!(!dom.contains(outside), "{outside} on the page");
-    }
+    custody_e2e::assert_self_contained(&dom);
     assert!(opened < std::time::Duration::from_secs(20), "{opened:?}");
 
     // The refusal's inclusion proof on the page is the one the log database gives.
@@ -448,17 +446,7 @@ fn report_is_built_only_from_an_audited_export_and_opens_offline() {
         "tickets, placements and the refusal proven"
     );
 
-    let shot = custody_e2e::artifacts().join("audit-report.png");
-    let _ = std::fs::remove_file(&shot);
-    chromium(&[
-        &format!("--screenshot={}", shot.display()),
-        "--window-size=1200,1600",
-        "--hide-scrollbars",
-    ]);
-    assert!(
-        std::fs::metadata(&shot).unwrap().len() > 10_000,
-        "an empty screenshot"
-    );
+    custody_e2e::screenshot(&html, &profile, "audit-report.png", 1600);
 
     // An edited entry: the audit fails, naming it, and no report is written.
     let entries = out.join("entries.jsonl");
