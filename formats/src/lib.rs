@@ -10,6 +10,7 @@ pub mod alg;
 pub mod api;
 pub mod binding;
 pub mod bundle;
+pub mod corim;
 pub mod eventlog;
 pub mod reader;
 pub mod snp;
