@@ -157,7 +157,7 @@ async fn go(a: MigrateArgs) -> anyhow::Result<ExitCode> {
     }
     let tty = std::io::stderr().is_terminal() && !a.conn.json;
     let started = Instant::now();
-    let path = format!("/v1/migrations/{}", enc(&id));
+    let path = format!("/v1/migrations/{}", enc(&id)?);
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let m = client.call(http::Method::GET, &path, None).await?;

@@ -78,14 +78,68 @@ pub enum NodesCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum ReferenceCmd {
+    /// Every group's reference values: source, whether pending, PCR count.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// A group's reference values: source, whether pending approval, PCRs.
     Show {
         group: String,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Approve the baseline a group learnt on first use (`reference = "tofu-approve"`):
-    /// from now on it decides the group's rounds.
+    /// Set a group's reference values (`source: operator`; audit-logged): PCRs given as
+    /// `--pcr BANK:INDEX=HEX`, or read from a CoRIM (`--corim FILE`: its reference-value
+    /// triples with integer PCR indexes, as Veraison's TPM schemes write them).
+    Add {
+        group: String,
+        /// `sha256:7=HEX` (repeatable).
+        #[arg(long = "pcr", value_name = "BANK:INDEX=HEX")]
+        pcrs: Vec<String>,
+        /// A CoRIM (unsigned #6.501, or a bare CoMID) holding the PCR values.
+        #[arg(long, conflicts_with = "pcrs")]
+        corim: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Import a CoRIM as a group's reference values (`add GROUP --corim FILE`).
+    Import {
+        group: String,
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Write a group's PCR reference values as an unsigned CoRIM (one CoMID, one
+    /// reference-value triple, mkey = PCR index; SHA-1 banks have no CoRIM algorithm id
+    /// and are refused).
+    Export {
+        group: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove a group's reference values (audit-logged); its next round learns or fails
+    /// by the verifier's `reference` mode.
+    Remove {
+        group: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Propose the PCRs of NODE's latest verified quote as the group's baseline; it
+    /// decides nothing until `approve`.
+    Learn {
+        group: String,
+        /// Node id or name.
+        #[arg(long)]
+        node: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve the group's pending baseline (learnt on first use under
+    /// `reference = "tofu-approve"`, or by `learn`): from now on it decides the group's
+    /// rounds.
     Approve {
         group: String,
         #[command(flatten)]
@@ -177,11 +231,18 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-pub(crate) fn enc(s: &str) -> String {
-    // Node names are [A-Za-z0-9._-]; anything else is refused rather than escaped.
-    s.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
-        .collect()
+/// A node name, group or migration id as a path segment. Names are [A-Za-z0-9._-]:
+/// anything else is refused rather than escaped or dropped (dropping made
+/// `reference learn "no spaces"` act on group `nospaces`).
+pub(crate) fn enc(s: &str) -> anyhow::Result<&str> {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        Ok(s)
+    } else {
+        bail!("`{s}` is not a valid name (node, group or migration id: 1 or more of A-Z a-z 0-9 . _ -)")
+    }
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -233,7 +294,8 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
             }
             NodesCmd::Show { node, conn } => {
                 let c = Client::new(&conn)?;
-                let v = rt.block_on(c.call(http::Method::GET, &format!("/v1/nodes/{}", enc(&node)), None))?;
+                let v =
+                    rt.block_on(c.call(http::Method::GET, &format!("/v1/nodes/{}", enc(&node)?), None))?;
                 if conn.json {
                     print_json(&v);
                 } else {
@@ -274,7 +336,7 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
                 let c = Client::new(&conn)?;
                 let v = rt.block_on(c.call(
                     http::Method::PUT,
-                    &format!("/v1/nodes/{}/group", enc(&node)),
+                    &format!("/v1/nodes/{}/group", enc(&node)?),
                     Some(serde_json::json!({ "group": group })),
                 ))?;
                 if conn.json {
@@ -292,7 +354,7 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
                 let c = Client::new(&conn)?;
                 let v = rt.block_on(c.call(
                     http::Method::DELETE,
-                    &format!("/v1/nodes/{}", enc(&node)),
+                    &format!("/v1/nodes/{}", enc(&node)?),
                     Some(serde_json::json!({ "reason": reason })),
                 ))?;
                 if conn.json {
@@ -325,47 +387,206 @@ pub fn nodes(cmd: NodesCmd) -> ExitCode {
 pub fn reference(cmd: ReferenceCmd) -> ExitCode {
     finish((|| {
         let rt = runtime()?;
-        let (method, path, conn, verb) = match &cmd {
+        let path = |g: &str| enc(g).map(|g| format!("/v1/groups/{g}/reference"));
+        let (conn, v, verb) = match &cmd {
+            ReferenceCmd::List { conn } => {
+                let v = rt.block_on(Client::new(conn)?.call(http::Method::GET, "/v1/references", None))?;
+                if conn.json {
+                    print_json(&v);
+                } else {
+                    for g in v["groups"].as_array().into_iter().flatten() {
+                        print_reference("", g);
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             ReferenceCmd::Show { group, conn } => (
-                http::Method::GET,
-                format!("/v1/groups/{}/reference", enc(group)),
                 conn,
+                rt.block_on(Client::new(conn)?.call(http::Method::GET, &path(group)?, None))?,
                 "",
             ),
-            ReferenceCmd::Approve { group, conn } => (
-                http::Method::POST,
-                format!("/v1/groups/{}/reference/approve", enc(group)),
+            ReferenceCmd::Add {
+                group,
+                pcrs,
+                corim,
                 conn,
+            } => {
+                let pcrs = match corim {
+                    Some(f) => pcrs_from_corim_file(f)?,
+                    None => parse_pcr_args(pcrs)?,
+                };
+                let c = Client::new(conn)?;
+                rt.block_on(c.call(
+                    http::Method::PUT,
+                    &path(group)?,
+                    Some(serde_json::json!({ "pcrs": pcrs })),
+                ))?;
+                (
+                    conn,
+                    rt.block_on(c.call(http::Method::GET, &path(group)?, None))?,
+                    "set: ",
+                )
+            }
+            ReferenceCmd::Import { group, file, conn } => {
+                let pcrs = pcrs_from_corim_file(file)?;
+                let c = Client::new(conn)?;
+                rt.block_on(c.call(
+                    http::Method::PUT,
+                    &path(group)?,
+                    Some(serde_json::json!({ "pcrs": pcrs })),
+                ))?;
+                (
+                    conn,
+                    rt.block_on(c.call(http::Method::GET, &path(group)?, None))?,
+                    "imported: ",
+                )
+            }
+            ReferenceCmd::Export { group, out, conn } => {
+                let v = rt.block_on(Client::new(conn)?.call(http::Method::GET, &path(group)?, None))?;
+                let bytes = corim_of(group, &v["reference"]["pcrs"])?;
+                std::fs::write(out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
+                if conn.json {
+                    print_json(
+                        &serde_json::json!({"group": group, "out": out.display().to_string(), "bytes": bytes.len()}),
+                    );
+                } else {
+                    println!(
+                        "group {group}: CoRIM of {} bytes written to {}",
+                        bytes.len(),
+                        out.display()
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            ReferenceCmd::Remove { group, conn } => {
+                let v = rt.block_on(Client::new(conn)?.call(http::Method::DELETE, &path(group)?, None))?;
+                if conn.json {
+                    print_json(&v);
+                } else {
+                    println!("removed: group {group}'s reference values");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            ReferenceCmd::Learn { group, node, conn } => (
+                conn,
+                rt.block_on(Client::new(conn)?.call(
+                    http::Method::POST,
+                    &format!("{}/learn", path(group)?),
+                    Some(serde_json::json!({ "node": node })),
+                ))?,
+                "proposed: ",
+            ),
+            ReferenceCmd::Approve { group, conn } => (
+                conn,
+                rt.block_on(Client::new(conn)?.call(
+                    http::Method::POST,
+                    &format!("{}/approve", path(group)?),
+                    None,
+                ))?,
                 "approved: ",
             ),
         };
-        let c = Client::new(conn)?;
-        let v = rt.block_on(c.call(method, &path, None))?;
         if conn.json {
             print_json(&v);
-            return Ok(ExitCode::SUCCESS);
-        }
-        let r = &v["reference"];
-        let pending = if r["pending"].as_bool() == Some(true) {
-            " (pending approval: decides nothing yet)"
         } else {
-            ""
-        };
-        println!(
-            "{verb}group {}: source {}{pending}, learnt from {}",
-            v["group"].as_str().unwrap_or(""),
-            r["source"].as_str().unwrap_or("?"),
-            r["learned_from"].as_str().unwrap_or("-")
-        );
-        if let Some(banks) = r["pcrs"].as_object() {
-            for (bank, pcrs) in banks {
-                for (i, d) in pcrs.as_object().into_iter().flatten() {
-                    println!("  {bank} PCR {i}: {}", d.as_str().unwrap_or(""));
-                }
-            }
+            print_reference(verb, &v);
         }
         Ok(ExitCode::SUCCESS)
     })())
+}
+
+/// One group's reference values, as `show` prints them.
+fn print_reference(verb: &str, v: &serde_json::Value) {
+    let r = &v["reference"];
+    let pending = if r["pending"].as_bool() == Some(true) {
+        " (pending approval: decides nothing yet)"
+    } else {
+        ""
+    };
+    println!(
+        "{verb}group {}: source {}{pending}, learnt from {}",
+        v["group"].as_str().unwrap_or(""),
+        r["source"].as_str().unwrap_or("?"),
+        r["learned_from"].as_str().unwrap_or("-")
+    );
+    for (bank, pcrs) in r["pcrs"].as_object().into_iter().flatten() {
+        for (i, d) in pcrs.as_object().into_iter().flatten() {
+            println!("  {bank} PCR {i}: {}", d.as_str().unwrap_or(""));
+        }
+    }
+}
+
+type HexPcrs = std::collections::BTreeMap<String, std::collections::BTreeMap<u32, String>>;
+
+/// `--pcr sha256:7=HEX`, repeatable.
+fn parse_pcr_args(args: &[String]) -> anyhow::Result<HexPcrs> {
+    if args.is_empty() {
+        anyhow::bail!("give --pcr BANK:INDEX=HEX (repeatable) or --corim FILE");
+    }
+    let mut out = HexPcrs::new();
+    for a in args {
+        let parsed = a.split_once(':').and_then(|(bank, rest)| {
+            let (i, hex) = rest.split_once('=')?;
+            Some((bank, i.parse::<u32>().ok()?, hex))
+        });
+        let Some((bank, i, hex)) = parsed else {
+            anyhow::bail!("--pcr {a}: want BANK:INDEX=HEX, e.g. sha256:7=ab12...");
+        };
+        out.entry(bank.to_ascii_lowercase())
+            .or_default()
+            .insert(i, hex.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
+/// The PCR values of a CoRIM file.
+fn pcrs_from_corim_file(f: &std::path::Path) -> anyhow::Result<HexPcrs> {
+    use custody_formats::corim::{tpm, Corim};
+    let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+    let c = Corim::from_cbor(&bytes).with_context(|| format!("{} is not a CoRIM", f.display()))?;
+    let (pcrs, ignored) = tpm::pcrs_from_corim(&c)
+        .with_context(|| format!("{}: no usable PCR reference values", f.display()))?;
+    if ignored > 0 {
+        eprintln!(
+            "custody: {}: {ignored} measurement(s) that are not PCRs ignored",
+            f.display()
+        );
+    }
+    Ok(pcrs
+        .into_iter()
+        .map(|(bank, p)| (bank, p.into_iter().map(|(i, d)| (i, hex::encode(d))).collect()))
+        .collect())
+}
+
+/// A group's PCRs (as the API returns them) as an unsigned CoRIM. The class id is the
+/// first 16 bytes of SHA-256("custody reference group " || group), so one group's
+/// exports name the same environment.
+fn corim_of(group: &str, pcrs: &serde_json::Value) -> anyhow::Result<Vec<u8>> {
+    use custody_formats::corim::tpm;
+    let hexes: HexPcrs = serde_json::from_value(pcrs.clone()).context("the verifier's PCRs")?;
+    let mut out = tpm::Pcrs::new();
+    for (bank, p) in hexes {
+        let bank_out = out.entry(bank.clone()).or_default();
+        for (i, d) in p {
+            bank_out.insert(
+                i,
+                hex::decode(&d).with_context(|| format!("{bank} PCR {i} is not hex"))?,
+            );
+        }
+    }
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("custody reference group {group}").as_bytes(),
+    );
+    let mut class_id = [0u8; 16];
+    class_id.copy_from_slice(digest.as_ref().get(..16).context("digest")?);
+    tpm::pcrs_to_corim(
+        &format!("custody:{group}"),
+        &format!("custody:{group}:pcrs"),
+        class_id,
+        &out,
+    )
+    .context("cannot write the CoRIM")
 }
 
 pub fn attest(node: String, conn: Conn) -> ExitCode {
@@ -373,7 +594,7 @@ pub fn attest(node: String, conn: Conn) -> ExitCode {
         let c = Client::new(&conn)?;
         let v = runtime()?.block_on(c.call(
             http::Method::POST,
-            &format!("/v1/nodes/{}/attest", enc(&node)),
+            &format!("/v1/nodes/{}/attest", enc(&node)?),
             None,
         ))?;
         let passed = v["failed_check"].is_null();
@@ -415,7 +636,7 @@ pub fn result(node: String, conn: Conn) -> ExitCode {
         let c = Client::new(&conn)?;
         let v = runtime()?.block_on(c.call(
             http::Method::GET,
-            &format!("/v1/nodes/{}/result", enc(&node)),
+            &format!("/v1/nodes/{}/result", enc(&node)?),
             None,
         ))?;
         if conn.json {
@@ -469,7 +690,7 @@ pub fn migrations(id: Option<String>, conn: Conn) -> ExitCode {
         let rt = runtime()?;
         let c = Client::new(&conn)?;
         let path = match &id {
-            Some(id) => format!("/v1/migrations/{}", enc(id)),
+            Some(id) => format!("/v1/migrations/{}", enc(id)?),
             None => "/v1/migrations".to_owned(),
         };
         let (status, v) = rt.block_on(c.call_status(http::Method::GET, &path, None))?;

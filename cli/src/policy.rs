@@ -105,7 +105,7 @@ fn explain(node: &str, spec: &str, data: Option<&Path>, conn: &crate::ops::Conn)
     let data = data.map(read_json).transpose()?;
     let policy = load_policy(spec, data)?;
     let client = crate::ops::Client::new(conn)?;
-    let path = format!("/v1/nodes/{}/input", crate::ops::enc(node));
+    let path = format!("/v1/nodes/{}/input", crate::ops::enc(node)?);
     let v = crate::ops::runtime()?.block_on(client.call(http::Method::GET, &path, None))?;
     let input = v
         .get("input")

@@ -36,6 +36,8 @@
 use ciborium::value::Value;
 use thiserror::Error;
 
+pub mod tpm;
+
 /// Longest accepted document (signed or not).
 pub const MAX_INPUT_LEN: usize = 1 << 20;
 /// Deepest CBOR nesting accepted by the decoder.

@@ -50,7 +50,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events"),
     ("put", "/v1/groups/{group}/reference"),
     ("get", "/v1/groups/{group}/reference"),
+    ("delete", "/v1/groups/{group}/reference"),
     ("post", "/v1/groups/{group}/reference/approve"),
+    ("post", "/v1/groups/{group}/reference/learn"),
+    ("get", "/v1/references"),
     ("put", "/v1/nodes/{node}/group"),
     ("get", "/v1/audit/checkpoint"),
     ("get", "/v1/registry"),
@@ -88,11 +91,13 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/nodes/{node}/attest", post(attest))
         .route("/v1/nodes/{node}/result", get(result))
         .route("/v1/events", get(events))
+        .route("/v1/references", get(list_references))
         .route(
             "/v1/groups/{group}/reference",
-            put(set_reference).get(get_reference),
+            put(set_reference).get(get_reference).delete(remove_reference),
         )
         .route("/v1/groups/{group}/reference/approve", post(approve_reference))
+        .route("/v1/groups/{group}/reference/learn", post(learn_reference))
         .route("/v1/nodes/{node}/group", put(set_group))
         .route("/v1/audit/checkpoint", get(checkpoint))
         .route("/v1/registry", get(registry).put(put_registry))
@@ -779,6 +784,59 @@ async fn get_reference(
         Ok(Err(e)) => service_error(e.into()),
         Err(r) => r,
     }
+}
+
+/// Every group's reference values (operator only).
+async fn list_references(State(svc): State<Arc<Service>>, Extension(peer): Extension<PeerCert>) -> Response {
+    operator_json(&peer, move || {
+        let groups: Vec<serde_json::Value> = svc
+            .store
+            .references()?
+            .into_iter()
+            .map(|(group, r)| serde_json::json!({"group": group, "reference": r}))
+            .collect();
+        Ok(serde_json::json!({ "groups": groups }))
+    })
+    .await
+}
+
+/// Remove a group's reference values (operator only).
+async fn remove_reference(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(group): Path<String>,
+) -> Response {
+    let by = peer.common_name().unwrap_or_default();
+    operator_json(&peer, move || {
+        svc.remove_reference(&group, &by)?;
+        Ok(serde_json::json!({"group": group, "removed": true}))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LearnBody {
+    node: String,
+}
+
+/// Propose a node's latest verified PCRs as a group's baseline, pending approval.
+async fn learn_reference(
+    State(svc): State<Arc<Service>>,
+    Extension(peer): Extension<PeerCert>,
+    Path(group): Path<String>,
+    body: Bytes,
+) -> Response {
+    let b: LearnBody = match operator_body(&peer, &body, "reference_format") {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let by = peer.common_name().unwrap_or_default();
+    operator_json(&peer, move || {
+        let r = svc.learn_reference(&group, &b.node, &by)?;
+        Ok(serde_json::json!({"group": group, "reference": r}))
+    })
+    .await
 }
 
 /// Approve a baseline learnt under `reference = "tofu-approve"`: from now on it decides.

@@ -643,19 +643,81 @@ impl Service {
         Ok(r)
     }
 
+    /// Propose as `group`'s baseline the PCRs of `node`'s latest round whose TPM quote
+    /// verified (whatever the comparison with the values in force said: learning after
+    /// an image update is the point). It decides nothing until `approve_reference`.
+    pub fn learn_reference(
+        &self,
+        group: &str,
+        node: &str,
+        by: &str,
+    ) -> Result<store::Reference, ServiceError> {
+        check_group_name(group)?;
+        let n = self.find_node(node)?;
+        let refuse = |detail: String| ServiceError::Refused {
+            check: "reference_learn",
+            detail,
+        };
+        let r = self
+            .store
+            .latest_result(&n.id)?
+            .ok_or_else(|| refuse(format!("node `{}` has no round yet", n.name)))?;
+        let pcrs = quoted_pcrs(r.input.as_deref()).ok_or_else(|| {
+            refuse(format!(
+                "node `{}`'s latest round has no verified TPM quote",
+                n.name
+            ))
+        })?;
+        let reference = store::Reference {
+            pcrs,
+            source: store::ReferenceSource::Tofu,
+            at: now(),
+            learned_from: Some(n.id.clone()),
+            pending: true,
+        };
+        let entry = Entry::PolicyChange(entry::PolicyEntry::ReferenceValues(entry::ReferenceChange {
+            reference_values: group.to_owned(),
+            source: "proposed".into(),
+            learned_from: Some(n.id.clone()),
+            by: Some(by.to_owned()),
+            at: reference.at,
+            pcrs: reference.pcrs.clone(),
+        }));
+        self.decide(
+            store::Decision::Reference {
+                group,
+                reference: &reference,
+            },
+            &[entry],
+        )?;
+        Ok(reference)
+    }
+
+    /// Remove `group`'s reference values; its next round learns or fails by the
+    /// configured `reference` mode.
+    pub fn remove_reference(&self, group: &str, by: &str) -> Result<(), ServiceError> {
+        let entry = Entry::PolicyChange(entry::PolicyEntry::ReferenceValues(entry::ReferenceChange {
+            reference_values: group.to_owned(),
+            source: "removed".into(),
+            learned_from: None,
+            by: Some(by.to_owned()),
+            at: now(),
+            pcrs: Default::default(),
+        }));
+        if self.decide(store::Decision::RemoveReference { group }, &[entry])? {
+            Ok(())
+        } else {
+            Err(ServiceError::Refused {
+                check: "reference_values",
+                detail: format!("group `{group}` has no reference values"),
+            })
+        }
+    }
+
     /// Move a node to another reference-value group (its next round compares against
     /// that group's values).
     pub fn set_group(&self, key: &str, group: &str, by: &str) -> Result<store::NodeRecord, ServiceError> {
-        let valid = (1..=64).contains(&group.len())
-            && group
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !valid {
-            return Err(ServiceError::Refused {
-                check: "group",
-                detail: "group names are 1-64 characters of A-Z a-z 0-9 . _ -".into(),
-            });
-        }
+        check_group_name(group)?;
         let node = self.find_node(key)?;
         let entry = Entry::PolicyChange(entry::PolicyEntry::Group(entry::GroupChange {
             node: node.id.clone(),
@@ -864,6 +926,44 @@ fn load_authorities(cfg: &Config) -> Result<Vec<custody_registry::signed::Author
             custody_registry::signed::AuthorityKey::from_pem(&pem).map_err(|e| err(e.to_string()))
         })
         .collect()
+}
+
+/// Group names: 1-64 characters of A-Z a-z 0-9 . _ -.
+fn check_group_name(group: &str) -> Result<(), ServiceError> {
+    let valid = (1..=64).contains(&group.len())
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(ServiceError::Refused {
+            check: "group",
+            detail: "group names are 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+        })
+    }
+}
+
+/// The quoted PCRs of a stored policy input whose TPM quote verified: it passed, or it
+/// failed only the comparison with the values in force (what learning after an image
+/// update is for). A quote refused for its clock or its PCR selection teaches nothing.
+fn quoted_pcrs(
+    input: Option<&str>,
+) -> Option<std::collections::BTreeMap<String, std::collections::BTreeMap<u32, String>>> {
+    #[derive(serde::Deserialize)]
+    struct Quoted {
+        pcrs: std::collections::BTreeMap<String, std::collections::BTreeMap<u32, String>>,
+    }
+    let input: custody_policy::input::PolicyInput = serde_json::from_str(input?).ok()?;
+    let tpm = input.devices.get("tpm").filter(|d| {
+        d.verified
+            || matches!(
+                d.failed_check.as_deref(),
+                Some("reference_values" | round::REFERENCE_PENDING)
+            )
+    })?;
+    let q: Quoted = serde_json::from_value(tpm.claims.clone()).ok()?;
+    (!q.pcrs.is_empty()).then_some(q.pcrs)
 }
 
 /// What the log keeps of a registry's places: sites with their operator's derived

@@ -62,6 +62,9 @@ pub enum Decision<'a> {
         group: &'a str,
         reference: &'a Reference,
     },
+    /// A group's reference values removed (its next round learns or fails, by the
+    /// configured `reference` mode).
+    RemoveReference { group: &'a str },
     /// A node's reference-value group.
     Group { id: &'a str, group: &'a str },
     /// A signed registry adopted.
@@ -303,6 +306,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn latest_result(&self, node_id: &str) -> Result<Option<ResultRecord>, StoreError>;
     fn results(&self, node_id: &str, limit: u32) -> Result<Vec<ResultRecord>, StoreError>;
     fn reference(&self, group: &str) -> Result<Option<Reference>, StoreError>;
+    /// Every group's reference values, by group name.
+    fn references(&self) -> Result<Vec<(String, Reference)>, StoreError>;
     fn set_reference(&self, group: &str, reference: &Reference) -> Result<(), StoreError>;
     /// Store a learnt reference unless the group already has one; whether it was stored.
     fn learn_reference(&self, group: &str, reference: &Reference) -> Result<bool, StoreError>;
@@ -750,6 +755,9 @@ impl Store for SqliteStore {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let changed = match decision {
             Decision::Reference { group, reference } => set_reference_in(&tx, group, reference)?,
+            Decision::RemoveReference { group } => {
+                tx.execute("DELETE FROM reference_values WHERE grp = ?1", [group])? == 1
+            }
             Decision::Group { id, group } => set_group_in(&tx, id, group)?,
             Decision::Registry(r) => put_registry_in(&tx, r)?,
             Decision::Setting { key, value } => set_setting_in(&tx, key, value)?,
@@ -933,6 +941,20 @@ impl Store for SqliteStore {
                     .map_err(|e| StoreError::Corrupt(format!("reference values: {e}")))
             }
         }
+    }
+
+    fn references(&self) -> Result<Vec<(String, Reference)>, StoreError> {
+        let conn = self.read();
+        let mut st = conn.prepare_cached("SELECT grp, body FROM reference_values ORDER BY grp")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (group, body) = row?;
+            let r = serde_json::from_str(&body)
+                .map_err(|e| StoreError::Corrupt(format!("reference values of {group}: {e}")))?;
+            out.push((group, r));
+        }
+        Ok(out)
     }
 
     fn set_reference(&self, group: &str, reference: &Reference) -> Result<(), StoreError> {
