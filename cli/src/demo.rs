@@ -419,7 +419,7 @@ fn demo(dir: &Path) -> Result<()> {
         &vcfg,
         format!(
             "listen = \"127.0.0.1:{vport}\"\ndata_dir = \"{}\"\nek_ca_dir = \"{}\"\ninterval_secs = 2\nrevoke_after = 2\nnonce_ttl_secs = 10\ncheckpoint_secs = 2\n\
-             policy = \"eu-sovereign\"\npolicy_data = \"{}\"\nregistry = \"{}\"\nregistry_authorities = [\"{}\"]\n\n\
+             reference = \"tofu-approve\"\npolicy = \"eu-sovereign\"\npolicy_data = \"{}\"\nregistry = \"{}\"\nregistry_authorities = [\"{}\"]\n\n\
              [landmark]\nid = \"paris-verifier\"\nlat = 48.8566\nlon = 2.3522\nprobes = 5\n",
             vdir.display(),
             ek_ca.display(),
@@ -540,7 +540,37 @@ fn demo(dir: &Path) -> Result<()> {
             );
         }
 
-        step(4, "a round with each node now (custody attest)");
+        step(
+            4,
+            "the operator approves the reference values: the first round proposes them, nothing passes until then",
+        );
+        // Under `reference = "tofu-approve"` a learnt baseline decides nothing: the first
+        // verified quote of the group proposes it (`reference_pending`, not counted towards
+        // revocation) and the operator approves what they reviewed.
+        let first = c
+            .call(http::Method::POST, "/v1/nodes/paris-gpu-1/attest", None)
+            .await?;
+        println!(
+            "    paris-gpu-1: {} ({}): its PCRs are proposed as group default's baseline",
+            first["status"].as_str().unwrap_or(""),
+            first["failed_check"].as_str().unwrap_or("passed")
+        );
+        if first["failed_check"] != "reference_pending" {
+            bail!("the first round did not propose the baseline: {}", first["reasons"]);
+        }
+        let shown = c
+            .call(http::Method::GET, "/v1/groups/default/reference", None)
+            .await?;
+        let pcrs = shown["reference"]["pcrs"]["sha256"].as_object().map_or(0, |m| m.len());
+        println!("    custody reference show default: {pcrs} sha256 PCRs, pending approval");
+        let approved = c
+            .call(http::Method::POST, "/v1/groups/default/reference/approve", None)
+            .await?;
+        println!(
+            "    custody reference approve default: source {} (audit-logged with the operator)",
+            approved["reference"]["source"].as_str().unwrap_or("?")
+        );
+        println!("  a round with each node now (custody attest)");
         for n in names {
             let v = c
                 .call(http::Method::POST, &format!("/v1/nodes/{n}/attest"), None)
@@ -549,8 +579,8 @@ fn demo(dir: &Path) -> Result<()> {
                 "    {n}: {} -> node {}{}",
                 v["status"].as_str().unwrap_or(""),
                 v["state"].as_str().unwrap_or(""),
-                if v["reference"] == "tofu" {
-                    " (reference PCRs learnt on first use)"
+                if v["reference"] == "approved" {
+                    " (reference PCRs approved by the operator)"
                 } else {
                     ""
                 }

@@ -18,7 +18,10 @@ fn demo_runs_every_step_and_ends_with_an_audited_history() {
     // In this order.
     for want in [
         "[1] two software TPMs",
-        "paris-gpu-1: affirming -> node trusted",
+        "paris-gpu-1: contraindicated (reference_pending): its PCRs are proposed",
+        "pending approval",
+        "custody reference approve default: source approved",
+        "paris-gpu-1: affirming -> node trusted (reference PCRs approved by the operator)",
         "frankfurt-gpu-2: affirming -> node trusted",
         "[5] a training job's checkpoint moves",
         "every file's SHA-256 matches",
