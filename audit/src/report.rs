@@ -38,6 +38,9 @@ pub struct NodeLine {
     /// Revocations and removals: (entry, at, what, reason).
     pub revocations: Vec<(u64, i64, String, String)>,
     pub enrollments: u64,
+    /// Every result's time and status class (0 affirming, 1 warning, 2 contraindicated),
+    /// in log order: the strip of results over time.
+    pub results: Vec<(i64, u8)>,
     /// SHA-256 of the TPM EK certificate, hex, from its latest enrollment.
     pub ek: Option<String>,
     /// Registry versions that changed where the node is or who runs its site.
@@ -178,6 +181,12 @@ pub fn build(summary: &AuditSummary, log_key: &str, entries: &[Entry], jobs: &[S
                 n.first_at = Some(n.first_at.map_or(r.at, |f| f.min(r.at)));
                 n.last_at = Some(n.last_at.map_or(r.at, |l| l.max(r.at)));
                 n.last = Some((r.status.clone(), i));
+                let class = match r.status.as_str() {
+                    "affirming" => 0,
+                    "warning" => 1,
+                    _ => 2,
+                };
+                n.results.push((r.at, class));
             }
             Entry::Enrollment(x) => {
                 let n = nodes.entry(x.node.clone()).or_default();
@@ -374,6 +383,56 @@ fn place_sites(
     }
 }
 
+/// Buckets in a node's strip of results over time.
+const STRIP: usize = 24;
+
+/// A node's results over `[from, to]` in [`STRIP`] equal buckets, each the worst status
+/// in it (`None`: no result then), with its counts per status.
+pub fn strip(results: &[(i64, u8)], from: i64, to: i64) -> Vec<Option<(u8, [u32; 3])>> {
+    let mut out: Vec<Option<(u8, [u32; 3])>> = vec![None; STRIP];
+    let span = (to - from).max(1);
+    for &(at, class) in results {
+        let k = usize::try_from((at - from).clamp(0, span) * (STRIP as i64 - 1) / span).unwrap_or(0);
+        if let Some(slot) = out.get_mut(k) {
+            let (worst, counts) = slot.get_or_insert((0, [0; 3]));
+            *worst = (*worst).max(class);
+            if let Some(c) = counts.get_mut(usize::from(class)) {
+                *c += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The strip as inline markup: one cell per bucket, coloured by its worst status; the
+/// tooltip says what a cell spans (per-cell tooltips would double a fleet's page).
+fn render_strip(n: &NodeLine, from: i64, to: i64) -> String {
+    if n.results.is_empty() {
+        return "-".to_owned();
+    }
+    let mut o = format!(
+        "<span class=\"strip\" title=\"{} .. {}, each cell 1/{STRIP} of it: green all affirming, amber a warning, red a contraindicated result, grey none\">",
+        rfc3339(from),
+        rfc3339(to)
+    );
+    // Runs of one colour are one element (a fleet's page stays small): 6 px per cell.
+    let classes: Vec<&str> = strip(&n.results, from, to)
+        .into_iter()
+        .map(|b| match b {
+            None => "n",
+            Some((0, _)) => "a",
+            Some((1, _)) => "w",
+            Some(_) => "c",
+        })
+        .collect();
+    for run in classes.chunk_by(|a, b| a == b) {
+        let class = run.first().copied().unwrap_or("n");
+        let _ = write!(o, "<i class=\"{class}\" style=\"width:{}px\"></i>", run.len() * 6);
+    }
+    o.push_str("</span>");
+    o
+}
+
 /// The inclusion proofs of a job's entries, folded: each against the audited root.
 fn render_proofs(o: &mut String, r: &Report, j: &JobHistory) {
     let cited: Vec<u64> = j
@@ -474,6 +533,8 @@ svg.map circle{stroke:#fff;stroke-width:2}svg.map circle.ok{fill:#1a7f37}svg.map
 svg.map circle.bad{fill:#cf222e}svg.map circle.none{fill:#8c959f}svg.map text{font-size:13px;fill:#1b1f24;paint-order:stroke;stroke:#fff;stroke-width:3px}
 section{page-break-inside:avoid}
 section.job,section#nodes{content-visibility:auto;contain-intrinsic-size:auto 800px}details.proofs td.path{font-size:11px}
+.strip{display:inline-flex}.strip i{display:inline-block;height:14px;background:#eaeef2}
+.strip i.a{background:#1a7f37}.strip i.w{background:#bf8700}.strip i.c{background:#cf222e}
 @media print{body{margin:0;max-width:none}section.job,section#nodes,section#sites{page-break-before:always}a{color:inherit}}
 ";
 
@@ -732,10 +793,13 @@ pub fn render(r: &Report) -> String {
     let _ = write!(
         o,
         "<section id=\"nodes\" data-nodes=\"{}\"><h2>Nodes</h2><table><tr><th>node</th><th>affirming</th><th>warning</th>\
-         <th>contraindicated</th><th>first .. last result</th><th>last</th><th>state</th><th>enrollments</th><th>revocations and removals</th>\
+         <th>contraindicated</th><th>first .. last result</th><th>results over time</th><th>last</th><th>state</th><th>enrollments</th><th>revocations and removals</th>\
          <th>registry changes</th></tr>",
         r.nodes.len()
     );
+    // Every node's strip spans the same time: the first to the last result in the log.
+    let results_from = r.nodes.iter().filter_map(|n| n.first_at).min().unwrap_or(0);
+    let results_to = r.nodes.iter().filter_map(|n| n.last_at).max().unwrap_or(0);
     for n in &r.nodes {
         let last = n
             .last
@@ -780,7 +844,7 @@ pub fn render(r: &Report) -> String {
         let _ = write!(
             o,
             "<tr class=\"node-row\" data-node=\"{}\" data-state=\"{}\" data-registry-changes=\"{}\"><td>{} <span class=\"mono muted\">{}</span></td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{} .. {}</td><td>{last}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{} .. {}</td><td>{}</td><td>{last}</td>\
              <td class=\"{}\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&n.node),
             esc(st),
@@ -792,6 +856,7 @@ pub fn render(r: &Report) -> String {
             n.contraindicated,
             when(n.first_at),
             when(n.last_at),
+            render_strip(n, results_from, results_to),
             state_class(st),
             esc(st),
             n.enrollments,

@@ -620,6 +620,11 @@ fn a_fleet_sized_report_opens_in_under_two_seconds() {
         250,
         "every node at mad-1 shows the change"
     );
+    assert_eq!(
+        dom.matches("<span class=\"strip\"").count(),
+        1000,
+        "every node's results over time"
+    );
     assert!(
         warm < std::time::Duration::from_secs(2),
         "the report took {warm:?} to open"

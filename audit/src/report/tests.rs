@@ -281,3 +281,38 @@ fn a_stay_shows_the_cloud_act_exposure_of_the_registry_in_force_when_it_began() 
     let html = render(&r);
     assert!(html.contains("<span class=\"ok\">not exposed</span> (registry v1)"));
 }
+
+#[test]
+fn a_nodes_results_over_time_are_buckets_coloured_by_their_worst_status() {
+    // 0..=230 s in 24 buckets of 10 s: two passes, then a failure in the last bucket.
+    let s = strip(&[(0, 0), (5, 0), (230, 2), (231, 0)], 0, 230);
+    assert_eq!(s.len(), 24);
+    assert_eq!(s[0], Some((0, [2, 0, 0])));
+    assert_eq!(s[23], Some((2, [1, 0, 1])));
+    assert!(s[1..23].iter().all(Option::is_none));
+    // A result outside the span lands in the nearest end; one instant spans one bucket.
+    assert_eq!(strip(&[(-5, 1)], 0, 100)[0], Some((1, [0, 1, 0])));
+    assert_eq!(strip(&[(7, 0)], 7, 7)[0], Some((0, [1, 0, 0])));
+
+    let r = build(&summary(), "k", &log(), &[]);
+    let html = render(&r);
+    assert_eq!(
+        html.matches("<span class=\"strip\"").count(),
+        2,
+        "one strip per node"
+    );
+    // n-1 passed at the start of the log's results, n-2 failed at its end: runs of cells.
+    assert!(html.contains("1970-01-01T00:00:10Z .. 1970-01-01T00:00:12Z, each cell 1/24"));
+    assert!(
+        html.contains(
+            "<i class=\"a\" style=\"width:6px\"></i><i class=\"n\" style=\"width:138px\"></i></span>"
+        ),
+        "n-1: one green cell, then 23 without a result"
+    );
+    assert!(
+        html.contains(
+            "<i class=\"n\" style=\"width:138px\"></i><i class=\"c\" style=\"width:6px\"></i></span>"
+        ),
+        "n-2: red last"
+    );
+}
