@@ -415,29 +415,13 @@ pub fn reference(cmd: ReferenceCmd) -> ExitCode {
                     Some(f) => pcrs_from_corim_file(f)?,
                     None => parse_pcr_args(pcrs)?,
                 };
-                let c = Client::new(conn)?;
-                rt.block_on(c.call(
-                    http::Method::PUT,
-                    &path(group)?,
-                    Some(serde_json::json!({ "pcrs": pcrs })),
-                ))?;
-                (
-                    conn,
-                    rt.block_on(c.call(http::Method::GET, &path(group)?, None))?,
-                    "set: ",
-                )
+                (conn, put_reference(&rt, conn, &path(group)?, &pcrs)?, "set: ")
             }
             ReferenceCmd::Import { group, file, conn } => {
                 let pcrs = pcrs_from_corim_file(file)?;
-                let c = Client::new(conn)?;
-                rt.block_on(c.call(
-                    http::Method::PUT,
-                    &path(group)?,
-                    Some(serde_json::json!({ "pcrs": pcrs })),
-                ))?;
                 (
                     conn,
-                    rt.block_on(c.call(http::Method::GET, &path(group)?, None))?,
+                    put_reference(&rt, conn, &path(group)?, &pcrs)?,
                     "imported: ",
                 )
             }
@@ -493,6 +477,18 @@ pub fn reference(cmd: ReferenceCmd) -> ExitCode {
         }
         Ok(ExitCode::SUCCESS)
     })())
+}
+
+/// PUT a group's PCRs, then read back what the verifier stored.
+fn put_reference(
+    rt: &tokio::runtime::Runtime,
+    conn: &Conn,
+    path: &str,
+    pcrs: &HexPcrs,
+) -> anyhow::Result<serde_json::Value> {
+    let c = Client::new(conn)?;
+    rt.block_on(c.call(http::Method::PUT, path, Some(serde_json::json!({ "pcrs": pcrs }))))?;
+    rt.block_on(c.call(http::Method::GET, path, None))
 }
 
 /// One group's reference values, as `show` prints them.

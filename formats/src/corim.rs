@@ -1182,4 +1182,4 @@ fn cose_header(protected: &[u8]) -> Result<CoseHeader> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,17 +7,19 @@
 
 use super::*;
 
+/// A shared CoRIM vector's path (`../shared/testvectors/corim/...`).
 macro_rules! vector {
     ($p:literal) => {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testvectors/corim/", $p)
     };
 }
+pub(crate) use vector;
 
-fn read(path: &str) -> Vec<u8> {
+pub(crate) fn read(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn h(s: &str) -> Vec<u8> {
+pub(crate) fn h(s: &str) -> Vec<u8> {
     hex::decode(s).unwrap()
 }
 

@@ -8,19 +8,7 @@
 use super::*;
 use crate::corim::{Digest, Measurement, ReferenceValue};
 
-macro_rules! vector {
-    ($p:literal) => {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testvectors/corim/", $p)
-    };
-}
-
-fn read(path: &str) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn h(s: &str) -> Vec<u8> {
-    hex::decode(s).unwrap()
-}
+use crate::corim::tests::{h, read, vector};
 
 const CLASS: [u8; 16] = [
     0xcd, 0x1f, 0x0e, 0x55, 0x26, 0xf9, 0x46, 0x0d, 0xb9, 0xd8, 0xf7, 0xfd, 0xe1, 0x71, 0x78, 0x7c,
