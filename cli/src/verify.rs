@@ -289,25 +289,19 @@ fn emit<C: Serialize, E: FailedCheck>(kind: &str, outcome: Outcome<C, E>) -> Res
     }
 }
 
-/// The six files of an Intel PCS collateral directory, in `TdxCollateral`'s order.
+/// The six files of an Intel PCS collateral directory, in `TdxCollateral::from_files`'s
+/// order.
 fn read_collateral(dir: &Path) -> Result<[Vec<u8>; 6], Usage> {
     let c = |name: &str| read(&dir.join(name), name);
-    Ok([
-        c("tcb_info.pcs.json")?,
-        c("tcb_info_issuer_chain.pem")?,
-        c("qe_identity.pcs.json")?,
-        c("qe_identity_issuer_chain.pem")?,
-        c("pck_crl.der")?,
-        c("root_ca_crl.der")?,
-    ])
+    let [a, b, d, e, f, g] = custody_verifier::tdx::COLLATERAL_FILES;
+    Ok([c(a)?, c(b)?, c(d)?, c(e)?, c(f)?, c(g)?])
 }
 
 fn tdx(a: TdxArgs) -> Result<ExitCode, Usage> {
     use custody_verifier::tdx::{TdxCollateral, TdxEvidence, TdxVerifier};
     use custody_verifier::EvidenceVerifier;
     let quote = read(&a.quote, "quote")?;
-    let [tcb_info, tcb_info_chain, qe_identity, qe_identity_chain, pck_crl, root_ca_crl] =
-        read_collateral(&a.collateral)?;
+    let collateral = read_collateral(&a.collateral)?;
     let report_data = match &a.report_data {
         Some(h) => {
             let b = hex_arg(h, "--report-data")?;
@@ -328,14 +322,7 @@ fn tdx(a: TdxArgs) -> Result<ExitCode, Usage> {
     let mut outcome = verifier.verify(
         TdxEvidence {
             quote: &quote,
-            collateral: TdxCollateral {
-                tcb_info: &tcb_info,
-                tcb_info_chain: &tcb_info_chain,
-                qe_identity: &qe_identity,
-                qe_identity_chain: &qe_identity_chain,
-                pck_crl: &pck_crl,
-                root_ca_crl: &root_ca_crl,
-            },
+            collateral: TdxCollateral::from_files(&collateral),
             expected_report_data: report_data.as_deref(),
         },
         at,
@@ -413,20 +400,9 @@ fn azure(a: AzureArgs) -> Result<ExitCode, Usage> {
             vcek,
             ca_chain: ca.as_deref(),
         },
-        (
-            None,
-            Some(quote),
-            Some([tcb_info, tcb_info_chain, qe_identity, qe_identity_chain, pck_crl, root_ca_crl]),
-        ) => AzureHardware::Tdx {
+        (None, Some(quote), Some(collateral)) => AzureHardware::Tdx {
             quote,
-            collateral: TdxCollateral {
-                tcb_info,
-                tcb_info_chain,
-                qe_identity,
-                qe_identity_chain,
-                pck_crl,
-                root_ca_crl,
-            },
+            collateral: TdxCollateral::from_files(collateral),
         },
         _ => {
             return Err(Usage(anyhow::anyhow!(

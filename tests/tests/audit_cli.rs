@@ -174,6 +174,11 @@ fn export_verify_prove_and_tamper() {
     assert_eq!(r.code, 2);
 }
 
+/// `custody audit report --dir DIR --key KEY --out OUT`.
+fn report(dir: &str, key: &str, out: &str) -> custody_e2e::Run {
+    custody(["audit", "report", "--dir", dir, "--key", key, "--out", out])
+}
+
 fn place(node: &str, site: &str, country: &str) -> serde_json::Value {
     json!({"node": node, "name": node, "site": site, "site_name": format!("{site} DC"),
            "country": country, "operator": "EuroCloud SAS", "operator_country": "FR",
@@ -373,16 +378,7 @@ fn report_is_built_only_from_an_audited_export_and_opens_offline() {
     let (tmp, out, key, _) = llama_log_with(true);
     let dir = out.to_str().unwrap();
     let html = tmp.path().join("report.html");
-    let r = custody([
-        "audit",
-        "report",
-        "--dir",
-        dir,
-        "--key",
-        &key,
-        "--out",
-        html.to_str().unwrap(),
-    ]);
+    let r = report(dir, &key, html.to_str().unwrap());
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout.trim(), html.to_str().unwrap());
 
@@ -453,16 +449,7 @@ fn report_is_built_only_from_an_audited_export_and_opens_offline() {
     let text = std::fs::read_to_string(&entries).unwrap();
     std::fs::write(&entries, text.replacen("ams-1", "ams-9", 1)).unwrap();
     let bad = tmp.path().join("bad.html");
-    let r = custody([
-        "audit",
-        "report",
-        "--dir",
-        dir,
-        "--key",
-        &key,
-        "--out",
-        bad.to_str().unwrap(),
-    ]);
+    let r = report(dir, &key, bad.to_str().unwrap());
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stderr.contains("no report written"), "{}", r.stderr);
     assert!(!bad.exists());
@@ -575,16 +562,7 @@ fn a_fleet_sized_report_opens_in_under_two_seconds() {
 
     let html = tmp.path().join("fleet.html");
     let built = std::time::Instant::now();
-    let r = custody([
-        "audit",
-        "report",
-        "--dir",
-        out.to_str().unwrap(),
-        "--key",
-        &key,
-        "--out",
-        html.to_str().unwrap(),
-    ]);
+    let r = report(out.to_str().unwrap(), &key, html.to_str().unwrap());
     assert_eq!(r.code, 0, "{}", r.stderr);
     eprintln!(
         "report of 50,000 entries audited and written in {:?}, {} bytes",

@@ -82,6 +82,17 @@ impl FailedCheck for TdxError {
     }
 }
 
+/// The six files of an Intel PCS collateral directory, in [`TdxCollateral::from_files`]'s
+/// order.
+pub const COLLATERAL_FILES: [&str; 6] = [
+    "tcb_info.pcs.json",
+    "tcb_info_issuer_chain.pem",
+    "qe_identity.pcs.json",
+    "qe_identity_issuer_chain.pem",
+    "pck_crl.der",
+    "root_ca_crl.der",
+];
+
 /// Collateral as Intel PCS v4 serves it (bytes of each file).
 #[derive(Debug, Clone, Copy)]
 pub struct TdxCollateral<'a> {
@@ -95,6 +106,21 @@ pub struct TdxCollateral<'a> {
     /// The PCK CRL (DER or PEM) and the root CA CRL.
     pub pck_crl: &'a [u8],
     pub root_ca_crl: &'a [u8],
+}
+
+impl<'a> TdxCollateral<'a> {
+    /// From the bytes of the [`COLLATERAL_FILES`], in that order.
+    pub fn from_files(files: &'a [Vec<u8>; 6]) -> Self {
+        let [tcb_info, tcb_info_chain, qe_identity, qe_identity_chain, pck_crl, root_ca_crl] = files;
+        Self {
+            tcb_info,
+            tcb_info_chain,
+            qe_identity,
+            qe_identity_chain,
+            pck_crl,
+            root_ca_crl,
+        }
+    }
 }
 
 /// One quote and its collateral.

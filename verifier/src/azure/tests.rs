@@ -296,14 +296,7 @@ fn tdx_files() -> TdxFiles {
     TdxFiles {
         hcl: r("hcl_report.bin"),
         td_quote: r("td_quote.bin"),
-        c: [
-            r("collateral/tcb_info.pcs.json"),
-            r("collateral/tcb_info_issuer_chain.pem"),
-            r("collateral/qe_identity.pcs.json"),
-            r("collateral/qe_identity_issuer_chain.pem"),
-            r("collateral/pck_crl.der"),
-            r("collateral/root_ca_crl.der"),
-        ],
+        c: crate::tdx::COLLATERAL_FILES.map(|n| r(&format!("collateral/{n}"))),
         quote: r("tpm_quote_msg.bin"),
         sig: r("tpm_quote_sig.bin"),
         pcrs: r("pcrs.txt"),
@@ -312,20 +305,12 @@ fn tdx_files() -> TdxFiles {
 }
 
 fn run_tdx(f: &TdxFiles, at: UnixTime) -> Outcome<AzureClaims, AzureError> {
-    let [tcb_info, tcb_info_chain, qe_identity, qe_identity_chain, pck_crl, root_ca_crl] = &f.c;
     verifier().verify(
         AzureEvidence {
             hcl_report: &f.hcl,
             hardware: AzureHardware::Tdx {
                 quote: &f.td_quote,
-                collateral: TdxCollateral {
-                    tcb_info,
-                    tcb_info_chain,
-                    qe_identity,
-                    qe_identity_chain,
-                    pck_crl,
-                    root_ca_crl,
-                },
+                collateral: TdxCollateral::from_files(&f.c),
             },
             quote: &f.quote,
             signature: &f.sig,
