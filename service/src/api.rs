@@ -278,7 +278,7 @@ async fn metrics(State(svc): State<Arc<Service>>) -> Response {
             audit_entries: s.audit_size(),
             interval_secs: s.cfg.interval_secs,
             checkpoint_secs: s.cfg.checkpoint_secs,
-            collateral: &s.appraiser.collateral(),
+            collateral: &crate::round::collateral(&s.appraiser),
         })
     })
     .await;

@@ -35,23 +35,7 @@ impl ConfigError {
     }
 }
 
-/// How reference values (golden PCRs) come to exist for a node group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReferenceMode {
-    /// The first round of a group whose evidence verifies is trusted and its PCRs become
-    /// the group's reference values. Every result says `reference: tofu` so nobody
-    /// mistakes it for a provisioned baseline.
-    Tofu,
-    /// Only values the operator provisioned (`PUT /v1/groups/{group}/reference`) count;
-    /// a group without them fails `reference_values`.
-    Operator,
-    /// As `tofu`, but a learnt baseline is `pending` and decides nothing until an operator
-    /// approves it (`custody reference approve GROUP`): rounds that match it fail
-    /// `reference_pending` (not counted towards revocation), rounds that differ fail
-    /// `reference_values`.
-    TofuApprove,
-}
+pub use custody_appraisal::{MinTcb, ReferenceMode, SnpReferenceValues, POLICY_BITS};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -225,30 +209,6 @@ pub struct NvgpuConfig {
     /// any GPU report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_root: Option<PathBuf>,
-}
-
-/// The lowest platform TCB accepted (security patch levels).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MinTcb {
-    pub bootloader: u8,
-    pub tee: u8,
-    pub snp: u8,
-    pub microcode: u8,
-}
-
-/// Guest policy bits `[snp] forbid_policy` may name.
-pub const POLICY_BITS: [&str; 5] = ["smt", "migrate_ma", "debug", "cxl_allow", "single_socket"];
-
-/// [`SnpReference`] parsed: what the appraisal compares.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SnpReferenceValues {
-    pub measurements: Vec<[u8; 48]>,
-    pub host_data: Option<[u8; 32]>,
-    pub vmpl: u32,
-    pub id_key_digests: Vec<[u8; 48]>,
-    pub min_tcb: Option<MinTcb>,
-    pub forbid_policy: Vec<String>,
 }
 
 impl SnpReference {

@@ -15,7 +15,6 @@
 pub mod api;
 mod commit;
 pub mod config;
-pub mod cvm;
 pub mod deny;
 pub mod enroll;
 pub mod events;
@@ -293,35 +292,56 @@ impl Service {
             Duration::from_secs(cfg.round_timeout_secs),
         )?;
         let events = events::Emitter::new(&cfg)?;
-        let mut appraiser = round::Appraiser::new(policy).map_err(ServiceError::Core)?;
-        appraiser.landmarks = vec![landmark_key.public_key()];
-        appraiser.locality_tolerance_km = cfg.locality_tolerance_km;
+        let mut appraiser = round::Appraiser::new(policy).map_err(|e| ServiceError::Core(e.to_string()))?;
+        appraiser.landmarks.own = vec![landmark_key.public_key()];
+        appraiser.landmarks.tolerance_km = cfg.locality_tolerance_km;
         appraiser.min_pcrs = cfg
             .min_pcrs
             .iter()
             .map(|(bank, pcrs)| (bank.clone(), pcrs.iter().copied().collect()))
             .collect();
-        appraiser.remote_landmarks = cfg
+        appraiser.landmarks.remote = cfg
             .landmarks
             .iter()
             .map(config::RemoteLandmark::pinned)
             .collect::<Result<_, _>>()?;
         if let Some(dir) = &cfg.gpu_rims {
-            let n = appraiser.load_gpu_rims(dir, now()).map_err(ServiceError::Core)?;
-            tracing::info!(dir = %dir.display(), rims = n, "NVIDIA RIM library loaded");
+            let roots =
+                custody_verifier::x509::TrustAnchor::from_pem_or_der(custody_verifier::nvgpu::RIM_ROOT_PEM)
+                    .map_err(|e| ServiceError::Core(format!("NVIDIA RIM root: {e}")))?;
+            let lib = custody_verifier::rim::library::RimLibrary::load_dir(
+                dir,
+                &roots,
+                custody_verifier::check::UnixTime(now()),
+            )
+            .map_err(|e| ServiceError::Core(format!("gpu_rims: {e}")))?;
+            tracing::info!(dir = %dir.display(), rims = lib.len(), "NVIDIA RIM library loaded");
+            appraiser.gpu_rims = Some(lib);
         }
+        let read = |what: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| ServiceError::Core(format!("{what} {}: {e}", p.display())))
+        };
         if let Some(p) = &cfg.snp.test_ark {
-            appraiser.trust_snp_test_ark(p).map_err(ServiceError::Core)?;
+            appraiser
+                .trust_snp_test_ark(&read("snp.test_ark", p)?)
+                .map_err(|e| ServiceError::Core(format!("snp.test_ark {}: {e}", p.display())))?;
             tracing::warn!(path = %p.display(), "snp.test_ark: a TEST root is trusted for SEV-SNP reports (tests only)");
         }
         if let Some(p) = &cfg.nvgpu.test_root {
-            appraiser.trust_gpu_test_root(p).map_err(ServiceError::Core)?;
+            appraiser
+                .trust_gpu_test_root(&read("nvgpu.test_root", p)?)
+                .map_err(|e| ServiceError::Core(format!("nvgpu.test_root {}: {e}", p.display())))?;
             tracing::warn!(path = %p.display(), "nvgpu.test_root: a TEST root is trusted for NVIDIA GPU reports (tests only)");
         }
         if !cfg.snp.crls.is_empty() {
-            appraiser
-                .load_snp_crls(&cfg.snp.crls, cfg.snp.crl_grace_days)
-                .map_err(ServiceError::Core)?;
+            let mut crls = Vec::new();
+            for p in &cfg.snp.crls {
+                crls.push(
+                    custody_verifier::crl::Crl::parse(&read("snp.crls", p)?)
+                        .map_err(|e| ServiceError::Core(format!("snp.crls {}: {e}", p.display())))?,
+                );
+            }
+            appraiser.use_snp_crls(crls, i64::from(cfg.snp.crl_grace_days) * 86_400);
             tracing::info!(crls = cfg.snp.crls.len(), "AMD CRLs loaded for SEV-SNP chains");
         }
         appraiser.snp_reference = cfg.snp.values()?;

@@ -4,7 +4,6 @@
 
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use thiserror::Error;
@@ -115,15 +114,6 @@ impl NodeState {
     }
 }
 
-/// The last TPM clock seen from a node: a later quote with the same reset count must not
-/// go back in time (replayed or forged old quote).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TpmClock {
-    pub reset_count: u32,
-    pub restart_count: u32,
-    pub clock: u64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub id: String,
@@ -180,51 +170,7 @@ pub struct ResultRecord {
     pub input: Option<String>,
 }
 
-/// Golden PCR values of a group: bank -> PCR -> hex digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reference {
-    pub pcrs: BTreeMap<String, BTreeMap<u32, String>>,
-    pub source: ReferenceSource,
-    pub at: i64,
-    /// For TOFU: the node whose round the values were learned from.
-    pub learned_from: Option<String>,
-    /// Learnt under `reference = "tofu-approve"` and not yet approved by an operator: it
-    /// decides nothing (rounds that match it fail `reference_pending`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub pending: bool,
-}
-
-/// Where a group's reference values came from (and, in results, what decided).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReferenceSource {
-    /// Learnt from the group's first trusted round (trust on first use).
-    Tofu,
-    /// Learnt, awaiting an operator's approval (`reference = "tofu-approve"`): decides
-    /// nothing. Only in results; a stored baseline says `tofu` and `pending`.
-    TofuPending,
-    /// A learnt baseline an operator approved.
-    Approved,
-    /// Provisioned by an operator.
-    Operator,
-}
-
-impl ReferenceSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tofu => "tofu",
-            Self::TofuPending => "tofu-pending",
-            Self::Approved => "approved",
-            Self::Operator => "operator",
-        }
-    }
-}
-
-impl std::fmt::Display for ReferenceSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use custody_appraisal::{Reference, ReferenceSource, TpmClock};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -1150,6 +1096,7 @@ fn put_migration_in(conn: &rusqlite::Connection, m: &MigrationRecord) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn node(id: &str) -> NodeRecord {
         NodeRecord {

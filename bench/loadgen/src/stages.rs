@@ -211,20 +211,25 @@ pub fn run(iterations: usize) -> Result<Stages> {
             Ok(())
         })?,
     );
+    let cx = custody_service::round::Context {
+        node: custody_service::round::node_facts(&node),
+        nonce: &nonce,
+        reference: reference.as_ref(),
+        mode: ReferenceMode::Tofu,
+        at,
+        ear_ttl: 600,
+    };
     add(
         "Appraiser::appraise (all of the above but store)",
         "bundle decode + TPM verify + claims JSON + policy + EAR",
         time(n, || {
+            // The service decodes the bundle once per round, before the appraisal.
+            let received = custody_service::round::Received::decode(std::hint::black_box(&body));
             svc.appraiser
                 .appraise(
-                    &node,
-                    &nonce,
-                    custody_service::round::Arrived::Bundle(&body),
+                    &cx,
+                    custody_service::round::Arrived::Bundle(&received),
                     &custody_service::round::Extras::default(),
-                    reference.as_ref(),
-                    ReferenceMode::Tofu,
-                    at,
-                    600,
                     &svc.ear_key,
                 )
                 .map_err(|e| anyhow!("{e}"))?;

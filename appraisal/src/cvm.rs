@@ -16,7 +16,7 @@
 //! is labelled `process` and the reasons say why. A GPU never strengthens key protection
 //! (the session key does not live in GPU memory).
 
-use crate::config::SnpReferenceValues;
+use crate::context::SnpReferenceValues;
 use custody_registry::model::{HardwareId, Registry};
 use serde::Serialize;
 use thiserror::Error;
@@ -208,7 +208,7 @@ mod tests {
             host_data: Some([0x11; 32]),
             vmpl: 0,
             id_key_digests: vec![[0xcc; 48]],
-            min_tcb: Some(crate::config::MinTcb {
+            min_tcb: Some(crate::context::MinTcb {
                 bootloader: 3,
                 tee: 0,
                 snp: 8,
