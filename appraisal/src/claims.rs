@@ -11,9 +11,13 @@ use custody_verifier::ear::{ClaimValue, Claims};
 /// The site, country and operator the result names (EAR `site`, `country`, `operator`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Place {
+    /// The site's id and name.
     pub site: Option<String>,
+    pub site_name: Option<String>,
     pub country: Option<String>,
+    /// The operator's name and country of incorporation.
     pub operator: Option<String>,
+    pub operator_country: Option<String>,
 }
 
 /// The attributes and the place.
@@ -41,10 +45,12 @@ pub fn attributes(
         a.insert("hardware-bound".into(), ClaimValue::Bool(d.hardware.bound));
         if let Some(s) = &d.site {
             place.site = Some(s.id.clone());
+            place.site_name = Some(s.name.clone());
             place.country = Some(s.country.clone());
         }
         if let Some(o) = &d.operator {
             place.operator = Some(o.name.clone());
+            place.operator_country = Some(o.country.clone());
             a.insert("operator-country".into(), ClaimValue::Text(o.country.clone()));
             a.insert(
                 "jurisdictions".into(),

@@ -71,6 +71,8 @@ pub struct SetupError(pub String);
 /// The appraisal of one round, before it is stored.
 #[derive(Debug, Clone)]
 pub struct Appraisal {
+    /// When it was appraised (the EAR's `iat`).
+    pub at: i64,
     pub status: TrustTier,
     pub failed_check: Option<String>,
     pub reasons: Vec<String>,
@@ -313,6 +315,7 @@ impl Appraiser {
         let ear = ear::sign(&result, key)?;
         let keys_vouched = failed_check.is_none();
         Ok(Appraisal {
+            at: cx.at,
             status,
             failed_check,
             reasons,

@@ -8,6 +8,7 @@
 //! key the ticket named and appends the placement to the audit log. Every refusal is
 //! logged too, with the check that failed.
 
+use crate::round::Appraisal;
 use crate::store::{MigrationRecord, NodeRecord};
 use crate::{now, Service, ServiceError};
 use custody_audit::entry::{self, Entry, MigrationEntry};
@@ -193,27 +194,6 @@ fn valid_job(j: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The GPUs a result's policy input lists, as (model, attested).
-fn gpus_of(input: &serde_json::Value) -> Vec<(String, bool)> {
-    input
-        .get("gpus")
-        .and_then(serde_json::Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|g| {
-                    let model = g.get("model")?.as_str()?.to_owned();
-                    let attested = g
-                        .get("attested")
-                        .and_then(serde_json::Value::as_bool)
-                        .unwrap_or(false);
-                    Some((model, attested))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Can every GPU of the destination run every dtype of the checkpoint?
 fn chip_check(needs: &MovePrepared, gpus: &[(String, bool)]) -> Result<(), MigrationRefused> {
     let mut req = Requirements::default();
     for (name, tensors) in &needs.dtypes {
@@ -257,8 +237,9 @@ fn chip_check(needs: &MovePrepared, gpus: &[(String, bool)]) -> Result<(), Migra
     Ok(())
 }
 
-fn keys_of(node: &NodeRecord) -> Result<([u8; 32], [u8; 32]), MigrationRefused> {
-    let hex_keys = node.session_keys.as_deref().ok_or_else(|| {
+/// The session keys the destination's fresh round vouched for: what the ticket seals to.
+fn keys_of(node: &NodeRecord, a: &Appraisal) -> Result<([u8; 32], [u8; 32]), MigrationRefused> {
+    let k = a.session_keys.ok_or_else(|| {
         refused(
             "destination_keys",
             format!(
@@ -267,19 +248,7 @@ fn keys_of(node: &NodeRecord) -> Result<([u8; 32], [u8; 32]), MigrationRefused> 
             ),
         )
     })?;
-    let b =
-        hex::decode(hex_keys).map_err(|_| refused("destination_keys", "stored session keys are not hex"))?;
-    let (x, e) = (b.get(..32), b.get(32..));
-    match (
-        x.and_then(|x| x.try_into().ok()),
-        e.and_then(|e| e.try_into().ok()),
-    ) {
-        (Some(x), Some(e)) => Ok((x, e)),
-        _ => Err(refused(
-            "destination_keys",
-            "stored session keys are not 64 bytes",
-        )),
-    }
+    Ok((k.x25519, k.ed25519))
 }
 
 impl Service {
@@ -339,10 +308,14 @@ impl Service {
     /// A round with `node` now; refused as `check` with its reasons when it fails.
     /// A round already running with the node (the scheduler's, or the node's push) is
     /// waited for, up to `ROUND_WAIT`: the move needs a round of its own, after it.
-    async fn passes_now(self: &Arc<Self>, node: &NodeRecord, check: &str) -> Result<(), MigrationRefused> {
+    async fn passes_now(
+        self: &Arc<Self>,
+        node: &NodeRecord,
+        check: &str,
+    ) -> Result<Appraisal, MigrationRefused> {
         let deadline = std::time::Instant::now() + ROUND_WAIT;
-        let r = loop {
-            match self.attest(&node.id).await {
+        let (r, a) = loop {
+            match self.attest_appraised(&node.id).await {
                 Err(ServiceError::Busy(m)) if std::time::Instant::now() < deadline => {
                     tracing::debug!(node = %node.name, "{m}; waiting");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -352,7 +325,7 @@ impl Service {
             }
         };
         match r.failed_check {
-            None => Ok(()),
+            None => Ok(a),
             Some(c) => Err(MigrationRefused {
                 check: check.into(),
                 detail: format!("`{}` failed its round now: {c}", node.name),
@@ -381,52 +354,27 @@ impl Service {
         r
     }
 
-    /// The policy input of `node`'s latest round and where that round placed it: node,
-    /// site, country, operator, and the digests of the evidence and the signed result, so
-    /// `custody audit where` answers from the log alone.
-    fn whereabouts(
-        &self,
-        node: &NodeRecord,
-        check: &str,
-    ) -> Result<(serde_json::Value, entry::Appraised), MigrationRefused> {
-        let rec = self
-            .store
-            .latest_result(&node.id)
-            .map_err(ServiceError::from)?
-            .ok_or_else(|| refused(check, format!("`{}` has no appraisal", node.name)))?;
-        let input: serde_json::Value = rec
-            .input
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| {
-                refused(
-                    check,
-                    format!("the round of `{}` kept no policy input", node.name),
-                )
-            })?;
-        let at = |p: &str| {
-            input
-                .pointer(p)
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-        };
-        let place = entry::Appraised {
+    /// Where the move's own fresh round placed `node`: node, site, country, operator, and
+    /// the digests of the evidence and the signed result, so `custody audit where`
+    /// answers from the log alone.
+    fn whereabouts(node: &NodeRecord, a: &Appraisal) -> entry::Appraised {
+        let p = &a.place;
+        entry::Appraised {
             node: node.id.clone(),
             name: node.name.clone(),
-            site: at("/sovereignty/site/id"),
-            site_name: at("/sovereignty/site/name"),
-            country: at("/sovereignty/site/country"),
-            operator: at("/sovereignty/operator/name"),
-            operator_country: at("/sovereignty/operator/country"),
-            appraised_at: Some(rec.at),
-            status: Some(rec.status.clone()),
-            evidence_sha256: Some(rec.evidence_sha256.clone()),
+            site: p.site.clone(),
+            site_name: p.site_name.clone(),
+            country: p.country.clone(),
+            operator: p.operator.clone(),
+            operator_country: p.operator_country.clone(),
+            appraised_at: Some(a.at),
+            status: Some(a.status.as_str().to_owned()),
+            evidence_sha256: Some(a.evidence_sha256.clone()),
             ear_sha256: Some(hex::encode(aws_lc_rs::digest::digest(
                 &aws_lc_rs::digest::SHA256,
-                &rec.ear,
+                &a.ear,
             ))),
-        };
-        Ok((input, place))
+        }
     }
 
     /// Sign a checkpoint now, so a migration's entries are covered by a signature at
@@ -456,15 +404,17 @@ impl Service {
         })?;
         let policy = self.migration_policy(req.policy.as_deref())?;
 
-        // Fresh evidence from both ends, now.
-        self.passes_now(&b, "destination_attestation").await?;
-        self.passes_now(&a, "source_attestation").await?;
-        let b = self.find_node(&b.id)?;
-        let (input, b_place) = self.whereabouts(&b, "destination_attestation")?;
-        let (_, a_place) = self.whereabouts(&a, "source_attestation")?;
+        // Fresh evidence from both ends, now. Everything below decides on these two
+        // appraisals, not on whatever round of either node was stored last (a scheduled
+        // round that finished meanwhile could have placed it elsewhere, or vouched for
+        // other session keys).
+        let b_round = self.passes_now(&b, "destination_attestation").await?;
+        let a_round = self.passes_now(&a, "source_attestation").await?;
+        let b_place = Self::whereabouts(&b, &b_round);
+        let a_place = Self::whereabouts(&a, &a_round);
         // The job's policy on the evidence just appraised.
         let decision = policy
-            .evaluate(&input)
+            .evaluate(&b_round.input)
             .map_err(|e| refused("policy", e.to_string()))?;
         if !decision.allow {
             return Err(MigrationRefused {
@@ -473,7 +423,7 @@ impl Service {
                 reasons: decision.reasons,
             });
         }
-        let (dst_x25519, dst_ed25519) = keys_of(&b)?;
+        let (dst_x25519, dst_ed25519) = keys_of(&b, &b_round)?;
 
         let checkpoint = req.checkpoint.clone().unwrap_or_else(|| req.job.clone());
         let body = api::to_cbor(
@@ -492,7 +442,11 @@ impl Service {
                 "MovePrepared",
             )
             .await?;
-        let gpus = gpus_of(&input);
+        let gpus: Vec<(String, bool)> = b_round
+            .gpus
+            .iter()
+            .map(|g| (g.model.clone(), g.attested))
+            .collect();
         chip_check(&prepared, &gpus)?;
         let manifest =
             Manifest::from_cbor(&prepared.manifest).map_err(|e| refused("manifest_format", e.to_string()))?;
@@ -1028,11 +982,7 @@ mod tests {
     }
 
     #[test]
-    fn gpus_and_keys_are_read_strictly() {
-        let input =
-            serde_json::json!({"gpus": [{"model": "NVIDIA H100 80GB HBM3", "attested": true}, {"model": 3}]});
-        assert_eq!(gpus_of(&input), vec![("NVIDIA H100 80GB HBM3".to_string(), true)]);
-        assert!(gpus_of(&serde_json::json!({})).is_empty());
+    fn job_names_are_read_strictly() {
         assert!(valid_job("llama-ft_42.v2") && !valid_job("../x") && !valid_job(".hidden") && !valid_job(""));
     }
 }

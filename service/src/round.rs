@@ -153,6 +153,15 @@ impl Service {
     /// Pull one round from the node's agent now.
     #[tracing::instrument(skip(self), fields(node = %node_id))]
     pub async fn attest(self: &Arc<Self>, node_id: &str) -> Result<RoundSummary, ServiceError> {
+        self.attest_appraised(node_id).await.map(|(s, _)| s)
+    }
+
+    /// [`Service::attest`], with the round's typed appraisal: what a migration decides
+    /// on (this round's, not whichever round of the node was stored last).
+    pub async fn attest_appraised(
+        self: &Arc<Self>,
+        node_id: &str,
+    ) -> Result<(RoundSummary, Appraisal), ServiceError> {
         let node = self
             .store
             .node(node_id)?
@@ -219,7 +228,7 @@ impl Service {
         // this worker thread.
         let (concluding, write) = self.prepare_conclusion(node, nonce, arrived, &extras, started)?;
         let result_id = self.commit_round_async(write).await?;
-        self.finish_conclusion(concluding, result_id).map(|(s, _)| s)
+        self.finish_conclusion(concluding, result_id)
     }
 
     /// Locality proofs for the session key the bundle names: this verifier's own
@@ -324,6 +333,7 @@ impl Service {
         let (concluding, write) = self.prepare_pushed(node_id, bundle)?;
         let result_id = self.commit_round(write)?;
         self.finish_conclusion(concluding, result_id)
+            .map(|(s, a)| (s, a.ear))
     }
 
     /// Push mode as the API runs it: the appraisal on a blocking thread, then the
@@ -348,11 +358,14 @@ impl Service {
         let result_id = self.commit_round_async(write).await?;
         if concluding.node.state == concluding.previous {
             // No event and no revocation entry to write: nothing here blocks.
-            return self.finish_conclusion(concluding, result_id);
+            return self
+                .finish_conclusion(concluding, result_id)
+                .map(|(s, a)| (s, a.ear));
         }
         tokio::task::spawn_blocking(move || self.finish_conclusion(concluding, result_id))
             .await
             .map_err(|e| ServiceError::Core(format!("round task: {e}")))?
+            .map(|(s, a)| (s, a.ear))
     }
 
     #[tracing::instrument(skip(self, bundle), fields(node = %node_id))]
@@ -565,7 +578,7 @@ impl Service {
         &self,
         c: Concluding,
         result_id: i64,
-    ) -> Result<(RoundSummary, Vec<u8>), ServiceError> {
+    ) -> Result<(RoundSummary, Appraisal), ServiceError> {
         let Concluding {
             node,
             previous,
@@ -605,14 +618,14 @@ impl Service {
                 name: node.name,
                 state: node.state,
                 status: a.status.as_str().into(),
-                failed_check: a.failed_check,
-                reasons: a.reasons,
+                failed_check: a.failed_check.clone(),
+                reasons: a.reasons.clone(),
                 reference: a.reference_source,
                 result_id,
                 at,
                 duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             },
-            a.ear,
+            a,
         ))
     }
 
