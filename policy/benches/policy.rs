@@ -1,10 +1,15 @@
-//! `cargo bench -p custody-policy --bench policy`: one policy decision on a realistic
-//! input (TPM + SEV-SNP + 2 H100 GPUs in CC mode, registry attributes, two locality
-//! proofs: tests/fixtures/node-fr-pass.json).
+//! `cargo bench -p custody-policy --bench policy`: one policy decision on a production-
+//! shaped input recorded from a real round (tests/fixtures/node-production.json, written
+//! by the e2e test `policy_input`: TPM quoting 24 PCRs, SEV-SNP with every claim, two GPUs
+//! with their 64 SPDM measurements each, a signed registry's attributes, two locality
+//! proofs).
 //!
 //! - `eu-sovereign/decision`: `Policy::evaluate` as the service calls it: input checked
 //!   against the typed shape, converted to a regorus value, one wrapper rule run by a
 //!   pooled RVM (the policy compiled once to regorus's register VM).
+//! - `eu-sovereign/decision-small`: the same on the earlier, hand-written input
+//!   (tests/fixtures/node-fr-pass.json: 2 PCRs, some SNP claims, no GPU measurements), to
+//!   compare with figures measured on it.
 //! - `eu-sovereign/decision-clone`: the same input through the interpreter, on a fresh
 //!   clone of the prepared engine per decision.
 //! - `eu-sovereign/decision-typed`: from a `PolicyInput` instead of JSON.
@@ -38,7 +43,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use custody_policy::{Policy, PolicyInput, EU_SOVEREIGN, LIB};
 use std::hint::black_box;
 
-const INPUT: &str = include_str!("../tests/fixtures/node-fr-pass.json");
+const INPUT: &str = include_str!("../tests/fixtures/node-production.json");
+const SMALL: &str = include_str!("../tests/fixtures/node-fr-pass.json");
 
 fn bench(c: &mut Criterion) {
     let input: serde_json::Value = serde_json::from_str(INPUT).unwrap();
@@ -55,6 +61,11 @@ fn bench(c: &mut Criterion) {
     );
     g.bench_function("decision", |b| {
         b.iter(|| black_box(p.evaluate(black_box(&input)).unwrap()))
+    });
+    let small: serde_json::Value = serde_json::from_str(SMALL).unwrap();
+    assert!(p.evaluate(&small).unwrap().allow);
+    g.bench_function("decision-small", |b| {
+        b.iter(|| black_box(p.evaluate(black_box(&small)).unwrap()))
     });
     g.bench_function("decision-clone", |b| {
         b.iter(|| black_box(p.evaluate_cloned(black_box(&input)).unwrap()))

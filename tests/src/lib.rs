@@ -10,6 +10,7 @@
 
 pub mod fleet;
 pub mod nvgpu;
+pub mod pushed;
 pub mod snp;
 
 use std::net::TcpListener;
