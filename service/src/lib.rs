@@ -3,8 +3,9 @@
 //! - enrollment: EK certificate chain to a manufacturer CA, AK proven to share the TPM
 //!   by credential activation, then a node certificate from the verifier's CA ([`enroll`]);
 //! - rounds: single-use nonces with a TTL, evidence pulled from the agent over mutual TLS
-//!   (or pushed by it), appraised by `custody-verifier`'s per-kind verifiers, reference
-//!   values, Rego policy, an EAR signed as COSE_Sign1 ([`round`]);
+//!   (or pushed by it), decoded once and appraised by `custody-appraisal` (per-kind
+//!   verifiers, reference values, registry, locality, Rego policy, an EAR signed as
+//!   COSE_Sign1); the round commits the result and its audit entry ([`round`]);
 //! - continuous attestation: every node re-attested on an interval; failing nodes move to
 //!   `failed`, then `revoked`, with the reason stored and an event emitted ([`events`]);
 //! - storage behind the [`store::Store`] trait (SQLite, WAL) and the audit log

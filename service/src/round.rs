@@ -1,12 +1,8 @@
-//! One attestation round: nonce, evidence, appraisal, signed result, node state.
-//!
-//! Appraisal order (the first failure names the round's failed check):
-//! `bundle_format` -> `nonce` (the bundle carries the nonce issued for this node) ->
-//! `tpm_present` -> `ak_enrolled` (the quote's AK is the one credential activation bound
-//! to the EK) -> the TPM verifier's own checks against the round's binding ->
-//! `clock_monotonic` (TPM clock never goes back within one reset) -> `reference_values`
-//! (golden PCRs of the node's group, learnt on first use or provisioned) -> SNP and GPU
-//! evidence when present -> `policy` (Rego).
+//! One attestation round, the I/O around the appraisal: issue the nonce, fetch the
+//! evidence (or take it pushed), decode it once, load the context (node, reference
+//! values), call `custody_appraisal::Appraiser::appraise` (whose module doc lists the
+//! stages and their checks in order), decide the node's new state, commit the result
+//! with its audit entry, respond.
 
 use crate::store::{Event, NodeRecord, NodeState, ReferenceSource, ResultRecord};
 use crate::{now, Service, ServiceError};
