@@ -8,12 +8,12 @@ use custody_formats::bundle::EvidenceBundle;
 /// The bundle the later stages appraise, if any.
 pub fn open<'a>(
     cx: &Context<'_>,
-    arrived: Arrived<'a>,
+    arrived: &'a Arrived,
     f: &mut Findings,
 ) -> (Option<&'a Received>, Option<&'a EvidenceBundle>) {
     match arrived {
         Arrived::Nothing { check, detail } => {
-            f.fail(check, detail.to_owned());
+            f.fail(check, detail.clone());
             (None, None)
         }
         Arrived::Bundle(r) => match &r.bundle {

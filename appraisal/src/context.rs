@@ -160,14 +160,15 @@ impl Received {
 }
 
 /// What arrived for appraisal.
-#[derive(Debug, Clone, Copy)]
-pub enum Arrived<'a> {
-    Bundle(&'a Received),
-    /// No evidence: the agent could not be reached, refused, or the nonce was unusable.
-    Nothing {
-        check: &'a str,
-        detail: &'a str,
-    },
+// One per round, moved once: boxing the bundle would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Arrived {
+    /// A bundle, decoded once.
+    Bundle(Received),
+    /// No evidence: the agent could not be reached, refused, or the nonce was unusable;
+    /// the check that says why.
+    Nothing { check: &'static str, detail: String },
 }
 
 /// What a round learnt besides the bundle.

@@ -181,7 +181,7 @@ impl Appraiser {
     pub fn appraise(
         &self,
         cx: &Context<'_>,
-        arrived: Arrived<'_>,
+        arrived: &Arrived,
         extras: &Extras,
         key: &EarSigningKey,
     ) -> Result<Appraisal, AppraisalError> {
@@ -212,7 +212,7 @@ impl Appraiser {
             gpu::appraise(&self.gpu, self.gpu_rims.as_ref(), reg, cx, b, &binding, &mut f)?;
             key_protection = Some(input::KeyProtection {
                 cvm,
-                reasons: f.key_protection_reasons.clone(),
+                reasons: std::mem::take(&mut f.key_protection_reasons),
             });
         }
         if let Some(fl) = &f.failure {

@@ -14,7 +14,6 @@ use custody_verifier::ear::{Corroboration, Submod};
 use custody_verifier::snp::{ExpectedReportData, SnpEvidence, SnpVerifier};
 
 /// Appraise the bundle's SNP evidence; whether it makes the session key `cvm`.
-#[allow(clippy::too_many_arguments)]
 pub fn appraise(
     verifier: &SnpVerifier,
     reference: Option<&SnpReferenceValues>,

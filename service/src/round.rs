@@ -101,26 +101,6 @@ impl Blame {
     }
 }
 
-/// What came back for a round, owned; the appraisal borrows it as [`Arrived`].
-// One per round, moved once: boxing the bundle would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Got {
-    /// A bundle, decoded once.
-    Bundle(Received),
-    /// Nothing to appraise, and the check that says why.
-    Nothing { check: &'static str, detail: String },
-}
-
-impl Got {
-    pub fn as_arrived(&self) -> Arrived<'_> {
-        match self {
-            Self::Bundle(r) => Arrived::Bundle(r),
-            Self::Nothing { check, detail } => Arrived::Nothing { check, detail },
-        }
-    }
-}
-
 /// Releases a node's in-flight mark when the round ends, however it ends.
 pub(crate) struct InFlight<'a> {
     svc: &'a Service,
@@ -192,15 +172,15 @@ impl Service {
         let nonce_state = self.nonces.take(&nonce, &node.id);
         let arrived = match reply {
             // Out of descriptors or memory here: the verifier's trouble, not the node's.
-            Err(e) if e.is_local() => Got::Nothing {
+            Err(e) if e.is_local() => Arrived::Nothing {
                 check: VERIFIER_ERROR,
                 detail: e.to_string(),
             },
-            Err(e) => Got::Nothing {
+            Err(e) => Arrived::Nothing {
                 check: "agent_reachable",
                 detail: e.to_string(),
             },
-            Ok(r) if r.status != http::StatusCode::OK => Got::Nothing {
+            Ok(r) if r.status != http::StatusCode::OK => Arrived::Nothing {
                 check: "agent_round",
                 detail: match api::from_cbor::<api::Refusal>("refusal", &r.body) {
                     Ok(f) => format!("agent refused the round: {}: {}", f.check, f.detail),
@@ -208,17 +188,17 @@ impl Service {
                 },
             },
             Ok(r) => match nonce_state {
-                Err(e) => Got::Nothing {
+                Err(e) => Arrived::Nothing {
                     check: "nonce",
                     detail: e.to_string(),
                 },
                 // Decoded once, here: the locality measurement and every stage read it.
-                Ok(()) => Got::Bundle(Received::decode(&r.body)),
+                Ok(()) => Arrived::Bundle(Received::decode(&r.body)),
             },
         };
         let extras = match &arrived {
-            Got::Bundle(b) => self.measure_locality(&node, b).await,
-            Got::Nothing { .. } => Extras::default(),
+            Arrived::Bundle(b) => self.measure_locality(&node, b).await,
+            Arrived::Nothing { .. } => Extras::default(),
         };
         // The appraisal runs here, as before; the commit is awaited without blocking
         // this worker thread.
@@ -380,14 +360,14 @@ impl Service {
         // has no nonce to spend and fails `bundle_format`.
         let received = Received::decode(bundle);
         let (nonce, arrived) = match &received.bundle {
-            Err(_) => (Nonce([0; 32]), Got::Bundle(received)),
+            Err(_) => (Nonce([0; 32]), Arrived::Bundle(received)),
             Ok(b) => {
                 let nonce = b.nonce;
                 match self.nonces.take(&nonce, &node.id) {
-                    Ok(()) => (nonce, Got::Bundle(received)),
+                    Ok(()) => (nonce, Arrived::Bundle(received)),
                     Err(e) => (
                         nonce,
-                        Got::Nothing {
+                        Arrived::Nothing {
                             check: "nonce",
                             detail: e.to_string(),
                         },
@@ -407,7 +387,7 @@ impl Service {
         &self,
         mut node: NodeRecord,
         nonce: Nonce,
-        arrived: Got,
+        arrived: Arrived,
         extras: &Extras,
         started: Instant,
     ) -> Result<(Concluding, crate::commit::RoundWrite), ServiceError> {
@@ -421,21 +401,20 @@ impl Service {
             at,
             ear_ttl: self.cfg.ear_ttl_secs,
         };
-        let appraise = |arrived: Arrived<'_>| self.appraiser.appraise(&cx, arrived, extras, &self.ear_key);
+        let appraise = |arrived: &Arrived| self.appraiser.appraise(&cx, arrived, extras, &self.ear_key);
         // Nothing a node sends may end its round without a result: an error anywhere in
         // the appraisal (a policy past its limits, a claim that will not encode) is a
         // failed round at `appraisal_error`, recorded and counted like any other.
-        let a = match appraise(arrived.as_arrived()) {
+        let a = match appraise(&arrived) {
             Ok(a) => a,
             Err(e) => {
                 self.metrics
                     .appraisal_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(node = %node.name, error = %e, "appraisal failed; recorded as a failed round");
-                let detail = e.to_string();
-                appraise(Arrived::Nothing {
+                appraise(&Arrived::Nothing {
                     check: APPRAISAL_ERROR,
-                    detail: &detail,
+                    detail: e.to_string(),
                 })
                 .map_err(|e| ServiceError::Core(e.to_string()))?
             }

@@ -89,7 +89,7 @@ fn each_landmark_counts_only_under_its_own_pin() {
     }
     .to_cbor()
     .unwrap();
-    let bundle = Received::decode(&bundle);
+    let bundle = Arrived::Bundle(Received::decode(&bundle));
     let sign = |k: &LandmarkKey, s: LandmarkStatement| s.sign(k).unwrap();
     let extras = Extras {
         locality: Some(ok(
@@ -136,9 +136,7 @@ fn each_landmark_counts_only_under_its_own_pin() {
         ],
     };
     let key = ear::EarSigningKey::generate().unwrap();
-    let r = a
-        .appraise(&cx(&nonce, at), Arrived::Bundle(&bundle), &extras, &key)
-        .unwrap();
+    let r = a.appraise(&cx(&nonce, at), &bundle, &extras, &key).unwrap();
     let proofs = r.input["locality"]["proofs"].as_array().unwrap();
     let names: Vec<_> = proofs.iter().map(|p| p["landmark"].as_str().unwrap()).collect();
     assert_eq!(names, ["paris-verifier", "fra-1"], "{}", r.input);
@@ -183,9 +181,7 @@ fn each_landmark_counts_only_under_its_own_pin() {
         )),
         remote: vec![],
     };
-    let r = a
-        .appraise(&cx(&nonce, at), Arrived::Bundle(&bundle), &extras, &key)
-        .unwrap();
+    let r = a.appraise(&cx(&nonce, at), &bundle, &extras, &key).unwrap();
     assert!(r.input.get("locality").is_none(), "{}", r.input);
     assert_eq!(r.input["locality_failures"][0]["check"], "locality_node");
 }

@@ -224,11 +224,13 @@ pub fn run(iterations: usize) -> Result<Stages> {
         "bundle decode + TPM verify + claims JSON + policy + EAR",
         time(n, || {
             // The service decodes the bundle once per round, before the appraisal.
-            let received = custody_service::round::Received::decode(std::hint::black_box(&body));
+            let arrived = custody_service::round::Arrived::Bundle(custody_service::round::Received::decode(
+                std::hint::black_box(&body),
+            ));
             svc.appraiser
                 .appraise(
                     &cx,
-                    custody_service::round::Arrived::Bundle(&received),
+                    &arrived,
                     &custody_service::round::Extras::default(),
                     &svc.ear_key,
                 )
