@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod nvgpu;
 pub mod pushed;
 pub mod snp;
+pub mod tdx;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

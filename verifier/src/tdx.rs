@@ -123,6 +123,50 @@ impl<'a> TdxCollateral<'a> {
     }
 }
 
+/// When a collateral set can serve an appraisal: the latest issue date and the earliest
+/// next update of its four dated items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollateralWindow {
+    pub from: i64,
+    pub until: i64,
+}
+
+impl TdxCollateral<'_> {
+    /// The window this collateral is current in, read from the TCB info, the QE identity
+    /// and the two CRLs. Nothing is verified here (the signatures are checked with every
+    /// quote); it tells a verifier whether *its own* collateral is stale, so that a round
+    /// it cannot appraise for that reason is not blamed on the node.
+    pub fn window(&self) -> Result<CollateralWindow, String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Dates {
+            issue_date: String,
+            next_update: String,
+        }
+        let mut w = CollateralWindow {
+            from: i64::MIN,
+            until: i64::MAX,
+        };
+        for (name, json) in [("TCB info", self.tcb_info), ("QE identity", self.qe_identity)] {
+            let s: Signed<'_> =
+                serde_json::from_slice(json).map_err(|e| format!("{name}: not a PCS response: {e}"))?;
+            let d: Dates = serde_json::from_str(s.body.get()).map_err(|e| format!("{name}: {e}"))?;
+            let from = unix(&d.issue_date).ok_or_else(|| format!("{name}: issueDate"))?;
+            let until = unix(&d.next_update).ok_or_else(|| format!("{name}: nextUpdate"))?;
+            w.from = w.from.max(from);
+            w.until = w.until.min(until);
+        }
+        for (name, der) in [("PCK CRL", self.pck_crl), ("root CA CRL", self.root_ca_crl)] {
+            let crl = Crl::parse(der).map_err(|e| format!("{name}: {e}"))?;
+            w.from = w.from.max(crl.this_update);
+            if let Some(n) = crl.next_update {
+                w.until = w.until.min(n);
+            }
+        }
+        Ok(w)
+    }
+}
+
 /// One quote and its collateral.
 #[derive(Debug, Clone, Copy)]
 pub struct TdxEvidence<'a> {
@@ -144,6 +188,9 @@ pub struct TdxClaims {
     pub tcb_date: String,
     pub qe_tcb_status: String,
     pub fmspc: String,
+    /// The PCK certificate's PPID (hex): the platform's identity, which a registry binds
+    /// to a site (`tdx_ppid`).
+    pub ppid: String,
     pub tee_tcb_svn: String,
     pub mr_seam: String,
     pub mr_td: String,
@@ -227,6 +274,8 @@ fn oid_values<'a>(b: &'a [u8], out: &mut Vec<(String, u8, &'a [u8])>, depth: usi
 /// What the PCK certificate says about the platform.
 #[derive(Debug, Clone)]
 struct PckTcb {
+    /// The platform provisioning id: one per platform, what a registry binds to a site.
+    ppid: [u8; 16],
     fmspc: [u8; 6],
     pce_id: [u8; 2],
     components: [u32; 16],
@@ -268,8 +317,10 @@ fn pck_tcb(leaf: &X509Certificate<'_>) -> Result<PckTcb, TdxError> {
         *c = int(&format!("{OID_SGX_EXT}.2.{}", i + 1))?;
     }
     let fmspc = octets(&format!("{OID_SGX_EXT}.4"), 6)?;
+    let ppid = octets(&format!("{OID_SGX_EXT}.1"), 16)?;
     let pce_id = octets(&format!("{OID_SGX_EXT}.3"), 2)?;
     Ok(PckTcb {
+        ppid: ppid.try_into().map_err(|_| TdxError::Pck("PPID".into()))?,
         fmspc: fmspc.try_into().map_err(|_| TdxError::Pck("FMSPC".into()))?,
         pce_id: pce_id.try_into().map_err(|_| TdxError::Pck("PCE-ID".into()))?,
         components,
@@ -393,8 +444,39 @@ fn unix(s: &str) -> Option<i64> {
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
-/// Check a signed collateral document: its chain to `root`, its signature over the exact
-/// body bytes, its window around `at`. Returns the body text.
+/// The subject CN of the only certificate whose key signs TCB info and QE identities.
+const TCB_SIGNING_CN: &str = "Intel SGX TCB Signing";
+
+/// Is `der` Intel's TCB signing certificate, as Intel's QVL requires: its CN, an end
+/// entity (not a CA) and not a PCK certificate (no SGX extension). Every PCK certificate
+/// and both PCK CAs chain to the same root, so without this anyone holding one
+/// platform's PCK key could sign TCB info calling any platform up to date.
+fn is_tcb_signer(der: &[u8]) -> Result<(), String> {
+    let (_, c) = X509Certificate::from_der(der).map_err(|e| format!("issuer chain: {e}"))?;
+    let cn = c
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or_default();
+    let ca = c
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca);
+    let pck = c.extensions().iter().any(|e| e.oid.to_id_string() == OID_SGX_EXT);
+    if cn != TCB_SIGNING_CN || ca || pck {
+        return Err(format!(
+            "signed by {:?}, not the TCB signing certificate ({TCB_SIGNING_CN:?}, not a CA, not a PCK)",
+            c.subject().to_string()
+        ));
+    }
+    Ok(())
+}
+
+/// Check a signed collateral document: its chain to `root`, that the chain's leaf is the
+/// TCB signing certificate, its signature over the exact body bytes, its window around
+/// `at`. Returns the body text.
 fn signed_body<'a>(
     json: &'a [u8],
     chain_pem: &[u8],
@@ -404,6 +486,7 @@ fn signed_body<'a>(
     let s: Signed<'_> = serde_json::from_slice(json).map_err(|e| format!("not a PCS response: {e}"))?;
     let chain = split_certs(chain_pem).map_err(|e| format!("issuer chain: {e}"))?;
     let v = verify_chain(&chain, std::slice::from_ref(root), at).map_err(|e| format!("issuer chain: {e}"))?;
+    is_tcb_signer(chain.first().map(Vec::as_slice).unwrap_or_default())?;
     let sig = hex::decode(&s.signature).map_err(|_| "signature is not hex".to_owned())?;
     let body = s.body.get();
     if !v
@@ -795,6 +878,7 @@ impl EvidenceVerifier for TdxVerifier {
             tcb_date: level.tcb_date.clone(),
             qe_tcb_status: qe_status,
             fmspc: hex::encode_upper(pck.fmspc),
+            ppid: hex::encode(pck.ppid),
             tee_tcb_svn: hex::encode(b.tee_tcb_svn),
             mr_seam: hex::encode(b.mr_seam),
             mr_td: hex::encode(b.mr_td),

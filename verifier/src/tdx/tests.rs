@@ -135,6 +135,33 @@ fn stale_or_early_collateral_is_refused() {
     assert!(e.starts_with("cert_validity: "), "{e}");
 }
 
+/// The collateral's own window: a quote verifies inside it and fails outside it, so a
+/// verifier can tell its stale collateral from a node's bad quote.
+#[test]
+fn the_collateral_window_is_where_quotes_verify() {
+    let f = files("tdx-dcap-qvl-uptodate");
+    let w = evidence(&f).collateral.window().unwrap();
+    assert!(w.from < w.until, "{w:?}");
+    let verifier = TdxVerifier::new().unwrap();
+    assert!(verifier.verify(evidence(&f), UnixTime(w.from)).is_ok());
+    assert!(verifier.verify(evidence(&f), UnixTime(w.until)).is_ok());
+    assert!(verifier.verify(evidence(&f), UnixTime(w.until + 1)).is_err());
+    assert!(verifier.verify(evidence(&f), UnixTime(w.from - 1)).is_err());
+    let mut broken = evidence(&f);
+    broken.collateral.pck_crl = b"not a CRL";
+    assert!(broken.collateral.window().unwrap_err().starts_with("PCK CRL"));
+}
+
+/// The PCK certificate's PPID is a claim: the platform's identity for the registry.
+#[test]
+fn the_ppid_is_read_from_the_pck_certificate() {
+    let f = files("tdx-dcap-qvl-uptodate");
+    let w = evidence(&f).collateral.window().unwrap();
+    let v = TdxVerifier::new().unwrap().verify(evidence(&f), UnixTime(w.from)).unwrap();
+    assert_eq!(v.claims.ppid.len(), 32, "{}", v.claims.ppid);
+    assert_ne!(v.claims.ppid, "0".repeat(32));
+}
+
 /// Every tampering fails at its check.
 #[test]
 fn each_tampering_fails_at_its_check() {
