@@ -59,6 +59,21 @@ deny contains msg if {
 	msg := sprintf("%s: the SEV-SNP chain's revocation is %s; defense-restricted requires a current AMD CRL (good)", [name, status])
 }
 
+# A TDX platform must be at Intel's current TCB: `OutOfDate`, `SWHardeningNeeded` and
+# the `ConfigurationNeeded` statuses are genuine but carry open advisories.
+deny contains msg if {
+	# Only nodes with a verified TDX quote walk the devices.
+	data.custody.lib.verified("tdx")
+	some name, d in input.devices
+	d.kind == "tdx"
+	d.verified
+	status := object.get(d, ["claims", "tcb_status"], "unknown")
+	status != "UpToDate"
+	msg := sprintf("%s: the TDX platform's TCB is %s (advisories: %s); defense-restricted requires UpToDate", [
+		name, status, concat(", ", object.get(d, ["claims", "advisory_ids"], [])),
+	])
+}
+
 deny contains msg if some msg in data.custody.lib.gpu_cc_deny
 
 deny contains msg if some msg in data.custody.lib.sovereignty_deny

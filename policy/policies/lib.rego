@@ -303,7 +303,7 @@ locality_weak(strong) if {
 # | configuration     | devices, some device_deny   | a TPM verified, no device_deny    | 0    |
 # | executables       | as instance_identity        |                                   |      |
 # | hardware          | a device failed             | some device                       | 0    |
-# | runtime_opaque    | an SEV-SNP report failed    | one verified, no device failed    | 32   |
+# | runtime_opaque    | an SNP or TDX report failed | one verified, no device failed    | 32   |
 # | storage_opaque    |                             | a TPM verified                    | 0    |
 #
 # One rule computes every claim from a few booleans, each claim a table lookup:
@@ -317,15 +317,16 @@ trust_vector := {
 	"executables": identity,
 	"file_system": 0,
 	"hardware": {true: 96, false: {true: 2, false: 0}[has_devices]}[failed],
-	"runtime_opaque": {true: 96, false: {true: {true: 32, false: 2}[failed], false: 32}[snp_ok]}[snp_failed],
+	"runtime_opaque": {true: 96, false: {true: {true: 32, false: 2}[failed], false: 32}[cvm_ok]}[cvm_failed],
 	"storage_opaque": {true: 2, false: 0}[tpm_ok],
 	"sourced_data": 0,
 } if {
 	status := device_status
 	tpm_failed := ["tpm", false] in status
 	tpm_ok := ["tpm", true] in status
-	snp_failed := ["snp", false] in status
-	snp_ok := ["snp", true] in status
+	# A confidential VM's report: SEV-SNP or Intel TDX (one set operation each).
+	cvm_failed := count({["snp", false], ["tdx", false]} & status) > 0
+	cvm_ok := count({["snp", true], ["tdx", true]} & status) > 0
 	failed := false in {s[1] | some s in status}
 	has_devices := count(input.devices) > 0
 	denied := count(device_deny) > 0
