@@ -78,6 +78,7 @@ pub fn collect_round(
         session_keys: *session.public_keys(),
         tpm: None,
         snp: None,
+        tdx: None,
         gpus: Vec::new(),
         gpu_identities: Vec::new(),
         platform,

@@ -140,6 +140,19 @@ pub struct SnpReferenceValues {
     pub forbid_policy: Vec<String>,
 }
 
+/// The operator's Intel TDX reference values (`[tdx]`, parsed): without them no TDX quote
+/// makes the session key `cvm`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TdxReferenceValues {
+    /// MRTDs (the TD's initial contents: its virtual firmware) of the approved images.
+    pub mr_td: Vec<[u8; 48]>,
+    /// RTMR0-3: each one given must equal the quote's.
+    pub rtmr: [Option<[u8; 48]>; 4],
+    /// MRCONFIGID and MROWNER, when the operator launches its TDs with them.
+    pub mr_config_id: Option<[u8; 48]>,
+    pub mr_owner: Option<[u8; 48]>,
+}
+
 /// An evidence bundle as it arrived, decoded once: the round's stages, the locality
 /// measurement and the stored result all read this.
 #[derive(Debug)]

@@ -38,6 +38,14 @@ pub enum CvmError {
     TcbMin(String),
     #[error("guest policy has {0} on, which the reference forbids")]
     GuestPolicy(String),
+    #[error("TD {what} {got} is not the reference ({expected})")]
+    TdMeasurement {
+        what: &'static str,
+        expected: String,
+        got: String,
+    },
+    #[error("the TD is debuggable (TD attributes {0}): its memory is open to the host")]
+    TdDebug(String),
     #[error("{id} is {got}, but the node's TPM EK is registered at site {expected}: the evidence comes from another platform")]
     Platform {
         id: String,
@@ -56,6 +64,8 @@ impl CvmError {
             Self::IdKey { .. } => "id_key_digest",
             Self::TcbMin(_) => "tcb_min",
             Self::GuestPolicy(_) => "guest_policy",
+            Self::TdMeasurement { what, .. } => what,
+            Self::TdDebug(_) => "debug",
             Self::Platform { .. } => "platform",
         }
     }

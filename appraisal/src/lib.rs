@@ -8,6 +8,7 @@
 //! 2. the TPM ([`tpm`]): `tpm_present` -> `ak_enrolled` -> the quote's checks ->
 //!    `clock_monotonic` -> `pcr_selection` -> `reference_values` / `reference_pending`;
 //! 3. SEV-SNP ([`snp`]): `snp.*`, and whether the report vouches for this node ([`cvm`]);
+//!    Intel TDX ([`tdx`]): `tdx.*`, the same question for a TD;
 //! 4. GPUs ([`gpu`]): `gpuN.*`;
 //! 5. sovereignty ([`sovereignty`]): the registry's site and operator of the hardware;
 //! 6. locality ([`locality`]): landmark proofs, `locality_consistency`;
@@ -29,13 +30,15 @@ pub mod input;
 pub mod locality;
 pub mod snp;
 pub mod sovereignty;
+pub mod tdx;
 pub mod tpm;
 
 pub use context::{
     Arrived, Context, Extras, LandmarkOutcome, LocalityFailure, MinTcb, Node, Received, Reference,
-    ReferenceMode, ReferenceSource, SnpReferenceValues, TpmClock, POLICY_BITS,
+    ReferenceMode, ReferenceSource, SnpReferenceValues, TdxReferenceValues, TpmClock, POLICY_BITS,
 };
 pub use findings::REFERENCE_PENDING;
+pub use tdx::TdxSetup;
 
 use custody_formats::binding::{Binding, SessionKeys};
 use custody_policy::{Policy, PolicyError};
@@ -116,6 +119,9 @@ pub struct Appraiser {
     pub gpu_rims: Option<RimLibrary>,
     /// `[snp]` reference values: without them no SNP report makes the key `cvm`.
     pub snp_reference: Option<SnpReferenceValues>,
+    /// `[tdx]`: Intel's root, the collateral and the reference values. Without it a TDX
+    /// quote fails at `tdx.collateral`.
+    pub tdx: Option<TdxSetup>,
 }
 
 impl Appraiser {
@@ -133,6 +139,7 @@ impl Appraiser {
             registry: RwLock::new(None),
             gpu_rims: None,
             snp_reference: None,
+            tdx: None,
         })
     }
 
@@ -194,7 +201,7 @@ impl Appraiser {
         if let Some(b) = bundle {
             let binding = Binding::compute(cx.nonce, &b.session_keys);
             tpm = tpm::appraise(&self.tpm, &self.min_pcrs, cx, b, &binding, &mut f)?;
-            let cvm = match &b.snp {
+            let snp = match &b.snp {
                 Some(s) => snp::appraise(
                     &self.snp,
                     self.snp_reference.as_ref(),
@@ -204,11 +211,17 @@ impl Appraiser {
                     &binding,
                     &mut f,
                 )?,
-                None => {
-                    f.key_protection_reasons.push("no SEV-SNP evidence".into());
-                    false
-                }
+                None => false,
             };
+            let tdx = match &b.tdx {
+                Some(t) => tdx::appraise(self.tdx.as_ref(), reg, cx, t, &binding, &mut f)?,
+                None => false,
+            };
+            if b.snp.is_none() && b.tdx.is_none() {
+                f.key_protection_reasons
+                    .push("no confidential-VM evidence (SEV-SNP or TDX)".into());
+            }
+            let cvm = snp || tdx;
             gpu::appraise(&self.gpu, self.gpu_rims.as_ref(), reg, cx, b, &binding, &mut f)?;
             key_protection = Some(input::KeyProtection {
                 cvm,

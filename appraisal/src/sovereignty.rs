@@ -7,7 +7,8 @@ use custody_registry::model::HardwareId;
 use custody_registry::signed::VerifiedRegistry;
 
 /// Hardware identities a round proved: the registry binds them to sites. Each is
-/// `kind:hex` as the registry writes them (`ek_sha256`, `snp_chip_id`, `gpu_serial`).
+/// `kind:hex` as the registry writes them (`ek_sha256`, `snp_chip_id`, `tdx_ppid`,
+/// `gpu_serial`).
 pub fn attested_hardware(
     node: &Node<'_>,
     devices: &serde_json::Map<String, serde_json::Value>,
@@ -28,6 +29,11 @@ pub fn attested_hardware(
             Some("snp") => {
                 if let Some(c) = claim("chip_id") {
                     out.push(format!("{}:{}", HardwareId::SNP, c.to_ascii_lowercase()));
+                }
+            }
+            Some("tdx") => {
+                if let Some(c) = claim("ppid") {
+                    out.push(format!("{}:{}", HardwareId::TDX, c.to_ascii_lowercase()));
                 }
             }
             Some("nvgpu") => {

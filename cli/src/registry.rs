@@ -68,7 +68,7 @@ pub enum RegistryCmd {
         input: PathBuf,
         #[arg(long, required = true)]
         authority: Vec<PathBuf>,
-        /// KIND:HEX with KIND ek_sha256, snp_chip_id or gpu_serial; repeatable.
+        /// KIND:HEX with KIND ek_sha256, snp_chip_id, gpu_serial or tdx_ppid; repeatable.
         #[arg(long)]
         hardware: Vec<String>,
     },

@@ -1,5 +1,6 @@
 //! The evidence bundle an agent sends for one attestation round (CBOR, RATS CMW-collection
-//! shaped): `{ version, nonce, session_keys, tpm?, snp?, gpus[], gpu_identities[]?, platform }`.
+//! shaped): `{ version, nonce, session_keys, tpm?, snp?, tdx?, gpus[], gpu_identities[]?,
+//! platform }`.
 //!
 //! Every evidence entry carries the raw vendor bytes unchanged, so signatures are checked
 //! over exactly the bytes the hardware signed. `gpu_identities` and `platform` are what the
@@ -22,6 +23,9 @@ pub const MAX_BUNDLE_LEN: usize = 16 * 1024 * 1024;
 /// shipped policies walk every device, so without a bound a node could push the policy
 /// past its instruction limit with junk entries and make its own rounds error out.
 pub const MAX_GPUS: usize = 16;
+/// Bytes of a TDX quote: a v4 or v5 quote with its PCK chain is 5-8 KB; this leaves room
+/// for longer chains and QE authentication data.
+pub const MAX_TDX_QUOTE_LEN: usize = 64 * 1024;
 /// Entries of `platform` and of each GPU identity's `cc` map.
 pub const MAX_MAP_ENTRIES: usize = 64;
 /// Bytes of any string the node says about itself (names, versions, map keys and values).
@@ -82,6 +86,17 @@ pub struct SnpEvidence {
     /// Optional ASK/ASVK + ARK (PEM); the built-in roots are used when absent.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
     pub ca_chain: Option<Vec<u8>>,
+}
+
+/// Intel TDX evidence: a DCAP quote (v4 or v5) whose REPORT_DATA is the round's binding
+/// followed by 32 zero bytes. Its PCK chain rides in the quote (certification data type
+/// 5); the rest of the collateral (TCB info, QE identity, CRLs) is the verifier's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdxEvidence {
+    /// The quote, exactly as the quoting enclave produced it.
+    #[serde(with = "serde_bytes_vec")]
+    pub quote: Vec<u8>,
 }
 
 /// One NVIDIA GPU's evidence.
@@ -168,6 +183,8 @@ pub struct EvidenceBundle {
     pub tpm: Option<TpmEvidence>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snp: Option<SnpEvidence>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tdx: Option<TdxEvidence>,
     #[serde(default, deserialize_with = "bounded::gpus")]
     pub gpus: Vec<GpuEvidence>,
     /// Unattested identity of every GPU NVML listed, attested or not.
@@ -202,6 +219,15 @@ impl EvidenceBundle {
             return Err(BundleError::Version(b.version));
         }
         b.check_text()?;
+        if let Some(t) = &b.tdx {
+            if t.quote.len() > MAX_TDX_QUOTE_LEN {
+                return Err(BundleError::Limit {
+                    field: "tdx.quote",
+                    limit: MAX_TDX_QUOTE_LEN,
+                    got: t.quote.len(),
+                });
+            }
+        }
         Ok(b)
     }
 
@@ -334,6 +360,32 @@ mod tests {
         assert_eq!(EvidenceBundle::from_cbor(&b.to_cbor().unwrap()).unwrap(), b);
     }
 
+    /// A TDX quote rides as one byte string, bounded by [`MAX_TDX_QUOTE_LEN`]; a bundle
+    /// without one is encoded exactly as before the field existed.
+    #[test]
+    fn tdx_quotes_are_carried_and_bounded() {
+        let without = sample().to_cbor().unwrap();
+        assert!(
+            !without.windows(3).any(|w| w == b"tdx"),
+            "an absent quote adds no key"
+        );
+        let mut b = sample();
+        b.tdx = Some(TdxEvidence {
+            quote: vec![4; MAX_TDX_QUOTE_LEN],
+        });
+        assert_eq!(EvidenceBundle::from_cbor(&b.to_cbor().unwrap()).unwrap(), b);
+        b.tdx = Some(TdxEvidence {
+            quote: vec![4; MAX_TDX_QUOTE_LEN + 1],
+        });
+        assert!(matches!(
+            EvidenceBundle::from_cbor(&b.to_cbor().unwrap()),
+            Err(BundleError::Limit {
+                field: "tdx.quote",
+                ..
+            })
+        ));
+    }
+
     fn sample() -> EvidenceBundle {
         EvidenceBundle {
             version: BUNDLE_VERSION,
@@ -350,6 +402,7 @@ mod tests {
                 event_log: None,
             }),
             snp: None,
+            tdx: None,
             gpus: vec![GpuEvidence {
                 index: 0,
                 report: vec![0x11, 0xe0],

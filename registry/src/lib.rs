@@ -42,7 +42,7 @@ pub enum RegistryError {
     Format(String),
     #[error("country code {0:?} is not an assigned ISO 3166-1 alpha-2 code (two uppercase letters)")]
     Country(String),
-    #[error("unknown hardware id kind {0:?} (want ek_sha256, snp_chip_id or gpu_serial)")]
+    #[error("unknown hardware id kind {0:?} (want ek_sha256, snp_chip_id, gpu_serial or tdx_ppid)")]
     HardwareKind(String),
     #[error("{kind} hardware id must be {want} bytes, got {got}")]
     HardwareIdLength {

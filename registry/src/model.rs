@@ -7,9 +7,10 @@
 //! omitted. Percentages are basis points (`u32`, 0..=10000) and coordinates microdegrees
 //! (`i32`): no floats in signed data. A hardware id is a two-element array
 //! `[kind, bstr]` with kind `"ek_sha256"` (32 bytes: SHA-256 of the EK certificate DER),
-//! `"snp_chip_id"` (64 bytes: the SNP report's CHIP_ID) or `"gpu_serial"` (1..=20 bytes:
+//! `"snp_chip_id"` (64 bytes: the SNP report's CHIP_ID), `"gpu_serial"` (1..=20 bytes:
 //! the DER INTEGER content octets of the GPU device certificate's serial, as they appear
-//! in the certificate).
+//! in the certificate) or `"tdx_ppid"` (16 bytes: the PPID in a TDX platform's PCK
+//! certificate).
 //!
 //! Decoding is strict: unknown or duplicate fields, wrong lengths, a byte string where an
 //! array is due (or the reverse) and trailing bytes are refused, and the input must be
@@ -107,12 +108,15 @@ pub enum HardwareId {
     SnpChipId([u8; 64]),
     /// NVIDIA GPU device certificate serial (DER INTEGER content octets, 1..=20 bytes).
     GpuCertSerial(Vec<u8>),
+    /// Intel TDX platform: the PPID in its PCK certificate's SGX extension.
+    TdxPpid([u8; 16]),
 }
 
 impl HardwareId {
     pub const EK: &'static str = "ek_sha256";
     pub const SNP: &'static str = "snp_chip_id";
     pub const GPU: &'static str = "gpu_serial";
+    pub const TDX: &'static str = "tdx_ppid";
 
     /// From a kind name and the identity's bytes; lengths are exact, nothing is padded.
     pub fn from_parts(kind: &str, bytes: &[u8]) -> Result<Self, RegistryError> {
@@ -130,6 +134,10 @@ impl HardwareId {
                 .try_into()
                 .map(Self::SnpChipId)
                 .map_err(|_| len_err(Self::SNP, "64")),
+            Self::TDX => bytes
+                .try_into()
+                .map(Self::TdxPpid)
+                .map_err(|_| len_err(Self::TDX, "16")),
             Self::GPU => {
                 let id = Self::GpuCertSerial(bytes.to_vec());
                 id.check()?;
@@ -154,6 +162,7 @@ impl HardwareId {
             Self::EkCertSha256(_) => Self::EK,
             Self::SnpChipId(_) => Self::SNP,
             Self::GpuCertSerial(_) => Self::GPU,
+            Self::TdxPpid(_) => Self::TDX,
         }
     }
 
@@ -162,6 +171,7 @@ impl HardwareId {
             Self::EkCertSha256(b) => b,
             Self::SnpChipId(b) => b,
             Self::GpuCertSerial(b) => b,
+            Self::TdxPpid(b) => b,
         }
     }
 

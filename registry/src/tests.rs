@@ -210,6 +210,11 @@ fn decoding_is_strict() {
         V::Bytes(vec![0; 65]),
     ])));
     assert!(e.to_string().contains("must be 64 bytes, got 65"), "{e}");
+    let e = decode_err(&id(V::Array(vec![
+        V::Text("tdx_ppid".into()),
+        V::Bytes(vec![0; 17]),
+    ])));
+    assert!(e.to_string().contains("must be 16 bytes, got 17"), "{e}");
     decode_err(&id(V::Array(vec![
         V::Text("gpu_serial".into()),
         V::Bytes(vec![]),
@@ -254,6 +259,10 @@ fn hardware_id_text_form() {
         HardwareId::parse(&format!("ek_sha256:{}", "ab".repeat(33))),
         Err(RegistryError::HardwareIdLength { got: 33, .. })
     ));
+    let ppid = HardwareId::parse(&format!("tdx_ppid:{}", "cd".repeat(16))).unwrap();
+    assert_eq!(ppid, HardwareId::TdxPpid([0xcd; 16]));
+    assert_eq!(HardwareId::parse(&ppid.to_string()).unwrap(), ppid);
+    assert!(HardwareId::parse(&format!("tdx_ppid:{}", "cd".repeat(15))).is_err());
     assert!(HardwareId::parse("gpu_serial:0g").is_err());
     assert!(HardwareId::parse("gpu_serial").is_err());
     assert_eq!(

@@ -35,7 +35,7 @@ impl ConfigError {
     }
 }
 
-pub use custody_appraisal::{MinTcb, ReferenceMode, SnpReferenceValues, POLICY_BITS};
+pub use custody_appraisal::{MinTcb, ReferenceMode, SnpReferenceValues, TdxReferenceValues, POLICY_BITS};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -99,6 +99,8 @@ pub struct Config {
     /// SEV-SNP reference values (`[snp]`): which guest the agent must run in for its
     /// session key to count as CVM-protected.
     pub snp: SnpReference,
+    /// Intel TDX appraisal (`[tdx]`): Intel's collateral and the TD reference values.
+    pub tdx: TdxConfig,
     /// NVIDIA GPU appraisal (`[nvgpu]`).
     pub nvgpu: NvgpuConfig,
     /// What the API listener allows each peer (connections, deadlines, streams).
@@ -144,6 +146,7 @@ impl Default for Config {
             landmarks: Vec::new(),
             gpu_rims: None,
             snp: SnpReference::default(),
+            tdx: TdxConfig::default(),
             nvgpu: NvgpuConfig::default(),
             webhooks: Vec::new(),
             webhook_ca: None,
@@ -197,6 +200,86 @@ pub struct SnpReference {
     pub crls: Vec<PathBuf>,
     /// Days past a CRL's nextUpdate it still counts as fresh (default 0).
     pub crl_grace_days: u32,
+}
+
+/// `[tdx]`: Intel TDX appraisal. Without `collateral` a TDX quote fails at
+/// `tdx.collateral`; without `mr_td` a quote that verifies still only says "some TD saw
+/// this round", so the session key is labelled `process` (`tdx_reference: unconfigured`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TdxConfig {
+    /// A directory of Intel PCS v4 collateral, as `custody verify tdx --collateral` reads
+    /// it (`tcb_info.pcs.json`, `tcb_info_issuer_chain.pem`, `qe_identity.pcs.json`,
+    /// `qe_identity_issuer_chain.pem`, `pck_crl.der`, `root_ca_crl.der`), for the
+    /// platforms' FMSPC. Read at start. Out of date, it fails rounds at `tdx.collateral`
+    /// (never charged to the node) and shows in
+    /// `custody_collateral_next_update_timestamp_seconds{kind="tdx_collateral"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collateral: Option<PathBuf>,
+    /// MRTDs (96 hex digits each) of the TD images the agent runs in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mr_td: Vec<String>,
+    /// RTMR0-3 values (96 hex digits each) that must match, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmr0: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmr1: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmr2: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmr3: Option<String>,
+    /// MRCONFIGID and MROWNER (96 hex digits), when TDs are launched with them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mr_config_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mr_owner: Option<String>,
+    /// Accept debuggable TDs (`tdx.debug` otherwise). Never in production.
+    pub allow_debug: bool,
+    /// FOR TESTS ONLY: a PEM test root used instead of the built-in Intel SGX Root CA for
+    /// TDX quotes and collateral, so tests can sign quotes for hardware the test machine
+    /// lacks. Never set it in production: whoever holds that root's key can forge any
+    /// TDX quote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_root: Option<PathBuf>,
+}
+
+impl TdxConfig {
+    /// The typed reference values; `None` when no MRTD is configured.
+    pub fn values(&self) -> Result<Option<TdxReferenceValues>, ConfigError> {
+        let hex48 = |what: &str, m: &str| -> Result<[u8; 48], ConfigError> {
+            hex::decode(m)
+                .ok()
+                .and_then(|b| <[u8; 48]>::try_from(b.as_slice()).ok())
+                .ok_or_else(|| ConfigError::Invalid(format!("`tdx.{what}`: {m:?} is not 96 hex digits")))
+        };
+        let opt = |what: &str, m: &Option<String>| m.as_deref().map(|m| hex48(what, m)).transpose();
+        let rtmr = [
+            opt("rtmr0", &self.rtmr0)?,
+            opt("rtmr1", &self.rtmr1)?,
+            opt("rtmr2", &self.rtmr2)?,
+            opt("rtmr3", &self.rtmr3)?,
+        ];
+        let mr_config_id = opt("mr_config_id", &self.mr_config_id)?;
+        let mr_owner = opt("mr_owner", &self.mr_owner)?;
+        if self.mr_td.is_empty() {
+            if rtmr.iter().any(Option::is_some) || mr_config_id.is_some() || mr_owner.is_some() {
+                return Err(ConfigError::Invalid(
+                    "`tdx.rtmr0`-`rtmr3`, `mr_config_id` and `mr_owner` need `tdx.mr_td`".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(TdxReferenceValues {
+            mr_td: self
+                .mr_td
+                .iter()
+                .map(|m| hex48("mr_td", m))
+                .collect::<Result<_, _>>()?,
+            rtmr,
+            mr_config_id,
+            mr_owner,
+        }))
+    }
 }
 
 /// `[nvgpu]`: NVIDIA GPU appraisal.
@@ -463,6 +546,7 @@ impl Config {
         }
         self.validate_landmarks()?;
         self.snp.values()?;
+        self.tdx.values()?;
         if let Some(u) = self.webhooks.iter().find(|u| !u.starts_with("https://")) {
             return Err(ConfigError::Invalid(format!(
                 "webhook `{u}` is not an https:// URL"
@@ -559,10 +643,34 @@ mod tests {
             "[snp]\nmeasurements = [\"{m}\"]\nvmpl = 4",
             "[snp]\nmeasurements = [\"{m}\"]\nhost_data = \"abcd\"",
             "[snp]\nbogus = 1",
+            "[tdx]\nmr_td = [\"00\"]",
+            "[tdx]\nrtmr2 = \"{m}\"",
+            "[tdx]\nmr_td = [\"{m}\"]\nmr_owner = \"abcd\"",
+            "[tdx]\nbogus = 1",
         ] {
             let bad = &bad.replace("{m}", &"ab".repeat(48));
             assert!(Config::parse(Path::new("x"), bad).is_err(), "{bad}");
         }
+    }
+
+    /// `[tdx]` reference values, typed: each register where it belongs.
+    #[test]
+    fn tdx_reference_values_parse() {
+        let m = |b: u8| hex::encode([b; 48]);
+        let text = format!(
+            "[tdx]\ncollateral = \"/c\"\nmr_td = [\"{}\", \"{}\"]\nrtmr1 = \"{}\"\nmr_config_id = \"{}\"\n",
+            m(1),
+            m(2),
+            m(3),
+            m(4)
+        );
+        let c = Config::parse(Path::new("x"), &text).unwrap();
+        let v = c.tdx.values().unwrap().unwrap();
+        assert_eq!(v.mr_td, vec![[1; 48], [2; 48]]);
+        assert_eq!(v.rtmr, [None, Some([3; 48]), None, None]);
+        assert_eq!(v.mr_config_id, Some([4; 48]));
+        assert_eq!(v.mr_owner, None);
+        assert_eq!(Config::default().tdx.values().unwrap(), None);
     }
 
     const KEY_A: &str = "66ed2676291a61c8405337015c4d97a61a293b800eac25437c1ad876bc1471d7";

@@ -346,6 +346,7 @@ impl Service {
             tracing::info!(crls = cfg.snp.crls.len(), "AMD CRLs loaded for SEV-SNP chains");
         }
         appraiser.snp_reference = cfg.snp.values()?;
+        appraiser.tdx = load_tdx(&cfg.tdx)?;
         let authorities = load_authorities(&cfg)?;
         let svc = Arc::new(Self {
             nonces: nonce::Nonces::new(Duration::from_secs(cfg.nonce_ttl_secs)),
@@ -932,6 +933,47 @@ pub(crate) fn load_policy_named(
         }
     };
     Ok(policy)
+}
+
+/// `[tdx]`: the verifier (Intel's root, or a test root), the collateral directory's six
+/// files, the reference values. No collateral, no setup: TDX quotes then fail at
+/// `tdx.collateral`.
+fn load_tdx(cfg: &config::TdxConfig) -> Result<Option<custody_appraisal::TdxSetup>, ServiceError> {
+    use custody_verifier::tdx::{TdxCollateral, TdxVerifier, COLLATERAL_FILES};
+    let reference = cfg.values()?;
+    let Some(dir) = &cfg.collateral else {
+        if cfg.test_root.is_some() || reference.is_some() {
+            return Err(ServiceError::Core(
+                "`[tdx]` settings need `tdx.collateral` (the Intel PCS collateral directory)".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ServiceError::Core(format!("tdx {}: {e}", p.display())))
+    };
+    let verifier = match &cfg.test_root {
+        Some(p) => {
+            tracing::warn!(path = %p.display(), "tdx.test_root: a TEST root replaces Intel's for TDX quotes (tests only)");
+            TdxVerifier::with_root(&read(p)?)
+        }
+        None => TdxVerifier::new(),
+    }
+    .map_err(|e| ServiceError::Core(format!("tdx root: {e}")))?;
+    let mut collateral: [Vec<u8>; 6] = Default::default();
+    for (slot, name) in collateral.iter_mut().zip(COLLATERAL_FILES) {
+        *slot = read(&dir.join(name))?;
+    }
+    let w = TdxCollateral::from_files(&collateral)
+        .window()
+        .map_err(|e| ServiceError::Core(format!("tdx.collateral {}: {e}", dir.display())))?;
+    tracing::info!(dir = %dir.display(), from = w.from, until = w.until, "Intel TDX collateral loaded");
+    Ok(Some(custody_appraisal::TdxSetup {
+        verifier,
+        collateral,
+        reference,
+        allow_debug: cfg.allow_debug,
+    }))
 }
 
 /// The registry authorities' public keys (PEM files).

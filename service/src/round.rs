@@ -35,14 +35,24 @@ pub fn node_facts(node: &NodeRecord) -> custody_appraisal::Node<'_> {
 /// The revocation collateral in use and when each item is due to be replaced, for
 /// `/metrics` (`custody_collateral_next_update_timestamp_seconds`).
 pub fn collateral(a: &Appraiser) -> Vec<crate::metrics::Collateral> {
-    a.snp_crls()
+    let mut out: Vec<_> = a
+        .snp_crls()
         .iter()
         .map(|c| crate::metrics::Collateral {
             kind: "amd_crl",
             issuer: c.issuer().to_owned(),
             next_update: c.next_update,
         })
-        .collect()
+        .collect();
+    if let Some(t) = &a.tdx {
+        let w = custody_verifier::tdx::TdxCollateral::from_files(&t.collateral).window();
+        out.push(crate::metrics::Collateral {
+            kind: "tdx_collateral",
+            issuer: "Intel PCS".into(),
+            next_update: w.ok().map(|w| w.until),
+        });
+    }
+    out
 }
 
 /// A round appraised and its node's new state decided, waiting for its writes.
@@ -95,6 +105,9 @@ impl Blame {
         match a.failed_check.as_deref() {
             Some(VERIFIER_ERROR) => Self::Verifier,
             Some("agent_reachable" | "agent_round") => Self::NotCounted,
+            // The verifier's TDX collateral is missing or out of date: the quote could not
+            // be appraised, which is no evidence against the node.
+            Some(custody_appraisal::tdx::COLLATERAL) => Self::NotCounted,
             _ if a.awaits_approval => Self::NotCounted,
             _ => Self::Node,
         }

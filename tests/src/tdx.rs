@@ -160,6 +160,37 @@ pub fn quote(binding: &[u8; 32], td: &Td) -> Vec<u8> {
     out
 }
 
+/// The PPID the forged quotes' PCK certificate carries (the real platform's: its SGX
+/// extension is copied): what a registry binds to a site as `tdx_ppid`.
+pub fn ppid() -> [u8; 16] {
+    use custody_verifier::tdx::{TdxCollateral, TdxEvidence, TdxVerifier, COLLATERAL_FILES};
+    use custody_verifier::{EvidenceVerifier, UnixTime};
+    let files = COLLATERAL_FILES.map(|f| std::fs::read(collateral().join(f)).unwrap());
+    let v = TdxVerifier::with_root(&std::fs::read(test_root()).unwrap()).unwrap();
+    let q = quote(&[0; 32], &Td::default());
+    let ok = v
+        .verify(
+            TdxEvidence {
+                quote: &q,
+                collateral: TdxCollateral::from_files(&files),
+                expected_report_data: None,
+            },
+            UnixTime(crate::fleet::now()),
+        )
+        .unwrap_or_else(|r| panic!("{}", r.error));
+    hex::decode(&ok.claims.ppid).unwrap().try_into().unwrap()
+}
+
+/// The `[tdx]` lines that make a verifier appraise these quotes: the test root, the test
+/// collateral (`dir`), and `more` (reference values).
+pub fn config(dir: &std::path::Path, more: &str) -> String {
+    format!(
+        "[tdx]\ntest_root = \"{}\"\ncollateral = \"{}\"\n{more}",
+        test_root().display(),
+        dir.display()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -418,8 +418,12 @@ impl Submod {
         match outcome {
             Ok(v) => {
                 let checks = &v.checks;
-                let key_vouched = passed(checks, "signature")
-                    && (passed(checks, "cert_chain") || corroboration.identity_key_endorsed);
+                // A TDX quote is signed by an attestation key the QE vouches for
+                // (`quote_signature` after `qe_report_data`); the others sign directly.
+                let signed = passed(checks, "signature")
+                    || (passed(checks, "quote_signature") && passed(checks, "qe_report_data"));
+                let key_vouched =
+                    signed && (passed(checks, "cert_chain") || corroboration.identity_key_endorsed);
                 let mut tv = TrustVector::default();
                 if key_vouched {
                     tv.instance_identity = Some(AFFIRMING);
@@ -455,7 +459,8 @@ impl Submod {
                 let failed = r.error.check();
                 let mut tv = TrustVector::default();
                 let slot = match failed {
-                    "cert_chain" | "cert_validity" | "tcb" | "key_kind" | "fwid" => &mut tv.hardware,
+                    "cert_chain" | "cert_validity" | "tcb" | "tcb_info" | "qe_identity" | "key_kind"
+                    | "fwid" => &mut tv.hardware,
                     "rim" | "event_log" | "pcr_digest" | "pcr_selection" => &mut tv.executables,
                     "policy" => &mut tv.configuration,
                     _ => &mut tv.instance_identity,

@@ -459,11 +459,7 @@ fn is_tcb_signer(der: &[u8]) -> Result<(), String> {
         .next()
         .and_then(|a| a.as_str().ok())
         .unwrap_or_default();
-    let ca = c
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|b| b.value.ca);
+    let ca = c.basic_constraints().ok().flatten().is_some_and(|b| b.value.ca);
     let pck = c.extensions().iter().any(|e| e.oid.to_id_string() == OID_SGX_EXT);
     if cn != TCB_SIGNING_CN || ca || pck {
         return Err(format!(

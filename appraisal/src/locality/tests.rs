@@ -83,6 +83,7 @@ fn each_landmark_counts_only_under_its_own_pin() {
         },
         tpm: None,
         snp: None,
+        tdx: None,
         gpus: vec![],
         gpu_identities: vec![],
         platform: Default::default(),

@@ -322,6 +322,7 @@ impl SoftTpm {
                 event_log: None,
             }),
             snp: None,
+            tdx: None,
             gpus: Vec::new(),
             gpu_identities: Vec::new(),
             platform: BTreeMap::from([("agent".to_owned(), "custody-loadgen".to_owned())]),

@@ -157,7 +157,10 @@ fn the_collateral_window_is_where_quotes_verify() {
 fn the_ppid_is_read_from_the_pck_certificate() {
     let f = files("tdx-dcap-qvl-uptodate");
     let w = evidence(&f).collateral.window().unwrap();
-    let v = TdxVerifier::new().unwrap().verify(evidence(&f), UnixTime(w.from)).unwrap();
+    let v = TdxVerifier::new()
+        .unwrap()
+        .verify(evidence(&f), UnixTime(w.from))
+        .unwrap();
     assert_eq!(v.claims.ppid.len(), 32, "{}", v.claims.ppid);
     assert_ne!(v.claims.ppid, "0".repeat(32));
 }

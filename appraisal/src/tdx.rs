@@ -1,0 +1,198 @@
+//! The Intel TDX stage: the quote's own checks (`tdx.*`) against the round's binding and
+//! the verifier's collateral, then whether it vouches for this node (as for SEV-SNP in
+//! [`crate::cvm`]): the operator's TD image, not debuggable, on a platform (PPID)
+//! registered at the node's site. Only then is the session key in CVM memory.
+//!
+//! The collateral (TCB info, QE identity, CRLs) is the verifier's, not the node's: a
+//! round it cannot appraise because that collateral is missing or out of date fails at
+//! [`COLLATERAL`], which never counts towards revocation (the service's blame rule).
+
+use crate::context::{Context, TdxReferenceValues};
+use crate::cvm::{self, CvmError};
+use crate::findings::{device_json, failed_submod, mark_failed, Findings};
+use crate::AppraisalError;
+use custody_formats::binding::Binding;
+use custody_formats::bundle::TdxEvidence as TdxBundle;
+use custody_registry::model::{HardwareId, Registry};
+use custody_verifier::check::{EvidenceVerifier, FailedCheck, UnixTime};
+use custody_verifier::ear::{Corroboration, Submod, TrustTier};
+use custody_verifier::tdx::{TdxClaims, TdxCollateral, TdxEvidence, TdxVerifier};
+
+/// The check of a round whose TDX quote the verifier could not appraise because its own
+/// collateral is missing or not current: the node is not trusted, but not blamed.
+pub const COLLATERAL: &str = "tdx.collateral";
+
+/// What the verifier appraises TDX quotes with (`[tdx]`).
+#[derive(Debug, Clone)]
+pub struct TdxSetup {
+    pub verifier: TdxVerifier,
+    /// The six files of an Intel PCS collateral directory, in
+    /// [`custody_verifier::tdx::COLLATERAL_FILES`] order.
+    pub collateral: [Vec<u8>; 6],
+    pub reference: Option<TdxReferenceValues>,
+    /// Accept debuggable TDs (never in production: the host can read their memory).
+    pub allow_debug: bool,
+}
+
+/// Appraise the bundle's TDX quote; whether it makes the session key `cvm`.
+pub fn appraise(
+    setup: Option<&TdxSetup>,
+    registry: Option<&Registry>,
+    cx: &Context<'_>,
+    t: &TdxBundle,
+    binding: &Binding,
+    f: &mut Findings,
+) -> Result<bool, AppraisalError> {
+    let refuse = |f: &mut Findings, check: &str, reason: String| {
+        f.key_protection_reasons
+            .push(format!("tdx: evidence not appraised (`{check}`)"));
+        let mut device = serde_json::json!({"kind": "tdx", "verified": false});
+        mark_failed(&mut device, check.trim_start_matches("tdx."));
+        f.device("tdx", device, failed_submod(check, &reason));
+        f.fail(check, reason);
+    };
+    let Some(setup) = setup else {
+        refuse(
+            f,
+            COLLATERAL,
+            "this verifier has no TDX collateral (`[tdx] collateral`): it cannot appraise TDX quotes".into(),
+        );
+        return Ok(false);
+    };
+    let collateral = TdxCollateral::from_files(&setup.collateral);
+    match collateral.window() {
+        Ok(w) if (w.from..=w.until).contains(&cx.at) => {}
+        Ok(w) => {
+            refuse(
+                f,
+                COLLATERAL,
+                format!(
+                    "the verifier's TDX collateral is current {} .. {}, not at {}: refresh `[tdx] collateral`",
+                    w.from, w.until, cx.at
+                ),
+            );
+            return Ok(false);
+        }
+        Err(e) => {
+            refuse(f, COLLATERAL, format!("the verifier's TDX collateral: {e}"));
+            return Ok(false);
+        }
+    }
+    let mut expected = [0u8; 64];
+    expected[..32].copy_from_slice(binding.as_bytes());
+    let outcome = setup.verifier.verify(
+        TdxEvidence {
+            quote: &t.quote,
+            collateral,
+            expected_report_data: Some(&expected),
+        },
+        UnixTime(cx.at),
+    );
+    if let Err(r) = &outcome {
+        f.fail(&format!("tdx.{}", r.error.check()), r.error.to_string());
+        f.key_protection_reasons
+            .push(format!("tdx: evidence rejected by `tdx.{}`", r.error.check()));
+    }
+    let mut device = device_json("tdx", &outcome);
+    let mut sub = Submod::from_outcome(&outcome, Corroboration::default())?;
+    let Ok(v) = &outcome else {
+        f.device("tdx", device, sub);
+        return Ok(false);
+    };
+    // A TCB Intel no longer calls up to date is genuine but not affirmed.
+    if v.claims.tcb_status != "UpToDate" && sub.status < TrustTier::Warning {
+        sub.status = TrustTier::Warning;
+    }
+    let ppid = hex::decode(&v.claims.ppid)
+        .ok()
+        .and_then(|b| HardwareId::from_parts(HardwareId::TDX, &b).ok());
+    let checked =
+        compare_reference(setup.reference.as_ref(), setup.allow_debug, &v.claims).and_then(|matched| {
+            let platform = match &ppid {
+                Some(id) => cvm::platform(registry, cx.node.ek_cert_sha256, id)?,
+                None => cvm::Binding::Unbound,
+            };
+            Ok((matched, platform))
+        });
+    let cvm = match checked {
+        Ok((matched, platform)) => {
+            if !matched {
+                f.key_protection_reasons.push(
+                    "tdx_reference: unconfigured (no `[tdx] mr_td`: the quote may come from any TD)".into(),
+                );
+            }
+            if platform != cvm::Binding::Bound {
+                f.key_protection_reasons.push("tdx_platform: unbound (no registry, or the node's EK is not in it: the platform cannot be tied to this node)".into());
+            }
+            if let Some(o) = device.as_object_mut() {
+                o.insert(
+                    "guest".into(),
+                    serde_json::json!({
+                        "reference": if matched { "matched" } else { "unconfigured" },
+                        "platform": platform,
+                    }),
+                );
+            }
+            matched && platform == cvm::Binding::Bound
+        }
+        Err(e) => {
+            let check = format!("tdx.{}", e.check());
+            f.key_protection_reasons
+                .push(format!("tdx: evidence rejected by `{check}`"));
+            mark_failed(&mut device, e.check());
+            sub = failed_submod(&check, &e.to_string());
+            f.fail(&check, e.to_string());
+            false
+        }
+    };
+    f.device("tdx", device, sub);
+    Ok(cvm)
+}
+
+/// `Ok(true)`: matched; `Ok(false)`: nothing configured (the key stays `process`). A
+/// debuggable TD fails whether or not reference values are configured.
+pub fn compare_reference(
+    r: Option<&TdxReferenceValues>,
+    allow_debug: bool,
+    c: &TdxClaims,
+) -> Result<bool, CvmError> {
+    if c.debug && !allow_debug {
+        return Err(CvmError::TdDebug(c.td_attributes.clone()));
+    }
+    let Some(r) = r else { return Ok(false) };
+    let differs = |what: &'static str, expected: String, got: &str| CvmError::TdMeasurement {
+        what,
+        expected,
+        got: got.to_ascii_lowercase(),
+    };
+    if !r
+        .mr_td
+        .iter()
+        .any(|m| hex::encode(m).eq_ignore_ascii_case(&c.mr_td))
+    {
+        let list = r.mr_td.iter().map(hex::encode).collect::<Vec<_>>().join(", ");
+        return Err(differs("mr_td", list, &c.mr_td));
+    }
+    const RTMR: [&str; 4] = ["rtmr0", "rtmr1", "rtmr2", "rtmr3"];
+    for ((want, got), what) in r.rtmr.iter().zip(&c.rtmr).zip(RTMR) {
+        if let Some(w) = want {
+            if !hex::encode(w).eq_ignore_ascii_case(got) {
+                return Err(differs(what, hex::encode(w), got));
+            }
+        }
+    }
+    for (want, got, what) in [
+        (&r.mr_config_id, &c.mr_config_id, "mr_config_id"),
+        (&r.mr_owner, &c.mr_owner, "mr_owner"),
+    ] {
+        if let Some(w) = want {
+            if !hex::encode(w).eq_ignore_ascii_case(got) {
+                return Err(differs(what, hex::encode(w), got));
+            }
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests;

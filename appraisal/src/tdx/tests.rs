@@ -1,0 +1,163 @@
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use super::*;
+use crate::context::{Node, ReferenceMode};
+use custody_formats::binding::{Nonce, SessionKeys};
+use custody_verifier::tdx::COLLATERAL_FILES;
+
+const VECTOR: &str = "tdx-dcap-qvl-uptodate";
+
+fn read(f: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../verifier/testdata/tdx/{VECTOR}/{f}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn setup() -> TdxSetup {
+    TdxSetup {
+        verifier: TdxVerifier::new().unwrap(),
+        collateral: COLLATERAL_FILES.map(read),
+        reference: None,
+        allow_debug: false,
+    }
+}
+
+/// A real quote inside its collateral's window, for a round whose binding it does not
+/// carry (a captured quote cannot carry a fresh one).
+fn run(setup: Option<&TdxSetup>, at: i64) -> Findings {
+    let nonce = Nonce([1; 32]);
+    let cx = Context {
+        node: Node {
+            id: "n1",
+            name: "n1",
+            group: "default",
+            state: "trusted",
+            ak_public: &[],
+            ek_cert_sha256: None,
+            tpm_clock: None,
+        },
+        nonce: &nonce,
+        reference: None,
+        mode: ReferenceMode::Tofu,
+        at,
+        ear_ttl: 600,
+    };
+    let keys = SessionKeys {
+        x25519: [2; 32],
+        ed25519: [3; 32],
+    };
+    let binding = Binding::compute(&nonce, &keys);
+    let mut f = Findings::default();
+    let cvm = appraise(
+        setup,
+        None,
+        &cx,
+        &TdxBundle {
+            quote: read("quote.bin"),
+        },
+        &binding,
+        &mut f,
+    )
+    .unwrap();
+    assert!(!cvm);
+    f
+}
+
+fn failed(f: &Findings) -> (&str, &str) {
+    let fl = f.failure.as_ref().expect("the round failed");
+    (fl.check.as_str(), fl.reason.as_str())
+}
+
+/// A genuine quote checked against the verifier's current collateral reaches the binding
+/// check, and a captured quote's REPORT_DATA is not this round's binding.
+#[test]
+fn a_genuine_quote_for_another_round_fails_at_report_data() {
+    let s = setup();
+    let w = TdxCollateral::from_files(&s.collateral).window().unwrap();
+    let f = run(Some(&s), w.from);
+    assert_eq!(failed(&f).0, "tdx.report_data", "{:?}", f.failure);
+    assert_eq!(f.devices["tdx"]["failed_check"], "report_data");
+    assert_eq!(f.devices["tdx"]["kind"], "tdx");
+}
+
+/// The verifier's own collateral, missing or out of date, fails at `tdx.collateral` (not
+/// blamed on the node) before the quote is looked at.
+#[test]
+fn missing_or_stale_collateral_fails_at_collateral() {
+    let f = run(None, 1_800_000_000);
+    assert_eq!(failed(&f).0, COLLATERAL);
+    let s = setup();
+    let w = TdxCollateral::from_files(&s.collateral).window().unwrap();
+    let f = run(Some(&s), w.until + 1);
+    let (check, reason) = failed(&f);
+    assert_eq!(check, COLLATERAL);
+    assert!(reason.contains("refresh `[tdx] collateral`"), "{reason}");
+    assert_eq!(f.devices["tdx"]["verified"], false);
+    let mut broken = setup();
+    broken.collateral[4] = b"not a CRL".to_vec();
+    let f = run(Some(&broken), w.from);
+    assert_eq!(failed(&f).0, COLLATERAL);
+}
+
+fn claims() -> TdxClaims {
+    TdxClaims {
+        version: 4,
+        tcb_status: "UpToDate".into(),
+        advisory_ids: vec![],
+        tcb_date: "2024-03-13T00:00:00Z".into(),
+        qe_tcb_status: "UpToDate".into(),
+        fmspc: "B0C06F000000".into(),
+        ppid: "11".repeat(16),
+        tee_tcb_svn: "00".repeat(16),
+        mr_seam: "00".repeat(48),
+        mr_td: "aa".repeat(48),
+        mr_config_id: "00".repeat(48),
+        mr_owner: "00".repeat(48),
+        mr_owner_config: "00".repeat(48),
+        rtmr: ["b0".repeat(48), "b1".repeat(48), "b2".repeat(48), "b3".repeat(48)],
+        td_attributes: "0000001000000000".into(),
+        debug: false,
+        xfam: "e702060000000000".into(),
+        report_data: "00".repeat(64),
+    }
+}
+
+/// Each reference value, when given, must match; each mismatch names its register.
+#[test]
+fn reference_values_name_the_register_that_differs() {
+    let c = claims();
+    assert_eq!(compare_reference(None, false, &c), Ok(false));
+    let mut r = TdxReferenceValues {
+        mr_td: vec![[0xaa; 48]],
+        ..Default::default()
+    };
+    assert_eq!(compare_reference(Some(&r), false, &c), Ok(true));
+    r.rtmr[2] = Some([0xb2; 48]);
+    r.mr_owner = Some([0; 48]);
+    assert_eq!(compare_reference(Some(&r), false, &c), Ok(true));
+    r.rtmr[2] = Some([0xb1; 48]);
+    let e = compare_reference(Some(&r), false, &c).unwrap_err();
+    assert_eq!(e.check(), "rtmr2");
+    r.rtmr[2] = None;
+    r.mr_config_id = Some([1; 48]);
+    assert_eq!(
+        compare_reference(Some(&r), false, &c).unwrap_err().check(),
+        "mr_config_id"
+    );
+    r.mr_config_id = None;
+    r.mr_td = vec![[0xab; 48], [0xac; 48]];
+    let e = compare_reference(Some(&r), false, &c).unwrap_err();
+    assert_eq!(e.check(), "mr_td");
+    assert!(e.to_string().contains(&"aa".repeat(48)), "{e}");
+}
+
+/// A debuggable TD is refused unless the operator allows it, reference or not.
+#[test]
+fn a_debuggable_td_is_refused_unless_allowed() {
+    let mut c = claims();
+    c.debug = true;
+    assert_eq!(compare_reference(None, false, &c).unwrap_err().check(), "debug");
+    assert_eq!(compare_reference(None, true, &c), Ok(false));
+}
