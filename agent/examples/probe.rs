@@ -96,12 +96,14 @@ fn main() -> ExitCode {
 
     let gpu = probe_gpus(&args.binding, &mut out);
     let snp = probe_snp(&args.binding, &mut out);
+    let tdx = probe_tdx(&args.binding, &mut out);
 
     let failed_writes = !out.errors.is_empty();
     let json = json!({
         "binding": hex(args.binding.as_bytes()),
         "nvgpu": gpu,
         "snp": snp,
+        "tdx": tdx,
         "files": out.files,
         "write_errors": out.errors,
     });
@@ -186,6 +188,22 @@ fn probe_snp(binding: &Binding, out: &mut Out) -> Value {
                 "report_version": s.report.get(..4).map(hex),
                 "vcek_len": s.vcek.len(),
                 "ca_chain_certs": s.ca_chain.as_deref().map(pem::count_pem),
+            })
+        }
+        Ok(_) => json!({ "available": true, "error": "unexpected evidence kind" }),
+        Err(e) => error_json(&e),
+    }
+}
+
+/// A TDX quote through configfs-tsm, written for `custody verify tdx --quote`.
+fn probe_tdx(binding: &Binding, out: &mut Out) -> Value {
+    match custody_agent::tsm::TsmCollector::new().collect(binding) {
+        Ok(Evidence::Tdx(t)) => {
+            out.write("tdx-quote.bin", &t.quote);
+            json!({
+                "available": true,
+                "quote_len": t.quote.len(),
+                "quote_version": t.quote.get(..2).map(hex),
             })
         }
         Ok(_) => json!({ "available": true, "error": "unexpected evidence kind" }),

@@ -1,12 +1,12 @@
 //! The collector seam: one implementation per evidence source. A collector receives the
 //! round's binding and returns its evidence with the binding inside (TPM2_Quote extraData,
-//! SNP report_data, SPDM requester nonce), or says cleanly that its hardware is not here,
+//! SNP and TDX report_data, SPDM requester nonce), or says cleanly that its hardware is not here,
 //! so a node without a GPU or outside a CVM still attests with what it has.
 
 use crate::session::Session;
 use custody_formats::binding::{Binding, Nonce};
 use custody_formats::bundle::{
-    EvidenceBundle, GpuEvidence, GpuIdentity, SnpEvidence, TpmEvidence, BUNDLE_VERSION,
+    EvidenceBundle, GpuEvidence, GpuIdentity, SnpEvidence, TdxEvidence, TpmEvidence, BUNDLE_VERSION,
 };
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -16,6 +16,7 @@ use thiserror::Error;
 pub enum Evidence {
     Tpm(TpmEvidence),
     Snp(SnpEvidence),
+    Tdx(TdxEvidence),
     /// One entry per GPU on the node.
     Gpus(Vec<GpuEvidence>),
     /// What the NVML collector returns: reports of the GPUs in confidential-computing mode
@@ -44,7 +45,7 @@ pub enum CollectError {
 
 /// One evidence source.
 pub trait Collector {
-    /// `tpm`, `snp`, `nvgpu`.
+    /// `tpm`, `snp`, `tdx`, `nvgpu`.
     fn kind(&self) -> &'static str;
     fn collect(&self, binding: &Binding) -> Result<Evidence, CollectError>;
 }
@@ -91,6 +92,7 @@ pub fn collect_round(
         match c.collect(&binding) {
             Ok(Evidence::Tpm(t)) if bundle.tpm.is_none() => bundle.tpm = Some(t),
             Ok(Evidence::Snp(s)) if bundle.snp.is_none() => bundle.snp = Some(s),
+            Ok(Evidence::Tdx(t)) if bundle.tdx.is_none() => bundle.tdx = Some(t),
             Ok(Evidence::Gpus(g)) if !gpus_seen => {
                 gpus_seen = true;
                 bundle.gpus = g;

@@ -134,6 +134,8 @@ pub struct TpmSection {
 pub struct CollectorsSection {
     pub tpm: bool,
     pub snp: bool,
+    /// Intel TDX quotes through configfs-tsm.
+    pub tdx: bool,
     pub nvml: bool,
 }
 
@@ -187,6 +189,7 @@ impl Default for CollectorsSection {
         Self {
             tpm: true,
             snp: true,
+            tdx: true,
             nvml: true,
         }
     }

@@ -8,6 +8,7 @@
 //! |---|---|---|---|---|
 //! | `tpm` | `tpm` | `tpm` | TPM 2.0 via tss-esapi (`/dev/tpmrm0`, swtpm) | system tpm2-tss |
 //! | `snp` | `snp` | `snp` | `/dev/sev-guest` via the `sev` crate (SNP extended report) | nothing |
+//! | `tsm` | `tdx` | none (plain files) | Linux configfs-tsm, `/sys/kernel/config/tsm/report` (TDX quote) | nothing |
 //! | `nvml` | `nvgpu` | `nvml` | NVIDIA GPUs via NVML (SPDM report + cert chain, identity) | nothing: `libnvidia-ml.so.1` is loaded at run time |
 //!
 //! A collector whose hardware or driver is missing answers `NotAvailable` and the round goes
@@ -17,7 +18,7 @@
 //! [`pem`] holds the certificate framing helpers the collectors and the `probe` example
 //! share. The daemon and its mTLS endpoint arrive with the services issue.
 //!
-//! `examples/probe.rs` runs the NVML and SNP collectors once and prints what the drivers
+//! `examples/probe.rs` runs the NVML, SNP and TDX collectors once and prints what the drivers
 //! returned (and can write a GPU report for `custody verify nvgpu`).
 #![forbid(unsafe_code)]
 
@@ -36,3 +37,4 @@ pub mod session;
 pub mod snp;
 #[cfg(feature = "tpm")]
 pub mod tpm;
+pub mod tsm;

@@ -92,6 +92,9 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
         #[cfg(not(feature = "snp"))]
         collectors.push(Arc::new(NotBuilt("snp")));
     }
+    if cfg.collectors.tdx {
+        collectors.push(Arc::new(custody_agent::tsm::TsmCollector::new()));
+    }
     if cfg.collectors.nvml {
         #[cfg(feature = "nvml")]
         collectors.push(Arc::new(custody_agent::nvml::NvmlCollector::new()));
