@@ -17,7 +17,11 @@
 //! (the session key does not live in GPU memory).
 
 use crate::context::SnpReferenceValues;
+use crate::findings::{device_json, failed_submod, mark_failed, Findings};
+use crate::AppraisalError;
 use custody_registry::model::{HardwareId, Registry};
+use custody_verifier::check::{FailedCheck, Outcome};
+use custody_verifier::ear::{Corroboration, Submod};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -205,6 +209,73 @@ pub fn platform(
             ),
         }),
     }
+}
+
+/// Why a genuine report of a kind does not vouch for the session key, as the reasons
+/// say it.
+#[derive(Debug, Clone, Copy)]
+pub struct Unvouched {
+    /// No reference values configured.
+    pub unconfigured: &'static str,
+    /// The hardware cannot be tied to the node.
+    pub unbound: &'static str,
+}
+
+/// The common end of a confidential-VM stage (SNP, TDX): the verifier's outcome becomes
+/// device `kind` (a failure named `<kind>.<check>`). For a genuine report `tie` compares
+/// the reference values and asks the registry; a mismatch fails at `<kind>.<field>`.
+/// Returns whether the session key counts as in CVM memory.
+pub fn record<C: Serialize, E: FailedCheck>(
+    kind: &str,
+    outcome: &Outcome<C, E>,
+    tie: impl FnOnce(&C) -> Result<(bool, Binding), CvmError>,
+    why: Unvouched,
+    f: &mut Findings,
+) -> Result<bool, AppraisalError> {
+    let rejected = |f: &mut Findings, check: &str| {
+        f.key_protection_reasons
+            .push(format!("{kind}: evidence rejected by `{check}`"));
+    };
+    let mut device = device_json(kind, outcome);
+    let mut sub = Submod::from_outcome(outcome, Corroboration::default())?;
+    let mut cvm = false;
+    match outcome.as_ref().map(|v| tie(&v.claims)) {
+        Err(r) => {
+            let check = format!("{kind}.{}", r.error.check());
+            rejected(f, &check);
+            f.fail(&check, r.error.to_string());
+        }
+        // The binding is public: a genuine report proves only that *some* guest saw this
+        // round. It vouches for this node's key only from the operator's image on
+        // hardware registered at the node's site.
+        Ok(Ok((matched, platform))) => {
+            if !matched {
+                f.key_protection_reasons.push(why.unconfigured.into());
+            }
+            if platform != Binding::Bound {
+                f.key_protection_reasons.push(why.unbound.into());
+            }
+            cvm = matched && platform == Binding::Bound;
+            if let Some(o) = device.as_object_mut() {
+                o.insert(
+                    "guest".into(),
+                    serde_json::json!({
+                        "reference": if matched { "matched" } else { "unconfigured" },
+                        "platform": platform,
+                    }),
+                );
+            }
+        }
+        Ok(Err(e)) => {
+            let check = format!("{kind}.{}", e.check());
+            rejected(f, &check);
+            mark_failed(&mut device, e.check());
+            sub = failed_submod(&check, &e.to_string());
+            f.fail(&check, e.to_string());
+        }
+    }
+    f.device(kind, device, sub);
+    Ok(cvm)
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@
 
 use crate::context::{Context, TdxReferenceValues};
 use crate::cvm::{self, CvmError};
-use crate::findings::{device_json, failed_submod, mark_failed, Findings};
+use crate::findings::{failed_submod, mark_failed, Findings};
 use crate::AppraisalError;
 use custody_formats::binding::Binding;
 use custody_formats::bundle::TdxEvidence as TdxBundle;
 use custody_registry::model::{HardwareId, Registry};
-use custody_verifier::check::{EvidenceVerifier, FailedCheck, UnixTime};
-use custody_verifier::ear::{Corroboration, Submod, TrustTier};
+use custody_verifier::check::{EvidenceVerifier, UnixTime};
+use custody_verifier::ear::TrustTier;
 use custody_verifier::tdx::{TdxClaims, TdxCollateral, TdxEvidence, TdxVerifier};
 
 /// The check of a round whose TDX quote the verifier could not appraise because its own
@@ -88,66 +88,31 @@ pub fn appraise(
         },
         UnixTime(cx.at),
     );
-    if let Err(r) = &outcome {
-        f.fail(&format!("tdx.{}", r.error.check()), r.error.to_string());
-        f.key_protection_reasons
-            .push(format!("tdx: evidence rejected by `tdx.{}`", r.error.check()));
-    }
-    let mut device = device_json("tdx", &outcome);
-    let mut sub = Submod::from_outcome(&outcome, Corroboration::default())?;
-    let Ok(v) = &outcome else {
-        f.device("tdx", device, sub);
-        return Ok(false);
+    let tie = |c: &TdxClaims| {
+        let matched = compare_reference(setup.reference.as_ref(), setup.allow_debug, c)?;
+        let ppid = hex::decode(&c.ppid)
+            .ok()
+            .and_then(|b| HardwareId::from_parts(HardwareId::TDX, &b).ok());
+        let platform = match &ppid {
+            Some(id) => cvm::platform(registry, cx.node.ek_cert_sha256, id)?,
+            None => cvm::Binding::Unbound,
+        };
+        Ok((matched, platform))
     };
+    let cvm = cvm::record("tdx", &outcome, tie, UNVOUCHED, f)?;
     // A TCB Intel no longer calls up to date is genuine but not affirmed.
-    if v.claims.tcb_status != "UpToDate" && sub.status < TrustTier::Warning {
-        sub.status = TrustTier::Warning;
+    if let (Ok(v), Some(sub)) = (&outcome, f.submods.get_mut("tdx")) {
+        if v.claims.tcb_status != "UpToDate" && sub.status < TrustTier::Warning {
+            sub.status = TrustTier::Warning;
+        }
     }
-    let ppid = hex::decode(&v.claims.ppid)
-        .ok()
-        .and_then(|b| HardwareId::from_parts(HardwareId::TDX, &b).ok());
-    let checked =
-        compare_reference(setup.reference.as_ref(), setup.allow_debug, &v.claims).and_then(|matched| {
-            let platform = match &ppid {
-                Some(id) => cvm::platform(registry, cx.node.ek_cert_sha256, id)?,
-                None => cvm::Binding::Unbound,
-            };
-            Ok((matched, platform))
-        });
-    let cvm = match checked {
-        Ok((matched, platform)) => {
-            if !matched {
-                f.key_protection_reasons.push(
-                    "tdx_reference: unconfigured (no `[tdx] mr_td`: the quote may come from any TD)".into(),
-                );
-            }
-            if platform != cvm::Binding::Bound {
-                f.key_protection_reasons.push("tdx_platform: unbound (no registry, or the node's EK is not in it: the platform cannot be tied to this node)".into());
-            }
-            if let Some(o) = device.as_object_mut() {
-                o.insert(
-                    "guest".into(),
-                    serde_json::json!({
-                        "reference": if matched { "matched" } else { "unconfigured" },
-                        "platform": platform,
-                    }),
-                );
-            }
-            matched && platform == cvm::Binding::Bound
-        }
-        Err(e) => {
-            let check = format!("tdx.{}", e.check());
-            f.key_protection_reasons
-                .push(format!("tdx: evidence rejected by `{check}`"));
-            mark_failed(&mut device, e.check());
-            sub = failed_submod(&check, &e.to_string());
-            f.fail(&check, e.to_string());
-            false
-        }
-    };
-    f.device("tdx", device, sub);
     Ok(cvm)
 }
+
+const UNVOUCHED: cvm::Unvouched = cvm::Unvouched {
+    unconfigured: "tdx_reference: unconfigured (no `[tdx] mr_td`: the quote may come from any TD)",
+    unbound: "tdx_platform: unbound (no registry, or the node's EK is not in it: the platform cannot be tied to this node)",
+};
 
 /// `Ok(true)`: matched; `Ok(false)`: nothing configured (the key stays `process`). A
 /// debuggable TD fails whether or not reference values are configured.

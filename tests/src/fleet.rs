@@ -412,6 +412,7 @@ pub fn agent_config(v: &Verifier, t: &Swtpm, name: &str, state: &Path) -> AgentC
         collectors: CollectorsSection {
             tpm: true,
             snp: false,
+            tdx: false,
             nvml: false,
         },
         ..AgentConfig::default()
