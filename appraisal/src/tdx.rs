@@ -17,21 +17,79 @@ use custody_registry::model::{HardwareId, Registry};
 use custody_verifier::check::{EvidenceVerifier, UnixTime};
 use custody_verifier::ear::TrustTier;
 use custody_verifier::tdx::{TdxClaims, TdxCollateral, TdxEvidence, TdxVerifier};
+use std::sync::{Arc, RwLock};
 
 /// The check of a round whose TDX quote the verifier could not appraise because its own
 /// collateral is missing or not current: the node is not trusted, but not blamed.
 pub const COLLATERAL: &str = "tdx.collateral";
 
+/// One platform model's collateral: the six files of an Intel PCS collateral directory,
+/// in [`custody_verifier::tdx::COLLATERAL_FILES`] order, for the FMSPC its TCB info names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollateralSet {
+    pub fmspc: [u8; 6],
+    pub files: [Vec<u8>; 6],
+}
+
+impl CollateralSet {
+    /// From the six files; the TCB info must name its FMSPC and every item its dates
+    /// (signatures are checked with each quote).
+    pub fn new(files: [Vec<u8>; 6]) -> Result<Self, String> {
+        let c = TdxCollateral::from_files(&files);
+        c.window()?;
+        Ok(Self {
+            fmspc: c.fmspc()?,
+            files,
+        })
+    }
+
+    pub fn collateral(&self) -> TdxCollateral<'_> {
+        TdxCollateral::from_files(&self.files)
+    }
+}
+
 /// What the verifier appraises TDX quotes with (`[tdx]`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TdxSetup {
     pub verifier: TdxVerifier,
-    /// The six files of an Intel PCS collateral directory, in
-    /// [`custody_verifier::tdx::COLLATERAL_FILES`] order.
-    pub collateral: [Vec<u8>; 6],
+    /// The collateral in force, one set per FMSPC; replaced whole when the operator's
+    /// directory changes (a round under way keeps the snapshot it took).
+    collateral: RwLock<Arc<Vec<CollateralSet>>>,
     pub reference: Option<TdxReferenceValues>,
     /// Accept debuggable TDs (never in production: the host can read their memory).
     pub allow_debug: bool,
+}
+
+impl TdxSetup {
+    pub fn new(
+        verifier: TdxVerifier,
+        collateral: Vec<CollateralSet>,
+        reference: Option<TdxReferenceValues>,
+        allow_debug: bool,
+    ) -> Self {
+        Self {
+            verifier,
+            collateral: RwLock::new(Arc::new(collateral)),
+            reference,
+            allow_debug,
+        }
+    }
+
+    /// The collateral in force (a snapshot).
+    pub fn collateral(&self) -> Arc<Vec<CollateralSet>> {
+        self.collateral
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Put newer collateral in force.
+    pub fn replace_collateral(&self, sets: Vec<CollateralSet>) {
+        *self
+            .collateral
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(sets);
+    }
 }
 
 /// Appraise the bundle's TDX quote; whether it makes the session key `cvm`.
@@ -51,7 +109,8 @@ pub fn appraise(
         f.device("tdx", device, failed_submod(check, &reason));
         f.fail(check, reason);
     };
-    let Some(setup) = setup else {
+    let sets = setup.map(TdxSetup::collateral).unwrap_or_default();
+    let (Some(setup), Some(first)) = (setup, sets.first()) else {
         refuse(
             f,
             COLLATERAL,
@@ -59,7 +118,27 @@ pub fn appraise(
         );
         return Ok(false);
     };
-    let collateral = TdxCollateral::from_files(&setup.collateral);
+    // The set for the quote's platform model. A quote whose PCK chain does not verify goes
+    // on to the verifier with any set, which names its fault (the node's, counted).
+    let set = match setup.verifier.pck_fmspc(&t.quote, UnixTime(cx.at)) {
+        Ok(fmspc) => match sets.iter().find(|s| s.fmspc == fmspc) {
+            Some(s) => s,
+            None => {
+                refuse(
+                    f,
+                    COLLATERAL,
+                    format!(
+                        "the verifier has no TDX collateral for FMSPC {} (it has {}): add Intel PCS's TCB info for it to `[tdx] collateral`",
+                        hex::encode_upper(fmspc),
+                        sets.iter().map(|s| hex::encode_upper(s.fmspc)).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+                return Ok(false);
+            }
+        },
+        Err(_) => first,
+    };
+    let collateral = set.collateral();
     match collateral.window() {
         Ok(w) if (w.from..=w.until).contains(&cx.at) => {}
         Ok(w) => {
@@ -67,8 +146,11 @@ pub fn appraise(
                 f,
                 COLLATERAL,
                 format!(
-                    "the verifier's TDX collateral is current {} .. {}, not at {}: refresh `[tdx] collateral`",
-                    w.from, w.until, cx.at
+                    "the verifier's TDX collateral for FMSPC {} is current {} .. {}, not at {}: refresh `[tdx] collateral`",
+                    hex::encode_upper(set.fmspc),
+                    w.from,
+                    w.until,
+                    cx.at
                 ),
             );
             return Ok(false);

@@ -205,13 +205,14 @@ pub struct SnpReference {
 /// `[tdx]`: Intel TDX appraisal. Without `collateral` a TDX quote fails at
 /// `tdx.collateral`; without `mr_td` a quote that verifies still only says "some TD saw
 /// this round", so the session key is labelled `process` (`tdx_reference: unconfigured`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TdxConfig {
     /// A directory of Intel PCS v4 collateral, as `custody verify tdx --collateral` reads
     /// it (`tcb_info.pcs.json`, `tcb_info_issuer_chain.pem`, `qe_identity.pcs.json`,
-    /// `qe_identity_issuer_chain.pem`, `pck_crl.der`, `root_ca_crl.der`), for the
-    /// platforms' FMSPC. Read at start. Out of date, it fails rounds at `tdx.collateral`
+    /// `qe_identity_issuer_chain.pem`, `pck_crl.der`, `root_ca_crl.der`): one platform
+    /// model's (FMSPC) in the directory itself and/or one per subdirectory. Read at start
+    /// and whenever its files change; a quote is appraised with its FMSPC's set. Out of date, it fails rounds at `tdx.collateral`
     /// (never charged to the node) and shows in
     /// `custody_collateral_next_update_timestamp_seconds{kind="tdx_collateral"}`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,12 +236,33 @@ pub struct TdxConfig {
     pub mr_owner: Option<String>,
     /// Accept debuggable TDs (`tdx.debug` otherwise). Never in production.
     pub allow_debug: bool,
+    /// How often (seconds) the collateral directory is checked for newer files, which then
+    /// go in force without a restart; 0: read at start only.
+    pub collateral_check_secs: u64,
     /// FOR TESTS ONLY: a PEM test root used instead of the built-in Intel SGX Root CA for
     /// TDX quotes and collateral, so tests can sign quotes for hardware the test machine
     /// lacks. Never set it in production: whoever holds that root's key can forge any
     /// TDX quote.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_root: Option<PathBuf>,
+}
+
+impl Default for TdxConfig {
+    fn default() -> Self {
+        Self {
+            collateral: None,
+            mr_td: Vec::new(),
+            rtmr0: None,
+            rtmr1: None,
+            rtmr2: None,
+            rtmr3: None,
+            mr_config_id: None,
+            mr_owner: None,
+            allow_debug: false,
+            collateral_check_secs: 60,
+            test_root: None,
+        }
+    }
 }
 
 impl TdxConfig {

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod collateral;
 mod commit;
 pub mod config;
 pub mod deny;
@@ -855,6 +856,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(round::schedule(svc.clone(), stop_rx.clone()));
     let checkpoints = tokio::spawn(checkpoint_loop(svc.clone(), stop_rx.clone()));
+    let tdx = tokio::spawn(tdx_collateral_loop(svc.clone(), stop_rx.clone()));
     let deny = tokio::spawn(deny::push_loop(svc.clone(), stop_rx));
     svc.resume_migrations();
     tracing::info!(addr = ?listener.local_addr().ok(), "custody-verifier listening");
@@ -865,6 +867,7 @@ pub async fn run(
     let _ = scheduler.await;
     let _ = checkpoints.await;
     let _ = deny.await;
+    let _ = tdx.await;
     // A final checkpoint so everything appended is covered by a signature.
     if let Err(e) = svc.checkpoint() {
         tracing::error!(error = %e, "final checkpoint failed");
@@ -939,7 +942,7 @@ pub(crate) fn load_policy_named(
 /// files, the reference values. No collateral, no setup: TDX quotes then fail at
 /// `tdx.collateral`.
 fn load_tdx(cfg: &config::TdxConfig) -> Result<Option<custody_appraisal::TdxSetup>, ServiceError> {
-    use custody_verifier::tdx::{TdxCollateral, TdxVerifier, COLLATERAL_FILES};
+    use custody_verifier::tdx::TdxVerifier;
     let reference = cfg.values()?;
     let Some(dir) = &cfg.collateral else {
         if cfg.test_root.is_some() || reference.is_some() {
@@ -960,20 +963,54 @@ fn load_tdx(cfg: &config::TdxConfig) -> Result<Option<custody_appraisal::TdxSetu
         None => TdxVerifier::new(),
     }
     .map_err(|e| ServiceError::Core(format!("tdx root: {e}")))?;
-    let mut collateral: [Vec<u8>; 6] = Default::default();
-    for (slot, name) in collateral.iter_mut().zip(COLLATERAL_FILES) {
-        *slot = read(&dir.join(name))?;
-    }
-    let w = TdxCollateral::from_files(&collateral)
-        .window()
-        .map_err(|e| ServiceError::Core(format!("tdx.collateral {}: {e}", dir.display())))?;
-    tracing::info!(dir = %dir.display(), from = w.from, until = w.until, "Intel TDX collateral loaded");
-    Ok(Some(custody_appraisal::TdxSetup {
+    let sets = collateral::load(dir).map_err(|e| ServiceError::Core(format!("tdx.collateral: {e}")))?;
+    tracing::info!(dir = %dir.display(), sets = %collateral::describe(&sets), "Intel TDX collateral loaded");
+    Ok(Some(custody_appraisal::TdxSetup::new(
         verifier,
-        collateral,
+        sets,
         reference,
-        allow_debug: cfg.allow_debug,
-    }))
+        cfg.allow_debug,
+    )))
+}
+
+/// Re-read `[tdx] collateral` when its files change (every `collateral_check_secs`): the
+/// newer sets go in force whole; a directory that does not load leaves the old ones.
+async fn tdx_collateral_loop(svc: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let (Some(dir), Some(_)) = (svc.cfg.tdx.collateral.clone(), svc.appraiser.tdx.as_ref()) else {
+        return;
+    };
+    if svc.cfg.tdx.collateral_check_secs == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(svc.cfg.tdx.collateral_check_secs));
+    let mut seen = collateral::fingerprint(&dir).ok();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let d = dir.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || collateral::fingerprint(&d)).await else {
+            continue;
+        };
+        if now.as_ref().ok() == seen.as_ref() {
+            continue;
+        }
+        seen = now.ok();
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || collateral::load(&d)).await {
+            Ok(Ok(sets)) => {
+                tracing::info!(dir = %dir.display(), sets = %collateral::describe(&sets), "Intel TDX collateral reloaded");
+                if let Some(t) = &svc.appraiser.tdx {
+                    t.replace_collateral(sets);
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Intel TDX collateral not reloaded: the sets in force stay")
+            }
+            Err(e) => tracing::error!(error = %e, "TDX collateral task failed"),
+        }
+    }
 }
 
 /// The registry authorities' public keys (PEM files).

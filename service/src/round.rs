@@ -45,12 +45,13 @@ pub fn collateral(a: &Appraiser) -> Vec<crate::metrics::Collateral> {
         })
         .collect();
     if let Some(t) = &a.tdx {
-        let w = custody_verifier::tdx::TdxCollateral::from_files(&t.collateral).window();
-        out.push(crate::metrics::Collateral {
-            kind: "tdx_collateral",
-            issuer: "Intel PCS".into(),
-            next_update: w.ok().map(|w| w.until),
-        });
+        for set in t.collateral().iter() {
+            out.push(crate::metrics::Collateral {
+                kind: "tdx_collateral",
+                issuer: format!("Intel PCS FMSPC {}", hex::encode_upper(set.fmspc)),
+                next_update: set.collateral().window().ok().map(|w| w.until),
+            });
+        }
     }
     out
 }

@@ -208,3 +208,46 @@ async fn missing_tdx_collateral_fails_the_round_without_blaming_the_node() {
     assert_eq!(node["node"]["state"], "failed", "{node}");
     assert_eq!(node["node"]["consecutive_failures"], 0, "{node}");
 }
+
+/// Intel reissues TCB info about monthly: an operator copies the newer files into
+/// `[tdx] collateral` and the running verifier takes them up (here: a TCB Intel now calls
+/// revoked). A directory that does not load leaves the sets in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_collateral_is_taken_up_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |from: &std::path::Path| {
+        for f in custody_verifier::tdx::COLLATERAL_FILES {
+            std::fs::copy(from.join(f), dir.path().join(f)).unwrap();
+        }
+    };
+    copy(&tdx::collateral());
+    let n = tdx_node("par1", dir.path().to_path_buf(), "collateral_check_secs = 1\n").await;
+    let (r, _) = push(&n).await;
+    assert_eq!(r.failed_check, None, "{:?}", r.reasons);
+
+    copy(&tdx::collateral_tcb_revoked());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let r = loop {
+        let (r, _) = push(&n).await;
+        if r.failed_check.is_some() || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert_eq!(r.failed_check.as_deref(), Some("tdx.tcb"), "{:?}", r.reasons);
+    assert!(
+        n.v.log().contains("Intel TDX collateral reloaded"),
+        "{}",
+        n.v.log()
+    );
+
+    std::fs::write(dir.path().join("pck_crl.der"), b"not a CRL").unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        n.v.log().contains("Intel TDX collateral not reloaded"),
+        "{}",
+        n.v.log()
+    );
+    let (r, _) = push(&n).await;
+    assert_eq!(r.failed_check.as_deref(), Some("tdx.tcb"), "{:?}", r.reasons);
+}

@@ -132,6 +132,22 @@ pub struct CollateralWindow {
 }
 
 impl TdxCollateral<'_> {
+    /// The FMSPC the TCB info is for (unverified here, as [`Self::window`]): which
+    /// platforms' quotes this collateral serves.
+    pub fn fmspc(&self) -> Result<[u8; 6], String> {
+        #[derive(Deserialize)]
+        struct Fmspc {
+            fmspc: String,
+        }
+        let s: Signed<'_> = serde_json::from_slice(self.tcb_info)
+            .map_err(|e| format!("TCB info: not a PCS response: {e}"))?;
+        let f: Fmspc = serde_json::from_str(s.body.get()).map_err(|e| format!("TCB info: {e}"))?;
+        hex::decode(&f.fmspc)
+            .ok()
+            .and_then(|b| <[u8; 6]>::try_from(b.as_slice()).ok())
+            .ok_or_else(|| format!("TCB info: fmspc {:?} is not 12 hex digits", f.fmspc))
+    }
+
     /// The window this collateral is current in, read from the TCB info, the QE identity
     /// and the two CRLs. Nothing is verified here (the signatures are checked with every
     /// quote); it tells a verifier whether *its own* collateral is stale, so that a round
@@ -532,6 +548,20 @@ fn out_of_date(status: &str) -> String {
         s => s,
     }
     .to_owned()
+}
+
+impl TdxVerifier {
+    /// The FMSPC of the quote's PCK certificate, once that certificate's chain verifies to
+    /// the root at `at`: which platform model's collateral the quote needs. Only a genuine
+    /// PCK certificate can name an FMSPC a verifier has no collateral for.
+    pub fn pck_fmspc(&self, quote: &[u8], at: UnixTime) -> Result<[u8; 6], TdxError> {
+        let q = TdxQuote::parse(quote)?;
+        let chain = split_certs(q.pck_chain_pem)?;
+        verify_chain(&chain, std::slice::from_ref(&self.root), at)?;
+        let leaf_der = chain.first().map(Vec::as_slice).unwrap_or_default();
+        let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|e| TdxError::Pck(e.to_string()))?;
+        Ok(pck_tcb(&leaf)?.fmspc)
+    }
 }
 
 impl EvidenceVerifier for TdxVerifier {

@@ -7,26 +7,33 @@ use custody_verifier::tdx::COLLATERAL_FILES;
 
 const VECTOR: &str = "tdx-dcap-qvl-uptodate";
 
-fn read(f: &str) -> Vec<u8> {
+fn read_from(vector: &str, f: &str) -> Vec<u8> {
     std::fs::read(format!(
-        "{}/../verifier/testdata/tdx/{VECTOR}/{f}",
+        "{}/../verifier/testdata/tdx/{vector}/{f}",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()
 }
 
+fn read(f: &str) -> Vec<u8> {
+    read_from(VECTOR, f)
+}
+
+fn set() -> CollateralSet {
+    CollateralSet::new(COLLATERAL_FILES.map(read)).unwrap()
+}
+
 fn setup() -> TdxSetup {
-    TdxSetup {
-        verifier: TdxVerifier::new().unwrap(),
-        collateral: COLLATERAL_FILES.map(read),
-        reference: None,
-        allow_debug: false,
-    }
+    TdxSetup::new(TdxVerifier::new().unwrap(), vec![set()], None, false)
 }
 
 /// A real quote inside its collateral's window, for a round whose binding it does not
 /// carry (a captured quote cannot carry a fresh one).
 fn run(setup: Option<&TdxSetup>, at: i64) -> Findings {
+    run_quote(setup, at, read("quote.bin"))
+}
+
+fn run_quote(setup: Option<&TdxSetup>, at: i64, quote: Vec<u8>) -> Findings {
     let nonce = Nonce([1; 32]);
     let cx = Context {
         node: Node {
@@ -50,17 +57,7 @@ fn run(setup: Option<&TdxSetup>, at: i64) -> Findings {
     };
     let binding = Binding::compute(&nonce, &keys);
     let mut f = Findings::default();
-    let cvm = appraise(
-        setup,
-        None,
-        &cx,
-        &TdxBundle {
-            quote: read("quote.bin"),
-        },
-        &binding,
-        &mut f,
-    )
-    .unwrap();
+    let cvm = appraise(setup, None, &cx, &TdxBundle { quote }, &binding, &mut f).unwrap();
     assert!(!cvm);
     f
 }
@@ -75,7 +72,7 @@ fn failed(f: &Findings) -> (&str, &str) {
 #[test]
 fn a_genuine_quote_for_another_round_fails_at_report_data() {
     let s = setup();
-    let w = TdxCollateral::from_files(&s.collateral).window().unwrap();
+    let w = set().collateral().window().unwrap();
     let f = run(Some(&s), w.from);
     assert_eq!(failed(&f).0, "tdx.report_data", "{:?}", f.failure);
     assert_eq!(f.devices["tdx"]["failed_check"], "report_data");
@@ -89,16 +86,48 @@ fn missing_or_stale_collateral_fails_at_collateral() {
     let f = run(None, 1_800_000_000);
     assert_eq!(failed(&f).0, COLLATERAL);
     let s = setup();
-    let w = TdxCollateral::from_files(&s.collateral).window().unwrap();
+    let w = set().collateral().window().unwrap();
     let f = run(Some(&s), w.until + 1);
     let (check, reason) = failed(&f);
     assert_eq!(check, COLLATERAL);
     assert!(reason.contains("refresh `[tdx] collateral`"), "{reason}");
     assert_eq!(f.devices["tdx"]["verified"], false);
-    let mut broken = setup();
-    broken.collateral[4] = b"not a CRL".to_vec();
-    let f = run(Some(&broken), w.from);
+    let mut broken = set();
+    broken.files[4] = b"not a CRL".to_vec();
+    assert!(CollateralSet::new(broken.files.clone()).is_err());
+    s.replace_collateral(vec![broken]);
+    let f = run(Some(&s), w.from);
     assert_eq!(failed(&f).0, COLLATERAL);
+    s.replace_collateral(vec![]);
+    let f = run(Some(&s), w.from);
+    assert!(failed(&f).1.contains("no TDX collateral"), "{:?}", f.failure);
+}
+
+/// A genuine quote from a platform model (FMSPC) the verifier holds no collateral for is
+/// the verifier's gap (`tdx.collateral`); with that model's set added it is appraised.
+/// A quote whose PCK chain does not verify is the node's fault, whatever its FMSPC.
+#[test]
+fn collateral_is_chosen_by_the_quotes_fmspc() {
+    let at = 1_751_328_000; // 2025-07-01: both vectors' chains and collateral are current.
+    let s = setup();
+    let other = read_from("tdx-automata-alibaba-v5", "quote.bin");
+    let f = run_quote(Some(&s), at, other.clone());
+    let (check, reason) = failed(&f);
+    assert_eq!(check, COLLATERAL);
+    assert!(
+        reason.contains("FMSPC 90C06F000000 (it has B0C06F000000)"),
+        "{reason}"
+    );
+    let alibaba =
+        CollateralSet::new(COLLATERAL_FILES.map(|f| read_from("tdx-automata-alibaba-v5", f))).unwrap();
+    s.replace_collateral(vec![set(), alibaba]);
+    let f = run_quote(Some(&s), at, other.clone());
+    assert_eq!(failed(&f).0, "tdx.report_data", "{:?}", f.failure);
+    let mut forged = other;
+    let pem = forged.windows(5).position(|w| w == b"-----").unwrap();
+    forged[pem + 40] ^= 1;
+    let f = run_quote(Some(&s), at, forged);
+    assert!(failed(&f).0 != COLLATERAL, "{:?}", f.failure);
 }
 
 fn claims() -> TdxClaims {

@@ -152,6 +152,36 @@ fn the_collateral_window_is_where_quotes_verify() {
     assert!(broken.collateral.window().unwrap_err().starts_with("PCK CRL"));
 }
 
+/// Which collateral a quote needs: its PCK's FMSPC (after the chain verifies), and the
+/// FMSPC each collateral set serves.
+#[test]
+fn a_quote_and_its_collateral_name_the_same_fmspc() {
+    let f = files("tdx-dcap-qvl-uptodate");
+    let w = evidence(&f).collateral.window().unwrap();
+    let v = TdxVerifier::new().unwrap();
+    let fmspc = v.pck_fmspc(&f.quote, UnixTime(w.from)).unwrap();
+    assert_eq!(hex::encode_upper(fmspc), "B0C06F000000");
+    assert_eq!(evidence(&f).collateral.fmspc().unwrap(), fmspc);
+    let other = files("tdx-automata-alibaba-v5");
+    assert_eq!(
+        hex::encode_upper(evidence(&other).collateral.fmspc().unwrap()),
+        "90C06F000000"
+    );
+    // Another root: the chain does not verify, so no FMSPC is trusted from it.
+    let snp_root = TdxVerifier::with_root(include_bytes!("../../testdata/snp-milan-ark.pem")).unwrap();
+    assert_eq!(
+        snp_root
+            .pck_fmspc(&f.quote, UnixTime(w.from))
+            .unwrap_err()
+            .check(),
+        "cert_chain"
+    );
+    assert_eq!(
+        v.pck_fmspc(b"short", UnixTime(w.from)).unwrap_err().check(),
+        "parse"
+    );
+}
+
 /// The PCK certificate's PPID is a claim: the platform's identity for the registry.
 #[test]
 fn the_ppid_is_read_from_the_pck_certificate() {
