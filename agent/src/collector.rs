@@ -80,6 +80,7 @@ pub fn collect_round(
         tpm: None,
         snp: None,
         tdx: None,
+        azure: None,
         gpus: Vec::new(),
         gpu_identities: Vec::new(),
         platform,

@@ -8,7 +8,8 @@
 //! 2. the TPM ([`tpm`]): `tpm_present` -> `ak_enrolled` -> the quote's checks ->
 //!    `clock_monotonic` -> `pcr_selection` -> `reference_values` / `reference_pending`;
 //! 3. SEV-SNP ([`snp`]): `snp.*`, and whether the report vouches for this node ([`cvm`]);
-//!    Intel TDX ([`tdx`]): `tdx.*`, the same question for a TD;
+//!    Intel TDX ([`tdx`]): `tdx.*`, the same question for a TD; an Azure CVM ([`azure`]):
+//!    `azure.*`, the paravisor's SNP report, its vTPM key and that key's quote;
 //! 4. GPUs ([`gpu`]): `gpuN.*`;
 //! 5. sovereignty ([`sovereignty`]): the registry's site and operator of the hardware;
 //! 6. locality ([`locality`]): landmark proofs, `locality_consistency`;
@@ -20,6 +21,7 @@
 //! docs/architecture (`../shared/ARCHITECTURE.md` in the workspace) for the steps.
 #![forbid(unsafe_code)]
 
+pub mod azure;
 pub mod bundle;
 pub mod claims;
 pub mod context;
@@ -43,6 +45,7 @@ pub use tdx::TdxSetup;
 use custody_formats::binding::{Binding, SessionKeys};
 use custody_policy::{Policy, PolicyError};
 use custody_registry::signed::VerifiedRegistry;
+use custody_verifier::azure::AzureVerifier;
 use custody_verifier::crl::Crl;
 use custody_verifier::ear::{self, AttestationResult, EarError, EarSigningKey, TrustTier, VerifierId};
 use custody_verifier::nvgpu::{NvgpuVerifier, RIM_ROOT_PEM};
@@ -105,6 +108,8 @@ pub struct Appraisal {
 pub struct Appraiser {
     tpm: TpmVerifier,
     snp: SnpVerifier,
+    /// Azure CVMs: the same SNP roots and CRLs as `snp`.
+    azure: AzureVerifier,
     gpu: NvgpuVerifier,
     pub policy: Policy,
     /// PCRs every quote must cover, per bank (config `min_pcrs`), checked at
@@ -126,9 +131,16 @@ pub struct Appraiser {
 
 impl Appraiser {
     pub fn new(policy: Policy) -> Result<Self, SetupError> {
+        let snp = SnpVerifier::builtin().map_err(|e| SetupError(format!("SNP roots: {e}")))?;
         Ok(Self {
             tpm: TpmVerifier::new(),
-            snp: SnpVerifier::builtin().map_err(|e| SetupError(format!("SNP roots: {e}")))?,
+            azure: AzureVerifier {
+                snp: snp.clone(),
+                tdx: custody_verifier::tdx::TdxVerifier::new()
+                    .map_err(|e| SetupError(format!("Intel root: {e}")))?,
+                tpm: TpmVerifier::new(),
+            },
+            snp,
             gpu: NvgpuVerifier::new().map_err(|e| SetupError(format!("NVIDIA roots: {e}")))?,
             policy,
             min_pcrs: BTreeMap::from([("sha256".to_owned(), (0..=7).collect())]),
@@ -150,6 +162,7 @@ impl Appraiser {
             .clone()
             .with_test_ark(pem)
             .map_err(|e| SetupError(e.to_string()))?;
+        self.azure.snp = self.snp.clone();
         Ok(())
     }
 
@@ -157,6 +170,7 @@ impl Appraiser {
     /// ARK when a chain uses it.
     pub fn use_snp_crls(&mut self, crls: Vec<Crl>, grace_secs: i64) {
         self.snp = self.snp.clone().with_crls(crls, grace_secs);
+        self.azure.snp = self.snp.clone();
     }
 
     /// The AMD CRLs in use (for the collateral freshness metric).
@@ -217,11 +231,25 @@ impl Appraiser {
                 Some(t) => tdx::appraise(self.tdx.as_ref(), reg, cx, t, &binding, &mut f)?,
                 None => false,
             };
-            if b.snp.is_none() && b.tdx.is_none() {
+            let azure = match (&b.azure, &b.tpm) {
+                (Some(a), Some(t)) => azure::appraise(
+                    &self.azure,
+                    self.snp_reference.as_ref(),
+                    reg,
+                    cx,
+                    a,
+                    t,
+                    &binding,
+                    &mut f,
+                )?,
+                // Without a TPM quote the round has failed at `tpm_present` already.
+                _ => false,
+            };
+            if b.snp.is_none() && b.tdx.is_none() && b.azure.is_none() {
                 f.key_protection_reasons
                     .push("no confidential-VM evidence (SEV-SNP or TDX)".into());
             }
-            let cvm = snp || tdx;
+            let cvm = snp || tdx || azure;
             gpu::appraise(&self.gpu, self.gpu_rims.as_ref(), reg, cx, b, &binding, &mut f)?;
             key_protection = Some(input::KeyProtection {
                 cvm,

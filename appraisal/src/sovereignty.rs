@@ -31,6 +31,11 @@ pub fn attested_hardware(
                     out.push(format!("{}:{}", HardwareId::SNP, c.to_ascii_lowercase()));
                 }
             }
+            Some("azure") => {
+                if let Some(c) = claim("snp/chip_id") {
+                    out.push(format!("{}:{}", HardwareId::SNP, c.to_ascii_lowercase()));
+                }
+            }
             Some("tdx") => {
                 if let Some(c) = claim("ppid") {
                     out.push(format!("{}:{}", HardwareId::TDX, c.to_ascii_lowercase()));

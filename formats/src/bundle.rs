@@ -1,6 +1,6 @@
 //! The evidence bundle an agent sends for one attestation round (CBOR, RATS CMW-collection
-//! shaped): `{ version, nonce, session_keys, tpm?, snp?, tdx?, gpus[], gpu_identities[]?,
-//! platform }`.
+//! shaped): `{ version, nonce, session_keys, tpm?, snp?, tdx?, azure?, gpus[],
+//! gpu_identities[]?, platform }`.
 //!
 //! Every evidence entry carries the raw vendor bytes unchanged, so signatures are checked
 //! over exactly the bytes the hardware signed. `gpu_identities` and `platform` are what the
@@ -26,6 +26,11 @@ pub const MAX_GPUS: usize = 16;
 /// Bytes of a TDX quote: a v4 or v5 quote with its PCK chain is 5-8 KB; this leaves room
 /// for longer chains and QE authentication data.
 pub const MAX_TDX_QUOTE_LEN: usize = 64 * 1024;
+/// Bytes of an Azure HCL report: headers, the hardware report and the runtime data (Azure's
+/// are about 1 KiB; the verifier bounds them at 64 KiB).
+pub const MAX_HCL_REPORT_LEN: usize = 72 * 1024;
+/// Bytes of a VCEK (DER or PEM) or of a CA chain (PEM) carried with a report.
+pub const MAX_CERT_LEN: usize = 16 * 1024;
 /// Entries of `platform` and of each GPU identity's `cc` map.
 pub const MAX_MAP_ENTRIES: usize = 64;
 /// Bytes of any string the node says about itself (names, versions, map keys and values).
@@ -97,6 +102,23 @@ pub struct TdxEvidence {
     /// The quote, exactly as the quoting enclave produced it.
     #[serde(with = "serde_bytes_vec")]
     pub quote: Vec<u8>,
+}
+
+/// Azure confidential-VM evidence: the paravisor's HCL report, read from the vTPM's NV
+/// index 0x01400001. Its SEV-SNP report commits to runtime data naming the vTPM key
+/// (`HCLAkPub`) that must be the node's enrolled AK, whose quote (the bundle's `tpm`)
+/// carries the round's binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureEvidence {
+    #[serde(with = "serde_bytes_vec")]
+    pub hcl_report: Vec<u8>,
+    /// The VCEK of the SEV-SNP report (DER or PEM), as Azure's IMDS serves it.
+    #[serde(with = "serde_bytes_vec")]
+    pub vcek: Vec<u8>,
+    /// Optional ASK + ARK (PEM); the built-in roots are used when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
+    pub ca_chain: Option<Vec<u8>>,
 }
 
 /// One NVIDIA GPU's evidence.
@@ -185,6 +207,8 @@ pub struct EvidenceBundle {
     pub snp: Option<SnpEvidence>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tdx: Option<TdxEvidence>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureEvidence>,
     #[serde(default, deserialize_with = "bounded::gpus")]
     pub gpus: Vec<GpuEvidence>,
     /// Unattested identity of every GPU NVML listed, attested or not.
@@ -219,16 +243,37 @@ impl EvidenceBundle {
             return Err(BundleError::Version(b.version));
         }
         b.check_text()?;
-        if let Some(t) = &b.tdx {
-            if t.quote.len() > MAX_TDX_QUOTE_LEN {
-                return Err(BundleError::Limit {
-                    field: "tdx.quote",
-                    limit: MAX_TDX_QUOTE_LEN,
-                    got: t.quote.len(),
-                });
-            }
-        }
+        b.check_sizes()?;
         Ok(b)
+    }
+
+    /// Byte strings whose kind has a known size, bounded (each is also inside the bundle's
+    /// own bound).
+    fn check_sizes(&self) -> Result<(), BundleError> {
+        let bound = |field: &'static str, b: &[u8], limit: usize| {
+            if b.len() > limit {
+                Err(BundleError::Limit {
+                    field,
+                    limit,
+                    got: b.len(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(t) = &self.tdx {
+            bound("tdx.quote", &t.quote, MAX_TDX_QUOTE_LEN)?;
+        }
+        if let Some(a) = &self.azure {
+            bound("azure.hcl_report", &a.hcl_report, MAX_HCL_REPORT_LEN)?;
+            bound("azure.vcek", &a.vcek, MAX_CERT_LEN)?;
+            bound(
+                "azure.ca_chain",
+                a.ca_chain.as_deref().unwrap_or_default(),
+                MAX_CERT_LEN,
+            )?;
+        }
+        Ok(())
     }
 
     /// Every string the node says about itself is at most [`MAX_TEXT_LEN`] bytes. (List
@@ -386,6 +431,30 @@ mod tests {
         ));
     }
 
+    /// Azure's HCL report and its certificates ride bounded.
+    #[test]
+    fn azure_evidence_is_carried_and_bounded() {
+        let mut b = sample();
+        b.azure = Some(AzureEvidence {
+            hcl_report: vec![1; MAX_HCL_REPORT_LEN],
+            vcek: vec![2; 1300],
+            ca_chain: None,
+        });
+        assert_eq!(EvidenceBundle::from_cbor(&b.to_cbor().unwrap()).unwrap(), b);
+        b.azure = Some(AzureEvidence {
+            hcl_report: vec![1; 100],
+            vcek: vec![2; 100],
+            ca_chain: Some(vec![3; MAX_CERT_LEN + 1]),
+        });
+        assert!(matches!(
+            EvidenceBundle::from_cbor(&b.to_cbor().unwrap()),
+            Err(BundleError::Limit {
+                field: "azure.ca_chain",
+                ..
+            })
+        ));
+    }
+
     fn sample() -> EvidenceBundle {
         EvidenceBundle {
             version: BUNDLE_VERSION,
@@ -403,6 +472,7 @@ mod tests {
             }),
             snp: None,
             tdx: None,
+            azure: None,
             gpus: vec![GpuEvidence {
                 index: 0,
                 report: vec![0x11, 0xe0],

@@ -59,6 +59,18 @@ deny contains msg if {
 	msg := sprintf("%s: the SEV-SNP chain's revocation is %s; defense-restricted requires a current AMD CRL (good)", [name, status])
 }
 
+# The same for the SEV-SNP chain of an Azure CVM's paravisor report (only nodes with one
+# walk the devices).
+deny contains msg if {
+	data.custody.lib.verified("azure")
+	some name, d in input.devices
+	d.kind == "azure"
+	d.verified
+	status := object.get(d, ["claims", "snp", "revocation", "status"], "unchecked")
+	status != "good"
+	msg := sprintf("%s: the SEV-SNP chain's revocation is %s; defense-restricted requires a current AMD CRL (good)", [name, status])
+}
+
 # A TDX platform must be at Intel's current TCB: `OutOfDate`, `SWHardeningNeeded` and
 # the `ConfigurationNeeded` statuses are genuine but carry open advisories.
 deny contains msg if {
@@ -73,6 +85,7 @@ deny contains msg if {
 		name, status, concat(", ", object.get(d, ["claims", "advisory_ids"], [])),
 	])
 }
+
 
 deny contains msg if some msg in data.custody.lib.gpu_cc_deny
 

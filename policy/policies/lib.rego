@@ -303,7 +303,7 @@ locality_weak(strong) if {
 # | configuration     | devices, some device_deny   | a TPM verified, no device_deny    | 0    |
 # | executables       | as instance_identity        |                                   |      |
 # | hardware          | a device failed             | some device                       | 0    |
-# | runtime_opaque    | an SNP or TDX report failed | one verified, no device failed    | 32   |
+# | runtime_opaque    | a CVM report failed         | one verified, no device failed    | 32   |
 # | storage_opaque    |                             | a TPM verified                    | 0    |
 #
 # One rule computes every claim from a few booleans, each claim a table lookup:
@@ -324,9 +324,10 @@ trust_vector := {
 	status := device_status
 	tpm_failed := ["tpm", false] in status
 	tpm_ok := ["tpm", true] in status
-	# A confidential VM's report: SEV-SNP or Intel TDX (one set operation each).
-	cvm_failed := count({["snp", false], ["tdx", false]} & status) > 0
-	cvm_ok := count({["snp", true], ["tdx", true]} & status) > 0
+	# A confidential VM's report: SEV-SNP, Intel TDX, or SEV-SNP behind Azure's paravisor
+	# (one set operation each).
+	cvm_failed := count({["snp", false], ["tdx", false], ["azure", false]} & status) > 0
+	cvm_ok := count({["snp", true], ["tdx", true], ["azure", true]} & status) > 0
 	failed := false in {s[1] | some s in status}
 	has_devices := count(input.devices) > 0
 	denied := count(device_deny) > 0

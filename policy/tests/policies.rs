@@ -239,7 +239,7 @@ fn vm_instructions_per_decision_stay_bounded() {
         ("default", 295),
         ("eu-sovereign", 460),
         ("secnumcloud", 500),
-        ("defense-restricted", 600),
+        ("defense-restricted", 615),
     ] {
         let p = Policy::shipped(name).unwrap();
         let n = p.instructions(&input).unwrap();

@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod azure;
 pub mod fleet;
 pub mod nvgpu;
 pub mod pushed;

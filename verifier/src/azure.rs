@@ -150,7 +150,8 @@ pub struct AzureEvidence<'a> {
     pub pcrs: &'a [u8],
     /// The quote's expected extraData.
     pub nonce: &'a [u8],
-    /// An AK the caller expects (PEM/DER SPKI); it must be the runtime data's.
+    /// An AK the caller expects (SPKI PEM or DER, TPMT_PUBLIC or TPM2B_PUBLIC); it must
+    /// be the runtime data's.
     pub ak: Option<&'a [u8]>,
     /// Also require the nonce in the runtime data's `user-data` (its first bytes, then
     /// zeros), so the SNP report itself is fresh, not only the vTPM quote. Azure's newer
@@ -490,8 +491,9 @@ impl EvidenceVerifier for AzureVerifier {
             Err(e) => return Err(log.reject(e)),
         };
         if let Some(given) = ev.ak {
-            let given = crate::x509::PublicKey::from_spki_der(&pem_or_der(given));
-            let ours = crate::x509::PublicKey::from_spki_der(&spki);
+            // Any form a TPM AK comes in: SPKI (PEM, DER), TPMT_PUBLIC, TPM2B_PUBLIC.
+            let given = crate::tpm::AttestationKey::parse(given).map(|k| k.key);
+            let ours = crate::tpm::AttestationKey::parse(&spki).map(|k| k.key);
             if given.is_err() || given.ok() != ours.ok() {
                 return Err(log.reject(AzureError::Ak(
                     "the given AK is not the runtime data's HCLAkPub".into(),

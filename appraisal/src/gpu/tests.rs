@@ -20,6 +20,7 @@ fn an_attested_gpu_is_named_by_its_signed_report_not_by_nvml() {
         tpm: None,
         snp: None,
         tdx: None,
+        azure: None,
         gpus: (0..2)
             .map(|index| GpuEvidence {
                 index,

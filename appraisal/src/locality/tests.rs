@@ -84,6 +84,7 @@ fn each_landmark_counts_only_under_its_own_pin() {
         tpm: None,
         snp: None,
         tdx: None,
+        azure: None,
         gpus: vec![],
         gpu_identities: vec![],
         platform: Default::default(),

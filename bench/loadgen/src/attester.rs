@@ -323,6 +323,7 @@ impl SoftTpm {
             }),
             snp: None,
             tdx: None,
+            azure: None,
             gpus: Vec::new(),
             gpu_identities: Vec::new(),
             platform: BTreeMap::from([("agent".to_owned(), "custody-loadgen".to_owned())]),

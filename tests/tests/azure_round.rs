@@ -1,0 +1,118 @@
+//! Azure confidential VMs (SEV-SNP behind Azure's paravisor) appraised in rounds by a real
+//! verifier (issue 23). This machine is not an Azure CVM: the HCL report is a real one
+//! whose runtime data names the test node's own AK (swtpm), its SNP report re-signed over
+//! that runtime data by the test VCEK ([`custody_e2e::azure`]), which the verifier trusts
+//! only through `[snp] test_ark`. The vTPM quote is the node's real TPM quote over the
+//! round's binding. Each test is one case, with the check that must decide it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use custody_e2e::azure;
+use custody_e2e::pushed::{node, Node};
+use custody_e2e::snp::{self, Guest};
+use custody_formats::bundle::EvidenceBundle;
+use serde_json::Value;
+
+fn reference() -> String {
+    format!(
+        "measurements = [\"{}\"]\nhost_data = \"{}\"\n",
+        hex::encode(snp::real_measurement()),
+        hex::encode(snp::real_host_data())
+    )
+}
+
+/// A round whose Azure evidence `make` builds from the node's AK (TPMT_PUBLIC).
+async fn push(
+    n: &Node,
+    make: impl FnOnce(&[u8]) -> custody_formats::bundle::AzureEvidence,
+) -> (custody_e2e::pushed::Pushed, Value) {
+    n.push_with(|_, b: &mut EvidenceBundle| {
+        let ak = b.tpm.as_ref().unwrap().ak_public.clone();
+        b.azure = Some(make(&ak));
+    })
+    .await
+}
+
+/// The paravisor's report on a registered chip, naming the node's AK: verified, the vTPM
+/// named as the paravisor's, the key in CVM memory. Then: another key named, runtime data
+/// changed after signing, another paravisor image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_cvm_round_is_appraised_and_each_forgery_fails_at_its_check() {
+    let n = node(Some("par1"), &reference()).await;
+
+    let (r, input) = push(&n, |ak| azure::evidence(ak, &Guest::default())).await;
+    assert_eq!(r.failed_check, None, "{:?} {input}", r.reasons);
+    let d = &input["devices"]["azure"];
+    assert_eq!(d["kind"], "azure", "{input}");
+    assert_eq!(d["verified"], true, "{input}");
+    assert_eq!(d["claims"]["tpm"], "paravisor-vtpm", "{input}");
+    assert_eq!(d["guest"]["reference"], "matched", "{input}");
+    assert_eq!(d["guest"]["platform"], "bound", "{input}");
+    assert_eq!(input["key_protection"]["level"], "cvm", "{input}");
+    assert_eq!(n.v.node("hostile")["node"]["state"], "trusted");
+
+    // The runtime data names another vTPM key: the quote is not by the paravisor's key.
+    let (r, _) = push(&n, |ak| {
+        let mut rt: Value = serde_json::from_slice(&azure::runtime_data(ak)).unwrap();
+        for k in rt["keys"].as_array_mut().unwrap() {
+            if k["kid"] == "HCLAkPub" {
+                let n = k["n"].as_str().unwrap().to_owned();
+                k["n"] = format!("{}A{}", &n[..10], &n[11..]).into();
+            }
+        }
+        azure::evidence_with(&serde_json::to_vec(&rt).unwrap(), &Guest::default())
+    })
+    .await;
+    assert_eq!(r.failed_check.as_deref(), Some("azure.ak"), "{:?}", r.reasons);
+
+    // The runtime data changed after the paravisor's report committed to it.
+    let (r, _) = push(&n, |ak| {
+        let mut e = azure::evidence(ak, &Guest::default());
+        let last = e.hcl_report.len() - 2;
+        e.hcl_report[last] ^= 0x01;
+        e
+    })
+    .await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("azure.snp_report_data"),
+        "{:?}",
+        r.reasons
+    );
+
+    // Another paravisor image than the reference.
+    let other = Guest {
+        measurement: [0x42; 48],
+        ..Guest::default()
+    };
+    let (r, input) = push(&n, |ak| azure::evidence(ak, &other)).await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("azure.measurement"),
+        "{:?}",
+        r.reasons
+    );
+    assert_eq!(input["key_protection"]["level"], "process", "{input}");
+}
+
+/// A genuine paravisor report from a chip registered at another site is not this node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_report_from_a_chip_at_another_site_fails_at_azure_platform() {
+    let n = node(Some("fra1"), &reference()).await;
+    let (r, _) = push(&n, |ak| azure::evidence(ak, &Guest::default())).await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("azure.platform"),
+        "{:?}",
+        r.reasons
+    );
+    assert!(
+        r.reasons[0].contains("registered at site fra1"),
+        "{:?}",
+        r.reasons
+    );
+}
