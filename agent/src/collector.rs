@@ -6,7 +6,8 @@
 use crate::session::Session;
 use custody_formats::binding::{Binding, Nonce};
 use custody_formats::bundle::{
-    EvidenceBundle, GpuEvidence, GpuIdentity, SnpEvidence, TdxEvidence, TpmEvidence, BUNDLE_VERSION,
+    AzureEvidence, EvidenceBundle, GpuEvidence, GpuIdentity, SnpEvidence, TdxEvidence, TpmEvidence,
+    BUNDLE_VERSION,
 };
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -17,6 +18,7 @@ pub enum Evidence {
     Tpm(TpmEvidence),
     Snp(SnpEvidence),
     Tdx(TdxEvidence),
+    Azure(AzureEvidence),
     /// One entry per GPU on the node.
     Gpus(Vec<GpuEvidence>),
     /// What the NVML collector returns: reports of the GPUs in confidential-computing mode
@@ -45,7 +47,7 @@ pub enum CollectError {
 
 /// One evidence source.
 pub trait Collector {
-    /// `tpm`, `snp`, `tdx`, `nvgpu`.
+    /// `tpm`, `snp`, `tdx`, `azure`, `nvgpu`.
     fn kind(&self) -> &'static str;
     fn collect(&self, binding: &Binding) -> Result<Evidence, CollectError>;
 }
@@ -94,6 +96,7 @@ pub fn collect_round(
             Ok(Evidence::Tpm(t)) if bundle.tpm.is_none() => bundle.tpm = Some(t),
             Ok(Evidence::Snp(s)) if bundle.snp.is_none() => bundle.snp = Some(s),
             Ok(Evidence::Tdx(t)) if bundle.tdx.is_none() => bundle.tdx = Some(t),
+            Ok(Evidence::Azure(a)) if bundle.azure.is_none() => bundle.azure = Some(a),
             Ok(Evidence::Gpus(g)) if !gpus_seen => {
                 gpus_seen = true;
                 bundle.gpus = g;

@@ -48,6 +48,8 @@ pub enum ConfigError {
     Pcrs { value: String, reason: String },
     #[error("`tpm`: {0}")]
     Tpm(#[from] TpmConfigError),
+    #[error("`tpm.ak_handle` {0:?} is not a persistent handle (hex, 0x81000000-0x81FFFFFF)")]
+    AkHandle(String),
     #[error("`collectors.tpm` cannot be false: enrollment proves the node by TPM credential activation")]
     TpmRequired,
     #[error("`round_timeout_secs` {0} must be 1-{MAX_ROUND_TIMEOUT_SECS}")]
@@ -90,6 +92,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub tpm: TpmSection,
     pub collectors: CollectorsSection,
+    /// `[azure]`: the certificates an Azure CVM's HCL report verifies under.
+    pub azure: AzureSection,
     /// Upper bound on one attestation round, seconds (default 30, at most 600).
     pub round_timeout_secs: u64,
     /// Where the locality responder (docs/locality.md) listens, `ip:port`; off when unset.
@@ -125,6 +129,31 @@ pub struct TpmSection {
     /// Measured-boot event log, carried when the file exists; `""` carries none
     /// (default: the securityfs log).
     pub event_log: PathBuf,
+    /// A key persisted in the TPM to use as the AK (hex, `0x81000003` on an Azure CVM:
+    /// the paravisor's key its HCL report names); unset: the agent creates its own AK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ak_handle: Option<String>,
+}
+
+/// `[azure]`: files the operator's provisioning writes from Azure's instance metadata
+/// service (`/metadata/THIM/amd/certification`): the agent makes no network requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzureSection {
+    /// The VCEK of the CVM's SEV-SNP report (PEM or DER).
+    pub vcek: PathBuf,
+    /// The ASK and ARK (PEM); the verifier's built-in roots otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_chain: Option<PathBuf>,
+}
+
+impl Default for AzureSection {
+    fn default() -> Self {
+        Self {
+            vcek: PathBuf::from("/etc/custody/azure/vcek.pem"),
+            ca_chain: None,
+        }
+    }
 }
 
 /// `[collectors]`: which evidence sources to use. A source enabled but absent on this
@@ -136,6 +165,9 @@ pub struct CollectorsSection {
     pub snp: bool,
     /// Intel TDX quotes through configfs-tsm.
     pub tdx: bool,
+    /// An Azure CVM's HCL report from the vTPM (off by default: it needs `[tpm]
+    /// ak_handle` and `[azure] vcek`).
+    pub azure: bool,
     pub nvml: bool,
 }
 
@@ -164,6 +196,7 @@ impl Default for AgentConfig {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             tpm: TpmSection::default(),
             collectors: CollectorsSection::default(),
+            azure: AzureSection::default(),
             round_timeout_secs: DEFAULT_ROUND_TIMEOUT_SECS,
             locality_listen: None,
             locality_delay_ms: 0,
@@ -180,6 +213,7 @@ impl Default for TpmSection {
             tcti: DEFAULT_TCTI.into(),
             pcrs: vec!["sha256:0,1,2,3,4,5,6,7,14".into()],
             event_log: PathBuf::from(DEFAULT_EVENT_LOG),
+            ak_handle: None,
         }
     }
 }
@@ -190,6 +224,7 @@ impl Default for CollectorsSection {
             tpm: true,
             snp: true,
             tdx: true,
+            azure: false,
             nvml: true,
         }
     }
@@ -247,6 +282,7 @@ impl AgentConfig {
         self.verifier_base_url()?;
         self.verifier_ca_path()?;
         self.pinned_verifier_key()?;
+        self.persistent_ak()?;
         if !self.collectors.tpm {
             return Err(ConfigError::TpmRequired);
         }
@@ -393,6 +429,20 @@ impl AgentConfig {
         })
     }
 
+    /// `[tpm] ak_handle`, parsed: a persistent handle (0x81000000-0x81FFFFFF).
+    pub fn persistent_ak(&self) -> Result<Option<u32>, ConfigError> {
+        self.tpm
+            .ak_handle
+            .as_deref()
+            .map(|h| {
+                u32::from_str_radix(h.trim_start_matches("0x"), 16)
+                    .ok()
+                    .filter(|v| (0x8100_0000..=0x81FF_FFFF).contains(v))
+                    .ok_or_else(|| ConfigError::AkHandle(h.to_owned()))
+            })
+            .transpose()
+    }
+
     pub fn round_timeout(&self) -> Result<Duration, ConfigError> {
         if !(1..=MAX_ROUND_TIMEOUT_SECS).contains(&self.round_timeout_secs) {
             return Err(ConfigError::RoundTimeout(self.round_timeout_secs));
@@ -492,7 +542,13 @@ mod tests {
             "[collectors]",
             "tpm =",
             "snp =",
+            "tdx =",
+            "azure =",
             "nvml =",
+            "ak_handle =",
+            "[azure]",
+            "vcek =",
+            "ca_chain =",
         ] {
             assert!(text.contains(key), "{key}");
         }
@@ -595,6 +651,22 @@ mod tests {
                 "{p}"
             );
         }
+        for h in ["0x01400001", "81000003x", "0x82000000", ""] {
+            assert!(
+                matches!(
+                    with(&format!("[tpm]\nak_handle = \"{h}\"")),
+                    Err(ConfigError::AkHandle(_))
+                ),
+                "{h}"
+            );
+        }
+        assert_eq!(
+            with("[tpm]\nak_handle = \"0x81000003\"")
+                .unwrap()
+                .persistent_ak()
+                .unwrap(),
+            Some(0x8100_0003)
+        );
         assert!(matches!(
             with("[tpm]\ntcti = \"bogus:x\""),
             Err(ConfigError::Tpm(TpmConfigError::Tcti { .. }))

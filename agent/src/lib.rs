@@ -9,6 +9,7 @@
 //! | `tpm` | `tpm` | `tpm` | TPM 2.0 via tss-esapi (`/dev/tpmrm0`, swtpm) | system tpm2-tss |
 //! | `snp` | `snp` | `snp` | `/dev/sev-guest` via the `sev` crate (SNP extended report) | nothing |
 //! | `tsm` | `tdx` | none (plain files) | Linux configfs-tsm, `/sys/kernel/config/tsm/report` (TDX quote) | nothing |
+//! | `azure` | `azure` | `tpm` | the vTPM's NV index 0x01400001 (Azure's HCL report), through the TPM collector | system tpm2-tss |
 //! | `nvml` | `nvgpu` | `nvml` | NVIDIA GPUs via NVML (SPDM report + cert chain, identity) | nothing: `libnvidia-ml.so.1` is loaded at run time |
 //!
 //! A collector whose hardware or driver is missing answers `NotAvailable` and the round goes
@@ -22,6 +23,8 @@
 //! returned (and can write a GPU report for `custody verify nvgpu`).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "tpm")]
+pub mod azure;
 pub mod collector;
 #[cfg(feature = "tpm")]
 pub mod config;

@@ -16,6 +16,10 @@
 //! or the file came from another machine) a new AK is created and replaces the file; a
 //! file that is not an AK blob at all is an error naming the file, never silently replaced.
 //!
+//! With [`TpmCollector::with_persistent_ak`] the AK is a key already persisted in the TPM
+//! instead (an Azure confidential VM's paravisor key at 0x81000003, which its HCL report
+//! names): nothing is created or stored, and enrollment activates the credential for it.
+//!
 //! `collect` quotes the configured PCRs with the round's binding as qualifyingData, reads
 //! the PCR values, and accepts them only if they hash to the quote's pcrDigest (a PCR
 //! extended between the quote and the read is caught and the pair retried once).
@@ -131,6 +135,14 @@ struct AkBlob {
     public: Public,
 }
 
+/// Where the AK comes from each time the TPM is opened.
+enum AkSource {
+    /// Created by this collector: loaded again from its blob.
+    Blob(AkBlob),
+    /// A key persisted in the TPM at this handle.
+    Persistent(u32),
+}
+
 /// An open TPM connection with the AK loaded.
 struct Open {
     ctx: Context,
@@ -139,7 +151,7 @@ struct Open {
 
 #[derive(Default)]
 struct State {
-    keys: Option<(TpmKeys, AkBlob)>,
+    keys: Option<(TpmKeys, AkSource)>,
     open: Option<Open>,
 }
 
@@ -150,6 +162,8 @@ pub struct TpmCollector {
     selection: PcrSelectionList,
     /// Where the AK blob persists between starts; None keeps it in memory only.
     ak_file: Option<PathBuf>,
+    /// A persistent key to use as the AK instead of creating one.
+    persistent_ak: Option<u32>,
     state: Mutex<State>,
 }
 
@@ -174,6 +188,7 @@ impl TpmCollector {
             tcti,
             selection,
             ak_file: None,
+            persistent_ak: None,
             state: Mutex::new(State::default()),
         })
     }
@@ -183,6 +198,44 @@ impl TpmCollector {
     pub fn with_ak_file(mut self, path: PathBuf) -> Self {
         self.ak_file = Some(path);
         self
+    }
+
+    /// Use the key persisted at `handle` (0x81000000-0x81FFFFFF) as the AK.
+    #[must_use]
+    pub fn with_persistent_ak(mut self, handle: u32) -> Self {
+        self.persistent_ak = Some(handle);
+        self
+    }
+
+    /// The contents of NV index `index`, read with owner authorization (empty); `None`
+    /// when the index is not defined.
+    pub fn read_nv(&self, index: u32) -> Result<Option<Vec<u8>>, CollectError> {
+        let nv = tss_esapi::handles::NvIndexTpmHandle::new(index)
+            .map_err(|e| failed(format!("NV index {index:#010x}: {}", describe(&e))))?;
+        let mut st = self.lock();
+        self.ensure_open(&mut st)?;
+        let Some(open) = st.open.as_mut() else {
+            return Err(failed("TPM connection missing after opening it".into()));
+        };
+        let r = match open.ctx.execute_with_session(Some(AuthSession::Password), |c| {
+            tss_esapi::abstraction::nv::read_full(
+                c,
+                tss_esapi::interface_types::resource_handles::NvAuth::Owner,
+                nv,
+            )
+        }) {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(tss_esapi::Error::Tss2Error(rc))
+                if rc.kind() == Some(tss_esapi::constants::response_code::Tss2ResponseCodeKind::Handle) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(failed(format!("read NV index {index:#010x}: {}", describe(&e)))),
+        };
+        if r.is_err() || self.single_client() {
+            st.open = None;
+        }
+        r
     }
 
     pub fn config(&self) -> &TpmConfig {
@@ -283,13 +336,19 @@ impl TpmCollector {
             }
         })?;
         let ek = tpm("create the EK (TPM2_CreatePrimary)", ek_create(&mut ctx))?;
-        let loaded = match &st.keys {
-            Some((_, blob)) => tpm(
+        let loaded = match (&st.keys, self.persistent_ak) {
+            (Some((_, AkSource::Blob(blob))), _) => tpm(
                 "load the AK (TPM2_Load)",
                 ak::load_ak(&mut ctx, ek, None, blob.private.clone(), blob.public.clone()),
             )
             .map(|h| (h, None)),
-            None => self.first_keys(&mut ctx, ek).map(|(h, k)| (h, Some(k))),
+            (Some((_, AkSource::Persistent(h))), _) => persistent_handle(&mut ctx, *h).map(|k| (k, None)),
+            (None, Some(h)) => {
+                persistent_keys(&mut ctx, ek, h).map(|(k, keys)| (k, Some((keys, AkSource::Persistent(h)))))
+            }
+            (None, None) => self
+                .first_keys(&mut ctx, ek)
+                .map(|(h, (k, b))| (h, Some((k, AkSource::Blob(b))))),
         };
         // Flush the EK whatever happened: it is re-created from the seed when needed.
         let flushed = tpm("flush the EK (TPM2_FlushContext)", ctx.flush_context(ek.into()));
@@ -521,6 +580,39 @@ fn ek_create(ctx: &mut Context) -> tss_esapi::Result<KeyHandle> {
         AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
         DefaultKey,
     )
+}
+
+/// The key persisted at `handle`, as an object of this connection.
+fn persistent_handle(ctx: &mut Context, handle: u32) -> Result<KeyHandle, CollectError> {
+    let h = tss_esapi::handles::PersistentTpmHandle::new(handle)
+        .map_err(|e| failed(format!("persistent AK {handle:#010x}: {}", describe(&e))))?;
+    let obj = tpm(
+        "the persistent AK (Esys_TR_FromTPMPublic)",
+        ctx.tr_from_tpm_public(tss_esapi::handles::TpmHandle::Persistent(h)),
+    )?;
+    Ok(KeyHandle::from(obj))
+}
+
+/// First use with a persistent AK: EK certificate and public, and the AK's public area.
+fn persistent_keys(
+    ctx: &mut Context,
+    ek_handle: KeyHandle,
+    handle: u32,
+) -> Result<(KeyHandle, TpmKeys), CollectError> {
+    let (ek_pub, _, _) = tpm("read the EK (TPM2_ReadPublic)", ctx.read_public(ek_handle))?;
+    let ek_public = tpm("marshal the EK public area", ek_pub.marshall())?;
+    let ek_certificate = read_ek_certificate(ctx)?;
+    let ak = persistent_handle(ctx, handle)?;
+    let (ak_pub, _, _) = tpm("read the persistent AK (TPM2_ReadPublic)", ctx.read_public(ak))?;
+    let ak_public = tpm("marshal the AK public area", ak_pub.marshall())?;
+    Ok((
+        ak,
+        TpmKeys {
+            ek_certificate,
+            ek_public,
+            ak_public,
+        },
+    ))
 }
 
 /// First use: EK certificate and public, and the AK: `loaded` (a stored AK, already

@@ -24,6 +24,12 @@ fn real_hcl() -> Vec<u8> {
 
 /// The runtime data of the real report with `HCLAkPub` set to `ak` (TPMT_PUBLIC, RSA).
 pub fn runtime_data(ak: &[u8]) -> Vec<u8> {
+    runtime_data_keeping(ak, true)
+}
+
+/// The same; without `others`, only `HCLAkPub` is kept of the keys (swtpm's NV indices
+/// hold at most 2,048 bytes, Azure's hold the whole report).
+fn runtime_data_keeping(ak: &[u8], others: bool) -> Vec<u8> {
     let real = real_hcl();
     let at = HEADER + SNP_REPORT;
     let size = u32::from_le_bytes(real[at + 16..at + 20].try_into().unwrap()) as usize;
@@ -36,7 +42,11 @@ pub fn runtime_data(ak: &[u8]) -> Vec<u8> {
     };
     let e = if exponent == 0 { 65_537 } else { exponent };
     let e: Vec<u8> = e.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
-    for k in rt["keys"].as_array_mut().unwrap() {
+    let keys = rt["keys"].as_array_mut().unwrap();
+    if !others {
+        keys.retain(|k| k["kid"] == "HCLAkPub");
+    }
+    for k in keys {
         if k["kid"] == "HCLAkPub" {
             k["n"] = URL_SAFE_NO_PAD.encode(&modulus).into();
             k["e"] = URL_SAFE_NO_PAD.encode(&e).into();
@@ -64,4 +74,108 @@ pub fn evidence_with(runtime: &[u8], guest: &Guest) -> AzureEvidence {
         vcek: s.vcek,
         ca_chain: s.ca_chain,
     }
+}
+
+/// Where the paravisor keeps its key and report, as on Azure.
+pub const AK_HANDLE: u32 = 0x8100_0003;
+pub const HCL_NV_INDEX: u32 = 0x0140_0001;
+
+/// Provision `tcti`'s TPM as Azure's paravisor provisions its vTPM: an RSA AK persisted at
+/// [`AK_HANDLE`] and, in NV index [`HCL_NV_INDEX`], an HCL report from `guest` naming that
+/// AK. Returns the report's evidence (the agent reads the report from NV; the VCEK and
+/// ASK/ARK come from [`vcek_files`]).
+pub fn provision_vtpm(tcti: &str, guest: &Guest) -> AzureEvidence {
+    use std::str::FromStr;
+    use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection, DefaultKey};
+    use tss_esapi::attributes::NvIndexAttributesBuilder;
+    use tss_esapi::handles::{NvIndexTpmHandle, PersistentTpmHandle};
+    use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
+    use tss_esapi::interface_types::dynamic_handles::Persistent;
+    use tss_esapi::interface_types::key_bits::RsaKeyBits;
+    use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
+    use tss_esapi::interface_types::session_handles::AuthSession;
+    use tss_esapi::structures::{MaxNvBuffer, NvPublicBuilder};
+    use tss_esapi::traits::Marshall;
+
+    let mut ctx = tss_esapi::Context::new(tss_esapi::TctiNameConf::from_str(tcti).unwrap()).unwrap();
+    let ek = ek::create_ek_object_2(
+        &mut ctx,
+        AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+        DefaultKey,
+    )
+    .unwrap();
+    let created = ak::create_ak(
+        &mut ctx,
+        ek,
+        HashingAlgorithm::Sha256,
+        SignatureSchemeAlgorithm::RsaSsa,
+        None,
+        DefaultKey,
+    )
+    .unwrap();
+    let loaded = ak::load_ak(
+        &mut ctx,
+        ek,
+        None,
+        created.out_private,
+        created.out_public.clone(),
+    )
+    .unwrap();
+    ctx.execute_with_session(Some(AuthSession::Password), |c| {
+        c.evict_control(
+            Provision::Owner,
+            loaded.into(),
+            Persistent::Persistent(PersistentTpmHandle::new(AK_HANDLE).unwrap()),
+        )
+    })
+    .unwrap();
+    ctx.flush_context(loaded.into()).unwrap();
+    ctx.flush_context(ek.into()).unwrap();
+
+    let ak_public = created.out_public.marshall().unwrap();
+    let e = evidence_with(&runtime_data_keeping(&ak_public, false), guest);
+    let size = e.hcl_report.len();
+    assert!(
+        size <= 2048,
+        "an HCL report of {size} bytes does not fit swtpm's NV index"
+    );
+    let public = NvPublicBuilder::new()
+        .with_nv_index(NvIndexTpmHandle::new(HCL_NV_INDEX).unwrap())
+        .with_index_name_algorithm(HashingAlgorithm::Sha256)
+        .with_index_attributes(
+            NvIndexAttributesBuilder::new()
+                .with_owner_write(true)
+                .with_owner_read(true)
+                .build()
+                .unwrap(),
+        )
+        .with_data_area_size(size)
+        .build()
+        .unwrap();
+    let nv = ctx
+        .execute_with_session(Some(AuthSession::Password), |c| {
+            c.nv_define_space(Provision::Owner, None, public)
+        })
+        .unwrap();
+    for (i, chunk) in e.hcl_report.chunks(1024).enumerate() {
+        ctx.execute_with_session(Some(AuthSession::Password), |c| {
+            c.nv_write(
+                NvAuth::Owner,
+                nv,
+                MaxNvBuffer::try_from(chunk.to_vec()).unwrap(),
+                u16::try_from(i * 1024).unwrap(),
+            )
+        })
+        .unwrap();
+    }
+    e
+}
+
+/// The test VCEK (DER) and the test ASK + ARK (PEM), as files an operator writes from
+/// Azure's instance metadata.
+pub fn vcek_files() -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        crate::repo_root().join("tests/testdata/snp-test-root/vcek.der"),
+        snp::test_ark(),
+    )
 }

@@ -413,6 +413,7 @@ pub fn agent_config(v: &Verifier, t: &Swtpm, name: &str, state: &Path) -> AgentC
             tpm: true,
             snp: false,
             tdx: false,
+            azure: false,
             nvml: false,
         },
         ..AgentConfig::default()

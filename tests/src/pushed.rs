@@ -92,7 +92,20 @@ pub async fn node_quoting(
     pcrs: Vec<custody_formats::tpm::PcrSelection>,
     more: impl FnOnce(&std::path::Path) -> (Vec<Hardware>, String),
 ) -> Node {
+    node_prepared(registry_at, snp, pcrs, more, |_| None).await
+}
+
+/// [`node_quoting`], with `prepare` run on the TPM before the agent opens it; the agent
+/// quotes with the persistent key it returns, if any (as on an Azure CVM).
+pub async fn node_prepared(
+    registry_at: Option<&str>,
+    snp: &str,
+    pcrs: Vec<custody_formats::tpm::PcrSelection>,
+    more: impl FnOnce(&std::path::Path) -> (Vec<Hardware>, String),
+    prepare: impl FnOnce(&Swtpm) -> Option<u32>,
+) -> Node {
     let t = Swtpm::start();
+    let persistent_ak = prepare(&t);
     let dir = tempfile::tempdir().unwrap();
     let (hardware, config) = more(dir.path());
     let mut extra = registry_at
@@ -114,14 +127,16 @@ pub async fn node_quoting(
     );
     let state = tempfile::tempdir().unwrap();
     let cfg = agent_config(&v, &t, "hostile", state.path());
-    let tpm = Arc::new(
-        TpmCollector::new(custody_agent::tpm::TpmConfig {
-            tcti: t.tcti(),
-            pcrs,
-            event_log: None,
-        })
-        .unwrap(),
-    );
+    let tpm = TpmCollector::new(custody_agent::tpm::TpmConfig {
+        tcti: t.tcti(),
+        pcrs,
+        event_log: None,
+    })
+    .unwrap();
+    let tpm = Arc::new(match persistent_ak {
+        Some(h) => tpm.with_persistent_ak(h),
+        None => tpm,
+    });
     let id = enroll_in_process(&cfg, tpm.clone()).await;
     // The scheduler pulls a new node once (and finds no agent): let that round pass first,
     // so that its nonce does not race the pushed ones.

@@ -116,3 +116,56 @@ async fn an_azure_report_from_a_chip_at_another_site_fails_at_azure_platform() {
         r.reasons
     );
 }
+
+/// The agent's side on an Azure CVM (a vTPM provisioned as Azure's paravisor does it: the
+/// AK persisted at 0x81000003, the HCL report in NV index 0x01400001): the node enrolls
+/// with the persistent key as its AK, the Azure collector reads the report from NV, and
+/// the round passes with the key in CVM memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reads_the_hcl_report_and_quotes_with_the_paravisors_key() {
+    use custody_agent::collector::{Collector, Evidence};
+    let mut provisioned = None;
+    let n = custody_e2e::pushed::node_prepared(
+        Some("par1"),
+        &reference(),
+        custody_agent::tpm::default_pcrs(),
+        |_| (vec![], String::new()),
+        |t| {
+            provisioned = Some(azure::provision_vtpm(&t.tcti(), &Guest::default()));
+            Some(azure::AK_HANDLE)
+        },
+    )
+    .await;
+    let (vcek, chain) = azure::vcek_files();
+    let collector = custody_agent::azure::AzureCollector::new(n.tpm.clone(), vcek, Some(chain));
+    let binding = n.session.binding(&custody_formats::binding::Nonce([0; 32]));
+    let Evidence::Azure(read) = collector.collect(&binding).unwrap() else {
+        panic!("not Azure evidence")
+    };
+    assert_eq!(
+        Some(&read),
+        provisioned.as_ref(),
+        "the report as provisioned in NV"
+    );
+
+    let (r, input) = n.push_with(|_, b| b.azure = Some(read)).await;
+    assert_eq!(r.failed_check, None, "{:?} {input}", r.reasons);
+    assert_eq!(input["devices"]["azure"]["verified"], true, "{input}");
+    assert_eq!(input["key_protection"]["level"], "cvm", "{input}");
+
+    // A TPM without the paravisor's NV index: not an Azure CVM.
+    let t = custody_e2e::Swtpm::start();
+    let plain = std::sync::Arc::new(
+        custody_agent::tpm::TpmCollector::new(custody_agent::tpm::TpmConfig {
+            tcti: t.tcti(),
+            pcrs: custody_agent::tpm::default_pcrs(),
+            event_log: None,
+        })
+        .unwrap(),
+    );
+    let (vcek, chain) = azure::vcek_files();
+    let e = custody_agent::azure::AzureCollector::new(plain, vcek, Some(chain))
+        .collect(&binding)
+        .unwrap_err();
+    assert!(e.to_string().contains("not an Azure CVM"), "{e}");
+}

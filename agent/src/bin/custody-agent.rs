@@ -80,10 +80,11 @@ async fn shutdown_signal() {
 
 async fn run(config: PathBuf) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(&config)?;
-    let tpm = Arc::new(
-        TpmCollector::new(cfg.tpm_config()?)?
-            .with_ak_file(cfg.state_dir.join(custody_agent::daemon::AK_FILE)),
-    );
+    let tpm = TpmCollector::new(cfg.tpm_config()?)?;
+    let tpm = Arc::new(match cfg.persistent_ak()? {
+        Some(handle) => tpm.with_persistent_ak(handle),
+        None => tpm.with_ak_file(cfg.state_dir.join(custody_agent::daemon::AK_FILE)),
+    });
     let mut collectors: Vec<SharedCollector> = vec![tpm.clone()];
     // Collectors left out of this build still show in every round as unavailable.
     if cfg.collectors.snp {
@@ -94,6 +95,13 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
     }
     if cfg.collectors.tdx {
         collectors.push(Arc::new(custody_agent::tsm::TsmCollector::new()));
+    }
+    if cfg.collectors.azure {
+        collectors.push(Arc::new(custody_agent::azure::AzureCollector::new(
+            tpm.clone(),
+            cfg.azure.vcek.clone(),
+            cfg.azure.ca_chain.clone(),
+        )));
     }
     if cfg.collectors.nvml {
         #[cfg(feature = "nvml")]
