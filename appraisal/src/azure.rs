@@ -9,12 +9,12 @@
 //! (`tpm: paravisor-vtpm`).
 
 use crate::context::{Context, SnpReferenceValues};
-use crate::cvm::{self, SnpGuest};
+use crate::cvm;
 use crate::findings::Findings;
 use crate::AppraisalError;
 use custody_formats::binding::Binding;
 use custody_formats::bundle::{AzureEvidence as AzureBundle, TpmEvidence};
-use custody_registry::model::{HardwareId, Registry};
+use custody_registry::model::Registry;
 use custody_verifier::azure::{AzureClaims, AzureEvidence, AzureHardware, AzureVerifier};
 use custody_verifier::check::{EvidenceVerifier, UnixTime};
 
@@ -49,27 +49,10 @@ pub fn appraise(
         },
         UnixTime(cx.at),
     );
-    let tie = |c: &AzureClaims| {
-        let Some(s) = &c.snp else {
-            return Ok((false, cvm::Binding::Unbound));
-        };
-        let guest = SnpGuest {
-            vmpl: s.vmpl,
-            measurement: &s.measurement,
-            host_data: &s.host_data,
-            id_key_digest: &s.id_key_digest,
-            reported_tcb: s.reported_tcb,
-            policy: s.policy,
-        };
-        let matched = cvm::compare_snp_reference(reference, &guest)?;
-        let chip = hex::decode(&s.chip_id)
-            .ok()
-            .and_then(|b| HardwareId::from_parts(HardwareId::SNP, &b).ok());
-        let platform = match &chip {
-            Some(id) => cvm::platform(registry, cx.node.ek_cert_sha256, id)?,
-            None => cvm::Binding::Unbound,
-        };
-        Ok((matched, platform))
+    // No SNP claims means no SNP report verified (the outcome failed before them).
+    let tie = |c: &AzureClaims| match &c.snp {
+        Some(s) => crate::snp::tie(reference, registry, cx, s),
+        None => Ok((false, cvm::Binding::Unbound)),
     };
     cvm::record("azure", &outcome, tie, UNVOUCHED, f)
 }

@@ -10,7 +10,7 @@ use custody_formats::binding::Binding;
 use custody_formats::bundle::SnpEvidence as SnpBundle;
 use custody_registry::model::{HardwareId, Registry};
 use custody_verifier::check::{EvidenceVerifier, UnixTime};
-use custody_verifier::snp::{ExpectedReportData, SnpEvidence, SnpVerifier};
+use custody_verifier::snp::{ExpectedReportData, SnpClaims, SnpEvidence, SnpVerifier};
 
 /// Appraise the bundle's SNP evidence; whether it makes the session key `cvm`.
 pub fn appraise(
@@ -32,26 +32,35 @@ pub fn appraise(
         },
         UnixTime(cx.at),
     );
-    let tie = |c: &custody_verifier::snp::SnpClaims| {
-        let guest = SnpGuest {
-            vmpl: c.vmpl,
-            measurement: &c.measurement,
-            host_data: &c.host_data,
-            id_key_digest: &c.id_key_digest,
-            reported_tcb: c.reported_tcb,
-            policy: c.policy,
-        };
-        let matched = cvm::compare_snp_reference(reference, &guest)?;
-        let chip = hex::decode(&c.chip_id)
-            .ok()
-            .and_then(|b| HardwareId::from_parts(HardwareId::SNP, &b).ok());
-        let platform = match &chip {
-            Some(id) => cvm::platform(registry, cx.node.ek_cert_sha256, id)?,
-            None => cvm::Binding::Unbound,
-        };
-        Ok((matched, platform))
-    };
+    let tie = |c: &SnpClaims| tie(reference, registry, cx, c);
     cvm::record("snp", &outcome, tie, UNVOUCHED, f)
+}
+
+/// Whether a genuine SNP report is this node's: its guest against the `[snp]` reference
+/// values, its CHIP_ID against the registry (also an Azure paravisor's report).
+pub fn tie(
+    reference: Option<&SnpReferenceValues>,
+    registry: Option<&Registry>,
+    cx: &Context<'_>,
+    c: &SnpClaims,
+) -> Result<(bool, cvm::Binding), cvm::CvmError> {
+    let guest = SnpGuest {
+        vmpl: c.vmpl,
+        measurement: &c.measurement,
+        host_data: &c.host_data,
+        id_key_digest: &c.id_key_digest,
+        reported_tcb: c.reported_tcb,
+        policy: c.policy,
+    };
+    let matched = cvm::compare_snp_reference(reference, &guest)?;
+    let chip = hex::decode(&c.chip_id)
+        .ok()
+        .and_then(|b| HardwareId::from_parts(HardwareId::SNP, &b).ok());
+    let platform = match &chip {
+        Some(id) => cvm::platform(registry, cx.node.ek_cert_sha256, id)?,
+        None => cvm::Binding::Unbound,
+    };
+    Ok((matched, platform))
 }
 
 const UNVOUCHED: cvm::Unvouched = cvm::Unvouched {
