@@ -16,7 +16,7 @@ use custody_formats::bundle::TdxEvidence as TdxBundle;
 use custody_registry::model::{HardwareId, Registry};
 use custody_verifier::check::{EvidenceVerifier, UnixTime};
 use custody_verifier::ear::TrustTier;
-use custody_verifier::tdx::{TdxClaims, TdxCollateral, TdxEvidence, TdxVerifier};
+use custody_verifier::tdx::{CollateralWindow, TdxClaims, TdxCollateral, TdxEvidence, TdxVerifier};
 use std::sync::{Arc, RwLock};
 
 /// The check of a round whose TDX quote the verifier could not appraise because its own
@@ -25,10 +25,12 @@ pub const COLLATERAL: &str = "tdx.collateral";
 
 /// One platform model's collateral: the six files of an Intel PCS collateral directory,
 /// in [`custody_verifier::tdx::COLLATERAL_FILES`] order, for the FMSPC its TCB info names.
+/// Its FMSPC and window are read once, when it is built (rounds and metrics read them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollateralSet {
-    pub fmspc: [u8; 6],
-    pub files: [Vec<u8>; 6],
+    fmspc: [u8; 6],
+    window: CollateralWindow,
+    files: [Vec<u8>; 6],
 }
 
 impl CollateralSet {
@@ -36,11 +38,20 @@ impl CollateralSet {
     /// (signatures are checked with each quote).
     pub fn new(files: [Vec<u8>; 6]) -> Result<Self, String> {
         let c = TdxCollateral::from_files(&files);
-        c.window()?;
         Ok(Self {
+            window: c.window()?,
             fmspc: c.fmspc()?,
             files,
         })
+    }
+
+    pub fn fmspc(&self) -> [u8; 6] {
+        self.fmspc
+    }
+
+    /// When this set can serve an appraisal.
+    pub fn window(&self) -> CollateralWindow {
+        self.window
     }
 
     pub fn collateral(&self) -> TdxCollateral<'_> {
@@ -138,28 +149,22 @@ pub fn appraise(
         },
         Err(_) => first,
     };
-    let collateral = set.collateral();
-    match collateral.window() {
-        Ok(w) if (w.from..=w.until).contains(&cx.at) => {}
-        Ok(w) => {
-            refuse(
-                f,
-                COLLATERAL,
-                format!(
-                    "the verifier's TDX collateral for FMSPC {} is current {} .. {}, not at {}: refresh `[tdx] collateral`",
-                    hex::encode_upper(set.fmspc),
-                    w.from,
-                    w.until,
-                    cx.at
-                ),
-            );
-            return Ok(false);
-        }
-        Err(e) => {
-            refuse(f, COLLATERAL, format!("the verifier's TDX collateral: {e}"));
-            return Ok(false);
-        }
+    let w = set.window();
+    if !(w.from..=w.until).contains(&cx.at) {
+        refuse(
+            f,
+            COLLATERAL,
+            format!(
+                "the verifier's TDX collateral for FMSPC {} is current {} .. {}, not at {}: refresh `[tdx] collateral`",
+                hex::encode_upper(set.fmspc),
+                w.from,
+                w.until,
+                cx.at
+            ),
+        );
+        return Ok(false);
     }
+    let collateral = set.collateral();
     let mut expected = [0u8; 64];
     expected[..32].copy_from_slice(binding.as_bytes());
     let outcome = setup.verifier.verify(

@@ -77,12 +77,12 @@ pub fn load(dir: &Path) -> Result<Vec<CollateralSet>, String> {
             *slot = read(&d.join(name))?;
         }
         let set = CollateralSet::new(files).map_err(|e| format!("{}: {e}", d.display()))?;
-        if let Some(twin) = sets.iter().find(|s| s.fmspc == set.fmspc) {
+        if let Some(twin) = sets.iter().find(|s| s.fmspc() == set.fmspc()) {
             return Err(format!(
                 "{}: a second set for FMSPC {} (the first is in force as {})",
                 d.display(),
-                hex::encode_upper(set.fmspc),
-                hex::encode_upper(twin.fmspc)
+                hex::encode_upper(set.fmspc()),
+                hex::encode_upper(twin.fmspc())
             ));
         }
         sets.push(set);
@@ -100,8 +100,8 @@ pub fn load(dir: &Path) -> Result<Vec<CollateralSet>, String> {
 pub fn describe(sets: &[CollateralSet]) -> String {
     sets.iter()
         .map(|s| {
-            let until = s.collateral().window().map(|w| w.until).unwrap_or_default();
-            format!("{} (until {until})", hex::encode_upper(s.fmspc))
+            let until = s.window().until;
+            format!("{} (until {until})", hex::encode_upper(s.fmspc()))
         })
         .collect::<Vec<_>>()
         .join(", ")

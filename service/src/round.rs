@@ -48,8 +48,8 @@ pub fn collateral(a: &Appraiser) -> Vec<crate::metrics::Collateral> {
         for set in t.collateral().iter() {
             out.push(crate::metrics::Collateral {
                 kind: "tdx_collateral",
-                issuer: format!("Intel PCS FMSPC {}", hex::encode_upper(set.fmspc)),
-                next_update: set.collateral().window().ok().map(|w| w.until),
+                issuer: format!("Intel PCS FMSPC {}", hex::encode_upper(set.fmspc())),
+                next_update: Some(set.window().until),
             });
         }
     }

@@ -72,7 +72,7 @@ fn failed(f: &Findings) -> (&str, &str) {
 #[test]
 fn a_genuine_quote_for_another_round_fails_at_report_data() {
     let s = setup();
-    let w = set().collateral().window().unwrap();
+    let w = set().window();
     let f = run(Some(&s), w.from);
     assert_eq!(failed(&f).0, "tdx.report_data", "{:?}", f.failure);
     assert_eq!(f.devices["tdx"]["failed_check"], "report_data");
@@ -86,18 +86,16 @@ fn missing_or_stale_collateral_fails_at_collateral() {
     let f = run(None, 1_800_000_000);
     assert_eq!(failed(&f).0, COLLATERAL);
     let s = setup();
-    let w = set().collateral().window().unwrap();
+    let w = set().window();
     let f = run(Some(&s), w.until + 1);
     let (check, reason) = failed(&f);
     assert_eq!(check, COLLATERAL);
     assert!(reason.contains("refresh `[tdx] collateral`"), "{reason}");
     assert_eq!(f.devices["tdx"]["verified"], false);
-    let mut broken = set();
-    broken.files[4] = b"not a CRL".to_vec();
-    assert!(CollateralSet::new(broken.files.clone()).is_err());
-    s.replace_collateral(vec![broken]);
-    let f = run(Some(&s), w.from);
-    assert_eq!(failed(&f).0, COLLATERAL);
+    // A set whose dates do not parse is never built, so never in force.
+    let mut broken = COLLATERAL_FILES.map(read);
+    broken[4] = b"not a CRL".to_vec();
+    assert!(CollateralSet::new(broken).is_err());
     s.replace_collateral(vec![]);
     let f = run(Some(&s), w.from);
     assert!(failed(&f).1.contains("no TDX collateral"), "{:?}", f.failure);

@@ -23,7 +23,7 @@ fn sets_are_read_from_the_directory_and_its_subdirectories() {
     copy_set(&vector("tdx-go-tdx-guest-spr-v4"), &dir.path().join("spr"));
     std::fs::create_dir(dir.path().join("empty")).unwrap();
     let sets = load(dir.path()).unwrap();
-    let fmspcs: Vec<String> = sets.iter().map(|s| hex::encode_upper(s.fmspc)).collect();
+    let fmspcs: Vec<String> = sets.iter().map(|s| hex::encode_upper(s.fmspc())).collect();
     assert_eq!(fmspcs, ["B0C06F000000", "50806F000000"]);
     assert!(
         describe(&sets).starts_with("B0C06F000000 (until "),
