@@ -129,9 +129,16 @@ pub fn appraise(
         );
         return Ok(false);
     };
-    // The set for the quote's platform model. A quote whose PCK chain does not verify goes
-    // on to the verifier with any set, which names its fault (the node's, counted).
-    let set = match setup.verifier.pck_fmspc(&t.quote, UnixTime(cx.at)) {
+    // The set for the quote's platform model. The common case, a set for the FMSPC the PCK
+    // certificate claims, verifies the chain once, inside `verify`. Only a claim of a model
+    // the verifier has no set for has its chain verified here first, to tell the verifier's
+    // gap (not counted) from a forged certificate (counted): a quote whose PCK chain does
+    // not verify goes on to the verifier with any set, which names its fault.
+    let claimed = TdxVerifier::claimed_fmspc(&t.quote).ok();
+    let known = claimed.and_then(|c| sets.iter().find(|s| s.fmspc == c));
+    let set = match known {
+        Some(s) => s,
+        None => match setup.verifier.pck_fmspc(&t.quote, UnixTime(cx.at)) {
         Ok(fmspc) => match sets.iter().find(|s| s.fmspc == fmspc) {
             Some(s) => s,
             None => {
@@ -148,6 +155,7 @@ pub fn appraise(
             }
         },
         Err(_) => first,
+        },
     };
     let w = set.window();
     if !(w.from..=w.until).contains(&cx.at) {

@@ -180,6 +180,26 @@ fn a_quote_and_its_collateral_name_the_same_fmspc() {
         v.pck_fmspc(b"short", UnixTime(w.from)).unwrap_err().check(),
         "parse"
     );
+    // The claim, read without verifying (how a round picks the set to try), is the same
+    // FMSPC whatever the root; `verify` is what proves it.
+    assert_eq!(TdxVerifier::claimed_fmspc(&f.quote).unwrap(), fmspc);
+    assert_eq!(TdxVerifier::claimed_fmspc(b"short").unwrap_err().check(), "parse");
+}
+
+/// A set for another platform model than the PCK's: `tcb_info` names both FMSPCs, so a
+/// quote whose claim picked the wrong set cannot pass.
+#[test]
+fn collateral_for_another_fmspc_is_refused_at_tcb_info() {
+    let f = files("tdx-dcap-qvl-uptodate");
+    let other = files("tdx-automata-alibaba-v5");
+    let mut ev = evidence(&f);
+    let o = evidence(&other);
+    ev.collateral.tcb_info = o.collateral.tcb_info;
+    ev.collateral.tcb_info_chain = o.collateral.tcb_info_chain;
+    let at = UnixTime(evidence(&f).collateral.window().unwrap().from);
+    let r = TdxVerifier::new().unwrap().verify(ev, at).unwrap_err();
+    assert_eq!(r.error.check(), "tcb_info", "{}", r.error);
+    assert!(r.error.to_string().contains("the PCK's is B0C06F000000"), "{}", r.error);
 }
 
 /// The PCK certificate's PPID is a claim: the platform's identity for the registry.
