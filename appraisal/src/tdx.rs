@@ -139,10 +139,10 @@ pub fn appraise(
     let set = match known {
         Some(s) => s,
         None => match setup.verifier.pck_fmspc(&t.quote, UnixTime(cx.at)) {
-        Ok(fmspc) => match sets.iter().find(|s| s.fmspc == fmspc) {
-            Some(s) => s,
-            None => {
-                refuse(
+            Ok(fmspc) => match sets.iter().find(|s| s.fmspc == fmspc) {
+                Some(s) => s,
+                None => {
+                    refuse(
                     f,
                     COLLATERAL,
                     format!(
@@ -151,10 +151,10 @@ pub fn appraise(
                         sets.iter().map(|s| hex::encode_upper(s.fmspc)).collect::<Vec<_>>().join(", ")
                     ),
                 );
-                return Ok(false);
-            }
-        },
-        Err(_) => first,
+                    return Ok(false);
+                }
+            },
+            Err(_) => first,
         },
     };
     let w = set.window();
