@@ -199,7 +199,11 @@ fn collateral_for_another_fmspc_is_refused_at_tcb_info() {
     let at = UnixTime(evidence(&f).collateral.window().unwrap().from);
     let r = TdxVerifier::new().unwrap().verify(ev, at).unwrap_err();
     assert_eq!(r.error.check(), "tcb_info", "{}", r.error);
-    assert!(r.error.to_string().contains("the PCK's is B0C06F000000"), "{}", r.error);
+    assert!(
+        r.error.to_string().contains("the PCK's is B0C06F000000"),
+        "{}",
+        r.error
+    );
 }
 
 /// The PCK certificate's PPID is a claim: the platform's identity for the registry.
