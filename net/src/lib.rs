@@ -5,7 +5,7 @@
 //! authorization is decided per route, not per listener.
 #![forbid(unsafe_code)]
 
-use bytes::Bytes;
+pub use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -398,6 +398,10 @@ pub struct ServeLimits {
     pub keep_alive: Duration,
     /// Concurrent HTTP/2 streams per connection.
     pub max_streams: u32,
+    /// HTTP/2 receive window per stream, bytes: what a peer may send before the verifier
+    /// has read any of it. A body refused on its headers (413) still arrives, up to this
+    /// much, and is decrypted and thrown away; evidence is a few KiB to a few hundred.
+    pub stream_window: u32,
 }
 
 impl Default for ServeLimits {
@@ -410,6 +414,7 @@ impl Default for ServeLimits {
             idle: Duration::from_secs(120),
             keep_alive: Duration::from_secs(30),
             max_streams: 64,
+            stream_window: 64 * 1024,
         }
     }
 }
@@ -584,7 +589,9 @@ pub async fn serve_with(
                 .timer(hyper_util::rt::TokioTimer::new())
                 .keep_alive_interval(Some(limits.keep_alive))
                 .keep_alive_timeout(limits.keep_alive)
-                .max_concurrent_streams(limits.max_streams);
+                .max_concurrent_streams(limits.max_streams)
+                .initial_stream_window_size(limits.stream_window)
+                .initial_connection_window_size(limits.stream_window.max(1 << 20));
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             let tick = (limits.idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -660,6 +667,19 @@ impl HttpsClient {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<Response, NetError> {
+        self.request_bytes(method, url, content_type, Bytes::from(body))
+            .await
+    }
+
+    /// `request` with a shared body: cloning a `Bytes` copies no data, so a caller that
+    /// sends the same large body many times (the attack bench) does not copy it each time.
+    pub async fn request_bytes(
+        &self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Response, NetError> {
         let err = |reason: String| NetError::Request {
             url: url.to_owned(),
             reason,
@@ -670,9 +690,7 @@ impl HttpsClient {
                 .header(http::header::CONTENT_TYPE, ct)
                 .header(http::header::ACCEPT, ct);
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| err(e.to_string()))?;
+        let req = req.body(Full::new(body)).map_err(|e| err(e.to_string()))?;
         let fut = async {
             let resp = self.inner.request(req).await.map_err(|e| {
                 // The source chain carries the TLS alert or connect error worth showing.

@@ -105,8 +105,48 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/migrations", post(start_migration).get(migrations))
         .route("/v1/migrations/{id}", get(migration))
         .layer(DefaultBodyLimit::max(custody_formats::bundle::MAX_BUNDLE_LEN))
+        .layer(axum::middleware::from_fn(body_allowance))
         .layer(axum::middleware::from_fn(trace))
         .with_state(svc)
+}
+
+/// How many body bytes a request may send: `SMALL_BODY` to the enrollment routes and to
+/// every caller without a client certificate (the API's anonymous callers only enroll and
+/// read), `MAX_BUNDLE_LEN` to nodes and operators elsewhere. Enforced before the handler
+/// runs, so a route that checks the caller's role first still never reads an anonymous
+/// 16 MiB body: a body that declares more (Content-Length, or HTTP/2's) is refused on its
+/// headers, `body_size`, with none of it read; one that does not declare its size is cut
+/// off at the allowance.
+async fn body_allowance(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::body::HttpBody as _;
+    let anonymous = req
+        .extensions()
+        .get::<PeerCert>()
+        .and_then(PeerCert::certificate)
+        .is_none();
+    let enrollment = matches!(req.uri().path(), "/v1/enroll" | "/v1/enroll/activate");
+    let allowance = if anonymous || enrollment {
+        SMALL_BODY
+    } else {
+        custody_formats::bundle::MAX_BUNDLE_LEN
+    };
+    let declared = req.body().size_hint().lower();
+    if declared > allowance as u64 {
+        let who = if enrollment {
+            "this route"
+        } else {
+            "a caller without a client certificate"
+        };
+        return refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &Refusal {
+                check: "body_size".into(),
+                detail: format!("the body declares {declared} bytes; {who} may send at most {allowance}"),
+            },
+        );
+    }
+    let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, allowance)));
+    next.run(req).await
 }
 
 /// One span per request, with method, path, peer role and outcome.

@@ -397,6 +397,9 @@ pub struct Limits {
     pub keep_alive_secs: u64,
     /// Concurrent HTTP/2 streams per connection.
     pub max_streams: u32,
+    /// HTTP/2 receive window per stream, KiB (64 ..= 16,384): how much of a body a peer
+    /// can send that the verifier must read even when it refuses the request.
+    pub stream_window_kib: u32,
 }
 
 impl Default for Limits {
@@ -410,6 +413,7 @@ impl Default for Limits {
             idle_secs: d.idle.as_secs(),
             keep_alive_secs: d.keep_alive.as_secs(),
             max_streams: d.max_streams,
+            stream_window_kib: d.stream_window / 1024,
         }
     }
 }
@@ -428,6 +432,7 @@ impl Limits {
             idle: Duration::from_secs(self.idle_secs),
             keep_alive: Duration::from_secs(self.keep_alive_secs),
             max_streams: self.max_streams,
+            stream_window: self.stream_window_kib.saturating_mul(1024),
         }
     }
 }
@@ -565,6 +570,9 @@ impl Config {
             || l.max_streams == 0
         {
             return bad("every value in `[limits]` must be positive");
+        }
+        if !(64..=16_384).contains(&l.stream_window_kib) {
+            return bad("`[limits] stream_window_kib` must be 64 ..= 16384");
         }
         self.validate_landmarks()?;
         self.snp.values()?;

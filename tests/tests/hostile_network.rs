@@ -314,6 +314,92 @@ async fn oversized_enrollment_bodies_are_refused() {
     }
 }
 
+/// Finding 2, found again at the attack bench. Before: an enrollment body that declared
+/// 16 MiB was read (and decrypted) up to the 256 KiB limit before the 413, and the node and
+/// operator routes, which check the caller's role in the handler, read an anonymous
+/// caller's body in full first: 16 MiB per request to `/v1/evidence` without a
+/// certificate. A client that sent only the headers held the connection until the body
+/// deadline (30 s). Now a caller without a certificate may send 256 KiB anywhere, and a
+/// body that declares more than its allowance is refused on its headers alone,
+/// `body_size`; one that does not declare its size is cut off at the allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_anonymous_bodies_are_refused_on_their_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A TPM only for its EK CA: the verifier refuses to start without one.
+    let t = Swtpm::start();
+    let v = Verifier::start(&[&t], Opts::every(3600));
+    for path in ["/v1/enroll", "/v1/enroll/activate", "/v1/evidence", "/v1/renew"] {
+        let mut s = raw_tls(&v).await;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {CBOR}\r\nContent-Length: {}\r\n\r\n",
+            16 << 20
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.flush().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(buf.get(..n).unwrap()),
+                }
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            read.is_ok(),
+            "{path}: no answer in 5 s to headers declaring 16 MiB"
+        );
+        assert!(text.starts_with("HTTP/1.1 413"), "{path}: {text}");
+    }
+    // The refusal names its check, to anonymous evidence too (before: 403 after reading
+    // all of it).
+    for path in ["/v1/enroll", "/v1/evidence"] {
+        let r = v
+            .request(
+                &v.client(None),
+                Method::POST,
+                path,
+                Some(CBOR),
+                vec![0; 300 * 1024],
+            )
+            .await;
+        assert_refusal(&r, StatusCode::PAYLOAD_TOO_LARGE, "body_size");
+    }
+    // A body that does not declare its size (chunked) is cut off at the allowance: 256 KiB
+    // and one byte are sent, all of which the verifier reads before it answers.
+    let mut s = raw_tls(&v).await;
+    let head = format!(
+        "POST /v1/evidence HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {CBOR}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let chunk = [b"10000\r\n".as_slice(), &[0u8; 0x10000], b"\r\n"].concat();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        for _ in 0..4 {
+            s.write_all(&chunk).await.unwrap();
+        }
+        s.write_all(b"1\r\n\0\r\n").await.unwrap();
+        s.flush().await.unwrap();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(buf.get(..n).unwrap()),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        answered.is_ok(),
+        "no answer to a 256 KiB + 1 anonymous chunked body"
+    );
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+}
+
 /// Finding 4. Before: pushed garbage was appraised, stored and logged every time, as fast
 /// as a node could send it. Now a node gets `push_rounds_per_minute` pushes (each a
 /// recorded round); beyond, 429 `rate_limit` and nothing is appraised or stored.

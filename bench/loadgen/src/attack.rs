@@ -13,7 +13,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use custody_formats::api as wire;
-use custody_net::{client_config, roots_from_pem, HttpsClient, Identity};
+use custody_net::{client_config, roots_from_pem, Bytes, HttpsClient, Identity};
 use http::Method;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -361,7 +361,7 @@ async fn slow_headers(t: Target, every: Duration, deadline: Instant) {
 async fn big_bodies(
     url: String,
     client: HttpsClient,
-    body: Vec<u8>,
+    body: Bytes,
     st: Arc<Stats>,
     k: usize,
     deadline: Instant,
@@ -373,7 +373,7 @@ async fn big_bodies(
         i += 1;
         let r = timeout_at(
             deadline,
-            client.request(
+            client.request_bytes(
                 Method::POST,
                 &format!("{url}{route}"),
                 Some(wire::CBOR),
@@ -485,7 +485,9 @@ pub async fn run(opt: AttackOptions, ready: impl FnOnce(&AttackReport)) -> Resul
     let hold_end = Instant::now() + opt.hold;
     if opt.big > 0 {
         let c = HttpsClient::new(anon_cfg.clone(), Duration::from_secs(30), 1 << 20);
-        let body = vec![0xa5u8; opt.big_bytes];
+        // One shared body: a clone per request copies no data (a 16 MiB copy per request
+        // cost the attacker, on the verifier's own two cores, most of what it spent).
+        let body = Bytes::from(vec![0xa5u8; opt.big_bytes]);
         for k in 0..opt.big {
             tasks.spawn(big_bodies(
                 url.clone(),
