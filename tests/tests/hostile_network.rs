@@ -324,65 +324,50 @@ async fn oversized_enrollment_bodies_are_refused() {
 /// `body_size`; one that does not declare its size is cut off at the allowance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_anonymous_bodies_are_refused_on_their_headers() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A TPM only for its EK CA: the verifier refuses to start without one.
     let t = Swtpm::start();
     let v = Verifier::start(&[&t], Opts::every(3600));
     for path in ["/v1/enroll", "/v1/enroll/activate", "/v1/evidence", "/v1/renew"] {
-        let mut s = raw_tls(&v).await;
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {CBOR}\r\nContent-Length: {}\r\n\r\n",
             16 << 20
         );
-        s.write_all(head.as_bytes()).await.unwrap();
-        s.flush().await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        let read = tokio::time::timeout(Duration::from_secs(5), async {
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(buf.get(..n).unwrap()),
-                }
-            }
-        })
-        .await;
-        let text = String::from_utf8_lossy(&got);
-        assert!(
-            read.is_ok(),
-            "{path}: no answer in 5 s to headers declaring 16 MiB"
-        );
-        assert!(text.starts_with("HTTP/1.1 413"), "{path}: {text}");
+        let answer = raw_exchange(&v, &[head.as_bytes()], Duration::from_secs(5)).await;
+        let answer = answer.unwrap_or_else(|| panic!("{path}: no answer in 5 s to headers declaring 16 MiB"));
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
     }
     // The refusal names its check, to anonymous evidence too (before: 403 after reading
     // all of it).
     for path in ["/v1/enroll", "/v1/evidence"] {
+        let body = vec![0; 300 * 1024];
         let r = v
-            .request(
-                &v.client(None),
-                Method::POST,
-                path,
-                Some(CBOR),
-                vec![0; 300 * 1024],
-            )
+            .request(&v.client(None), Method::POST, path, Some(CBOR), body)
             .await;
         assert_refusal(&r, StatusCode::PAYLOAD_TOO_LARGE, "body_size");
     }
     // A body that does not declare its size (chunked) is cut off at the allowance: 256 KiB
     // and one byte are sent, all of which the verifier reads before it answers.
-    let mut s = raw_tls(&v).await;
     let head = format!(
         "POST /v1/evidence HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {CBOR}\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
-    s.write_all(head.as_bytes()).await.unwrap();
     let chunk = [b"10000\r\n".as_slice(), &[0u8; 0x10000], b"\r\n"].concat();
+    let parts = [head.as_bytes(), &chunk, &chunk, &chunk, &chunk, b"1\r\n\0\r\n"];
+    let answer = raw_exchange(&v, &parts, Duration::from_secs(10)).await;
+    let answer = answer.expect("no answer to a 256 KiB + 1 anonymous chunked body");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+/// Writes `parts` on a fresh TLS connection and reads the answer's head, if one comes
+/// within `limit`.
+async fn raw_exchange(v: &Verifier, parts: &[&[u8]], limit: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = raw_tls(v).await;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
-    let answered = tokio::time::timeout(Duration::from_secs(10), async {
-        for _ in 0..4 {
-            s.write_all(&chunk).await.unwrap();
+    tokio::time::timeout(limit, async {
+        for p in parts {
+            s.write_all(p).await.unwrap();
         }
-        s.write_all(b"1\r\n\0\r\n").await.unwrap();
         s.flush().await.unwrap();
         while !got.windows(4).any(|w| w == b"\r\n\r\n") {
             match s.read(&mut buf).await {
@@ -391,13 +376,9 @@ async fn oversized_anonymous_bodies_are_refused_on_their_headers() {
             }
         }
     })
-    .await;
-    let text = String::from_utf8_lossy(&got);
-    assert!(
-        answered.is_ok(),
-        "no answer to a 256 KiB + 1 anonymous chunked body"
-    );
-    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    .await
+    .ok()?;
+    Some(String::from_utf8_lossy(&got).into_owned())
 }
 
 /// Finding 4. Before: pushed garbage was appraised, stored and logged every time, as fast
