@@ -138,11 +138,10 @@ pub fn appraise(
     let known = claimed.and_then(|c| sets.iter().find(|s| s.fmspc == c));
     let set = match known {
         Some(s) => s,
+        // A genuine chain's FMSPC is the claim, which has no set: the verifier's gap.
         None => match setup.verifier.pck_fmspc(&t.quote, UnixTime(cx.at)) {
-            Ok(fmspc) => match sets.iter().find(|s| s.fmspc == fmspc) {
-                Some(s) => s,
-                None => {
-                    refuse(
+            Ok(fmspc) => {
+                refuse(
                     f,
                     COLLATERAL,
                     format!(
@@ -151,9 +150,8 @@ pub fn appraise(
                         sets.iter().map(|s| hex::encode_upper(s.fmspc)).collect::<Vec<_>>().join(", ")
                     ),
                 );
-                    return Ok(false);
-                }
-            },
+                return Ok(false);
+            }
             Err(_) => first,
         },
     };

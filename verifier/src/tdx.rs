@@ -555,24 +555,24 @@ impl TdxVerifier {
     /// collateral set to try first. `verify` then proves it (chain, and TCB info's FMSPC
     /// must equal the PCK's), so a false claim fails there, counted against the node.
     pub fn claimed_fmspc(quote: &[u8]) -> Result<[u8; 6], TdxError> {
-        let q = TdxQuote::parse(quote)?;
-        let chain = split_certs(q.pck_chain_pem)?;
-        let leaf_der = chain.first().map(Vec::as_slice).unwrap_or_default();
-        let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|e| TdxError::Pck(e.to_string()))?;
-        Ok(pck_tcb(&leaf)?.fmspc)
+        leaf_fmspc(&split_certs(TdxQuote::parse(quote)?.pck_chain_pem)?)
     }
 
     /// The FMSPC of the quote's PCK certificate, once that certificate's chain verifies to
     /// the root at `at`: which platform model's collateral the quote needs. Only a genuine
     /// PCK certificate can name an FMSPC a verifier has no collateral for.
     pub fn pck_fmspc(&self, quote: &[u8], at: UnixTime) -> Result<[u8; 6], TdxError> {
-        let q = TdxQuote::parse(quote)?;
-        let chain = split_certs(q.pck_chain_pem)?;
+        let chain = split_certs(TdxQuote::parse(quote)?.pck_chain_pem)?;
         verify_chain(&chain, std::slice::from_ref(&self.root), at)?;
-        let leaf_der = chain.first().map(Vec::as_slice).unwrap_or_default();
-        let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|e| TdxError::Pck(e.to_string()))?;
-        Ok(pck_tcb(&leaf)?.fmspc)
+        leaf_fmspc(&chain)
     }
+}
+
+/// The FMSPC in the SGX extension of a PCK chain's first certificate.
+fn leaf_fmspc(chain: &[Vec<u8>]) -> Result<[u8; 6], TdxError> {
+    let leaf_der = chain.first().map(Vec::as_slice).unwrap_or_default();
+    let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|e| TdxError::Pck(e.to_string()))?;
+    Ok(pck_tcb(&leaf)?.fmspc)
 }
 
 impl EvidenceVerifier for TdxVerifier {
