@@ -151,6 +151,56 @@ pub struct TdxReferenceValues {
     /// MRCONFIGID and MROWNER, when the operator launches its TDs with them.
     pub mr_config_id: Option<[u8; 48]>,
     pub mr_owner: Option<[u8; 48]>,
+    /// TDATTRIBUTES and XFAM (the TD's launch configuration: debug, SEPT_VE_DISABLE, PKS,
+    /// KL, PERFMON; the CPU extended features it may use), each compared under a mask.
+    pub td_attributes: Option<Masked64>,
+    pub xfam: Option<Masked64>,
+}
+
+/// A 64-bit field compared under a mask, as CoRIM's masked raw values are: the bits set
+/// in `mask` must equal `value`'s, the others are free. Bytes in the quote's order
+/// (little-endian), as `custody verify tdx` prints them: `0000001000000000` is
+/// TDATTRIBUTES bit 28, SEPT_VE_DISABLE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Masked64 {
+    pub value: [u8; 8],
+    pub mask: [u8; 8],
+}
+
+impl Masked64 {
+    /// `VALUE` (every bit compared) or `VALUE/MASK`, 16 hex digits each; a value with a
+    /// bit outside its mask is refused (a reference that can never be what it says).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let hex8 = |h: &str| {
+            hex::decode(h)
+                .ok()
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .ok_or_else(|| format!("{h:?} is not 16 hex digits"))
+        };
+        let (value, mask) = match s.split_once('/') {
+            Some((v, m)) => (hex8(v)?, hex8(m)?),
+            None => (hex8(s)?, [0xff; 8]),
+        };
+        if value.iter().zip(&mask).any(|(v, m)| v & !m != 0) {
+            return Err(format!("{s:?} sets bits outside its mask"));
+        }
+        Ok(Self { value, mask })
+    }
+
+    /// The bits under the mask where `got` differs (all zero: it matches).
+    pub fn differs(&self, got: &[u8; 8]) -> [u8; 8] {
+        let mut d = [0; 8];
+        for (((d, g), v), m) in d.iter_mut().zip(got).zip(&self.value).zip(&self.mask) {
+            *d = (g ^ v) & m;
+        }
+        d
+    }
+}
+
+impl std::fmt::Display for Masked64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", hex::encode(self.value), hex::encode(self.mask))
+    }
 }
 
 /// An evidence bundle as it arrived, decoded once: the round's stages, the locality

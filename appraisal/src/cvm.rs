@@ -50,6 +50,13 @@ pub enum CvmError {
     },
     #[error("the TD is debuggable (TD attributes {0}): its memory is open to the host")]
     TdDebug(String),
+    #[error("TD {what} {got} is not the reference {expected} (value/mask): bits {differ} differ")]
+    TdMasked {
+        what: &'static str,
+        expected: String,
+        got: String,
+        differ: String,
+    },
     #[error("{id} is {got}, but the node's TPM EK is registered at site {expected}: the evidence comes from another platform")]
     Platform {
         id: String,
@@ -70,6 +77,7 @@ impl CvmError {
             Self::GuestPolicy(_) => "guest_policy",
             Self::TdMeasurement { what, .. } => what,
             Self::TdDebug(_) => "debug",
+            Self::TdMasked { what, .. } => what,
             Self::Platform { .. } => "platform",
         }
     }

@@ -36,7 +36,7 @@ pub mod tdx;
 pub mod tpm;
 
 pub use context::{
-    Arrived, Context, Extras, LandmarkOutcome, LocalityFailure, MinTcb, Node, Received, Reference,
+    Arrived, Context, Extras, LandmarkOutcome, LocalityFailure, Masked64, MinTcb, Node, Received, Reference,
     ReferenceMode, ReferenceSource, SnpReferenceValues, TdxReferenceValues, TpmClock, POLICY_BITS,
 };
 pub use findings::REFERENCE_PENDING;

@@ -249,6 +249,25 @@ pub fn compare_reference(
             }
         }
     }
+    for (want, got, what) in [
+        (&r.td_attributes, &c.td_attributes, "td_attributes"),
+        (&r.xfam, &c.xfam, "xfam"),
+    ] {
+        let Some(w) = want else { continue };
+        // The claims carry the quote's 8 bytes as hex; anything else matches nothing.
+        let bytes = hex::decode(got)
+            .ok()
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok());
+        let differ = bytes.map_or([0xff; 8], |b| w.differs(&b));
+        if differ != [0; 8] {
+            return Err(CvmError::TdMasked {
+                what,
+                expected: w.to_string(),
+                got: got.to_ascii_lowercase(),
+                differ: hex::encode(differ),
+            });
+        }
+    }
     Ok(true)
 }
 

@@ -35,7 +35,9 @@ impl ConfigError {
     }
 }
 
-pub use custody_appraisal::{MinTcb, ReferenceMode, SnpReferenceValues, TdxReferenceValues, POLICY_BITS};
+pub use custody_appraisal::{
+    Masked64, MinTcb, ReferenceMode, SnpReferenceValues, TdxReferenceValues, POLICY_BITS,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -234,6 +236,14 @@ pub struct TdxConfig {
     pub mr_config_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mr_owner: Option<String>,
+    /// TDATTRIBUTES and XFAM as `VALUE` or `VALUE/MASK` (16 hex digits each, the quote's
+    /// byte order): the bits under the mask must match (`tdx.td_attributes`, `tdx.xfam`).
+    /// E.g. `td_attributes = "0000001000000000/0100001000000080"`: SEPT_VE_DISABLE on,
+    /// DEBUG and PERFMON off, the rest free.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub td_attributes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xfam: Option<String>,
     /// Accept debuggable TDs (`tdx.debug` otherwise). Never in production.
     pub allow_debug: bool,
     /// How often (seconds) the collateral directory is checked for newer files, which then
@@ -258,6 +268,8 @@ impl Default for TdxConfig {
             rtmr3: None,
             mr_config_id: None,
             mr_owner: None,
+            td_attributes: None,
+            xfam: None,
             allow_debug: false,
             collateral_check_secs: 60,
             test_root: None,
@@ -283,10 +295,23 @@ impl TdxConfig {
         ];
         let mr_config_id = opt("mr_config_id", &self.mr_config_id)?;
         let mr_owner = opt("mr_owner", &self.mr_owner)?;
+        let masked = |what: &str, m: &Option<String>| {
+            m.as_deref()
+                .map(|m| Masked64::parse(m).map_err(|e| ConfigError::Invalid(format!("`tdx.{what}`: {e}"))))
+                .transpose()
+        };
+        let td_attributes = masked("td_attributes", &self.td_attributes)?;
+        let xfam = masked("xfam", &self.xfam)?;
         if self.mr_td.is_empty() {
-            if rtmr.iter().any(Option::is_some) || mr_config_id.is_some() || mr_owner.is_some() {
+            if rtmr.iter().any(Option::is_some)
+                || mr_config_id.is_some()
+                || mr_owner.is_some()
+                || td_attributes.is_some()
+                || xfam.is_some()
+            {
                 return Err(ConfigError::Invalid(
-                    "`tdx.rtmr0`-`rtmr3`, `mr_config_id` and `mr_owner` need `tdx.mr_td`".into(),
+                    "`tdx.rtmr0`-`rtmr3`, `mr_config_id`, `mr_owner`, `td_attributes` and `xfam` need `tdx.mr_td`"
+                        .into(),
                 ));
             }
             return Ok(None);
@@ -300,6 +325,8 @@ impl TdxConfig {
             rtmr,
             mr_config_id,
             mr_owner,
+            td_attributes,
+            xfam,
         }))
     }
 }
@@ -676,6 +703,10 @@ mod tests {
             "[tdx]\nmr_td = [\"00\"]",
             "[tdx]\nrtmr2 = \"{m}\"",
             "[tdx]\nmr_td = [\"{m}\"]\nmr_owner = \"abcd\"",
+            "[tdx]\nxfam = \"e702060000000000\"",
+            "[tdx]\nmr_td = [\"{m}\"]\nxfam = \"e70206\"",
+            "[tdx]\nmr_td = [\"{m}\"]\ntd_attributes = \"0000001000000000/00000000000000ff\"",
+            "[tdx]\nmr_td = [\"{m}\"]\ntd_attributes = \"0000001000000000/\"",
             "[tdx]\nbogus = 1",
         ] {
             let bad = &bad.replace("{m}", &"ab".repeat(48));
@@ -700,7 +731,23 @@ mod tests {
         assert_eq!(v.rtmr, [None, Some([3; 48]), None, None]);
         assert_eq!(v.mr_config_id, Some([4; 48]));
         assert_eq!(v.mr_owner, None);
+        assert_eq!((v.td_attributes, v.xfam), (None, None));
         assert_eq!(Config::default().tdx.values().unwrap(), None);
+        let text = format!(
+            "[tdx]\nmr_td = [\"{}\"]\ntd_attributes = \"0000001000000000/0100001000000080\"\nxfam = \"E702060000000000\"\n",
+            m(1)
+        );
+        let v = Config::parse(Path::new("x"), &text)
+            .unwrap()
+            .tdx
+            .values()
+            .unwrap()
+            .unwrap();
+        let a = v.td_attributes.unwrap();
+        assert_eq!(a.value, [0, 0, 0, 0x10, 0, 0, 0, 0]);
+        assert_eq!(a.mask, [1, 0, 0, 0x10, 0, 0, 0, 0x80]);
+        assert_eq!(v.xfam.unwrap().value, [0xe7, 2, 6, 0, 0, 0, 0, 0]);
+        assert_eq!(v.xfam.unwrap().mask, [0xff; 8], "no mask: every bit compared");
     }
 
     const KEY_A: &str = "66ed2676291a61c8405337015c4d97a61a293b800eac25437c1ad876bc1471d7";

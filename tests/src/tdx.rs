@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 // Offsets in a v4 quote (header 48 bytes, then the TD report 1.0).
 const TD_ATTRIBUTES: usize = HEADER_LEN + 120;
+const XFAM: usize = HEADER_LEN + 128;
 const MR_TD: usize = HEADER_LEN + 136;
 const RTMR: usize = HEADER_LEN + 328;
 const REPORT_DATA: usize = HEADER_LEN + 520;
@@ -61,6 +62,7 @@ pub struct Td {
     pub mr_td: [u8; 48],
     pub rtmr: [[u8; 48]; 4],
     pub td_attributes: [u8; 8],
+    pub xfam: [u8; 8],
 }
 
 impl Default for Td {
@@ -70,7 +72,7 @@ impl Default for Td {
     }
 }
 
-/// The captured quote's MRTD, RTMRs and TD attributes.
+/// The captured quote's MRTD, RTMRs, TD attributes and XFAM.
 pub fn real_td() -> Td {
     let q = real_quote();
     let at = |o: usize| -> [u8; 48] { q[o..o + 48].try_into().unwrap() };
@@ -78,6 +80,7 @@ pub fn real_td() -> Td {
         mr_td: at(MR_TD),
         rtmr: [at(RTMR), at(RTMR + 48), at(RTMR + 96), at(RTMR + 144)],
         td_attributes: q[TD_ATTRIBUTES..TD_ATTRIBUTES + 8].try_into().unwrap(),
+        xfam: q[XFAM..XFAM + 8].try_into().unwrap(),
     }
 }
 
@@ -113,6 +116,7 @@ pub fn quote(binding: &[u8; 32], td: &Td) -> Vec<u8> {
 
     let mut signed = real[..SIGNED].to_vec();
     signed[TD_ATTRIBUTES..TD_ATTRIBUTES + 8].copy_from_slice(&td.td_attributes);
+    signed[XFAM..XFAM + 8].copy_from_slice(&td.xfam);
     signed[MR_TD..MR_TD + 48].copy_from_slice(&td.mr_td);
     for (i, r) in td.rtmr.iter().enumerate() {
         signed[RTMR + 48 * i..RTMR + 48 * (i + 1)].copy_from_slice(r);
@@ -259,6 +263,7 @@ mod tests {
         assert_eq!(c.mr_td, hex::encode(real.mr_td));
         assert_eq!(c.rtmr, real.rtmr.map(hex::encode));
         assert_eq!(c.td_attributes, hex::encode(real.td_attributes));
+        assert_eq!(c.xfam, hex::encode(real.xfam));
         let names: Vec<&str> = v.checks.iter().map(|c| c.name).collect();
         assert_eq!(
             names,
@@ -285,6 +290,7 @@ mod tests {
             mr_td: [0xA1; 48],
             rtmr: [[0xB0; 48], [0xB1; 48], [0xB2; 48], [0xB3; 48]],
             td_attributes: [1, 0, 0, 0, 0, 0, 0, 0x10],
+            xfam: [0xe7, 0x02, 0x06, 0, 0, 0, 0, 0x01],
         };
         let binding = [0x5A; 32];
         let q = quote(&binding, &td);
@@ -294,6 +300,7 @@ mod tests {
         assert_eq!(c.mr_td, hex::encode(td.mr_td));
         assert_eq!(c.rtmr, td.rtmr.map(hex::encode));
         assert_eq!(c.td_attributes, "0100000000000010");
+        assert_eq!(c.xfam, "e702060000000001");
         assert!(c.debug);
     }
 

@@ -37,12 +37,30 @@ fn real_mr_td() -> String {
     format!("mr_td = [\"{}\"]\n", hex::encode(tdx::real_td().mr_td))
 }
 
+/// The captured TD's image, and its launch configuration: TD attributes with DEBUG and
+/// PERFMON under the mask (the rest free), every XFAM bit.
+fn real_td_reference() -> String {
+    let td = tdx::real_td();
+    let mut mask = [0u8; 8];
+    mask[0] = 0x01;
+    mask[7] = 0x80;
+    let value: [u8; 8] = std::array::from_fn(|i| td.td_attributes[i] & mask[i]);
+    format!(
+        "{}td_attributes = \"{}/{}\"\nxfam = \"{}\"\n",
+        real_mr_td(),
+        hex::encode(value),
+        hex::encode(mask),
+        hex::encode(td.xfam)
+    )
+}
+
 /// The node's own TD on a platform registered at its site: verified, UpToDate, the
 /// session key in CVM memory, the node trusted. Then each forgery fails at its check:
-/// a quote for an earlier round, another TD image, a debuggable TD, a flipped bit.
+/// a quote for an earlier round, another TD image, a debuggable TD, the same image with
+/// other CPU features (XFAM), a flipped bit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tdx_round_is_appraised_and_each_forgery_fails_at_its_check() {
-    let n = tdx_node("par1", tdx::collateral(), &real_mr_td()).await;
+    let n = tdx_node("par1", tdx::collateral(), &real_td_reference()).await;
     let td = Td::default();
 
     let mut earlier = Vec::new();
@@ -106,6 +124,27 @@ async fn a_tdx_round_is_appraised_and_each_forgery_fails_at_its_check() {
         .await;
     assert_eq!(r.failed_check.as_deref(), Some("tdx.debug"), "{:?}", r.reasons);
 
+    // The node's own image, launched with another XFAM (AVX-512 state off).
+    let mut xfam = tdx::real_td().xfam;
+    xfam[0] ^= 0xe0;
+    let other_features = Td {
+        xfam,
+        ..Td::default()
+    };
+    let (r, _) = n
+        .push_with(|binding, b| {
+            b.tdx = Some(TdxEvidence {
+                quote: tdx::quote(binding, &other_features),
+            })
+        })
+        .await;
+    assert_eq!(r.failed_check.as_deref(), Some("tdx.xfam"), "{:?}", r.reasons);
+    assert!(
+        r.reasons[0].contains("bits e000000000000000 differ"),
+        "{:?}",
+        r.reasons
+    );
+
     // One bit of the TD report changed after signing.
     let (r, _) = n
         .push_with(|binding, b| {
@@ -120,7 +159,7 @@ async fn a_tdx_round_is_appraised_and_each_forgery_fails_at_its_check() {
         "{:?}",
         r.reasons
     );
-    assert_eq!(n.v.node("hostile")["node"]["consecutive_failures"], 4);
+    assert_eq!(n.v.node("hostile")["node"]["consecutive_failures"], 5);
 }
 
 /// A genuine quote from a TDX platform registered at another site is not this node's

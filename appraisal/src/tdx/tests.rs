@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use super::*;
-use crate::context::{Node, ReferenceMode};
+use crate::context::{Masked64, Node, ReferenceMode};
 use custody_formats::binding::{Nonce, SessionKeys};
 use custody_verifier::tdx::COLLATERAL_FILES;
 
@@ -178,6 +178,74 @@ fn reference_values_name_the_register_that_differs() {
     let e = compare_reference(Some(&r), false, &c).unwrap_err();
     assert_eq!(e.check(), "mr_td");
     assert!(e.to_string().contains(&"aa".repeat(48)), "{e}");
+}
+
+/// TD attributes and XFAM compare under their masks; a mismatch names the field, both
+/// values and the bits that differ.
+#[test]
+fn td_attributes_and_xfam_compare_under_their_masks() {
+    let c = claims(); // SEPT_VE_DISABLE on; XFAM e702060000000000.
+    let mut r = TdxReferenceValues {
+        mr_td: vec![[0xaa; 48]],
+        // SEPT_VE_DISABLE on, DEBUG and PERFMON off, the rest free.
+        td_attributes: Some(Masked64::parse("0000001000000000/0100001000000080").unwrap()),
+        xfam: Some(Masked64::parse("e702060000000000").unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(compare_reference(Some(&r), false, &c), Ok(true));
+    // A free bit (PKS, bit 30) may differ; a masked one (SEPT_VE_DISABLE) may not.
+    let mut pks = claims();
+    pks.td_attributes = "0000005000000000".into();
+    assert_eq!(compare_reference(Some(&r), false, &pks), Ok(true));
+    let mut no_sept = claims();
+    no_sept.td_attributes = "0000000000000000".into();
+    let e = compare_reference(Some(&r), false, &no_sept).unwrap_err();
+    assert_eq!(e.check(), "td_attributes");
+    let text = e.to_string();
+    assert!(text.contains("0000001000000000/0100001000000080"), "{text}");
+    assert!(text.contains("bits 0000001000000000 differ"), "{text}");
+    // PERFMON (bit 63) on, though the reference says off.
+    let mut perfmon = claims();
+    perfmon.td_attributes = "0000001000000080".into();
+    assert_eq!(
+        compare_reference(Some(&r), false, &perfmon).unwrap_err().check(),
+        "td_attributes"
+    );
+    // Every XFAM bit is compared: the same TD without AMX (bits 17, 18) is another
+    // configuration.
+    let mut amx = claims();
+    amx.xfam = "e702000000000000".into();
+    let e = compare_reference(Some(&r), false, &amx).unwrap_err();
+    assert_eq!(e.check(), "xfam");
+    assert!(e.to_string().contains("bits 0000060000000000 differ"), "{e}");
+    // Claims that are not 8 bytes match nothing.
+    let mut short = claims();
+    short.xfam = "e702".into();
+    assert_eq!(
+        compare_reference(Some(&r), false, &short).unwrap_err().check(),
+        "xfam"
+    );
+    r.xfam = None;
+    assert_eq!(compare_reference(Some(&r), false, &short), Ok(true));
+}
+
+/// `VALUE` or `VALUE/MASK`, 16 hex digits each, no value bit outside the mask.
+#[test]
+fn masked_values_parse() {
+    let m = Masked64::parse("0000001000000000").unwrap();
+    assert_eq!((m.value[3], m.mask), (0x10, [0xff; 8]));
+    assert_eq!(m.to_string(), "0000001000000000/ffffffffffffffff");
+    for bad in [
+        "",
+        "00",
+        "000000100000000g",
+        "0000001000000000/",
+        "0000001000000000/00",
+        "0000001000000000/0000000000000000",
+        "00000010000000000000001000000000",
+    ] {
+        assert!(Masked64::parse(bad).is_err(), "{bad:?}");
+    }
 }
 
 /// A debuggable TD is refused unless the operator allows it, reference or not.
