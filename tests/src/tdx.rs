@@ -2,7 +2,8 @@
 //!
 //! The quote is a real v4 quote (verifier/testdata/tdx/tdx-dcap-qvl-uptodate/quote.bin,
 //! from Phala's dcap-qvl, MIT; see its PROVENANCE.md) with the fields a test changes
-//! (REPORT_DATA, MRTD, RTMRs, TD attributes) rewritten, a **test** attestation key in place
+//! (REPORT_DATA, MRTD, RTMRs, TD attributes, XFAM) rewritten, optionally as a v5 quote
+//! (TD report 1.5), a **test** attestation key in place
 //! of the real one, the QE report re-signed by a **test** PCK key and the quote re-signed
 //! by the test attestation key. NOT Intel: the PCK chain is tests/testdata/tdx-test-root
 //! (built by its make.py, shaped like Intel's SGX Root CA / PCK Platform CA / PCK
@@ -13,7 +14,7 @@
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use custody_formats::tdx::{TdxQuote, CERT_PCK_CHAIN, CERT_QE_REPORT, HEADER_LEN, TD10_LEN};
+use custody_formats::tdx::{TdxQuote, CERT_PCK_CHAIN, CERT_QE_REPORT, HEADER_LEN, TD10_LEN, TD15_LEN};
 use std::path::PathBuf;
 
 // Offsets in a v4 quote (header 48 bytes, then the TD report 1.0).
@@ -109,6 +110,16 @@ fn u32_le(n: usize) -> [u8; 4] {
 /// QE auth data) || zeros) re-signed by the test PCK key, the test PCK chain as its
 /// certification data, and the quote signed by the test attestation key.
 pub fn quote(binding: &[u8; 32], td: &Td) -> Vec<u8> {
+    quote_version(binding, td, 4)
+}
+
+/// The same as a v5 quote: header version 5, body type 3 (TD report 1.5: the 1.0 fields,
+/// then TEE_TCB_SVN2 and MRSERVICETD, zero here), what TDX module 1.5 platforms write.
+pub fn quote_v5(binding: &[u8; 32], td: &Td) -> Vec<u8> {
+    quote_version(binding, td, 5)
+}
+
+fn quote_version(binding: &[u8; 32], td: &Td, version: u16) -> Vec<u8> {
     let real = real_quote();
     let parsed = TdxQuote::parse(&real).unwrap();
     assert_eq!(parsed.version, 4, "the base quote is v4");
@@ -123,6 +134,14 @@ pub fn quote(binding: &[u8; 32], td: &Td) -> Vec<u8> {
     }
     signed[REPORT_DATA..REPORT_DATA + 64].fill(0);
     signed[REPORT_DATA..REPORT_DATA + 32].copy_from_slice(binding);
+    if version == 5 {
+        let body = signed.split_off(HEADER_LEN);
+        signed[..2].copy_from_slice(&5u16.to_le_bytes());
+        signed.extend_from_slice(&3u16.to_le_bytes());
+        signed.extend_from_slice(&u32_le(TD15_LEN));
+        signed.extend_from_slice(&body);
+        signed.resize(HEADER_LEN + 6 + TD15_LEN, 0);
+    }
 
     let ak = key("ak.p8.der");
     // SEC1 uncompressed (0x04 || x || y); the quote carries x || y.
@@ -293,15 +312,21 @@ mod tests {
             xfam: [0xe7, 0x02, 0x06, 0, 0, 0, 0, 0x01],
         };
         let binding = [0x5A; 32];
-        let q = quote(&binding, &td);
-        let v = run(&test_verifier(), &q, &collateral(), &report_data(&binding))
-            .unwrap_or_else(|r| panic!("{}: {}", r.error.check(), r.error));
-        let c = &v.claims;
-        assert_eq!(c.mr_td, hex::encode(td.mr_td));
-        assert_eq!(c.rtmr, td.rtmr.map(hex::encode));
-        assert_eq!(c.td_attributes, "0100000000000010");
-        assert_eq!(c.xfam, "e702060000000001");
-        assert!(c.debug);
+        for (q, version) in [(quote(&binding, &td), 4), (quote_v5(&binding, &td), 5)] {
+            let v = run(&test_verifier(), &q, &collateral(), &report_data(&binding))
+                .unwrap_or_else(|r| panic!("v{version}: {}: {}", r.error.check(), r.error));
+            let c = &v.claims;
+            assert_eq!(c.version, version);
+            assert_eq!(c.mr_td, hex::encode(td.mr_td));
+            assert_eq!(c.rtmr, td.rtmr.map(hex::encode));
+            assert_eq!(c.td_attributes, "0100000000000010");
+            assert_eq!(c.xfam, "e702060000000001");
+            assert!(c.debug);
+        }
+        // The v5 body is a TD report 1.5 (type 3, 648 bytes) after the header.
+        let q = TdxQuote::parse(&quote_v5(&binding, &td)).unwrap().signed.to_vec();
+        assert_eq!(q.len(), HEADER_LEN + 6 + TD15_LEN);
+        assert_eq!(q[HEADER_LEN..HEADER_LEN + 6], [3, 0, 0x88, 2, 0, 0]);
     }
 
     #[test]

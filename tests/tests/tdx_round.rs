@@ -55,7 +55,8 @@ fn real_td_reference() -> String {
 }
 
 /// The node's own TD on a platform registered at its site: verified, UpToDate, the
-/// session key in CVM memory, the node trusted. Then each forgery fails at its check:
+/// session key in CVM memory, the node trusted; the same from a v5 quote. Then each
+/// forgery fails at its check:
 /// a quote for an earlier round, another TD image, a debuggable TD, the same image with
 /// other CPU features (XFAM), a flipped bit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,6 +82,18 @@ async fn a_tdx_round_is_appraised_and_each_forgery_fails_at_its_check() {
     assert_eq!(d["guest"]["platform"], "bound", "{input}");
     assert_eq!(input["key_protection"]["level"], "cvm", "{input}");
     assert_eq!(n.v.node("hostile")["node"]["state"], "trusted");
+
+    // A v5 quote (TD report 1.5) of the same TD, as TDX module 1.5 platforms write it.
+    let (r, input) = n
+        .push_with(|binding, b| {
+            let q = tdx::quote_v5(binding, &td);
+            earlier = q.clone();
+            b.tdx = Some(TdxEvidence { quote: q });
+        })
+        .await;
+    assert_eq!(r.failed_check, None, "{:?} {input}", r.reasons);
+    assert_eq!(input["devices"]["tdx"]["claims"]["version"], 5, "{input}");
+    assert_eq!(input["key_protection"]["level"], "cvm", "{input}");
 
     // The quote of the round before, replayed: its REPORT_DATA is that round's binding.
     let (r, _) = n
