@@ -12,7 +12,11 @@
 //!   certificate signatures to the pinned root + the report signature.
 //! - `nvgpu/hopper-warm`: the same chain bytes seen before: validated chain from the cache
 //!   (time window re-checked), then the report signature.
-//! - `floor/p384-verify`: one ECDSA P-384/SHA-384 verify with aws-lc-rs, the physical floor.
+//! - `tdx/quote-cold` and `tdx/quote-warm`: a DCAP v4 quote with its Intel PCS collateral,
+//!   from a verifier that remembers nothing, and from one that has seen the chain and
+//!   the collateral before (see `tdx`).
+//! - `floor/p384-verify`: one ECDSA P-384/SHA-384 verify with aws-lc-rs, the physical floor;
+//!   `floor/p256-verify`: one ECDSA P-256 verify (a TDX quote's floor is two).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
@@ -143,8 +147,11 @@ fn nvgpu(c: &mut Criterion) {
     g.finish();
 }
 
-/// A TDX quote with its full collateral (chain, two CRLs, QE identity, TCB info): every
-/// signature checked each time, nothing cached (`tdx/quote-cold`; no warm path yet).
+/// A TDX quote with its full collateral (chain, two CRLs, QE identity, TCB info).
+/// `tdx/quote-cold`: a verifier with nothing remembered per iteration, every signature
+/// checked. `tdx/quote-warm`: one verifier that has seen the platform's chain and this
+/// collateral before (what a verifier appraising the same fleet does): the QE report and
+/// quote signatures, and every check that depends on the quote or the time.
 fn tdx(c: &mut Criterion) {
     use custody_verifier::tdx::{TdxCollateral, TdxEvidence, TdxVerifier};
     let f = |n: &str| read(&format!("tdx/tdx-dcap-qvl-uptodate/{n}"));
@@ -173,7 +180,23 @@ fn tdx(c: &mut Criterion) {
     let v = TdxVerifier::new().unwrap();
     assert_eq!(v.verify(ev, at).unwrap().claims.tcb_status, "UpToDate");
     let mut g = c.benchmark_group("tdx");
-    g.bench_function("quote-cold", |b| b.iter(|| v.verify(black_box(ev), at).is_ok()));
+    g.bench_function("quote-cold", |b| {
+        b.iter(|| v.cold().verify(black_box(ev), at).is_ok())
+    });
+    g.bench_function("quote-warm", |b| b.iter(|| v.verify(black_box(ev), at).is_ok()));
+    g.finish();
+
+    // The floor: one P-256 verify (the quote's, by its attestation key); a quote needs
+    // two (the QE report's too).
+    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+    let q = custody_formats::tdx::TdxQuote::parse(&quote).unwrap();
+    let ak = [&[0x04u8][..], q.attestation_key].concat();
+    let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &ak);
+    assert!(key.verify(q.signed, q.signature).is_ok());
+    let mut g = c.benchmark_group("floor");
+    g.bench_function("p256-verify", |b| {
+        b.iter(|| key.verify(black_box(q.signed), black_box(q.signature)).is_ok())
+    });
     g.finish();
 }
 

@@ -22,14 +22,24 @@
 //!    `Revoked`, fails here; every other status (`UpToDate`, `SWHardeningNeeded`,
 //!    `ConfigurationNeeded`, `OutOfDate`, ...) is a claim, with the advisory ids.
 //! 10. `report_data`: only when an expected value is given.
+//!
+//! Warm path: a verifier keeps what it proved about exact bytes, as the NVIDIA verifier
+//! does for device chains: validated PCK and TCB signing chains, CRL signatures by their
+//! issuer, and TCB info and QE identity documents whose chain, signer and signature
+//! verified. A hit still re-checks every window against the appraisal time (and falls
+//! back to the full check, for its exact error, when one does not hold); every check
+//! that depends on the quote runs each time. What remains per quote: the QE report and
+//! quote signatures, the floor of two P-256 verifies.
 
+use crate::cache::{cache_key, BoundedCache};
 use crate::check::{CheckLog, EvidenceVerifier, FailedCheck, Outcome, UnixTime};
 use crate::crl::Crl;
-use crate::x509::{split_certs, verify_chain, ChainError, TrustAnchor};
+use crate::x509::{split_certs, ChainCache, ChainError, TrustAnchor};
 use aws_lc_rs::digest;
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 use custody_formats::tdx::{TdxParseError, TdxQuote};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use thiserror::Error;
 use x509_parser::prelude::*;
 
@@ -221,10 +231,49 @@ pub struct TdxClaims {
     pub report_data: String,
 }
 
-/// Verifies TDX quotes against the pinned Intel SGX Root CA.
+/// Verifies TDX quotes against the pinned Intel SGX Root CA. Clones share one warm
+/// cache.
 #[derive(Debug, Clone)]
 pub struct TdxVerifier {
     root: TrustAnchor,
+    warm: Arc<Warm>,
+}
+
+/// Platforms (PCK chains) and collateral generations a verifier remembers; each entry is
+/// a few hundred bytes (a collateral document's body: a few KiB).
+const WARM_CAPACITY: usize = 256;
+
+/// What this verifier proved about exact bytes (see the module's "Warm path").
+#[derive(Debug)]
+struct Warm {
+    /// PCK chains and TCB signing chains.
+    chains: ChainCache,
+    /// CRL bytes whose signature verified under an anchor's bytes (key over both).
+    crls: BoundedCache<()>,
+    /// Signed collateral documents (bytes, issuer chain, root), parsed, with their windows
+    /// and their issuer chains' windows.
+    tcb_infos: BoundedCache<Arc<SignedDoc<TcbInfo>>>,
+    qe_identities: BoundedCache<Arc<SignedDoc<EnclaveIdentity>>>,
+}
+
+impl Warm {
+    fn new() -> Self {
+        Self {
+            chains: ChainCache::new(WARM_CAPACITY),
+            crls: BoundedCache::new(WARM_CAPACITY),
+            tcb_infos: BoundedCache::new(WARM_CAPACITY),
+            qe_identities: BoundedCache::new(WARM_CAPACITY),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SignedDoc<T> {
+    doc: T,
+    from: i64,
+    until: i64,
+    chain_from: i64,
+    chain_until: i64,
 }
 
 impl TdxVerifier {
@@ -238,7 +287,57 @@ impl TdxVerifier {
             .into_iter()
             .next()
             .ok_or(ChainError::Empty)?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            warm: Arc::new(Warm::new()),
+        })
+    }
+
+    /// The same root with nothing remembered: every check from scratch (the cold bench).
+    pub fn cold(&self) -> Self {
+        Self {
+            root: self.root.clone(),
+            warm: Arc::new(Warm::new()),
+        }
+    }
+
+    /// `crl`'s signature by `by`, through the warm cache (only successes are kept).
+    fn crl_signed_by(&self, crl: &Crl, der: &[u8], by: &TrustAnchor) -> Result<(), String> {
+        let key = cache_key([der, by.der()]);
+        if self.warm.crls.get(&key).is_some() {
+            return Ok(());
+        }
+        crl.verify_signature(by).map_err(|e| e.to_string())?;
+        self.warm.crls.insert(key, ());
+        Ok(())
+    }
+
+    /// [`signed_body`], parsed, through a warm cache: a document seen before, inside its
+    /// window and its chain's at `at`, is neither verified nor parsed again.
+    fn signed_doc<T: serde::de::DeserializeOwned>(
+        &self,
+        cache: &BoundedCache<Arc<SignedDoc<T>>>,
+        json: &[u8],
+        chain_pem: &[u8],
+        at: UnixTime,
+    ) -> Result<Arc<SignedDoc<T>>, String> {
+        let key = cache_key([json, chain_pem, self.root.der()]);
+        if let Some(d) = cache.get(&key) {
+            let inside = |a: i64, b: i64| a <= at.0 && at.0 <= b;
+            if inside(d.from, d.until) && inside(d.chain_from, d.chain_until) {
+                return Ok(d);
+            }
+        }
+        let (body, from, until, chain) = signed_body(json, chain_pem, &self.root, &self.warm.chains, at)?;
+        let d = Arc::new(SignedDoc {
+            doc: serde_json::from_str(body).map_err(|e| e.to_string())?,
+            from,
+            until,
+            chain_from: chain.valid_from,
+            chain_until: chain.valid_until,
+        });
+        cache.insert(key, d.clone());
+        Ok(d)
     }
 }
 
@@ -493,11 +592,14 @@ fn signed_body<'a>(
     json: &'a [u8],
     chain_pem: &[u8],
     root: &TrustAnchor,
+    chains: &ChainCache,
     at: UnixTime,
-) -> Result<(&'a str, i64, i64), String> {
+) -> Result<(&'a str, i64, i64, crate::x509::ValidatedChain), String> {
     let s: Signed<'_> = serde_json::from_slice(json).map_err(|e| format!("not a PCS response: {e}"))?;
     let chain = split_certs(chain_pem).map_err(|e| format!("issuer chain: {e}"))?;
-    let v = verify_chain(&chain, std::slice::from_ref(root), at).map_err(|e| format!("issuer chain: {e}"))?;
+    let v = chains
+        .verify(&chain, std::slice::from_ref(root), at)
+        .map_err(|e| format!("issuer chain: {e}"))?;
     is_tcb_signer(chain.first().map(Vec::as_slice).unwrap_or_default())?;
     let sig = hex::decode(&s.signature).map_err(|_| "signature is not hex".to_owned())?;
     let body = s.body.get();
@@ -524,7 +626,7 @@ fn signed_body<'a>(
             w.issue_date, w.next_update, at.0
         ));
     }
-    Ok((body, from, until))
+    Ok((body, from, until, v))
 }
 
 fn hexeq(bytes: &[u8], hex_text: &str) -> bool {
@@ -563,7 +665,9 @@ impl TdxVerifier {
     /// PCK certificate can name an FMSPC a verifier has no collateral for.
     pub fn pck_fmspc(&self, quote: &[u8], at: UnixTime) -> Result<[u8; 6], TdxError> {
         let chain = split_certs(TdxQuote::parse(quote)?.pck_chain_pem)?;
-        verify_chain(&chain, std::slice::from_ref(&self.root), at)?;
+        self.warm
+            .chains
+            .verify(&chain, std::slice::from_ref(&self.root), at)?;
         leaf_fmspc(&chain)
     }
 }
@@ -609,7 +713,10 @@ impl EvidenceVerifier for TdxVerifier {
 
         // cert_chain / cert_validity
         let chain = tri!(split_certs(q.pck_chain_pem));
-        let v = tri!(verify_chain(&chain, std::slice::from_ref(&self.root), at));
+        let v = tri!(self
+            .warm
+            .chains
+            .verify(&chain, std::slice::from_ref(&self.root), at));
         let leaf_der = chain.first().map(Vec::as_slice).unwrap_or_default();
         let leaf = match X509Certificate::from_der(leaf_der) {
             Ok((_, c)) => c,
@@ -619,8 +726,9 @@ impl EvidenceVerifier for TdxVerifier {
         log.pass(
             "cert_chain",
             format!(
-                "{} certificates to the Intel SGX Root CA; FMSPC {}, PCESVN {}",
+                "{} certificates to the Intel SGX Root CA{}; FMSPC {}, PCESVN {}",
                 v.len,
+                if v.cached { " (verified before)" } else { "" },
                 hex::encode_upper(pck.fmspc),
                 pck.pcesvn
             ),
@@ -640,9 +748,9 @@ impl EvidenceVerifier for TdxVerifier {
             let pck_crl = Crl::parse(c.pck_crl).map_err(|e| format!("PCK CRL: {e}"))?;
             let issuer_der = chain.get(1).ok_or("the PCK chain has no issuing CA")?;
             let issuer = TrustAnchor::from_der(issuer_der.clone()).map_err(|e| e.to_string())?;
-            for (name, crl, by) in [
-                ("root CA CRL", &root_crl, &self.root),
-                ("PCK CRL", &pck_crl, &issuer),
+            for (name, crl, der, by) in [
+                ("root CA CRL", &root_crl, c.root_ca_crl, &self.root),
+                ("PCK CRL", &pck_crl, c.pck_crl, &issuer),
             ] {
                 if !crl.issued_by(by) {
                     return Err(format!(
@@ -651,7 +759,7 @@ impl EvidenceVerifier for TdxVerifier {
                         by.name()
                     ));
                 }
-                crl.verify_signature(by).map_err(|e| e.to_string())?;
+                self.crl_signed_by(crl, der, by)?;
                 let fresh = crl.this_update <= at.0 && crl.next_update.is_none_or(|n| at.0 <= n);
                 if !fresh {
                     return Err(format!(
@@ -719,8 +827,8 @@ impl EvidenceVerifier for TdxVerifier {
 
         // qe_identity
         let qe = (|| -> Result<(String, Vec<String>, String), String> {
-            let (body, _, _) = signed_body(c.qe_identity, c.qe_identity_chain, &self.root, at)?;
-            let id: EnclaveIdentity = serde_json::from_str(body).map_err(|e| e.to_string())?;
+            let doc = self.signed_doc(&self.warm.qe_identities, c.qe_identity, c.qe_identity_chain, at)?;
+            let id = &doc.doc;
             if id.id != "TD_QE" {
                 return Err(format!("identity of {:?}, want TD_QE", id.id));
             }
@@ -757,9 +865,9 @@ impl EvidenceVerifier for TdxVerifier {
         };
 
         // tcb_info
-        let info = (|| -> Result<TcbInfo, String> {
-            let (body, _, _) = signed_body(c.tcb_info, c.tcb_info_chain, &self.root, at)?;
-            let info: TcbInfo = serde_json::from_str(body).map_err(|e| e.to_string())?;
+        let doc = (|| -> Result<Arc<SignedDoc<TcbInfo>>, String> {
+            let doc = self.signed_doc(&self.warm.tcb_infos, c.tcb_info, c.tcb_info_chain, at)?;
+            let info = &doc.doc;
             if info.id != "TDX" || info.version < 3 {
                 return Err(format!(
                     "{} version {}, want TDX version 3",
@@ -780,10 +888,11 @@ impl EvidenceVerifier for TdxVerifier {
                     hex::encode(pck.pce_id)
                 ));
             }
-            Ok(info)
+            Ok(doc)
         })();
-        let info = match info {
-            Ok(i) => {
+        let doc = match doc {
+            Ok(d) => {
+                let i = &d.doc;
                 log.pass(
                     "tcb_info",
                     format!(
@@ -791,10 +900,11 @@ impl EvidenceVerifier for TdxVerifier {
                         i.issue_date, i.next_update, i.fmspc
                     ),
                 );
-                i
+                d
             }
             Err(e) => return Err(log.reject(TdxError::TcbInfo(e))),
         };
+        let info = &doc.doc;
 
         // tcb
         let svn = q.body.tee_tcb_svn;

@@ -220,16 +220,16 @@ fn the_ppid_is_read_from_the_pck_certificate() {
 }
 
 /// Every tampering fails at its check.
-#[test]
-fn each_tampering_fails_at_its_check() {
-    let at = "2025-07-01T00:00:00Z";
+type Tamper = Box<dyn Fn(&mut Files)>;
+
+/// One tampering per check, with the check that must catch it.
+fn tamperings() -> Vec<(Tamper, &'static str)> {
     let base = files("tdx-dcap-qvl-uptodate");
     let q = custody_formats::tdx::TdxQuote::parse(&base.quote).unwrap();
     let body_at = 48 + 200; // inside the TD report (MRTD)
     let sig_data = q.signed.len() + 4;
     let qe_report_at = sig_data + 128 + 6 + 100;
-    type Tamper = Box<dyn Fn(&mut Files)>;
-    let cases: Vec<(Tamper, &str)> = vec![
+    vec![
         (Box::new(move |f| f.quote[body_at] ^= 1), "quote_signature"),
         (Box::new(move |f| f.quote[sig_data + 10] ^= 1), "quote_signature"),
         (
@@ -284,8 +284,14 @@ fn each_tampering_fails_at_its_check() {
             }),
             "tcb_info",
         ),
-    ];
-    for (i, (tamper, check)) in cases.iter().enumerate() {
+    ]
+}
+
+#[test]
+fn each_tampering_fails_at_its_check() {
+    let at = "2025-07-01T00:00:00Z";
+    let base = files("tdx-dcap-qvl-uptodate");
+    for (i, (tamper, check)) in tamperings().iter().enumerate() {
         let mut f = files("tdx-dcap-qvl-uptodate");
         tamper(&mut f);
         let e = failed(run(&f, at));
@@ -312,4 +318,44 @@ fn pcs_times_read_as_unix_seconds() {
     ] {
         assert_eq!(unix(bad), None, "{bad}");
     }
+}
+
+/// A warm verifier (chains, CRL signatures and collateral documents it verified before)
+/// decides as a cold one: the same claims, every tampering caught at the same check, and
+/// outside the collateral's or a chain's window it fails as a cold one does.
+#[test]
+fn a_warm_verifier_decides_as_a_cold_one() {
+    let at = UnixTime(unix("2025-07-01T00:00:00Z").unwrap());
+    let base = files("tdx-dcap-qvl-uptodate");
+    let warm = TdxVerifier::new().unwrap();
+    let first = warm.verify(evidence(&base), at).unwrap();
+    let again = warm.verify(evidence(&base), at).unwrap();
+    let claims = |v: &crate::check::Verified<TdxClaims>| serde_json::to_value(&v.claims).unwrap();
+    assert_eq!(claims(&first), claims(&again));
+    let detail = |o: &crate::check::Verified<TdxClaims>, name: &str| {
+        o.checks.iter().find(|c| c.name == name).unwrap().detail.clone()
+    };
+    assert!(!detail(&first, "cert_chain").contains("verified before"));
+    assert!(detail(&again, "cert_chain").contains("verified before"));
+    let cold = warm.cold().verify(evidence(&base), at).unwrap();
+    assert!(!detail(&cold, "cert_chain").contains("verified before"));
+    assert_eq!(claims(&cold), claims(&again));
+
+    for (i, (tamper, check)) in tamperings().iter().enumerate() {
+        let mut f = files("tdx-dcap-qvl-uptodate");
+        tamper(&mut f);
+        let e = failed(warm.verify(evidence(&f), at));
+        assert!(e.starts_with(&format!("{check}: ")), "warm, case {i}: {e}");
+        // The untampered collateral is still good after a tampered one was refused.
+        assert!(warm.verify(evidence(&base), at).is_ok(), "case {i}");
+    }
+
+    // Past the collateral's window, and before the PCK certificate's: as cold.
+    let w = evidence(&base).collateral.window().unwrap();
+    for t in [w.until + 1, w.from - 1, 0] {
+        let cold = failed(warm.cold().verify(evidence(&base), UnixTime(t)));
+        let hot = failed(warm.verify(evidence(&base), UnixTime(t)));
+        assert_eq!(hot, cold, "at {t}");
+    }
+    assert!(warm.verify(evidence(&base), UnixTime(w.until)).is_ok());
 }
