@@ -248,8 +248,9 @@ const WARM_CAPACITY: usize = 256;
 struct Warm {
     /// PCK chains and TCB signing chains.
     chains: ChainCache,
-    /// CRL bytes whose signature verified under an anchor's bytes (key over both).
-    crls: BoundedCache<()>,
+    /// CRLs, parsed, whose issuer and signature verified under an anchor (key over the
+    /// CRL's bytes and the anchor's certificate).
+    crls: BoundedCache<Arc<Crl>>,
     /// Signed collateral documents (bytes, issuer chain, root), parsed, with their windows
     /// and their issuer chains' windows.
     tcb_infos: BoundedCache<Arc<SignedDoc<TcbInfo>>>,
@@ -301,15 +302,33 @@ impl TdxVerifier {
         }
     }
 
-    /// `crl`'s signature by `by`, through the warm cache (only successes are kept).
-    fn crl_signed_by(&self, crl: &Crl, der: &[u8], by: &TrustAnchor) -> Result<(), String> {
-        let key = cache_key([der, by.der()]);
-        if self.warm.crls.get(&key).is_some() {
-            return Ok(());
+    /// The CRL in `der`, parsed, issued by and signed by the anchor whose certificate is
+    /// `by_der` (`by` builds it, on a miss only), through the warm cache. Freshness and
+    /// listings are the caller's, at each appraisal.
+    fn crl(
+        &self,
+        name: &str,
+        der: &[u8],
+        by_der: &[u8],
+        by: impl FnOnce() -> Result<TrustAnchor, String>,
+    ) -> Result<Arc<Crl>, String> {
+        let key = cache_key([der, by_der]);
+        if let Some(crl) = self.warm.crls.get(&key) {
+            return Ok(crl);
         }
-        crl.verify_signature(by).map_err(|e| e.to_string())?;
-        self.warm.crls.insert(key, ());
-        Ok(())
+        let crl = Crl::parse(der).map_err(|e| format!("{name}: {e}"))?;
+        let by = by()?;
+        if !crl.issued_by(&by) {
+            return Err(format!(
+                "the {name} is issued by {}, not {}",
+                crl.issuer(),
+                by.name()
+            ));
+        }
+        crl.verify_signature(&by).map_err(|e| e.to_string())?;
+        let crl = Arc::new(crl);
+        self.warm.crls.insert(key, crl.clone());
+        Ok(crl)
     }
 
     /// [`signed_body`], parsed, through a warm cache: a document seen before, inside its
@@ -744,22 +763,14 @@ impl EvidenceVerifier for TdxVerifier {
         // revocation
         let c = ev.collateral;
         let revocation = (|| -> Result<String, String> {
-            let root_crl = Crl::parse(c.root_ca_crl).map_err(|e| format!("root CA CRL: {e}"))?;
-            let pck_crl = Crl::parse(c.pck_crl).map_err(|e| format!("PCK CRL: {e}"))?;
+            let root_crl = self.crl("root CA CRL", c.root_ca_crl, self.root.der(), || {
+                Ok(self.root.clone())
+            })?;
             let issuer_der = chain.get(1).ok_or("the PCK chain has no issuing CA")?;
-            let issuer = TrustAnchor::from_der(issuer_der.clone()).map_err(|e| e.to_string())?;
-            for (name, crl, der, by) in [
-                ("root CA CRL", &root_crl, c.root_ca_crl, &self.root),
-                ("PCK CRL", &pck_crl, c.pck_crl, &issuer),
-            ] {
-                if !crl.issued_by(by) {
-                    return Err(format!(
-                        "the {name} is issued by {}, not {}",
-                        crl.issuer(),
-                        by.name()
-                    ));
-                }
-                self.crl_signed_by(crl, der, by)?;
+            let pck_crl = self.crl("PCK CRL", c.pck_crl, issuer_der, || {
+                TrustAnchor::from_der(issuer_der.clone()).map_err(|e| e.to_string())
+            })?;
+            for (name, crl) in [("root CA CRL", &root_crl), ("PCK CRL", &pck_crl)] {
                 let fresh = crl.this_update <= at.0 && crl.next_update.is_none_or(|n| at.0 <= n);
                 if !fresh {
                     return Err(format!(
@@ -768,15 +779,13 @@ impl EvidenceVerifier for TdxVerifier {
                     ));
                 }
             }
-            let serial = |der: &[u8]| {
-                X509Certificate::from_der(der)
-                    .map(|(_, c)| c.raw_serial().to_vec())
-                    .unwrap_or_default()
-            };
-            if let Some(d) = pck_crl.revoked(&serial(leaf_der)) {
+            if let Some(d) = pck_crl.revoked(leaf.raw_serial()) {
                 return Err(format!("the PCK certificate was revoked at {d}"));
             }
-            if let Some(d) = root_crl.revoked(&serial(issuer_der)) {
+            let issuer_serial = X509Certificate::from_der(issuer_der)
+                .map(|(_, c)| c.raw_serial().to_vec())
+                .unwrap_or_default();
+            if let Some(d) = root_crl.revoked(&issuer_serial) {
                 return Err(format!("the PCK's issuing CA was revoked at {d}"));
             }
             Ok(format!(
