@@ -10,14 +10,18 @@
 //!
 //! The VCEK (and optionally the ASK/ARK) the report verifies under comes from files the
 //! operator's provisioning writes from Azure's instance metadata service
-//! (`/metadata/THIM/amd/certification`): the agent makes no network requests. Without the
+//! (`/metadata/THIM/amd/certification`): the agent makes no network requests. On a TDX
+//! CVM the HCL report carries a TDREPORT, which only the platform can check: the same
+//! provisioning writes the TD quote Azure's quoting service makes of it (IMDS
+//! `/acc/tdquote`), and `[azure] td_quote` names that file. The report and its quote are
+//! written at boot; freshness comes from the vTPM quote. Without the
 //! NV index (not an Azure CVM) the kind is not available; with it, a missing VCEK file or a
 //! report without the `HCLA` signature fails the round.
 
 use crate::collector::{CollectError, Collector, Evidence};
 use crate::tpm::TpmCollector;
 use custody_formats::binding::Binding;
-use custody_formats::bundle::{AzureEvidence, MAX_CERT_LEN, MAX_HCL_REPORT_LEN};
+use custody_formats::bundle::{AzureEvidence, MAX_CERT_LEN, MAX_HCL_REPORT_LEN, MAX_TDX_QUOTE_LEN};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,11 +38,24 @@ pub struct AzureCollector {
     tpm: Arc<TpmCollector>,
     vcek: PathBuf,
     ca_chain: Option<PathBuf>,
+    td_quote: Option<PathBuf>,
 }
 
 impl AzureCollector {
     pub fn new(tpm: Arc<TpmCollector>, vcek: PathBuf, ca_chain: Option<PathBuf>) -> Self {
-        Self { tpm, vcek, ca_chain }
+        Self {
+            tpm,
+            vcek,
+            ca_chain,
+            td_quote: None,
+        }
+    }
+
+    /// A TDX CVM: the TD quote of the HCL report's TDREPORT, from a file (`[azure]
+    /// td_quote`), is sent instead of a VCEK.
+    pub fn with_td_quote(mut self, td_quote: Option<PathBuf>) -> Self {
+        self.td_quote = td_quote;
+        self
     }
 }
 
@@ -85,10 +102,26 @@ impl Collector for AzureCollector {
                 "the HCL report is more than {MAX_HCL_REPORT_LEN} bytes"
             )));
         }
+        if let Some(p) = &self.td_quote {
+            let q = std::fs::read(p).map_err(|e| failed(format!("{}: {e}", p.display())))?;
+            if q.len() > MAX_TDX_QUOTE_LEN {
+                return Err(failed(format!(
+                    "{}: more than {MAX_TDX_QUOTE_LEN} bytes",
+                    p.display()
+                )));
+            }
+            return Ok(Evidence::Azure(AzureEvidence {
+                hcl_report: report,
+                vcek: Vec::new(),
+                ca_chain: None,
+                td_quote: Some(q),
+            }));
+        }
         Ok(Evidence::Azure(AzureEvidence {
             hcl_report: report,
             vcek: read_cert(&self.vcek)?,
             ca_chain: self.ca_chain.as_deref().map(read_cert).transpose()?,
+            td_quote: None,
         }))
     }
 }

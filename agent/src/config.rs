@@ -145,6 +145,10 @@ pub struct AzureSection {
     /// The ASK and ARK (PEM); the verifier's built-in roots otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_chain: Option<PathBuf>,
+    /// A TDX CVM: the TD quote of the HCL report's TDREPORT (IMDS `/acc/tdquote`), sent
+    /// instead of the VCEK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub td_quote: Option<PathBuf>,
 }
 
 impl Default for AzureSection {
@@ -152,6 +156,7 @@ impl Default for AzureSection {
         Self {
             vcek: PathBuf::from("/etc/custody/azure/vcek.pem"),
             ca_chain: None,
+            td_quote: None,
         }
     }
 }

@@ -125,8 +125,8 @@ pub struct Appraiser {
     /// `[snp]` reference values: without them no SNP report makes the key `cvm`.
     pub snp_reference: Option<SnpReferenceValues>,
     /// `[tdx]`: Intel's root, the collateral and the reference values. Without it a TDX
-    /// quote fails at `tdx.collateral`.
-    pub tdx: Option<TdxSetup>,
+    /// quote fails at `tdx.collateral`. Set with [`Appraiser::use_tdx`].
+    tdx: Option<TdxSetup>,
 }
 
 impl Appraiser {
@@ -171,6 +171,19 @@ impl Appraiser {
     pub fn use_snp_crls(&mut self, crls: Vec<Crl>, grace_secs: i64) {
         self.snp = self.snp.clone().with_crls(crls, grace_secs);
         self.azure.snp = self.snp.clone();
+    }
+
+    /// `[tdx]`: bare-metal TDX quotes and Azure's TD quotes are appraised with it (one
+    /// verifier: the same root and warm cache).
+    pub fn use_tdx(&mut self, setup: Option<TdxSetup>) {
+        if let Some(s) = &setup {
+            self.azure.tdx = s.verifier.clone();
+        }
+        self.tdx = setup;
+    }
+
+    pub fn tdx(&self) -> Option<&TdxSetup> {
+        self.tdx.as_ref()
     }
 
     /// The AMD CRLs in use (for the collateral freshness metric).
@@ -235,6 +248,7 @@ impl Appraiser {
                 (Some(a), Some(t)) => azure::appraise(
                     &self.azure,
                     self.snp_reference.as_ref(),
+                    self.tdx.as_ref(),
                     reg,
                     cx,
                     a,

@@ -121,55 +121,16 @@ pub fn appraise(
         f.fail(check, reason);
     };
     let sets = setup.map(TdxSetup::collateral).unwrap_or_default();
-    let (Some(setup), Some(first)) = (setup, sets.first()) else {
-        refuse(
-            f,
-            COLLATERAL,
-            "this verifier has no TDX collateral (`[tdx] collateral`): it cannot appraise TDX quotes".into(),
-        );
-        return Ok(false);
+    let (setup, set) = match setup.ok_or_else(no_collateral).and_then(|s| {
+        let set = collateral_for(s, &sets, &t.quote, cx.at)?;
+        Ok((s, set))
+    }) {
+        Ok(x) => x,
+        Err(reason) => {
+            refuse(f, COLLATERAL, reason);
+            return Ok(false);
+        }
     };
-    // The set for the quote's platform model. The common case, a set for the FMSPC the PCK
-    // certificate claims, verifies the chain once, inside `verify`. Only a claim of a model
-    // the verifier has no set for has its chain verified here first, to tell the verifier's
-    // gap (not counted) from a forged certificate (counted): a quote whose PCK chain does
-    // not verify goes on to the verifier with any set, which names its fault.
-    let claimed = TdxVerifier::claimed_fmspc(&t.quote).ok();
-    let known = claimed.and_then(|c| sets.iter().find(|s| s.fmspc == c));
-    let set = match known {
-        Some(s) => s,
-        // A genuine chain's FMSPC is the claim, which has no set: the verifier's gap.
-        None => match setup.verifier.pck_fmspc(&t.quote, UnixTime(cx.at)) {
-            Ok(fmspc) => {
-                refuse(
-                    f,
-                    COLLATERAL,
-                    format!(
-                        "the verifier has no TDX collateral for FMSPC {} (it has {}): add Intel PCS's TCB info for it to `[tdx] collateral`",
-                        hex::encode_upper(fmspc),
-                        sets.iter().map(|s| hex::encode_upper(s.fmspc)).collect::<Vec<_>>().join(", ")
-                    ),
-                );
-                return Ok(false);
-            }
-            Err(_) => first,
-        },
-    };
-    let w = set.window();
-    if !(w.from..=w.until).contains(&cx.at) {
-        refuse(
-            f,
-            COLLATERAL,
-            format!(
-                "the verifier's TDX collateral for FMSPC {} is current {} .. {}, not at {}: refresh `[tdx] collateral`",
-                hex::encode_upper(set.fmspc),
-                w.from,
-                w.until,
-                cx.at
-            ),
-        );
-        return Ok(false);
-    }
     let collateral = set.collateral();
     let mut expected = [0u8; 64];
     expected[..32].copy_from_slice(binding.as_bytes());
@@ -181,17 +142,7 @@ pub fn appraise(
         },
         UnixTime(cx.at),
     );
-    let tie = |c: &TdxClaims| {
-        let matched = compare_reference(setup.reference.as_ref(), setup.allow_debug, c)?;
-        let ppid = hex::decode(&c.ppid)
-            .ok()
-            .and_then(|b| HardwareId::from_parts(HardwareId::TDX, &b).ok());
-        let platform = match &ppid {
-            Some(id) => cvm::platform(registry, cx.node.ek_cert_sha256, id)?,
-            None => cvm::Binding::Unbound,
-        };
-        Ok((matched, platform))
-    };
+    let tie = |c: &TdxClaims| tie(setup, registry, cx, c);
     let cvm = cvm::record("tdx", &outcome, tie, UNVOUCHED, f)?;
     // A TCB Intel no longer calls up to date is genuine but not affirmed.
     if let (Ok(v), Some(sub)) = (&outcome, f.submods.get_mut("tdx")) {
@@ -200,6 +151,73 @@ pub fn appraise(
         }
     }
     Ok(cvm)
+}
+
+/// Whether a verified TD vouches for this node: the operator's image (`[tdx]` reference
+/// values, not debuggable), on a platform (PPID) the registry puts at the node's site.
+pub(crate) fn tie(
+    setup: &TdxSetup,
+    registry: Option<&Registry>,
+    cx: &Context<'_>,
+    c: &TdxClaims,
+) -> Result<(bool, cvm::Binding), CvmError> {
+    let matched = compare_reference(setup.reference.as_ref(), setup.allow_debug, c)?;
+    let ppid = hex::decode(&c.ppid)
+        .ok()
+        .and_then(|b| HardwareId::from_parts(HardwareId::TDX, &b).ok());
+    let platform = match &ppid {
+        Some(id) => cvm::platform(registry, cx.node.ek_cert_sha256, id)?,
+        None => cvm::Binding::Unbound,
+    };
+    Ok((matched, platform))
+}
+
+pub(crate) fn no_collateral() -> String {
+    "this verifier has no TDX collateral (`[tdx] collateral`): it cannot appraise TDX quotes".into()
+}
+
+/// The collateral set `quote` is appraised with at `at`, or why this verifier cannot
+/// appraise it (check [`COLLATERAL`]: the verifier's gap, never counted against the node).
+///
+/// The set for the quote's platform model. The common case, a set for the FMSPC the PCK
+/// certificate claims, verifies the chain once, inside the quote's verification. Only a
+/// claim of a model the verifier has no set for has its chain verified here first, to tell
+/// the verifier's gap (not counted) from a forged certificate (counted): a quote whose PCK
+/// chain does not verify goes on to the verifier with any set, which names its fault.
+pub(crate) fn collateral_for<'s>(
+    setup: &TdxSetup,
+    sets: &'s [CollateralSet],
+    quote: &[u8],
+    at: i64,
+) -> Result<&'s CollateralSet, String> {
+    let first = sets.first().ok_or_else(no_collateral)?;
+    let claimed = TdxVerifier::claimed_fmspc(quote).ok();
+    let known = claimed.and_then(|c| sets.iter().find(|s| s.fmspc == c));
+    let set = match known {
+        Some(s) => s,
+        // A genuine chain's FMSPC is the claim, which has no set: the verifier's gap.
+        None => match setup.verifier.pck_fmspc(quote, UnixTime(at)) {
+            Ok(fmspc) => {
+                return Err(format!(
+                    "the verifier has no TDX collateral for FMSPC {} (it has {}): add Intel PCS's TCB info for it to `[tdx] collateral`",
+                    hex::encode_upper(fmspc),
+                    sets.iter().map(|s| hex::encode_upper(s.fmspc)).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            Err(_) => first,
+        },
+    };
+    let w = set.window();
+    if !(w.from..=w.until).contains(&at) {
+        return Err(format!(
+            "the verifier's TDX collateral for FMSPC {} is current {} .. {}, not at {}: refresh `[tdx] collateral`",
+            hex::encode_upper(set.fmspc),
+            w.from,
+            w.until,
+            at
+        ));
+    }
+    Ok(set)
 }
 
 const UNVOUCHED: cvm::Unvouched = cvm::Unvouched {

@@ -105,20 +105,25 @@ pub struct TdxEvidence {
 }
 
 /// Azure confidential-VM evidence: the paravisor's HCL report, read from the vTPM's NV
-/// index 0x01400001. Its SEV-SNP report commits to runtime data naming the vTPM key
-/// (`HCLAkPub`) that must be the node's enrolled AK, whose quote (the bundle's `tpm`)
-/// carries the round's binding.
+/// index 0x01400001. Its hardware report (SEV-SNP report, or TDX TDREPORT) commits to
+/// runtime data naming the vTPM key (`HCLAkPub`) that must be the node's enrolled AK,
+/// whose quote (the bundle's `tpm`) carries the round's binding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AzureEvidence {
     #[serde(with = "serde_bytes_vec")]
     pub hcl_report: Vec<u8>,
-    /// The VCEK of the SEV-SNP report (DER or PEM), as Azure's IMDS serves it.
+    /// SEV-SNP: the VCEK of the report (DER or PEM), as Azure's IMDS serves it; empty for
+    /// TDX.
     #[serde(with = "serde_bytes_vec")]
     pub vcek: Vec<u8>,
     /// Optional ASK + ARK (PEM); the built-in roots are used when absent.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
     pub ca_chain: Option<Vec<u8>>,
+    /// TDX: the TD quote Azure's quoting service (IMDS `/acc/tdquote`) made of the HCL's
+    /// TDREPORT; the collateral is the verifier's, as for [`TdxEvidence`].
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
+    pub td_quote: Option<Vec<u8>>,
 }
 
 /// One NVIDIA GPU's evidence.
@@ -271,6 +276,11 @@ impl EvidenceBundle {
                 "azure.ca_chain",
                 a.ca_chain.as_deref().unwrap_or_default(),
                 MAX_CERT_LEN,
+            )?;
+            bound(
+                "azure.td_quote",
+                a.td_quote.as_deref().unwrap_or_default(),
+                MAX_TDX_QUOTE_LEN,
             )?;
         }
         Ok(())
@@ -439,17 +449,40 @@ mod tests {
             hcl_report: vec![1; MAX_HCL_REPORT_LEN],
             vcek: vec![2; 1300],
             ca_chain: None,
+            td_quote: None,
         });
-        assert_eq!(EvidenceBundle::from_cbor(&b.to_cbor().unwrap()).unwrap(), b);
+        let cbor = b.to_cbor().unwrap();
+        assert_eq!(EvidenceBundle::from_cbor(&cbor).unwrap(), b);
+        assert!(
+            !cbor.windows(8).any(|w| w == b"td_quote"),
+            "an SNP bundle is as before"
+        );
         b.azure = Some(AzureEvidence {
             hcl_report: vec![1; 100],
             vcek: vec![2; 100],
             ca_chain: Some(vec![3; MAX_CERT_LEN + 1]),
+            td_quote: None,
         });
         assert!(matches!(
             EvidenceBundle::from_cbor(&b.to_cbor().unwrap()),
             Err(BundleError::Limit {
                 field: "azure.ca_chain",
+                ..
+            })
+        ));
+        // TDX behind the paravisor: the TD quote instead of a VCEK, bounded as a quote.
+        b.azure = Some(AzureEvidence {
+            hcl_report: vec![1; 100],
+            vcek: vec![],
+            ca_chain: None,
+            td_quote: Some(vec![4; MAX_TDX_QUOTE_LEN]),
+        });
+        assert_eq!(EvidenceBundle::from_cbor(&b.to_cbor().unwrap()).unwrap(), b);
+        b.azure.as_mut().unwrap().td_quote = Some(vec![4; MAX_TDX_QUOTE_LEN + 1]);
+        assert!(matches!(
+            EvidenceBundle::from_cbor(&b.to_cbor().unwrap()),
+            Err(BundleError::Limit {
+                field: "azure.td_quote",
                 ..
             })
         ));

@@ -347,7 +347,7 @@ impl Service {
             tracing::info!(crls = cfg.snp.crls.len(), "AMD CRLs loaded for SEV-SNP chains");
         }
         appraiser.snp_reference = cfg.snp.values()?;
-        appraiser.tdx = load_tdx(&cfg.tdx)?;
+        appraiser.use_tdx(load_tdx(&cfg.tdx)?);
         let authorities = load_authorities(&cfg)?;
         let svc = Arc::new(Self {
             nonces: nonce::Nonces::new(Duration::from_secs(cfg.nonce_ttl_secs)),
@@ -976,7 +976,7 @@ fn load_tdx(cfg: &config::TdxConfig) -> Result<Option<custody_appraisal::TdxSetu
 /// Re-read `[tdx] collateral` when its files change (every `collateral_check_secs`): the
 /// newer sets go in force whole; a directory that does not load leaves the old ones.
 async fn tdx_collateral_loop(svc: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let (Some(dir), Some(_)) = (svc.cfg.tdx.collateral.clone(), svc.appraiser.tdx.as_ref()) else {
+    let (Some(dir), Some(_)) = (svc.cfg.tdx.collateral.clone(), svc.appraiser.tdx()) else {
         return;
     };
     if svc.cfg.tdx.collateral_check_secs == 0 {
@@ -1001,7 +1001,7 @@ async fn tdx_collateral_loop(svc: Arc<Service>, mut stop: tokio::sync::watch::Re
         match tokio::task::spawn_blocking(move || collateral::load(&d)).await {
             Ok(Ok(sets)) => {
                 tracing::info!(dir = %dir.display(), sets = %collateral::describe(&sets), "Intel TDX collateral reloaded");
-                if let Some(t) = &svc.appraiser.tdx {
+                if let Some(t) = svc.appraiser.tdx() {
                     t.replace_collateral(sets);
                 }
             }

@@ -44,7 +44,7 @@ pub fn collateral(a: &Appraiser) -> Vec<crate::metrics::Collateral> {
             next_update: c.next_update,
         })
         .collect();
-    if let Some(t) = &a.tdx {
+    if let Some(t) = a.tdx() {
         for set in t.collateral().iter() {
             out.push(crate::metrics::Collateral {
                 kind: "tdx_collateral",

@@ -19,7 +19,12 @@ const SNP_REPORT: usize = 0x4A0;
 const IGVM: usize = 20;
 
 fn real_hcl() -> Vec<u8> {
-    std::fs::read(crate::repo_root().join("verifier/testdata/azure/milan-v1/hcl_report.bin")).unwrap()
+    hcl_of("milan-v1")
+}
+
+fn hcl_of(vector: &str) -> Vec<u8> {
+    std::fs::read(crate::repo_root().join(format!("verifier/testdata/azure/{vector}/hcl_report.bin")))
+        .unwrap()
 }
 
 /// The runtime data of the real report with `HCLAkPub` set to `ak` (TPMT_PUBLIC, RSA).
@@ -30,7 +35,10 @@ pub fn runtime_data(ak: &[u8]) -> Vec<u8> {
 /// The same; without `others`, only `HCLAkPub` is kept of the keys (swtpm's NV indices
 /// hold at most 2,048 bytes, Azure's hold the whole report).
 fn runtime_data_keeping(ak: &[u8], others: bool) -> Vec<u8> {
-    let real = real_hcl();
+    runtime_data_of(&real_hcl(), ak, others)
+}
+
+fn runtime_data_of(real: &[u8], ak: &[u8], others: bool) -> Vec<u8> {
     let at = HEADER + SNP_REPORT;
     let size = u32::from_le_bytes(real[at + 16..at + 20].try_into().unwrap()) as usize;
     let mut rt: serde_json::Value = serde_json::from_slice(&real[at + IGVM..at + IGVM + size]).unwrap();
@@ -73,6 +81,33 @@ pub fn evidence_with(runtime: &[u8], guest: &Guest) -> AzureEvidence {
         hcl_report,
         vcek: s.vcek,
         ca_chain: s.ca_chain,
+        td_quote: None,
+    }
+}
+
+/// A TDX CVM's evidence: the real Azure TDX HCL report (verifier/testdata/azure/tdx) with
+/// `HCLAkPub` set to `ak`, its TDREPORT's REPORTDATA = SHA-256(runtime data) || zeros and
+/// its measured TDINFO (attributes, XFAM, MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG, RTMRs)
+/// those of `td`'s quote, which [`crate::tdx`] writes under the **test** Intel-shaped
+/// root; a verifier accepts it only with `[tdx] test_root`.
+pub fn tdx_evidence(ak: &[u8], td: &crate::tdx::Td) -> AzureEvidence {
+    let real = hcl_of("tdx");
+    let runtime = runtime_data_of(&real, ak, true);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &runtime);
+    let quote = crate::tdx::quote(digest.as_ref().try_into().unwrap(), td);
+    let mut slot = real[HEADER..HEADER + SNP_REPORT].to_vec();
+    slot[128..192].fill(0);
+    slot[128..160].copy_from_slice(digest.as_ref());
+    // The quote's TD report body starts after the 48-byte header; its bytes 120..520 are
+    // TDINFO's measured fields in the same order.
+    slot[512..912].copy_from_slice(&quote[48 + 120..48 + 520]);
+    let mut igvm = real[HEADER + SNP_REPORT..HEADER + SNP_REPORT + IGVM].to_vec();
+    igvm[16..20].copy_from_slice(&u32::try_from(runtime.len()).unwrap().to_le_bytes());
+    AzureEvidence {
+        hcl_report: [&real[..HEADER], &slot, &igvm, &runtime].concat(),
+        vcek: Vec::new(),
+        ca_chain: None,
+        td_quote: Some(quote),
     }
 }
 

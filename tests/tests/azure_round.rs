@@ -99,6 +99,81 @@ async fn an_azure_cvm_round_is_appraised_and_each_forgery_fails_at_its_check() {
     assert_eq!(input["key_protection"]["level"], "process", "{input}");
 }
 
+/// A TDX CVM behind Azure's paravisor: the HCL report's TDREPORT and the TD quote Azure's
+/// quoting service made of it, on a platform (PPID) registered at the node's site and the
+/// operator's TD image: verified, the key in CVM memory. Then: a TDREPORT of another TD
+/// than the quote, another TD image, the TD quote replaced by one for other runtime data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_tdx_round_is_appraised_and_each_forgery_fails_at_its_check() {
+    use custody_e2e::tdx::{self, Td};
+    use custody_registry::model::{Hardware, HardwareId};
+    let reference = format!("mr_td = [\"{}\"]\n", hex::encode(tdx::real_td().mr_td));
+    let n = custody_e2e::pushed::node_with(Some("fra1"), "", move |_| {
+        (
+            vec![Hardware {
+                site: "par1".into(),
+                id: HardwareId::TdxPpid(tdx::ppid()),
+                label: None,
+            }],
+            tdx::config(&tdx::collateral(), &reference),
+        )
+    })
+    .await;
+
+    let (r, input) = push(&n, |ak| azure::tdx_evidence(ak, &Td::default())).await;
+    assert_eq!(r.failed_check, None, "{:?} {input}", r.reasons);
+    let d = &input["devices"]["azure"];
+    assert_eq!(d["verified"], true, "{input}");
+    assert_eq!(d["claims"]["tpm"], "paravisor-vtpm", "{input}");
+    assert_eq!(d["claims"]["tdx"]["tcb_status"], "UpToDate", "{input}");
+    assert!(d["claims"]["snp"].is_null(), "{input}");
+    assert_eq!(d["guest"]["reference"], "matched", "{input}");
+    assert_eq!(d["guest"]["platform"], "bound", "{input}");
+    assert_eq!(input["key_protection"]["level"], "cvm", "{input}");
+    assert_eq!(n.v.node("hostile")["node"]["state"], "trusted");
+
+    // The HCL's TDREPORT measures another TD (its MRTD changed) than the TD quote.
+    let (r, _) = push(&n, |ak| {
+        let mut e = azure::tdx_evidence(ak, &Td::default());
+        e.hcl_report[32 + 512 + 16] ^= 0x01;
+        e
+    })
+    .await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("azure.td_report"),
+        "{:?}",
+        r.reasons
+    );
+
+    // Another TD image than the reference, quoted genuinely.
+    let other = Td {
+        mr_td: [0x42; 48],
+        ..Td::default()
+    };
+    let (r, input) = push(&n, |ak| azure::tdx_evidence(ak, &other)).await;
+    assert_eq!(r.failed_check.as_deref(), Some("azure.mr_td"), "{:?}", r.reasons);
+    assert_eq!(input["key_protection"]["level"], "process", "{input}");
+
+    // The TD quote of another HCL report (its REPORTDATA commits to other runtime data).
+    let (r, _) = push(&n, |ak| {
+        let mut e = azure::tdx_evidence(ak, &Td::default());
+        let mut other_ak = ak.to_vec();
+        let last = other_ak.len() - 1;
+        other_ak[last] ^= 0x01;
+        e.td_quote = azure::tdx_evidence(&other_ak, &Td::default()).td_quote;
+        e
+    })
+    .await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("azure.tdx_report_data"),
+        "{:?}",
+        r.reasons
+    );
+    assert_eq!(n.v.node("hostile")["node"]["consecutive_failures"], 3);
+}
+
 /// A genuine paravisor report from a chip registered at another site is not this node's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_azure_report_from_a_chip_at_another_site_fails_at_azure_platform() {

@@ -97,11 +97,14 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
         collectors.push(Arc::new(custody_agent::tsm::TsmCollector::new()));
     }
     if cfg.collectors.azure {
-        collectors.push(Arc::new(custody_agent::azure::AzureCollector::new(
-            tpm.clone(),
-            cfg.azure.vcek.clone(),
-            cfg.azure.ca_chain.clone(),
-        )));
+        collectors.push(Arc::new(
+            custody_agent::azure::AzureCollector::new(
+                tpm.clone(),
+                cfg.azure.vcek.clone(),
+                cfg.azure.ca_chain.clone(),
+            )
+            .with_td_quote(cfg.azure.td_quote.clone()),
+        ));
     }
     if cfg.collectors.nvml {
         #[cfg(feature = "nvml")]
