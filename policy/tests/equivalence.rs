@@ -38,7 +38,40 @@ fn inputs() -> Vec<Value> {
     let mut no_site = load("node-nl-eu.json");
     set(&mut no_site, "/sovereignty/site", Value::Null);
     out.push(no_site);
+    // Device mixes the trust claims and device checks read from `device_status` (sorted
+    // [verified, kind] pairs), `any_failed` and the `device_flags` patterns: confidential-VM
+    // kinds that disagree, a failure outside them, an unknown kind, flagged claims.
+    for devices in [
+        json!({"tpm": ok("tpm"), "snp": ok("snp"), "tdx": failed("tdx"), "azure": ok("azure")}),
+        json!({"tpm": ok("tpm"), "azure": failed("azure")}),
+        json!({"tpm": ok("tpm"), "tdx": ok("tdx")}),
+        json!({"tdx": failed("tdx")}),
+        json!({"tpm": ok("tpm"), "snp": ok("snp"), "snp2": failed("snp")}),
+        json!({"tpm": failed("tpm"), "snp": ok("snp"), "gpu0": failed("nvgpu")}),
+        json!({"tpm": ok("tpm"), "snp": ok("snp"), "gpu0": failed("nvgpu")}),
+        json!({"sgx": failed("sgx")}),
+        json!({}),
+        json!({
+            "tpm": ok("tpm"),
+            "snp": {"kind": "snp", "verified": true, "claims": {"policy": {"debug_allowed": true}}},
+            "gpu0": {"kind": "nvgpu", "verified": true, "claims": {"revocation": "revoked"}},
+            "gpu1": {"kind": "nvgpu", "verified": true, "claims": {"revocation": {"status": "revoked"}}},
+        }),
+        json!({"tpm": ok("tpm"), "snp": {"kind": "snp", "verified": false, "claims": null}}),
+    ] {
+        let mut input = load("node-fr-pass.json");
+        set(&mut input, "/devices", devices);
+        out.push(input);
+    }
     out
+}
+
+fn ok(kind: &str) -> Value {
+    json!({"kind": kind, "verified": true, "claims": {}})
+}
+
+fn failed(kind: &str) -> Value {
+    json!({"kind": kind, "verified": false, "failed_check": "signature"})
 }
 
 fn datas() -> Vec<Option<Value>> {
@@ -58,6 +91,12 @@ fn datas() -> Vec<Option<Value>> {
         ));
     }
     out.push(Some(json!({"custody": {"params": ["FR"]}})));
+    // `locality_site` set (also to null), with and without a registered site in the input.
+    for site in [json!("fra-1"), Value::Null] {
+        out.push(Some(
+            json!({"custody": {"params": {"locality_site": site, "require_locality": true}}}),
+        ));
+    }
     out
 }
 
