@@ -554,6 +554,7 @@ mod tests {
             "[azure]",
             "vcek =",
             "ca_chain =",
+            "td_quote =",
         ] {
             assert!(text.contains(key), "{key}");
         }
