@@ -91,8 +91,12 @@ pub fn evidence_with(runtime: &[u8], guest: &Guest) -> AzureEvidence {
 /// those of `td`'s quote, which [`crate::tdx`] writes under the **test** Intel-shaped
 /// root; a verifier accepts it only with `[tdx] test_root`.
 pub fn tdx_evidence(ak: &[u8], td: &crate::tdx::Td) -> AzureEvidence {
+    tdx_evidence_keeping(ak, td, true)
+}
+
+fn tdx_evidence_keeping(ak: &[u8], td: &crate::tdx::Td, others: bool) -> AzureEvidence {
     let real = hcl_of("tdx");
-    let runtime = runtime_data_of(&real, ak, true);
+    let runtime = runtime_data_of(&real, ak, others);
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &runtime);
     let quote = crate::tdx::quote(digest.as_ref().try_into().unwrap(), td);
     let mut slot = real[HEADER..HEADER + SNP_REPORT].to_vec();
@@ -120,6 +124,18 @@ pub const HCL_NV_INDEX: u32 = 0x0140_0001;
 /// AK. Returns the report's evidence (the agent reads the report from NV; the VCEK and
 /// ASK/ARK come from [`vcek_files`]).
 pub fn provision_vtpm(tcti: &str, guest: &Guest) -> AzureEvidence {
+    provision_vtpm_with(tcti, |ak| evidence_with(&runtime_data_keeping(ak, false), guest))
+}
+
+/// The same on a TDX CVM: the HCL report carries `td`'s TDREPORT; its TD quote is in the
+/// evidence returned (the operator's provisioning writes it to `[azure] td_quote`).
+pub fn provision_vtpm_tdx(tcti: &str, td: &crate::tdx::Td) -> AzureEvidence {
+    provision_vtpm_with(tcti, |ak| tdx_evidence_keeping(ak, td, false))
+}
+
+/// Provision as Azure's paravisor does, the HCL report made by `make` from the AK
+/// (TPMT_PUBLIC).
+fn provision_vtpm_with(tcti: &str, make: impl FnOnce(&[u8]) -> AzureEvidence) -> AzureEvidence {
     use std::str::FromStr;
     use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection, DefaultKey};
     use tss_esapi::attributes::NvIndexAttributesBuilder;
@@ -168,7 +184,7 @@ pub fn provision_vtpm(tcti: &str, guest: &Guest) -> AzureEvidence {
     ctx.flush_context(ek.into()).unwrap();
 
     let ak_public = created.out_public.marshall().unwrap();
-    let e = evidence_with(&runtime_data_keeping(&ak_public, false), guest);
+    let e = make(&ak_public);
     let size = e.hcl_report.len();
     assert!(
         size <= 2048,

@@ -244,3 +244,58 @@ async fn the_agent_reads_the_hcl_report_and_quotes_with_the_paravisors_key() {
         .unwrap_err();
     assert!(e.to_string().contains("not an Azure CVM"), "{e}");
 }
+
+/// The agent's side on an Azure TDX CVM: the HCL report (a TDREPORT) read from NV, the TD
+/// quote from the file the operator's provisioning wrote (`[azure] td_quote`), no VCEK;
+/// the round passes with the key in CVM memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_sends_a_tdx_cvms_td_quote_from_its_file() {
+    use custody_agent::collector::{Collector, Evidence};
+    use custody_e2e::tdx::{self, Td};
+    use custody_registry::model::{Hardware, HardwareId};
+    let reference = format!("mr_td = [\"{}\"]\n", hex::encode(tdx::real_td().mr_td));
+    let mut provisioned = None;
+    let n = custody_e2e::pushed::node_prepared(
+        Some("par1"),
+        "",
+        custody_agent::tpm::default_pcrs(),
+        move |_| {
+            (
+                vec![Hardware {
+                    site: "par1".into(),
+                    id: HardwareId::TdxPpid(tdx::ppid()),
+                    label: None,
+                }],
+                tdx::config(&tdx::collateral(), &reference),
+            )
+        },
+        |t| {
+            provisioned = Some(azure::provision_vtpm_tdx(&t.tcti(), &Td::default()));
+            Some(azure::AK_HANDLE)
+        },
+    )
+    .await;
+    let provisioned = provisioned.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let td_quote = dir.path().join("td_quote.bin");
+    std::fs::write(&td_quote, provisioned.td_quote.as_ref().unwrap()).unwrap();
+    // No VCEK file exists: a TDX CVM does not read one.
+    let collector =
+        custody_agent::azure::AzureCollector::new(n.tpm.clone(), dir.path().join("absent.pem"), None)
+            .with_td_quote(Some(td_quote.clone()));
+    let binding = n.session.binding(&custody_formats::binding::Nonce([0; 32]));
+    let Evidence::Azure(read) = collector.collect(&binding).unwrap() else {
+        panic!("not Azure evidence")
+    };
+    assert_eq!(read, provisioned, "the report from NV, the quote from its file");
+
+    let (r, input) = n.push_with(|_, b| b.azure = Some(read)).await;
+    assert_eq!(r.failed_check, None, "{:?} {input}", r.reasons);
+    assert_eq!(input["devices"]["azure"]["verified"], true, "{input}");
+    assert_eq!(input["key_protection"]["level"], "cvm", "{input}");
+
+    // The file missing: the round's Azure evidence fails to collect, saying which file.
+    std::fs::remove_file(&td_quote).unwrap();
+    let e = collector.collect(&binding).unwrap_err();
+    assert!(e.to_string().contains("td_quote.bin"), "{e}");
+}
