@@ -29,6 +29,10 @@ pub struct Options {
     pub verifier_bin: Option<PathBuf>,
     /// RUST_LOG for a spawned verifier.
     pub service_log: String,
+    /// Open loop: rounds started at this fixed rate (per second) whatever the verifier
+    /// answers, latency from each round's scheduled start; `None`: closed loop
+    /// (`concurrency` loops, each starting its next round when the last one ends).
+    pub rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -57,7 +61,14 @@ pub struct Report {
     pub appraisals: u64,
     pub errors: u64,
     pub appraisals_per_s: f64,
-    /// Nonce request + evidence request, per appraisal.
+    /// Open loop: the offered rate (rounds scheduled per second).
+    pub offered_per_s: Option<f64>,
+    /// Open loop: rounds that started more than 10 ms after their scheduled time (no
+    /// attester was free: the offered rate is above what the verifier answers).
+    pub started_late: Option<u64>,
+    /// Closed loop: nonce request + evidence request, per appraisal. Open loop: from the
+    /// round's scheduled start to its result, everything included (waiting for a free
+    /// attester, the nonce, building the quote and bundle, the evidence request).
     pub latency: Percentiles,
     /// The parts of it: POST /v1/nonce, building the bundle (quote + CBOR), POST /v1/evidence.
     pub nonce_request: Percentiles,
@@ -490,9 +501,12 @@ async fn setup(opt: &Options, extra: usize) -> Result<Setup> {
     })
 }
 
-/// One measured phase: C loops of push rounds for `duration`.
+/// One measured phase: C loops of push rounds for `duration`, or an open loop.
 struct Phase {
     times: Vec<RoundTimes>,
+    /// Open loop: each round's latency from its scheduled start (us), the offered rate
+    /// and the rounds started late.
+    open: Option<(Vec<u64>, f64, u64)>,
     errors: u64,
     first_errors: Vec<String>,
     wall: f64,
@@ -554,6 +568,92 @@ async fn measure(
     let first_errors = first_errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(Phase {
         times,
+        open: None,
+        errors: errors.load(Ordering::Relaxed),
+        first_errors,
+        wall,
+        verifier_cpu: cpu_delta(cpu0.0, cpu1.0, wall),
+        loadgen_cpu: cpu_delta(cpu0.1, cpu1.1, wall).unwrap_or_default(),
+    })
+}
+
+/// One open-loop phase: round k is scheduled at `start + k / rate`; it waits for a free
+/// attester (an attester is never in two rounds at once), then runs. Its latency counts
+/// from the scheduled time, so a verifier that falls behind shows it in the latency
+/// rather than in a slower offered rate (no coordinated omission).
+async fn measure_open(
+    nodes: &Arc<Vec<Node>>,
+    url: &str,
+    rate: f64,
+    duration: Duration,
+    vpid: Option<u32>,
+) -> Result<Phase> {
+    let (free_tx, free_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    for i in 0..nodes.len() {
+        free_tx.send(i).map_err(|_| anyhow!("attester pool"))?;
+    }
+    let free_rx = Arc::new(tokio::sync::Mutex::new(free_rx));
+    let errors = Arc::new(AtomicU64::new(0));
+    let late = Arc::new(AtomicU64::new(0));
+    let first_errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let cpu0 = (vpid.and_then(proc_cpu), proc_cpu(std::process::id()));
+    let start = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let mut rounds = Vec::new();
+    let mut k: u32 = 0;
+    loop {
+        let at = start + period * k;
+        if at >= start + duration {
+            break;
+        }
+        tokio::time::sleep_until(at.into()).await;
+        k += 1;
+        let (nodes, url, free_tx, free_rx, errors, late, first) = (
+            nodes.clone(),
+            url.to_owned(),
+            free_tx.clone(),
+            free_rx.clone(),
+            errors.clone(),
+            late.clone(),
+            first_errors.clone(),
+        );
+        rounds.push(tokio::spawn(async move {
+            let i = free_rx.lock().await.recv().await?;
+            if at.elapsed() > Duration::from_millis(10) {
+                late.fetch_add(1, Ordering::Relaxed);
+            }
+            let node = nodes.get(i)?;
+            let r = push_round(&url, node).await;
+            let done = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let _ = free_tx.send(i);
+            match r {
+                Ok(t) => Some((t, done)),
+                Err(e) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    let mut f = first.lock().unwrap_or_else(|p| p.into_inner());
+                    if f.len() < 5 {
+                        f.push(format!("{e:#}"));
+                    }
+                    None
+                }
+            }
+        }));
+    }
+    let mut times = Vec::new();
+    let mut from_schedule = Vec::new();
+    for r in rounds {
+        if let Some((t, d)) = r.await? {
+            times.push(t);
+            from_schedule.push(d);
+        }
+    }
+    // The wall time includes the tail: rounds scheduled before the end, answered after.
+    let wall = start.elapsed().as_secs_f64();
+    let cpu1 = (vpid.and_then(proc_cpu), proc_cpu(std::process::id()));
+    let first_errors = first_errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(Phase {
+        times,
+        open: Some((from_schedule, rate, late.load(Ordering::Relaxed))),
         errors: errors.load(Ordering::Relaxed),
         first_errors,
         wall,
@@ -565,7 +665,14 @@ async fn measure(
 impl Phase {
     fn report(self, attesters: usize, c: usize, enroll_s: f64, metrics: Option<&str>) -> Report {
         let times = self.times;
-        let mut total: Vec<u64> = times.iter().map(|t| t.nonce_us + t.evidence_us).collect();
+        let (mut total, offered, late) = match self.open {
+            Some((from_schedule, rate, late)) => (from_schedule, Some(rate), Some(late)),
+            None => (
+                times.iter().map(|t| t.nonce_us + t.evidence_us).collect(),
+                None,
+                None,
+            ),
+        };
         let mut nonce: Vec<u64> = times.iter().map(|t| t.nonce_us).collect();
         let mut build: Vec<u64> = times.iter().map(|t| t.build_us).collect();
         let mut evidence: Vec<u64> = times.iter().map(|t| t.evidence_us).collect();
@@ -577,6 +684,8 @@ impl Phase {
             appraisals: times.len() as u64,
             errors: self.errors,
             appraisals_per_s: times.len() as f64 / self.wall,
+            offered_per_s: offered,
+            started_late: late,
             latency: percentiles(&mut total),
             nonce_request: percentiles(&mut nonce),
             build_bundle: percentiles(&mut build),
@@ -599,7 +708,10 @@ pub async fn run(opt: Options) -> Result<Report> {
     let nodes: Arc<Vec<Node>> = Arc::new(s.nodes);
     let c = opt.concurrency.clamp(1, nodes.len().max(1));
     let vpid = s.spawned.as_ref().map(Spawned::pid);
-    let phase = measure(&nodes, &s.url, c, opt.duration, vpid).await?;
+    let phase = match opt.rate {
+        Some(rate) => measure_open(&nodes, &s.url, rate, opt.duration, vpid).await?,
+        None => measure(&nodes, &s.url, c, opt.duration, vpid).await?,
+    };
     let metrics = verifier_metrics(&s.anon, &s.url).await;
     drop(s.spawned);
     Ok(phase.report(nodes.len(), c, s.enroll_s, metrics.as_deref()))

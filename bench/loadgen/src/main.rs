@@ -33,6 +33,10 @@ struct Cli {
     /// Concurrent round loops (at most one per attester).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Open loop: start rounds at this fixed rate per second (on free attesters), latency
+    /// from each round's scheduled start; --concurrency is then unused.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Start custody-verifier (next to this executable) with a throwaway data directory.
     #[arg(long)]
     spawn: bool,
@@ -95,8 +99,13 @@ fn print(r: &Report, json: bool) -> Result<()> {
         }
     }
     // The summary is always the last line.
+    if let (Some(offered), Some(late)) = (r.offered_per_s, r.started_late) {
+        print!("loadgen (open loop, {offered:.0}/s offered, {late} started late): ");
+    } else {
+        print!("loadgen: ");
+    }
     println!(
-        "loadgen: {} attesters, {:.0} appraisals/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, audit errors {}",
+        "{} attesters, {:.0} appraisals/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, audit errors {}",
         r.attesters,
         r.appraisals_per_s,
         r.latency.p50_ms,
@@ -189,6 +198,7 @@ fn main() -> Result<()> {
         spawn: cli.spawn,
         verifier_bin: cli.verifier_bin,
         service_log: cli.service_log,
+        rate: cli.rate.filter(|r| *r > 0.0),
     };
     if cli.attack {
         let a = driver::AttackSettings {

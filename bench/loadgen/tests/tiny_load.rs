@@ -15,9 +15,8 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
 }
 
-#[test]
-fn two_attesters_two_seconds_no_errors() {
-    // The verifier binary lives in another package: build it with the same cargo.
+/// The spawned verifier (debug build), built with the same cargo.
+fn verifier() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
         .args([
@@ -32,7 +31,11 @@ fn two_attesters_two_seconds_no_errors() {
         .status()
         .unwrap();
     assert!(st.success(), "building custody-verifier failed");
-    let verifier = target_dir().join("debug/custody-verifier");
+    target_dir().join("debug/custody-verifier")
+}
+
+#[test]
+fn two_attesters_two_seconds_no_errors() {
     let out = Command::new(env!("CARGO_BIN_EXE_custody-loadgen"))
         .args([
             "--spawn",
@@ -45,7 +48,7 @@ fn two_attesters_two_seconds_no_errors() {
             "--json",
         ])
         .arg("--verifier-bin")
-        .arg(&verifier)
+        .arg(verifier())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -64,5 +67,46 @@ fn two_attesters_two_seconds_no_errors() {
     assert!(r["appraisals"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["latency"]["p99_ms"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["verifier_cpu"]["user_s"].as_f64().is_some(), "{r}");
+    assert!(out.status.success());
+}
+
+/// Open loop: 10 rounds a second for 2 s, scheduled whatever the verifier answers; every
+/// scheduled round is answered, its latency counted from its scheduled start.
+#[test]
+fn an_open_loop_answers_every_scheduled_round() {
+    let out = Command::new(env!("CARGO_BIN_EXE_custody-loadgen"))
+        .args([
+            "--spawn",
+            "--attesters",
+            "4",
+            "--duration",
+            "2",
+            "--rate",
+            "10",
+            "--json",
+        ])
+        .arg("--verifier-bin")
+        .arg(verifier())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.len() >= 2,
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = lines[lines.len() - 1];
+    assert!(last.starts_with("loadgen (open loop, 10/s offered, "), "{last}");
+    let r: serde_json::Value = serde_json::from_str(lines[lines.len() - 2]).unwrap();
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["offered_per_s"], 10.0, "{r}");
+    assert_eq!(r["appraisals"], 20, "rounds at 0, 0.1, ... 1.9 s: {r}");
+    assert!(r["started_late"].as_u64().is_some(), "{r}");
+    // From the scheduled start: at least the round itself.
+    assert!(
+        r["latency"]["p50_ms"].as_f64().unwrap() >= r["evidence_request"]["p50_ms"].as_f64().unwrap(),
+        "{r}"
+    );
     assert!(out.status.success());
 }
