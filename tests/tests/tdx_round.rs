@@ -234,9 +234,9 @@ async fn a_tdx_quote_without_reference_values_leaves_the_key_in_process_memory()
     assert!(why.contains("tdx_reference: unconfigured"), "{input}");
 }
 
-/// A verifier without TDX collateral cannot appraise a TDX quote: the round fails at
-/// `tdx.collateral`, the node is `failed` (untrusted), but that is the verifier's
-/// shortcoming and never counts towards revocation.
+/// A verifier without TDX collateral cannot appraise a TDX quote, bare metal or an Azure
+/// CVM's: the round fails at `tdx.collateral`, the node is `failed` (untrusted), but that
+/// is the verifier's shortcoming and never counts towards revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_tdx_collateral_fails_the_round_without_blaming_the_node() {
     let n = node_with(Some("par1"), "", |_| (vec![], String::new())).await;
@@ -256,6 +256,20 @@ async fn missing_tdx_collateral_fails_the_round_without_blaming_the_node() {
         );
         assert!(r.reasons[0].contains("no TDX collateral"), "{:?}", r.reasons);
     }
+    // The same for an Azure TDX CVM's TD quote: the verifier's gap, not the node's.
+    let (r, input) = n
+        .push_with(|_, b| {
+            let ak = b.tpm.as_ref().unwrap().ak_public.clone();
+            b.azure = Some(custody_e2e::azure::tdx_evidence(&ak, &Td::default()));
+        })
+        .await;
+    assert_eq!(
+        r.failed_check.as_deref(),
+        Some("tdx.collateral"),
+        "{:?}",
+        r.reasons
+    );
+    assert_eq!(input["devices"]["azure"]["verified"], false, "{input}");
     let node = n.v.node("hostile");
     assert_eq!(node["node"]["state"], "failed", "{node}");
     assert_eq!(node["node"]["consecutive_failures"], 0, "{node}");
