@@ -501,6 +501,27 @@ async fn setup(opt: &Options, extra: usize) -> Result<Setup> {
     })
 }
 
+/// A phase's failed rounds: how many, and the first few errors.
+#[derive(Default)]
+struct Failures {
+    count: AtomicU64,
+    first: Mutex<Vec<String>>,
+}
+
+impl Failures {
+    fn record(&self, e: &anyhow::Error) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut f = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        if f.len() < 5 {
+            f.push(format!("{e:#}"));
+        }
+    }
+
+    fn first(&self) -> Vec<String> {
+        self.first.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// One measured phase: C loops of push rounds for `duration`, or an open loop.
 struct Phase {
     times: Vec<RoundTimes>,
@@ -523,19 +544,13 @@ async fn measure(
 ) -> Result<Phase> {
     // Loop k owns attesters k, k+C, ...: an attester is never in two rounds at once (its
     // TPM clock must be seen to move forward).
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let failures = Arc::new(Failures::default());
     let cpu0 = (vpid.and_then(proc_cpu), proc_cpu(std::process::id()));
     let start = Instant::now();
     let deadline = start + duration;
     let mut loops = Vec::new();
     for k in 0..c {
-        let (nodes, url, errors, first) = (
-            nodes.clone(),
-            url.to_owned(),
-            errors.clone(),
-            first_errors.clone(),
-        );
+        let (nodes, url, failures) = (nodes.clone(), url.to_owned(), failures.clone());
         loops.push(tokio::spawn(async move {
             let mine: Vec<usize> = (k..nodes.len()).step_by(c).collect();
             let mut times = Vec::new();
@@ -547,13 +562,7 @@ async fn measure(
                 i += 1;
                 match push_round(&url, node).await {
                     Ok(t) => times.push(t),
-                    Err(e) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        let mut f = first.lock().unwrap_or_else(|p| p.into_inner());
-                        if f.len() < 5 {
-                            f.push(format!("{e:#}"));
-                        }
-                    }
+                    Err(e) => failures.record(&e),
                 }
             }
             times
@@ -565,12 +574,11 @@ async fn measure(
     }
     let wall = start.elapsed().as_secs_f64();
     let cpu1 = (vpid.and_then(proc_cpu), proc_cpu(std::process::id()));
-    let first_errors = first_errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(Phase {
         times,
         open: None,
-        errors: errors.load(Ordering::Relaxed),
-        first_errors,
+        errors: failures.count.load(Ordering::Relaxed),
+        first_errors: failures.first(),
         wall,
         verifier_cpu: cpu_delta(cpu0.0, cpu1.0, wall),
         loadgen_cpu: cpu_delta(cpu0.1, cpu1.1, wall).unwrap_or_default(),
@@ -593,9 +601,8 @@ async fn measure_open(
         free_tx.send(i).map_err(|_| anyhow!("attester pool"))?;
     }
     let free_rx = Arc::new(tokio::sync::Mutex::new(free_rx));
-    let errors = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Failures::default());
     let late = Arc::new(AtomicU64::new(0));
-    let first_errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let cpu0 = (vpid.and_then(proc_cpu), proc_cpu(std::process::id()));
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
@@ -608,14 +615,13 @@ async fn measure_open(
         }
         tokio::time::sleep_until(at.into()).await;
         k += 1;
-        let (nodes, url, free_tx, free_rx, errors, late, first) = (
+        let (nodes, url, free_tx, free_rx, late, failures) = (
             nodes.clone(),
             url.to_owned(),
             free_tx.clone(),
             free_rx.clone(),
-            errors.clone(),
             late.clone(),
-            first_errors.clone(),
+            failures.clone(),
         );
         rounds.push(tokio::spawn(async move {
             let i = free_rx.lock().await.recv().await?;
@@ -629,11 +635,7 @@ async fn measure_open(
             match r {
                 Ok(t) => Some((t, done)),
                 Err(e) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    let mut f = first.lock().unwrap_or_else(|p| p.into_inner());
-                    if f.len() < 5 {
-                        f.push(format!("{e:#}"));
-                    }
+                    failures.record(&e);
                     None
                 }
             }
@@ -650,12 +652,11 @@ async fn measure_open(
     // The wall time includes the tail: rounds scheduled before the end, answered after.
     let wall = start.elapsed().as_secs_f64();
     let cpu1 = (vpid.and_then(proc_cpu), proc_cpu(std::process::id()));
-    let first_errors = first_errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(Phase {
         times,
         open: Some((from_schedule, rate, late.load(Ordering::Relaxed))),
-        errors: errors.load(Ordering::Relaxed),
-        first_errors,
+        errors: failures.count.load(Ordering::Relaxed),
+        first_errors: failures.first(),
         wall,
         verifier_cpu: cpu_delta(cpu0.0, cpu1.0, wall),
         loadgen_cpu: cpu_delta(cpu0.1, cpu1.1, wall).unwrap_or_default(),
